@@ -1,0 +1,50 @@
+# Two commands: `make book` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch, used where no NVIDIA GPU is found. GPU users: see README.
+TORCH_CPU       ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Threads for torch on CPU; `make test` runs one torch process at a time.
+export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: setup book test unit nbval book-strict clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already in $(VENV): keeping it"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "NVIDIA GPU found: installing torch with CUDA from PyPI"; \
+	  $(BIN)/python -m pip install -q torch; \
+	else \
+	  echo "no GPU: installing the CPU build of torch ($(TORCH_CPU))"; \
+	  $(BIN)/python -m pip install -q "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build . --path-output .
+	@echo "Open _build/html/index.html in a browser."
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+# Notebooks run once each, one after another (never two torch processes at once).
+nbval: setup
+	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+book-strict: setup
+	$(BIN)/jupyter-book build . --path-output . -W -n --keep-going
+
+test: unit nbval book-strict
+
+clean:
+	rm -rf _build .pytest_cache
