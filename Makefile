@@ -22,8 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "NVIDIA GPU found: installing torch with CUDA from PyPI"; \
 	  $(BIN)/python -m pip install -q torch; \
+	elif $(BIN)/python -m pip install -q --no-deps --no-index "$(TORCH_CPU)" 2>/dev/null; then \
+	  echo "no GPU: installed the CPU build of torch found on this disk ($(TORCH_CPU))"; \
+	  $(BIN)/python -m pip install -q "$(TORCH_CPU)"; \
 	else \
-	  echo "no GPU: installing the CPU build of torch ($(TORCH_CPU))"; \
+	  echo "no GPU: installing the CPU build of torch ($(TORCH_CPU)) from $(TORCH_CPU_INDEX)"; \
 	  $(BIN)/python -m pip install -q "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
 	$(BIN)/python -m pip install -q -e ".[book,test]"

@@ -1,0 +1,235 @@
+"""Labelled Gaussian mixtures: the one family where every quantity of the course is exact.
+
+A mixture p(x) = sum_k w_k N(x; mu_k, Sigma_k) whose component k belongs to class ``labels[k]``
+gives in closed form p(x), p(x|y), p(y|x), their scores, and, because the forward process maps a
+Gaussian to a Gaussian, the same for every noisy law p_t (see :meth:`GaussianMixture.diffuse`).
+The labs hold learned networks against these answers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Union
+
+import torch
+
+from .schedules import Schedule, check_steps
+from .targets import score_to_eps
+
+Label = Union[int, torch.Tensor, None]
+
+
+class GaussianMixture:
+    """p(x) = sum_k w_k N(mu_k, Sigma_k), component k of class ``labels[k]``.
+
+    Args:
+        means: [K, D] floating tensor; its dtype (float32 or float64) and device are the mixture's.
+        covs: [K, D, D] symmetric positive-definite covariances.
+        weights: [K] non-negative mixing weights (normalised here).
+        labels: [K] class of each component, covering 0..C-1 (a class may own several components).
+    """
+
+    def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor,
+                 labels: torch.Tensor):
+        if not isinstance(means, torch.Tensor) or not means.is_floating_point():
+            raise TypeError("means must be a floating-point tensor [K, D]")
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"means must have shape [K, D], got {tuple(means.shape)}")
+        K, D = means.shape
+        dtype, device = means.dtype, means.device
+        covs = torch.as_tensor(covs, dtype=dtype, device=device)
+        weights = torch.as_tensor(weights, dtype=dtype, device=device)
+        labels = torch.as_tensor(labels, device=device)
+        if covs.shape != (K, D, D):
+            raise ValueError(f"covs must have shape {(K, D, D)}, got {tuple(covs.shape)}")
+        if not torch.allclose(covs, covs.transpose(1, 2)):
+            raise ValueError("covs must be symmetric")
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
+        if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be finite, non-negative and not all zero")
+        if labels.shape != (K,) or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be an integer tensor of shape ({K},)")
+        labels = labels.long()
+        if (labels < 0).any():
+            raise ValueError("labels must be >= 0")
+        C = int(labels.max()) + 1
+        if torch.bincount(labels, minlength=C).min() == 0:
+            raise ValueError(f"labels must cover every class 0..{C - 1}")
+        try:
+            chol = torch.linalg.cholesky(covs)
+        except RuntimeError as err:
+            raise ValueError("covs must be positive definite") from err
+        self.means, self.covs, self.labels = means, covs, labels
+        self.weights = weights / weights.sum()
+        self._chol = chol
+        self._prec = torch.cholesky_inverse(chol)
+        self._logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        # member[c, k] is True when component k belongs to class c
+        self._member = labels[None, :] == torch.arange(C, device=device)[:, None]
+
+    # ---- basic facts -------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self._member.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def class_weights(self) -> torch.Tensor:
+        """p(y) for every class: [C]."""
+        return (self._member * self.weights).sum(1)
+
+    def to(self, device=None, dtype=None) -> "GaussianMixture":
+        return GaussianMixture(self.means.to(device=device, dtype=dtype),
+                               self.covs.to(device=device, dtype=dtype),
+                               self.weights.to(device=device, dtype=dtype), self.labels.to(device))
+
+    def __repr__(self) -> str:
+        return (f"GaussianMixture(components={self.num_components}, classes={self.num_classes}, "
+                f"dim={self.dim}, dtype={self.dtype})")
+
+    # ---- input checks --------------------------------------------------------------------------
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError("x must be a torch.Tensor [N, D]")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the mixture is {self.dtype}; convert one of them")
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the mixture is on {self.device}; use mixture.to(...)")
+        return x
+
+    def _check_y(self, y, n: int) -> torch.Tensor:
+        """y as a LongTensor[n] of labels in 0..C-1."""
+        if isinstance(y, bool) or (isinstance(y, torch.Tensor) and (y.is_floating_point() or y.dtype == torch.bool)):
+            raise TypeError("y must be an int or an integer tensor of labels")
+        if isinstance(y, int):
+            y = torch.full((n,), y, dtype=torch.long, device=self.device)
+        elif isinstance(y, torch.Tensor):
+            if y.ndim == 0:
+                y = y.expand(n)
+            if y.shape != (n,):
+                raise ValueError(f"y must be an int or have shape ({n},), got {tuple(y.shape)}")
+            y = y.to(self.device, torch.long)
+        else:
+            raise TypeError(f"y must be an int or a LongTensor, got {type(y).__name__}")
+        if n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"y must lie in 0..{self.num_classes - 1}")
+        return y
+
+    # ---- densities -----------------------------------------------------------------------------
+    def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
+        diff = x[:, None, :] - self.means[None]                            # [N, K, D]
+        # Solve L z = diff for each component: maha = |z|^2.
+        z = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
+        maha = (z * z).sum(-1)
+        log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
+        return torch.log(self.weights) + log_norm - 0.5 * maha
+
+    def _log_joint_masked(self, x: torch.Tensor, y: Label) -> torch.Tensor:
+        """Component log joints with components outside class y set to -inf (y=None: all kept)."""
+        lj = self._component_log_joint(x)
+        if y is None:
+            return lj
+        y = self._check_y(y, x.shape[0])
+        return lj.masked_fill(~self._member[y], float("-inf"))
+
+    def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
+        """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N]."""
+        x = self._check_x(x)
+        out = torch.logsumexp(self._log_joint_masked(x, y), dim=1)
+        if y is not None:
+            out = out - torch.log(self.class_weights)[self._check_y(y, x.shape[0])]
+        return out
+
+    def score(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
+        """grad_x log p(x) (or log p(x|y)) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x): [N, D].
+
+        r_k are the responsibilities of the components (within class y when y is given).
+        """
+        x = self._check_x(x)
+        resp = torch.softmax(self._log_joint_masked(x, y), dim=1)         # [N, K]
+        diff = self.means[None] - x[:, None, :]                            # [N, K, D]
+        comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
+        return (resp[..., None] * comp_scores).sum(1)
+
+    def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(y|x) for every class: [N, C] (Bayes' rule over the components)."""
+        x = self._check_x(x)
+        lj = self._component_log_joint(x)                                  # [N, K]
+        per_class = torch.logsumexp(lj[:, None, :].masked_fill(~self._member[None], float("-inf")), dim=2)
+        return per_class - torch.logsumexp(lj, dim=1, keepdim=True)
+
+    def classifier_grad(self, x: torch.Tensor, y: Label) -> torch.Tensor:
+        """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165): [N, D]."""
+        if y is None:
+            raise ValueError("y is required for classifier_grad")
+        return self.score(x, y) - self.score(x)
+
+    # ---- the forward process -------------------------------------------------------------------
+    def diffuse(self, alpha_bar) -> "GaussianMixture":
+        """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: again a mixture,
+        with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I."""
+        a = float(alpha_bar)
+        if not (0 < a <= 1) or math.isnan(a):
+            raise ValueError(f"alpha_bar must lie in (0, 1], got {a}")
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return GaussianMixture(math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
+                               self.weights, self.labels)
+
+    # ---- sampling -------------------------------------------------------------------------------
+    def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
+        """Draw n points from p(x), or from p(x|y): returns (x [n, D], y [n])."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        dev = self.device if generator is None else generator.device
+        if y is None:
+            probs = self.weights.expand(n, -1)
+        else:
+            y = self._check_y(y, n)
+            probs = (self._member[y] * self.weights)
+        k = torch.multinomial(probs.to(dev, torch.float64), 1, replacement=True, generator=generator)[:, 0]
+        z = torch.randn(n, self.dim, generator=generator, device=dev, dtype=self.dtype).to(self.device)
+        k = k.to(self.device)
+        x = self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], z)
+        return x, self.labels[k]
+
+
+def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
+                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The perfect noise predictor eps*(x_t, t) = -sqrt(1 - alpha_bar_t) grad log p_t(x_t [| y]).
+
+    Returns a callable with the samplers' signature ``eps_fn(x_t, t)`` (t a LongTensor of 0-based
+    steps), so a lab can swap a learned network for the exact answer in one line.
+    """
+    alpha_bar = schedule.alpha_bar
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_steps(t, x_t.shape[0], schedule.T)
+        x = x_t.to(mixture.dtype)
+        out = torch.empty_like(x)
+        labels = None if y is None else mixture._check_y(y, x.shape[0])
+        for step in torch.unique(t).tolist():          # samplers pass one step for the whole batch
+            idx = (t == step).nonzero()[:, 0]
+            a = float(alpha_bar[step])
+            s = mixture.diffuse(a).score(x[idx], None if labels is None else labels[idx])
+            out[idx] = score_to_eps(s, a)
+        return out.to(x_t.dtype)
+
+    return eps_fn

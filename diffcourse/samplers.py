@@ -1,0 +1,66 @@
+"""Samplers. Each takes a noise predictor ``eps_fn(x_t, t) -> eps_hat`` (t a LongTensor[N] of
+0-based steps) and knows nothing about guidance or classes: guidance wraps ``eps_fn``."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from .schedules import Schedule
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: Optional[torch.Generator] = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
+    if isinstance(shape_or_noise, torch.Tensor):
+        if not shape_or_noise.is_floating_point():
+            raise TypeError("the starting noise must be a floating-point tensor")
+        return shape_or_noise
+    shape = tuple(shape_or_noise)
+    if not shape or any((not isinstance(s, int)) or s < 1 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive ints, got {shape_or_noise!r}")
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, schedule: Schedule,
+              noise: Optional[torch.Tensor]) -> torch.Tensor:
+    """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; Luo eq. 84-85):
+
+    mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), variance = the posterior's
+    beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); no noise on the last step.
+    """
+    betas, alpha_bar = schedule.betas, schedule.alpha_bar
+    beta, a_bar = float(betas[step]), float(alpha_bar[step])
+    mean = (x_t - beta / (1 - a_bar) ** 0.5 * eps) / (1 - beta) ** 0.5
+    if step == 0 or noise is None:
+        return mean
+    var = beta * (1 - float(alpha_bar[step - 1])) / (1 - a_bar)
+    return mean + var ** 0.5 * noise
+
+
+@torch.no_grad()
+def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
+                generator: Optional[torch.Generator] = None, progress: bool = True) -> torch.Tensor:
+    """Ancestral DDPM sampling from x_T ~ N(0, I) down to x_0 (Ho et al. 2020, Algorithm 2).
+
+    Args:
+        eps_fn: the noise predictor, learned or exact.
+        shape_or_noise: the shape of the batch, or the starting noise x_T itself (to pair runs).
+        schedule: the noise schedule the predictor was trained with.
+        generator: the source of all randomness (the starting noise when a shape is given, and
+            the noise of every step), so a seed fixes the samples.
+    """
+    x = start_noise(shape_or_noise, generator)
+    n = x.shape[0]
+    for step in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM sampling", disable=not progress, leave=False):
+        t = torch.full((n,), step, dtype=torch.long, device=x.device)
+        eps = eps_fn(x, t)
+        if eps.shape != x.shape:
+            raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+        noise = None if step == 0 else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = ddpm_step(x, eps, step, schedule, noise)
+    return x

@@ -1,0 +1,44 @@
+"""The three equivalent targets (x0, noise, score) and the conversions between them.
+
+Given x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps, Tweedie's formula gives
+``score = -eps / sqrt(1 - alpha_bar)`` (Luo eq. 151) and
+``x0 = (x_t + (1 - alpha_bar) score) / sqrt(alpha_bar)`` (Luo eq. 133). Every function takes
+``alpha_bar`` as a float or a tensor that broadcasts against the batch.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def eps_to_score(eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """score = -eps / sqrt(1 - alpha_bar)  (Luo eq. 151)."""
+    return -eps / torch.as_tensor(1 - alpha_bar, dtype=eps.dtype, device=eps.device).sqrt()
+
+
+def score_to_eps(score: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """eps = -sqrt(1 - alpha_bar) score, the inverse of :func:`eps_to_score`."""
+    return -score * torch.as_tensor(1 - alpha_bar, dtype=score.dtype, device=score.device).sqrt()
+
+
+def score_to_x0(x_t: torch.Tensor, score: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """x0 = (x_t + (1 - alpha_bar) score) / sqrt(alpha_bar)  (Tweedie; Luo eq. 133)."""
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return (x_t + (1 - a) * score) / a.sqrt()
+
+
+def x0_to_score(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """score = -(x_t - sqrt(alpha_bar) x0) / (1 - alpha_bar), the inverse of :func:`score_to_x0`."""
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return -(x_t - a.sqrt() * x0) / (1 - a)
+
+
+def eps_to_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)  (Luo eq. 127 solved for x0)."""
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def x0_to_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."""
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return (x_t - a.sqrt() * x0) / (1 - a).sqrt()

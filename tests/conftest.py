@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from diffcourse.mixture import GaussianMixture
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def random_mixture(dim: int, components_per_class=(2, 3), seed: int = 0, dtype=torch.float64) -> GaussianMixture:
+    """A mixture with full random covariances and several components per class."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.cat([torch.full((k,), c) for c, k in enumerate(components_per_class)])
+    K = labels.numel()
+    means = 2 * torch.randn(K, dim, generator=g, dtype=torch.float64)
+    A = torch.randn(K, dim, dim, generator=g, dtype=torch.float64)
+    covs = 0.3 * A @ A.transpose(1, 2) + 0.2 * torch.eye(dim, dtype=torch.float64)
+    weights = torch.rand(K, generator=g, dtype=torch.float64) + 0.2
+    return GaussianMixture(means.to(dtype), covs.to(dtype), weights.to(dtype), labels)
+
+
+@pytest.fixture
+def mix2():
+    return random_mixture(2)

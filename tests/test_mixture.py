@@ -1,0 +1,179 @@
+"""GaussianMixture against an independent computation: torch.distributions plus autograd, float64."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from diffcourse.mixture import GaussianMixture, exact_eps_fn
+from diffcourse.schedules import cosine_schedule
+from diffcourse.targets import eps_to_score
+
+from conftest import random_mixture
+
+RTOL = 1e-8
+
+
+def reference(mix: GaussianMixture, keep=None) -> MixtureSameFamily:
+    """The same mixture built from torch.distributions (optionally only components in ``keep``)."""
+    keep = torch.ones(mix.num_components, dtype=torch.bool) if keep is None else keep
+    return MixtureSameFamily(Categorical(probs=mix.weights[keep]),
+                             MultivariateNormal(mix.means[keep], covariance_matrix=mix.covs[keep]))
+
+
+def autograd_score(log_density, x):
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(log_density(x).sum(), x)
+    return g
+
+
+def close(a, b, rtol=RTOL):
+    scale = b.abs().max().clamp(min=1e-300)
+    return ((a - b).abs().max() / scale).item() < rtol
+
+
+CASES = [(d, cpc, a) for d in (2, 3, 4) for cpc in ((2, 3), (1, 2, 2)) for a in (1.0, 0.7, 0.2, 0.01)]
+
+
+@pytest.mark.parametrize("dim,cpc,alpha_bar", CASES)
+def test_against_torch_distributions(dim, cpc, alpha_bar):
+    mix = random_mixture(dim, cpc, seed=dim).diffuse(alpha_bar)
+    x = 2.5 * torch.randn(64, dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = reference(mix)
+    assert close(mix.log_prob(x), ref.log_prob(x))
+    assert close(mix.score(x), autograd_score(ref.log_prob, x))
+    log_px = ref.log_prob(x)
+    post = []
+    for c in range(mix.num_classes):
+        ref_c = reference(mix, mix.labels == c)
+        assert close(mix.log_prob(x, c), ref_c.log_prob(x))
+        assert close(mix.score(x, c), autograd_score(ref_c.log_prob, x))
+        log_py = math.log(mix.weights[mix.labels == c].sum())
+        post.append(ref_c.log_prob(x) + log_py - log_px)
+        # the classifier gradient: autograd of log p(y|x) from the reference densities
+        grad_ref = autograd_score(lambda z: ref_c.log_prob(z) + log_py - ref.log_prob(z), x)
+        assert close(mix.classifier_grad(x, c), grad_ref)
+    assert close(mix.class_log_posterior(x), torch.stack(post, 1))
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.05])
+def test_bayes_rule_for_scores_eq165(alpha_bar):
+    """grad log p(x|y) = grad log p(x) + grad log p(y|x), each side computed independently."""
+    mix = random_mixture(3, (2, 2, 1), seed=7).diffuse(alpha_bar)
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(3))
+    post = lambda z: mix.class_log_posterior(z).gather(1, y[:, None])[:, 0]
+    lhs = mix.score(x, y)
+    rhs = mix.score(x) + autograd_score(post, x)
+    assert close(lhs, rhs)
+
+
+def test_diffuse_moments():
+    mix = random_mixture(2, seed=3)
+    a = 0.3
+    d = mix.diffuse(a)
+    assert torch.allclose(d.means, math.sqrt(a) * mix.means, rtol=0, atol=1e-15)
+    assert torch.allclose(d.covs, a * mix.covs + (1 - a) * torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert torch.equal(d.labels, mix.labels) and torch.allclose(d.weights, mix.weights)
+    assert torch.equal(mix.diffuse(1.0).covs, mix.covs)
+
+
+def test_sample_matches_class_means():
+    mix = random_mixture(2, (2, 3), seed=4)
+    n = 40000
+    for c in range(mix.num_classes):
+        x, y = mix.sample(n, c, generator=torch.Generator().manual_seed(c))
+        assert (y == c).all()
+        keep = mix.labels == c
+        w = mix.weights[keep] / mix.weights[keep].sum()
+        mean = (w[:, None] * mix.means[keep]).sum(0)
+        # the class's covariance: mixture of covariances plus spread of the means
+        cov = (w[:, None, None] * (mix.covs[keep] + torch.einsum("ki,kj->kij", mix.means[keep] - mean,
+                                                                   mix.means[keep] - mean))).sum(0)
+        se = (torch.diagonal(cov) / n).sqrt()
+        assert ((x.mean(0) - mean).abs() < 4 * se).all()
+        assert torch.allclose(torch.cov(x.T), cov, rtol=0.05, atol=0.05)
+
+
+def test_sample_unconditional_class_shares():
+    mix = random_mixture(2, (2, 3), seed=5)
+    _, y = mix.sample(40000, generator=torch.Generator().manual_seed(0))
+    share = torch.bincount(y, minlength=2).double() / 40000
+    se = (mix.class_weights * (1 - mix.class_weights) / 40000).sqrt()
+    assert ((share - mix.class_weights).abs() < 4 * se).all()
+
+
+def test_sample_is_seeded():
+    mix = random_mixture(2)
+    a = mix.sample(100, generator=torch.Generator().manual_seed(9))
+    b = mix.sample(100, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_float32_works():
+    mix = random_mixture(2, dtype=torch.float32)
+    x = torch.randn(10, 2)
+    assert mix.score(x).dtype == torch.float32
+    assert torch.allclose(mix.score(x).double(), random_mixture(2).score(x.double()), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_eps_fn_is_the_diffused_score():
+    mix = random_mixture(2)
+    sch = cosine_schedule(50)
+    fn = exact_eps_fn(mix, sch)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    t = torch.tensor([0, 0, 10, 10, 30, 30, 49, 49])
+    eps = fn(x, t)
+    for i in range(8):
+        a = float(sch.alpha_bar[t[i]])
+        assert close(eps_to_score(eps[i:i + 1], a), mix.diffuse(a).score(x[i:i + 1]))
+    fn_y = exact_eps_fn(mix, sch, y=1)
+    a = float(sch.alpha_bar[10])
+    assert close(eps_to_score(fn_y(x, torch.full((8,), 10)), a), mix.diffuse(a).score(x, 1))
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def test_bad_input_names_the_parameter(mix2):
+    x = torch.randn(5, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x"):
+        mix2.score(torch.randn(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x"):
+        mix2.log_prob(torch.randn(5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="dtype"):
+        mix2.score(x.float())
+    with pytest.raises(ValueError, match="y"):
+        mix2.log_prob(x, 2)
+    with pytest.raises(ValueError, match="y"):
+        mix2.score(x, torch.tensor([0, 1, 0, 1, -1]))
+    with pytest.raises(ValueError, match="y"):
+        mix2.score(x, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="y"):
+        mix2.score(x, torch.tensor([0.0, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="y"):
+        mix2.sample(4, y=5)
+    with pytest.raises(ValueError, match="n"):
+        mix2.sample(-1)
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="alpha_bar"):
+            mix2.diffuse(bad)
+
+
+def test_bad_construction_names_the_parameter():
+    m = torch.zeros(2, 2, dtype=torch.float64)
+    c = torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture(m, c, torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture(m, c, torch.tensor([1.0], dtype=torch.float64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="covs"):
+        GaussianMixture(m, c[:1], torch.ones(2, dtype=torch.float64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="covs"):
+        GaussianMixture(m, -c, torch.ones(2, dtype=torch.float64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels"):
+        GaussianMixture(m, c, torch.ones(2, dtype=torch.float64), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="labels"):
+        GaussianMixture(m, c, torch.ones(2, dtype=torch.float64), torch.tensor([0]))
+    with pytest.raises(ValueError, match="means"):
+        GaussianMixture(torch.zeros(2, dtype=torch.float64), c, torch.ones(2), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="means"):
+        GaussianMixture(torch.zeros(2, 2, dtype=torch.long), c, torch.ones(2), torch.tensor([0, 1]))
