@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from diffcourse.data import three_blobs
+from diffcourse.metrics import distance_to_exact, mixture_draw, relative_score_error, sample_distance, sliced_w2
+from diffcourse.mixture import exact_eps_fn
+from diffcourse.schedules import cosine_schedule
+
+
+def test_sliced_w2_of_a_shift():
+    """Shifting a set by v moves every projection by <u, v>: SW2^2 = E_u <u,v>^2 = |v|^2 / D."""
+    x = torch.randn(3000, 2, generator=torch.Generator().manual_seed(0))
+    v = torch.tensor([0.6, -0.8])
+    d = sliced_w2(x, x + v, projections=4000, generator=torch.Generator().manual_seed(1))
+    assert abs(d - (1.0 / 2) ** 0.5) < 0.02
+    assert sliced_w2(x, x.clone()) == 0.0
+
+
+def test_floor_ratio_near_one_for_exact_draws_and_large_for_wrong_ones():
+    mix = three_blobs()
+    draw = mixture_draw(mix)
+    exact = draw(20000, torch.Generator().manual_seed(123))
+    r = distance_to_exact(exact, draw)
+    assert 0.6 < r["ratio"] < 1.8
+    wrong = exact * 1.3
+    assert distance_to_exact(wrong, draw)["ratio"] > 3
+
+
+def test_relative_score_error_is_zero_for_the_exact_predictor_and_one_for_zero():
+    mix = three_blobs(dtype=torch.float64)
+    s = cosine_schedule(50)
+    exact = exact_eps_fn(mix, s)
+    err = relative_score_error(lambda x, t: exact(x.double(), t).float(), mix, s, [0, 10, 49], n=500)
+    assert (err < 1e-5).all()
+    zero = relative_score_error(lambda x, t: torch.zeros_like(x), mix, s, [0, 25], n=500)
+    assert torch.allclose(zero, torch.ones(2), atol=1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="x and y"):
+        sliced_w2(torch.zeros(10, 2), torch.zeros(9, 2))
+    with pytest.raises(ValueError, match="ref"):
+        sample_distance(torch.zeros(10, 2), torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="repeats"):
+        sample_distance(torch.zeros(10, 2), torch.zeros(10, 2), repeats=0)

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from diffcourse.mixture import exact_eps_fn
+from diffcourse.samplers import ddpm_sample, ddpm_step
+from diffcourse.schedules import cosine_schedule
+from diffcourse.targets import eps_to_x0
+
+from conftest import random_mixture
+
+
+def test_step_mean_is_the_posterior_mean():
+    """(x_t - beta/sqrt(1-abar) eps)/sqrt(alpha) = mu_q(x_t, x0_hat) of q(x_{t-1}|x_t, x0)."""
+    s = cosine_schedule(50)
+    x_t, eps = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    t = 20
+    ab, ab_prev, beta = (float(v) for v in (s.alpha_bar[t], s.alpha_bar[t - 1], s.betas[t]))
+    x0 = eps_to_x0(x_t, eps, ab)
+    mu_q = ((1 - beta) ** 0.5 * (1 - ab_prev) * x_t + ab_prev ** 0.5 * beta * x0) / (1 - ab)
+    assert torch.allclose(ddpm_step(x_t, eps, t, s, None), mu_q)
+    z = torch.randn(5, 2, dtype=torch.float64)
+    var = beta * (1 - ab_prev) / (1 - ab)
+    assert torch.allclose(ddpm_step(x_t, eps, t, s, z) - mu_q, var ** 0.5 * z)
+
+
+def test_exact_sampler_reaches_a_gaussian_target():
+    """With the exact noise prediction and a long chain, the samples have the target's moments.
+
+    (Short chains shrink the variance: the step's variance is the posterior's for a known x0, and
+    leaves out the uncertainty about x0; at T = 100 the shrinkage here is about 5%.)"""
+    mix = random_mixture(2, (1,), seed=3)
+    s = cosine_schedule(1000)
+    n = 40000
+    x = ddpm_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64), s,
+                    generator=torch.Generator().manual_seed(0), progress=False)
+    se = (torch.diagonal(mix.covs[0]) / n).sqrt()
+    assert ((x.mean(0) - mix.means[0]).abs() < 5 * se).all()
+    assert torch.allclose(torch.cov(x.T), mix.covs[0], rtol=0, atol=0.015)
+
+
+def test_seeded_and_paired():
+    s = cosine_schedule(20)
+    fn = lambda x, t: 0.1 * x
+    a = ddpm_sample(fn, (50, 2), s, generator=torch.Generator().manual_seed(1), progress=False)
+    b = ddpm_sample(fn, (50, 2), s, generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.equal(a, b)
+    noise = torch.randn(50, 2)
+    c = ddpm_sample(fn, noise, s, generator=torch.Generator().manual_seed(2), progress=False)
+    d = ddpm_sample(fn, noise.clone(), s, generator=torch.Generator().manual_seed(2), progress=False)
+    assert torch.equal(c, d)
+
+
+def test_bad_input():
+    s = cosine_schedule(10)
+    with pytest.raises(ValueError, match="shape"):
+        ddpm_sample(lambda x, t: x, (0, 2), s, progress=False)
+    with pytest.raises(ValueError, match="eps_fn"):
+        ddpm_sample(lambda x, t: x[:, :1], (4, 2), s, progress=False)
+    with pytest.raises(TypeError, match="noise"):
+        ddpm_sample(lambda x, t: x, torch.zeros(4, 2, dtype=torch.long), s, progress=False)

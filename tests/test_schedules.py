@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from diffcourse.schedules import Schedule, cosine_schedule, linear_schedule, q_sample
+
+
+def test_linear_matches_definition():
+    s = linear_schedule(1000)
+    assert s.betas.shape == (1000,)
+    assert math.isclose(float(s.betas[0]), 1e-4) and math.isclose(float(s.betas[-1]), 0.02)
+    assert torch.allclose(s.alpha_bar, torch.cumprod(1 - s.betas, 0))
+    assert float(s.alpha_bar[-1]) < 1e-4
+
+
+def test_cosine_matches_closed_form():
+    T, s_ = 200, 0.008
+    s = cosine_schedule(T, s_)
+    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2
+    for t in (0, 50, 150):   # code step t is the book's t + 1
+        assert math.isclose(float(s.alpha_bar[t]), f(t + 1) / f(0), rel_tol=1e-9)
+    assert (s.alphas > 0).all() and float(s.alpha_bar[-1]) < 1e-6
+    assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
+
+
+def test_q_sample_moments():
+    s = cosine_schedule(100)
+    x0 = torch.full((200000, 1), 2.0, dtype=torch.float64)
+    t = torch.full((200000,), 40)
+    x = q_sample(x0, t, s, generator=torch.Generator().manual_seed(0))
+    a = float(s.alpha_bar[40])
+    assert abs(x.mean().item() - 2 * math.sqrt(a)) < 4 * math.sqrt((1 - a) / 200000)
+    assert abs(x.var().item() - (1 - a)) < 0.01
+
+
+def test_q_sample_with_given_noise_is_the_formula():
+    s = linear_schedule(10, 0.01, 0.2)
+    x0, eps = torch.randn(3, 2), torch.randn(3, 2)
+    t = torch.tensor([0, 5, 9])
+    a = s.alpha_bar[t].float()[:, None]
+    assert torch.allclose(q_sample(x0, t, s, eps), a.sqrt() * x0 + (1 - a).sqrt() * eps)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="T"):
+        linear_schedule(0)
+    with pytest.raises(ValueError, match="T"):
+        cosine_schedule(2.5)
+    with pytest.raises(ValueError, match="beta"):
+        linear_schedule(10, 0.5, 0.1)
+    with pytest.raises(ValueError, match="betas"):
+        Schedule(torch.tensor([0.1, 1.2]))
+    s = linear_schedule(10, 0.01, 0.2)
+    with pytest.raises(ValueError, match="t"):
+        q_sample(torch.zeros(2, 2), torch.tensor([0, 10]), s)
+    with pytest.raises(TypeError, match="t"):
+        q_sample(torch.zeros(2, 2), torch.tensor([0.0, 1.0]), s)
+    with pytest.raises(ValueError, match="eps"):
+        q_sample(torch.zeros(2, 2), torch.tensor([0, 1]), s, torch.zeros(2, 3))

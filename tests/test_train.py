@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from diffcourse.data import three_blobs
+from diffcourse.models import MLPDenoiser
+from diffcourse.schedules import cosine_schedule
+from diffcourse.train import train_denoiser
+
+
+def _model(num_classes=0):
+    torch.manual_seed(0)
+    return MLPDenoiser(dim=2, T=50, hidden=32, depth=2, num_classes=num_classes)
+
+
+def test_loss_falls_and_is_seeded():
+    s = cosine_schedule(50)
+    a = train_denoiser(_model(), three_blobs(), s, steps=300, batch_size=256, progress=False)
+    b = train_denoiser(_model(), three_blobs(), s, steps=300, batch_size=256, progress=False)
+    assert a == b
+    first, last = sum(a[:30]) / 30, sum(a[-30:]) / 30
+    assert last < 0.8 * first, (first, last)
+
+
+def test_tensor_data_and_condition_dropout():
+    s = cosine_schedule(50)
+    x, y = three_blobs().sample(500, generator=torch.Generator().manual_seed(0))
+    m = _model(num_classes=3)
+    losses = train_denoiser(m, (x, y), s, steps=20, batch_size=64, p_uncond=0.2, progress=False)
+    assert len(losses) == 20 and all(l == l for l in losses)
+    train_denoiser(_model(), x, s, steps=5, batch_size=16, progress=False)
+
+
+def test_bad_input():
+    s = cosine_schedule(50)
+    with pytest.raises(ValueError, match="steps"):
+        train_denoiser(_model(), three_blobs(), s, steps=0)
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_denoiser(_model(3), three_blobs(), s, steps=1, p_uncond=1.5)
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.1)
+    with pytest.raises(ValueError, match="T"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(40), steps=1)
+    with pytest.raises(ValueError, match="conditional"):
+        train_denoiser(_model(3), torch.randn(10, 2), s, steps=1, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_denoiser(_model(), three_blobs(), s, steps=1, batch_size=0)
