@@ -42,7 +42,7 @@ unit: setup
 
 # Notebooks run once each, one after another (never two torch processes at once).
 nbval: setup
-	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	$(BIN)/python -m pytest -q --nbval-lax notebooks
 
 book-strict: setup
 	$(BIN)/jupyter-book build . --path-output . -W -n --keep-going

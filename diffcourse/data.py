@@ -31,3 +31,17 @@ def two_moons(components: int = 16, std: float = 0.1, dtype: torch.dtype = torch
     covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(2 * components, 2, 2)
     labels = torch.arange(2).repeat_interleave(components)
     return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(2 * components, dtype=dtype), labels)
+
+
+def checkerboard(cells: int = 4, spacing: float = 0.6, std: float = 0.12,
+                 dtype: torch.dtype = torch.float32) -> GaussianMixture:
+    """A cells x cells grid of small Gaussians whose class alternates like a chessboard's squares:
+    both classes cover the same region, so p(y|x) changes on the scale of one square."""
+    if cells < 2 or spacing <= 0 or std <= 0:
+        raise ValueError(f"need cells >= 2, spacing > 0 and std > 0, got cells={cells}, spacing={spacing}, std={std}")
+    coords = (torch.arange(cells, dtype=torch.float64) - (cells - 1) / 2) * spacing
+    i, j = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+    means = torch.stack([coords[i.flatten()], coords[j.flatten()]], dim=1)
+    covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(cells * cells, 2, 2)
+    labels = (i + j).flatten() % 2
+    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(cells * cells, dtype=dtype), labels)

@@ -88,3 +88,20 @@ def relative_score_error(eps_fn, mixture: GaussianMixture, schedule: Schedule, s
         learned = eps_to_score(eps_fn(probe, t.to(probe.device)), a).to(exact.dtype)
         out.append(((learned - exact).pow(2).mean() / exact.pow(2).mean()).sqrt().item())
     return torch.tensor(out)
+
+
+def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> float:
+    """Share of samples ``x`` asked for label(s) ``y`` that the exact Bayes classifier
+    (``argmax_c p(c|x)`` at t = 0) assigns to y. Ceiling: exact draws from p(x|y); floor:
+    unconditional draws (about p(y) when y is fixed)."""
+    x = x.to(mixture.device, mixture.dtype)
+    y = mixture._check_y(y, x.shape[0])
+    return (mixture.class_log_posterior(x).argmax(1) == y).double().mean().item()
+
+
+def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """Diversity: trace of the samples' covariance over that of ``reference`` (exact draws from p(x|y))."""
+    if x.ndim != 2 or reference.ndim != 2 or x.shape[1] != reference.shape[1]:
+        raise ValueError("x and reference must be [N, D] with the same D")
+    tr = lambda z: torch.cov(z.double().T).trace() if z.shape[1] > 1 else z.double().var()
+    return (tr(x.cpu()) / tr(reference.cpu())).item()

@@ -177,7 +177,7 @@ class GaussianMixture:
         return per_class - torch.logsumexp(lj, dim=1, keepdim=True)
 
     def classifier_grad(self, x: torch.Tensor, y: Label) -> torch.Tensor:
-        """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165): [N, D]."""
+        """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165 rearranged, as in eq. 167): [N, D]."""
         if y is None:
             raise ValueError("y is required for classifier_grad")
         return self.score(x, y) - self.score(x)

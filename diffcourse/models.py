@@ -39,16 +39,21 @@ def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: to
 class MLPDenoiser(nn.Module):
     """eps_theta(x_t, t[, y]) for vectors: ``depth`` hidden layers of width ``hidden``.
 
-    The time embedding (and the label embedding when ``num_classes > 0``) is added to every
-    hidden layer, so the network can change its answer with the noise level at every depth.
+    The time embedding is added to every hidden layer, so the network can change its answer with
+    the noise level at every depth. With ``num_classes > 0`` the label embedding joins it there
+    (``label_pathway="layers"``, the strong pathway), or only shifts the output by a vector that
+    depends on (y, t) and not on x (``"output"``, a deliberately weak pathway for chapter 2).
     """
 
     def __init__(self, dim: int = 2, T: int = 1000, hidden: int = 256, depth: int = 3,
-                 num_classes: int = 0, emb_dim: int = 64):
+                 num_classes: int = 0, emb_dim: int = 64, label_pathway: str = "layers"):
         super().__init__()
         if dim < 1 or T < 1 or hidden < 1 or depth < 1 or num_classes < 0:
             raise ValueError("dim, T, hidden and depth must be >= 1 and num_classes >= 0")
+        if label_pathway not in ("layers", "output"):
+            raise ValueError(f"label_pathway must be 'layers' or 'output', got {label_pathway!r}")
         self.dim, self.T, self.num_classes, self.emb_dim = dim, T, num_classes, emb_dim
+        self.label_pathway = label_pathway
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         # Row C of the table is the null label: "no condition" (classifier-free guidance, eq. 170).
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
@@ -56,6 +61,7 @@ class MLPDenoiser(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
         self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.out = nn.Linear(hidden, dim)
+        self.label_out = nn.Linear(hidden, dim) if num_classes and label_pathway == "output" else None
         self.act = nn.SiLU()
 
     @property
@@ -85,15 +91,23 @@ class MLPDenoiser(nn.Module):
         key = t if labels is None else t * (self.num_classes + 1) + labels
         uniq, inverse = torch.unique(key, return_inverse=True)
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
-        emb = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T))
-        if labels is not None:
-            emb = emb + self.label_emb(uniq % (self.num_classes + 1))
-        emb = self.act(emb)
+        emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T))
+        label_shift = None
+        if labels is None:
+            emb = self.act(emb_t)
+        else:
+            emb_y = self.act(emb_t + self.label_emb(uniq % (self.num_classes + 1)))
+            if self.label_out is None:
+                emb = emb_y                                      # strong: y reaches every layer
+            else:
+                emb = self.act(emb_t)                            # weak: the layers never see y,
+                label_shift = self.label_out(emb_y)[inverse]     # it only shifts the output
         projs = [proj(emb)[inverse] for proj in self.emb_proj]
         h = self.act(self.inp(x_t) + projs[0])
         for layer, p in zip(self.layers, projs[1:]):
             h = h + self.act(layer(h) + p)                       # residual: easy to train deep and fast
-        return self.out(h)
+        out = self.out(h)
+        return out if label_shift is None else out + label_shift
 
     def eps_fn(self, y: Optional[torch.Tensor] = None):
         """This network as a sampler's ``eps_fn(x_t, t)``, with the label fixed (None: unconditional)."""

@@ -33,7 +33,7 @@ def x0_to_score(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
 
 
 def eps_to_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)  (Luo eq. 127 solved for x0)."""
+    """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)  (Luo eq. 115)."""
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 

@@ -43,3 +43,27 @@ def test_bad_input():
         sample_distance(torch.zeros(10, 2), torch.zeros(10, 3))
     with pytest.raises(ValueError, match="repeats"):
         sample_distance(torch.zeros(10, 2), torch.zeros(10, 2), repeats=0)
+
+
+def test_class_agreement_ceiling_and_floor():
+    from diffcourse.metrics import class_agreement
+    from diffcourse.mixture import GaussianMixture
+    g = torch.Generator().manual_seed(0)
+    far = three_blobs(radius=8.0, std=0.5)
+    for c in range(3):
+        x, _ = far.sample(2000, c, generator=g)
+        assert class_agreement(x, c, far) == 1.0
+    # three classes with the same law: the Bayes classifier can do no better than chance
+    same = GaussianMixture(torch.zeros(3, 2), torch.eye(2).expand(3, 2, 2), torch.ones(3), torch.arange(3))
+    x, y = same.sample(30000, generator=g)
+    assert abs(class_agreement(x, y, same) - 1 / 3) < 0.02
+    with pytest.raises(ValueError, match="y"):
+        class_agreement(x[:5], 3, same)
+
+
+def test_spread():
+    from diffcourse.metrics import spread
+    x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(0))
+    assert abs(spread(2 * x, x) - 4.0) < 1e-9
+    with pytest.raises(ValueError, match="reference"):
+        spread(x, torch.zeros(10, 3))
