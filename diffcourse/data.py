@@ -33,7 +33,7 @@ def two_moons(components: int = 16, std: float = 0.1, dtype: torch.dtype = torch
     return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(2 * components, dtype=dtype), labels)
 
 
-def checkerboard(cells: int = 4, spacing: float = 0.6, std: float = 0.12,
+def checkerboard(cells: int = 3, spacing: float = 0.9, std: float = 0.15,
                  dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """A cells x cells grid of small Gaussians whose class alternates like a chessboard's squares:
     both classes cover the same region, so p(y|x) changes on the scale of one square."""
