@@ -8,8 +8,13 @@ Ho & Salimans' w = gamma - 1.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+
+from .schedules import Schedule
+
+Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _check_gamma(gamma) -> float:
@@ -51,3 +56,39 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
     gamma = _check_gamma(gamma)
     _check_pair(cond, uncond, "cond", "uncond")
     return gamma * cond + (1 - gamma) * uncond
+
+
+# ---- wrappers: guidance turns models into a new eps_fn(x_t, t) for any sampler ----------------------
+
+def classifier_grad_fn(classifier: torch.nn.Module, y: torch.Tensor) -> Fn:
+    """grad_{x_t} log p_phi(y | x_t, t) of a noise-aware classifier, by autograd, as ``grad_fn(x_t, t)``.
+
+    ``classifier.log_prob(x_t, t, y)`` gives log p_phi(y | x_t, t); gradients are taken even inside a
+    sampler's ``torch.no_grad()``, and only with respect to x_t."""
+    def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
+        return g
+    return grad_fn
+
+
+def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma: float) -> Fn:
+    """Classifier guidance (Luo eq. 166) in noise form, as a sampler's ``eps_fn``.
+
+    With score = -eps / sqrt(1 - alpha_bar), eq. 166 reads
+    eps_guided = eps_uncond - gamma sqrt(1 - alpha_bar_t) grad log p(y | x_t):
+    :func:`classifier_guidance` applied to the noise prediction and the classifier term scaled into
+    noise units. ``eps_fn`` is the unconditional predictor and ``grad_fn`` the classifier gradient,
+    learned (:func:`classifier_grad_fn`) or exact (``mixture.exact_classifier_grad_fn``).
+    """
+    gamma = _check_gamma(gamma)
+    sigma = (1 - schedule.alpha_bar).sqrt()
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = eps_fn(x_t, t)
+        if gamma == 0:                      # gamma = 0 ignores y: skip the classifier's cost
+            return eps
+        s = sigma.to(x_t.device)[t].to(x_t.dtype).reshape(-1, *[1] * (x_t.ndim - 1))
+        return classifier_guidance(eps, -s * grad_fn(x_t, t).to(eps.dtype), gamma)
+    return guided

@@ -211,6 +211,20 @@ class GaussianMixture:
         return x, self.labels[k]
 
 
+def _per_step(mixture: GaussianMixture, schedule: Schedule, y: Label, x_t: torch.Tensor, t: torch.Tensor,
+              value) -> torch.Tensor:
+    """Evaluate ``value(diffused_mixture, alpha_bar, x, labels)`` for each distinct step in t."""
+    check_steps(t, x_t.shape[0], schedule.T)
+    x = x_t.to(mixture.dtype)
+    labels = None if y is None else mixture._check_y(y, x.shape[0])
+    out = torch.empty_like(x)
+    for step in torch.unique(t).tolist():          # samplers pass one step for the whole batch
+        idx = (t == step).nonzero()[:, 0]
+        a = float(schedule.alpha_bar[step])
+        out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
+    return out.to(x_t.dtype)
+
+
 def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The perfect noise predictor eps*(x_t, t) = -sqrt(1 - alpha_bar_t) grad log p_t(x_t [| y]).
@@ -218,18 +232,15 @@ def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
     Returns a callable with the samplers' signature ``eps_fn(x_t, t)`` (t a LongTensor of 0-based
     steps), so a lab can swap a learned network for the exact answer in one line.
     """
-    alpha_bar = schedule.alpha_bar
+    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
+                                    lambda m, a, x, lab: score_to_eps(m.score(x, lab), a))
 
-    def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        check_steps(t, x_t.shape[0], schedule.T)
-        x = x_t.to(mixture.dtype)
-        out = torch.empty_like(x)
-        labels = None if y is None else mixture._check_y(y, x.shape[0])
-        for step in torch.unique(t).tolist():          # samplers pass one step for the whole batch
-            idx = (t == step).nonzero()[:, 0]
-            a = float(alpha_bar[step])
-            s = mixture.diffuse(a).score(x[idx], None if labels is None else labels[idx])
-            out[idx] = score_to_eps(s, a)
-        return out.to(x_t.dtype)
 
-    return eps_fn
+def exact_classifier_grad_fn(mixture: GaussianMixture, schedule: Schedule, y: Label,
+                             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The exact classifier gradient grad log p_t(y | x_t) as a callable ``grad_fn(x_t, t)``: the
+    counterpart of a learned noise-aware classifier's gradient (Luo eq. 165-166)."""
+    if y is None:
+        raise ValueError("y is required for exact_classifier_grad_fn")
+    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
+                                    lambda m, a, x, lab: m.classifier_grad(x, lab))

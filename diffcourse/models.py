@@ -21,9 +21,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """y as a LongTensor[n] in 0..C (C is the null label); None means the null label for all."""
-    if y is None:
+def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: torch.device,
+                 allow_null: bool = True) -> torch.Tensor:
+    """y as a LongTensor[n] in 0..C-1, or C (the null label) where ``allow_null``; None means the
+    null label for every row."""
+    if y is None and allow_null:
         return torch.full((n,), num_classes, dtype=torch.long, device=device)
     if not isinstance(y, torch.Tensor) or y.dtype != torch.long:
         raise TypeError("y must be a LongTensor of labels")
@@ -31,8 +33,10 @@ def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: to
         raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
     if y.device != device:
         raise ValueError(f"y is on {y.device} but the model is on {device}")
-    if n and (int(y.min()) < 0 or int(y.max()) > num_classes):
-        raise ValueError(f"y must lie in 0..{num_classes - 1}, or be the null label {num_classes}")
+    top = num_classes if allow_null else num_classes - 1
+    if n and (int(y.min()) < 0 or int(y.max()) > top):
+        null = f", or be the null label {num_classes}" if allow_null else ""
+        raise ValueError(f"y must lie in 0..{num_classes - 1}{null}")
     return y
 
 
@@ -46,7 +50,8 @@ class MLPDenoiser(nn.Module):
     """
 
     def __init__(self, dim: int = 2, T: int = 1000, hidden: int = 256, depth: int = 3,
-                 num_classes: int = 0, emb_dim: int = 64, label_pathway: str = "layers"):
+                 num_classes: int = 0, emb_dim: int = 64, label_pathway: str = "layers",
+                 out_dim: Optional[int] = None):
         super().__init__()
         if dim < 1 or T < 1 or hidden < 1 or depth < 1 or num_classes < 0:
             raise ValueError("dim, T, hidden and depth must be >= 1 and num_classes >= 0")
@@ -60,8 +65,8 @@ class MLPDenoiser(nn.Module):
         self.inp = nn.Linear(dim, hidden)
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
         self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
-        self.out = nn.Linear(hidden, dim)
-        self.label_out = nn.Linear(hidden, dim) if num_classes and label_pathway == "output" else None
+        self.out = nn.Linear(hidden, out_dim or dim)
+        self.label_out = nn.Linear(hidden, out_dim or dim) if num_classes and label_pathway == "output" else None
         self.act = nn.SiLU()
 
     @property
@@ -91,7 +96,7 @@ class MLPDenoiser(nn.Module):
         key = t if labels is None else t * (self.num_classes + 1) + labels
         uniq, inverse = torch.unique(key, return_inverse=True)
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
-        emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T))
+        emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T).to(w.dtype))
         label_shift = None
         if labels is None:
             emb = self.act(emb_t)
@@ -112,3 +117,26 @@ class MLPDenoiser(nn.Module):
     def eps_fn(self, y: Optional[torch.Tensor] = None):
         """This network as a sampler's ``eps_fn(x_t, t)``, with the label fixed (None: unconditional)."""
         return lambda x_t, t: self(x_t, t, y)
+
+
+class MLPClassifier(nn.Module):
+    """A noise-aware classifier p_phi(y | x_t, t): the same time-conditioned residual MLP as
+    :class:`MLPDenoiser`, with one logit per class. It sees the noisy x_t *and* the step t, since
+    classifier guidance (Luo eq. 166) needs grad log p(y | x_t) at every noise level."""
+
+    def __init__(self, dim: int = 2, T: int = 1000, num_classes: int = 2, hidden: int = 128, depth: int = 3,
+                 emb_dim: int = 64):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.dim, self.T, self.num_classes = dim, T, num_classes
+        self.net = MLPDenoiser(dim=dim, T=T, hidden=hidden, depth=depth, emb_dim=emb_dim, out_dim=num_classes)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits [N, C]."""
+        return self.net(x_t, t)
+
+    def log_prob(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p_phi(y | x_t, t): [N]."""
+        y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
+        return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]

@@ -30,10 +30,45 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
         yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
 
 
+def _optimise(model: nn.Module, batch_loss, steps: int, lr: float, warmup: int, progress: bool,
+              desc: str) -> List[float]:
+    """The loop both trainers share: AdamW, warm-up then cosine decay of the learning rate (a cheap
+    stand-in for the weight averaging of large models that keeps the last steps quiet), gradient
+    clipping, a progress bar. ``batch_loss()`` draws a batch and returns its loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    losses: List[float] = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for i in bar:
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if i % 100 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
+    model.eval()
+    return losses
+
+
+def _check_common(model: nn.Module, schedule: Schedule, steps: int, batch_size: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if getattr(model, "T", schedule.T) != schedule.T:
+        raise ValueError(f"the model was built for T={model.T} but the schedule has T={schedule.T}")
+
+
 def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int = 512,
                    lr: float = 2e-3, p_uncond: float = 0.0, seed: int = 0, progress: bool = True,
                    warmup: int = 100) -> List[float]:
-    """Fit ``model`` (an eps_theta) to ``data``; returns the loss of every step.
+    """Fit ``model`` (an eps_theta) to ``data``; returns the loss of every step (the mean over the
+    batch and the coordinates).
 
     Args:
         data: a :class:`GaussianMixture` (fresh draws every step), a tensor of x0, or (x0, y).
@@ -41,30 +76,18 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
             classifier-free guidance); only for conditional models.
         seed: seeds the data order, the times and the noise (not the initial weights: seed
             ``torch.manual_seed`` before building the model).
-    The learning rate warms up for ``warmup`` steps, then follows a cosine to zero: a cheap stand-in
-    for the weight averaging of large models that keeps the last steps quiet.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_common(model, schedule, steps, batch_size)
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
-    if getattr(model, "T", schedule.T) != schedule.T:
-        raise ValueError(f"the model was built for T={model.T} but the schedule has T={schedule.T}")
     conditional = getattr(model, "num_classes", 0) > 0
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
     batches = _batches(data, batch_size, gen, device)
-    losses: List[float] = []
-    model.train()
-    bar = tqdm(range(steps), desc="training", disable=not progress)
-    for i in bar:
+
+    def batch_loss() -> torch.Tensor:
         x0, y = next(batches)
         t = torch.randint(0, schedule.T, (batch_size,), generator=gen, device=device)
         eps = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype)
@@ -76,14 +99,26 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
             eps_hat = model(x_t, t, torch.where(drop, model.num_classes, y))
         else:
             eps_hat = model(x_t, t)
-        loss = torch.mean((eps_hat - eps) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if i % 100 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-    model.eval()
-    return losses
+        return torch.mean((eps_hat - eps) ** 2)
+
+    return _optimise(model, batch_loss, steps, lr, warmup, progress, "training denoiser")
+
+
+def train_classifier(classifier: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int = 512,
+                     lr: float = 2e-3, seed: int = 0, progress: bool = True, warmup: int = 100) -> List[float]:
+    """Fit a noise-aware classifier p_phi(y | x_t, t) by cross-entropy on x_t drawn from the forward
+    process at uniform t, as guided diffusion trains its classifier (Dhariwal & Nichol 2021)."""
+    _check_common(classifier, schedule, steps, batch_size)
+    device = next(classifier.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batches = _batches(data, batch_size, gen, device)
+
+    def batch_loss() -> torch.Tensor:
+        x0, y = next(batches)
+        if y is None:
+            raise ValueError("a classifier needs labelled data")
+        t = torch.randint(0, schedule.T, (batch_size,), generator=gen, device=device)
+        x_t = q_sample(x0, t, schedule, generator=gen)
+        return nn.functional.cross_entropy(classifier(x_t, t), y)
+
+    return _optimise(classifier, batch_loss, steps, lr, warmup, progress, "training classifier")

@@ -49,3 +49,59 @@ def test_bad_input(fn):
         fn(a, a.double(), 1.0)
     with pytest.raises(TypeError):
         fn(a, [1.0, 2.0], 1.0)
+
+
+# ---- the wrappers -----------------------------------------------------------------------------------
+from diffcourse.guidance import classifier_grad_fn, classifier_guided_eps_fn  # noqa: E402
+from diffcourse.mixture import exact_classifier_grad_fn, exact_eps_fn  # noqa: E402
+from diffcourse.models import MLPClassifier, MLPDenoiser  # noqa: E402
+from diffcourse.samplers import ddpm_sample  # noqa: E402
+from diffcourse.schedules import cosine_schedule  # noqa: E402
+
+
+def test_classifier_grad_fn_against_finite_differences():
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=20, num_classes=3, hidden=16, depth=2).double()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.tensor([0, 5, 10, 19])
+    y = torch.tensor([0, 1, 2, 1])
+    g = classifier_grad_fn(clf, y)(x, t)
+    h = 1e-6
+    for d in range(2):
+        e = torch.zeros_like(x)
+        e[:, d] = h
+        fd = (clf.log_prob(x + e, t, y) - clf.log_prob(x - e, t, y)) / (2 * h)
+        assert torch.allclose(g[:, d], fd, rtol=1e-6, atol=1e-8)
+    with torch.no_grad():                      # works inside a sampler's no_grad too
+        assert torch.equal(classifier_grad_fn(clf, y)(x, t), g)
+
+
+def test_exact_guided_eps_at_gamma_one_is_the_conditional_eps():
+    mix = random_mixture(2, (2, 1), seed=5)
+    s = cosine_schedule(30)
+    x = torch.randn(6, 2, dtype=torch.float64)
+    t = torch.tensor([0, 3, 10, 10, 20, 29])
+    guided = classifier_guided_eps_fn(exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, 1.0)
+    cond = exact_eps_fn(mix, s, y=1)(x, t)
+    assert ((guided(x, t) - cond).abs().max() / cond.abs().max()).item() < 1e-8
+
+
+def test_guided_sampler_with_gamma_zero_is_the_unconditional_sampler():
+    torch.manual_seed(0)
+    s = cosine_schedule(20)
+    model = MLPDenoiser(dim=2, T=20, hidden=16, depth=2)
+    clf = MLPClassifier(dim=2, T=20, num_classes=2, hidden=16, depth=2)
+    y = torch.zeros(50, dtype=torch.long)
+    plain = ddpm_sample(model.eps_fn(), (50, 2), s, generator=torch.Generator().manual_seed(3), progress=False)
+    guided = ddpm_sample(classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 0.0), (50, 2), s,
+                         generator=torch.Generator().manual_seed(3), progress=False)
+    assert torch.equal(plain, guided)
+    pushed = ddpm_sample(classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 3.0), (50, 2), s,
+                         generator=torch.Generator().manual_seed(3), progress=False)
+    assert not torch.allclose(plain, pushed)
+
+
+def test_guided_eps_fn_bad_gamma():
+    s = cosine_schedule(10)
+    with pytest.raises(ValueError, match="gamma"):
+        classifier_guided_eps_fn(lambda x, t: x, lambda x, t: x, s, -0.5)

@@ -51,3 +51,27 @@ def test_bad_input():
         m(x, t, torch.zeros(4))
     with pytest.raises(ValueError, match="y"):
         m(x, t, torch.zeros(3, dtype=torch.long))
+
+
+def test_classifier_shapes_time_input_and_bad_input():
+    from diffcourse.models import MLPClassifier
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=30, num_classes=3, hidden=16, depth=2)
+    x = torch.randn(5, 2)
+    logits = clf(x, torch.zeros(5, dtype=torch.long))
+    assert logits.shape == (5, 3)
+    # the time input matters
+    assert not torch.allclose(logits, clf(x, torch.full((5,), 29)))
+    lp = clf.log_prob(x, torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 2, 0, 1]))
+    assert lp.shape == (5,) and (lp <= 0).all()
+    assert torch.allclose(torch.logsumexp(torch.log_softmax(logits, 1), 1), torch.zeros(5), atol=1e-6)
+    with pytest.raises(ValueError, match="y"):
+        clf.log_prob(x, torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 3, 0, 1]))   # no null label here
+    with pytest.raises(TypeError, match="y"):
+        clf.log_prob(x, torch.zeros(5, dtype=torch.long), None)
+    with pytest.raises(ValueError, match="t"):
+        clf(x, torch.full((5,), 30))
+    with pytest.raises(ValueError, match="x_t"):
+        clf(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_classes"):
+        MLPClassifier(num_classes=1)

@@ -44,3 +44,20 @@ def test_bad_input():
         train_denoiser(_model(3), torch.randn(10, 2), s, steps=1, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         train_denoiser(_model(), three_blobs(), s, steps=1, batch_size=0)
+
+
+def test_classifier_learns_separated_blobs():
+    from diffcourse.models import MLPClassifier
+    from diffcourse.train import train_classifier
+    s = cosine_schedule(50)
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=32, depth=2)
+    mix = three_blobs(radius=3.0, std=0.3)
+    losses = train_classifier(clf, mix, s, steps=200, batch_size=256, lr=3e-3, progress=False)
+    assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:20]) / 20
+    x, y = mix.sample(500, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        acc = (clf(x, torch.zeros(500, dtype=torch.long)).argmax(1) == y).float().mean().item()
+    assert acc > 0.95
+    with pytest.raises(ValueError, match="labelled"):
+        train_classifier(clf, torch.randn(10, 2), s, steps=1, progress=False)
