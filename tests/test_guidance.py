@@ -105,3 +105,63 @@ def test_guided_eps_fn_bad_gamma():
     s = cosine_schedule(10)
     with pytest.raises(ValueError, match="gamma"):
         classifier_guided_eps_fn(lambda x, t: x, lambda x, t: x, s, -0.5)
+
+
+# ---- classifier-free guidance wrappers ----------------------------------------------------------------
+from diffcourse.guidance import batched_cfg_eps_fn, classifier_free_eps_fn  # noqa: E402
+
+
+def _cfg_model():
+    torch.manual_seed(0)
+    return MLPDenoiser(dim=2, T=20, hidden=16, depth=2, num_classes=3)
+
+
+def test_batched_cfg_at_gamma_one_is_the_conditional_prediction():
+    model = _cfg_model()
+    x, t = torch.randn(7, 2), torch.full((7,), 4)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    with torch.no_grad():
+        guided = batched_cfg_eps_fn(model, y, 1.0)(x, t)
+        cond = model(x, t, y)
+        near_one = batched_cfg_eps_fn(model, y, 1.0 + 1e-7)(x, t)      # the stacked pass itself
+    assert torch.equal(guided, cond)
+    assert torch.allclose(near_one, cond, atol=1e-5)
+    with torch.no_grad():                      # gamma = 0 is the null-label (unconditional) prediction
+        assert torch.equal(batched_cfg_eps_fn(model, y, 0.0)(x, t), model(x, t, None))
+
+
+def test_batched_and_two_pass_cfg_sample_alike():
+    model = _cfg_model()
+    s = cosine_schedule(20)
+    y = torch.arange(3).repeat(20)
+    two = classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(None), 3.0)
+    one = batched_cfg_eps_fn(model, y, 3.0)
+    a = ddpm_sample(one, (60, 2), s, generator=torch.Generator().manual_seed(1), progress=False)
+    b = ddpm_sample(two, (60, 2), s, generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_exact_cfg_equals_exact_classifier_guidance():
+    mix = random_mixture(2, (2, 1), seed=3)
+    s = cosine_schedule(30)
+    x, t = torch.randn(8, 2, dtype=torch.float64), torch.tensor([0, 1, 5, 9, 14, 20, 25, 29])
+    cfg = classifier_free_eps_fn(exact_eps_fn(mix, s, y=0), exact_eps_fn(mix, s), 4.0)(x, t)
+    cg = classifier_guided_eps_fn(exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 0), s, 4.0)(x, t)
+    assert torch.allclose(cfg, cg, rtol=1e-8, atol=1e-10)
+
+
+def test_cfg_wrappers_bad_input():
+    model = _cfg_model()
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="model"):
+        batched_cfg_eps_fn(MLPDenoiser(dim=2, T=20, hidden=8, depth=1), y, 2.0)
+    with pytest.raises(ValueError, match="y"):
+        batched_cfg_eps_fn(model, torch.full((4,), 3), 2.0)      # the null label is not a class to ask for
+    with pytest.raises(TypeError, match="y"):
+        batched_cfg_eps_fn(model, torch.zeros(4), 2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        batched_cfg_eps_fn(model, y, -1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(None), float("nan"))
+    with pytest.raises(ValueError, match="rows"):
+        batched_cfg_eps_fn(model, y, 2.0)(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))

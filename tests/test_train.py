@@ -61,3 +61,20 @@ def test_classifier_learns_separated_blobs():
     assert acc > 0.95
     with pytest.raises(ValueError, match="labelled"):
         train_classifier(clf, torch.randn(10, 2), s, steps=1, progress=False)
+
+
+def test_condition_dropout_default_trains_the_null_row():
+    s = cosine_schedule(50)
+    for p_uncond, should_move in ((None, True), (0.0, False)):
+        torch.manual_seed(0)
+        m = _model(num_classes=3)
+        before = m.label_emb.weight[3].clone()
+        train_denoiser(m, three_blobs(), s, steps=20, batch_size=64, p_uncond=p_uncond, progress=False)
+        moved = not torch.equal(before, m.label_emb.weight[3])
+        assert moved == should_move, p_uncond
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=1.5, progress=False)
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=True, progress=False)
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.2, progress=False)
