@@ -54,13 +54,52 @@ def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
         generator: the source of all randomness (the starting noise when a shape is given, and
             the noise of every step), so a seed fixes the samples.
     """
+    return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress)
+
+
+def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float,
+                  noise: torch.Tensor) -> torch.Tensor:
+    """One Langevin corrector step x + delta score + sqrt(2 delta) z towards the law whose score is
+    ``score`` (Song et al. 2021, Algorithm 5), with the step delta = 2 alpha (snr |z| / |score|)^2 set
+    by a signal-to-noise ratio, the norms averaged over the batch so that every row takes the same
+    step."""
+    z_norm = noise.flatten(1).norm(dim=1).mean()
+    s_norm = score.flatten(1).norm(dim=1).mean().clamp(min=1e-12)
+    delta = 2 * alpha * (snr * z_norm / s_norm) ** 2
+    return x + delta * score + (2 * delta) ** 0.5 * noise
+
+
+@torch.no_grad()
+def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
+              corrector_steps: int = 1, snr: float = 0.1, generator: Optional[torch.Generator] = None,
+              progress: bool = True) -> torch.Tensor:
+    """Predictor-corrector sampling (Song et al. 2021, Algorithm 3 with an ancestral predictor): after
+    each DDPM step to x_{t-1}, ``corrector_steps`` Langevin steps (:func:`langevin_step`) on the score
+    -eps_fn(x, t-1) / sqrt(1 - alpha_bar_{t-1}) at the new noise level. They pull the samples towards
+    the law whose score ``eps_fn`` gives at that level, whatever the predictor did.
+
+    Network evaluations: T for the predictor plus (T - 1) * corrector_steps. With
+    ``corrector_steps=0`` this is :func:`ddpm_sample`, draw for draw.
+    """
+    if not isinstance(corrector_steps, int) or corrector_steps < 0:
+        raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
+    if not (isinstance(snr, (int, float)) and snr > 0):
+        raise ValueError(f"snr must be a positive number, got {snr!r}")
     x = start_noise(shape_or_noise, generator)
     n = x.shape[0]
-    for step in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM sampling", disable=not progress, leave=False):
+    desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
+    for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
         t = torch.full((n,), step, dtype=torch.long, device=x.device)
         eps = eps_fn(x, t)
         if eps.shape != x.shape:
             raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
         noise = None if step == 0 else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = ddpm_step(x, eps, step, schedule, noise)
+        if step == 0:
+            break
+        sigma = float(1 - schedule.alpha_bar[step - 1]) ** 0.5
+        for _ in range(corrector_steps):
+            score = -eps_fn(x, t - 1) / sigma
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = langevin_step(x, score, float(schedule.alphas[step - 1]), snr, z)
     return x

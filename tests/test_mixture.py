@@ -177,3 +177,54 @@ def test_bad_construction_names_the_parameter():
         GaussianMixture(torch.zeros(2, dtype=torch.float64), c, torch.ones(2), torch.tensor([0, 1]))
     with pytest.raises(TypeError, match="means"):
         GaussianMixture(torch.zeros(2, 2, dtype=torch.long), c, torch.ones(2), torch.tensor([0, 1]))
+
+
+# ---- the tilted law (chapter 6) --------------------------------------------------------------------
+from diffcourse.mixture import grid_sample, sample_tilted, tilted_log_prob  # noqa: E402
+
+
+def _gauss_logpdf(x, m, var):
+    return -0.5 * ((x - m) ** 2 / var).sum(1)
+
+
+def test_grid_sample_tilts_gaussians_to_the_closed_form():
+    """N(a, A)^gamma N(b, B)^(1-gamma) is Gaussian: precision gamma/A + (1-gamma)/B (diagonal here),
+    mean = that precision's inverse times (gamma a/A + (1-gamma) b/B). gamma = 3 puts negative weight
+    on the second law, as guidance does."""
+    gamma = 3.0
+    a, A = torch.tensor([0.5, -0.3], dtype=torch.float64), torch.tensor([0.25, 0.16], dtype=torch.float64)
+    b, B = torch.tensor([-0.5, 0.4], dtype=torch.float64), torch.tensor([2.25, 1.0], dtype=torch.float64)
+    prec = gamma / A + (1 - gamma) / B
+    mean, var = (gamma * a / A + (1 - gamma) * b / B) / prec, 1 / prec
+    n = 200000
+    x = grid_sample(lambda p: gamma * _gauss_logpdf(p, a, A) + (1 - gamma) * _gauss_logpdf(p, b, B),
+                    n, -4.0, 4.0, cells=600, generator=torch.Generator().manual_seed(0))
+    se = (var / n).sqrt()
+    assert ((x.mean(0) - mean).abs() < 5 * se).all(), (x.mean(0), mean)
+    assert torch.allclose(x.var(0), var, rtol=0.02), (x.var(0), var)
+
+
+def test_sample_tilted_at_gamma_one_and_zero_is_the_mixture():
+    mix = random_mixture(2, (2, 1), seed=6)
+    n = 100000
+    for gamma, y in ((1.0, 1), (0.0, None)):
+        x = sample_tilted(mix, 1, gamma, n, generator=torch.Generator().manual_seed(1))
+        ref, _ = mix.sample(n, y, generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(x.mean(0), ref.mean(0), atol=0.03), gamma
+        assert torch.allclose(torch.cov(x.T), torch.cov(ref.T), atol=0.05), gamma
+    x = torch.randn(7, 2, dtype=torch.float64)
+    assert torch.allclose(tilted_log_prob(mix, x, 0, 2.5), 2.5 * mix.log_prob(x, 0) - 1.5 * mix.log_prob(x))
+
+
+def test_tilted_bad_input():
+    mix = random_mixture(2, (1, 1), seed=1)
+    with pytest.raises(ValueError, match="gamma"):
+        tilted_log_prob(mix, torch.zeros(3, 2, dtype=torch.float64), 0, -1.0)
+    with pytest.raises(ValueError, match="y"):
+        sample_tilted(mix, 5, 2.0, 10)
+    with pytest.raises(ValueError, match="dim"):
+        sample_tilted(random_mixture(3, (1, 1), seed=1), 0, 2.0, 10)
+    with pytest.raises(ValueError, match="border"):
+        grid_sample(lambda p: torch.zeros(p.shape[0], dtype=p.dtype), 10, -1.0, 1.0)
+    with pytest.raises(ValueError, match="n"):
+        grid_sample(lambda p: -p.pow(2).sum(1), 0, -5.0, 5.0)
