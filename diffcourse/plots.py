@@ -1,0 +1,35 @@
+"""The course's recurring picture: samples over the contour lines of a 2-D mixture's density."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .mixture import GaussianMixture
+
+
+def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200):
+    """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour``."""
+    if mixture.dim != 2:
+        raise ValueError(f"density_grid needs a 2-D mixture, got dim={mixture.dim}")
+    axis = torch.linspace(-lim, lim, cells, dtype=mixture.dtype, device=mixture.device)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    p = mixture.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).exp().reshape(cells, cells)
+    return gx.cpu(), gy.cpu(), p.cpu()
+
+
+def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
+                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None) -> None:
+    """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
+    the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim."""
+    ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
+    x = x.detach().cpu()
+    if y is None:
+        ax.scatter(*x[:per_class].T, s=2, alpha=0.6, color=color or "C0")
+    else:
+        y = y.cpu()
+        for c in torch.unique(y).tolist():
+            ax.scatter(*x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)

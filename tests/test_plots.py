@@ -1,0 +1,31 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from diffcourse.data import three_blobs  # noqa: E402
+from diffcourse.plots import density_grid, samples_over_density  # noqa: E402
+
+from conftest import random_mixture  # noqa: E402
+
+
+def test_density_grid_is_the_density():
+    mix = three_blobs(dtype=torch.float64)
+    gx, gy, p = density_grid(mix, lim=4.0, cells=300)
+    assert gx.shape == gy.shape == p.shape == (300, 300)
+    cell = (8.0 / 299) ** 2
+    assert abs(p.sum().item() * cell - 1) < 0.01          # all the mass sits inside the square
+    with pytest.raises(ValueError, match="dim"):
+        density_grid(random_mixture(3, (1, 1)))
+
+
+def test_samples_over_density_draws_one_set_per_class():
+    mix = three_blobs()
+    x, y = mix.sample(300, generator=torch.Generator().manual_seed(0))
+    fig, ax = plt.subplots()
+    samples_over_density(ax, density_grid(mix, cells=50), x, y, "title", per_class=20)
+    sizes = [len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets") and len(c.get_offsets())]
+    assert sorted(sizes)[-3:] == [20, 20, 20] and ax.get_title() == "title"
+    plt.close(fig)
