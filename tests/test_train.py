@@ -41,9 +41,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="T"):
         train_denoiser(_model(), three_blobs(), cosine_schedule(40), steps=1)
     with pytest.raises(ValueError, match="conditional"):
-        train_denoiser(_model(3), torch.randn(10, 2), s, steps=1, progress=False)
+        train_denoiser(_model(3), torch.randn(10, 2), s, steps=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         train_denoiser(_model(), three_blobs(), s, steps=1, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size 32 is larger than the data set"):
+        train_denoiser(_model(), torch.randn(10, 2), s, steps=1, batch_size=32, progress=False)
 
 
 def test_classifier_learns_separated_blobs():
@@ -60,7 +62,7 @@ def test_classifier_learns_separated_blobs():
         acc = (clf(x, torch.zeros(500, dtype=torch.long)).argmax(1) == y).float().mean().item()
     assert acc > 0.95
     with pytest.raises(ValueError, match="labelled"):
-        train_classifier(clf, torch.randn(10, 2), s, steps=1, progress=False)
+        train_classifier(clf, torch.randn(10, 2), s, steps=1, batch_size=4, progress=False)
 
 
 def test_condition_dropout_default_trains_the_null_row():
@@ -78,3 +80,85 @@ def test_condition_dropout_default_trains_the_null_row():
         train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=True, progress=False)
     with pytest.raises(ValueError, match="p_uncond"):
         train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.2, progress=False)
+
+
+# ---- checkpoints, resuming, several processes (the scaling appendix) ------------------------------
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from diffcourse.train import load_checkpoint, main, save_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def _same(a, b, atol):
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    common = ["--config", "blobs-cfg", "--steps", "40", "--batch-size", "64", "--no-progress"]
+    main(common + ["--out", str(tmp_path / "whole.pt")])
+    main(common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"])     # interrupted at step 15
+    assert load_checkpoint(tmp_path / "split.pt")["step"] == 15
+    main(common + ["--out", str(tmp_path / "split.pt"), "--resume"])
+    assert load_checkpoint(tmp_path / "split.pt")["step"] == 40
+    assert _same(_weights(tmp_path / "whole.pt"), _weights(tmp_path / "split.pt"), atol=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split.pt", "whole.pt"]    # no temporary files left
+
+
+def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
+    good = tmp_path / "good.pt"
+    main(["--config", "blobs", "--steps", "3", "--batch-size", "32", "--no-progress", "--out", str(good)])
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="checkpoint .*cut.pt.* corrupt or truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    save_checkpoint(tmp_path / "other.pt", {"weights": torch.zeros(2)})
+    with pytest.raises(ValueError, match="not a diffcourse training checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="config"):
+        main(["--config", "blobs-cfg", "--steps", "3", "--batch-size", "32", "--no-progress", "--out", str(good),
+              "--resume"])
+
+
+def test_two_processes_reach_the_single_process_weights(tmp_path):
+    """torchrun, 2 CPU processes with gloo, the same global batch: the same weights as one process,
+    and exactly one checkpoint."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    common = ["-m", "diffcourse.train", "--config", "blobs-cfg", "--steps", "8", "--batch-size", "64",
+              "--no-progress"]
+    (tmp_path / "ddp").mkdir()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    *common, "--out", str(tmp_path / "ddp" / "model.pt")], check=True, env=env, cwd=tmp_path,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one.pt")], check=True, env=env,
+                   cwd=tmp_path, capture_output=True, timeout=300)
+    assert [p.name for p in (tmp_path / "ddp").iterdir()] == ["model.pt"]
+    assert _same(_weights(tmp_path / "ddp" / "model.pt"), _weights(tmp_path / "one.pt"), atol=1e-5)
+
+
+def test_tensor_data_shards_interleave_into_the_global_batch():
+    """With W processes, rank r's rows of each global batch are rows r, r + W, ...: together they are
+    the one-process batch."""
+    from diffcourse.train import _batches
+    x = torch.arange(48, dtype=torch.float32)[:, None]
+    gen = torch.Generator()
+    one = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
+    two = [_batches(x, 8, gen, torch.device("cpu"), r, 2, 0, 0) for r in range(2)]
+    for _ in range(9):                                 # past an epoch boundary (6 batches per epoch)
+        whole = next(one)[0][:, 0]
+        halves = [next(b)[0][:, 0] for b in two]
+        assert torch.equal(torch.stack(halves, 1).flatten(), whole)
+    resumed = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 9)
+    fresh = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
+    for _ in range(9):
+        next(fresh)
+    assert torch.equal(next(resumed)[0], next(fresh)[0])
