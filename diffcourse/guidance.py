@@ -132,3 +132,46 @@ def batched_cfg_eps_fn(model: torch.nn.Module, y: torch.Tensor, gamma: float) ->
         cond, uncond = model(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
         return classifier_free_guidance(cond, uncond, gamma)
     return guided
+
+
+# ---- variants of eq. 170 (chapter 8) -------------------------------------------------------------------
+
+def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: float = 0.7) -> torch.Tensor:
+    """Rescaled classifier-free guidance (Lin et al. 2024, WACV; arXiv 2023, Algorithm 2): eq. 170, then each sample's
+    guided prediction is rescaled to the standard deviation of its conditional prediction, and the
+    two are mixed, ``phi`` rescaled + (1 - phi) plain. phi = 0 is eq. 170; gamma = 1 is ``cond`` for
+    every phi. Lin et al. apply it to v-predictions; diffusers applies it to noise predictions."""
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
+        raise ValueError(f"phi must lie in [0, 1], got {phi!r}")
+    guided = classifier_free_guidance(cond, uncond, gamma)
+    dims = tuple(range(1, cond.ndim))
+    scale = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
+    return phi * guided * scale + (1 - phi) * guided
+
+
+def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_high: int) -> Fn:
+    """Guidance limited to an interval of noise levels (Kynkäänniemi et al. 2024): eq. 170 at the
+    0-based steps t_low <= t <= t_high, the plain conditional prediction (gamma = 1) elsewhere. Their
+    finding: guidance at high noise costs diversity and at low noise does little, so the middle is
+    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`."""
+    gamma = _check_gamma(gamma)
+    if not (isinstance(t_low, int) and isinstance(t_high, int)) or not 0 <= t_low <= t_high:
+        raise ValueError(f"need ints 0 <= t_low <= t_high, got t_low={t_low!r}, t_high={t_high!r}")
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = cond_fn(x_t, t)
+        inside = (t >= t_low) & (t <= t_high)
+        if not bool(inside.any()):
+            return cond                               # no unconditional pass outside the interval
+        full = classifier_free_guidance(cond, uncond_fn(x_t, t), gamma)
+        return torch.where(inside.reshape(-1, *[1] * (x_t.ndim - 1)), full, cond)
+    return guided
+
+
+def autoguidance_eps_fn(good_fn: Fn, weak_fn: Fn, gamma: float) -> Fn:
+    """Autoguidance (Karras et al. 2024): eq. 170 with a *weaker conditional* model (smaller, or
+    trained for less long, on the same task) in place of the unconditional one,
+    gamma eps_good(x_t, t, y) + (1 - gamma) eps_weak(x_t, t, y). It extrapolates away from the weak
+    model's errors rather than away from other classes, so it sharpens quality with less loss of
+    variety. Both callables take the same label; the arithmetic is :func:`classifier_free_eps_fn`'s."""
+    return classifier_free_eps_fn(good_fn, weak_fn, gamma)

@@ -103,3 +103,41 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = langevin_step(x, score, float(schedule.alphas[step - 1]), snr, z)
     return x
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
+                steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
+                progress: bool = True) -> torch.Tensor:
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced levels of the chain.
+
+    From level t to the previous kept level s (the clean data after the last):
+    x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
+    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
+    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s).
+    eta = 0 is deterministic given x_T; eta = 1 on all T levels is ancestral DDPM, step for step.
+    Network evaluations: ``steps`` (default T).
+    """
+    T = schedule.T
+    steps = T if steps is None else steps
+    if not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an int in 1..{T}, got {steps!r}")
+    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or eta < 0:
+        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
+    levels = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+    x = start_noise(shape_or_noise, generator)
+    n = x.shape[0]
+    alpha_bar = schedule.alpha_bar
+    for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
+        t = torch.full((n,), step, dtype=torch.long, device=x.device)
+        eps = eps_fn(x, t)
+        if eps.shape != x.shape:
+            raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+        a_t = float(alpha_bar[step])
+        a_s = float(alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
+        x0_hat = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
+        x = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x

@@ -165,3 +165,40 @@ def test_cfg_wrappers_bad_input():
         classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(None), float("nan"))
     with pytest.raises(ValueError, match="rows"):
         batched_cfg_eps_fn(model, y, 2.0)(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
+
+
+# ---- variants of eq. 170 ---------------------------------------------------------------------------
+from diffcourse.guidance import autoguidance_eps_fn, interval_cfg_eps_fn, rescaled_cfg  # noqa: E402
+
+
+def test_rescaled_cfg():
+    torch.manual_seed(0)
+    cond, uncond = torch.randn(6, 2), torch.randn(6, 2)
+    assert torch.equal(rescaled_cfg(cond, uncond, 4.0, phi=0.0), classifier_free_guidance(cond, uncond, 4.0))
+    assert torch.allclose(rescaled_cfg(cond, uncond, 1.0, phi=0.7), cond)
+    full = rescaled_cfg(cond, uncond, 4.0, phi=1.0)
+    assert torch.allclose(full.std(dim=1), cond.std(dim=1), atol=1e-6)       # each sample's scale is cond's
+    with pytest.raises(ValueError, match="phi"):
+        rescaled_cfg(cond, uncond, 2.0, phi=1.5)
+
+
+def test_interval_guidance_acts_only_inside_its_interval():
+    cond_fn = lambda x, t: x + 1.0                                           # noqa: E731
+    uncond_fn = lambda x, t: x - 1.0                                         # noqa: E731
+    x, t = torch.zeros(4, 2), torch.tensor([0, 5, 10, 19])
+    out = interval_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 5, 10)(x, t)
+    cfg = classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(x, t)
+    assert torch.equal(out[1:3], cfg[1:3]) and torch.equal(out[[0, 3]], cond_fn(x, t)[[0, 3]])
+    calls = []
+    counting = lambda x, t: calls.append(1) or x                              # noqa: E731
+    interval_cfg_eps_fn(cond_fn, counting, 3.0, 5, 10)(x, torch.full((4,), 15))
+    assert not calls                                                          # outside: one pass only
+    with pytest.raises(ValueError, match="t_low"):
+        interval_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 10, 5)
+
+
+def test_autoguidance_is_eq170_with_a_weak_model():
+    good = lambda x, t: 2 * x                                                 # noqa: E731
+    weak = lambda x, t: x                                                     # noqa: E731
+    x, t = torch.randn(5, 2), torch.zeros(5, dtype=torch.long)
+    assert torch.allclose(autoguidance_eps_fn(good, weak, 2.5)(x, t), 2.5 * 2 * x + (1 - 2.5) * x)

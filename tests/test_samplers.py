@@ -107,3 +107,40 @@ def test_pc_bad_input():
         pc_sample(lambda x, t: x, (4, 2), s, corrector_steps=-1)
     with pytest.raises(ValueError, match="snr"):
         pc_sample(lambda x, t: x, (4, 2), s, snr=0.0)
+
+
+# ---- DDIM --------------------------------------------------------------------------------------------
+from diffcourse.samplers import ddim_sample  # noqa: E402
+
+
+def test_ddim_with_eta_one_on_every_level_is_ddpm():
+    mix = random_mixture(2, (2, 1), seed=8)
+    s = cosine_schedule(40)
+    noise = torch.randn(200, 2, dtype=torch.float64)
+    a = ddpm_sample(exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(3), progress=False)
+    b = ddim_sample(exact_eps_fn(mix, s), noise, s, eta=1.0, generator=torch.Generator().manual_seed(3),
+                    progress=False)
+    assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_deterministic_ddim_reaches_a_gaussian_target_in_few_steps():
+    """eta = 0 follows the probability-flow ODE: 50 levels give the target's moments."""
+    mix = random_mixture(2, (1,), seed=3)
+    s = cosine_schedule(1000)
+    n = 40000
+    x = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
+    se = (torch.diagonal(mix.covs[0]) / n).sqrt()
+    assert ((x.mean(0) - mix.means[0]).abs() < 5 * se).all()
+    assert torch.allclose(torch.cov(x.T), mix.covs[0], rtol=0, atol=0.03)
+    again = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
+    assert torch.equal(x, again)                      # no randomness beyond x_T
+
+
+def test_ddim_bad_input():
+    s = cosine_schedule(10)
+    with pytest.raises(ValueError, match="steps"):
+        ddim_sample(lambda x, t: x, (4, 2), s, steps=11)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(lambda x, t: x, (4, 2), s, eta=-0.1)
