@@ -23,6 +23,13 @@ def test_step_mean_is_the_posterior_mean():
     assert torch.allclose(ddpm_step(x_t, eps, t, s, z) - mu_q, var ** 0.5 * z)
 
 
+def _assert_gaussian_moments(x, mix, cov_atol):
+    """x has the mean (within 5 standard errors) and covariance of the one-component mixture."""
+    se = (torch.diagonal(mix.covs[0]) / x.shape[0]).sqrt()
+    assert ((x.mean(0) - mix.means[0]).abs() < 5 * se).all()
+    assert torch.allclose(torch.cov(x.T), mix.covs[0], rtol=0, atol=cov_atol)
+
+
 def test_exact_sampler_reaches_a_gaussian_target():
     """With the exact noise prediction and a long chain, the samples have the target's moments.
 
@@ -33,9 +40,7 @@ def test_exact_sampler_reaches_a_gaussian_target():
     n = 40000
     x = ddpm_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64), s,
                     generator=torch.Generator().manual_seed(0), progress=False)
-    se = (torch.diagonal(mix.covs[0]) / n).sqrt()
-    assert ((x.mean(0) - mix.means[0]).abs() < 5 * se).all()
-    assert torch.allclose(torch.cov(x.T), mix.covs[0], rtol=0, atol=0.015)
+    _assert_gaussian_moments(x, mix, cov_atol=0.015)
 
 
 def test_seeded_and_paired():
@@ -130,9 +135,7 @@ def test_deterministic_ddim_reaches_a_gaussian_target_in_few_steps():
     n = 40000
     x = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
-    se = (torch.diagonal(mix.covs[0]) / n).sqrt()
-    assert ((x.mean(0) - mix.means[0]).abs() < 5 * se).all()
-    assert torch.allclose(torch.cov(x.T), mix.covs[0], rtol=0, atol=0.03)
+    _assert_gaussian_moments(x, mix, cov_atol=0.03)
     again = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
     assert torch.equal(x, again)                      # no randomness beyond x_T
