@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffcourse.mixture import exact_eps_fn
-from diffcourse.samplers import ddpm_sample, ddpm_step
+from diffcourse.samplers import ddim_sample, ddpm_sample, ddpm_step, langevin_step, pc_sample
 from diffcourse.schedules import cosine_schedule
 from diffcourse.targets import eps_to_x0
 
@@ -66,17 +66,6 @@ def test_bad_input():
 
 
 # ---- predictor-corrector ---------------------------------------------------------------------------
-from diffcourse.samplers import langevin_step, pc_sample  # noqa: E402
-
-
-def test_pc_without_corrector_is_ddpm_draw_for_draw():
-    mix = random_mixture(2, (2, 1), seed=4)
-    s = cosine_schedule(30)
-    noise = torch.randn(100, 2, dtype=torch.float64)
-    a = ddpm_sample(exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(1), progress=False)
-    b = pc_sample(exact_eps_fn(mix, s), noise, s, corrector_steps=0, generator=torch.Generator().manual_seed(1),
-                  progress=False)
-    assert torch.equal(a, b)
 
 
 def test_langevin_step_samples_a_fixed_gaussian():
@@ -115,17 +104,23 @@ def test_pc_bad_input():
 
 
 # ---- DDIM --------------------------------------------------------------------------------------------
-from diffcourse.samplers import ddim_sample  # noqa: E402
 
 
-def test_ddim_with_eta_one_on_every_level_is_ddpm():
-    mix = random_mixture(2, (2, 1), seed=8)
+@pytest.mark.parametrize("name", ["pc_sample without corrector", "ddim_sample with eta = 1 on every level"])
+def test_samplers_that_reduce_to_ddpm(name):
+    """Predictor-corrector with no corrector steps is DDPM draw for draw; DDIM with eta = 1 on all
+    levels is DDPM step for step (to rounding)."""
+    mix = random_mixture(2, (2, 1), seed=4)
     s = cosine_schedule(40)
     noise = torch.randn(200, 2, dtype=torch.float64)
+    other = {"pc_sample without corrector": lambda **kw: pc_sample(corrector_steps=0, **kw),
+             "ddim_sample with eta = 1 on every level": lambda **kw: ddim_sample(eta=1.0, **kw)}[name]
     a = ddpm_sample(exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(3), progress=False)
-    b = ddim_sample(exact_eps_fn(mix, s), noise, s, eta=1.0, generator=torch.Generator().manual_seed(3),
-                    progress=False)
-    assert torch.allclose(a, b, atol=1e-9)
+    b = other(eps_fn=exact_eps_fn(mix, s), shape_or_noise=noise, schedule=s,
+              generator=torch.Generator().manual_seed(3), progress=False)
+    assert torch.allclose(a, b, rtol=0, atol=1e-9)
+    if name.startswith("pc_sample"):
+        assert torch.equal(a, b)
 
 
 def test_deterministic_ddim_reaches_a_gaussian_target_in_few_steps():
