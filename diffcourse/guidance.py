@@ -12,7 +12,8 @@ from typing import Callable
 
 import torch
 
-from .schedules import Schedule
+from .models import check_labels
+from .schedules import Schedule, _gather
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,8 +90,7 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
         eps = eps_fn(x_t, t)
         if gamma == 0:                      # gamma = 0 ignores y: skip the classifier's cost
             return eps
-        s = sigma.to(x_t.device)[t].to(x_t.dtype).reshape(-1, *[1] * (x_t.ndim - 1))
-        return classifier_guidance(eps, -s * grad_fn(x_t, t).to(eps.dtype), gamma)
+        return classifier_guidance(eps, -_gather(sigma, t, x_t) * grad_fn(x_t, t).to(eps.dtype), gamma)
     return guided
 
 
@@ -118,10 +118,9 @@ def batched_cfg_eps_fn(model: torch.nn.Module, y: torch.Tensor, gamma: float) ->
     null_label = getattr(model, "null_label", None)
     if not getattr(model, "num_classes", 0) or null_label is None:
         raise ValueError("model must be conditional, with a null label (num_classes > 0)")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.ndim != 1:
-        raise TypeError("y must be a LongTensor[N] of labels")
-    if ((y < 0) | (y >= model.num_classes)).any():
-        raise ValueError(f"y must lie in 0..{model.num_classes - 1}: guidance asks for a real class")
+    n = y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else -1
+    # guidance asks for a real class: the null label is refused
+    y = check_labels(y, n, model.num_classes, next(model.parameters()).device, allow_null=False)
     labels = torch.cat([y, torch.full_like(y, null_label)])
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

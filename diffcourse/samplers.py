@@ -57,6 +57,14 @@ def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
     return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress)
 
 
+def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int) -> torch.Tensor:
+    """eps_fn at one step for the whole batch, its output's shape checked."""
+    eps = eps_fn(x, torch.full((x.shape[0],), step, dtype=torch.long, device=x.device))
+    if eps.shape != x.shape:
+        raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+    return eps
+
+
 def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float,
                   noise: torch.Tensor) -> torch.Tensor:
     """One Langevin corrector step x + delta score + sqrt(2 delta) z towards the law whose score is
@@ -86,20 +94,16 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
     if not (isinstance(snr, (int, float)) and snr > 0):
         raise ValueError(f"snr must be a positive number, got {snr!r}")
     x = start_noise(shape_or_noise, generator)
-    n = x.shape[0]
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
     for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
-        t = torch.full((n,), step, dtype=torch.long, device=x.device)
-        eps = eps_fn(x, t)
-        if eps.shape != x.shape:
-            raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+        eps = _predict(eps_fn, x, step)
         noise = None if step == 0 else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = ddpm_step(x, eps, step, schedule, noise)
         if step == 0:
             break
         sigma = float(1 - schedule.alpha_bar[step - 1]) ** 0.5
         for _ in range(corrector_steps):
-            score = -eps_fn(x, t - 1) / sigma
+            score = -_predict(eps_fn, x, step - 1) / sigma
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = langevin_step(x, score, float(schedule.alphas[step - 1]), snr, z)
     return x
@@ -126,13 +130,9 @@ def ddim_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
         raise ValueError(f"eta must be a number >= 0, got {eta!r}")
     levels = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
     x = start_noise(shape_or_noise, generator)
-    n = x.shape[0]
     alpha_bar = schedule.alpha_bar
     for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
-        t = torch.full((n,), step, dtype=torch.long, device=x.device)
-        eps = eps_fn(x, t)
-        if eps.shape != x.shape:
-            raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+        eps = _predict(eps_fn, x, step)
         a_t = float(alpha_bar[step])
         a_s = float(alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
         x0_hat = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5

@@ -90,8 +90,7 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
     if y_all is not None and y_all.shape[0] != x_all.shape[0]:
         raise ValueError("data's x and y must have the same number of rows")
     local = batch_size // world
-    sampler = DistributedSampler(range(x_all.shape[0]), num_replicas=world, rank=rank,
-                                                  shuffle=True, seed=seed)
+    sampler = DistributedSampler(range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     per_epoch = len(sampler) // local
     if per_epoch < 1:
         raise ValueError(f"batch_size {batch_size} is larger than the data set ({x_all.shape[0]} rows)")
@@ -119,15 +118,16 @@ def _check_common(model: nn.Module, schedule: Schedule, steps: int, batch_size: 
 
 def _train(model: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int, lr: float,
            seed: int, progress: bool, warmup: int, desc: str,
-           make_loss: Callable[[nn.Module, Callable, torch.Generator], Callable[[], torch.Tensor]],
+           make_loss: Callable[[nn.Module, Callable, Callable], Callable[[], torch.Tensor]],
            resume: Optional[State], checkpoint: Optional[Union[str, Path]], save_every: int,
            stop_after: Optional[int], config: Optional[dict]) -> List[float]:
     """The loop both trainers share: AdamW, warm-up then cosine decay of the learning rate (a cheap
     stand-in for the weight averaging of large models that keeps the last steps quiet), gradient
     clipping, a progress bar on rank 0, DDP across processes, checkpoints.
 
-    ``make_loss(net, draw, gen)`` returns ``batch_loss()``; ``draw(shape, kind)`` draws a global batch
-    of times, noise or dropout coins from the shared generator and returns this rank's rows."""
+    ``make_loss(net, next_batch, draw)`` returns ``batch_loss()``; ``next_batch()`` gives this rank's
+    (x0, y) and ``draw(shape, kind)`` draws a global batch of times, noise or dropout coins from the
+    shared generator and returns this rank's rows."""
     rank, world = rank_and_world()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -313,9 +313,9 @@ def main(argv: Optional[List[str]] = None) -> Path:
         resume = None
         if args.resume:
             resume = load_checkpoint(out, map_location=device)
-            if resume.get("config", {}).get("name") != args.config:
-                raise ValueError(f"checkpoint {out} was written by config {resume.get('config', {}).get('name')!r}, "
-                                 f"not {args.config!r}")
+            written_by = resume.get("config", {}).get("name")
+            if written_by != args.config:
+                raise ValueError(f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}")
         torch.manual_seed(args.seed)                    # the same initial weights on every rank
         model = MLPDenoiser(dim=2, T=cfg["T"], hidden=cfg["hidden"], depth=cfg["depth"],
                             num_classes=cfg["num_classes"]).to(device)
