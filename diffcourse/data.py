@@ -1,9 +1,15 @@
 """Ready-made data for the labs. The 2-D sets are labelled Gaussian mixtures, so every exact
-quantity (densities, scores, posteriors, at every noise level) is known."""
+quantity (densities, scores, posteriors, at every noise level) is known. The images are
+scikit-learn's bundled 8x8 digits, or MNIST / Fashion-MNIST read from IDX files the reader has."""
 from __future__ import annotations
 
+import gzip
 import math
+import struct
+from pathlib import Path
+from typing import NamedTuple, Tuple, Union
 
+import numpy as np
 import torch
 
 from .mixture import GaussianMixture
@@ -45,3 +51,81 @@ def checkerboard(cells: int = 3, spacing: float = 0.9, std: float = 0.15,
     covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(cells * cells, 2, 2)
     labels = (i + j).flatten() % 2
     return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(cells * cells, dtype=dtype), labels)
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+class ImageSplit(NamedTuple):
+    """Images [N, C, H, W] in [-1, 1] with labels [N], in a training part and a held-out part."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits_split(holdout: float = 0.25, seed: int = 0) -> ImageSplit:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes, no download),
+    scaled from 0..16 to [-1, 1] and split at random, with a fixed ``seed``, into a training part and
+    a ``holdout`` share kept apart for the metrics."""
+    from sklearn.datasets import load_digits
+
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
+        raise ValueError(f"holdout must lie strictly between 0 and 1, got {holdout!r}")
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 8 - 1
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = round(holdout * len(y))
+    test, train = order[:n_test], order[n_test:]
+    return ImageSplit(x[train], y[train], x[test], y[test])
+
+
+# IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, each dimension as
+# a big-endian int32, then the values in row-major order, big-endian.
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Union[str, Path]) -> torch.Tensor:
+    """Read one IDX file (``.gz`` or not) into a tensor of its shape. A missing file raises
+    FileNotFoundError; a malformed, truncated or over-long one ValueError, both naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file {path} does not exist")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"IDX file {path} is not a readable gzip file: {err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] < 1:
+        raise ValueError(f"IDX file {path} does not start with an IDX header")
+    ndim, dtype = raw[3], np.dtype(_IDX_TYPES[raw[2]])
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"IDX file {path} is truncated inside its header")
+    shape = struct.unpack(f">{ndim}i", raw[4:4 + 4 * ndim])
+    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"IDX file {path} holds {len(raw)} bytes, but its header {shape} needs {expected}: "
+                         "truncated or corrupt")
+    values = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+    return torch.from_numpy(values.astype(dtype.newbyteorder("="))).clone()
+
+
+def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
+    """MNIST or Fashion-MNIST (the same file names) from the standard IDX files in ``folder``, for
+    readers who have them: images [N, 1, 28, 28] scaled to [-1, 1], labels [N]. Nothing is downloaded."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    stem = "train" if split == "train" else "t10k"
+
+    def find(name: str) -> Path:
+        for candidate in (Path(folder) / name, Path(folder) / (name + ".gz")):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"folder {folder} has neither {name} nor {name}.gz")
+
+    images, labels = read_idx(find(f"{stem}-images-idx3-ubyte")), read_idx(find(f"{stem}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"folder {folder}: images {tuple(images.shape)} and labels {tuple(labels.shape)} "
+                         "do not match")
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
+        raise ValueError(f"folder {folder}: labels must lie in 0..9")
+    return images[:, None].float() / 127.5 - 1, labels.long()

@@ -105,3 +105,71 @@ def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
         raise ValueError("x and reference must be [N, D] with the same D")
     tr = lambda z: torch.cov(z.double().T).trace() if z.shape[1] > 1 else z.double().var()
     return (tr(x.cpu()) / tr(reference.cpu())).item()
+
+
+# ---- images: fidelity, Fréchet distance, diversity ------------------------------------------------------
+
+def _check_features(a: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(a, torch.Tensor) or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"{name} must be a [N, F] tensor of features with N >= 2, got {tuple(getattr(a, 'shape', ()))}")
+    if not torch.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return a.detach().double().cpu()
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Squared Fréchet distance between Gaussians fitted to two feature sets [N, F] and [M, F]:
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), the formula of FID (Heusel et al. 2017).
+
+    tr (S_a S_b)^(1/2) = sum of the square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2), a
+    symmetric matrix with the same eigenvalues as S_a S_b: stable, no complex square root needed.
+    """
+    a, b = _check_features(a, "a"), _check_features(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    w, v = torch.linalg.eigh(cov_a)
+    root_a = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    mean_term = (a.mean(0) - b.mean(0)).pow(2).sum()
+    return (mean_term + cov_a.trace() + cov_b.trace() - 2 * cross).clamp(min=0).item()
+
+
+@torch.no_grad()
+def fidelity(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of images ``x`` that the evaluation classifier assigns to the label ``y`` they were asked
+    for. On held-out images with their true labels it is the classifier's accuracy."""
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+        raise ValueError(f"y must be a tensor of shape ({x.shape[0]},)")
+    pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(batch_size)])
+    return (pred == y.to(pred.device)).double().mean().item()
+
+
+def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor) -> float:
+    """Mean pairwise Euclidean distance between images of the same class, averaged over classes,
+    over the same figure for reference images (held-out data): 1 is the data's own variety, and
+    less means samples of a class look more alike."""
+    def within(images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{name}'s labels must have shape ({images.shape[0]},)")
+        flat, out = images.detach().reshape(images.shape[0], -1).double().cpu(), []
+        for c in labels.unique().tolist():
+            members = flat[labels.cpu() == c]
+            if members.shape[0] >= 2:
+                d = torch.cdist(members, members)
+                out.append(d.sum() / (members.shape[0] * (members.shape[0] - 1)))
+        if not out:
+            raise ValueError(f"{name} needs at least two images of some class")
+        return torch.stack(out).mean()
+    return (within(x, y, "x") / within(ref_x, ref_y, "ref_x")).item()
+
+
+@torch.no_grad()
+def image_metrics(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  ref_x: torch.Tensor, ref_y: torch.Tensor) -> Dict[str, float]:
+    """Fidelity, Fréchet distance (in the evaluation classifier's features, against ``ref_x``) and
+    diversity of samples ``x`` that were asked for labels ``y``; ``ref_x``/``ref_y`` are held-out images."""
+    feats = lambda z: torch.cat([classifier.features(chunk) for chunk in z.split(1000)])
+    return {"fidelity": fidelity(classifier, x, y),
+            "frechet": frechet_distance(feats(x), feats(ref_x)),
+            "diversity": diversity(x, y, ref_x, ref_y)}

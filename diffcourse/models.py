@@ -1,13 +1,14 @@
 """Denoising networks: eps_theta(x_t, t[, y]).
 
-The 2-D labs use :class:`MLPDenoiser`, a small residual MLP with a sinusoidal time embedding.
-With ``num_classes = C`` it also takes a label y in 0..C-1, or the null label C (an extra
-embedding row) that stands for "no condition".
+The 2-D labs use :class:`MLPDenoiser`, a small residual MLP with a sinusoidal time embedding;
+the image lab uses :class:`UNet`. With ``num_classes = C`` either also takes a label y in 0..C-1,
+or the null label C (an extra embedding row) that stands for "no condition". The classifiers
+(:class:`MLPClassifier`, :class:`ConvClassifier`) see x_t and t, as classifier guidance needs.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -137,6 +138,171 @@ class MLPClassifier(nn.Module):
         return self.net(x_t, t)
 
     def log_prob(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p_phi(y | x_t, t): [N]."""
+        y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
+        return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+def _check_images(x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor, name: str = "x_t") -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, shape))}], "
+                         f"got {tuple(getattr(x, 'shape', ()))}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the model is {weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the model is on {weight.device}")
+
+
+def _check_t(t: torch.Tensor, n: int, T: int) -> None:
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (n,):
+        raise ValueError(f"t must be a LongTensor of shape ({n},)")
+    if n and (int(t.min()) < 0 or int(t.max()) >= T):
+        raise ValueError(f"t must lie in 0..{T - 1}")
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip; the (t, y) embedding shifts every channel in between
+    (Ho et al. 2020's block, without attention: 8x8 images are too small to need it)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(min(8, c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(min(8, c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x)))
+        if self.emb is not None:
+            h = h + self.emb(emb)[:, :, None, None]
+        return self.skip(x) + self.conv2(self.act(self.norm2(h)))
+
+
+class _Embedding(nn.Module):
+    """The conditioning vector of a U-Net block: an MLP of the sinusoidal time features, plus a learned
+    row per label whose last row (index C) is the null label."""
+
+    def __init__(self, T: int, dim: int, num_classes: int):
+        super().__init__()
+        self.T, self.dim, self.num_classes = T, dim, num_classes
+        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.label = nn.Embedding(num_classes + 1, dim) if num_classes else None
+
+    def forward(self, t: torch.Tensor, y: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        emb = self.time(timestep_embedding(t, self.dim, self.T).to(dtype))
+        return emb if self.label is None else emb + self.label(y)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t[, y]) for images [N, channels, size, size]: a small U-Net (Ronneberger et al.
+    2015, as Ho et al. 2020 use it). One :class:`ResBlock` per level on the way down, halving the size
+    after each but the last, one in the middle, one per level on the way up on the concatenated skip.
+
+    ``width`` sets the channels of the first level and ``mults`` those of the others (the labs pick
+    them by budget); with ``num_classes = C`` the label embedding has a row C for the null label.
+    """
+
+    def __init__(self, channels: int = 1, size: int = 8, T: int = 1000, num_classes: int = 0, width: int = 32,
+                 mults: Sequence[int] = (1, 2)):
+        super().__init__()
+        if channels < 1 or size < 1 or T < 1 or width < 1 or num_classes < 0 or not mults:
+            raise ValueError("channels, size, T and width must be >= 1, num_classes >= 0, mults non-empty")
+        if size % 2 ** (len(mults) - 1):
+            raise ValueError(f"size {size} must be divisible by 2^(len(mults) - 1) = {2 ** (len(mults) - 1)}")
+        self.channels, self.size, self.T, self.num_classes = channels, size, T, num_classes
+        widths = [width * m for m in mults]
+        emb_dim = 4 * width
+        self.embed = _Embedding(T, emb_dim, num_classes)
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.down = nn.ModuleList(ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths))
+        self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
+        self.mid = ResBlock(widths[-1], widths[-1], emb_dim)
+        ups = list(reversed(widths))
+        self.up = nn.ModuleList(ResBlock(2 * c, c, emb_dim) for c in ups)   # input: h and the skip, c each
+        self.unpool = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
+                                    for c, c_next in zip(ups[:-1], ups[1:]))
+        self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
+        _check_t(t, x_t.shape[0], self.T)
+        if self.num_classes:
+            y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device)
+        elif y is not None:
+            raise ValueError("y was given but the model is unconditional (num_classes=0)")
+        emb = self.embed(t, y, x_t.dtype)
+        h, skips = self.inp(x_t), []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.mid(h, emb)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if i < len(self.unpool):
+                h = self.unpool[i](h)
+        return self.out(h)
+
+    def eps_fn(self, y: Optional[torch.Tensor] = None):
+        """This network as a sampler's ``eps_fn(x_t, t)``, with the label fixed (None: unconditional)."""
+        return lambda x_t, t: self(x_t, t, y)
+
+
+class ConvClassifier(nn.Module):
+    """A small convolutional classifier of images: the down half of :class:`UNet`, global average
+    pooling, then a hidden layer (the **features** that the image metrics compare) and the logits.
+
+    With ``T`` set it is noise-aware, p_phi(y | x_t, t) for classifier guidance (Luo eq. 166); with
+    ``T=None`` it sees clean images only: the evaluation classifier of the image metrics.
+    """
+
+    def __init__(self, channels: int = 1, size: int = 8, num_classes: int = 10, width: int = 32,
+                 mults: Sequence[int] = (1, 2), T: Optional[int] = 1000, features: int = 64):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if channels < 1 or size < 1 or width < 1 or features < 1 or not mults or (T is not None and T < 1):
+            raise ValueError("channels, size, width, features and T (when given) must be >= 1, mults non-empty")
+        self.channels, self.size, self.num_classes, self.T = channels, size, num_classes, T
+        widths = [width * m for m in mults]
+        emb_dim = 4 * width if T is not None else 0
+        self.embed = _Embedding(T, emb_dim, 0) if T is not None else None
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths))
+        self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
+        self.hidden = nn.Sequential(nn.GroupNorm(min(8, widths[-1]), widths[-1]), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                                    nn.Flatten(), nn.Linear(widths[-1], features), nn.SiLU())
+        self.head = nn.Linear(features, num_classes)
+
+    def features(self, x_t: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The penultimate layer [N, features]."""
+        _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
+        emb = None
+        if self.embed is not None:
+            _check_t(t, x_t.shape[0], self.T)
+            emb = self.embed(t, None, x_t.dtype)
+        elif t is not None and bool((t != 0).any()):
+            raise ValueError("this classifier sees clean images only (T=None): t must be None or 0")
+        h = self.inp(x_t)
+        for i, block in enumerate(self.blocks):
+            h = block(h, emb)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        return self.hidden(h)
+
+    def forward(self, x_t: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits [N, C]."""
+        return self.head(self.features(x_t, t))
+
+    def log_prob(self, x_t: torch.Tensor, t: Optional[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """log p_phi(y | x_t, t): [N]."""
         y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
         return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]

@@ -1,4 +1,5 @@
-"""The course's recurring picture: samples over the contour lines of a 2-D mixture's density."""
+"""The course's recurring pictures: samples over the contour lines of a 2-D mixture's density, and
+grids of images with one row per class."""
 from __future__ import annotations
 
 from typing import Optional
@@ -33,3 +34,18 @@ def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = 
     ax.set_title(title, fontsize=9)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
+
+
+def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None) -> None:
+    """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
+    r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
+    if x.ndim != 4 or x.shape[1] != 1 or rows < 1 or x.shape[0] % rows:
+        raise ValueError(f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    cols = n // rows
+    tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)  # white gutters
+    grid = tiles.reshape(rows, cols, h + 2, w + 2).permute(0, 2, 1, 3).reshape(rows * (h + 2), cols * (w + 2))
+    ax.imshow(grid, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)

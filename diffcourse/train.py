@@ -104,7 +104,7 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
         epoch, skip = epoch + 1, 0
 
 
-def _check_common(model: nn.Module, schedule: Schedule, steps: int, batch_size: int) -> None:
+def _check_common(model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -112,7 +112,7 @@ def _check_common(model: nn.Module, schedule: Schedule, steps: int, batch_size: 
     world = rank_and_world()[1]
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
-    if getattr(model, "T", schedule.T) != schedule.T:
+    if schedule is not None and getattr(model, "T", schedule.T) != schedule.T:
         raise ValueError(f"the model was built for T={model.T} but the schedule has T={schedule.T}")
 
 
@@ -238,14 +238,15 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
                   make_loss, resume, checkpoint, save_every, stop_after, config)
 
 
-def train_classifier(classifier: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int = 512,
+def train_classifier(classifier: nn.Module, data: Data, schedule: Optional[Schedule], steps: int, batch_size: int = 512,
                      lr: float = 2e-3, seed: int = 0, progress: bool = True, warmup: int = 100,
                      resume: Optional[State] = None, checkpoint: Optional[Union[str, Path]] = None,
                      save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
                      ) -> List[float]:
     """Fit a noise-aware classifier p_phi(y | x_t, t) by cross-entropy on x_t drawn from the forward
-    process at uniform t, as guided diffusion trains its classifier (Dhariwal & Nichol 2021). The
-    other arguments are :func:`train_denoiser`'s."""
+    process at uniform t, as guided diffusion trains its classifier (Dhariwal & Nichol 2021).
+    ``schedule=None`` trains on the clean data instead (the evaluation classifier of the image
+    metrics, which takes no t). The other arguments are :func:`train_denoiser`'s."""
     _check_common(classifier, schedule, steps, batch_size)
 
     def make_loss(net, next_batch, draw):
@@ -253,6 +254,8 @@ def train_classifier(classifier: nn.Module, data: Data, schedule: Schedule, step
             x0, y = next_batch()
             if y is None:
                 raise ValueError("a classifier needs labelled data")
+            if schedule is None:
+                return nn.functional.cross_entropy(net(x0), y)
             t = draw((), "int", high=schedule.T)
             x_t = q_sample(x0, t, schedule, draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype))
             return nn.functional.cross_entropy(net(x_t, t), y)

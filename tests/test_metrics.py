@@ -67,3 +67,61 @@ def test_spread():
     assert abs(spread(2 * x, x) - 4.0) < 1e-9
     with pytest.raises(ValueError, match="reference"):
         spread(x, torch.zeros(10, 3))
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+from diffcourse.metrics import diversity, fidelity, frechet_distance, image_metrics
+from diffcourse.models import ConvClassifier
+
+
+def test_frechet_distance():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # closed form for diagonal Gaussians: |mu|^2 + sum (s_a - s_b)^2 with s the standard deviations
+    b = torch.randn(4000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5]) + torch.tensor([1.0, 0.0, -1.0])
+    exact = 2.0 + (1 - 1) ** 2 + (1 - 2) ** 2 + (1 - 0.5) ** 2
+    assert frechet_distance(a, b) == pytest.approx(exact, rel=0.05)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    # a rotation of both sets changes nothing
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    assert frechet_distance(a @ q, b @ q) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+    with pytest.raises(ValueError, match="same number of features"):
+        frechet_distance(a, b[:, :2])
+    with pytest.raises(ValueError, match="b"):
+        frechet_distance(a, b[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(a, torch.full_like(b, float("nan")))
+
+
+def test_fidelity_of_real_images_is_accuracy():
+    torch.manual_seed(0)
+    clf = ConvClassifier(T=None, width=8, features=16)
+    x, y = torch.randn(50, 1, 8, 8), torch.randint(0, 10, (50,))
+    accuracy = (clf(x).argmax(1) == y).double().mean().item()
+    assert fidelity(clf, x, y, batch_size=7) == pytest.approx(accuracy)
+    assert fidelity(clf, x, clf(x).argmax(1)) == 1.0
+    with pytest.raises(ValueError, match="y"):
+        fidelity(clf, x, y[:3])
+
+
+def test_diversity():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(200, 1, 4, 4, generator=g), torch.arange(200) % 4
+    assert diversity(x, y, x, y) == pytest.approx(1.0)
+    assert diversity(0.5 * x, y, x, y) == pytest.approx(0.5)                   # distances scale
+    # identical samples within each class: no diversity at all
+    same = x[:4].repeat(50, 1, 1, 1)
+    assert diversity(same, y, x, y) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        diversity(x, y[:5], x, y)
+
+
+def test_image_metrics_keys():
+    torch.manual_seed(0)
+    clf = ConvClassifier(T=None, width=8, features=16)
+    x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 10
+    m = image_metrics(clf, x, y, x, y)
+    assert set(m) == {"fidelity", "frechet", "diversity"}
+    assert m["frechet"] == pytest.approx(0.0, abs=1e-6) and m["diversity"] == pytest.approx(1.0)

@@ -75,3 +75,65 @@ def test_classifier_shapes_time_input_and_bad_input():
         clf(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="num_classes"):
         MLPClassifier(num_classes=1)
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+from diffcourse.models import ConvClassifier, UNet
+
+
+def test_unet_shapes_and_null_label():
+    torch.manual_seed(0)
+    m = UNet(channels=1, size=8, T=50, num_classes=10, width=8)
+    x, t = torch.randn(5, 1, 8, 8), torch.randint(0, 50, (5,))
+    assert m(x, t, torch.randint(0, 10, (5,))).shape == (5, 1, 8, 8)
+    assert m.null_label == 10
+    assert torch.equal(m(x, t), m(x, t, torch.full((5,), 10)))             # None = the null label
+    assert not torch.allclose(m(x, t, torch.zeros(5, dtype=torch.long)), m(x, t, torch.ones(5, dtype=torch.long)))
+    # three levels on 28x28 (MNIST), RGB, unconditional
+    big = UNet(channels=3, size=28, T=50, width=8, mults=(1, 2, 2))
+    assert big(torch.randn(2, 3, 28, 28), torch.tensor([0, 49])).shape == (2, 3, 28, 28)
+
+
+def test_unet_rows_are_independent():
+    """GroupNorm normalises each image on its own: a row's answer must not depend on the batch."""
+    torch.manual_seed(1)
+    m = UNet(size=8, T=20, num_classes=3, width=8)
+    x, t, y = torch.randn(6, 1, 8, 8), torch.randint(0, 20, (6,)), torch.randint(0, 4, (6,))
+    rows = torch.cat([m(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(6)])
+    assert torch.allclose(m(x, t, y), rows, atol=1e-5)
+
+
+def test_unet_bad_input():
+    m = UNet(size=8, T=10, num_classes=2, width=8)
+    x, t = torch.randn(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="x_t"):
+        m(torch.randn(2, 1, 7, 7), t)
+    with pytest.raises(TypeError, match="dtype"):
+        m(x.double(), t)
+    with pytest.raises(ValueError, match="t must lie"):
+        m(x, torch.full((2,), 10))
+    with pytest.raises(ValueError, match="y must lie"):
+        m(x, t, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="unconditional"):
+        UNet(size=8, T=10, width=8)(x, t, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="divisible"):
+        UNet(size=10, width=8, mults=(1, 2, 2))
+
+
+def test_conv_classifier():
+    torch.manual_seed(2)
+    noisy, clean = ConvClassifier(T=100, width=8, features=16), ConvClassifier(T=None, width=8, features=16)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.randint(0, 100, (4,)), torch.tensor([0, 3, 9, 2])
+    assert noisy(x, t).shape == (4, 10) and noisy.features(x, t).shape == (4, 16)
+    assert clean(x).shape == (4, 10)
+    assert torch.allclose(noisy.log_prob(x, t, y).exp(), torch.softmax(noisy(x, t), 1)[torch.arange(4), y])
+    assert not torch.allclose(noisy(x, t), noisy(x, (t + 50) % 100))       # it reads t
+    with pytest.raises(ValueError, match="t must be"):
+        noisy(x)
+    with pytest.raises(ValueError, match="clean images only"):
+        clean(x, t + 1)
+    with pytest.raises(ValueError, match="y must lie"):
+        noisy.log_prob(x, t, torch.tensor([0, 1, 2, 10]))                    # the null label is no class
+    with pytest.raises(ValueError, match="num_classes"):
+        ConvClassifier(num_classes=1)

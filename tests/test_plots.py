@@ -29,3 +29,17 @@ def test_samples_over_density_draws_one_set_per_class():
     sizes = [len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets") and len(c.get_offsets())]
     assert sorted(sizes)[-3:] == [20, 20, 20] and ax.get_title() == "title"
     plt.close(fig)
+
+
+def test_image_grid():
+    from diffcourse.plots import image_grid
+    x = torch.linspace(-1, 1, 6 * 64).reshape(6, 1, 8, 8)
+    fig, ax = plt.subplots()
+    image_grid(ax, x, rows=2, title="t", row_labels=["a", "b"])
+    shown = ax.get_images()[0].get_array()
+    assert shown.shape == (2 * 10, 3 * 10)                       # 1-pixel white gutters round each tile
+    assert torch.allclose(torch.as_tensor(shown[1:9, 11:19]), x[1, 0])   # row 0, column 1 = image 1
+    assert torch.allclose(torch.as_tensor(shown[11:19, 1:9]), x[3, 0])   # row 1, column 0 = image 3
+    with pytest.raises(ValueError, match="rows"):
+        image_grid(ax, x, rows=4)
+    plt.close(fig)

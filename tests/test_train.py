@@ -4,7 +4,7 @@ import torch
 from diffcourse.data import three_blobs
 from diffcourse.models import MLPDenoiser
 from diffcourse.schedules import cosine_schedule
-from diffcourse.train import train_denoiser
+from diffcourse.train import train_classifier, train_denoiser
 
 
 def _model(num_classes=0):
@@ -162,3 +162,16 @@ def test_tensor_data_shards_interleave_into_the_global_batch():
     for _ in range(9):
         next(fresh)
     assert torch.equal(next(resumed)[0], next(fresh)[0])
+
+
+def test_clean_classifier_on_images():
+    """schedule=None trains on clean inputs: a ConvClassifier(T=None) learns two easy classes."""
+    from diffcourse.models import ConvClassifier
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(64) % 2
+    x = torch.randn(64, 1, 8, 8, generator=g) * 0.3 + (2 * y - 1).float()[:, None, None, None]
+    torch.manual_seed(0)
+    clf = ConvClassifier(T=None, width=8, features=8, num_classes=2)
+    losses = train_classifier(clf, (x, y), None, steps=80, batch_size=32, lr=1e-2, warmup=1, progress=False)
+    assert losses[-1] < 0.5 * losses[0]
+    assert (clf(x).argmax(1) == y).float().mean() == 1.0
