@@ -4,18 +4,32 @@ Both rules act on tensors of one shape (scores, or noise predictions for eq. 170
 nothing about networks or samplers. gamma is the paper's guidance scale; other names for it:
 Dhariwal & Nichol's classifier scale = gamma, diffusers' ``guidance_scale`` = gamma,
 Ho & Salimans' w = gamma - 1.
+
+The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - gamma) eps_u:
+- :func:`interval_cfg_eps_fn`: eq. 170 on an interval of t, eps_c elsewhere; all of 0..T-1 is eq. 170.
+- :func:`rescaled_cfg`: eq. 170, then each sample rescaled to eps_c's spread; phi = 0 is eq. 170.
+- :func:`autoguidance_eps_fn`: eq. 170 with a weaker conditional model for eps_u; with the
+  unconditional model as the weak one it is eq. 170.
+- :func:`apg_eps_fn`: eq. 170 in x0 space, its update clipped in norm, its part along D_c scaled by
+  eta, with momentum; eta = 1, r = inf, beta = 0 is eq. 170.
+- :func:`dynamic_threshold_eps_fn`: clips x0_hat of any eps_fn (usually eq. 170's); where no x0_hat
+  exceeds 1 in magnitude it changes nothing.
+- :func:`cfgpp_eps_fn`: eq. 170 with lam for gamma in x0_hat only, eps_u for DDIM's direction; not
+  eq. 170 at any lam > 0, and lam = 0 is unconditional DDIM.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from .models import check_labels
 from .schedules import Schedule, _gather
+from .targets import eps_to_x0, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PairFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_gamma(gamma) -> float:
@@ -24,6 +38,15 @@ def _check_gamma(gamma) -> float:
     if not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
     return float(gamma)
+
+
+def _check_real(value, name: str) -> float:
+    """A real number (not a bool), or TypeError naming ``name``; NaN is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    return float(value)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -174,3 +197,116 @@ def autoguidance_eps_fn(good_fn: Fn, weak_fn: Fn, gamma: float) -> Fn:
     model's errors rather than away from other classes, so it sharpens quality with less loss of
     variety. Both callables take the same label; the arithmetic is :func:`classifier_free_eps_fn`'s."""
     return classifier_free_eps_fn(good_fn, weak_fn, gamma)
+
+
+def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
+    """CFG++ (Chung et al., ICLR 2025, arXiv:2406.08070) for :func:`~diffcourse.samplers.ddim_sample`:
+    the pair ``(eps_u + lam (eps_c - eps_u), eps_u)``. DDIM takes x0_hat from the first and renoises
+    along the second, the *unconditional* noise, where CFG renoises along the guided one too.
+
+    Against eq. 170: lam plays gamma's part in x0_hat only. lam = 0 is unconditional DDIM; at every
+    lam > 0, lam = 1 included, it differs from CFG at gamma = lam by the direction term. Chung et al.
+    keep lam in [0, 1], which does the work of CFG's gamma in about [1, 12.5], so other values are
+    refused. It needs a sampler that takes pairs: DDPM and predictor-corrector refuse it.
+    """
+    lam = _check_real(lam, "lam")
+    if not 0 <= lam <= 1:
+        raise ValueError(f"lam must lie in [0, 1] (Chung et al.'s range), got {lam}")
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        uncond = uncond_fn(x_t, t)
+        if lam == 0:                                  # unconditional DDIM: skip the conditional pass
+            return uncond, uncond
+        return classifier_free_guidance(cond_fn(x_t, t), uncond, lam), uncond
+    return guided
+
+
+class APGEpsFn:
+    """The callable :func:`apg_eps_fn` returns. It carries the momentum of the guidance update from
+    one call to the next, so call :meth:`reset` (or build a new one) before each sampling run."""
+
+    def __init__(self, cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float,
+                 r: float, beta: float):
+        self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, schedule
+        self.gamma, self.eta, self.r, self.beta = gamma, eta, r, beta
+        self.average: Optional[torch.Tensor] = None    # the running update, Delta_m of the last call
+
+    def reset(self) -> None:
+        """Forget the momentum: the next call starts a new run."""
+        self.average = None
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = self.cond_fn(x_t, t)
+        if self.gamma == 1:                  # the update is multiplied by gamma - 1 = 0: skip its pass
+            return cond
+        a = _gather(self.schedule.alpha_bar, t, x_t)
+        d_cond, d_uncond = eps_to_x0(x_t, cond, a), eps_to_x0(x_t, self.uncond_fn(x_t, t), a)
+        delta = d_cond - d_uncond
+        if self.beta != 0:                   # momentum: Delta_m = Delta + beta Delta_m(previous call)
+            if self.average is not None and self.average.shape != delta.shape:
+                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after a run of shape "
+                                 f"{tuple(self.average.shape)}: call reset() between sampling runs")
+            delta = delta if self.average is None else delta + self.beta * self.average
+            self.average = delta
+        view = (-1,) + (1,) * (x_t.ndim - 1)          # per-sample norms over all non-batch dims
+        if math.isfinite(self.r):            # clip each sample's update to the ball of radius r
+            delta = delta * (self.r / delta.flatten(1).norm(dim=1)).clamp(max=1).view(view)
+        unit = torch.nn.functional.normalize(d_cond.flatten(1), dim=1).view_as(d_cond)
+        parallel = (delta * unit).flatten(1).sum(dim=1).view(view) * unit
+        guided = d_cond + (self.gamma - 1) * (delta - parallel + self.eta * parallel)
+        return x0_to_eps(x_t, guided, a)
+
+
+def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float = 0.0,
+               r: float = math.inf, beta: float = 0.0) -> APGEpsFn:
+    """Adaptive projected guidance (Sadat, Hilliges & Weber, ICLR 2025, arXiv:2410.02416), as an
+    ``eps_fn``. It works on the denoised predictions D_c, D_u (x0_hat from each noise prediction):
+
+    1. Delta = D_c - D_u, the CFG update; with momentum beta (they take beta < 0, pushing away from
+       the previous updates) Delta is replaced by Delta + beta Delta_prev, Delta_prev being the
+       replaced update of the previous call;
+    2. each sample's Delta is scaled by min(1, r / ||Delta||), its norm over all non-batch dims;
+    3. Delta splits into Delta_par, its projection on D_c (per sample), and Delta_perp = Delta - Delta_par;
+    4. D = D_c + (gamma - 1)(Delta_perp + eta Delta_par), turned back into noise.
+
+    The parallel part is what oversaturates (their finding), so eta < 1 damps it. eta = 1, r = inf, beta = 0 is
+    eq. 170 in x0 space, hence in noise space (the conversion is affine and the weights sum to one);
+    gamma = 1 is ``cond_fn``. The result holds momentum: see :class:`APGEpsFn`. Momentum counts
+    calls, so it is meant for one call per level (DDPM, DDIM), not a corrector's extra calls.
+    """
+    gamma = _check_gamma(gamma)
+    eta, r, beta = _check_real(eta, "eta"), _check_real(r, "r"), _check_real(beta, "beta")
+    if not math.isfinite(eta):
+        raise ValueError(f"eta must be finite, got {eta}")
+    if not r > 0:
+        raise ValueError(f"r must be > 0 (math.inf: no clipping), got {r}")
+    if not math.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    return APGEpsFn(cond_fn, uncond_fn, schedule, gamma, eta, r, beta)
+
+
+def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float = 0.995) -> Fn:
+    """Dynamic thresholding (Saharia et al., NeurIPS 2022, arXiv:2205.11487, Sec. 2.3) around any
+    ``eps_fn``, typically a guided one: per sample, s = max(the ``percentile`` quantile of
+    |x0_hat|, 1); x0_hat is clipped to [-s, s] and divided by s, then turned back into noise.
+
+    Large gamma pushes x0_hat out of the data's range [-1, 1] and saturates the samples; this pulls
+    the outliers in without flattening the rest. Samples with s = 1 (their quantile is within 1) keep
+    their prediction bit for bit, even where a few entries past the quantile exceed 1; percentile = 1
+    takes the max and bounds every entry. With DDPM it is Imagen's sampler; DDIM then uses the
+    thresholded noise for its direction too.
+    """
+    p = _check_real(percentile, "percentile")
+    if not 0 < p <= 1:
+        raise ValueError(f"percentile must lie in (0, 1], got {percentile}")
+
+    def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = eps_fn(x_t, t)
+        a = _gather(schedule.alpha_bar, t, x_t)
+        x0 = eps_to_x0(x_t, eps, a)
+        s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1).view(-1, *[1] * (x_t.ndim - 1))
+        if not bool((s > 1).any()):
+            return eps
+        clipped = torch.maximum(torch.minimum(x0, s), -s) / s
+        return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)    # untouched rows: no round trip
+    return thresholded

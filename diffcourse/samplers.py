@@ -1,8 +1,14 @@
 """Samplers. Each takes a noise predictor ``eps_fn(x_t, t) -> eps_hat`` (t a LongTensor[N] of
-0-based steps) and knows nothing about guidance or classes: guidance wraps ``eps_fn``."""
+0-based steps) and knows nothing about guidance or classes: guidance wraps ``eps_fn``.
+
+:func:`ddim_sample` alone also takes an ``eps_fn`` that returns a pair
+``(eps_for_x0, eps_for_direction)``: the first gives the clean estimate x0_hat, the second the
+direction back to the next noise level. CFG++ (``guidance.cfgpp_eps_fn``) needs that split; a
+single tensor means the same noise for both. The other samplers refuse a pair with a TypeError.
+"""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -10,6 +16,8 @@ from tqdm.auto import tqdm
 from .schedules import Schedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# for ddim_sample only: a single prediction, or (eps_for_x0, eps_for_direction)
+PairEpsFn = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]
 
 
 def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: Optional[torch.Generator] = None,
@@ -57,12 +65,37 @@ def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
     return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress)
 
 
-def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int) -> torch.Tensor:
-    """eps_fn at one step for the whole batch, its output's shape checked."""
-    eps = eps_fn(x, torch.full((x.shape[0],), step, dtype=torch.long, device=x.device))
+def _call(eps_fn: PairEpsFn, x: torch.Tensor, step: int):
+    """eps_fn at one step for the whole batch."""
+    return eps_fn(x, torch.full((x.shape[0],), step, dtype=torch.long, device=x.device))
+
+
+def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(eps, torch.Tensor):
+        raise TypeError(f"eps_fn must return a tensor (or, for ddim_sample, a pair of them), got {type(eps).__name__}")
     if eps.shape != x.shape:
         raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
     return eps
+
+
+def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int) -> torch.Tensor:
+    """eps_fn at one step, one prediction, its shape checked. A pair is refused: these samplers have
+    one place to put the noise, and silently taking either half would be a different method."""
+    eps = _call(eps_fn, x, step)
+    if isinstance(eps, tuple):
+        raise TypeError("eps_fn returned a pair (eps_for_x0, eps_for_direction), which only ddim_sample "
+                        "takes (CFG++ is a DDIM method); give this sampler a single prediction")
+    return _check_eps(eps, x)
+
+
+def _predict_pair(eps_fn: PairEpsFn, x: torch.Tensor, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """eps_fn at one step as (eps_for_x0, eps_for_direction); a single tensor serves as both."""
+    out = _call(eps_fn, x, step)
+    if not isinstance(out, tuple):
+        out = (out, out)
+    if len(out) != 2:
+        raise TypeError(f"eps_fn must return a tensor or a pair of tensors, got a tuple of {len(out)}")
+    return _check_eps(out[0], x), _check_eps(out[1], x)
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float,
@@ -110,7 +143,7 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
 
 
 @torch.no_grad()
-def ddim_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
+def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
                 steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
                 progress: bool = True) -> torch.Tensor:
     """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced levels of the chain.
@@ -121,6 +154,10 @@ def ddim_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
     sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s).
     eta = 0 is deterministic given x_T; eta = 1 on all T levels is ancestral DDPM, step for step.
     Network evaluations: ``steps`` (default T).
+
+    ``eps_fn`` may return a pair ``(eps_for_x0, eps_for_direction)``: the first goes into x0_hat,
+    the second into the direction term sqrt(1 - alpha_bar_s - sigma^2) eps. That is the split CFG++
+    makes (Chung et al. 2025, arXiv:2406.08070); a single tensor is used for both, as in plain DDIM.
     """
     T = schedule.T
     steps = T if steps is None else steps
@@ -132,12 +169,12 @@ def ddim_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
     x = start_noise(shape_or_noise, generator)
     alpha_bar = schedule.alpha_bar
     for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
-        eps = _predict(eps_fn, x, step)
+        eps_x0, eps_dir = _predict_pair(eps_fn, x, step)
         a_t = float(alpha_bar[step])
         a_s = float(alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
-        x0_hat = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+        x0_hat = (x - (1 - a_t) ** 0.5 * eps_x0) / a_t ** 0.5
         sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
-        x = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps
+        x = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps_dir
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x

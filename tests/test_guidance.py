@@ -202,3 +202,169 @@ def test_autoguidance_is_eq170_with_a_weak_model():
     weak = lambda x, t: x                                                     # noqa: E731
     x, t = torch.randn(5, 2), torch.zeros(5, dtype=torch.long)
     assert torch.allclose(autoguidance_eps_fn(good, weak, 2.5)(x, t), 2.5 * 2 * x + (1 - 2.5) * x)
+
+
+# ---- CFG++, adaptive projected guidance, dynamic thresholding -------------------------------------------
+import math  # noqa: E402
+
+from diffcourse.guidance import apg_eps_fn, cfgpp_eps_fn, dynamic_threshold_eps_fn  # noqa: E402
+from diffcourse.samplers import ddim_sample  # noqa: E402
+from diffcourse.schedules import _gather  # noqa: E402
+from diffcourse.targets import eps_to_x0, x0_to_eps  # noqa: E402
+
+
+def _eps_with_x0(x0: torch.Tensor, s):
+    """An eps_fn whose clean estimate x0_hat is ``x0`` at every x_t and t."""
+    return lambda x_t, t: x0_to_eps(x_t, x0, _gather(s.alpha_bar, t, x_t))
+
+
+def _x0_of(eps, x_t, t, s):
+    return eps_to_x0(x_t, eps, _gather(s.alpha_bar, t, x_t))
+
+
+def test_cfgpp_at_lam_zero_is_unconditional_ddim():
+    mix = random_mixture(2, (2, 1), seed=6)
+    s = cosine_schedule(30)
+    noise = torch.randn(80, 2, dtype=torch.float64)
+    cond, uncond = exact_eps_fn(mix, s, y=0), exact_eps_fn(mix, s)
+    plain = ddim_sample(uncond, noise, s, steps=10, progress=False)
+    assert torch.equal(ddim_sample(cfgpp_eps_fn(cond, uncond, 0.0), noise, s, steps=10, progress=False), plain)
+    assert not torch.allclose(ddim_sample(cfgpp_eps_fn(cond, uncond, 0.5), noise, s, steps=10, progress=False), plain)
+
+
+def test_cfgpp_ddim_is_the_papers_step_and_not_cfg():
+    """By hand, CFG++'s DDIM (eta = 0): x0_hat from eps_u + lam (eps_c - eps_u), renoised along eps_u."""
+    mix = random_mixture(2, (2, 1), seed=6)
+    s = cosine_schedule(30)
+    cond, uncond = exact_eps_fn(mix, s, y=1), exact_eps_fn(mix, s)
+    noise = torch.randn(50, 2, dtype=torch.float64)
+    lam, levels = 0.6, [29, 22, 14, 7, 0]                   # the levels ddim_sample keeps for steps=5
+    x = noise
+    for i, step in enumerate(levels):
+        t = torch.full((50,), step)
+        e_c, e_u = cond(x, t), uncond(x, t)
+        a_t, a_s = float(s.alpha_bar[step]), float(s.alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
+        x = a_s ** 0.5 * eps_to_x0(x, e_u + lam * (e_c - e_u), a_t) + (1 - a_s) ** 0.5 * e_u
+    out = ddim_sample(cfgpp_eps_fn(cond, uncond, lam), noise, s, steps=5, progress=False)
+    assert torch.allclose(out, x, rtol=1e-10, atol=1e-12)
+    cfg = ddim_sample(classifier_free_eps_fn(cond, uncond, lam), noise, s, steps=5, progress=False)
+    assert (out - cfg).abs().max() > 1e-3                    # same x0 part, other direction: not CFG
+
+
+def test_cfgpp_shapes_and_bad_input():
+    cond, uncond = (lambda x, t: 0.5 * x + 0.1), (lambda x, t: 0.3 * x)        # noqa: E731
+    x, t = torch.randn(3, 1, 4, 4), torch.full((3,), 5)
+    e_x0, e_dir = cfgpp_eps_fn(cond, uncond, 0.7)(x, t)
+    assert e_x0.shape == e_dir.shape == x.shape
+    assert torch.allclose(e_x0, classifier_free_eps_fn(cond, uncond, 0.7)(x, t)) and torch.equal(e_dir, uncond(x, t))
+    out = ddim_sample(cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    for lam in (-0.1, 1.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lam"):
+            cfgpp_eps_fn(cond, uncond, lam)
+    for lam in ("0.5", True, None):
+        with pytest.raises(TypeError, match="lam"):
+            cfgpp_eps_fn(cond, uncond, lam)
+    with pytest.raises(TypeError, match="pair"):
+        ddpm_sample(cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False)
+
+
+@pytest.mark.parametrize("shape", [(6, 2), (4, 3, 5, 5)])
+def test_apg_without_its_changes_is_cfg(shape):
+    """eta = 1, r = inf, beta = 0: eq. 170 in x0 space is eq. 170 in noise space."""
+    torch.manual_seed(0)
+    s = cosine_schedule(50)
+    w_c, w_u = torch.randn(shape[1:], dtype=torch.float64), torch.randn(shape[1:], dtype=torch.float64)
+    cond, uncond = (lambda x, t: w_c * x + 0.2), (lambda x, t: w_u * x - 0.1)      # noqa: E731
+    x, t = torch.randn(shape, dtype=torch.float64), torch.linspace(0, 49, shape[0]).long()
+    apg = apg_eps_fn(cond, uncond, s, 4.0, eta=1.0)
+    for _ in range(2):                                       # no state without momentum
+        assert torch.allclose(apg(x, t), classifier_free_eps_fn(cond, uncond, 4.0)(x, t), rtol=1e-9, atol=1e-9)
+    assert torch.equal(apg_eps_fn(cond, uncond, s, 1.0, eta=0.3, r=0.5, beta=-0.5)(x, t), cond(x, t))
+    out = ddim_sample(apg_eps_fn(cond, uncond, s, 4.0, eta=0.0, r=2.0, beta=-0.5), shape, s, steps=5, progress=False)
+    assert out.shape == shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 2, 1, 1)])
+def test_apg_projects_on_the_conditional_prediction_and_clips_per_sample(shape):
+    """Two samples, by hand. Sample 1: D_c = (2, 0), D_u = (1, -1), so Delta = (1, 1); clipped to
+    norm 1; its part along D_c is (1, 0)/sqrt 2. Sample 2: Delta = (0, 4) lies along D_c = (0, 1)."""
+    s = cosine_schedule(20)
+    d_c = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64).reshape(shape)
+    d_u = torch.tensor([[1.0, -1.0], [0.0, -3.0]], dtype=torch.float64).reshape(shape)
+    x, t = torch.randn(shape, dtype=torch.float64), torch.tensor([3, 12])
+    apg = apg_eps_fn(_eps_with_x0(d_c, s), _eps_with_x0(d_u, s), s, 3.0, eta=0.5, r=1.0)
+    h = 2 ** -0.5
+    expected = torch.tensor([[2 + h, 2 * h], [0.0, 2.0]], dtype=torch.float64).reshape(shape)
+    assert torch.allclose(_x0_of(apg(x, t), x, t, s), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_apg_momentum_and_reset():
+    s = cosine_schedule(20)
+    d_c = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    d_u = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    x, t = torch.randn(1, 2, dtype=torch.float64), torch.tensor([5])
+    apg = apg_eps_fn(_eps_with_x0(d_c, s), _eps_with_x0(d_u, s), s, 3.0, eta=1.0, beta=-0.5)
+    first, second = _x0_of(apg(x, t), x, t, s), _x0_of(apg(x, t), x, t, s)
+    assert torch.allclose(first, d_c + 2 * (d_c - d_u))
+    assert torch.allclose(second, d_c + 2 * 0.5 * (d_c - d_u))       # Delta + beta Delta_prev = Delta / 2
+    apg.reset()
+    assert torch.allclose(_x0_of(apg(x, t), x, t, s), first)
+    with pytest.raises(ValueError, match="reset"):
+        apg(torch.randn(3, 2, dtype=torch.float64), torch.full((3,), 5))
+
+
+def test_apg_bad_input():
+    s, fn = cosine_schedule(10), (lambda x, t: x)                               # noqa: E731
+    for kwargs, name in [({"gamma": -1.0}, "gamma"), ({"eta": float("nan")}, "eta"), ({"eta": math.inf}, "eta"),
+                         ({"r": 0.0}, "r"), ({"r": -1.0}, "r"), ({"beta": math.inf}, "beta")]:
+        with pytest.raises(ValueError, match=name):
+            apg_eps_fn(fn, fn, s, **{"gamma": 2.0, **kwargs})
+    with pytest.raises(TypeError, match="eta"):
+        apg_eps_fn(fn, fn, s, 2.0, eta="1")
+    with pytest.raises(TypeError, match="beta"):
+        apg_eps_fn(fn, fn, s, 2.0, beta=None)
+
+
+@pytest.mark.parametrize("shape", [(2, 400), (2, 4, 10, 10)])
+def test_dynamic_thresholding(shape):
+    """Sample 1: |x0_hat| <= 1 but for one entry past the 99.5% quantile, so it is left alone, bit for
+    bit. Sample 2: x0_hat spread wide; its x0_hat comes back within [-1, 1], reaching 1."""
+    s = cosine_schedule(20)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+    x0[0].view(-1)[7] = 5.0
+    x0[1] = 3 * torch.randn(shape[1:], generator=g, dtype=torch.float64)
+    x, t = torch.randn(shape, generator=g, dtype=torch.float64), torch.tensor([2, 15])
+    eps_fn = _eps_with_x0(x0, s)
+    out = dynamic_threshold_eps_fn(eps_fn, s)(x, t)
+    assert torch.equal(out[0], eps_fn(x, t)[0])
+    inside = _eps_with_x0(x0.clamp(-0.99, 0.99), s)                           # every |x0_hat| < 1
+    assert torch.equal(dynamic_threshold_eps_fn(inside, s)(x, t), inside(x, t))
+    back = _x0_of(out, x, t, s)[1]
+    assert back.abs().max() <= 1 + 1e-9 and back.abs().max() >= 1 - 1e-9
+    assert torch.allclose(back.sign(), x0[1].sign())
+    with_max = dynamic_threshold_eps_fn(eps_fn, s, percentile=1.0)(x, t)          # the max: row 1 rescaled too
+    assert _x0_of(with_max, x, t, s)[0].abs().max() <= 1 + 1e-9
+
+
+def test_dynamic_thresholding_keeps_ddim_samples_in_range():
+    """DDIM's last step returns x0_hat, so a thresholded high-gamma CFG ends within [-1, 1]. In 2-D
+    the 99.5% quantile of two numbers lets the larger pass a little past 1: the max (percentile 1)
+    bounds them all."""
+    mix = random_mixture(2, (2, 1), seed=6)
+    s = cosine_schedule(30)
+    cfg = classifier_free_eps_fn(exact_eps_fn(mix, s, y=0), exact_eps_fn(mix, s), 6.0)
+    noise = torch.randn(100, 2, dtype=torch.float64)
+    assert ddim_sample(cfg, noise, s, steps=10, progress=False).abs().max() > 1.5
+    out = ddim_sample(dynamic_threshold_eps_fn(cfg, s, 1.0), noise, s, steps=10, progress=False)
+    assert out.abs().max() <= 1 + 1e-9
+
+
+def test_dynamic_thresholding_bad_percentile():
+    s, fn = cosine_schedule(10), (lambda x, t: x)                               # noqa: E731
+    for p in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="percentile"):
+            dynamic_threshold_eps_fn(fn, s, percentile=p)
+    with pytest.raises(TypeError, match="percentile"):
+        dynamic_threshold_eps_fn(fn, s, percentile="99.5")

@@ -142,3 +142,45 @@ def test_ddim_bad_input():
         ddim_sample(lambda x, t: x, (4, 2), s, steps=11)
     with pytest.raises(ValueError, match="eta"):
         ddim_sample(lambda x, t: x, (4, 2), s, eta=-0.1)
+
+
+# ---- eps_fn returning a pair (eps_for_x0, eps_for_direction): DDIM only ----------------------------
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_pair_of_one_prediction_is_plain_ddim(eta):
+    mix = random_mixture(2, (2, 1), seed=4)
+    s = cosine_schedule(40)
+    fn = exact_eps_fn(mix, s)
+    noise = torch.randn(100, 2, dtype=torch.float64)
+    plain = ddim_sample(fn, noise, s, steps=8, eta=eta, generator=torch.Generator().manual_seed(2), progress=False)
+    paired = ddim_sample(lambda x, t: (fn(x, t), fn(x, t)), noise, s, steps=8, eta=eta,
+                         generator=torch.Generator().manual_seed(2), progress=False)
+    assert torch.equal(plain, paired)
+
+
+def test_ddim_pair_splits_x0_and_direction():
+    """One DDIM step from t to s by hand: x0_hat from the first, the direction from the second."""
+    s = cosine_schedule(10)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    e0, e1 = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    out = ddim_sample(lambda x_t, t: (e0, e1) if int(t[0]) == 9 else (torch.zeros_like(x_t),) * 2,
+                      x, s, steps=2, progress=False)
+    a_t, a_s = float(s.alpha_bar[9]), float(s.alpha_bar[0])
+    x_s = a_s ** 0.5 * eps_to_x0(x, e0, a_t) + (1 - a_s) ** 0.5 * e1
+    assert torch.allclose(out, x_s / a_s ** 0.5, rtol=1e-12)      # the last step, eps = 0: x0 = x_s / sqrt(a_s)
+
+
+def test_only_ddim_takes_a_pair():
+    s = cosine_schedule(10)
+    pair = lambda x, t: (x, x)                                                 # noqa: E731
+    with pytest.raises(TypeError, match="pair"):
+        ddpm_sample(pair, (4, 2), s, progress=False)
+    with pytest.raises(TypeError, match="pair"):
+        pc_sample(pair, (4, 2), s, corrector_steps=1, progress=False)
+    with pytest.raises(TypeError, match="tensor"):
+        ddim_sample(lambda x, t: (x, x.tolist()), (4, 2), s, progress=False)
+    with pytest.raises(TypeError, match="pair"):
+        ddim_sample(lambda x, t: (x, x, x), (4, 2), s, progress=False)
+    with pytest.raises(ValueError, match="eps_fn"):
+        ddim_sample(lambda x, t: (x, x[:, :1]), (4, 2), s, progress=False)
