@@ -39,9 +39,11 @@ book: setup
 unit: setup
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py
 
-# Notebooks run once each, one after another (never two torch processes at once).
+# Notebooks run once each, one after another (never two torch processes at once). Each lab that
+# passes is stored with its outputs in the book's execution cache (notebooks/conftest.py), so the
+# book build that follows renders this run instead of executing the labs a second time.
 nbval: setup
-	$(BIN)/python -m pytest -q --nbval-lax notebooks
+	DIFFCOURSE_NB_CACHE=_build/.jupyter_cache $(BIN)/python -m pytest -q --nbval-lax notebooks
 
 book-strict: setup
 	$(BIN)/jupyter-book build . --path-output . -W -n --keep-going
