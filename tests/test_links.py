@@ -50,7 +50,8 @@ def parse(path: Path) -> Page:
     return Page(path.read_text(encoding="utf-8"))
 
 
-PAGES = sorted(HTML.rglob("*.html"))
+# The site's pages; _static/ holds the theme's Jinja macro files, which are templates, not pages.
+PAGES = sorted(p for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] != "_static")
 
 
 def broken_refs(page: Path) -> list[str]:
