@@ -42,22 +42,26 @@ INSPECT_JS = """async () => {
   const mathjax = !!(window.MathJax && window.MathJax.startup);
   if (mathjax) await window.MathJax.startup.promise;
   const imgs = [...article.querySelectorAll("img")];
-  for (const img of imgs) img.loading = "eager";
+  for (const img of imgs) if (img.loading === "lazy") img.loading = "eager";  // load them all now
   await Promise.all(imgs.map(img => img.decode().catch(() => null)));
   await document.fonts.ready;
-  // What is left of the TeX once code, scripts and MathJax's own output are set aside.
-  const text = article.cloneNode(true);
-  text.querySelectorAll("pre, code, script, style, mjx-container").forEach(e => e.remove());
+  // The text a reader sees, less code, scripts and MathJax's own output: TeX left in it was missed.
+  const skip = "pre, code, script, style, mjx-container";
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT, {acceptNode: node =>
+    node.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  let text = "";
+  while (walker.nextNode()) text += walker.currentNode.data;
   const raw = [];
   for (const mark of ["\\\\[", "\\\\(", "$$", "\\\\begin{"]) {
-    const at = text.textContent.indexOf(mark);
-    if (at >= 0) raw.push(text.textContent.slice(Math.max(0, at - 20), at + 40));
+    const at = text.indexOf(mark);
+    if (at >= 0) raw.push(text.slice(Math.max(0, at - 20), at + 40));
   }
   const next = document.querySelector("a.right-next");
   return {
     mathjax,
     displays: article.querySelectorAll("div.math").length,
     typeset: article.querySelectorAll("div.math mjx-container[display='true']").length,
+    inline: article.querySelectorAll("span.math mjx-container").length,
     raw_tex: raw,
     images: imgs.length,
     decoded: imgs.filter(img => img.complete && img.naturalWidth > 0).length,

@@ -61,10 +61,17 @@ def book(request: pytest.FixtureRequest) -> dict:
 
     seconds = time.perf_counter() - start
     displays = sum(p["typeset"] for p in pages.values())
+    inline = sum(p["inline"] for p in pages.values())
     figures = sum(pages[lab]["decoded"] for lab in LABS if lab in pages)
-    request.config.pluginmanager.get_plugin("terminalreporter").write_line(
-        f"browser: {len(pages)} pages, {displays} display equations typeset by MathJax, "
-        f"{figures} lab figures decoded, {len(refused)} requests to other hosts, in {seconds:.0f} s")
+    summary = (f"browser: {len(pages)} pages, {displays} display and {inline} inline equations typeset by MathJax, "
+               f"{figures} lab figures decoded, {len(refused)} requests to other hosts, in {seconds:.0f} s")
+
+    def report() -> None:  # what was checked, printed once the tests have run, even under -q
+        plugins = request.config.pluginmanager
+        with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+            plugins.get_plugin("terminalreporter").write_line("\n" + summary)
+
+    request.addfinalizer(report)
     return {"order": order, "pages": pages, "refused": refused}
 
 
