@@ -37,7 +37,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 
 # Run in the page after `load`: wait until MathJax has typeset and the images have decoded,
 # then report what a reader sees.
-INSPECT_JS = """async () => {
+INSPECT_JS = r"""async () => {
   const article = document.querySelector("article") || document.body;
   const mathjax = !!(window.MathJax && window.MathJax.startup);
   if (mathjax) await window.MathJax.startup.promise;
@@ -51,11 +51,9 @@ INSPECT_JS = """async () => {
     node.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
   let text = "";
   while (walker.nextNode()) text += walker.currentNode.data;
-  const raw = [];
-  for (const mark of ["\\\\[", "\\\\(", "$$", "\\\\begin{"]) {
-    const at = text.indexOf(mark);
-    if (at >= 0) raw.push(text.slice(Math.max(0, at - 20), at + 40));
-  }
+  // TeX control words (\nabla, \begin), \[ \( and $$: maths MathJax missed, or a title with maths
+  // that a cross-reference printed as text.
+  const raw = [...text.matchAll(/\\[a-zA-Z]+|\\[[(]|\$\$/g)].map(m => text.slice(Math.max(0, m.index - 30), m.index + 30));
   const next = document.querySelector("a.right-next");
   return {
     mathjax,
