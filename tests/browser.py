@@ -17,10 +17,13 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 import yaml
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -106,7 +109,7 @@ def serve(directory: Path = HTML) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def offline_browser(base: str, refused: list[str]):
+def offline_browser(base: str, refused: list[str]) -> Iterator[BrowserContext]:
     """A Playwright browser context in a fresh profile that may reach `base` and nothing else: any
     other request is aborted and its URL appended to `refused`."""
     from playwright.sync_api import Route, sync_playwright
@@ -136,6 +139,8 @@ def offline_browser(base: str, refused: list[str]):
 def screenshots(out: Path) -> list[Path]:
     """A full-page PNG of every page in `_toc.yml` order, taken once MathJax and the figures are in."""
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):  # a page gone from the book takes its picture with it
+        old.unlink()
     refused: list[str] = []
     written = []
     with serve() as base, offline_browser(base, refused) as context:
