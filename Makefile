@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test unit nbval book-strict built clean
+.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots
 
 setup: $(VENV)/.installed
 
@@ -32,12 +32,33 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# The site serves MathJax itself (npm's mathjax, pinned by package-lock.json), so it reads offline.
+setup: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js (18 or newer) with npm; the book serves MathJax from node_modules/"; exit 1; }
+	npm ci --no-audit --no-fund
+
+# Debian's Chromium for the browser test. Where it can't be installed, that test skips and says why.
+setup: chromium
+
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "could not install chromium: the browser test will be skipped"; \
+	else \
+	  echo "no chromium, and no apt-get as root to install it: the browser test will be skipped"; \
+	fi
+
 book: setup
 	$(BIN)/jupyter-book build . --path-output .
 	@echo "Open _build/html/index.html in a browser."
 
 unit: setup
-	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py
+	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py --ignore=tests/test_links.py --ignore=tests/test_browser.py
 
 # Notebooks run once each, one after another (never two torch processes at once). Each lab that
 # passes is stored with its outputs in the book's execution cache (notebooks/conftest.py), so the
@@ -52,7 +73,19 @@ book-strict: setup
 built: book-strict
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q tests/test_built_book.py
 
-test: unit nbval book-strict built
+# Every link and image reference inside the built site resolves (the page, and its #anchor).
+links: book-strict
+	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q tests/test_links.py
+
+# Every page in headless Chromium, offline: no console error, maths typeset, figures decoded, navigation.
+browser: book-strict
+	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -rs tests/test_browser.py
+
+# A PNG of each page in _build/screenshots/, for reviewers.
+screenshots: book
+	$(BIN)/python tests/browser.py _build/screenshots
+
+test: unit nbval book-strict built links browser
 
 clean:
 	rm -rf _build .pytest_cache

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -34,3 +35,18 @@ def test_every_chapter_is_built_and_linked_from_the_start_page():
     for f in files:
         assert (HTML / f"{f}.html").is_file(), f
         assert f"{Path(f).name}.html" in index, f"{f} is not in the navigation"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_page_has_download_and_launch_buttons(lab):
+    """Colab and Binder open the lab from the repository named once in _config.yml."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repo, branch = config["repository"]["url"], config["repository"]["branch"]
+    org_repo = repo.removeprefix("https://github.com/")
+    colab, binder = config["launch_buttons"]["colab_url"], config["launch_buttons"]["binderhub_url"]
+    page = (HTML / "notebooks" / f"{lab}.html").read_text(encoding="utf-8")
+    for href in (f"../_sources/notebooks/{lab}.ipynb",
+                 f"{colab}/github/{org_repo}/blob/{branch}/notebooks/{lab}.ipynb",
+                 f"{binder}/v2/gh/{org_repo}/{branch}?urlpath=tree/notebooks/{lab}.ipynb"):
+        assert f'href="{href}"' in page, f"{lab}.html has no button to {href}"
+    assert (HTML / "_sources" / "notebooks" / f"{lab}.ipynb").is_file()

@@ -1,10 +1,14 @@
 """The notebooks are committed without outputs (the book executes them) and each imports diffcourse."""
 import json
+import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import yaml
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
@@ -21,3 +25,30 @@ def test_committed_without_outputs(path):
     source = "".join("".join(c["source"]) for c in nb["cells"])
     assert "diffcourse" in source and "get_device()" in source
     assert ".cuda()" not in source
+
+
+# The repository is named once, in _config.yml (the launch buttons read it); each lab's install cell
+# must name the same one.
+REPOSITORY = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def first_code_cell(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_installs_diffcourse_from_the_repository(path):
+    """In Colab the first cell installs the package from the repository of _config.yml; where the
+    package is there (a clone after `make setup`, nbval, the book build) it does nothing."""
+    source = first_code_cell(path)
+    assert f'REPOSITORY = "{REPOSITORY}"' in source
+    assert "%pip" not in source and "!pip" not in source, "plain Python: the labs also run as scripts"
+    ran: list[list[str]] = []
+    fake_run = lambda args, **kwargs: ran.append(args)  # noqa: E731
+    with mock.patch("subprocess.run", fake_run):
+        exec(compile(source, path.name, "exec"), {})
+        assert ran == [], "installed although diffcourse is importable"
+        with mock.patch.dict(sys.modules, {"diffcourse": None}):  # None: `import diffcourse` fails
+            exec(compile(source, path.name, "exec"), {})
+    assert len(ran) == 1 and ran[0][-1] == f"git+{REPOSITORY}", ran
