@@ -45,7 +45,7 @@ def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Opti
     cols = n // rows
     tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)  # white gutters
     grid = tiles.reshape(rows, cols, h + 2, w + 2).permute(0, 2, 1, 3).reshape(rows * (h + 2), cols * (w + 2))
-    ax.imshow(grid, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.imshow(grid.numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
