@@ -278,7 +278,7 @@ def grid_sample(log_density: Callable[[torch.Tensor], torch.Tensor], n: int, low
     width = (high - low) / cells
     centres = low + width * (torch.arange(cells, dtype=dtype, device=device) + 0.5)
     gx, gy = torch.meshgrid(centres, centres, indexing="xy")
-    logp = log_density(torch.stack([gx.flatten(), gy.flatten()], 1)).to(dtype)
+    logp = log_density(torch.stack([gx.flatten(), gy.flatten()], 1)).to(device=device, dtype=dtype)
     if logp.shape != (cells * cells,):
         raise ValueError(f"log_density must return one value per point, got shape {tuple(logp.shape)}")
     if not torch.isfinite(logp).any():
@@ -299,13 +299,16 @@ def sample_tilted(mixture: GaussianMixture, y: int, gamma: float, n: int,
                   margin: float = 6.0) -> torch.Tensor:
     """Draws from the tilted law p(x|y)^gamma p(x)^(1-gamma) / Z of a 2-D mixture, by
     :func:`grid_sample` on a square that covers every component's mean by ``margin`` of its largest
-    standard deviation. Returned in the mixture's dtype and on its device."""
+    standard deviation. Returned in the mixture's dtype and on its device; drawn on the generator's device,
+    so a CPU generator serves a mixture on a GPU (as :func:`~diffcourse.metrics.distance_to_exact` needs)."""
     if mixture.dim != 2:
         raise ValueError(f"sample_tilted works on 2-D mixtures, got dim={mixture.dim}")
     y_t = mixture._check_y(y, 1)
     reach = margin * torch.linalg.eigvalsh(mixture.covs.double()).max().sqrt().item()
     low = min(mixture.means.min().item(), 0.0) - reach
     high = max(mixture.means.max().item(), 0.0) + reach
+    # the draws are made on the generator's device, as in GaussianMixture.sample; the density on the mixture's
+    device = generator.device if generator is not None else mixture.device
     x = grid_sample(lambda pts: tilted_log_prob(mixture, pts.to(mixture.device, mixture.dtype), int(y_t[0]), gamma),
-                    n, low, high, cells, generator, dtype=torch.float64, device=mixture.device)
-    return x.to(mixture.dtype)
+                    n, low, high, cells, generator, dtype=torch.float64, device=device)
+    return x.to(mixture.device, mixture.dtype)

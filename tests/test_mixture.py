@@ -216,6 +216,17 @@ def test_sample_tilted_at_gamma_one_and_zero_is_the_mixture():
     assert torch.allclose(tilted_log_prob(mix, x, 0, 2.5), 2.5 * mix.log_prob(x, 0) - 1.5 * mix.log_prob(x))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_sample_tilted_on_a_gpu_mixture_with_a_cpu_generator():
+    """distance_to_exact passes a CPU generator whatever the mixture's device: the draws follow the
+    generator, as GaussianMixture.sample's do, and come back on the mixture's device."""
+    mix = random_mixture(2, (2, 1), seed=6)
+    x_cpu = sample_tilted(mix, 1, 2.0, 500, generator=torch.Generator().manual_seed(3))
+    x_gpu = sample_tilted(mix.to("cuda"), 1, 2.0, 500, generator=torch.Generator().manual_seed(3))
+    assert x_gpu.device.type == "cuda" and x_gpu.dtype == mix.dtype
+    assert torch.allclose(x_gpu.cpu(), x_cpu)
+
+
 def test_tilted_bad_input():
     mix = random_mixture(2, (1, 1), seed=1)
     with pytest.raises(ValueError, match="gamma"):
