@@ -213,6 +213,10 @@ def test_ch07_frechet_of_features():
     b = 2 * a                                # S_b = 4 S_a: Tr(S_a + 4 S_a - 4 S_a) = Tr S_a, plus |mu_a|^2
     expected = a.double().mean(0).pow(2).sum() + torch.trace(torch.cov(a.double().T))
     assert sol.frechet_distance(a, b) == pytest.approx(expected.item(), rel=1e-6)
+    # and the reader's version agrees with the one the lab uses
+    from diffcourse.metrics import frechet_distance
+    c = torch.randn(400, 16, generator=g) * 1.5 + 0.3
+    assert sol.frechet_distance(a, c) == pytest.approx(frechet_distance(a, c), rel=1e-6)
 
 
 # ---- chapter 8: one DDIM step ---------------------------------------------------------------------------
