@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from .schedules import check_steps
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     """Sinusoidal features of t/T at geometric frequencies (Vaswani et al. 2017; Ho et al. 2020)."""
@@ -155,13 +157,6 @@ def _check_images(x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor, n
         raise ValueError(f"{name} is on {x.device} but the model is on {weight.device}")
 
 
-def _check_t(t: torch.Tensor, n: int, T: int) -> None:
-    if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (n,):
-        raise ValueError(f"t must be a LongTensor of shape ({n},)")
-    if n and (int(t.min()) < 0 or int(t.max()) >= T):
-        raise ValueError(f"t must lie in 0..{T - 1}")
-
-
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with a skip; the (t, y) embedding shifts every channel in between
     (Ho et al. 2020's block, without attention: 8x8 images are too small to need it)."""
@@ -232,7 +227,7 @@ class UNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
-        _check_t(t, x_t.shape[0], self.T)
+        check_steps(t, x_t.shape[0], self.T)
         if self.num_classes:
             y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device)
         elif y is not None:
@@ -287,7 +282,7 @@ class ConvClassifier(nn.Module):
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
         emb = None
         if self.embed is not None:
-            _check_t(t, x_t.shape[0], self.T)
+            check_steps(t, x_t.shape[0], self.T)
             emb = self.embed(t, None, x_t.dtype)
         elif t is not None and bool((t != 0).any()):
             raise ValueError("this classifier sees clean images only (T=None): t must be None or 0")

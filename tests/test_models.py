@@ -129,7 +129,7 @@ def test_conv_classifier():
     assert clean(x).shape == (4, 10)
     assert torch.allclose(noisy.log_prob(x, t, y).exp(), torch.softmax(noisy(x, t), 1)[torch.arange(4), y])
     assert not torch.allclose(noisy(x, t), noisy(x, (t + 50) % 100))       # it reads t
-    with pytest.raises(ValueError, match="t must be"):
+    with pytest.raises(TypeError, match="t must be"):
         noisy(x)
     with pytest.raises(ValueError, match="clean images only"):
         clean(x, t + 1)
