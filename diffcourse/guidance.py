@@ -32,14 +32,6 @@ Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PairFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
-def _check_gamma(gamma) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
-    return float(gamma)
-
-
 def _check_real(value, name: str) -> float:
     """A real number (not a bool), or TypeError naming ``name``; NaN is a ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -47,6 +39,13 @@ def _check_real(value, name: str) -> float:
     if math.isnan(value):
         raise ValueError(f"{name} must not be NaN")
     return float(value)
+
+
+def _check_gamma(gamma) -> float:
+    gamma = _check_real(gamma, "gamma")
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
+    return gamma
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
