@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots
+.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots repository
 
 setup: $(VENV)/.installed
 
@@ -81,9 +81,14 @@ links: book-strict
 browser: book-strict
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -rs tests/test_browser.py
 
-# A PNG of each page in _build/screenshots/, for reviewers.
+# A PNG of each page in _build/screenshots/, 1280 and 390 pixels wide, for reviewers.
 screenshots: book
 	$(BIN)/python tests/browser.py _build/screenshots
+
+# The repository address is set once, as repository.url in _config.yml; this copies it into each
+# lab's install cell (the labs need it as text, for Colab). Run it after changing the address.
+repository: setup
+	$(BIN)/python scripts/set_repository.py
 
 test: unit nbval book-strict built links browser
 

@@ -231,7 +231,7 @@ def _time_label(times: Optional[list], i: int, n: int) -> str:
 
 
 def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=None, max_frames: int = 30,
-                    per_class: int = 150, lim: float = 3.5, dpi: int = 60, interval: int = 150) -> JSAnimation:
+                    per_class: int = 120, lim: float = 3.5, dpi: int = 80, interval: int = 150) -> JSAnimation:
     """2-D samples travelling from noise to data, one panel per run side by side (for instance
     one per gamma, from the same starting noise), over the contour lines of ``grid``.
 
@@ -256,15 +256,16 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
 
     labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
     keep = [(c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()]
-    fig, axes = plt.subplots(1, len(runs), figsize=(2.6 * len(runs), 2.9), dpi=dpi, squeeze=False,
+    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs) + 0.3, 2.6), dpi=dpi, squeeze=False,
                              sharex=True, sharey=True, constrained_layout=True)
     dots = []
     for ax, (title, frames) in zip(axes[0], runs):
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$x_1$")
         ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
         ax.set_aspect("equal")
-        dots.append([ax.scatter(*frames[0][idx].T, s=3, alpha=0.7,
+        dots.append([ax.scatter(*frames[0][idx].T, s=4, alpha=0.7,
                                 color=f"C{c}" if y is not None else "C0") for c, idx in keep])
     axes[0][0].set_ylabel("$x_2$")
     caption = fig.suptitle("", fontsize=10)
@@ -280,7 +281,7 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
 
 
 def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[list] = None,
-                   max_frames: int = 30, dpi: int = 60, interval: int = 150) -> JSAnimation:
+                   max_frames: int = 30, dpi: int = 72, interval: int = 150) -> JSAnimation:
     """Image grids denoising step by step, one panel per entry of ``panels`` side by side (for
     instance ``{"x_t": keep.x_t, "x0_hat": keep.x0_hat}`` from one :class:`FrameCollector`).
 

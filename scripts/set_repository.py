@@ -8,6 +8,7 @@ lab runs with no checkout beside it; this script copies it there.
 Only the line `REPOSITORY = "..."` of each lab's first code cell changes, byte for byte in place:
 the rest of the notebook, its formatting included, stays as it was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ def install_cell_address(path: Path) -> str:
     source = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
     found = LINE.findall(source)
     if len(found) != 1:
-        raise ValueError(f"{path.name}: the first code cell must set REPOSITORY once, found {len(found)}")
+        raise ValueError(
+            f"{path.name}: the first code cell must set REPOSITORY once, found {len(found)}"
+        )
     return found[0][1]
 
 
@@ -49,7 +52,9 @@ def set_address(path: Path, url: str) -> bool:
     # The line as json.dumps writes it inside the notebook (quotes escaped).
     before, after = (json.dumps(f'REPOSITORY = "{u}"')[1:-1] for u in (old, url))
     if text.count(before) != 1:
-        raise ValueError(f"{path.name}: expected the install line once in the file, found {text.count(before)}")
+        raise ValueError(
+            f"{path.name}: expected the install line once in the file, found {text.count(before)}"
+        )
     path.write_text(text.replace(before, after), encoding="utf-8")
     assert install_cell_address(path) == url
     return True
@@ -57,7 +62,9 @@ def set_address(path: Path, url: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a lab disagrees")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a lab disagrees"
+    )
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     args = parser.parse_args(argv)
     url = configured()
