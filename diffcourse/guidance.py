@@ -24,7 +24,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from .models import check_labels
+from .checks import check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule
 from .schedules import Schedule, _gather
 from .targets import eps_to_x0, x0_to_eps
 
@@ -32,32 +32,18 @@ Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PairFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
-def _check_real(value, name: str) -> float:
-    """A real number (not a bool), or TypeError naming ``name``; NaN is a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return float(value)
-
-
 def _check_gamma(gamma) -> float:
-    gamma = _check_real(gamma, "gamma")
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
-    return gamma
+    """The guidance scale: a finite real number >= 0."""
+    return check_real(gamma, "gamma", low=0)
 
 
-def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    for name, v in ((name_a, a), (name_b, b)):
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor")
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
-    if a.dtype != b.dtype:
-        raise TypeError(f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) must have the same dtype")
-    if a.device != b.device:
-        raise ValueError(f"{name_a} ({a.device}) and {name_b} ({b.device}) must be on the same device")
+# the names of the checks this module had before diffcourse.checks, for code written against them
+_check_real, _check_pair = check_real, check_same
+
+
+def _check_fns(**fns) -> None:
+    for name, fn in fns.items():
+        check_callable(fn, name)
 
 
 def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -66,7 +52,7 @@ def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tenso
     gamma = 0 ignores y, gamma = 1 gives the conditional score (eq. 165), gamma > 1 sharpens.
     """
     gamma = _check_gamma(gamma)
-    _check_pair(score_uncond, classifier_grad, "score_uncond", "classifier_grad")
+    check_same(score_uncond, classifier_grad, "score_uncond", "classifier_grad")
     return score_uncond + gamma * classifier_grad
 
 
@@ -77,7 +63,7 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
     score = -eps / sqrt(1 - alpha_bar) scales both alike, so one form gives the other.
     """
     gamma = _check_gamma(gamma)
-    _check_pair(cond, uncond, "cond", "uncond")
+    check_same(cond, uncond, "cond", "uncond")
     return gamma * cond + (1 - gamma) * uncond
 
 
@@ -106,7 +92,8 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     learned (:func:`classifier_grad_fn`) or exact (``mixture.exact_classifier_grad_fn``).
     """
     gamma = _check_gamma(gamma)
-    sigma = (1 - schedule.alpha_bar).sqrt()
+    _check_fns(eps_fn=eps_fn, grad_fn=grad_fn)
+    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
@@ -122,6 +109,7 @@ def classifier_free_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float) -> Fn:
     or any pair of predictors. A network that takes the null label does better with
     :func:`batched_cfg_eps_fn`: one forward pass."""
     gamma = _check_gamma(gamma)
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     if gamma in (0.0, 1.0):            # one branch has weight 0: skip it, the result is the other
         return uncond_fn if gamma == 0 else cond_fn
     return lambda x_t, t: classifier_free_guidance(cond_fn(x_t, t), uncond_fn(x_t, t), gamma)
@@ -137,12 +125,13 @@ def batched_cfg_eps_fn(model: torch.nn.Module, y: torch.Tensor, gamma: float) ->
     ``model(x_t, t, y)`` is a conditional noise predictor whose null label is ``model.null_label``
     (trained with condition dropout, ``p_uncond > 0``)."""
     gamma = _check_gamma(gamma)
+    check_module(model)
     null_label = getattr(model, "null_label", None)
     if not getattr(model, "num_classes", 0) or null_label is None:
         raise ValueError("model must be conditional, with a null label (num_classes > 0)")
     n = y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else -1
     # guidance asks for a real class: the null label is refused
-    y = check_labels(y, n, model.num_classes, next(model.parameters()).device, allow_null=False)
+    y = check_labels(y, n, model.num_classes, next(model.parameters()).device)
     labels = torch.cat([y, torch.full_like(y, null_label)])
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -162,8 +151,7 @@ def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: fl
     guided prediction is rescaled to the standard deviation of its conditional prediction, and the
     two are mixed, ``phi`` rescaled + (1 - phi) plain. phi = 0 is eq. 170; gamma = 1 is ``cond`` for
     every phi. Lin et al. apply it to v-predictions; diffusers applies it to noise predictions."""
-    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
-        raise ValueError(f"phi must lie in [0, 1], got {phi!r}")
+    phi = check_real(phi, "phi", low=0, high=1)
     guided = classifier_free_guidance(cond, uncond, gamma)
     dims = tuple(range(1, cond.ndim))
     scale = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
@@ -176,8 +164,10 @@ def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_
     finding: guidance at high noise costs diversity and at low noise does little, so the middle is
     where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`."""
     gamma = _check_gamma(gamma)
-    if not (isinstance(t_low, int) and isinstance(t_high, int)) or not 0 <= t_low <= t_high:
-        raise ValueError(f"need ints 0 <= t_low <= t_high, got t_low={t_low!r}, t_high={t_high!r}")
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    t_low, t_high = check_int(t_low, "t_low", low=0), check_int(t_high, "t_high", low=0)
+    if t_high < t_low:
+        raise ValueError(f"t_low must not exceed t_high, got t_low={t_low}, t_high={t_high}")
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cond = cond_fn(x_t, t)
@@ -208,9 +198,8 @@ def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
     keep lam in [0, 1], which does the work of CFG's gamma in about [1, 12.5], so other values are
     refused. It needs a sampler that takes pairs: DDPM and predictor-corrector refuse it.
     """
-    lam = _check_real(lam, "lam")
-    if not 0 <= lam <= 1:
-        raise ValueError(f"lam must lie in [0, 1] (Chung et al.'s range), got {lam}")
+    lam = check_real(lam, "lam", low=0, high=1)               # Chung et al.'s range
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         uncond = uncond_fn(x_t, t)
@@ -274,13 +263,10 @@ def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta
     calls, so it is meant for one call per level (DDPM, DDIM), not a corrector's extra calls.
     """
     gamma = _check_gamma(gamma)
-    eta, r, beta = _check_real(eta, "eta"), _check_real(r, "r"), _check_real(beta, "beta")
-    if not math.isfinite(eta):
-        raise ValueError(f"eta must be finite, got {eta}")
-    if not r > 0:
-        raise ValueError(f"r must be > 0 (math.inf: no clipping), got {r}")
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    check_schedule(schedule)
+    eta, beta = check_real(eta, "eta"), check_real(beta, "beta")
+    r = check_real(r, "r", low=0, low_open=True, finite=False)      # math.inf: no clipping
     return APGEpsFn(cond_fn, uncond_fn, schedule, gamma, eta, r, beta)
 
 
@@ -295,9 +281,9 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
     takes the max and bounds every entry. With DDPM it is Imagen's sampler; DDIM then uses the
     thresholded noise for its direction too.
     """
-    p = _check_real(percentile, "percentile")
-    if not 0 < p <= 1:
-        raise ValueError(f"percentile must lie in (0, 1], got {percentile}")
+    p = check_real(percentile, "percentile", low=0, high=1, low_open=True)
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
 
     def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)

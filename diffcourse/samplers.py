@@ -13,7 +13,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from tqdm.auto import tqdm
 
-from .schedules import Schedule
+from .checks import check_callable, check_generator, check_int, check_real, check_schedule, check_tensor
+from .schedules import Schedule, ddim_levels
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # for ddim_sample only: a single prediction, or (eps_for_x0, eps_for_direction)
@@ -23,13 +24,20 @@ PairEpsFn = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, Tuple[tor
 def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: Optional[torch.Generator] = None,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
+    check_generator(generator)
     if isinstance(shape_or_noise, torch.Tensor):
         if not shape_or_noise.is_floating_point():
-            raise TypeError("the starting noise must be a floating-point tensor")
+            raise TypeError(f"shape_or_noise: the starting noise must be a floating-point tensor, "
+                            f"got dtype {shape_or_noise.dtype}")
+        if shape_or_noise.ndim < 1:
+            raise ValueError("shape_or_noise: the starting noise needs a batch dimension")
         return shape_or_noise
-    shape = tuple(shape_or_noise)
-    if not shape or any((not isinstance(s, int)) or s < 1 for s in shape):
-        raise ValueError(f"shape must be a tuple of positive ints, got {shape_or_noise!r}")
+    if isinstance(shape_or_noise, (str, bytes)) or not hasattr(shape_or_noise, "__iter__"):
+        raise TypeError(f"shape_or_noise must be a shape (a tuple of ints) or a tensor, "
+                        f"got {type(shape_or_noise).__name__}")
+    shape = tuple(check_int(s, "shape", low=1) for s in shape_or_noise)
+    if not shape:
+        raise ValueError("shape must not be empty")
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
@@ -122,10 +130,10 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
     Network evaluations: T for the predictor plus (T - 1) * corrector_steps. With
     ``corrector_steps=0`` this is :func:`ddpm_sample`, draw for draw.
     """
-    if not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
-    if not (isinstance(snr, (int, float)) and snr > 0):
-        raise ValueError(f"snr must be a positive number, got {snr!r}")
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
+    corrector_steps = check_int(corrector_steps, "corrector_steps", low=0)
+    snr = check_real(snr, "snr", low=0, low_open=True)
     x = start_noise(shape_or_noise, generator)
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
     for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
@@ -159,13 +167,10 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
     the second into the direction term sqrt(1 - alpha_bar_s - sigma^2) eps. That is the split CFG++
     makes (Chung et al. 2025, arXiv:2406.08070); a single tensor is used for both, as in plain DDIM.
     """
-    T = schedule.T
-    steps = T if steps is None else steps
-    if not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an int in 1..{T}, got {steps!r}")
-    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or eta < 0:
-        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
-    levels = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+    check_callable(eps_fn, "eps_fn")
+    T = check_schedule(schedule).T
+    levels = ddim_levels(T, T if steps is None else steps)
+    eta = check_real(eta, "eta", low=0)
     x = start_noise(shape_or_noise, generator)
     alpha_bar = schedule.alpha_bar
     for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):

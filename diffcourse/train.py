@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from .checks import check_int, check_module, check_probability, check_real, check_schedule
 from .mixture import GaussianMixture
 from .schedules import Schedule, q_sample
 
@@ -105,10 +106,11 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
 
 
 def _check_common(model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_module(model)
+    if schedule is not None:
+        check_schedule(schedule)
+    check_int(steps, "steps", low=1)
+    check_int(batch_size, "batch_size", low=1)
     world = rank_and_world()[1]
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
@@ -213,8 +215,7 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
     conditional = getattr(model, "num_classes", 0) > 0
     if p_uncond is None:
         p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
-    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
-        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    p_uncond = check_probability(p_uncond, "p_uncond")
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
 

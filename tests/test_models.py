@@ -41,7 +41,7 @@ def test_bad_input():
         m(x.double(), t)
     with pytest.raises(ValueError, match="t"):
         m(x, torch.full((4,), 10))
-    with pytest.raises(ValueError, match="t"):
+    with pytest.raises(TypeError, match="t"):            # a float tensor of steps: the wrong type
         m(x, torch.zeros(4))
     with pytest.raises(ValueError, match="y"):
         m(x, t, torch.tensor([0, 1, 2, 4]))

@@ -45,7 +45,7 @@ def test_q_sample_with_given_noise_is_the_formula():
 def test_bad_input():
     with pytest.raises(ValueError, match="T"):
         linear_schedule(0)
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(TypeError, match="T"):            # a float is the wrong type for T
         cosine_schedule(2.5)
     with pytest.raises(ValueError, match="beta"):
         linear_schedule(10, 0.5, 0.1)
