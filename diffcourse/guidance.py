@@ -20,12 +20,13 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .checks import check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule
-from .schedules import Schedule, _gather
+from .checks import (check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule,
+                     check_tensor, known_step, read_values)
+from .schedules import Schedule, _gather, ddim_levels
 from .targets import eps_to_x0, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -158,25 +159,114 @@ def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: fl
     return phi * guided * scale + (1 - phi) * guided
 
 
+def rescaled_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, phi: float = 0.7) -> Fn:
+    """:func:`rescaled_cfg` as a sampler's ``eps_fn``: at each call, eq. 170 of the two predictions,
+    rescaled per sample to the conditional prediction's spread and mixed with weight ``phi``
+    (Lin et al. 2024). phi = 0 is :func:`classifier_free_eps_fn`, bit for bit."""
+    gamma, phi = _check_gamma(gamma), check_real(phi, "phi", low=0, high=1)
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    return lambda x_t, t: rescaled_cfg(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, phi)
+
+
+GammaAt = Union[Callable[[int], float], Mapping[int, float], Sequence[float]]
+
+
+def _steps_on_host(t: torch.Tensor) -> List[int]:
+    """The distinct steps in t as Python ints: the sampler's own number when it passed this very t
+    (no read of the device), else read from t."""
+    step = known_step(t)
+    if step is not None:
+        return [step]
+    check_tensor(t, "t", floating=False)
+    return read_values(torch.unique(t))
+
+
+def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
+    """Classifier-free guidance (Luo eq. 170) with a scale that depends on the noise level:
+    gamma_t eps(x_t, t, y) + (1 - gamma_t) eps(x_t, t, null), gamma_t = ``gamma_at[t]`` (a sequence
+    of length T or a mapping over the 0-based steps visited) or ``gamma_at(t)`` (a function of the
+    step). Where gamma_t = 1 the unconditional pass is skipped: that level costs one evaluation.
+
+    Guidance on an interval (:func:`interval_cfg_eps_fn`) is the special case gamma_t = gamma inside
+    the interval and 1 outside; a constant gamma_t = gamma is :func:`classifier_free_eps_fn`; and the
+    per-level scale that makes CFG's DDIM step equal CFG++'s is :func:`cfgpp_gamma_eff`."""
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    if callable(gamma_at):
+        lookup = gamma_at
+    elif isinstance(gamma_at, (Mapping, Sequence)) and not isinstance(gamma_at, (str, bytes)):
+        lookup = gamma_at.__getitem__
+    else:
+        raise TypeError(f"gamma_at must be a function of the step, a mapping or a sequence, got {type(gamma_at).__name__}")
+
+    def gamma_of(step: int) -> float:
+        try:
+            value = lookup(step)
+        except (KeyError, IndexError):
+            raise ValueError(f"gamma_at has no scale for step {step}") from None
+        return check_real(value, f"gamma_at[{step}]", low=0)
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = cond_fn(x_t, t)
+        gammas = {step: gamma_of(step) for step in _steps_on_host(t)}
+        if all(g == 1 for g in gammas.values()):
+            return cond                               # no unconditional pass where gamma_t = 1
+        uncond = uncond_fn(x_t, t)
+        if len(gammas) == 1:                          # a sampler's call: one level for the batch
+            return classifier_free_guidance(cond, uncond, next(iter(gammas.values())))
+        out = cond.clone()
+        for step, g in gammas.items():
+            if g != 1:
+                rows = t == step
+                out[rows] = classifier_free_guidance(cond[rows], uncond[rows], g)
+        return out
+    return guided
+
+
 def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_high: int) -> Fn:
     """Guidance limited to an interval of noise levels (Kynkäänniemi et al. 2024): eq. 170 at the
     0-based steps t_low <= t <= t_high, the plain conditional prediction (gamma = 1) elsewhere. Their
     finding: guidance at high noise costs diversity and at low noise does little, so the middle is
-    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`."""
+    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`. A special case of
+    :func:`per_level_cfg_eps_fn`."""
     gamma = _check_gamma(gamma)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     t_low, t_high = check_int(t_low, "t_low", low=0), check_int(t_high, "t_high", low=0)
     if t_high < t_low:
         raise ValueError(f"t_low must not exceed t_high, got t_low={t_low}, t_high={t_high}")
+    return per_level_cfg_eps_fn(cond_fn, uncond_fn, lambda step: gamma if t_low <= step <= t_high else 1.0)
 
-    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond = cond_fn(x_t, t)
-        inside = (t >= t_low) & (t <= t_high)
-        if not bool(inside.any()):
-            return cond                               # no unconditional pass outside the interval
-        full = classifier_free_guidance(cond, uncond_fn(x_t, t), gamma)
-        return torch.where(inside.reshape(-1, *[1] * (x_t.ndim - 1)), full, cond)
-    return guided
+
+def cfgpp_gamma_eff(schedule: Schedule, steps: int, lam: float) -> Dict[int, float]:
+    """The scale gamma_t at each level of a DDIM run (eta = 0, ``steps`` levels, see
+    :func:`~diffcourse.schedules.ddim_levels`) that makes CFG's step equal CFG++'s at ``lam``:
+    ``{level: gamma_t}``, to give :func:`per_level_cfg_eps_fn`.
+
+    Write sigma = sqrt(1 - alpha_bar), r = sqrt(alpha_bar_s / alpha_bar_t) for a step from level t to
+    s, and Delta = eps_c - eps_u. DDIM's step from x0_hat = (x_t - sigma_t eps) / sqrt(alpha_bar_t) is
+    x_s = sqrt(alpha_bar_s) x0_hat + sigma_s eps' (eps' the direction's noise). CFG puts
+    eps = eps' = eps_u + gamma Delta: x_s = r x_t - k eps_u - k gamma Delta, with k = r sigma_t - sigma_s.
+    CFG++ puts eps = eps_u + lam Delta and eps' = eps_u: x_s = r x_t - k eps_u - r sigma_t lam Delta.
+    The two agree when k gamma = r sigma_t lam = (k + sigma_s) lam, that is
+    gamma_t = lam (1 + sigma_s / k). k > 0 whenever alpha_bar_s > alpha_bar_t; on the last step
+    (to the clean data, sigma_s = 0) gamma_t = lam."""
+    check_schedule(schedule)
+    lam = check_real(lam, "lam", low=0)
+    levels, alpha_bar = ddim_levels(schedule.T, steps), schedule.alpha_bar.double()
+    out = {}
+    for i, t in enumerate(levels):
+        a_t, a_s = alpha_bar[t].item(), alpha_bar[levels[i + 1]].item() if i + 1 < len(levels) else 1.0
+        k = (a_s / a_t) ** 0.5 * (1 - a_t) ** 0.5 - (1 - a_s) ** 0.5
+        out[t] = lam * (1 + (1 - a_s) ** 0.5 / k)
+    return out
+
+
+def lam_matching(schedule: Schedule, steps: int, gamma: float) -> float:
+    """CFG++'s lam whose DDIM step at the middle level of the run (``ddim_levels(T, steps)[steps // 2]``)
+    equals CFG's step at ``gamma``: gamma / gamma_t(lam = 1) there, gamma_t being linear in lam
+    (:func:`cfgpp_gamma_eff`). The two then differ only in how the scale is spread over the levels."""
+    gamma = _check_gamma(gamma)
+    levels = ddim_levels(check_schedule(schedule).T, steps)
+    return gamma / cfgpp_gamma_eff(schedule, steps, 1.0)[levels[len(levels) // 2]]
 
 
 def autoguidance_eps_fn(good_fn: Fn, weak_fn: Fn, gamma: float) -> Fn:

@@ -1,7 +1,7 @@
 """How close is close: sample distances with their noise floor, and score errors over time."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -196,3 +196,79 @@ def image_metrics(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return {"fidelity": fidelity(classifier, x, y),
             "frechet": frechet_distance(feats(x), feats(ref_x)),
             "diversity": diversity(x, y, ref_x, ref_y)}
+
+
+# ---- the per-class loops of the 2-D labs, and the Fréchet noise floor ------------------------------
+
+
+def class_references(mixture: GaussianMixture, n: int, seed: int = 10) -> Dict[int, torch.Tensor]:
+    """``{c: n exact draws from p(x|c)}`` for every class, class c drawn with seed ``seed + c`` on
+    the mixture's device: the references :func:`spread` compares with."""
+    n, seed = check_int(n, "n", low=2), check_int(seed, "seed")
+    return {c: mixture.sample(n, c, generator=torch.Generator(device=mixture.device).manual_seed(seed + c))[0]
+            for c in range(mixture.num_classes)}
+
+
+def per_class_agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
+                                   references: Optional[Mapping[int, torch.Tensor]] = None,
+                                   ) -> Dict[int, Tuple[float, Optional[float]]]:
+    """For each class c asked for in ``y``: (class agreement of the samples asked for c, their
+    spread against ``references[c]``; None without references). See :func:`class_agreement` and
+    :func:`spread`."""
+    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    y_host = y.cpu()
+    out = {}
+    for c in torch.unique(y_host).tolist():
+        x_c = x[(y == c)]
+        if x_c.shape[0] < 2:
+            raise ValueError(f"y asks for class {c} only {x_c.shape[0]} time(s): need at least 2 samples per class")
+        div = None
+        if references is not None:
+            missing = c not in references if isinstance(references, Mapping) else c >= len(references)
+            if missing:
+                raise ValueError(f"references has no entry for class {c}")
+            div = spread(x_c, references[c])
+        out[c] = (class_agreement(x_c, c, mixture), div)
+    return out
+
+
+def agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
+                         references: Optional[Mapping[int, torch.Tensor]] = None,
+                         ) -> Tuple[float, Optional[float]]:
+    """Class agreement and spread of samples ``x`` asked for labels ``y``, each averaged over the
+    classes asked for (every class weighs the same, whatever its number of samples). The spread is
+    None without ``references`` (``{c: exact draws from p(x|c)}``, :func:`class_references`).
+    Compare gammas with the same starting noise (COURSE.md, Metrics)."""
+    rows = per_class_agreement_and_spread(x, y, mixture, references)
+    agree = sum(a for a, _ in rows.values()) / len(rows)
+    div = None if references is None else sum(d for _, d in rows.values()) / len(rows)
+    return agree, div
+
+
+class FrechetFloor(NamedTuple):
+    """The Fréchet noise floor: its mean and standard deviation over draws, and every draw's value."""
+    mean: float
+    std: float
+    values: torch.Tensor
+
+
+@torch.no_grad()
+def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
+                  seed: int = 100) -> FrechetFloor:
+    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn at random from
+    ``x_pool`` (the training images) against ``x_ref`` (the held-out ones), in the judge's features,
+    over ``draws`` draws (draw k takes the rows ``randperm(len(x_pool), seed + k)[:n]``). A sample
+    set of n images is as good as real data when its distance sits within this floor's spread."""
+    check_module(judge, "judge")
+    check_tensor(x_pool, "x_pool", floating=True)
+    check_tensor(x_ref, "x_ref", floating=True)
+    n = check_int(n, "n", low=2, high=x_pool.shape[0])
+    draws, seed = check_int(draws, "draws", low=2), check_int(seed, "seed")
+    ref_features = judge.features(x_ref)
+    values = []
+    for k in range(draws):
+        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+        values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
+    values = torch.tensor(values)
+    return FrechetFloor(values.mean().item(), values.std().item(), values)

@@ -14,6 +14,7 @@ import torch
 
 from .checks import (check_callable, check_generator, check_int, check_labels, check_real, check_schedule,
                      check_steps, check_tensor)
+from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
 
@@ -233,6 +234,16 @@ def exact_classifier_grad_fn(mixture: GaussianMixture, schedule: Schedule, y: La
         raise ValueError("y is required for exact_classifier_grad_fn")
     return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
                                     lambda m, a, x, lab: m.classifier_grad(x, lab))
+
+
+def exact_cfg_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, gamma: float,
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Luo eq. 170) with exact scores: ``classifier_free_eps_fn`` of the
+    exact conditional and unconditional noise predictors,
+    gamma eps*(x_t, t, y) + (1 - gamma) eps*(x_t, t). What a perfectly trained CFG network would do."""
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return classifier_free_eps_fn(exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma)
 
 
 # ---- the tilted law of guidance (chapter 6) --------------------------------------------------------------

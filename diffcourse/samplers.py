@@ -183,3 +183,30 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x
+
+
+# ---- paired inputs: the same labels and starting noise for every method compared ---------------------
+
+
+def balanced_labels(num_classes: int, per_class: int, device=None) -> torch.Tensor:
+    """``[0]*per_class + [1]*per_class + ... + [C-1]*per_class`` as a LongTensor: every class asked
+    for equally often, in blocks (so ``x[y == c]`` is a contiguous block)."""
+    num_classes, per_class = check_int(num_classes, "num_classes", low=1), check_int(per_class, "per_class", low=1)
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
+def seeded_noise(shape: Sequence[int], seed: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Starting noise x_T ~ N(0, I) of ``shape`` drawn from a generator seeded with ``seed`` on
+    ``device``: the same seed gives the same noise, so runs that differ only in their method pair up."""
+    shape = tuple(check_int(s, "shape", low=1) for s in shape)
+    seed = check_int(seed, "seed")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return torch.randn(shape, generator=torch.Generator(device=device).manual_seed(seed), device=device, dtype=dtype)
+
+
+def labels_and_noise(num_classes: int, per_class: int, sample_shape: Sequence[int], seed: int = 1,
+                     device=None, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(y, x_T): :func:`balanced_labels` and their :func:`seeded_noise` of shape
+    ``[num_classes * per_class, *sample_shape]``, the paired inputs of a guidance sweep."""
+    y = balanced_labels(num_classes, per_class, device)
+    return y, seeded_noise((y.shape[0], *sample_shape), seed, device, dtype)

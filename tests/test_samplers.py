@@ -184,3 +184,19 @@ def test_only_ddim_takes_a_pair():
         ddim_sample(lambda x, t: (x, x, x), (4, 2), s, progress=False)
     with pytest.raises(ValueError, match="eps_fn"):
         ddim_sample(lambda x, t: (x, x[:, :1]), (4, 2), s, progress=False)
+
+
+def test_balanced_labels_and_seeded_noise():
+    from diffcourse.samplers import balanced_labels, labels_and_noise, seeded_noise
+
+    assert balanced_labels(3, 2).tolist() == [0, 0, 1, 1, 2, 2]
+    a, b = seeded_noise((5, 2), 1), seeded_noise((5, 2), 1)
+    assert torch.equal(a, b) and not torch.equal(a, seeded_noise((5, 2), 2))
+    assert torch.equal(a, torch.randn(5, 2, generator=torch.Generator().manual_seed(1)))
+    y, noise = labels_and_noise(3, 4, (1, 8, 8), seed=7)
+    assert y.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and noise.shape == (12, 1, 8, 8)
+    assert torch.equal(noise, seeded_noise((12, 1, 8, 8), 7))
+    with pytest.raises(ValueError, match="per_class"):
+        balanced_labels(3, 0)
+    with pytest.raises(TypeError, match="seed"):
+        seeded_noise((2, 2), 1.5)
