@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 
 from .checks import (check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule,
-                     check_tensor, known_step, read_values)
+                     check_tensor, current_run, known_step, read_values)
 from .schedules import Schedule, _gather, ddim_levels
 from .targets import eps_to_x0, x0_to_eps
 
@@ -301,19 +301,26 @@ def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
 
 class APGEpsFn:
     """The callable :func:`apg_eps_fn` returns. It carries the momentum of the guidance update from
-    one call to the next, so call :meth:`reset` (or build a new one) before each sampling run."""
+    one call to the next within a sampling run, and drops it by itself when a new run starts (each
+    sampler run is a new :class:`~diffcourse.checks.SamplingRun`), so two runs in a row give the
+    same samples. Called outside a sampler, the momentum runs on from call to call until
+    :meth:`reset`."""
 
     def __init__(self, cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float,
                  r: float, beta: float):
         self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, schedule
         self.gamma, self.eta, self.r, self.beta = gamma, eta, r, beta
         self.average: Optional[torch.Tensor] = None    # the running update, Delta_m of the last call
+        self._run = None                               # the sampling run that momentum belongs to
 
     def reset(self) -> None:
         """Forget the momentum: the next call starts a new run."""
         self.average = None
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        run = current_run()
+        if run is not self._run:             # a new sampling run (or the first call after one)
+            self.average, self._run = None, run
         cond = self.cond_fn(x_t, t)
         if self.gamma == 1:                  # the update is multiplied by gamma - 1 = 0: skip its pass
             return cond
@@ -322,8 +329,8 @@ class APGEpsFn:
         delta = d_cond - d_uncond
         if self.beta != 0:                   # momentum: Delta_m = Delta + beta Delta_m(previous call)
             if self.average is not None and self.average.shape != delta.shape:
-                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after a run of shape "
-                                 f"{tuple(self.average.shape)}: call reset() between sampling runs")
+                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after calls of shape "
+                                 f"{tuple(self.average.shape)}: call reset() between runs outside a sampler")
             delta = delta if self.average is None else delta + self.beta * self.average
             self.average = delta
         view = (-1,) + (1,) * (x_t.ndim - 1)          # per-sample norms over all non-batch dims
@@ -349,8 +356,9 @@ def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta
 
     The parallel part is what oversaturates (their finding), so eta < 1 damps it. eta = 1, r = inf, beta = 0 is
     eq. 170 in x0 space, hence in noise space (the conversion is affine and the weights sum to one);
-    gamma = 1 is ``cond_fn``. The result holds momentum: see :class:`APGEpsFn`. Momentum counts
-    calls, so it is meant for one call per level (DDPM, DDIM), not a corrector's extra calls.
+    gamma = 1 is ``cond_fn``. The result holds momentum within a run and starts afresh with each
+    sampler run: see :class:`APGEpsFn`. Momentum counts calls, so it is meant for one call per level
+    (DDPM, DDIM), not a corrector's extra calls.
     """
     gamma = _check_gamma(gamma)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)

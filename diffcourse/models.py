@@ -32,7 +32,26 @@ def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: to
     return checks.check_labels(y, n, num_classes, device, allow_null=allow_null)
 
 
-class MLPDenoiser(nn.Module):
+class _NullLabel:
+    """The null label of a conditional network: ``null_label`` = C, the extra embedding row that
+    means "no condition" (classifier-free guidance, eq. 170). The one spelling the package uses."""
+
+    num_classes: int
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """C for a conditional network, None for an unconditional one."""
+        return self.num_classes if self.num_classes else None
+
+    def null_labels(self, n: int, device=None) -> torch.Tensor:
+        """A LongTensor of ``n`` null labels (on ``device``, default the network's)."""
+        if self.null_label is None:
+            raise ValueError("null_labels: the model is unconditional (num_classes=0), it has no null label")
+        device = next(self.parameters()).device if device is None else device
+        return torch.full((check_int(n, "n", low=0),), self.null_label, dtype=torch.long, device=device)
+
+
+class MLPDenoiser(_NullLabel, nn.Module):
     """eps_theta(x_t, t[, y]) for vectors: ``depth`` hidden layers of width ``hidden``.
 
     The time embedding is added to every hidden layer, so the network can change its answer with
@@ -66,10 +85,6 @@ class MLPDenoiser(nn.Module):
         self.label_out = nn.Linear(hidden, out_dim or dim) if num_classes and label_pathway == "output" else None
         self.act = nn.SiLU()
 
-    @property
-    def null_label(self) -> int:
-        return self.num_classes
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         w = self.inp.weight
         check_tensor(x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device)
@@ -77,7 +92,7 @@ class MLPDenoiser(nn.Module):
         check_steps(t, n, self.T)
         labels = None
         if self.label_emb is not None:
-            labels = check_labels(y, n, self.num_classes, x_t.device)
+            labels = check_labels(y, n, self.num_classes, x_t.device)  # None: null_label for every row
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
         # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so compute them
@@ -191,7 +206,7 @@ class _Embedding(nn.Module):
         return emb if self.label is None else emb + self.label(y)
 
 
-class UNet(nn.Module):
+class UNet(_NullLabel, nn.Module):
     """eps_theta(x_t, t[, y]) for images [N, channels, size, size]: a small U-Net (Ronneberger et al.
     2015, as Ho et al. 2020 use it). One :class:`ResBlock` per level on the way down, halving the size
     after each but the last, one in the middle, one per level on the way up on the concatenated skip.
@@ -222,10 +237,6 @@ class UNet(nn.Module):
         self.unpool = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
                                     for c, c_next in zip(ups[:-1], ups[1:]))
         self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
-
-    @property
-    def null_label(self) -> int:
-        return self.num_classes
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)

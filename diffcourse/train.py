@@ -221,6 +221,8 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
     p_uncond = check_probability(p_uncond, "p_uncond")
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    if p_uncond > 0 and getattr(model, "null_label", None) is None:
+        raise ValueError("model must have a null_label (the label that means no condition) to train with p_uncond > 0")
 
     def make_loss(net, next_batch, draw):
         def batch_loss() -> torch.Tensor:
@@ -232,7 +234,7 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
                 if y is None:
                     raise ValueError("a conditional model needs labelled data")
                 drop = draw((), "uniform") < p_uncond
-                eps_hat = net(x_t, t, torch.where(drop, model.num_classes, y))
+                eps_hat = net(x_t, t, torch.where(drop, model.null_label, y))
             else:
                 eps_hat = net(x_t, t)
             return torch.mean((eps_hat - eps) ** 2)

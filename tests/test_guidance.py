@@ -437,3 +437,24 @@ def test_rescaled_cfg_eps_fn_is_the_rule_per_call():
                        classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(c, t))
     with pytest.raises(ValueError, match="phi"):
         rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 1.5)
+
+
+def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
+    """Two sampling runs in a row with the same APG callable, no reset() in between: the same
+    samples, as from a fresh callable. Momentum still works within a run (beta changes them)."""
+    from diffcourse.data import three_blobs
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.samplers import ddpm_sample
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(40)
+    cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    noise = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    apg = apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5)
+    runs = [ddim_sample(apg, noise, s, steps=10, progress=False) for _ in range(2)]
+    fresh = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5), noise, s, steps=10, progress=False)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], fresh)
+    no_momentum = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0), noise, s, steps=10, progress=False)
+    assert (runs[0] - no_momentum).abs().max() > 1e-3
+    a = ddpm_sample(apg, noise, s, generator=torch.Generator().manual_seed(1), progress=False)
+    b = ddpm_sample(apg, noise[:50], s, generator=torch.Generator().manual_seed(1), progress=False)  # another size
+    assert a.shape == (200, 2) and b.shape == (50, 2)
