@@ -1,5 +1,7 @@
-"""The course's recurring pictures: samples over the contour lines of a 2-D mixture's density, and
-grids of images with one row per class."""
+"""The course's recurring pictures: samples over the contour lines of a 2-D mixture's density,
+grids of images with one row per class, and both as animations a reader scrubs with a slider
+(frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
+:func:`animate_images`)."""
 from __future__ import annotations
 
 import base64
@@ -9,13 +11,24 @@ from typing import Optional
 
 import torch
 
+from .checks import check_int, check_real
 from .mixture import GaussianMixture
 
 
-def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200):
-    """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour``."""
+def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
+                 alpha_bar: Optional[float] = None):
+    """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour`` or
+    ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
+    x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
+    forward process's pictures of chapter 1."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     if mixture.dim != 2:
-        raise ValueError(f"density_grid needs a 2-D mixture, got dim={mixture.dim}")
+        raise ValueError(f"mixture must be 2-D for density_grid, got dim={mixture.dim}")
+    lim = check_real(lim, "lim", low=0, low_open=True)
+    cells = check_int(cells, "cells", low=2)
+    if alpha_bar is not None:
+        mixture = mixture.diffuse(alpha_bar)
     axis = torch.linspace(-lim, lim, cells, dtype=mixture.dtype, device=mixture.device)
     gx, gy = torch.meshgrid(axis, axis, indexing="xy")
     p = mixture.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).exp().reshape(cells, cells)
@@ -23,13 +36,20 @@ def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200):
 
 
 def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
-                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None) -> None:
+                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None,
+                         filled: bool = False) -> None:
     """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
-    the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim."""
-    ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
+    the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
+    ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
+    forward-process pictures of chapter 1 do."""
     x = x.detach().cpu()
+    if filled:
+        ax.contourf(*grid, levels=20, cmap="Blues")
+    else:
+        ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
     if y is None:
-        ax.scatter(*x[:per_class].T, s=2, alpha=0.6, color=color or "C0")
+        ax.scatter(*x[:per_class].T, s=1 if filled else 2, alpha=0.3 if filled else 0.6,
+                   color=color or ("k" if filled else "C0"))
     else:
         y = y.cpu()
         for c in torch.unique(y).tolist():
@@ -79,11 +99,7 @@ class FrameCollector:
     """
 
     def __init__(self, every: int = 1) -> None:
-        if not isinstance(every, int) or isinstance(every, bool):
-            raise TypeError(f"every must be an int, got {type(every).__name__}")
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.every = every
+        self.every = check_int(every, "every", low=1)
         self.calls = 0
         self.times: list = []
         self.x_t: list = []
@@ -203,11 +219,9 @@ def _check_times(times, panels, n: int) -> Optional[list]:
 
 
 def _check_frames_args(max_frames: int, dpi: int, interval: int) -> None:
-    for name, value, low in (("max_frames", max_frames, 2), ("dpi", dpi, 20), ("interval", interval, 1)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+    check_int(max_frames, "max_frames", low=2)
+    check_int(dpi, "dpi", low=20)
+    check_int(interval, "interval", low=1)
 
 
 def _to_html(fig, update, frames: list, interval: int) -> JSAnimation:
@@ -294,9 +308,8 @@ def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[lis
     """
     runs = _check_panels(panels, 4, "[N, 1, H, W]")
     n, shape = len(runs[0][1]), runs[0][1][0].shape
-    if not isinstance(rows, int) or isinstance(rows, bool):
-        raise TypeError(f"rows must be an int, got {type(rows).__name__}")
-    if shape[1] != 1 or rows < 1 or shape[0] % rows:
+    rows = check_int(rows, "rows", low=1)
+    if shape[1] != 1 or shape[0] % rows:
         raise ValueError(f"rows={rows} must divide N, frames [N, 1, H, W], got {tuple(shape)}")
     times = _check_times(times, panels, n)
     _check_frames_args(max_frames, dpi, interval)
