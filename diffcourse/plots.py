@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import tempfile
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -225,14 +227,25 @@ def _check_frames_args(max_frames: int, dpi: int, interval: int) -> None:
 
 
 def _to_html(fig, update, frames: list, interval: int) -> JSAnimation:
-    """Render ``update(i)`` for each i in ``frames`` into a JSAnimation, then close the figure (so a
-    notebook does not show it a second time as a still)."""
+    """Render ``update(i)`` for each i in ``frames`` with matplotlib's HTMLWriter (what
+    ``Animation.to_jshtml`` writes: frames embedded, JavaScript controls), then close the figure so
+    that a notebook does not show it a second time as a still. One draw per frame: the layout is
+    computed once, on the first frame, and ``FuncAnimation`` would draw each frame three times."""
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
+    from matplotlib.animation import HTMLWriter
 
     try:
-        anim = FuncAnimation(fig, update, frames=frames, interval=interval, repeat=False)
-        html = anim.to_jshtml(default_mode="once")
+        update(frames[0])
+        fig.canvas.draw()  # lay the figure out once; the frames only move data
+        fig.set_layout_engine("none")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "animation.html")
+            writer = HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once")
+            with writer.saving(fig, path, fig.dpi):
+                for i in frames:
+                    update(i)
+                    writer.grab_frame()
+            html = path.read_text(encoding="utf-8")
     finally:
         plt.close(fig)
     return JSAnimation(_offline_html(html), len(frames))
