@@ -151,14 +151,14 @@ def test_tensor_data_shards_interleave_into_the_global_batch():
     from diffcourse.train import _batches
     x = torch.arange(48, dtype=torch.float32)[:, None]
     gen = torch.Generator()
-    one = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
-    two = [_batches(x, 8, gen, torch.device("cpu"), r, 2, 0, 0) for r in range(2)]
+    one = _batches(x, 8, gen, torch.device("cpu"))
+    two = [_batches(x, 8, gen, torch.device("cpu"), rank=r, world=2) for r in range(2)]
     for _ in range(9):                                 # past an epoch boundary (6 batches per epoch)
         whole = next(one)[0][:, 0]
         halves = [next(b)[0][:, 0] for b in two]
         assert torch.equal(torch.stack(halves, 1).flatten(), whole)
-    resumed = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 9)
-    fresh = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
+    resumed = _batches(x, 8, gen, torch.device("cpu"), start_step=9)
+    fresh = _batches(x, 8, gen, torch.device("cpu"))
     for _ in range(9):
         next(fresh)
     assert torch.equal(next(resumed)[0], next(fresh)[0])
@@ -175,3 +175,37 @@ def test_clean_classifier_on_images():
     losses = train_classifier(clf, (x, y), None, steps=80, batch_size=32, lr=1e-2, warmup=1, progress=False)
     assert losses[-1] < 0.5 * losses[0]
     assert (clf(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_denoiser_loss_is_the_simple_loss_with_condition_dropout():
+    from diffcourse.train import classifier_loss, denoiser_loss
+
+    s = cosine_schedule(50)
+    m = _model(num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
+    t, y = torch.tensor([0, 5, 10, 20, 30, 49]), torch.tensor([0, 1, 2, 0, 1, 2])
+    drop = torch.tensor([True, False, True, False, False, True])
+    a = s.alpha_bar.float()[t][:, None]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    y_in = torch.tensor([3, 1, 3, 0, 1, 3])                                     # the null label where dropped
+    by_hand = ((m(x_t, t, y_in) - eps) ** 2).mean()
+    torch.testing.assert_close(denoiser_loss(m, x0, t, eps, s, y=y, drop=drop, null_label=m.null_label), by_hand)
+    u = _model()
+    torch.testing.assert_close(denoiser_loss(u, x0, t, eps, s), ((u(x_t, t) - eps) ** 2).mean())
+    from diffcourse.models import MLPClassifier
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=8, depth=1)
+    torch.testing.assert_close(classifier_loss(clf, x0, y, t=t, eps=eps, schedule=s),
+                               torch.nn.functional.cross_entropy(clf(x_t, t), y))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="warmup"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, warmup=0, progress=False)
+    with pytest.raises(ValueError, match="stop_after"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, stop_after=-3, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, lr=0.0, progress=False)
+    with pytest.raises(TypeError):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, 512)      # settings are keyword-only
