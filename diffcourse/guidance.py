@@ -26,7 +26,7 @@ import torch
 
 from .checks import (check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule,
                      check_tensor, current_run, known_step, read_values)
-from .schedules import Schedule, _gather, ddim_levels
+from .schedules import Schedule, StepTable, _gather, ddim_levels  # noqa: F401 (_gather: old import path)
 from .targets import eps_to_x0, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -94,13 +94,13 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     """
     gamma = _check_gamma(gamma)
     _check_fns(eps_fn=eps_fn, grad_fn=grad_fn)
-    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
+    sigma = StepTable((1 - check_schedule(schedule).alpha_bar).sqrt())
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
         if gamma == 0:                      # gamma = 0 ignores y: skip the classifier's cost
             return eps
-        return classifier_guidance(eps, -_gather(sigma, t, x_t) * grad_fn(x_t, t).to(eps.dtype), gamma)
+        return classifier_guidance(eps, -sigma.at(t, x_t) * grad_fn(x_t, t).to(eps.dtype), gamma)
     return guided
 
 
@@ -324,7 +324,7 @@ class APGEpsFn:
         cond = self.cond_fn(x_t, t)
         if self.gamma == 1:                  # the update is multiplied by gamma - 1 = 0: skip its pass
             return cond
-        a = _gather(self.schedule.alpha_bar, t, x_t)
+        a = self.schedule.gather("alpha_bar", t, x_t)
         d_cond, d_uncond = eps_to_x0(x_t, cond, a), eps_to_x0(x_t, self.uncond_fn(x_t, t), a)
         delta = d_cond - d_uncond
         if self.beta != 0:                   # momentum: Delta_m = Delta + beta Delta_m(previous call)
@@ -385,11 +385,9 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
 
     def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
-        a = _gather(schedule.alpha_bar, t, x_t)
+        a = schedule.gather("alpha_bar", t, x_t)
         x0 = eps_to_x0(x_t, eps, a)
         s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1).view(-1, *[1] * (x_t.ndim - 1))
-        if not bool((s > 1).any()):
-            return eps
         clipped = torch.maximum(torch.minimum(x0, s), -s) / s
         return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)    # untouched rows: no round trip
     return thresholded

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from .checks import (check_callable, check_generator, check_int, check_labels, check_real, check_schedule,
-                     check_steps, check_tensor)
+                     check_steps, check_tensor, known_step, read_values)
 from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
@@ -70,13 +70,16 @@ class GaussianMixture:
             chol = torch.linalg.cholesky(covs)
         except RuntimeError as err:
             raise ValueError("covs must be positive definite") from err
+        # member[c, k] is True when component k belongs to class c
+        self._set(means, covs, weights, labels, chol, labels[None, :] == torch.arange(C, device=device)[:, None])
+
+    def _set(self, means, covs, weights, labels, chol, member) -> None:
         self.means, self.covs, self.labels = means, covs, labels
         self.weights = weights / weights.sum()
         self._chol = chol
         self._prec = torch.cholesky_inverse(chol)
         self._logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
-        # member[c, k] is True when component k belongs to class c
-        self._member = labels[None, :] == torch.arange(C, device=device)[:, None]
+        self._member = member
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -132,20 +135,21 @@ class GaussianMixture:
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
         return torch.log(self.weights) + log_norm - 0.5 * maha
 
-    def _log_joint_masked(self, x: torch.Tensor, y: Label) -> torch.Tensor:
-        """Component log joints with components outside class y set to -inf (y=None: all kept)."""
+    def _log_joint_masked(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """Component log joints with components outside class ``labels`` (checked) set to -inf
+        (None: all kept)."""
         lj = self._component_log_joint(x)
-        if y is None:
+        if labels is None:
             return lj
-        y = self._check_y(y, x.shape[0])
-        return lj.masked_fill(~self._member[y], float("-inf"))
+        return lj.masked_fill(~self._member[labels], float("-inf"))
 
     def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
         """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N]."""
         x = self._check_x(x)
-        out = torch.logsumexp(self._log_joint_masked(x, y), dim=1)
-        if y is not None:
-            out = out - torch.log(self.class_weights)[self._check_y(y, x.shape[0])]
+        labels = None if y is None else self._check_y(y, x.shape[0])
+        out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
+        if labels is not None:
+            out = out - torch.log(self.class_weights)[labels]
         return out
 
     def score(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
@@ -154,7 +158,11 @@ class GaussianMixture:
         r_k are the responsibilities of the components (within class y when y is given).
         """
         x = self._check_x(x)
-        resp = torch.softmax(self._log_joint_masked(x, y), dim=1)         # [N, K]
+        return self._score(x, None if y is None else self._check_y(y, x.shape[0]))
+
+    def _score(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`score` of checked inputs."""
+        resp = torch.softmax(self._log_joint_masked(x, labels), dim=1)    # [N, K]
         diff = self.means[None] - x[:, None, :]                            # [N, K, D]
         comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
         return (resp[..., None] * comp_scores).sum(1)
@@ -169,8 +177,12 @@ class GaussianMixture:
     def classifier_grad(self, x: torch.Tensor, y: Label) -> torch.Tensor:
         """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165 rearranged, as in eq. 167): [N, D]."""
         if y is None:
-            raise ValueError("y is required for classifier_grad")
-        return self.score(x, y) - self.score(x)
+            raise TypeError("y must be an int or an integer tensor of labels: classifier_grad needs a class")
+        x = self._check_x(x)
+        return self._classifier_grad(x, self._check_y(y, x.shape[0]))
+
+    def _classifier_grad(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._score(x, labels) - self._score(x, None)
 
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
@@ -180,8 +192,13 @@ class GaussianMixture:
             alpha_bar = alpha_bar.item()
         a = check_real(alpha_bar, "alpha_bar", low=0, high=1, low_open=True)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
-        return GaussianMixture(math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
-                               self.weights, self.labels)
+        covs = a * self.covs + (1 - a) * eye
+        # a diffused valid mixture is valid (alpha_bar Sigma + (1 - alpha_bar) I is positive
+        # definite): no checks, nothing read back from the device
+        out = GaussianMixture.__new__(GaussianMixture)
+        out._set(math.sqrt(a) * self.means, covs, self.weights, self.labels, torch.linalg.cholesky_ex(covs)[0],
+                 self._member)
+        return out
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
@@ -201,18 +218,48 @@ class GaussianMixture:
         return x, self.labels[k]
 
 
-def _per_step(mixture: GaussianMixture, schedule: Schedule, y: Label, x_t: torch.Tensor, t: torch.Tensor,
-              value) -> torch.Tensor:
-    """Evaluate ``value(diffused_mixture, alpha_bar, x, labels)`` for each distinct step in t."""
-    check_steps(t, x_t.shape[0], schedule.T)
-    x = x_t.to(mixture.dtype)
-    labels = None if y is None else mixture._check_y(y, x.shape[0])
-    out = torch.empty_like(x)
-    for step in torch.unique(t).tolist():          # samplers pass one step for the whole batch
-        idx = (t == step).nonzero()[:, 0]
-        a = float(schedule.alpha_bar[step])
-        out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
-    return out.to(x_t.dtype)
+def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, need_y: bool = False):
+    """``fn(x_t, t)`` = ``value(diffused mixture, alpha_bar_t, x, labels)`` at each step of t.
+
+    Checks the mixture, schedule and labels once, here. Inside a sampling run the step comes from
+    the sampler (:func:`~diffcourse.checks.known_step`) and nothing is read back from the device;
+    called directly, t is read to find its distinct steps."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_schedule(schedule)
+    if y is None and need_y:
+        raise TypeError("y must be an int or an integer tensor of labels: the classifier gradient needs a class")
+    if isinstance(y, torch.Tensor) and y.ndim == 0:
+        y = check_labels(y, 1, mixture.num_classes, mixture.device, allow_int=True).item()   # one class for all
+    if isinstance(y, torch.Tensor):
+        if y.ndim != 1:
+            raise ValueError(f"y must be an int or a 1-D tensor of labels, got shape {tuple(y.shape)}")
+        y = check_labels(y, y.shape[0], mixture.num_classes, mixture.device, allow_int=True)
+    elif y is not None:
+        check_labels(y, 1, mixture.num_classes, mixture.device, allow_int=True)
+    alpha_bar = schedule.alpha_bar.tolist()
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device,
+                     owner="the mixture")
+        n = x_t.shape[0]
+        check_steps(t, n, schedule.T)
+        if isinstance(y, torch.Tensor) and y.shape != (n,):
+            raise ValueError(f"y has {y.shape[0]} labels but x_t has {n} rows")
+        labels = y if y is None or isinstance(y, torch.Tensor) else torch.full((n,), y, device=mixture.device)
+        x = x_t.to(mixture.dtype)
+        step = known_step(t)
+        steps = [step] if step is not None else read_values(torch.unique(t))
+        if len(steps) == 1:                        # a sampler's call: one step for the whole batch
+            a = alpha_bar[steps[0]]
+            return value(mixture.diffuse(a), a, x, labels).to(x_t.dtype)
+        out = torch.empty_like(x)
+        for step in steps:
+            idx = (t == step).nonzero()[:, 0]
+            a = alpha_bar[step]
+            out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
+        return out.to(x_t.dtype)
+    return fn
 
 
 def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
@@ -222,18 +269,14 @@ def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
     Returns a callable with the samplers' signature ``eps_fn(x_t, t)`` (t a LongTensor of 0-based
     steps), so a lab can swap a learned network for the exact answer in one line.
     """
-    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
-                                    lambda m, a, x, lab: score_to_eps(m.score(x, lab), a))
+    return _exact_fn(mixture, schedule, y, lambda m, a, x, lab: score_to_eps(m._score(x, lab), a))
 
 
 def exact_classifier_grad_fn(mixture: GaussianMixture, schedule: Schedule, y: Label,
                              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The exact classifier gradient grad log p_t(y | x_t) as a callable ``grad_fn(x_t, t)``: the
     counterpart of a learned noise-aware classifier's gradient (Luo eq. 165-166)."""
-    if y is None:
-        raise ValueError("y is required for exact_classifier_grad_fn")
-    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
-                                    lambda m, a, x, lab: m.classifier_grad(x, lab))
+    return _exact_fn(mixture, schedule, y, lambda m, a, x, lab: m._classifier_grad(x, lab), need_y=True)
 
 
 def exact_cfg_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, gamma: float,

@@ -95,10 +95,16 @@ class MLPDenoiser(_NullLabel, nn.Module):
             labels = check_labels(y, n, self.num_classes, x_t.device)  # None: null_label for every row
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
-        # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so compute them
-        # once per distinct pair and gather: the same numbers, several times faster to sample.
+        # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so on the CPU they
+        # are computed once per distinct pair and gathered: the same numbers, several times faster
+        # to sample. On a GPU, torch.unique would wait for the device (its output size depends on
+        # the data), so there every row computes its own.
         key = t if labels is None else t * (self.num_classes + 1) + labels
-        uniq, inverse = torch.unique(key, return_inverse=True)
+        if key.device.type == "cpu":
+            uniq, inverse = torch.unique(key, return_inverse=True)
+        else:
+            uniq, inverse = key, None
+        rows = (lambda v: v) if inverse is None else (lambda v: v[inverse])  # noqa: E731
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
         emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T).to(w.dtype))
         label_shift = None
@@ -110,8 +116,8 @@ class MLPDenoiser(_NullLabel, nn.Module):
                 emb = emb_y                                      # strong: y reaches every layer
             else:
                 emb = self.act(emb_t)                            # weak: the layers never see y,
-                label_shift = self.label_out(emb_y)[inverse]     # it only shifts the output
-        projs = [proj(emb)[inverse] for proj in self.emb_proj]
+                label_shift = rows(self.label_out(emb_y))        # it only shifts the output
+        projs = [rows(proj(emb)) for proj in self.emb_proj]
         h = self.act(self.inp(x_t) + projs[0])
         for layer, p in zip(self.layers, projs[1:]):
             h = h + self.act(layer(h) + p)                       # residual: easy to train deep and fast

@@ -255,3 +255,149 @@ def test_ddim_step_is_the_samplers_step():
         ddim_step(noise, eps, 40, None, s)
     with pytest.raises(ValueError, match="step"):
         ddpm_step(noise, eps, -1, s, None)
+
+
+# ---- checks once per run; no host-device synchronisation inside the loop ----------------------------------
+
+import contextlib  # noqa: E402
+
+from diffcourse import checks, guidance, mixture as mixture_module  # noqa: E402
+from diffcourse.data import three_blobs  # noqa: E402
+from diffcourse.guidance import (  # noqa: E402
+    apg_eps_fn,
+    batched_cfg_eps_fn,
+    cfgpp_eps_fn,
+    classifier_free_eps_fn,
+    classifier_grad_fn,
+    classifier_guided_eps_fn,
+    dynamic_threshold_eps_fn,
+    interval_cfg_eps_fn,
+    rescaled_cfg_eps_fn,
+)
+from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
+from diffcourse.models import MLPClassifier, MLPDenoiser, UNet  # noqa: E402
+
+
+def _nets(device="cpu"):
+    torch.manual_seed(0)
+    return (MLPDenoiser(dim=2, T=20, hidden=8, depth=2, num_classes=3).to(device),
+            MLPDenoiser(dim=2, T=20, hidden=8, depth=2).to(device),
+            MLPClassifier(dim=2, T=20, num_classes=3, hidden=8, depth=2).to(device))
+
+
+def _guided(kind, device="cpu"):
+    """An eps_fn of each kind the labs sample with, on 12 rows of three classes."""
+    s = cosine_schedule(20)
+    cond_net, uncond_net, clf = _nets(device)
+    y = torch.arange(3, device=device).repeat_interleave(4)
+    cond, uncond = cond_net.eps_fn(y), cond_net.eps_fn(None)
+    return {
+        "batched CFG": lambda: batched_cfg_eps_fn(cond_net, y, 3.0),
+        "two-pass CFG": lambda: classifier_free_eps_fn(cond, uncond, 3.0),
+        "classifier guidance": lambda: classifier_guided_eps_fn(uncond_net.eps_fn(), classifier_grad_fn(clf, y), s, 2.0),
+        "interval": lambda: interval_cfg_eps_fn(cond, uncond, 3.0, 5, 12),
+        "rescaled": lambda: rescaled_cfg_eps_fn(cond, uncond, 3.0),
+        "APG": lambda: apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5, r=1.0),
+        "dynamic thresholding": lambda: dynamic_threshold_eps_fn(batched_cfg_eps_fn(cond_net, y, 5.0), s),
+        "CFG++": lambda: cfgpp_eps_fn(cond, uncond, 0.5),
+        "exact CFG": lambda: exact_cfg_eps_fn(three_blobs(), s, y, 3.0),
+    }[kind]()
+
+
+KINDS = ["batched CFG", "two-pass CFG", "classifier guidance", "interval", "rescaled", "APG",
+         "dynamic thresholding", "CFG++", "exact CFG"]
+
+
+@contextlib.contextmanager
+def _count_host_reads():
+    """Counts every Python-level read of a tensor's values (item, tolist, bool, int, float, index)."""
+    count = [0]
+    saved = {name: getattr(torch.Tensor, name) for name in
+             ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")}
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            count[0] += 1
+            return original(self, *args, **kwargs)
+        return read
+
+    for name, original in saved.items():
+        setattr(torch.Tensor, name, counting(original))
+    try:
+        yield count
+    finally:
+        for name, original in saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "ddim"])
+def test_no_host_reads_after_the_first_step(kind, sampler):
+    """The checks that read tensors run at a run's first call of eps_fn; every later step reads
+    nothing back (on a GPU each such read waits for the device)."""
+    if kind == "CFG++" and sampler != "ddim":
+        return
+    s = cosine_schedule(20)
+    fn = _guided(kind)
+    noise = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+    per_step = []
+    run = {"ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
+           "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+           "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=8, eta=0.5, **kw)}[sampler]
+    with _count_host_reads() as reads:
+        run(generator=torch.Generator().manual_seed(1), progress=False,
+            callback=lambda step, x_t, x0_hat: per_step.append(reads[0]))
+    first, later = per_step[0], [b - a for a, b in zip(per_step, per_step[1:])]
+    assert later == [0] * len(later), (first, later)
+
+
+def test_value_checks_run_once_per_run_not_per_step():
+    cond_net = _nets()[0]
+    y = torch.arange(3).repeat_interleave(4)
+    fn = batched_cfg_eps_fn(cond_net, y, 3.0)
+    counts = []
+    for steps in (4, 16):
+        calls = []
+        original = checks.read_values
+        checks.read_values = lambda x: calls.append(1) or original(x)
+        try:
+            ddim_sample(fn, torch.randn(12, 2), cosine_schedule(20), steps=steps, progress=False)
+        finally:
+            checks.read_values = original
+        counts.append(len(calls))
+    assert counts == [2, 2]                     # t's range and y's range, at the first call only
+    with pytest.raises(ValueError, match="t must lie in 0..19"):      # a model built for a shorter chain
+        ddim_sample(fn, torch.randn(12, 2), cosine_schedule(30), steps=3, progress=False)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "exact CFG"])
+def test_a_run_on_the_meta_device_reads_nothing(kind):
+    """On the meta device tensors hold no values: any read (item, unique, nonzero, a check) raises.
+    A whole sampling run there proves that the models, guidance and samplers never read one."""
+    fn = _guided(kind, "meta")
+    noise = torch.empty(12, 2, device="meta")
+    s = cosine_schedule(20)
+    out = ddim_sample(fn, noise, s, steps=5, eta=0.5, progress=False)
+    if kind != "CFG++":
+        out = pc_sample(fn, noise, s, corrector_steps=1, progress=False)
+    assert out.device.type == "meta" and out.shape == (12, 2)
+    torch.manual_seed(0)
+    unet = UNet(size=8, T=20, num_classes=10, width=8).to("meta")
+    x = ddim_sample(batched_cfg_eps_fn(unet, torch.arange(10, device="meta"), 3.0),
+                    torch.empty(10, 1, 8, 8, device="meta"), s, steps=4, progress=False)
+    assert x.device.type == "meta"
+
+
+def test_direct_calls_still_check_their_input():
+    cond_net = _nets()[0]
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="t must lie"):
+        cond_net(x, torch.full((4,), 25), y)
+    with pytest.raises(ValueError, match="y must lie"):
+        cond_net(x, torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 5]))
+    exact = exact_cfg_eps_fn(three_blobs(), cosine_schedule(20), y, 2.0)
+    with pytest.raises(ValueError, match="t must lie"):
+        exact(x, torch.full((4,), 20))
+    mixed = exact(x, torch.tensor([0, 5, 5, 19]))                   # rows at several steps: read from t
+    for i, step in enumerate((0, 5, 5, 19)):
+        assert torch.equal(mixed[i], exact(x, torch.full((4,), step))[i])
