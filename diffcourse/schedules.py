@@ -3,6 +3,7 @@
 Code indexes time 0..T-1 where the book writes t = 1..T:
 ``alpha_bar[t] = prod(alphas[:t+1])`` and ``x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps``.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,14 @@ import torch
 
 from .checks import check_generator, check_int, check_real, check_steps, check_tensor
 
-__all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "check_steps", "ddim_levels"]
+__all__ = [
+    "Schedule",
+    "linear_schedule",
+    "cosine_schedule",
+    "q_sample",
+    "check_steps",
+    "ddim_levels",
+]
 
 
 @dataclass(frozen=True)
@@ -116,18 +124,27 @@ def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule, eps: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+    eps: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Luo eq. 70)."""
     check_tensor(x0, "x0", floating=True)
     if x0.ndim < 1:
         raise ValueError("x0 must have a batch dimension")
     check_steps(t, x0.shape[0], schedule.T)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype)
+        eps = torch.randn(
+            x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype
+        )
     else:
         check_tensor(eps, "eps", floating=True)
         if eps.shape != x0.shape:
-            raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+            raise ValueError(
+                f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
+            )
     a = schedule.gather("alpha_bar", t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps

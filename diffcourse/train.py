@@ -40,9 +40,17 @@ State = Dict[str, object]
 # ---- the losses the course teaches ------------------------------------------------------------------
 
 
-def denoiser_loss(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: Schedule, *,
-                  y: Optional[torch.Tensor] = None, drop: Optional[torch.Tensor] = None,
-                  null_label: Optional[int] = None) -> torch.Tensor:
+def denoiser_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    y: Optional[torch.Tensor] = None,
+    drop: Optional[torch.Tensor] = None,
+    null_label: Optional[int] = None,
+) -> torch.Tensor:
     """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130), with condition dropout:
 
         x_t  = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps       (Luo eq. 70)
@@ -61,8 +69,15 @@ def denoiser_loss(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, eps: torc
     return torch.mean((eps_hat - eps) ** 2)
 
 
-def classifier_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, *, t: Optional[torch.Tensor] = None,
-                    eps: Optional[torch.Tensor] = None, schedule: Optional[Schedule] = None) -> torch.Tensor:
+def classifier_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    t: Optional[torch.Tensor] = None,
+    eps: Optional[torch.Tensor] = None,
+    schedule: Optional[Schedule] = None,
+) -> torch.Tensor:
     """Cross-entropy of a noise-aware classifier p_phi(y | x_t, t) on x_t from the forward process,
     as guided diffusion trains its classifier (Dhariwal & Nichol 2021); without ``schedule`` on the
     clean x0 (the evaluation classifier of the image metrics, which takes no t)."""
@@ -74,11 +89,24 @@ def classifier_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, *, t: O
 # ---- the two trainers: what each step draws ---------------------------------------------------------
 
 
-def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int, *, batch_size: int = 512,
-                   lr: float = 2e-3, p_uncond: Optional[float] = None, seed: int = 0, progress: bool = True,
-                   warmup: int = 100, resume: Optional[State] = None, checkpoint: Optional[Union[str, Path]] = None,
-                   save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
-                   ) -> List[float]:
+def train_denoiser(
+    model: nn.Module,
+    data: Data,
+    schedule: Schedule,
+    steps: int,
+    *,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    p_uncond: Optional[float] = None,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 100,
+    resume: Optional[State] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
     """Fit ``model`` (an eps_theta) to ``data`` with :func:`denoiser_loss`; returns the loss of every
     step run (the mean over the batch and the coordinates).
 
@@ -97,8 +125,18 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
             run would, leaving a checkpoint to resume from.
         The other settings are :class:`Settings`'s.
     """
-    settings = Settings(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, progress=progress,
-                        checkpoint=checkpoint, save_every=save_every, stop_after=stop_after, config=config)
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
     _check_model(model, schedule, settings)
     conditional = getattr(model, "num_classes", 0) > 0
     if p_uncond is None:
@@ -108,35 +146,71 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
     null_label = getattr(model, "null_label", None)
     if p_uncond > 0 and null_label is None:
-        raise ValueError("model must have a null_label (the label that means no condition) to train with p_uncond > 0")
+        raise ValueError(
+            "model must have a null_label (the label that means no condition) to train with p_uncond > 0"
+        )
 
-    def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws") -> torch.Tensor:
-        t = draw.steps(schedule.T)                           # t ~ U{0, ..., T-1}
-        eps = draw.normal(x0)                                # eps ~ N(0, I)
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
+    ) -> torch.Tensor:
+        t = draw.steps(schedule.T)  # t ~ U{0, ..., T-1}
+        eps = draw.normal(x0)  # eps ~ N(0, I)
         if not conditional:
             return denoiser_loss(net, x0, t, eps, schedule)
         if y is None:
             raise ValueError("data: a conditional model needs labelled data (x0, y)")
-        drop = draw.uniform() < p_uncond                     # drawn even at p_uncond = 0: one random stream
-        return denoiser_loss(net, x0, t, eps, schedule, y=y, drop=drop if p_uncond > 0 else None,
-                             null_label=null_label)
+        drop = draw.uniform() < p_uncond  # drawn even at p_uncond = 0: one random stream
+        return denoiser_loss(
+            net,
+            x0,
+            t,
+            eps,
+            schedule,
+            y=y,
+            drop=drop if p_uncond > 0 else None,
+            null_label=null_label,
+        )
 
     return fit(model, data, loss, settings, resume=resume, desc="training denoiser")
 
 
-def train_classifier(classifier: nn.Module, data: Data, schedule: Optional[Schedule], steps: int, *,
-                     batch_size: int = 512, lr: float = 2e-3, seed: int = 0, progress: bool = True,
-                     warmup: int = 100, resume: Optional[State] = None,
-                     checkpoint: Optional[Union[str, Path]] = None, save_every: int = 0,
-                     stop_after: Optional[int] = None, config: Optional[dict] = None) -> List[float]:
+def train_classifier(
+    classifier: nn.Module,
+    data: Data,
+    schedule: Optional[Schedule],
+    steps: int,
+    *,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 100,
+    resume: Optional[State] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
     """Fit a noise-aware classifier p_phi(y | x_t, t) with :func:`classifier_loss` at uniform t;
     ``schedule=None`` trains on the clean data instead (the evaluation classifier of the image
     metrics, which takes no t). The other arguments are :func:`train_denoiser`'s."""
-    settings = Settings(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, progress=progress,
-                        checkpoint=checkpoint, save_every=save_every, stop_after=stop_after, config=config)
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
     _check_model(classifier, schedule, settings)
 
-    def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws") -> torch.Tensor:
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
+    ) -> torch.Tensor:
         if y is None:
             raise ValueError("data: a classifier needs labelled data (x0, y)")
         if schedule is None:
@@ -182,44 +256,76 @@ class Settings:
             raise TypeError(f"config must be a dict, got {type(self.config).__name__}")
         world = rank_and_world()[1]
         if self.batch_size % world:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of the number of processes ({world})")
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of the number of processes ({world})"
+            )
 
 
 def lr_factor(step: int, settings: Settings) -> float:
     """The learning rate's factor at ``step``: linear warm-up, then half a cosine down to 0 (a cheap
     stand-in for the weight averaging of large models that keeps the last steps quiet)."""
-    return min(1.0, (step + 1) / settings.warmup) * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+    return (
+        min(1.0, (step + 1) / settings.warmup)
+        * 0.5
+        * (1 + math.cos(math.pi * step / settings.steps))
+    )
 
 
 class Draws:
     """The random inputs of a step, drawn from the run's one generator for the whole global batch
     (the same on every rank), of which each rank keeps rows rank, rank + W, ..."""
 
-    def __init__(self, generator: torch.Generator, batch_size: int, device: torch.device, *, rank: int = 0,
-                 world: int = 1):
-        self.generator, self.batch_size, self.device, self.rank, self.world = generator, batch_size, device, rank, world
+    def __init__(
+        self,
+        generator: torch.Generator,
+        batch_size: int,
+        device: torch.device,
+        *,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.generator, self.batch_size, self.device, self.rank, self.world = (
+            generator,
+            batch_size,
+            device,
+            rank,
+            world,
+        )
 
     def steps(self, T: int) -> torch.Tensor:
         """t uniform on 0..T-1, one per row."""
         full = torch.randint(0, T, (self.batch_size,), generator=self.generator, device=self.device)
-        return full[self.rank::self.world]
+        return full[self.rank :: self.world]
 
     def normal(self, like: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like a row of ``like``, one per row."""
-        full = torch.randn((self.batch_size, *like.shape[1:]), generator=self.generator, device=self.device,
-                           dtype=like.dtype)
-        return full[self.rank::self.world]
+        full = torch.randn(
+            (self.batch_size, *like.shape[1:]),
+            generator=self.generator,
+            device=self.device,
+            dtype=like.dtype,
+        )
+        return full[self.rank :: self.world]
 
     def uniform(self) -> torch.Tensor:
         """U(0, 1), one per row: condition dropout's coins."""
-        return torch.rand((self.batch_size,), generator=self.generator, device=self.device)[self.rank::self.world]
+        return torch.rand((self.batch_size,), generator=self.generator, device=self.device)[
+            self.rank :: self.world
+        ]
 
 
 Loss = Callable[[nn.Module, torch.Tensor, Optional[torch.Tensor], Draws], torch.Tensor]
 
 
-def fit(model: nn.Module, data: Data, loss: Loss, settings: Settings, *, resume: Optional[State] = None,
-        desc: str = "training") -> List[float]:
+def fit(
+    model: nn.Module,
+    data: Data,
+    loss: Loss,
+    settings: Settings,
+    *,
+    resume: Optional[State] = None,
+    desc: str = "training",
+) -> List[float]:
     """The loop: each step takes this rank's rows (x0, y) of the next global batch, computes
     ``loss(net, x0, y, draws)``, and makes one AdamW step with the gradient clipped to norm 1 and
     the learning rate of :func:`lr_factor`. DDP across processes, a progress bar on rank 0,
@@ -231,22 +337,47 @@ def fit(model: nn.Module, data: Data, loss: Loss, settings: Settings, *, resume:
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, settings))
     start = 0 if resume is None else _restore(resume, model, opt, sched, generator, settings.steps)
-    end = settings.steps if settings.stop_after is None else min(settings.steps, start + settings.stop_after)
+    end = (
+        settings.steps
+        if settings.stop_after is None
+        else min(settings.steps, start + settings.stop_after)
+    )
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    batches = _batches(data, settings.batch_size, generator, device, rank=rank, world=world, seed=settings.seed,
-                       start_step=start)
+    batches = _batches(
+        data,
+        settings.batch_size,
+        generator,
+        device,
+        rank=rank,
+        world=world,
+        seed=settings.seed,
+        start_step=start,
+    )
     draws = Draws(generator, settings.batch_size, device, rank=rank, world=world)
 
     def save(step: int) -> None:
         if settings.checkpoint is not None:
-            save_checkpoint(settings.checkpoint, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "generator": generator.get_state(), "config": dict(settings.config or {})})
+            save_checkpoint(
+                settings.checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step,
+                    "generator": generator.get_state(),
+                    "config": dict(settings.config or {}),
+                },
+            )
 
     losses: List[float] = []
     model.train()
-    bar = tqdm(range(start, end), desc=desc, disable=not settings.progress or rank != 0, initial=start,
-               total=settings.steps)
+    bar = tqdm(
+        range(start, end),
+        desc=desc,
+        disable=not settings.progress or rank != 0,
+        initial=start,
+        total=settings.steps,
+    )
     for i in bar:
         x0, y = next(batches)
         batch_loss = loss(net, x0, y, draws)
@@ -273,7 +404,9 @@ def _check_model(model: nn.Module, schedule: Optional[Schedule], settings: Setti
             raise ValueError(f"schedule has T={schedule.T} but the model was built for T={model.T}")
 
 
-def _restore(resume: State, model: nn.Module, opt, sched, generator: torch.Generator, steps: int) -> int:
+def _restore(
+    resume: State, model: nn.Module, opt, sched, generator: torch.Generator, steps: int
+) -> int:
     """Load a checkpoint's state into the run; returns the step it had reached."""
     model.load_state_dict(resume["model"])
     opt.load_state_dict(resume["optimizer"])
@@ -281,12 +414,23 @@ def _restore(resume: State, model: nn.Module, opt, sched, generator: torch.Gener
     generator.set_state(resume["generator"])
     start = int(resume["step"])
     if not 0 <= start <= steps:
-        raise ValueError(f"resume: the checkpoint is at step {start}, outside a run of {steps} steps")
+        raise ValueError(
+            f"resume: the checkpoint is at step {start}, outside a run of {steps} steps"
+        )
     return start
 
 
-def _batches(data: Data, batch_size: int, generator: torch.Generator, device: torch.device, *, rank: int = 0,
-             world: int = 1, seed: int = 0, start_step: int = 0):
+def _batches(
+    data: Data,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    start_step: int = 0,
+):
     """Endless (x0, y) batches, this process's share of each global batch of ``batch_size`` rows.
 
     A mixture: fresh draws of the whole global batch from the shared ``generator`` (the same on
@@ -303,19 +447,22 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
     if y_all is not None and y_all.shape[0] != x_all.shape[0]:
         raise ValueError("data's x and y must have the same number of rows")
     local = batch_size // world
-    sampler = DistributedSampler(range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler = DistributedSampler(
+        range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
     per_epoch = len(sampler) // local
     if per_epoch < 1:
-        raise ValueError(f"batch_size {batch_size} is larger than the data set ({x_all.shape[0]} rows)")
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the data set ({x_all.shape[0]} rows)"
+        )
     epoch, skip = divmod(start_step, per_epoch)
     while True:
         sampler.set_epoch(epoch)
         order = torch.tensor(list(sampler))
         for k in range(skip, per_epoch):
-            idx = order[k * local:(k + 1) * local].to(x_all.device)
+            idx = order[k * local : (k + 1) * local].to(x_all.device)
             yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
         epoch, skip = epoch + 1, 0
-
 
 
 # ---- processes, checkpoints ------------------------------------------------------------------------
@@ -354,13 +501,18 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise ValueError(f"checkpoint {path} is corrupt or truncated: {err}") from None
-    missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(state if isinstance(state, dict) else ())
+    missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(
+        state if isinstance(state, dict) else ()
+    )
     if missing:
-        raise ValueError(f"checkpoint {path} is not a diffcourse training checkpoint (missing {sorted(missing)})")
+        raise ValueError(
+            f"checkpoint {path} is not a diffcourse training checkpoint (missing {sorted(missing)})"
+        )
     return state
 
 
 # ---- the command line: the labs' settings, on one device or many ------------------------------------
+
 
 def main(argv: Optional[List[str]] = None) -> Path:
     """``python -m diffcourse.train --config NAME [--steps N] [--out PATH] [--resume]``, alone or under
@@ -371,19 +523,43 @@ def main(argv: Optional[List[str]] = None) -> Path:
     from .device import get_device
 
     parser = argparse.ArgumentParser(prog="python -m diffcourse.train", description=main.__doc__)
-    parser.add_argument("--config", required=True, choices=recipes.names(aliases=True), metavar="NAME",
-                        help="the recipe: " + ", ".join(recipes.names(aliases=True)))
-    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's, by budget)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        choices=recipes.names(aliases=True),
+        metavar="NAME",
+        help="the recipe: " + ", ".join(recipes.names(aliases=True)),
+    )
+    parser.add_argument(
+        "--steps", type=int, help="training steps (default: the recipe's, by budget)"
+    )
     parser.add_argument("--batch-size", type=int, help="the global batch (default: the recipe's)")
-    parser.add_argument("--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every this many steps")
-    parser.add_argument("--stop-after", type=int, help="stop after this many steps, as if interrupted")
-    parser.add_argument("--seed", type=int, help="seeds both the initial weights and the training (default: the recipe's)")
+    parser.add_argument(
+        "--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint at --out"
+    )
+    parser.add_argument(
+        "--save-every", type=int, default=500, help="checkpoint every this many steps"
+    )
+    parser.add_argument(
+        "--stop-after", type=int, help="stop after this many steps, as if interrupted"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seeds both the initial weights and the training (default: the recipe's)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    recipe = recipes.get(args.config, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                         init_seed=args.seed)
+    recipe = recipes.get(
+        args.config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        init_seed=args.seed,
+    )
     out = args.out or Path("checkpoints") / f"{args.config}.pt"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -402,10 +578,18 @@ def main(argv: Optional[List[str]] = None) -> Path:
             resume = load_checkpoint(out, map_location=device)
             written_by = resume.get("config", {}).get("name")
             if recipes.ALIASES.get(written_by, written_by) != recipe.name:
-                raise ValueError(f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}")
+                raise ValueError(
+                    f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}"
+                )
         # the recipe seeds the initial weights, the same on every rank
-        recipe.train(device, progress=not args.no_progress, resume=resume, checkpoint=out,
-                     save_every=args.save_every, stop_after=args.stop_after)
+        recipe.train(
+            device,
+            progress=not args.no_progress,
+            resume=resume,
+            checkpoint=out,
+            save_every=args.save_every,
+            stop_after=args.stop_after,
+        )
         if rank == 0:
             print(f"checkpoint: {out}")
     finally:
