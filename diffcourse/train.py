@@ -49,7 +49,7 @@ def denoiser_loss(
     *,
     y: Optional[torch.Tensor] = None,
     drop: Optional[torch.Tensor] = None,
-    null_label: Optional[int] = None,
+    null_label: Union[int, torch.Tensor, None] = None,
 ) -> torch.Tensor:
     """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130), with condition dropout:
 
@@ -58,13 +58,14 @@ def denoiser_loss(
         loss = mean over the batch and the coordinates of (eps_theta(x_t, t, y) - eps)^2
 
     t uniform over the chain and eps ~ N(0, I) are drawn by the caller; ``y=None`` trains an
-    unconditional model."""
+    unconditional model. ``y`` is a label per row, or any condition with the batch first (a caption,
+    an image, chapter 10); ``null_label`` is then the null condition, shaped like ``y``."""
     x_t = q_sample(x0, t, schedule, eps)
     if y is None:
         eps_hat = model(x_t, t)
     else:
         if drop is not None:
-            y = torch.where(drop, null_label, y)
+            y = torch.where(drop.view(-1, *[1] * (y.ndim - 1)), null_label, y)
         eps_hat = model(x_t, t, y)
     return torch.mean((eps_hat - eps) ** 2)
 
@@ -138,14 +139,16 @@ def train_denoiser(
         config=config,
     )
     _check_model(model, schedule, settings)
-    conditional = getattr(model, "num_classes", 0) > 0
+    # a class label (num_classes > 0), or another condition whose null the model gives (chapter 10)
+    other_condition = callable(getattr(model, "null_condition", None))
+    conditional = getattr(model, "num_classes", 0) > 0 or other_condition
     if p_uncond is None:
         p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
     p_uncond = check_probability(p_uncond, "p_uncond")
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
     null_label = getattr(model, "null_label", None)
-    if p_uncond > 0 and null_label is None:
+    if p_uncond > 0 and null_label is None and not other_condition:
         raise ValueError(
             "model must have a null_label (the label that means no condition) to train with p_uncond > 0"
         )
@@ -160,15 +163,9 @@ def train_denoiser(
         if y is None:
             raise ValueError("data: a conditional model needs labelled data (x0, y)")
         drop = draw.uniform() < p_uncond  # drawn even at p_uncond = 0: one random stream
+        null = model.null_condition(y) if other_condition else null_label
         return denoiser_loss(
-            net,
-            x0,
-            t,
-            eps,
-            schedule,
-            y=y,
-            drop=drop if p_uncond > 0 else None,
-            null_label=null_label,
+            net, x0, t, eps, schedule, y=y, drop=drop if p_uncond > 0 else None, null_label=null
         )
 
     return fit(model, data, loss, settings, resume=resume, desc="training denoiser")
@@ -294,24 +291,29 @@ class Draws:
 
     def steps(self, T: int) -> torch.Tensor:
         """t uniform on 0..T-1, one per row."""
-        full = torch.randint(0, T, (self.batch_size,), generator=self.generator, device=self.device)
-        return full[self.rank :: self.world]
+        return self.draw((), "int", high=T)
 
     def normal(self, like: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like a row of ``like``, one per row."""
-        full = torch.randn(
-            (self.batch_size, *like.shape[1:]),
-            generator=self.generator,
-            device=self.device,
-            dtype=like.dtype,
-        )
-        return full[self.rank :: self.world]
+        return self.draw(tuple(like.shape[1:]), "normal", dtype=like.dtype)
 
     def uniform(self) -> torch.Tensor:
         """U(0, 1), one per row: condition dropout's coins."""
-        return torch.rand((self.batch_size,), generator=self.generator, device=self.device)[
-            self.rank :: self.world
-        ]
+        return self.draw((), "uniform")
+
+    def draw(
+        self, shape: Tuple[int, ...], kind: str, high: int = 0, dtype=torch.float32
+    ) -> torch.Tensor:
+        """A global batch of ``kind`` ("int": uniform on 0..high-1, "normal", "uniform"), each row of
+        ``shape``; this rank's rows."""
+        full = (self.batch_size, *shape)
+        if kind == "int":
+            out = torch.randint(0, high, full, generator=self.generator, device=self.device)
+        elif kind == "normal":
+            out = torch.randn(full, generator=self.generator, device=self.device, dtype=dtype)
+        else:
+            out = torch.rand(full, generator=self.generator, device=self.device)
+        return out[self.rank :: self.world]
 
 
 Loss = Callable[[nn.Module, torch.Tensor, Optional[torch.Tensor], Draws], torch.Tensor]
@@ -463,6 +465,47 @@ def _batches(
             idx = order[k * local : (k + 1) * local].to(x_all.device)
             yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
         epoch, skip = epoch + 1, 0
+
+
+# ---- the loop's earlier interface, kept for trainers written against it ------------------------------
+
+
+def _check_common(
+    model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int
+) -> None:
+    """The earlier checks of a trainer's common arguments (:class:`Settings` does them now)."""
+    _check_model(model, schedule, Settings(steps=steps, batch_size=batch_size))
+
+
+def _train(model, data, schedule, steps, batch_size, lr, seed, progress, warmup, desc, make_loss, resume,
+           checkpoint, save_every, stop_after, config) -> List[float]:  # fmt: skip
+    """:func:`fit` with the earlier interface, for code written against it: ``make_loss(net,
+    next_batch, draw)`` returns ``batch_loss()``, which takes this rank's (x0, y) from
+    ``next_batch()`` and its random inputs from ``draw(shape, kind, high=0, dtype)``
+    (:meth:`Draws.draw`). New trainers call :func:`fit` with a ``loss(net, x0, y, draws)``."""
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    held: Dict[str, object] = {}
+
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws: Draws
+    ) -> torch.Tensor:
+        held["batch"] = (x0, y)
+        if "batch_loss" not in held:
+            held["batch_loss"] = make_loss(net, lambda: held["batch"], draws.draw)
+        return held["batch_loss"]()
+
+    return fit(model, data, loss, settings, resume=resume, desc=desc)
 
 
 # ---- processes, checkpoints ------------------------------------------------------------------------

@@ -288,3 +288,65 @@ def test_settings_are_checked():
         train_denoiser(
             _model(), three_blobs(), cosine_schedule(50), 5, 512
         )  # settings are keyword-only
+
+
+def test_the_earlier_loop_interface_gives_the_same_weights():
+    """_train(..., make_loss, ...) (kept for trainers written against it) is fit() underneath."""
+    from diffcourse.schedules import q_sample
+    from diffcourse.train import _check_common, _train
+
+    s = cosine_schedule(50)
+
+    def make_loss(net, next_batch, draw):
+        def batch_loss():
+            x0, _ = next_batch()
+            t = draw((), "int", high=s.T)
+            eps = draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
+            return torch.mean((net(q_sample(x0, t, s, eps), t) - eps) ** 2)
+
+        return batch_loss
+
+    a, b = _model(), _model()
+    _check_common(a, s, 30, 64)
+    la = _train(
+        a, three_blobs(), s, 30, 64, 3e-3, 0, False, 100, "x", make_loss, None, None, 0, None, None
+    )
+    lb = train_denoiser(b, three_blobs(), s, 30, batch_size=64, lr=3e-3, progress=False)
+    assert la == lb and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        _check_common(a, s, 0, 64)
+
+
+def test_a_condition_other_than_a_label_drops_to_its_null():
+    """Chapter 10's conditions: a model with null_condition(c) trains with condition dropout, the
+    dropped rows' condition replaced by its null."""
+    from diffcourse.train import denoiser_loss
+
+    class CondNet(torch.nn.Module):
+        T = 50
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, x_t, t, c):
+            return self.lin(torch.cat([x_t, c], 1))
+
+        def null_condition(self, c):
+            return torch.zeros_like(c)
+
+    s = cosine_schedule(50)
+    torch.manual_seed(0)
+    net = CondNet()
+    g = torch.Generator().manual_seed(0)
+    x0, eps, c = (torch.randn(4, 2, generator=g) for _ in range(3))
+    t, drop = torch.tensor([1, 2, 3, 4]), torch.tensor([True, False, False, True])
+    kept = torch.where(drop[:, None], torch.zeros_like(c), c)
+    a = s.alpha_bar.float()[t][:, None]
+    by_hand = ((net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, kept) - eps) ** 2).mean()
+    got = denoiser_loss(net, x0, t, eps, s, y=c, drop=drop, null_label=net.null_condition(c))
+    torch.testing.assert_close(got, by_hand)
+    losses = train_denoiser(
+        net, (torch.randn(64, 2), torch.randn(64, 2)), s, 5, batch_size=16, progress=False
+    )
+    assert len(losses) == 5
