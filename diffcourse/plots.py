@@ -2,6 +2,7 @@
 grids of images with one row per class, and both as animations a reader scrubs with a slider
 (frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
 :func:`animate_images`)."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,9 @@ from .checks import check_int, check_real
 from .mixture import GaussianMixture
 
 
-def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
-                 alpha_bar: Optional[float] = None):
+def density_grid(
+    mixture: GaussianMixture, lim: float = 3.5, cells: int = 200, alpha_bar: Optional[float] = None
+):
     """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour`` or
     ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
     x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
@@ -37,9 +39,17 @@ def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
     return gx.cpu(), gy.cpu(), p.cpu()
 
 
-def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
-                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None,
-                         filled: bool = False) -> None:
+def samples_over_density(
+    ax,
+    grid,
+    x: torch.Tensor,
+    y: Optional[torch.Tensor] = None,
+    title: str = "",
+    per_class: int = 600,
+    lim: float = 3.5,
+    color: Optional[str] = None,
+    filled: bool = False,
+) -> None:
     """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
     the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
     ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
@@ -50,12 +60,18 @@ def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = 
     else:
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
     if y is None:
-        ax.scatter(*x[:per_class].T, s=1 if filled else 2, alpha=0.3 if filled else 0.6,
-                   color=color or ("k" if filled else "C0"))
+        ax.scatter(
+            *x[:per_class].T,
+            s=1 if filled else 2,
+            alpha=0.3 if filled else 0.6,
+            color=color or ("k" if filled else "C0"),
+        )
     else:
         y = y.cpu()
         for c in torch.unique(y).tolist():
-            ax.scatter(*x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}")
+            ax.scatter(
+                *x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}"
+            )
     ax.set_title(title, fontsize=9)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -66,17 +82,28 @@ def _tiles(x: torch.Tensor, rows: int):
     n, _, h, w = x.shape
     cols = n // rows
     tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)
-    return tiles.reshape(rows, cols, h + 2, w + 2).permute(0, 2, 1, 3).reshape(rows * (h + 2), cols * (w + 2)).numpy()
+    return (
+        tiles.reshape(rows, cols, h + 2, w + 2)
+        .permute(0, 2, 1, 3)
+        .reshape(rows * (h + 2), cols * (w + 2))
+        .numpy()
+    )
 
 
-def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None) -> None:
+def image_grid(
+    ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None
+) -> None:
     """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
     r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
     if x.ndim != 4 or x.shape[1] != 1 or rows < 1 or x.shape[0] % rows:
-        raise ValueError(f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
+        )
     h = x.shape[2]
     ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
+    ax.set_yticks(
+        [(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7
+    )
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
 
@@ -119,7 +146,9 @@ class FrameCollector:
         if not isinstance(x0, torch.Tensor):
             raise TypeError(f"x0 must be a tensor, got {type(x0).__name__}")
         if self.x_t and x0.shape != self.x_t[-1].shape:
-            raise ValueError(f"x0 has shape {tuple(x0.shape)}, the frames {tuple(self.x_t[-1].shape)}")
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)}, the frames {tuple(self.x_t[-1].shape)}"
+            )
         x0 = x0.detach().to("cpu", torch.float32, copy=True)
         self.times.append(0)
         self.x_t.append(x0)
@@ -150,9 +179,17 @@ class JSAnimation:
 
 # matplotlib's controls draw their icons with Font Awesome from a CDN; offline that request fails
 # and the buttons are blank. Plain characters instead (each button keeps its title and aria-label).
-_ICONS = {"fa-minus": "&minus;", "fa-fast-backward": "&#8676;", "fa-step-backward": "&lsaquo;",
-          "fa-play fa-flip-horizontal": "&#9664;", "fa-pause": "&#10074;&#10074;", "fa-play": "&#9654;",
-          "fa-step-forward": "&rsaquo;", "fa-fast-forward": "&#8677;", "fa-plus": "+"}
+_ICONS = {
+    "fa-minus": "&minus;",
+    "fa-fast-backward": "&#8676;",
+    "fa-step-backward": "&lsaquo;",
+    "fa-play fa-flip-horizontal": "&#9664;",
+    "fa-pause": "&#10074;&#10074;",
+    "fa-play": "&#9654;",
+    "fa-step-forward": "&rsaquo;",
+    "fa-fast-forward": "&#8677;",
+    "fa-plus": "+",
+}
 
 
 _FRAME = re.compile(r'(frames\[\d+\] = "data:image/png;base64,)((?:[^"\\]|\\\n)*)(")')
@@ -165,7 +202,9 @@ def _small_png(match: "re.Match", colors: int = 48) -> str:
 
     raw = base64.b64decode(match.group(2).replace("\\\n", ""))
     out = io.BytesIO()
-    Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colors).save(out, "png", optimize=True)
+    Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colors).save(
+        out, "png", optimize=True
+    )
     return match.group(1) + base64.b64encode(out.getvalue()).decode("ascii") + match.group(3)
 
 
@@ -174,12 +213,18 @@ def _offline_html(html: str) -> str:
     Font Awesome <link> to a CDN dropped and each icon replaced by a character."""
     html, frames = _FRAME.subn(_small_png, html)
     if not frames:
-        raise RuntimeError("matplotlib's animation HTML has changed: update diffcourse.plots._FRAME")
-    html, links = re.subn(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._FRAME"
+        )
+    html, links = re.subn(
+        r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html
+    )
     for name, char in _ICONS.items():
         html = html.replace(f'<i class="fa {name}"></i>', char)
     if links != 1 or "<i class=" in html or re.search(r'(src|href)="(https?:)?//', html):
-        raise RuntimeError("matplotlib's animation HTML has changed: update diffcourse.plots._offline_html")
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._offline_html"
+        )
     return html
 
 
@@ -193,20 +238,28 @@ def _pick(n: int, max_frames: int) -> list:
 def _check_panels(panels, ndim: int, what: str) -> list:
     """The panels as (title, list of frames): a non-empty mapping, equal frame counts and shapes."""
     if not isinstance(panels, dict) or not panels:
-        raise TypeError(f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}")
+        raise TypeError(
+            f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}"
+        )
     out = []
     for title, frames in panels.items():
         if isinstance(frames, FrameCollector):
             frames = frames.x_t
         frames = list(frames)
         if not frames or not all(isinstance(f, torch.Tensor) for f in frames):
-            raise TypeError(f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors")
+            raise TypeError(
+                f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors"
+            )
         if frames[0].ndim != ndim or any(f.shape != frames[0].shape for f in frames):
-            raise ValueError(f"panels[{title!r}]: every frame must be {what} of one shape, "
-                             f"got {[tuple(f.shape) for f in frames[:3]]}...")
+            raise ValueError(
+                f"panels[{title!r}]: every frame must be {what} of one shape, "
+                f"got {[tuple(f.shape) for f in frames[:3]]}..."
+            )
         out.append((str(title), frames))
     if len({len(f) for _, f in out}) != 1:
-        raise ValueError(f"panels must hold the same number of frames, got {[len(f) for _, f in out]}")
+        raise ValueError(
+            f"panels must hold the same number of frames, got {[len(f) for _, f in out]}"
+        )
     return out
 
 
@@ -257,8 +310,17 @@ def _time_label(times: Optional[list], i: int, n: int) -> str:
     return "t = 0: the samples" if times[i] == 0 else f"t = {times[i]}"
 
 
-def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=None, max_frames: int = 30,
-                    per_class: int = 120, lim: float = 3.5, dpi: int = 80, interval: int = 150) -> JSAnimation:
+def animate_samples(
+    panels: dict,
+    grid,
+    y: Optional[torch.Tensor] = None,
+    times=None,
+    max_frames: int = 30,
+    per_class: int = 120,
+    lim: float = 3.5,
+    dpi: int = 80,
+    interval: int = 150,
+) -> JSAnimation:
     """2-D samples travelling from noise to data, one panel per run side by side (for instance
     one per gamma, from the same starting noise), over the contour lines of ``grid``.
 
@@ -282,9 +344,19 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
     import matplotlib.pyplot as plt
 
     labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
-    keep = [(c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()]
-    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs) + 0.3, 2.6), dpi=dpi, squeeze=False,
-                             sharex=True, sharey=True, constrained_layout=True)
+    keep = [
+        (c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()
+    ]
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(2.2 * len(runs) + 0.3, 2.6),
+        dpi=dpi,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
     dots = []
     for ax, (title, frames) in zip(axes[0], runs):
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
@@ -292,8 +364,14 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_aspect("equal")
-        dots.append([ax.scatter(*frames[0][idx].T, s=4, alpha=0.7,
-                                color=f"C{c}" if y is not None else "C0") for c, idx in keep])
+        dots.append(
+            [
+                ax.scatter(
+                    *frames[0][idx].T, s=4, alpha=0.7, color=f"C{c}" if y is not None else "C0"
+                )
+                for c, idx in keep
+            ]
+        )
     axes[0][0].set_ylabel("$x_2$")
     caption = fig.suptitle("", fontsize=10)
 
@@ -307,8 +385,15 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
     return _to_html(fig, update, _pick(n, max_frames), interval)
 
 
-def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[list] = None,
-                   max_frames: int = 30, dpi: int = 72, interval: int = 150) -> JSAnimation:
+def animate_images(
+    panels: dict,
+    rows: int,
+    times=None,
+    row_labels: Optional[list] = None,
+    max_frames: int = 30,
+    dpi: int = 72,
+    interval: int = 150,
+) -> JSAnimation:
     """Image grids denoising step by step, one panel per entry of ``panels`` side by side (for
     instance ``{"x_t": keep.x_t, "x0_hat": keep.x0_hat}`` from one :class:`FrameCollector`).
 
@@ -330,8 +415,14 @@ def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[lis
 
     cols = shape[0] // rows
     width = max(2.0, 0.28 * cols + 0.6)
-    fig, axes = plt.subplots(1, len(runs), figsize=(width * len(runs), 0.28 * rows + 0.9), dpi=dpi,
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(width * len(runs), 0.28 * rows + 0.9),
+        dpi=dpi,
+        squeeze=False,
+        constrained_layout=True,
+    )
     shown = []
     for ax, (title, frames) in zip(axes[0], runs):
         image_grid(ax, frames[0], rows, title=title, row_labels=row_labels)
