@@ -56,7 +56,7 @@ ANIMATED_PAGES: list[str] = []
 # empties the list; the summary printed after the run lists every wide block on every page.
 WIDE_CODE_PAGES: set[str] = {
     "book/00_welcome", "book/01_diffusion", "book/02_conditional", "book/04_classifier_guidance",
-    "book/05_classifier_free_guidance", "book/09_exercises", "book/appendix_scaling",
+    "book/05_classifier_free_guidance", "book/09_exercises",
     "notebooks/01_diffusion", "notebooks/02_conditional", "notebooks/03_bayes_scores",
     "notebooks/04_classifier_guidance", "notebooks/05_classifier_free_guidance",
     "notebooks/06_what_guidance_samples", "notebooks/07_guidance_on_images", "notebooks/08_fewer_steps",
