@@ -12,6 +12,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import checks
@@ -134,7 +135,10 @@ class MLPDenoiser(_NullLabel, nn.Module):
             uniq, inverse = torch.unique(key, return_inverse=True)
         else:
             uniq, inverse = key, None
-        rows = (lambda v: v) if inverse is None else (lambda v: v[inverse])  # noqa: E731
+        # Rows are gathered with an embedding lookup, not v[inverse]: on the CPU the backward of
+        # advanced indexing accumulates in an order that changes from run to run with several
+        # threads (weights differed by ~1e-7), while the embedding's backward is deterministic.
+        rows = (lambda v: v) if inverse is None else (lambda v: F.embedding(inverse, v))  # noqa: E731
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
         emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T).to(w.dtype))
         label_shift = None
