@@ -118,7 +118,7 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
     unet = dict(data="digits", schedule=("linear", 1000), model="UNet", trainer="denoiser", batch_size=128, lr=1e-3,
                 model_args=dict(channels=1, size=8, T=1000, num_classes=10, width=pick(32, 64)))
     specs = {
-        "ch1-denoiser": dict(two_d, data="two_moons", model_args=mlp,
+        "ch1-denoiser": dict(two_d, data="two_moons", model_args=mlp, batch_size=pick(256, 512),
                              description="chapter 1: the unconditional denoiser of the two moons"),
         "ch2-weak": dict(two_d, data="checkerboard", p_uncond=0.0,
                          model_args=dict(mlp, num_classes=2, label_pathway="output"),
