@@ -175,7 +175,11 @@ class GaussianMixture:
         return lj.masked_fill(~self._member[labels], float("-inf"))
 
     def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
-        """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N]."""
+        """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N].
+
+        With :meth:`class_log_posterior` and :attr:`class_weights` this is Bayes' rule in log form,
+        log p(x|y) = log p(x) + log p(y|x) - log p(y) (Luo eq. 163-164 before the gradient).
+        """
         x = self._check_x(x)
         labels = None if y is None else self._check_y(y, x.shape[0])
         out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
@@ -199,7 +203,11 @@ class GaussianMixture:
         return (resp[..., None] * comp_scores).sum(1)
 
     def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(y|x) for every class: [N, C] (Bayes' rule over the components)."""
+        """log p(y|x) for every class: [N, C] (Bayes' rule over the components).
+
+        The classifier term of Bayes' rule in log form, log p(x|y) = log p(x) + log p(y|x) - log p(y)
+        (Luo eq. 163-164); its gradient is the classifier gradient of eq. 165.
+        """
         x = self._check_x(x)
         lj = self._component_log_joint(x)  # [N, K]
         per_class = torch.logsumexp(
@@ -222,7 +230,10 @@ class GaussianMixture:
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
         """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: again a mixture,
-        with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I."""
+        with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I.
+
+        Weights and labels are kept: noise never touches the label, so the class shares p(y) are the
+        same at every t, and grad log p(y) = 0 (the last term of Luo eq. 164)."""
         if isinstance(alpha_bar, torch.Tensor) and alpha_bar.numel() == 1:
             alpha_bar = alpha_bar.item()
         a = check_real(alpha_bar, "alpha_bar", low=0, high=1, low_open=True)

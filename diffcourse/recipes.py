@@ -159,6 +159,7 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             two_d,
             data="two_moons",
             model_args=mlp,
+            batch_size=pick(256, 512),
             description="chapter 1: the unconditional denoiser of the two moons",
         ),
         "ch2-weak": dict(

@@ -288,3 +288,21 @@ def test_exact_cfg_is_eq170_of_the_exact_predictors():
         exact_cfg_eps_fn(mix, s, None, 2.0)
     with pytest.raises(ValueError, match="gamma"):
         exact_cfg_eps_fn(mix, s, 0, -2.0)
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.05])
+def test_bayes_rule_in_log_form_eq163_eq164(alpha_bar):
+    """Luo eq. 163-164 on a mixture with unequal class shares and several components per class:
+    log p(x|y) = log p(x) + log p(y|x) - log p(y) point by point; its gradient term by term, each
+    by autograd of its own log term (grad log p(y) = 0); and p(y) unchanged by the noise."""
+    base = random_mixture(3, (3, 1, 2), seed=5)
+    mix = base.diffuse(alpha_bar)
+    assert torch.equal(mix.class_weights, base.class_weights)
+    assert (mix.class_weights.max() - mix.class_weights.min()).item() > 0.05
+    x = 2.0 * torch.randn(60, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(6))
+    post = lambda z: mix.class_log_posterior(z).gather(1, y[:, None])[:, 0]  # noqa: E731
+    log_py = mix.class_weights.log()[y]
+    assert close(mix.log_prob(x) + post(x) - log_py, mix.log_prob(x, y), rtol=1e-12)
+    lhs = autograd_score(lambda z: mix.log_prob(z, y), x)
+    assert close(autograd_score(mix.log_prob, x) + autograd_score(post, x), lhs)
