@@ -272,3 +272,35 @@ def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Ten
         values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
     values = torch.tensor(values)
     return FrechetFloor(values.mean().item(), values.std().item(), values)
+
+
+@torch.no_grad()
+def relative_grad_error(grad_for: Callable[[torch.Tensor], Callable], mixture: GaussianMixture,
+                        schedule: Schedule, steps: Sequence[int], n: int = 6000, seed: int = 0) -> torch.Tensor:
+    """At each step t: RMS |g - g*| / RMS |g*| over labelled x_t from the forward process, where g* is
+    the exact classifier gradient grad log p_t(y | x_t) (Luo eq. 165-167) at the point's own label y
+    and g the one under test. Chapters 4 and 5's measure of a learned classifier's gradient.
+
+    ``grad_for(y)`` returns the gradient under test for labels ``y`` as ``grad_fn(x_t, t)``:
+    ``functools.partial(guidance.classifier_grad_fn, classifier)`` for an explicit noise-aware
+    classifier, ``lambda y: guidance.implicit_classifier_grad_fn(model.eps_fn(y), model.eps_fn(),
+    schedule)`` for the implicit classifier of a classifier-free network. The same ``seed`` gives
+    the same x_t, so two classifiers are compared on the same points.
+    """
+    check_callable(grad_for, "grad_for")
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    device = mixture.device
+    out = []
+    for step in steps:
+        x0, y = mixture.sample(n, generator=gen)
+        t = torch.full((n,), int(step), dtype=torch.long)
+        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(device)
+        exact = mixture.diffuse(float(schedule.alpha_bar[int(step)])).classifier_grad(x_t, y)
+        probe = x_t.float()
+        g = grad_for(y.to(probe.device))(probe, t.to(probe.device)).to(exact.dtype)
+        out.append(((g - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt().item())
+    return torch.tensor(out)
