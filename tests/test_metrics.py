@@ -228,3 +228,53 @@ def test_relative_grad_error_bad_input():
         relative_grad_error(lambda y: None, mix, s, [50])
     with pytest.raises(ValueError, match="n"):
         relative_grad_error(lambda y: None, mix, s, [0], n=0)
+
+
+# ---- several samplers against one target law (chapter 6) ------------------------------------------------
+
+from diffcourse.metrics import distances_to_exact, tilted_draw  # noqa: E402
+from diffcourse.mixture import sample_tilted  # noqa: E402
+
+
+def test_distances_to_exact_equal_distance_to_exact_one_by_one():
+    mix = three_blobs()
+    draw = tilted_draw(mix, 0, 3.0)
+    sets = {"tilted": sample_tilted(mix, 0, 3.0, 600, generator=torch.Generator().manual_seed(1)),
+            "p(x|y)": mix.sample(600, 0, generator=torch.Generator().manual_seed(2))[0]}
+    together = distances_to_exact(sets, draw, seed=3)
+    for name, x in sets.items():
+        assert together[name] == distance_to_exact(x, draw, seed=3)
+    assert together["p(x|y)"]["ratio"] > together["tilted"]["ratio"]
+
+
+def test_distances_to_exact_bad_input():
+    draw = mixture_draw(three_blobs(), 0)
+    with pytest.raises(TypeError, match="samples"):
+        distances_to_exact({}, draw)
+    with pytest.raises(ValueError, match="samples"):
+        distances_to_exact({"a": torch.zeros(10, 2), "b": torch.zeros(12, 2)}, draw)
+    with pytest.raises(TypeError, match="draw"):
+        distances_to_exact({"a": torch.zeros(10, 2)}, "draw")
+
+
+from diffcourse.guidance import classifier_free_eps_fn  # noqa: E402
+from diffcourse.metrics import relative_eps_error  # noqa: E402
+from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
+
+
+def test_relative_eps_error_against_the_exact_predictors():
+    mix, s = three_blobs(), cosine_schedule(40)
+    exact_for = lambda y: exact_eps_fn(mix, s, y)  # noqa: E731
+    same = relative_eps_error(exact_for, exact_for, mix, s, [0, 20, 39], n=300)
+    assert (same == 0).all()
+    scaled = relative_eps_error(lambda y: (lambda x, t: 1.1 * exact_for(y)(x, t)), exact_for, mix, s, [5, 30], n=300)
+    assert torch.allclose(scaled, torch.full((2,), 0.1), atol=1e-5)
+    # eq. 170 at gamma = 3 against the unconditional predictor: an error that grows with gamma
+    guided = relative_eps_error(lambda y: exact_cfg_eps_fn(mix, s, y, 3.0),
+                                lambda y: classifier_free_eps_fn(exact_for(y), exact_eps_fn(mix, s), 2.0),
+                                mix, s, [10], n=300)
+    assert guided.item() > 0.01
+    with pytest.raises(TypeError, match="reference_for"):
+        relative_eps_error(exact_for, None, mix, s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        relative_eps_error(exact_for, exact_for, mix, s, [40])
