@@ -452,3 +452,24 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
         return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)  # untouched rows: no round trip
 
     return thresholded
+
+
+# ---- the implicit classifier of classifier-free guidance (chapter 5) ---------------------------------
+
+def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) -> Fn:
+    """The classifier gradient a classifier-free model holds without any classifier (Luo eq. 167,
+    grad log p(y|x_t) = grad log p(x_t|y) - grad log p(x_t)), in noise form, as ``grad_fn(x_t, t)``:
+
+        grad log p_t(y | x_t) = (eps(x_t, t, null) - eps(x_t, t, y)) / sqrt(1 - alpha_bar_t).
+
+    ``cond_fn``/``uncond_fn`` are the two noise predictors (a network's two branches, or the exact
+    ones of a mixture). It plugs into :func:`classifier_guided_eps_fn` like a learned classifier's
+    gradient, and classifier guidance driven by it is classifier-free guidance (eqs. 168-170): the
+    sigma_t here cancels the one there.
+    """
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
+
+    def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / _gather(sigma, t, x_t)
+    return grad_fn

@@ -14,7 +14,7 @@ from .checks import (
     check_schedule,
     check_tensor,
 )
-from .mixture import GaussianMixture, Label
+from .mixture import GaussianMixture, Label, sample_tilted
 from .schedules import Schedule, q_sample
 from .targets import eps_to_score
 
@@ -341,3 +341,94 @@ def frechet_floor(
         )
     values = torch.tensor(values)
     return FrechetFloor(values.mean().item(), values.std().item(), values)
+
+
+@torch.no_grad()
+def relative_grad_error(grad_for: Callable[[torch.Tensor], Callable], mixture: GaussianMixture,
+                        schedule: Schedule, steps: Sequence[int], n: int = 6000, seed: int = 0) -> torch.Tensor:
+    """At each step t: RMS |g - g*| / RMS |g*| over labelled x_t from the forward process, where g* is
+    the exact classifier gradient grad log p_t(y | x_t) (Luo eq. 165-167) at the point's own label y
+    and g the one under test. Chapters 4 and 5's measure of a learned classifier's gradient.
+
+    ``grad_for(y)`` returns the gradient under test for labels ``y`` as ``grad_fn(x_t, t)``:
+    ``functools.partial(guidance.classifier_grad_fn, classifier)`` for an explicit noise-aware
+    classifier, ``lambda y: guidance.implicit_classifier_grad_fn(model.eps_fn(y), model.eps_fn(),
+    schedule)`` for the implicit classifier of a classifier-free network. The same ``seed`` gives
+    the same x_t, so two classifiers are compared on the same points.
+    """
+    check_callable(grad_for, "grad_for")
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    device = mixture.device
+    out = []
+    for step in steps:
+        x0, y = mixture.sample(n, generator=gen)
+        t = torch.full((n,), int(step), dtype=torch.long)
+        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(device)
+        exact = mixture.diffuse(float(schedule.alpha_bar[int(step)])).classifier_grad(x_t, y)
+        probe = x_t.float()
+        g = grad_for(y.to(probe.device))(probe, t.to(probe.device)).to(exact.dtype)
+        out.append(((g - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt().item())
+    return torch.tensor(out)
+
+
+def distances_to_exact(samples: Mapping[str, torch.Tensor], draw: Draw, repeats: int = 5, projections: int = 256,
+                       seed: int = 0) -> Dict[str, Dict[str, float]]:
+    """:func:`distance_to_exact` for several sets of samples of one size against the same exact
+    draws: ``{name: {"distance", "floor", "ratio"}}``, each entry equal to
+    ``distance_to_exact(samples[name], draw, repeats, projections, seed)``, with the exact draws and
+    the floor computed once instead of once per set (several samplers against one target law)."""
+    if not isinstance(samples, Mapping) or not samples:
+        raise TypeError(f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}")
+    for name, x in samples.items():
+        check_tensor(x, f"samples[{name!r}]", floating=True, ndim=2)
+    check_callable(draw, "draw")
+    first = next(iter(samples.values()))
+    if any(x.shape != first.shape or x.dtype != first.dtype for x in samples.values()):
+        raise ValueError("samples: every set must have the same shape and dtype")
+    n = first.shape[0]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    ref, ref2, ref3 = (draw(n, gen).to(first.dtype).cpu() for _ in range(3))
+    floor = sample_distance(ref2, ref3, repeats, projections, seed)
+    out = {}
+    for name, x in samples.items():
+        distance = sample_distance(x.cpu(), ref, repeats, projections, seed)
+        out[name] = {"distance": distance, "floor": floor, "ratio": distance / floor}
+    return out
+
+
+def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
+    """``draw(n, generator)`` for :func:`distance_to_exact`: exact draws from the tilted law
+    p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (:func:`~diffcourse.mixture.sample_tilted`)."""
+    return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
+
+
+@torch.no_grad()
+def relative_eps_error(eps_for: Callable[[torch.Tensor], Callable], reference_for: Callable[[torch.Tensor], Callable],
+                       mixture: GaussianMixture, schedule: Schedule, steps: Sequence[int], n: int = 3000,
+                       seed: int = 0) -> torch.Tensor:
+    """At each step t: RMS(eps - eps_ref) / RMS(eps_ref) over labelled x_t from the forward process,
+    where ``eps_for(y)`` and ``reference_for(y)`` return noise predictors ``eps_fn(x_t, t)`` for the
+    points' own labels y (a network's branch, a guided predictor, and the exact one for the same
+    labels). Both convert to scores by the same factor -1/sqrt(1 - alpha_bar_t), so this is also the
+    relative error of their scores. The same ``seed`` gives the same points."""
+    check_callable(eps_for, "eps_for")
+    check_callable(reference_for, "reference_for")
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    out = []
+    for step in steps:
+        x0, y = mixture.sample(n, generator=gen)
+        t = torch.full((n,), int(step), dtype=torch.long)
+        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(mixture.device).float()
+        t, y = t.to(x_t.device), y.to(x_t.device)
+        ref = reference_for(y)(x_t, t)
+        err = eps_for(y)(x_t, t).to(ref.dtype) - ref
+        out.append((err.pow(2).mean() / ref.pow(2).mean()).sqrt().item())
+    return torch.tensor(out)

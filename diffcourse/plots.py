@@ -1,8 +1,8 @@
 """The course's recurring pictures: samples over the contour lines of a 2-D mixture's density,
 grids of images with one row per class, and both as animations a reader scrubs with a slider
 (frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
-:func:`animate_images`)."""
-
+:func:`animate_images`); the labs' curves against t or gamma (:func:`line_plot`) and grids of
+sample panels (:func:`samples_grid`)."""
 from __future__ import annotations
 
 import base64
@@ -436,3 +436,64 @@ def animate_images(
         return shown + [caption]
 
     return _to_html(fig, update, _pick(n, max_frames), interval)
+
+def line_plot(x, curves, xlabel: str, ylabel: str, title: str = "", logx: bool = False, logy: bool = False,
+              ax=None, styles=None, figsize=(6.5, 4.0)):
+    """``curves`` (label -> values over ``x``) as labelled lines with a legend, on ``ax`` or on a new
+    figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
+    format string, e.g. "--o") where wanted. Returns the axes. The labs' curves against t or gamma."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(curves, dict) or not curves:
+        raise TypeError(f"curves must be a non-empty dict label -> values, got {type(curves).__name__}")
+    for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    x = [float(v) for v in x]
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    for label, values in curves.items():
+        values = [float(v) for v in values]
+        if len(values) != len(x):
+            raise ValueError(f"curves[{label!r}] has {len(values)} values for {len(x)} x values")
+        ax.plot(x, values, (styles or {}).get(label, "-"), label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def samples_grid(grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2):
+    """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
+    {panel title: samples [N, 2]}, the same number of panels in every row), over ``grid``'s contour
+    lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
+    the top-right panel carries the legend; without, each row has its own colour. The outer axes
+    are labelled x_1 and x_2. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(rows, dict) or not rows or not all(isinstance(r, dict) and r for r in rows.values()):
+        raise TypeError("rows must be a non-empty dict row name -> non-empty dict title -> samples")
+    cols = {len(r) for r in rows.values()}
+    if len(cols) != 1:
+        raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
+    cols = cols.pop()
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, size * len(rows) + 0.4), sharex=True,
+                             sharey=True, squeeze=False)
+    for i, panels in enumerate(rows.values()):
+        for j, (title, x) in enumerate(panels.items()):
+            samples_over_density(axes[i, j], grid, x, y, title, per_class=per_class,
+                                 color=None if y is not None else f"C{i}")
+    for ax in axes[-1]:
+        ax.set_xlabel("$x_1$")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("$x_2$")
+    if y is not None:
+        axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -47,7 +47,7 @@ WIDTHS = [VIEWPORT["width"], PHONE["width"]]
 # Pages that must show an animation (diffcourse.plots.animate_samples / animate_images). The lead
 # adds each page here when its lab's animation cell lands. Every animation found on any page is
 # checked whether listed or not.
-ANIMATED_PAGES: list[str] = []
+ANIMATED_PAGES: list[str] = ["notebooks/05_classifier_free_guidance"]
 
 # Pages whose code cells, code blocks or printed outputs are still wider than the page's code box
 # at 1280 pixels (lab lines over 79 columns, padded text tables, long lines in the chapters' code
@@ -56,10 +56,9 @@ ANIMATED_PAGES: list[str] = []
 # empties the list; the summary printed after the run lists every wide block on every page.
 WIDE_CODE_PAGES: set[str] = {
     "book/00_welcome", "book/01_diffusion", "book/02_conditional", "book/04_classifier_guidance",
-    "book/05_classifier_free_guidance", "book/09_exercises",
+    "book/09_exercises",
     "notebooks/01_diffusion", "notebooks/02_conditional", "notebooks/03_bayes_scores",
-    "notebooks/04_classifier_guidance", "notebooks/05_classifier_free_guidance",
-    "notebooks/06_what_guidance_samples", "notebooks/07_guidance_on_images", "notebooks/08_fewer_steps",
+    "notebooks/04_classifier_guidance", "notebooks/07_guidance_on_images", "notebooks/08_fewer_steps",
 }
 
 # Searches run on the search page; their results (titles and excerpts) must show no TeX.

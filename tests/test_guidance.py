@@ -572,3 +572,41 @@ def test_classifier_guided_eps_fn_is_eq166_in_noise_form(gamma):
         a = float(s.alpha_bar[step])
         ref = -((1 - a) ** 0.5) * _tilted_score(mix.diffuse(a), x, 1, gamma)
         assert ((guided(x, t) - ref).abs().max() / ref.abs().max()).item() < 1e-8
+# ---- the implicit classifier (chapter 5) -----------------------------------------------------------------
+
+from diffcourse.guidance import implicit_classifier_grad_fn  # noqa: E402
+
+
+def test_eq167_implicit_classifier_of_exact_predictors_is_the_exact_classifier_gradient():
+    mix = random_mixture(3, (2, 1, 2), seed=5)
+    s = cosine_schedule(30)
+    x, t = torch.randn(9, 3, dtype=torch.float64), torch.tensor([0, 2, 5, 9, 14, 18, 22, 26, 29])
+    for c in range(mix.num_classes):
+        implicit = implicit_classifier_grad_fn(exact_eps_fn(mix, s, c), exact_eps_fn(mix, s), s)(x, t)
+        exact = exact_classifier_grad_fn(mix, s, c)(x, t)
+        assert torch.allclose(implicit, exact, rtol=1e-8, atol=1e-10)
+
+
+def test_eq168_to_170_classifier_guidance_with_the_implicit_classifier_is_cfg():
+    """Eq. 167 into eq. 166 in noise form: the sigma_t of the implicit classifier cancels the one of
+    classifier guidance, leaving gamma eps_c + (1 - gamma) eps_u, at every gamma (not only 0 and 1)."""
+    model, s = _cfg_model(), cosine_schedule(20)
+    x, t = torch.randn(12, 2), torch.arange(12) + 4
+    y = torch.tensor([0, 1, 2] * 4)
+    implicit = implicit_classifier_grad_fn(model.eps_fn(y), model.eps_fn(), s)
+    with torch.no_grad():
+        cond, uncond = model(x, t, y), model(x, t, None)
+        for gamma in (0.5, 2.5, 4.0, 8.0):
+            cg = classifier_guided_eps_fn(model.eps_fn(), implicit, s, gamma)(x, t)
+            assert torch.allclose(cg, gamma * cond + (1 - gamma) * uncond, rtol=1e-5, atol=1e-5)
+            assert torch.allclose(cg, batched_cfg_eps_fn(model, y, gamma)(x, t), rtol=1e-5, atol=1e-5)
+
+
+def test_implicit_classifier_bad_input():
+    model, s = _cfg_model(), cosine_schedule(20)
+    with pytest.raises(TypeError, match="cond_fn"):
+        implicit_classifier_grad_fn("model", model.eps_fn(), s)
+    with pytest.raises(TypeError, match="uncond_fn"):
+        implicit_classifier_grad_fn(model.eps_fn(), None, s)
+    with pytest.raises(TypeError, match="schedule"):
+        implicit_classifier_grad_fn(model.eps_fn(), model.eps_fn(), 20)

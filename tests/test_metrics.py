@@ -202,3 +202,97 @@ def test_frechet_floor_of_features():
     assert far.mean > floor.mean + 2.5  # a shift of 1 per feature adds 3
     with pytest.raises(ValueError, match="n"):
         frechet_floor(Judge(), pool, ref, n=401)
+
+
+# ---- the gradient of a classifier against the exact one (chapters 4 and 5) -------------------------------
+
+from functools import partial  # noqa: E402
+
+from diffcourse.guidance import classifier_grad_fn, implicit_classifier_grad_fn  # noqa: E402
+from diffcourse.metrics import relative_grad_error  # noqa: E402
+from diffcourse.mixture import exact_classifier_grad_fn  # noqa: E402
+from diffcourse.models import MLPClassifier  # noqa: E402
+
+
+def test_relative_grad_error_zero_for_exact_gradients_and_one_for_none():
+    mix = three_blobs(dtype=torch.float64)
+    s = cosine_schedule(50)
+    exact = relative_grad_error(lambda y: exact_classifier_grad_fn(mix, s, y), mix, s, [0, 20, 45], n=400)
+    assert (exact < 1e-5).all()
+    implicit = relative_grad_error(lambda y: implicit_classifier_grad_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), s),
+                                   mix, s, [0, 20, 45], n=400)
+    assert (implicit < 1e-4).all()
+    none = relative_grad_error(lambda y: (lambda x, t: torch.zeros_like(x)), mix, s, [5, 30], n=400)
+    assert torch.allclose(none, torch.ones(2, dtype=none.dtype), atol=1e-6)
+    scaled = relative_grad_error(lambda y: (lambda x, t: 1.1 * exact_classifier_grad_fn(mix, s, y)(x, t)), mix, s,
+                                 [10], n=400)
+    assert abs(scaled.item() - 0.1) < 1e-5                      # a 10% error in scale reads as 0.1
+
+
+def test_relative_grad_error_same_points_for_the_same_seed():
+    mix, s = three_blobs(), cosine_schedule(50)
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=1)
+    a = relative_grad_error(partial(classifier_grad_fn, clf), mix, s, [3, 30], n=300, seed=4)
+    b = relative_grad_error(partial(classifier_grad_fn, clf), mix, s, [3, 30], n=300, seed=4)
+    assert torch.equal(a, b) and (a > 0).all()
+
+
+def test_relative_grad_error_bad_input():
+    mix, s = three_blobs(), cosine_schedule(50)
+    with pytest.raises(TypeError, match="grad_for"):
+        relative_grad_error("classifier", mix, s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        relative_grad_error(lambda y: None, mix, s, [50])
+    with pytest.raises(ValueError, match="n"):
+        relative_grad_error(lambda y: None, mix, s, [0], n=0)
+
+
+# ---- several samplers against one target law (chapter 6) ------------------------------------------------
+
+from diffcourse.metrics import distances_to_exact, tilted_draw  # noqa: E402
+from diffcourse.mixture import sample_tilted  # noqa: E402
+
+
+def test_distances_to_exact_equal_distance_to_exact_one_by_one():
+    mix = three_blobs()
+    draw = tilted_draw(mix, 0, 3.0)
+    sets = {"tilted": sample_tilted(mix, 0, 3.0, 600, generator=torch.Generator().manual_seed(1)),
+            "p(x|y)": mix.sample(600, 0, generator=torch.Generator().manual_seed(2))[0]}
+    together = distances_to_exact(sets, draw, seed=3)
+    for name, x in sets.items():
+        assert together[name] == distance_to_exact(x, draw, seed=3)
+    assert together["p(x|y)"]["ratio"] > together["tilted"]["ratio"]
+
+
+def test_distances_to_exact_bad_input():
+    draw = mixture_draw(three_blobs(), 0)
+    with pytest.raises(TypeError, match="samples"):
+        distances_to_exact({}, draw)
+    with pytest.raises(ValueError, match="samples"):
+        distances_to_exact({"a": torch.zeros(10, 2), "b": torch.zeros(12, 2)}, draw)
+    with pytest.raises(TypeError, match="draw"):
+        distances_to_exact({"a": torch.zeros(10, 2)}, "draw")
+
+
+from diffcourse.guidance import classifier_free_eps_fn  # noqa: E402
+from diffcourse.metrics import relative_eps_error  # noqa: E402
+from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
+
+
+def test_relative_eps_error_against_the_exact_predictors():
+    mix, s = three_blobs(), cosine_schedule(40)
+    exact_for = lambda y: exact_eps_fn(mix, s, y)  # noqa: E731
+    same = relative_eps_error(exact_for, exact_for, mix, s, [0, 20, 39], n=300)
+    assert (same == 0).all()
+    scaled = relative_eps_error(lambda y: (lambda x, t: 1.1 * exact_for(y)(x, t)), exact_for, mix, s, [5, 30], n=300)
+    assert torch.allclose(scaled, torch.full((2,), 0.1), atol=1e-5)
+    # eq. 170 at gamma = 3 against the unconditional predictor: an error that grows with gamma
+    guided = relative_eps_error(lambda y: exact_cfg_eps_fn(mix, s, y, 3.0),
+                                lambda y: classifier_free_eps_fn(exact_for(y), exact_eps_fn(mix, s), 2.0),
+                                mix, s, [10], n=300)
+    assert guided.item() > 0.01
+    with pytest.raises(TypeError, match="reference_for"):
+        relative_eps_error(exact_for, None, mix, s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        relative_eps_error(exact_for, exact_for, mix, s, [40])

@@ -177,3 +177,29 @@ def test_frame_collector_is_a_sampler_callback():
                     progress=False, callback=keep)
     keep.finish(x)
     assert keep.times == list(range(20, -1, -1)) and torch.equal(keep.x_t[-1], x)
+
+from diffcourse.plots import line_plot, samples_grid  # noqa: E402
+
+
+def test_line_plot_draws_each_curve_with_labels():
+    ax = line_plot([1, 2, 4], {"a": [1.0, 2.0, 3.0], "b": torch.tensor([3.0, 2.0, 1.0])}, "gamma", "error",
+                   title="t", logy=True, styles={"b": "--o"})
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert ax.get_xlabel() == "gamma" and ax.get_ylabel() == "error" and ax.get_yscale() == "log"
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="curves"):
+        line_plot([1, 2], {"a": [1.0]}, "x", "y")
+    with pytest.raises(TypeError, match="curves"):
+        line_plot([1, 2], [1.0, 2.0], "x", "y")
+
+
+def test_samples_grid_one_panel_per_entry():
+    mix = three_blobs()
+    x, y = mix.sample(90, generator=torch.Generator().manual_seed(0))
+    fig = samples_grid(density_grid(mix, cells=30), {"a": {"1": x, "2": x}, "b": {"3": x, "4": x}}, y, per_class=10)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["1", "2", "3", "4"]
+    assert axes[2].get_xlabel() == "$x_1$" and axes[0].get_ylabel() == "$x_2$"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="rows"):
+        samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
