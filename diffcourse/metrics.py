@@ -255,20 +255,37 @@ class FrechetFloor(NamedTuple):
 
 @torch.no_grad()
 def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
-                  seed: int = 100) -> FrechetFloor:
-    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn at random from
-    ``x_pool`` (the training images) against ``x_ref`` (the held-out ones), in the judge's features,
-    over ``draws`` draws (draw k takes the rows ``randperm(len(x_pool), seed + k)[:n]``). A sample
-    set of n images is as good as real data when its distance sits within this floor's spread."""
+                  seed: int = 100, y_pool: Optional[torch.Tensor] = None) -> FrechetFloor:
+    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn from ``x_pool``
+    against ``x_ref``, in the judge's features, over ``draws`` draws (draw k is seeded with
+    ``seed + k``; one draw has std 0). A sample set of n images is as good as real data when its
+    distance sits within this floor's spread.
+
+    Without ``y_pool`` each draw takes n rows at random (``randperm(len(x_pool), seed + k)[:n]``),
+    so its class shares fluctuate. With ``y_pool`` (the pool's labels) each draw takes ``n // C``
+    rows of every class (:func:`diffcourse.data.balanced_rows`; n a multiple of C): compare it with
+    samples asked for in equal numbers and a reference with equal class counts, since the distance
+    in a classifier's features responds first to class proportions (chapter 7). The pool should be
+    images the judge never saw: it maps its own training images more tightly than new ones."""
+    from .data import balanced_rows
+
     check_module(judge, "judge")
     check_tensor(x_pool, "x_pool", floating=True)
     check_tensor(x_ref, "x_ref", floating=True)
     n = check_int(n, "n", low=2, high=x_pool.shape[0])
-    draws, seed = check_int(draws, "draws", low=2), check_int(seed, "seed")
+    draws, seed = check_int(draws, "draws", low=1), check_int(seed, "seed")
+    if y_pool is not None:
+        check_tensor(y_pool, "y_pool", floating=False, shape=(x_pool.shape[0],))
+        classes = int(y_pool.max()) + 1
+        if n % classes:
+            raise ValueError(f"n must be a multiple of the number of classes in y_pool ({classes}), got {n}")
     ref_features = judge.features(x_ref)
     values = []
     for k in range(draws):
-        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+        if y_pool is None:
+            rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+        else:
+            rows = balanced_rows(y_pool, n // classes, seed + k)
         values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
-    values = torch.tensor(values)
-    return FrechetFloor(values.mean().item(), values.std().item(), values)
+    values = torch.tensor(values, dtype=torch.float64)
+    return FrechetFloor(values.mean().item(), values.std().item() if draws > 1 else 0.0, values)

@@ -48,6 +48,7 @@ class Recipe:
     name: str
     budget: str
     data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
+    # | "digits-judge" (that split less chapter 7's floor set, data.digits_eval_sets)
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
@@ -79,6 +80,9 @@ class Recipe:
         if self.data == "digits":
             split = datasets.load_digits_split(holdout=0.25, seed=0)
             return split.x_train.to(device), split.y_train.to(device)
+        if self.data == "digits-judge":  # the training digits less chapter 7's floor set
+            sets = datasets.digits_eval_sets()
+            return sets.x_judge.to(device), sets.y_judge.to(device)
         return getattr(datasets, self.data)().to(device)
 
     def build(self, device=None) -> nn.Module:
@@ -132,10 +136,10 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
                                steps=pick(2000, 10000), seed=1,
                                model_args=dict(dim=2, T=200, num_classes=3, hidden=128, depth=3),
                                description="chapter 4: the noise-aware classifier of the three blobs"),
-        "ch7-judge": dict(data="digits", schedule=None, model="ConvClassifier", trainer="classifier", steps=600,
+        "ch7-judge": dict(data="digits-judge", schedule=None, model="ConvClassifier", trainer="classifier", steps=600,
                           batch_size=128, lr=2e-3,
                           model_args=dict(channels=1, size=8, num_classes=10, width=32, T=None),
-                          description="chapter 7: the evaluation classifier of clean digits (the judge)"),
+                          description="chapter 7: the evaluation classifier of clean digits (the judge), trained without the floor set"),
         "ch7-unet": dict(unet, steps=pick(1200, 6000),
                          description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)"),
         "ch7-unet-short": dict(unet, steps=175,

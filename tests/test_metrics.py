@@ -184,3 +184,33 @@ def test_frechet_floor_of_features():
     assert far.mean > floor.mean + 2.5                            # a shift of 1 per feature adds 3
     with pytest.raises(ValueError, match="n"):
         frechet_floor(Judge(), pool, ref, n=401)
+
+
+def test_frechet_floor_balanced_draws_keep_the_class_shares():
+    class Judge(torch.nn.Module):
+        def features(self, x):
+            return x.flatten(1)
+
+    # two classes far apart in feature space: the random floor's class shares fluctuate, the balanced one's do not
+    gen = torch.Generator().manual_seed(0)
+    y_pool = torch.tensor([0] * 300 + [1] * 100)
+    pool = torch.randn(400, 2, generator=gen) + 10 * y_pool[:, None].float()
+    y_ref = torch.tensor([0] * 100 + [1] * 100)
+    ref = torch.randn(200, 2, generator=gen) + 10 * y_ref[:, None].float()
+    balanced = frechet_floor(Judge(), pool, ref, n=100, draws=8, y_pool=y_pool)
+    random = frechet_floor(Judge(), pool, ref, n=100, draws=8)
+    assert random.mean > 10 * balanced.mean and balanced.mean < 0.5   # 3:1 shares against 1:1
+    from diffcourse.data import balanced_rows
+    from diffcourse.metrics import frechet_distance
+    rows = balanced_rows(y_pool, 50, 103)
+    assert balanced.values[3].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-9)
+    one = frechet_floor(Judge(), pool[:50], ref, n=50, draws=1)
+    assert one.values.shape == (1,) and one.std == 0.0 and one.mean == one.values[0].item()
+    with pytest.raises(ValueError, match="n"):
+        frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)        # not a multiple of the 2 classes
+    with pytest.raises(ValueError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool[:10])
+    with pytest.raises(TypeError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool.float())
+    with pytest.raises(ValueError, match="draws"):
+        frechet_floor(Judge(), pool, ref, n=100, draws=0)
