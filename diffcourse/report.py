@@ -135,3 +135,24 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
             return value
         myst_glue(name, value, display=display)
     return value
+
+
+def glue_table(name: str, markdown: str) -> str:
+    """Glue a Markdown table (what :func:`table` returns) under ``name`` as HTML, so that a book page
+    pastes it from the lab with the ``{glue}`` directive and its ``:doc:`` option (myst-nb pastes
+    HTML, not Markdown, from another document). Where no kernel with myst-nb runs the lab, nothing
+    is glued. Returns ``markdown``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not isinstance(markdown, str):
+        raise TypeError(f"markdown must be a str, got {type(markdown).__name__}")
+    if _in_kernel():
+        try:
+            from markdown_it import MarkdownIt
+            from myst_nb import glue as myst_glue
+        except ImportError:
+            return markdown
+        from IPython.display import HTML
+
+        myst_glue(name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False)
+    return markdown

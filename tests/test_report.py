@@ -60,3 +60,26 @@ def test_glue(monkeypatch):
     assert glue("y", 3) == 3
     with pytest.raises(TypeError, match="name"):
         glue("", 1.0)
+
+
+def test_glue_table_glues_html_for_another_page(monkeypatch):
+    from diffcourse.report import glue_table
+
+    md = table([[1, 2.5]], ["a", "b"], show=False)
+    assert glue_table("t", md) == md                             # a script: nothing glued
+    glued = []
+    monkeypatch.setattr(report, "_in_kernel", lambda: True)
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display: glued.append((name, value, display))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    assert glue_table("t", md) == md
+    (name, value, display), = glued
+    html = value._repr_html_() if hasattr(value, "_repr_html_") else value.data
+    assert name == "t" and display is False
+    assert "<table>" in html and "<td>2.500</td>" in html.replace(' style="text-align:right"', "")
+    monkeypatch.setitem(sys.modules, "myst_nb", None)            # Colab: myst-nb missing
+    assert glue_table("t", md) == md and len(glued) == 1
+    with pytest.raises(TypeError, match="name"):
+        glue_table("", md)
+    with pytest.raises(TypeError, match="markdown"):
+        glue_table("t", 3)
