@@ -289,3 +289,48 @@ def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Ten
         values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
     values = torch.tensor(values, dtype=torch.float64)
     return FrechetFloor(values.mean().item(), values.std().item() if draws > 1 else 0.0, values)
+
+
+class SeededImageMetrics(NamedTuple):
+    """What :func:`image_metrics_over_seeds` returns: one :func:`image_metrics` dict per seed."""
+    runs: Tuple[Dict[str, float], ...]
+
+    def values(self, key: str) -> torch.Tensor:
+        """The metric ``key`` ("fidelity", "frechet" or "diversity") of every seed, in seed order."""
+        return torch.tensor([run[key] for run in self.runs], dtype=torch.float64)
+
+    def mean(self, key: str) -> float:
+        return self.values(key).mean().item()
+
+    def std(self, key: str) -> float:
+        """The standard deviation over seeds (0 for one seed)."""
+        v = self.values(key)
+        return v.std().item() if len(v) > 1 else 0.0
+
+    def means(self) -> Dict[str, float]:
+        return {key: self.mean(key) for key in self.runs[0]}
+
+
+def image_metrics_over_seeds(classifier: torch.nn.Module, sample: Callable, y: torch.Tensor, ref_x: torch.Tensor,
+                             ref_y: torch.Tensor, seeds: int = 1, shape: Sequence[int] = (1, 8, 8)
+                             ) -> SeededImageMetrics:
+    """:func:`image_metrics` of a sampler's images over ``seeds`` starting noises, paired across methods.
+
+    For seed k the starting noise is ``samplers.seeded_noise((len(y), *shape), k)`` on ``y``'s
+    device and the sampler's own generator is seeded with ``1000 + k``: ``sample(noise, generator)``
+    returns the images, which are clamped to [-1, 1] (the data's range) before they are judged. Two
+    methods measured with the same ``seeds`` start from the same noise, so their difference is the
+    method's, not luck's."""
+    from .samplers import seeded_noise
+
+    check_callable(sample, "sample")
+    check_tensor(y, "y", floating=False, ndim=1)
+    seeds = check_int(seeds, "seeds", low=1)
+    runs = []
+    for k in range(seeds):
+        noise = seeded_noise((y.shape[0], *shape), k, y.device)
+        generator = torch.Generator(y.device).manual_seed(1000 + k)
+        x = sample(noise, generator)
+        check_tensor(x, "sample's images", floating=True, shape=(y.shape[0], *shape))
+        runs.append(image_metrics(classifier, x.clamp(-1, 1), y, ref_x, ref_y))
+    return SeededImageMetrics(tuple(runs))
