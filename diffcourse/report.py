@@ -42,6 +42,10 @@ def _cell(value: Any, fmt: Optional[str]) -> str:
         return str(value)
     if isinstance(value, numbers.Real) and fmt:
         return format(value, fmt)
+    if isinstance(value, tuple) and len(value) == 2 and fmt:      # (mean, std): "mean ± std"
+        mean, std = (_plain(v) for v in value)
+        if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (mean, std)):
+            return f"{format(mean, fmt)} ± {format(std, fmt)}"
     return str(value)
 
 
@@ -64,7 +68,8 @@ def table(rows: Union[Sequence[Row], Mapping[str, Mapping[str, Any]]], header: O
             mapping row name -> mapping (the row names become the first column).
         header: the column names.
         floatfmt: the format of real numbers, one for all columns or one per column (None: str()).
-            Ints print as they are; None prints as "-".
+            Ints print as they are; None prints as "-"; a pair (mean, std) prints as "mean ± std",
+            both in the column's format.
         title: a line in bold above the table.
         show: False only returns the Markdown.
     """

@@ -83,3 +83,9 @@ def test_glue_table_glues_html_for_another_page(monkeypatch):
         glue_table("", md)
     with pytest.raises(TypeError, match="markdown"):
         glue_table("t", 3)
+
+
+def test_table_prints_mean_and_std_pairs():
+    md = table([["a", (0.3012, torch.tensor(0.0345)), (1, 2)]], ["x", "m", "pair"], floatfmt=".2f", show=False)
+    assert "| a | 0.30 ± 0.03 | 1.00 ± 2.00 |" in md
+    assert "| a | (0.3, 0.1) |" in table([["a", (0.3, 0.1)]], ["x", "m"], floatfmt=None, show=False)
