@@ -13,7 +13,7 @@ from typing import NamedTuple, Tuple, Union
 import numpy as np
 import torch
 
-from .checks import check_choice, check_int, check_real
+from .checks import check_choice, check_int, check_real, check_tensor
 from .mixture import GaussianMixture
 
 
@@ -94,6 +94,52 @@ def load_digits_split(holdout: float = 0.25, seed: int = 0) -> ImageSplit:
     n_test = round(holdout * len(y))
     test, train = order[:n_test], order[n_test:]
     return ImageSplit(x[train], y[train], x[test], y[test])
+
+
+def balanced_rows(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` rows of every class 0..C-1 in the labels ``y``, drawn at random with
+    ``seed`` and listed class by class: a subset whose class shares are exactly equal. A class with
+    fewer than ``per_class`` rows (or none) raises ValueError."""
+    check_tensor(y, "y", floating=False, ndim=1)
+    per_class, seed = check_int(per_class, "per_class", low=1), check_int(seed, "seed")
+    y = y.cpu()
+    if y.numel() == 0 or int(y.min()) < 0:
+        raise ValueError("y must hold labels 0..C-1, at least one")
+    counts = torch.bincount(y)
+    if int(counts.min()) < per_class:
+        raise ValueError(f"per_class must be at most the smallest class's count, {int(counts.min())}, got {per_class}")
+    gen = torch.Generator().manual_seed(seed)
+    rows = [torch.nonzero(y == c)[:, 0] for c in range(counts.numel())]
+    return torch.cat([r[torch.randperm(len(r), generator=gen)[:per_class]] for r in rows])
+
+
+class DigitsSets(NamedTuple):
+    """The digits' sets behind chapter 7's image metrics (:func:`digits_eval_sets`)."""
+    x_judge: torch.Tensor  # the training split less the floor set: what the evaluation classifier learns
+    y_judge: torch.Tensor
+    x_floor: torch.Tensor  # floor_per_class training digits of every class, never shown to that classifier
+    y_floor: torch.Tensor
+    x_ref: torch.Tensor  # the held-out split cut to equal class counts: the reference of the metrics
+    y_ref: torch.Tensor
+
+
+def digits_eval_sets(floor_per_class: int = 50, seed: int = 0) -> DigitsSets:
+    """Chapter 7's sets for judging samples of the digits of :func:`load_digits_split` (its default split).
+
+    In an evaluation classifier's features the Fréchet distance responds first to class proportions,
+    and the classifier maps the images it was trained on more tightly than new ones. So the **floor**
+    set is ``floor_per_class`` training digits of every class that the classifier never sees (it
+    trains on ``x_judge``, the rest), and the **reference** is the held-out split with every class cut
+    to the count of its smallest one. Denoisers still train on the whole training split: the floor
+    only needs real digits that are independent of the reference and unseen by the judge."""
+    floor_per_class, seed = check_int(floor_per_class, "floor_per_class", low=1), check_int(seed, "seed")
+    split = load_digits_split()
+    floor = balanced_rows(split.y_train, floor_per_class, seed)
+    keep = torch.ones(len(split.y_train), dtype=torch.bool)
+    keep[floor] = False
+    ref = balanced_rows(split.y_test, int(torch.bincount(split.y_test).min()), seed)
+    return DigitsSets(split.x_train[keep], split.y_train[keep], split.x_train[floor], split.y_train[floor],
+                      split.x_test[ref], split.y_test[ref])
 
 
 # IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, each dimension as

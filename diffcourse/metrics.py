@@ -313,34 +313,41 @@ class FrechetFloor(NamedTuple):
 
 
 @torch.no_grad()
-def frechet_floor(
-    judge: torch.nn.Module,
-    x_pool: torch.Tensor,
-    x_ref: torch.Tensor,
-    n: int,
-    draws: int = 20,
-    seed: int = 100,
-) -> FrechetFloor:
-    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn at random from
-    ``x_pool`` (the training images) against ``x_ref`` (the held-out ones), in the judge's features,
-    over ``draws`` draws (draw k takes the rows ``randperm(len(x_pool), seed + k)[:n]``). A sample
-    set of n images is as good as real data when its distance sits within this floor's spread."""
+def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
+                  seed: int = 100, y_pool: Optional[torch.Tensor] = None) -> FrechetFloor:
+    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn from ``x_pool``
+    against ``x_ref``, in the judge's features, over ``draws`` draws (draw k is seeded with
+    ``seed + k``; one draw has std 0). A sample set of n images is as good as real data when its
+    distance sits within this floor's spread.
+
+    Without ``y_pool`` each draw takes n rows at random (``randperm(len(x_pool), seed + k)[:n]``),
+    so its class shares fluctuate. With ``y_pool`` (the pool's labels) each draw takes ``n // C``
+    rows of every class (:func:`diffcourse.data.balanced_rows`; n a multiple of C): compare it with
+    samples asked for in equal numbers and a reference with equal class counts, since the distance
+    in a classifier's features responds first to class proportions (chapter 7). The pool should be
+    images the judge never saw: it maps its own training images more tightly than new ones."""
+    from .data import balanced_rows
+
     check_module(judge, "judge")
     check_tensor(x_pool, "x_pool", floating=True)
     check_tensor(x_ref, "x_ref", floating=True)
     n = check_int(n, "n", low=2, high=x_pool.shape[0])
-    draws, seed = check_int(draws, "draws", low=2), check_int(seed, "seed")
+    draws, seed = check_int(draws, "draws", low=1), check_int(seed, "seed")
+    if y_pool is not None:
+        check_tensor(y_pool, "y_pool", floating=False, shape=(x_pool.shape[0],))
+        classes = int(y_pool.max()) + 1
+        if n % classes:
+            raise ValueError(f"n must be a multiple of the number of classes in y_pool ({classes}), got {n}")
     ref_features = judge.features(x_ref)
     values = []
     for k in range(draws):
-        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[
-            :n
-        ]
-        values.append(
-            frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features)
-        )
-    values = torch.tensor(values)
-    return FrechetFloor(values.mean().item(), values.std().item(), values)
+        if y_pool is None:
+            rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+        else:
+            rows = balanced_rows(y_pool, n // classes, seed + k)
+        values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
+    values = torch.tensor(values, dtype=torch.float64)
+    return FrechetFloor(values.mean().item(), values.std().item() if draws > 1 else 0.0, values)
 
 
 @torch.no_grad()
@@ -432,3 +439,48 @@ def relative_eps_error(eps_for: Callable[[torch.Tensor], Callable], reference_fo
         err = eps_for(y)(x_t, t).to(ref.dtype) - ref
         out.append((err.pow(2).mean() / ref.pow(2).mean()).sqrt().item())
     return torch.tensor(out)
+
+
+class SeededImageMetrics(NamedTuple):
+    """What :func:`image_metrics_over_seeds` returns: one :func:`image_metrics` dict per seed."""
+    runs: Tuple[Dict[str, float], ...]
+
+    def values(self, key: str) -> torch.Tensor:
+        """The metric ``key`` ("fidelity", "frechet" or "diversity") of every seed, in seed order."""
+        return torch.tensor([run[key] for run in self.runs], dtype=torch.float64)
+
+    def mean(self, key: str) -> float:
+        return self.values(key).mean().item()
+
+    def std(self, key: str) -> float:
+        """The standard deviation over seeds (0 for one seed)."""
+        v = self.values(key)
+        return v.std().item() if len(v) > 1 else 0.0
+
+    def means(self) -> Dict[str, float]:
+        return {key: self.mean(key) for key in self.runs[0]}
+
+
+def image_metrics_over_seeds(classifier: torch.nn.Module, sample: Callable, y: torch.Tensor, ref_x: torch.Tensor,
+                             ref_y: torch.Tensor, seeds: int = 1, shape: Sequence[int] = (1, 8, 8)
+                             ) -> SeededImageMetrics:
+    """:func:`image_metrics` of a sampler's images over ``seeds`` starting noises, paired across methods.
+
+    For seed k the starting noise is ``samplers.seeded_noise((len(y), *shape), k)`` on ``y``'s
+    device and the sampler's own generator is seeded with ``1000 + k``: ``sample(noise, generator)``
+    returns the images, which are clamped to [-1, 1] (the data's range) before they are judged. Two
+    methods measured with the same ``seeds`` start from the same noise, so their difference is the
+    method's, not luck's."""
+    from .samplers import seeded_noise
+
+    check_callable(sample, "sample")
+    check_tensor(y, "y", floating=False, ndim=1)
+    seeds = check_int(seeds, "seeds", low=1)
+    runs = []
+    for k in range(seeds):
+        noise = seeded_noise((y.shape[0], *shape), k, y.device)
+        generator = torch.Generator(y.device).manual_seed(1000 + k)
+        x = sample(noise, generator)
+        check_tensor(x, "sample's images", floating=True, shape=(y.shape[0], *shape))
+        runs.append(image_metrics(classifier, x.clamp(-1, 1), y, ref_x, ref_y))
+    return SeededImageMetrics(tuple(runs))

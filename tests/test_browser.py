@@ -47,7 +47,9 @@ WIDTHS = [VIEWPORT["width"], PHONE["width"]]
 # Pages that must show an animation (diffcourse.plots.animate_samples / animate_images). The lead
 # adds each page here when its lab's animation cell lands. Every animation found on any page is
 # checked whether listed or not.
-ANIMATED_PAGES: list[str] = ["notebooks/05_classifier_free_guidance"]
+ANIMATED_PAGES: list[str] = [
+    "notebooks/05_classifier_free_guidance", "notebooks/07_guidance_on_images",
+]
 
 # Pages whose code cells, code blocks or printed outputs are still wider than the page's code box
 # at 1280 pixels (lab lines over 79 columns, padded text tables, long lines in the chapters' code
@@ -58,7 +60,7 @@ WIDE_CODE_PAGES: set[str] = {
     "book/00_welcome", "book/01_diffusion", "book/02_conditional", "book/04_classifier_guidance",
     "book/09_exercises",
     "notebooks/01_diffusion", "notebooks/02_conditional", "notebooks/03_bayes_scores",
-    "notebooks/04_classifier_guidance", "notebooks/07_guidance_on_images", "notebooks/08_fewer_steps",
+    "notebooks/04_classifier_guidance",
 }
 
 # Searches run on the search page; their results (titles and excerpts) must show no TeX.

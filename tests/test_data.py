@@ -103,3 +103,42 @@ def test_bad_idx_files_are_refused(tmp_path):
         read_idx(tmp_path / "bad.gz")
     with pytest.raises(FileNotFoundError, match="missing"):
         read_idx(tmp_path / "missing")
+
+
+# ---- chapter 7's sets for the image metrics: balanced rows, a floor set the judge never sees -------------
+
+from diffcourse.data import balanced_rows, digits_eval_sets  # noqa: E402
+
+
+def test_balanced_rows_hold_equal_class_counts_and_are_seeded():
+    y = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
+    rows = balanced_rows(y, 3, seed=4)
+    assert rows.shape == (9,) and torch.equal(y[rows], torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
+    assert rows.unique().numel() == 9                                 # no row twice
+    assert torch.equal(rows, balanced_rows(y, 3, seed=4))
+    assert any(not torch.equal(balanced_rows(y, 3, seed=s), rows) for s in range(5, 10))
+    with pytest.raises(ValueError, match="per_class"):
+        balanced_rows(y, 4)                                           # class 1 has only 3 rows
+    with pytest.raises(TypeError, match="y"):
+        balanced_rows(y.float(), 2)
+    with pytest.raises(ValueError, match="y"):
+        balanced_rows(torch.tensor([0, -1, 1]), 1)
+    with pytest.raises(TypeError, match="per_class"):
+        balanced_rows(y, 2.0)
+
+
+def test_digits_eval_sets_split_the_training_digits_and_balance_the_reference():
+    split, sets = load_digits_split(), digits_eval_sets(floor_per_class=50)
+    assert torch.equal(torch.bincount(sets.y_floor), torch.full((10,), 50))
+    counts = torch.bincount(sets.y_ref)
+    assert torch.equal(counts, torch.full((10,), int(torch.bincount(split.y_test).min())))
+    # the judge's set and the floor set are the training split, disjoint
+    assert len(sets.y_judge) + len(sets.y_floor) == len(split.y_train)
+    flat = lambda x: {tuple(v.tolist()) for v in x.flatten(1)}        # noqa: E731 (the digits have no duplicates)
+    assert not flat(sets.x_judge) & flat(sets.x_floor)
+    assert flat(sets.x_judge) | flat(sets.x_floor) == flat(split.x_train)
+    assert flat(sets.x_ref) <= flat(split.x_test)
+    again = digits_eval_sets(floor_per_class=50)
+    assert torch.equal(again.x_floor, sets.x_floor) and torch.equal(again.x_ref, sets.x_ref)
+    with pytest.raises(ValueError, match="per_class"):
+        digits_eval_sets(floor_per_class=500)

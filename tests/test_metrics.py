@@ -296,3 +296,68 @@ def test_relative_eps_error_against_the_exact_predictors():
         relative_eps_error(exact_for, None, mix, s, [0])
     with pytest.raises(ValueError, match="steps"):
         relative_eps_error(exact_for, exact_for, mix, s, [40])
+
+
+def test_frechet_floor_balanced_draws_keep_the_class_shares():
+    class Judge(torch.nn.Module):
+        def features(self, x):
+            return x.flatten(1)
+
+    # two classes far apart in feature space: the random floor's class shares fluctuate, the balanced one's do not
+    gen = torch.Generator().manual_seed(0)
+    y_pool = torch.tensor([0] * 300 + [1] * 100)
+    pool = torch.randn(400, 2, generator=gen) + 10 * y_pool[:, None].float()
+    y_ref = torch.tensor([0] * 100 + [1] * 100)
+    ref = torch.randn(200, 2, generator=gen) + 10 * y_ref[:, None].float()
+    balanced = frechet_floor(Judge(), pool, ref, n=100, draws=8, y_pool=y_pool)
+    random = frechet_floor(Judge(), pool, ref, n=100, draws=8)
+    assert random.mean > 10 * balanced.mean and balanced.mean < 0.5   # 3:1 shares against 1:1
+    from diffcourse.data import balanced_rows
+    from diffcourse.metrics import frechet_distance
+    rows = balanced_rows(y_pool, 50, 103)
+    assert balanced.values[3].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-9)
+    one = frechet_floor(Judge(), pool[:50], ref, n=50, draws=1)
+    assert one.values.shape == (1,) and one.std == 0.0 and one.mean == one.values[0].item()
+    with pytest.raises(ValueError, match="n"):
+        frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)        # not a multiple of the 2 classes
+    with pytest.raises(ValueError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool[:10])
+    with pytest.raises(TypeError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool.float())
+    with pytest.raises(ValueError, match="draws"):
+        frechet_floor(Judge(), pool, ref, n=100, draws=0)
+
+
+def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
+    from diffcourse.metrics import image_metrics_over_seeds
+    from diffcourse.samplers import seeded_noise
+
+    class Judge(torch.nn.Module):              # the class is the sign of the first pixel
+        def forward(self, x):
+            return torch.stack([-x[:, 0, 0, 0], x[:, 0, 0, 0]], 1)
+
+        def features(self, x):
+            return x.flatten(1)[:, :3]
+
+    y = torch.tensor([0, 1] * 20)
+    ref = seeded_noise((40, 1, 2, 2), 99).clamp(-1, 1)
+    seen = []
+
+    def sample(noise, gen):
+        seen.append((noise.clone(), torch.randn(1, generator=gen)))
+        return 3 * noise                              # out of range: clamped before judging
+
+    out = image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=3, shape=(1, 2, 2))
+    assert len(out.runs) == 3 and torch.equal(seen[1][0], seeded_noise((40, 1, 2, 2), 1))
+    assert not torch.equal(seen[0][1], seen[1][1])                 # each seed its own generator
+    image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=1, shape=(1, 2, 2))
+    assert torch.equal(seen[3][0], seen[0][0]) and torch.equal(seen[3][1], seen[0][1])  # same seed, same inputs
+    from diffcourse.metrics import image_metrics
+    first = image_metrics(Judge(), (3 * seeded_noise((40, 1, 2, 2), 0)).clamp(-1, 1), y, ref, y)
+    assert out.runs[0] == first
+    assert out.mean("frechet") == pytest.approx(out.values("frechet").mean().item())
+    assert out.std("fidelity") >= 0 and set(out.means()) == {"fidelity", "frechet", "diversity"}
+    with pytest.raises(ValueError, match="seeds"):
+        image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=0)
+    with pytest.raises(ValueError, match="sample's images"):
+        image_metrics_over_seeds(Judge(), lambda n, g: n[:5], y, ref, y, shape=(1, 2, 2))

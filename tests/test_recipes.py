@@ -39,10 +39,7 @@ def test_names_budgets_and_aliases():
     ):
         assert name in names
     quick, full = recipes.get("ch7-unet", "quick"), recipes.get("ch7-unet", "full")
-    assert (quick.steps, quick.model_args["width"]) == (1200, 32) and (
-        full.steps,
-        full.model_args["width"],
-    ) == (6000, 64)
+    assert (quick.steps, quick.model_args["width"]) == (900, 32) and (full.steps, full.model_args["width"]) == (6000, 64)
     assert recipes.get("ch7-unet-short", "full").steps == 175
     assert recipes.get("blobs", "quick") == recipes.get("ch4-denoiser", "quick")
     assert recipes.get("blobs-cfg", "quick").name == "ch5-cfg-p0.1"
