@@ -129,3 +129,53 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError(f"folder {folder}: labels must lie in 0..9")
     return images[:, None].float() / 127.5 - 1, labels.long()
+
+
+# ---- two attributes per component (chapter 10) ----------------------------------------------------------
+
+class TwoAttributes(NamedTuple):
+    """One 2-D mixture labelled three ways. Every component carries a ``position`` (its column) and a
+    ``colour``; the three mixtures share means, covariances and weights, so p(x) is the same in all,
+    and each gives the exact conditional laws of its labelling: p(x | position), p(x | colour) and
+    p(x | position, colour), whose label is :meth:`pair`."""
+    position: GaussianMixture
+    colour: GaussianMixture
+    joint: GaussianMixture
+
+    def pair(self, position: int, colour: int) -> int:
+        """The ``joint`` label of a (position, colour) pair."""
+        n_pos, n_col = self.position.num_classes, self.colour.num_classes
+        for name, v, n in (("position", position, n_pos), ("colour", colour, n_col)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+            if not 0 <= v < n:
+                raise ValueError(f"{name} must lie in 0..{n - 1}, got {v}")
+        return position * n_col + colour
+
+
+def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour: str = "rows",
+                   dtype: torch.dtype = torch.float32) -> TwoAttributes:
+    """size x size round Gaussians of standard deviation ``std`` on a square grid of step ``spacing``,
+    centred on the origin, equal weights. Component (i, j), in column i and row j, has position i and
+
+    - ``colour="rows"``: colour j, its row. Position lives on the first coordinate and colour on the
+      second, and p(x) is the product of its two coordinates' laws: the attributes are independent;
+    - ``colour="diagonal"``: colour (i + j) mod size, a Latin square. Every (position, colour) pair
+      still names one component, but colour is no longer a function of one coordinate.
+
+    Either way p(x) is the same mixture; only the colour labels differ."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an int >= 2, got {size!r}")
+    if not spacing > 0 or not std > 0:
+        raise ValueError(f"spacing and std must be > 0, got spacing={spacing}, std={std}")
+    if colour not in ("rows", "diagonal"):
+        raise ValueError(f"colour must be 'rows' or 'diagonal', got {colour!r}")
+    coords = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    i, j = i.flatten(), j.flatten()
+    means = torch.stack([coords[i], coords[j]], dim=1).to(dtype)
+    covs = ((std ** 2) * torch.eye(2, dtype=torch.float64).expand(size * size, 2, 2)).to(dtype)
+    weights = torch.ones(size * size, dtype=dtype)
+    col = j if colour == "rows" else (i + j) % size
+    make = lambda labels: GaussianMixture(means, covs, weights, labels)
+    return TwoAttributes(make(i), make(col), make(i * size + col))

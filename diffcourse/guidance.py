@@ -20,7 +20,7 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -309,3 +309,66 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
         clipped = torch.maximum(torch.minimum(x0, s), -s) / s
         return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)    # untouched rows: no round trip
     return thresholded
+
+
+# ---- conditions beyond one label (chapter 10) ------------------------------------------------------------
+
+def _check_terms(terms) -> list:
+    """``terms`` as a list of (callable, finite float) pairs, or a TypeError/ValueError naming the term."""
+    if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
+        raise TypeError(f"terms must be a list of (cond_fn, weight) pairs, got {type(terms).__name__}")
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, (tuple, list)) or len(term) != 2:
+            raise TypeError(f"terms[{i}] must be a (cond_fn, weight) pair, got {term!r}")
+        fn, weight = term
+        if not callable(fn):
+            raise TypeError(f"terms[{i}]: cond_fn must be callable, got {type(fn).__name__}")
+        weight = _check_real(weight, f"terms[{i}] weight")
+        if not math.isfinite(weight):
+            raise ValueError(f"terms[{i}] weight must be finite, got {weight}")
+        out.append((fn, weight))
+    if not out:
+        raise ValueError("terms must hold at least one (cond_fn, weight) pair")
+    return out
+
+
+def composed_eps_fn(uncond_fn: Fn, terms: Sequence[Tuple[Fn, float]]) -> Fn:
+    """Composed conditions (Liu et al. 2022, "Composable Diffusion"), as a sampler's ``eps_fn``:
+
+        eps_u + sum_i w_i (eps_i - eps_u),
+
+    ``uncond_fn`` giving eps_u and ``terms`` a list of ``(cond_fn, weight)``. Each difference
+    eps_i - eps_u is a classifier gradient in noise units (eq. 167), so the sum is classifier guidance
+    (eq. 166) with one classifier per condition: a positive weight asks for condition i (AND), a
+    negative one steers away from it (NOT). One term ``(cond_fn, gamma)`` is eq. 170; with
+    ``uncond_fn`` a *negative* condition it is a negative prompt (:func:`negative_prompt_eps_fn`).
+    In score form it is the score of p_t(x) prod_i (p_t(x|c_i) / p_t(x))^{w_i}, normalised.
+    A term of weight 0 is skipped (no call), as is eps_u when the weights sum to exactly 1.
+    """
+    if not callable(uncond_fn):
+        raise TypeError(f"uncond_fn must be callable, got {type(uncond_fn).__name__}")
+    terms = [(fn, w) for fn, w in _check_terms(terms) if w != 0]
+    base = 1 - sum(w for _, w in terms)           # the weight eps_u keeps: 1 - sum_i w_i
+
+    def composed(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not terms:
+            return uncond_fn(x_t, t)
+        parts = [w * fn(x_t, t) for fn, w in terms]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out if base == 0 else out + base * uncond_fn(x_t, t)
+    return composed
+
+
+def negative_prompt_eps_fn(cond_fn: Fn, negative_fn: Fn, gamma: float) -> Fn:
+    """A negative prompt: eq. 170 with the null branch replaced by a negative condition y-,
+    gamma eps(x_t, t, y+) + (1 - gamma) eps(x_t, t, y-), as a sampler's ``eps_fn``. In score form it is
+    the score of p_t(x|y+)^gamma p_t(x|y-)^(1 - gamma), normalised; gamma = 1 is ``cond_fn`` (the
+    negative prompt is never called), and with ``negative_fn`` the null condition it is eq. 170.
+    It is :func:`composed_eps_fn` with eps_u = eps(y-) and one term (eps(y+), gamma)."""
+    gamma = _check_gamma(gamma)
+    if not callable(negative_fn):
+        raise TypeError(f"negative_fn must be callable, got {type(negative_fn).__name__}")
+    return composed_eps_fn(negative_fn, [(cond_fn, gamma)])
