@@ -152,6 +152,10 @@ class TwoAttributes(NamedTuple):
                 raise ValueError(f"{name} must lie in 0..{n - 1}, got {v}")
         return position * n_col + colour
 
+    def to(self, device=None, dtype=None) -> "TwoAttributes":
+        """The three mixtures on ``device`` and/or in ``dtype``."""
+        return TwoAttributes(*(m.to(device=device, dtype=dtype) for m in self))
+
 
 def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour: str = "rows",
                    dtype: torch.dtype = torch.float32) -> TwoAttributes:
