@@ -101,7 +101,7 @@ class SuperResUNet(_ConditionedUNet):
     """eps_theta(x_t, t, low) for super-resolution: ``low`` is the low-resolution image
     [N, channels, size / factor, size / factor], upsampled to full size (nearest neighbour) and
     concatenated to x_t as extra input channels, the conditioning of cascaded diffusion models
-    (Ho et al. 2022, "Cascaded Diffusion Models"; Saharia et al. 2022's SR3). The null condition is
+    (Ho et al. 2022, "Cascaded Diffusion Models"; Saharia et al. 2023's SR3). The null condition is
     an image of zeros."""
 
     def __init__(self, channels: int = 1, size: int = 8, factor: int = 2, T: int = 1000, width: int = 32,

@@ -210,7 +210,8 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
             run would, leaving a checkpoint to resume from.
     """
     _check_common(model, schedule, steps, batch_size)
-    conditional = getattr(model, "num_classes", 0) > 0
+    # a class label (num_classes > 0), or any other condition whose null the model gives (chapter 10)
+    conditional = getattr(model, "num_classes", 0) > 0 or hasattr(model, "null_condition")
     if p_uncond is None:
         p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
     if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
@@ -228,7 +229,11 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
                 if y is None:
                     raise ValueError("a conditional model needs labelled data")
                 drop = draw((), "uniform") < p_uncond
-                eps_hat = net(x_t, t, torch.where(drop, model.num_classes, y))
+                if hasattr(model, "null_condition"):      # a caption, an image: its null on dropped rows
+                    y = torch.where(drop.view(-1, *[1] * (y.ndim - 1)), model.null_condition(y), y)
+                else:
+                    y = torch.where(drop, model.num_classes, y)
+                eps_hat = net(x_t, t, y)
             else:
                 eps_hat = net(x_t, t)
             return torch.mean((eps_hat - eps) ** 2)
