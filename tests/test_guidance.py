@@ -461,11 +461,8 @@ def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
 
 
 # ---- chapter 10: composed conditions and negative prompts ------------------------------------------------
-import math  # noqa: E402
-
 from diffcourse.data import attribute_grid  # noqa: E402
-from diffcourse.guidance import (classifier_free_eps_fn, composed_eps_fn,  # noqa: E402
-                                 negative_prompt_eps_fn)
+from diffcourse.guidance import composed_eps_fn, negative_prompt_eps_fn  # noqa: E402
 from diffcourse.mixture import composed_log_prob  # noqa: E402
 from diffcourse.targets import score_to_eps  # noqa: E402
 
