@@ -4,4 +4,6 @@ from .device import budget, get_device
 from .mixture import GaussianMixture, exact_classifier_grad_fn, exact_eps_fn
 from .schedules import Schedule, cosine_schedule, linear_schedule, q_sample
 
+from . import conditioned, text  # chapter 10: captions and low-resolution images as conditions
+
 __version__ = "0.1.0"

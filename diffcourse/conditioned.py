@@ -7,14 +7,17 @@ which is what condition dropout in training and the null branch of eq. 170 use.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .guidance import negative_prompt_eps_fn
+from .metrics import diversity, fidelity
 from .models import UNet, _check_images
-from .schedules import check_steps
+from .samplers import ddim_sample
+from .schedules import Schedule, check_steps
 from .text import MAX_TOKENS, PAD, START, CrossAttention, TextEncoder, check_tokens
 
 
@@ -127,3 +130,30 @@ class SuperResUNet(_ConditionedUNet):
             raise ValueError(f"low has {low.shape[0]} rows but x_t has {x_t.shape[0]}")
         up = F.interpolate(low, scale_factor=self.factor, mode="nearest")
         return self._run(self.inp(torch.cat([x_t, up], dim=1)), self.embed(t, None, x_t.dtype))
+
+
+# ---- sampling and measuring --------------------------------------------------------------------------------
+
+def guided_sample(model: _ConditionedUNet, cond: torch.Tensor, gamma: float, x_T: torch.Tensor,
+                  schedule: Schedule, steps: int, negative: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """DDIM samples (``steps`` levels, from ``x_T``) of a conditioned network under eq. 170, its
+    second branch the null condition, or the ``negative`` condition (a negative prompt), clamped
+    to [-1, 1]: gamma eps(x_t, t, cond) + (1 - gamma) eps(x_t, t, negative or null)."""
+    second = model.null_condition(cond) if negative is None else negative
+    eps_fn = negative_prompt_eps_fn(model.eps_fn(cond), model.eps_fn(second), gamma)
+    return ddim_sample(eps_fn, x_T, schedule, steps=steps, progress=False).clamp(-1, 1)
+
+
+def superres_metrics(judge: nn.Module, x: torch.Tensor, low: torch.Tensor, labels: torch.Tensor,
+                     group: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor) -> Dict[str, float]:
+    """The three measurements of super-resolution samples ``x`` drawn from conditions ``low``:
+    **consistency**, the RMSE between each sample's low-resolution view and its condition;
+    **agreement**, the share the judge reads as ``labels`` (the class of each condition's source);
+    **diversity**, the mean distance between samples of one condition (``group``) over that
+    between reference images of one class (``ref_x``, ``ref_y``)."""
+    if not isinstance(low, torch.Tensor) or low.ndim != 4 or x.shape[0] != low.shape[0]:
+        raise ValueError(f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}")
+    factor = x.shape[-1] // low.shape[-1]
+    consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()
+    return {"consistency": consistency, "agreement": fidelity(judge, x, labels),
+            "diversity": diversity(x, group, ref_x, ref_y)}

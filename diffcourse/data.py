@@ -150,6 +150,19 @@ class TwoAttributes(NamedTuple):
         colour = check_int(colour, "colour", low=0, high=n_col - 1)
         return position * n_col + colour
 
+    def subset(self, pairs) -> GaussianMixture:
+        """The mixture of the components named by ``pairs`` (``joint`` labels, see :meth:`pair`),
+        their weights renormalised, as one class: for example p(x | left, not blue) is
+        ``subset([pair(left, red), pair(left, green)])``."""
+        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+            raise TypeError("pairs must be a list of joint labels")
+        pairs = [check_int(p, "pairs", low=0, high=self.joint.num_classes - 1) for p in pairs]
+        if not pairs:
+            raise ValueError("pairs must name at least one component")
+        j = self.joint
+        keep = torch.isin(j.labels, torch.tensor(pairs, device=j.labels.device))
+        return GaussianMixture(j.means[keep], j.covs[keep], j.weights[keep], torch.zeros_like(j.labels[keep]))
+
     def to(self, device=None, dtype=None) -> "TwoAttributes":
         """The three mixtures on ``device`` and/or in ``dtype``."""
         return TwoAttributes(*(m.to(device=device, dtype=dtype) for m in self))

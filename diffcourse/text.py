@@ -19,7 +19,7 @@ training (``HELD_OUT``) to measure compositional generalisation.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -270,3 +270,46 @@ class CrossAttention(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)                               # [N, L, C] each
         out = self.out(masked_attention(q, k, v, mask, self.heads))
         return h + out.transpose(1, 2).reshape(n, c, height, width)
+
+
+# ---- measuring: does a sample satisfy its caption? ------------------------------------------------------
+
+def _read(judge: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The judge's digit for each image, in chunks."""
+    with torch.no_grad():
+        return torch.cat([judge(chunk).argmax(1) for chunk in x.split(1000)])
+
+
+def satisfied(judge: nn.Module, x: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+    """BoolTensor [N]: whether the judge (an evaluation classifier of digits) reads sample i as a
+    digit that caption i names."""
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    if not isinstance(x, torch.Tensor) or x.shape[0] != len(captions):
+        raise ValueError(f"x must hold one image per caption ({len(captions)}), got {tuple(getattr(x, 'shape', ()))}")
+    read = _read(judge, x)
+    return caption_mask(captions).to(read.device)[torch.arange(len(read), device=read.device), read]
+
+
+class CaptionReference(NamedTuple):
+    """What real digits score on captions (see :func:`caption_references`)."""
+    floor: torch.Tensor       # [K] share of the real digits that satisfy caption k
+    ceiling: torch.Tensor     # [K] share of those that the judge also reads as satisfying it
+    x: torch.Tensor           # the real digits that satisfy each caption, stacked
+    k: torch.Tensor           # the caption each of them stands for
+
+
+def caption_references(judge: nn.Module, captions: Sequence[str], x_real: torch.Tensor,
+                       y_real: torch.Tensor) -> CaptionReference:
+    """The references of the caption metric from real (held-out) digits ``x_real`` with labels
+    ``y_real``: the **floor** (what a generator that ignores the caption scores), the **ceiling**
+    (what the judge lets real digits score), and, for diversity, the digits that satisfy each caption."""
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    if not isinstance(y_real, torch.Tensor) or y_real.ndim != 1 or y_real.shape[0] != x_real.shape[0]:
+        raise ValueError("y_real must hold one label per image of x_real")
+    true = caption_mask(captions).to(y_real.device)[:, y_real]                 # [K, N]
+    read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real)]  # [K, N]
+    if not true.any(1).all():
+        raise ValueError("every caption needs at least one real digit that satisfies it")
+    ceiling = torch.stack([read[k][true[k]].float().mean() for k in range(len(captions))])
+    k = torch.arange(len(captions), device=y_real.device)[:, None].expand_as(true)[true]
+    return CaptionReference(true.float().mean(1), ceiling, x_real[true.nonzero()[:, 1]], k)

@@ -76,3 +76,45 @@ def test_low_resolution_is_the_block_mean():
         low_resolution(x, 3)
     with pytest.raises(ValueError, match="images"):
         low_resolution(torch.zeros(4, 4))
+
+
+# ---- sampling and measuring ------------------------------------------------------------------------------
+from diffcourse.conditioned import guided_sample, superres_metrics  # noqa: E402
+from diffcourse.guidance import classifier_free_eps_fn  # noqa: E402
+from diffcourse.samplers import ddim_sample  # noqa: E402
+from diffcourse.schedules import linear_schedule  # noqa: E402
+
+
+def test_guided_sample_is_eq170_or_a_negative_prompt(caption_model):
+    schedule = linear_schedule(50)
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, neg = tokenize(["seven", "two"]), tokenize(["three", "three"])
+    m = caption_model
+    with torch.no_grad():
+        want = ddim_sample(classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(m.null_condition(cond)), 2.5),
+                           x_T, schedule, steps=5, progress=False).clamp(-1, 1)
+        assert torch.equal(guided_sample(m, cond, 2.5, x_T, schedule, 5), want)
+        want = ddim_sample(classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(neg), 2.5),
+                           x_T, schedule, steps=5, progress=False).clamp(-1, 1)
+        assert torch.equal(guided_sample(m, cond, 2.5, x_T, schedule, 5, negative=neg), want)
+
+
+class _Reader(torch.nn.Module):
+    """A 'judge' that reads every image as the digit of its mean pixel's sign: 1 if bright, else 0."""
+
+    def forward(self, x):
+        bright = (x.flatten(1).mean(1) > 0).long()
+        return torch.nn.functional.one_hot(bright, 10).float()
+
+
+def test_superres_metrics_on_the_sources_themselves():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
+    labels = (x.flatten(1).mean(1) > 0).long()
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    m = superres_metrics(_Reader(), x, low_resolution(x), labels, group, x, labels)
+    assert m["consistency"] == 0 and m["agreement"] == 1
+    noisy = superres_metrics(_Reader(), x, low_resolution(x) + 0.1, labels, group, x, labels)
+    assert abs(noisy["consistency"] - 0.1) < 1e-6
+    with pytest.raises(ValueError, match="low"):
+        superres_metrics(_Reader(), x, low_resolution(x)[:3], labels, group, x, labels)

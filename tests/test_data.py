@@ -137,3 +137,15 @@ def test_attribute_grid_bad_input():
         attribute_grid().pair(3, 0)
     with pytest.raises(TypeError, match="colour"):
         attribute_grid().pair(0, 1.0)
+
+
+def test_attribute_grid_subset():
+    A = attribute_grid(colour="rows")
+    meant = A.subset([A.pair(0, 0), A.pair(0, 1)])       # left, not blue
+    assert meant.num_components == 2 and meant.num_classes == 1
+    assert torch.allclose(meant.means, A.joint.means[[A.pair(0, 0), A.pair(0, 1)]])
+    assert torch.allclose(meant.weights, torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([9])
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([])

@@ -94,3 +94,36 @@ def test_text_encoder_features_do_not_depend_on_the_padding_length():
     long, mask_l = enc(tokenize(caps, length=MAX_TOKENS))
     assert torch.equal(mask_l[:, :10], mask_s) and not mask_l[:, 10:].any()
     assert torch.allclose(long[:, :10][mask_s], short[mask_s], atol=1e-6)
+
+
+# ---- measuring ------------------------------------------------------------------------------------------
+from diffcourse.text import caption_references, satisfied  # noqa: E402
+
+
+class _Oracle(torch.nn.Module):
+    """A 'judge' of 1x1 'images' whose single pixel holds the digit: logits peak at that digit."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x.flatten(1)[:, 0].long(), 10).float()
+
+
+def test_satisfied_reads_the_judge_against_the_caption():
+    x = torch.tensor([7.0, 3.0, 4.0, 9.0]).reshape(4, 1, 1, 1)
+    caps = ["seven", "not a three", "an even digit above three", "an odd digit below five"]
+    assert satisfied(_Oracle(), x, caps).tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="one image per caption"):
+        satisfied(_Oracle(), x, caps[:2])
+
+
+def test_caption_references_floor_and_ceiling():
+    y = torch.arange(10).repeat(3)
+    x = y.float().reshape(-1, 1, 1, 1)
+    caps = ["seven", "an even digit"]
+    ref = caption_references(_Oracle(), caps, x, y)
+    assert torch.allclose(ref.floor, torch.tensor([0.1, 0.5])) and torch.equal(ref.ceiling, torch.ones(2))
+    assert ref.x.shape[0] == ref.k.shape[0] == 3 + 15
+    assert caption_mask([caps[k] for k in ref.k.tolist()])[torch.arange(18), ref.x.flatten().long()].all()
+    wrong = caption_references(lambda z: _Oracle()((z + 1) % 10), caps, x, y)   # a judge off by one
+    assert torch.equal(wrong.ceiling, torch.zeros(2)) and torch.equal(wrong.floor, ref.floor)
+    with pytest.raises(ValueError, match="satisfies"):
+        caption_references(_Oracle(), ["seven"], x[:5], y[:5])
