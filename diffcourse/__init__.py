@@ -21,6 +21,8 @@ from .device import budget, get_device
 from .mixture import GaussianMixture, exact_cfg_eps_fn, exact_classifier_grad_fn, exact_eps_fn
 from .schedules import Schedule, cosine_schedule, ddim_levels, linear_schedule, q_sample
 
+from . import conditioned, text  # chapter 10: captions and low-resolution images as conditions
+
 __version__ = "0.1.0"
 __all__ = [
     "checks",

@@ -197,3 +197,65 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError(f"folder {folder}: labels must lie in 0..9")
     return images[:, None].float() / 127.5 - 1, labels.long()
+
+
+# ---- two attributes per component (chapter 10) ----------------------------------------------------------
+
+class TwoAttributes(NamedTuple):
+    """One 2-D mixture labelled three ways. Every component carries a ``position`` (its column) and a
+    ``colour``; the three mixtures share means, covariances and weights, so p(x) is the same in all,
+    and each gives the exact conditional laws of its labelling: p(x | position), p(x | colour) and
+    p(x | position, colour), whose label is :meth:`pair`."""
+    position: GaussianMixture
+    colour: GaussianMixture
+    joint: GaussianMixture
+
+    def pair(self, position: int, colour: int) -> int:
+        """The ``joint`` label of a (position, colour) pair."""
+        n_pos, n_col = self.position.num_classes, self.colour.num_classes
+        position = check_int(position, "position", low=0, high=n_pos - 1)
+        colour = check_int(colour, "colour", low=0, high=n_col - 1)
+        return position * n_col + colour
+
+    def subset(self, pairs) -> GaussianMixture:
+        """The mixture of the components named by ``pairs`` (``joint`` labels, see :meth:`pair`),
+        their weights renormalised, as one class: for example p(x | left, not blue) is
+        ``subset([pair(left, red), pair(left, green)])``."""
+        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+            raise TypeError("pairs must be a list of joint labels")
+        pairs = [check_int(p, "pairs", low=0, high=self.joint.num_classes - 1) for p in pairs]
+        if not pairs:
+            raise ValueError("pairs must name at least one component")
+        j = self.joint
+        keep = torch.isin(j.labels, torch.tensor(pairs, device=j.labels.device))
+        return GaussianMixture(j.means[keep], j.covs[keep], j.weights[keep], torch.zeros_like(j.labels[keep]))
+
+    def to(self, device=None, dtype=None) -> "TwoAttributes":
+        """The three mixtures on ``device`` and/or in ``dtype``."""
+        return TwoAttributes(*(m.to(device=device, dtype=dtype) for m in self))
+
+
+def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour: str = "rows",
+                   dtype: torch.dtype = torch.float32) -> TwoAttributes:
+    """size x size round Gaussians of standard deviation ``std`` on a square grid of step ``spacing``,
+    centred on the origin, equal weights. Component (i, j), in column i and row j, has position i and
+
+    - ``colour="rows"``: colour j, its row. Position lives on the first coordinate and colour on the
+      second, and p(x) is the product of its two coordinates' laws: the attributes are independent;
+    - ``colour="diagonal"``: colour (i + j) mod size, a Latin square. Every (position, colour) pair
+      still names one component, but colour is no longer a function of one coordinate.
+
+    Either way p(x) is the same mixture; only the colour labels differ."""
+    size = check_int(size, "size", low=2)
+    spacing = check_real(spacing, "spacing", low=0, low_open=True)
+    std = check_real(std, "std", low=0, low_open=True)
+    check_choice(colour, "colour", ("rows", "diagonal"))
+    coords = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    i, j = i.flatten(), j.flatten()
+    means = torch.stack([coords[i], coords[j]], dim=1).to(dtype)
+    covs = ((std ** 2) * torch.eye(2, dtype=torch.float64).expand(size * size, 2, 2)).to(dtype)
+    weights = torch.ones(size * size, dtype=dtype)
+    col = j if colour == "rows" else (i + j) % size
+    make = lambda labels: GaussianMixture(means, covs, weights, labels)
+    return TwoAttributes(make(i), make(col), make(i * size + col))

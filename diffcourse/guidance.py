@@ -473,3 +473,58 @@ def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) 
     def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / _gather(sigma, t, x_t)
     return grad_fn
+# ---- conditions beyond one label (chapter 10) ------------------------------------------------------------
+
+def _check_terms(terms) -> list:
+    """``terms`` as a list of (callable, finite float) pairs, or a TypeError/ValueError naming the term."""
+    if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
+        raise TypeError(f"terms must be a list of (cond_fn, weight) pairs, got {type(terms).__name__}")
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, (tuple, list)) or len(term) != 2:
+            raise TypeError(f"terms[{i}] must be a (cond_fn, weight) pair, got {term!r}")
+        fn = check_callable(term[0], f"terms[{i}]: cond_fn")
+        out.append((fn, check_real(term[1], f"terms[{i}] weight")))
+    if not out:
+        raise ValueError("terms must hold at least one (cond_fn, weight) pair")
+    return out
+
+
+def composed_eps_fn(uncond_fn: Fn, terms: Sequence[Tuple[Fn, float]]) -> Fn:
+    """Composed conditions (Liu et al. 2022, "Composable Diffusion"), as a sampler's ``eps_fn``:
+
+        eps_u + sum_i w_i (eps_i - eps_u),
+
+    ``uncond_fn`` giving eps_u and ``terms`` a list of ``(cond_fn, weight)``. Each difference
+    eps_i - eps_u is a classifier gradient in noise units (eq. 167), so the sum is classifier guidance
+    (eq. 166) with one classifier per condition: a positive weight asks for condition i (AND), a
+    negative one steers away from it (NOT). One term ``(cond_fn, gamma)`` is eq. 170; with
+    ``uncond_fn`` a *negative* condition it is a negative prompt (:func:`negative_prompt_eps_fn`).
+    In score form it is the score of p_t(x) prod_i (p_t(x|c_i) / p_t(x))^{w_i}, normalised.
+    A term of weight 0 is skipped (no call), as is eps_u when the weights sum to exactly 1.
+    """
+    check_callable(uncond_fn, "uncond_fn")
+    terms = [(fn, w) for fn, w in _check_terms(terms) if w != 0]
+    base = 1 - sum(w for _, w in terms)           # the weight eps_u keeps: 1 - sum_i w_i
+
+    def composed(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not terms:
+            return uncond_fn(x_t, t)
+        parts = [w * fn(x_t, t) for fn, w in terms]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out if base == 0 else out + base * uncond_fn(x_t, t)
+    return composed
+
+
+def negative_prompt_eps_fn(cond_fn: Fn, negative_fn: Fn, gamma: float) -> Fn:
+    """A negative prompt: eq. 170 with the null branch replaced by a negative condition y-,
+    gamma eps(x_t, t, y+) + (1 - gamma) eps(x_t, t, y-), as a sampler's ``eps_fn``. In score form it is
+    the score of p_t(x|y+)^gamma p_t(x|y-)^(1 - gamma), normalised; gamma = 1 is ``cond_fn`` (the
+    negative prompt is never called), and with ``negative_fn`` the null condition it is eq. 170.
+    It is :func:`composed_eps_fn` with eps_u = eps(y-) and one term (eps(y+), gamma)."""
+    gamma = _check_gamma(gamma)
+    check_callable(cond_fn, "cond_fn")
+    check_callable(negative_fn, "negative_fn")
+    return composed_eps_fn(negative_fn, [(cond_fn, gamma)])

@@ -9,7 +9,7 @@ The labs hold learned networks against these answers.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -475,3 +475,70 @@ def sample_tilted(
         device=device,
     )
     return x.to(mixture.device, mixture.dtype)
+
+
+# ---- composed conditions (chapter 10) ---------------------------------------------------------------------
+
+Condition = Tuple[GaussianMixture, Label]
+
+
+def _check_condition(cond, name: str) -> Tuple[GaussianMixture, Label]:
+    if not isinstance(cond, (tuple, list)) or len(cond) != 2 or not isinstance(cond[0], GaussianMixture):
+        raise TypeError(f"{name} must be a (GaussianMixture, y) pair, y an int or None")
+    mixture, y = cond
+    if y is not None:
+        mixture._check_y(y, 1)
+    return mixture, y
+
+
+def _check_composed(uncond, terms) -> Tuple[Condition, list]:
+    uncond = _check_condition(uncond, "uncond")
+    if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
+        raise TypeError("terms must be a list of ((mixture, y), weight) pairs")
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, (tuple, list)) or len(term) != 2:
+            raise TypeError(f"terms[{i}] must be a ((mixture, y), weight) pair")
+        cond, w = _check_condition(term[0], f"terms[{i}] condition"), check_real(term[1], f"terms[{i}] weight")
+        if cond[0].dim != uncond[0].dim:
+            raise ValueError(f"terms[{i}]: the mixture has dim {cond[0].dim}, uncond's {uncond[0].dim}")
+        out.append((cond, w))
+    if not out:
+        raise ValueError("terms must hold at least one ((mixture, y), weight) pair")
+    return uncond, out
+
+
+def composed_log_prob(x: torch.Tensor, uncond: Condition, terms: Sequence[Tuple[Condition, float]]) -> torch.Tensor:
+    """Unnormalised log of the law whose score :func:`~diffcourse.guidance.composed_eps_fn` gives at
+    t = 0: log p_u(x) + sum_i w_i (log p_i(x) - log p_u(x)), that is
+    p_u(x) prod_i (p_i(x) / p_u(x))^{w_i}. A condition is a pair ``(mixture, y)``: p(x|y) of that
+    mixture's labelling, or p(x) when y is None. With one term (p(x|y+), gamma) over p_u = p(x|y-)
+    it is the tilted law of a negative prompt, p(x|y+)^gamma p(x|y-)^(1 - gamma); over p_u = p(x),
+    chapter 6's :func:`tilted_log_prob`. [N]"""
+    (mix_u, y_u), terms = _check_composed(uncond, terms)
+    log_u = mix_u.log_prob(x, y_u)
+    out = log_u
+    for (mix, y), w in terms:
+        out = out + w * (mix.log_prob(x, y) - log_u)
+    return out
+
+
+def sample_composed(uncond: Condition, terms: Sequence[Tuple[Condition, float]], n: int,
+                    generator: Optional[torch.Generator] = None, cells: int = 600,
+                    margin: float = 6.0) -> torch.Tensor:
+    """n draws from the normalised :func:`composed_log_prob` of 2-D mixtures, by :func:`grid_sample`
+    on a square covering every component's mean by ``margin`` of the largest standard deviation, as
+    :func:`sample_tilted` does. The law must be normalisable (it is when every weight is >= 0 and
+    they sum to at most one; with equal covariances it is for any finite weights); :func:`grid_sample`
+    refuses a square whose border carries mass."""
+    (mix_u, _), checked = _check_composed(uncond, terms)
+    mixtures = [mix_u] + [c[0] for c, _ in checked]
+    if mix_u.dim != 2:
+        raise ValueError(f"sample_composed works on 2-D mixtures, got dim={mix_u.dim}")
+    reach = margin * max(torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures)
+    low = min(min(m.means.min().item() for m in mixtures), 0.0) - reach
+    high = max(max(m.means.max().item() for m in mixtures), 0.0) + reach
+    device = generator.device if generator is not None else mix_u.device
+    x = grid_sample(lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
+                    n, low, high, cells, generator, dtype=torch.float64, device=device)
+    return x.to(mix_u.device, mix_u.dtype)

@@ -48,6 +48,8 @@ SOURCES = (
     "schedules.py",
     "targets.py",
     "train.py",
+    "text.py",
+    "conditioned.py",
 )
 
 
@@ -59,6 +61,8 @@ class Recipe:
     budget: str
     # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
     # | "digits-judge" (that split less chapter 7's floor set, data.digits_eval_sets)
+    # | "digit-captions" (each training digit with CAPTION_COPIES captions) | "digits-low" (with
+    # its 4x4 view, chapter 10)
     data: str
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: a clean-data judge
     model: str  # a class of diffcourse.models
@@ -96,6 +100,8 @@ class Recipe:
         if self.data == "digits-judge":  # the training digits less chapter 7's floor set
             sets = datasets.digits_eval_sets()
             return sets.x_judge.to(device), sets.y_judge.to(device)
+        if self.data in ("digit-captions", "digits-low"):
+            return _condition_data(self.data, device)
         return getattr(datasets, self.data)().to(device)
 
     def build(self, device=None) -> nn.Module:
@@ -104,7 +110,7 @@ class Recipe:
         device = get_device() if device is None else torch.device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
-            return getattr(models, self.model)(**self.model_args).to(device)
+            return _model_class(self.model)(**self.model_args).to(device)
 
     def train(
         self, device=None, progress: bool = True, **checkpointing
@@ -131,6 +137,33 @@ class Recipe:
         else:
             losses = train_classifier(model, data, schedule, **common)
         return model.eval(), losses
+
+
+CAPTION_COPIES = 8  # captions per training digit in "digit-captions" (chapter 10)
+
+
+def _model_class(name: str):
+    """A network class of diffcourse.models, or of diffcourse.conditioned (chapter 10)."""
+    from . import conditioned
+
+    return getattr(models, name, None) or getattr(conditioned, name)
+
+
+def _condition_data(kind: str, device: torch.device):
+    """Chapter 10's training data: (x0, condition) pairs. "digit-captions": every training digit
+    ``CAPTION_COPIES`` times, each copy with a caption true of its label drawn by
+    :func:`~diffcourse.text.random_captions` (seed 0), as token ids; "digits-low": every training
+    digit with its 4x4 block means (:func:`~diffcourse.conditioned.low_resolution`)."""
+    from .conditioned import low_resolution
+    from .text import random_captions, tokenize
+
+    split = datasets.load_digits_split(holdout=0.25, seed=0)
+    x, y = split.x_train, split.y_train
+    if kind == "digits-low":
+        return x.to(device), low_resolution(x).to(device)
+    labels = y.repeat(CAPTION_COPIES)
+    captions = random_captions(labels, torch.Generator().manual_seed(0))
+    return x.repeat(CAPTION_COPIES, 1, 1, 1).to(device), tokenize(captions, device=device)
 
 
 # ---- the labs' recipes ----------------------------------------------------------------------------
@@ -232,6 +265,25 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             description="chapter 7: the noise-aware classifier of digits, for classifier guidance",
         ),
     }
+    conditioned = dict(
+        schedule=("linear", 1000), trainer="denoiser", batch_size=128, lr=4e-3, p_uncond=0.1
+    )
+    specs["ch10-captions"] = dict(
+        conditioned,
+        data="digit-captions",
+        model="CaptionUNet",
+        steps=pick(800, 6000),
+        model_args=dict(width=pick(16, 32), text_dim=32, text_layers=pick(1, 2)),
+        description="chapter 10: the caption-conditioned U-Net (caption dropout 0.1)",
+    )
+    specs["ch10-superres"] = dict(
+        conditioned,
+        data="digits-low",
+        model="SuperResUNet",
+        steps=pick(1000, 6000),
+        model_args=dict(width=pick(16, 32)),
+        description="chapter 10: the 4x4 -> 8x8 super-resolution U-Net (condition dropout 0.1)",
+    )
     for p in (0.1, 0.2, 0.5):
         specs[f"ch5-cfg-p{p}"] = dict(
             two_d,

@@ -142,3 +142,47 @@ def test_digits_eval_sets_split_the_training_digits_and_balance_the_reference():
     assert torch.equal(again.x_floor, sets.x_floor) and torch.equal(again.x_ref, sets.x_ref)
     with pytest.raises(ValueError, match="per_class"):
         digits_eval_sets(floor_per_class=500)
+# ---- chapter 10: two attributes --------------------------------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+
+
+@pytest.mark.parametrize("colour", ["rows", "diagonal"])
+def test_attribute_grid_labels(colour):
+    A = attribute_grid(size=3, colour=colour)
+    assert (A.position.num_classes, A.colour.num_classes, A.joint.num_classes) == (3, 3, 9)
+    assert all(torch.equal(m.means, A.joint.means) and torch.equal(m.weights, A.joint.weights) for m in A)
+    # every (position, colour) pair names exactly one component, whose labels agree with the pair
+    for k in range(9):
+        p, c = int(A.position.labels[k]), int(A.colour.labels[k])
+        assert int(A.joint.labels[k]) == A.pair(p, c)
+    assert torch.bincount(A.joint.labels).tolist() == [1] * 9
+    # position is the column (first coordinate); with rows, colour is the row
+    assert torch.equal(A.position.labels, (A.joint.means[:, 0].argsort().argsort() // 3))
+    if colour == "rows":
+        rank = torch.unique(A.joint.means[:, 1], return_inverse=True)[1]
+        assert torch.equal(A.colour.labels, rank)
+
+
+def test_attribute_grid_bad_input():
+    with pytest.raises(ValueError, match="colour"):
+        attribute_grid(colour="stripes")
+    with pytest.raises(ValueError, match="size"):
+        attribute_grid(size=1)
+    with pytest.raises(ValueError, match="std"):
+        attribute_grid(std=0.0)
+    with pytest.raises(ValueError, match="position"):
+        attribute_grid().pair(3, 0)
+    with pytest.raises(TypeError, match="colour"):
+        attribute_grid().pair(0, 1.0)
+
+
+def test_attribute_grid_subset():
+    A = attribute_grid(colour="rows")
+    meant = A.subset([A.pair(0, 0), A.pair(0, 1)])       # left, not blue
+    assert meant.num_components == 2 and meant.num_classes == 1
+    assert torch.allclose(meant.means, A.joint.means[[A.pair(0, 0), A.pair(0, 1)]])
+    assert torch.allclose(meant.weights, torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([9])
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([])

@@ -246,3 +246,45 @@ def test_ch08_ddim_with_eta_one_is_a_ddpm_step():
         a_t, a_s = float(schedule.alpha_bar[step]), float(schedule.alpha_bar[step - 1])
         torch.testing.assert_close(sol.ddim_step(x, eps, a_t, a_s, eta=1.0, noise=z),
                                    ddpm_step(x, eps, step, schedule, z), rtol=1e-9, atol=1e-9)
+
+
+# ---- chapter 10: the exact "not" ------------------------------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+from diffcourse.metrics import distance_to_exact  # noqa: E402
+from diffcourse.samplers import ddpm_sample  # noqa: E402
+
+
+def test_ch10_has_a_solution_file():
+    assert (SOLUTIONS / "ch10.py").is_file()
+
+
+def test_ch10_not_score_against_autograd():
+    """The score of log p_t(x|left) + log(1 - p_t(blue|x)), by autograd, at three noise levels."""
+    sol = load("ch10")
+    A = attribute_grid(dtype=torch.float64)
+    x = 2 * torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for a in (1.0, 0.6, 0.1):
+        plus, minus = A.position.diffuse(a), A.colour.diffuse(a)
+        xg = x.clone().requires_grad_(True)
+        # log(1 - p(blue|x)) as the log of the other colours' posterior: finite even where p(blue|x) = 1
+        log_q = plus.log_prob(xg, 0) + torch.logsumexp(minus.class_log_posterior(xg)[:, :2], 1)
+        (want,) = torch.autograd.grad(log_q.sum(), xg)
+        assert torch.allclose(sol.not_score(plus, 0, minus, 2, x), want, rtol=1e-7, atol=1e-9), a
+
+
+def test_ch10_not_samples_what_was_meant():
+    """On `rows`, left and blue are independent given x_t at every t, so DDPM on the exact "not"
+    samples p(x | left, not blue): the red and green components of the left column, half each."""
+    sol = load("ch10")
+    A = attribute_grid(spacing=1.6, std=0.4)
+    schedule = cosine_schedule(100)
+    x = ddpm_sample(sol.not_eps_fn(A.position, 0, A.colour, 2, schedule), (4000, 2), schedule,
+                    generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.isfinite(x).all()
+    blue = (A.colour.class_log_posterior(x).argmax(1) == 2).double().mean().item()
+    assert blue < 0.02
+
+    def meant(n, g):
+        pairs = torch.tensor([A.pair(0, 0), A.pair(0, 1)])[torch.randint(0, 2, (n,), generator=g)]
+        return A.joint.sample(n, pairs, generator=g)[0]
+    assert distance_to_exact(x, meant, seed=4)["ratio"] < 1.5

@@ -610,3 +610,103 @@ def test_implicit_classifier_bad_input():
         implicit_classifier_grad_fn(model.eps_fn(), None, s)
     with pytest.raises(TypeError, match="schedule"):
         implicit_classifier_grad_fn(model.eps_fn(), model.eps_fn(), 20)
+# ---- chapter 10: composed conditions and negative prompts ------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+from diffcourse.guidance import composed_eps_fn, negative_prompt_eps_fn  # noqa: E402
+from diffcourse.mixture import composed_log_prob  # noqa: E402
+from diffcourse.targets import score_to_eps  # noqa: E402
+
+
+def _fixed(value):
+    """An eps_fn that returns ``value`` whatever x_t and t, and counts its calls."""
+    def fn(x_t, t):
+        fn.calls += 1
+        return value
+    fn.calls = 0
+    return fn
+
+
+def test_composed_eps_fn_is_its_formula():
+    g = torch.Generator().manual_seed(0)
+    eu, e1, e2, e3 = (torch.randn(6, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    x, t = torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, dtype=torch.long)
+    for w in ([2.0, 1.5, -0.7], [0.3, 0.2, 0.1], [1.0, -1.0, 0.5]):
+        out = composed_eps_fn(_fixed(eu), [(_fixed(e1), w[0]), (_fixed(e2), w[1]), (_fixed(e3), w[2])])(x, t)
+        want = eu + w[0] * (e1 - eu) + w[1] * (e2 - eu) + w[2] * (e3 - eu)
+        assert torch.allclose(out, want, rtol=1e-12, atol=1e-12), w
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.5, 7.0])
+def test_one_composed_term_is_eq170(gamma):
+    g = torch.Generator().manual_seed(1)
+    cond, uncond = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    x, t = torch.zeros(5, 2), torch.zeros(5, dtype=torch.long)
+    out = composed_eps_fn(_fixed(uncond), [(_fixed(cond), gamma)])(x, t)
+    assert torch.equal(out, classifier_free_eps_fn(_fixed(cond), _fixed(uncond), gamma)(x, t))
+    assert torch.equal(out, negative_prompt_eps_fn(_fixed(cond), _fixed(uncond), gamma)(x, t))
+
+
+def test_negative_prompt_at_gamma_one_is_the_positive_conditional():
+    """gamma = 1: the negative branch has weight 0 and is never called; the result is eps(y+)."""
+    A = attribute_grid(dtype=torch.float64)
+    schedule = cosine_schedule(50)
+    x = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t = torch.full((30,), 20, dtype=torch.long)
+    pos, neg = exact_eps_fn(A.position, schedule, 0), _fixed(torch.full((30, 2), float("nan")))
+    assert torch.equal(negative_prompt_eps_fn(pos, neg, 1.0)(x, t), pos(x, t))
+    assert neg.calls == 0
+
+
+@pytest.mark.parametrize("colour", ["rows", "diagonal"])
+def test_composed_exact_eps_is_the_score_of_the_composed_law(colour):
+    """At every t, composed_eps_fn of exact noise predictors is -sigma_t times the gradient of
+    composed_log_prob of the *diffused* mixtures (autograd): it follows p_t(x) prod_i (p_t(x|c_i)/p_t(x))^w_i."""
+    A = attribute_grid(colour=colour, dtype=torch.float64)
+    schedule = cosine_schedule(50)
+    x = 2 * torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for step in (0, 15, 35):
+        a = float(schedule.alpha_bar[step])
+        t = torch.full((40,), step, dtype=torch.long)
+        terms = [(A.position, 0, 1.5), (A.colour, 2, -0.6), (A.colour, 1, 0.8)]
+        fn = composed_eps_fn(exact_eps_fn(A.joint, schedule), [(exact_eps_fn(m, schedule, y), w) for m, y, w in terms])
+        diffused = [(m.diffuse(a), y, w) for m, y, w in terms]
+        xg = x.clone().requires_grad_(True)
+        logq = composed_log_prob(xg, (A.joint.diffuse(a), None), [((m, y), w) for m, y, w in diffused])
+        (score,) = torch.autograd.grad(logq.sum(), xg)
+        assert torch.allclose(fn(x, t), score_to_eps(score, a), rtol=1e-9, atol=1e-10), step
+
+
+def test_composed_eps_fn_skips_what_has_no_weight():
+    e = torch.ones(2, 2)
+    x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
+    u, a, b = _fixed(2 * e), _fixed(3 * e), _fixed(5 * e)
+    assert torch.equal(composed_eps_fn(u, [(a, 0.25), (b, 0.75)])(x, t), 0.25 * 3 * e + 0.75 * 5 * e)
+    assert u.calls == 0                                  # weights sum to one: eps_u drops out
+    c = _fixed(7 * e)
+    assert torch.equal(composed_eps_fn(u, [(c, 0.0)])(x, t), 2 * e) and c.calls == 0
+
+
+def test_composed_bad_input_names_it():
+    f = _fixed(torch.zeros(1, 1))
+    with pytest.raises(TypeError, match="terms\\[1\\]: cond_fn"):
+        composed_eps_fn(f, [(f, 1.0), ("eps", 2.0)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, math.inf)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, float("nan"))])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, "2")])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, True)])
+    with pytest.raises(TypeError, match="terms\\[0\\]"):
+        composed_eps_fn(f, [f])
+    with pytest.raises(ValueError, match="terms"):
+        composed_eps_fn(f, [])
+    with pytest.raises(TypeError, match="terms"):
+        composed_eps_fn(f, f)
+    with pytest.raises(TypeError, match="uncond_fn"):
+        composed_eps_fn(None, [(f, 1.0)])
+    with pytest.raises(TypeError, match="negative_fn"):
+        negative_prompt_eps_fn(f, 3, 2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        negative_prompt_eps_fn(f, f, -1.0)

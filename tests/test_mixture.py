@@ -306,3 +306,59 @@ def test_bayes_rule_in_log_form_eq163_eq164(alpha_bar):
     assert close(mix.log_prob(x) + post(x) - log_py, mix.log_prob(x, y), rtol=1e-12)
     lhs = autograd_score(lambda z: mix.log_prob(z, y), x)
     assert close(autograd_score(mix.log_prob, x) + autograd_score(post, x), lhs)
+# ---- chapter 10: composed laws on two attributes ---------------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+from diffcourse.mixture import composed_log_prob, sample_composed  # noqa: E402
+
+
+def _and(A):
+    """position 0 AND colour 1 over p(x)."""
+    return (A.joint, None), [((A.position, 0), 1.0), ((A.colour, 1), 1.0)]
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.1])
+def test_independent_attributes_compose_exactly_at_every_noise_level(alpha_bar):
+    """rows: position on x1, colour on x2, p(x) = p(x1) p(x2), so p_t(x|a) p_t(x|b) / p_t(x) is p_t(x|a, b)
+    at every t: the composed log density differs from the joint's by a constant. diagonal: it does not."""
+    x = 3 * torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for colour, exact in (("rows", True), ("diagonal", False)):
+        A = attribute_grid(colour=colour, dtype=torch.float64)
+        A = type(A)(*(m.diffuse(alpha_bar) for m in A))
+        uncond, terms = _and(A)
+        gap = composed_log_prob(x, uncond, terms) - A.joint.log_prob(x, A.pair(0, 1))
+        assert (gap.max() - gap.min() < 1e-9) == exact, (colour, gap.max() - gap.min())
+
+
+def test_composed_log_prob_is_the_tilted_law_for_one_term():
+    mix = random_mixture(2, (2, 1), seed=6)
+    x = torch.randn(9, 2, dtype=torch.float64)
+    assert torch.allclose(composed_log_prob(x, (mix, None), [((mix, 0), 2.5)]), tilted_log_prob(mix, x, 0, 2.5))
+    # a negative prompt: p(x|1)^gamma p(x|0)^(1 - gamma)
+    neg = composed_log_prob(x, (mix, 0), [((mix, 1), 3.0)])
+    assert torch.allclose(neg, 3.0 * mix.log_prob(x, 1) - 2.0 * mix.log_prob(x, 0))
+
+
+def test_sample_composed_of_independent_attributes_is_the_joint_conditional():
+    A = attribute_grid(dtype=torch.float64)
+    n = 100000
+    x = sample_composed(*_and(A), n, generator=torch.Generator().manual_seed(1))
+    ref, _ = A.joint.sample(n, A.pair(0, 1), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(x.mean(0), ref.mean(0), atol=0.01)
+    assert torch.allclose(torch.cov(x.T), torch.cov(ref.T), atol=0.01)
+
+
+def test_composed_bad_input():
+    A = attribute_grid(dtype=torch.float64)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="uncond"):
+        composed_log_prob(x, A.joint, [((A.position, 0), 1.0)])
+    with pytest.raises(ValueError, match="y"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 7), 1.0)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 0), float("inf"))])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 0), None)])
+    with pytest.raises(ValueError, match="terms"):
+        composed_log_prob(x, (A.joint, None), [])
+    with pytest.raises(ValueError, match="dim"):
+        sample_composed((random_mixture(3, (1, 1), seed=1), None), [((random_mixture(3, (1, 1), seed=1), 0), 1.0)], 5)

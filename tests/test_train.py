@@ -379,3 +379,39 @@ def test_the_same_weights_at_any_thread_count(classifier):
     two = _weights_after_training(2, classifier)
     assert torch.equal(two, _weights_after_training(2, classifier))
     assert torch.equal(two, _weights_after_training(1, classifier))
+# ---- chapter 10: condition dropout for any condition -----------------------------------------------------
+from torch import nn as _nn  # noqa: E402
+
+
+class _Recorder(_nn.Module):
+    """A 'denoiser' of 2-D points whose condition is a tensor of any shape; it records what it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = _nn.Parameter(torch.zeros(1))
+        self.T = 20
+        self.seen = []
+
+    def null_condition(self, cond):
+        return torch.full_like(cond, -1)
+
+    def forward(self, x_t, t, cond):
+        self.seen.append(cond.clone())
+        return x_t * self.w
+
+
+@pytest.mark.parametrize("shape", [(12,), (1, 4, 4)])
+def test_condition_dropout_puts_the_models_null_on_dropped_rows(shape):
+    from diffcourse.schedules import cosine_schedule as _cos
+    n = 4000
+    x = torch.randn(n, 2)
+    cond = torch.arange(1, n + 1, dtype=torch.float32).reshape(n, *[1] * len(shape)).expand(n, *shape).clone()
+    model = _Recorder()
+    train_denoiser(model, (x, cond), _cos(20), steps=3, batch_size=1000, p_uncond=0.3, progress=False)
+    seen = torch.cat(model.seen)
+    dropped = (seen == -1).flatten(1).all(1)
+    kept = (seen > 0).flatten(1).all(1)
+    assert (dropped | kept).all()                           # a row is dropped whole, or left as it was
+    assert abs(dropped.double().mean().item() - 0.3) < 0.03
+    # the kept rows are the data's own conditions: constant across the row, a valid index
+    assert (seen[kept].flatten(1).std(1) == 0).all()
