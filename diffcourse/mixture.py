@@ -312,3 +312,39 @@ def sample_tilted(mixture: GaussianMixture, y: int, gamma: float, n: int,
     x = grid_sample(lambda pts: tilted_log_prob(mixture, pts.to(mixture.device, mixture.dtype), int(y_t[0]), gamma),
                     n, low, high, cells, generator, dtype=torch.float64, device=device)
     return x.to(mixture.device, mixture.dtype)
+
+
+# ---- the rectified-flow path (chapter 11) ------------------------------------------------------------------
+
+def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
+                      ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The exact velocity v*(x_t, t) = E[eps - x_0 | x_t] (or E[eps - x_0 | x_t, y]) on the
+    rectified-flow path x_t = (1 - t) x_0 + t eps, t in [0, 1], t = 1 the noise (Liu et al. 2023;
+    Lipman et al. 2023): the minimiser of the flow-matching loss, as a callable ``v(x_t, t)`` with
+    ``t`` a float tensor [N].
+
+    Given component k, x_0 ~ N(mu_k, Sigma_k) and x_t are jointly Gaussian: x_t ~ N((1 - t) mu_k, C_k),
+    C_k = (1 - t)^2 Sigma_k + t^2 I, Cov(x_0, x_t) = (1 - t) Sigma_k, Cov(eps, x_t) = t I, so
+    E[eps - x_0 | x_t, k] = (t I - (1 - t) Sigma_k) C_k^{-1} (x_t - (1 - t) mu_k) - mu_k; v* averages
+    these with the responsibilities p(k | x_t [, y]). In the eigenbasis of Sigma_k every matrix is
+    diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
+    ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
+    """
+    from .flow import check_times        # flow.py holds the time check; it does not import this module
+
+    lam, basis = torch.linalg.eigh(mixture.covs)                   # [K, D], [K, D, D]
+    log_w = torch.log(mixture.weights)
+
+    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x_t, torch.Tensor):
+            raise TypeError("x_t must be a torch.Tensor [N, D]")
+        x = mixture._check_x(x_t.to(mixture.dtype) if x_t.is_floating_point() else x_t)
+        s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]        # [N, 1, 1]
+        var = (1 - s) ** 2 * lam[None] + s ** 2                                      # [N, K, D]
+        z = torch.einsum("kdj,nkd->nkj", basis, x[:, None, :] - (1 - s) * mixture.means[None])
+        log_joint = log_w - 0.5 * (torch.log(2 * math.pi * var) + z ** 2 / var).sum(-1)   # [N, K]
+        if y is not None:
+            log_joint = log_joint.masked_fill(~mixture._member[mixture._check_y(y, x.shape[0])], float("-inf"))
+        per_component = torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z) - mixture.means[None]
+        return (torch.softmax(log_joint, dim=1)[..., None] * per_component).sum(1).to(x_t.dtype)
+    return velocity

@@ -301,3 +301,82 @@ class ConvClassifier(nn.Module):
         """log p_phi(y | x_t, t): [N]."""
         y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
         return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]
+
+
+# ---- flow matching (chapter 11) ----------------------------------------------------------------------
+
+class VelocityMLP(nn.Module):
+    """v_theta(x_t, t[, y][, gamma]) for the rectified-flow path of chapter 11: :class:`MLPDenoiser`'s
+    residual MLP with the time a float ``t`` in [0, 1] (t = 1 the noise) instead of a step.
+
+    The sinusoidal features of 1000 t feed a small MLP, as a step's features do in MLPDenoiser; a
+    label embedding (row C the null label) is added to it when ``num_classes > 0``. With
+    ``guidance_input=True`` the guidance scale ``gamma`` [N] is one more input, embedded the same
+    way and added too: the student of guidance distillation (Meng et al. 2023), which is what
+    FLUX-dev's "guidance" input is.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0, emb_dim: int = 64,
+                 guidance_input: bool = False):
+        super().__init__()
+        if dim < 1 or hidden < 1 or depth < 1 or num_classes < 0 or emb_dim < 2:
+            raise ValueError("dim, hidden and depth must be >= 1, emb_dim >= 2 and num_classes >= 0")
+        self.dim, self.num_classes, self.emb_dim = dim, num_classes, emb_dim
+        self.guidance_input = bool(guidance_input)
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
+        self.gamma_mlp = (nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+                          if guidance_input else None)
+        self.inp = nn.Linear(dim, hidden)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
+        self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = nn.Linear(hidden, dim)
+        self.act = nn.SiLU()
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
+                gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
+        from .flow import check_times      # here, not at the top: flow.py imports guidance, which imports this
+        w = self.inp.weight
+        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.dim:
+            raise ValueError(f"x_t must have shape [N, {self.dim}], got {tuple(getattr(x_t, 'shape', ()))}")
+        if x_t.dtype != w.dtype:
+            raise TypeError(f"x_t has dtype {x_t.dtype} but the model is {w.dtype}")
+        if x_t.device != w.device:
+            raise ValueError(f"x_t is on {x_t.device} but the model is on {w.device}")
+        n = x_t.shape[0]
+        keys = [check_times(t, n).to(w.device, torch.float64)]
+        if self.label_emb is not None:
+            keys.append(check_labels(y, n, self.num_classes, x_t.device).double())
+        elif y is not None:
+            raise ValueError("y was given but the model is unconditional (num_classes=0)")
+        if self.gamma_mlp is not None:
+            if not isinstance(gamma, torch.Tensor) or not gamma.is_floating_point() or gamma.shape != (n,):
+                raise TypeError(f"gamma must be a floating-point tensor of shape ({n},) for a guidance input")
+            if n and not bool((torch.isfinite(gamma) & (gamma >= 0)).all()):
+                raise ValueError("gamma must be finite and >= 0")
+            keys.append(gamma.to(w.device, torch.float64))
+        elif gamma is not None:
+            raise ValueError("gamma was given but the model has no guidance input (guidance_input=False)")
+        # The embeddings depend on (t, y, gamma) alone: computed once per distinct row, then gathered.
+        uniq, inverse = torch.unique(torch.stack(keys, 1), dim=0, return_inverse=True)
+        emb = self.time_mlp(timestep_embedding(uniq[:, 0], self.emb_dim, 1).to(w.dtype))
+        if self.label_emb is not None:
+            emb = emb + self.label_emb(uniq[:, 1].long())
+        if self.gamma_mlp is not None:
+            emb = emb + self.gamma_mlp(timestep_embedding(uniq[:, -1], self.emb_dim, 1000).to(w.dtype))
+        emb = self.act(emb)
+        projs = [proj(emb)[inverse] for proj in self.emb_proj]
+        h = self.act(self.inp(x_t) + projs[0])
+        for layer, p in zip(self.layers, projs[1:]):
+            h = h + self.act(layer(h) + p)
+        return self.out(h)
+
+    def v_fn(self, y: Optional[torch.Tensor] = None):
+        """This network as a sampler's ``v_fn(x_t, t)``, the label fixed (None: the null label)."""
+        if self.gamma_mlp is not None:
+            raise ValueError("a model with a guidance input needs gamma: use flow.student_velocity_fn")
+        return lambda x_t, t: self(x_t, t, y)
