@@ -65,7 +65,7 @@ def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.T
 def flow_matching_loss(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                        y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The conditional flow-matching loss E || v_theta(x_t, t[, y]) - (eps - x_0) ||^2 (Lipman et al.
-    2023, eq. 9 with their linear path; Liu et al. 2023, eq. 1), averaged over the batch and the
+    2023, with their straight path; Liu et al. 2023), averaged over the batch and the
     coordinates. Its minimiser is v*(x_t, t) = E[eps - x_0 | x_t (, y)], for the same reason the
     noise loss of chapter 1 is minimised by E[eps | x_t]: a mean squared error is least at the
     conditional mean. ``y`` may hold the null label (condition dropout is the caller's choice)."""
@@ -298,7 +298,7 @@ def guided_velocity_target(teacher: nn.Module, x_t: torch.Tensor, t: torch.Tenso
                            gamma: torch.Tensor) -> torch.Tensor:
     """The teacher's guided velocity gamma v(x_t, t, y) + (1 - gamma) v(x_t, t, null), each row at its
     own gamma [N], from one stacked pass of a conditional ``teacher`` with a null label: the target
-    guidance distillation trains its student on (Meng et al. 2023, eq. 6 in velocity form). At
+    guidance distillation trains its student on (Meng et al. 2023, stage one, in velocity form). At
     gamma = 1 the unconditional half has weight 0 and the target is the conditional velocity."""
     n = x_t.shape[0]
     g = _col(_check_gammas(gamma, n), x_t)
