@@ -324,3 +324,82 @@ def student_velocity_fn(student: nn.Module, y: torch.Tensor, gamma: float) -> Ve
     gamma = _check_gamma(gamma)
     return lambda x_t, t: student(x_t, t, y, torch.full_like(t, gamma))
 
+
+
+# ---- how close is close ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def relative_velocity_error(v_fn: VelocityFn, reference_fn: VelocityFn, mixture, times: Sequence[float],
+                            n: int = 4000, y: Optional[int] = None, seed: int = 0) -> torch.Tensor:
+    """At each t of ``times``: RMS(v_fn - reference_fn) / RMS(reference_fn) over x_t on the path of the
+    mixture's data, x_t = (1 - t) x_0 + t eps, x_0 from p(x) or from p(x | y). Chapter 1's score error
+    in velocity form: a ratio of root-mean-squares, so points where the velocity is near zero do not
+    blow it up. Both callables are called on a batch of ``n`` rows (build them for n rows of label y)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in times:
+        x0 = mixture.sample(n, y, generator=gen)[0]
+        eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+        tt = torch.full((n,), float(t), dtype=x0.dtype, device=x0.device)
+        x_t = interpolate(x0, eps, tt)
+        ref = reference_fn(x_t, tt)
+        out.append(((v_fn(x_t, tt) - ref).pow(2).mean() / ref.pow(2).mean()).sqrt().item())
+    return torch.tensor(out)
+
+
+# ---- training, through the course's training loop (diffcourse.train) ------------------------------------
+
+def train_velocity(model: nn.Module, data, steps: int, batch_size: int = 512, lr: float = 2e-3,
+                   p_uncond: Optional[float] = None, seed: int = 0, progress: bool = True, warmup: int = 100,
+                   ) -> List[float]:
+    """Fit a velocity network by :func:`flow_matching_loss`, t uniform in [0, 1], with condition
+    dropout ``p_uncond`` (default 0.1 for a conditional model, as ``train.train_denoiser``), in the
+    loop every trainer of the course shares. Returns the loss of every step."""
+    from .train import DEFAULT_P_UNCOND, _check_common, _train
+
+    _check_common(model, None, steps, batch_size)
+    conditional = getattr(model, "num_classes", 0) > 0
+    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else _check_real(p_uncond, "p_uncond")
+    if not 0 <= p_uncond <= 1 or (p_uncond > 0 and not conditional):
+        raise ValueError(f"p_uncond must lie in [0, 1], and be 0 for an unconditional model, got {p_uncond}")
+
+    def make_loss(net, next_batch, draw):
+        def batch_loss() -> torch.Tensor:
+            x0, y = next_batch()
+            t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
+            if not conditional:
+                return flow_matching_loss(net, x0, eps, t)
+            drop = draw((), "uniform") < p_uncond
+            return flow_matching_loss(net, x0, eps, t, torch.where(drop, model.null_label, y))
+        return batch_loss
+
+    return _train(model, data, None, steps, batch_size, lr, seed, progress, warmup, "training velocity",
+                  make_loss, None, None, 0, None, None)
+
+
+def train_student(student: nn.Module, teacher: nn.Module, data, steps: int,
+                  gamma_range: Tuple[float, float] = (1.0, 4.0), batch_size: int = 512, lr: float = 1e-3,
+                  seed: int = 0, progress: bool = True, warmup: int = 50) -> List[float]:
+    """Guidance distillation (Meng et al. 2023): fit ``student`` (a :class:`~diffcourse.models.VelocityMLP`
+    with ``guidance_input=True``) by :func:`distillation_loss`, gamma uniform over ``gamma_range``,
+    the frozen ``teacher`` giving both branches of the target. Returns the loss of every step."""
+    from .train import _check_common, _train
+
+    _check_common(student, None, steps, batch_size)
+    if not getattr(student, "guidance_input", False):
+        raise ValueError("student must take gamma as an input (VelocityMLP(..., guidance_input=True))")
+    low, high = (_check_gamma(g) for g in gamma_range)
+    if not low <= high:
+        raise ValueError(f"gamma_range must be (low, high) with low <= high, got {gamma_range}")
+    teacher.eval()
+
+    def make_loss(net, next_batch, draw):
+        def batch_loss() -> torch.Tensor:
+            x0, y = next_batch()
+            t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
+            gamma = low + (high - low) * draw((), "uniform").to(x0.dtype)
+            return distillation_loss(net, teacher, x0, eps, t, y, gamma)
+        return batch_loss
+
+    return _train(student, data, None, steps, batch_size, lr, seed, progress, warmup, "distilling guidance",
+                  make_loss, None, None, 0, None, None)

@@ -312,8 +312,9 @@ class VelocityMLP(nn.Module):
     The sinusoidal features of 1000 t feed a small MLP, as a step's features do in MLPDenoiser; a
     label embedding (row C the null label) is added to it when ``num_classes > 0``. With
     ``guidance_input=True`` the guidance scale ``gamma`` [N] is one more input, embedded the same
-    way and added too: the student of guidance distillation (Meng et al. 2023), which is what
-    FLUX-dev's "guidance" input is.
+    way and added too (its last layer starts at zero, so the gamma input starts with no effect):
+    the student of guidance distillation (Meng et al. 2023), which is what FLUX-dev's "guidance"
+    input is.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0, emb_dim: int = 64,
@@ -325,8 +326,13 @@ class VelocityMLP(nn.Module):
         self.guidance_input = bool(guidance_input)
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
-        self.gamma_mlp = (nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-                          if guidance_input else None)
+        self.gamma_mlp = None
+        if guidance_input:
+            self.gamma_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            # zero at the start: a student loaded with a teacher's weights begins as the teacher's
+            # conditional velocity at every gamma, and training adds what gamma changes
+            nn.init.zeros_(self.gamma_mlp[2].weight)
+            nn.init.zeros_(self.gamma_mlp[2].bias)
         self.inp = nn.Linear(dim, hidden)
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
         self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
