@@ -8,6 +8,9 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # Threads for torch on CPU; `make test` runs one torch process at a time.
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# The labs' trained models (diffcourse.recipes) are cached here, so a lab that reuses an earlier
+# lab's model loads it; a fresh clone starts empty, and `make clean` empties it.
+export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 
 .PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel
 

@@ -239,3 +239,21 @@ def test_tilted_bad_input():
         grid_sample(lambda p: torch.zeros(p.shape[0], dtype=p.dtype), 10, -1.0, 1.0)
     with pytest.raises(ValueError, match="n"):
         grid_sample(lambda p: -p.pow(2).sum(1), 0, -5.0, 5.0)
+
+
+def test_exact_cfg_is_eq170_of_the_exact_predictors():
+    from diffcourse.data import three_blobs
+    from diffcourse.guidance import classifier_free_guidance
+    from diffcourse.mixture import exact_cfg_eps_fn, exact_eps_fn
+    from diffcourse.schedules import cosine_schedule
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y, t = torch.tensor([0, 1, 2, 0, 1, 2]), torch.full((6,), 20)
+    cond, uncond = exact_eps_fn(mix, s, y)(x, t), exact_eps_fn(mix, s)(x, t)
+    assert torch.equal(exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), classifier_free_guidance(cond, uncond, 2.5))
+    assert torch.equal(exact_cfg_eps_fn(mix, s, 1, 1.0)(x, t), exact_eps_fn(mix, s, 1)(x, t))
+    with pytest.raises(TypeError, match="y"):
+        exact_cfg_eps_fn(mix, s, None, 2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        exact_cfg_eps_fn(mix, s, 0, -2.0)
