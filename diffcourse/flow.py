@@ -14,13 +14,15 @@ t = 0 and take a ``v_fn(x_t, t)`` the way the diffusion samplers take an ``eps_f
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .guidance import _check_gamma, _check_real
+from .checks import (check_callable, check_int, check_module, check_real, check_tensor, read_values, sampling_run,
+                     values_checked_already)
 from .samplers import start_noise
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,15 +32,18 @@ Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 # ---- the path ------------------------------------------------------------------------------------------
 
 def check_times(t: torch.Tensor, n: int, name: str = "t") -> torch.Tensor:
-    """Validate continuous times: a floating-point tensor of shape (n,), every entry in [0, 1]."""
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-        got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-        raise TypeError(f"{name} must be a floating-point tensor of times in [0, 1], got {got}")
-    if t.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
-    if n and not bool(((t >= 0) & (t <= 1)).all()):          # NaN fails both comparisons
-        raise ValueError(f"{name} must lie in [0, 1] (t = 1 is the noise)")
+    """Continuous times: a floating-point tensor of shape (n,), every entry in [0, 1] (t = 1 the
+    noise). The range is read from the device once per sampling run, as ``checks.check_steps`` does."""
+    check_tensor(t, name, floating=True, shape=(n,))
+    if n and t.device.type != "meta" and not values_checked_already():
+        low, high = read_values(torch.stack(torch.aminmax(t)))
+        if not 0 <= low <= high <= 1:                       # NaN fails every comparison
+            raise ValueError(f"{name} must lie in [0, 1] (t = 1 is the noise), got values in {low}..{high}")
     return t
+
+
+def _gamma(gamma) -> float:
+    return check_real(gamma, "gamma", low=0)
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -47,8 +52,8 @@ def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _check_like(x: torch.Tensor, name: str, other: torch.Tensor, other_name: str) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor")
+    check_tensor(other, other_name, floating=True)
+    check_tensor(x, name, floating=True)
     if x.shape != other.shape:
         raise ValueError(f"{name} {tuple(x.shape)} and {other_name} {tuple(other.shape)} must have the same shape")
 
@@ -90,7 +95,7 @@ def velocity_to_eps(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torc
 
 def _below_one(t: torch.Tensor, n: int) -> torch.Tensor:
     check_times(t, n)
-    if n and bool((t >= 1).any()):
+    if n and read_values((t >= 1).any()):
         raise ValueError("t must be < 1 here: at t = 1 the noise alone does not fix the velocity")
     return t
 
@@ -114,7 +119,7 @@ def velocity_to_score(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> to
     """score = -(x_t + (1 - t) v) / t, for t > 0: the inverse of :func:`score_to_velocity`."""
     _check_like(v, "v", x_t, "x_t")
     c = _col(check_times(t, x_t.shape[0]), x_t)
-    if x_t.shape[0] and bool((c <= 0).any()):
+    if x_t.shape[0] and read_values((c <= 0).any()):
         raise ValueError("t must be > 0 here: at t = 0 the velocity does not fix the score")
     return -(x_t + (1 - c) * v) / c
 
@@ -136,11 +141,8 @@ def matched_time(alpha_bar) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def flow_times(steps: int, t_start: float = 1.0) -> List[float]:
     """``steps`` equal steps from ``t_start`` down to 0: a list of steps + 1 times."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    t_start = _check_real(t_start, "t_start")
-    if not 0 < t_start <= 1:
-        raise ValueError(f"t_start must lie in (0, 1], got {t_start}")
+    steps = check_int(steps, "steps", low=1)
+    t_start = check_real(t_start, "t_start", low=0, low_open=True, high=1)
     return [t_start * (1 - i / steps) for i in range(steps + 1)]
 
 
@@ -148,15 +150,17 @@ def _grid(steps: Optional[int], times: Optional[Sequence[float]]) -> List[float]
     if times is None:
         return flow_times(50 if steps is None else steps)
     if steps is not None:
-        raise ValueError("give steps or times, not both")
+        raise ValueError("steps: give steps or times, not both")
     grid = [float(t) for t in (times.tolist() if isinstance(times, torch.Tensor) else times)]
     if len(grid) < 2 or not all(0 <= t <= 1 for t in grid) or any(b >= a for a, b in zip(grid, grid[1:])):
         raise ValueError("times must hold at least 2 times in [0, 1], strictly decreasing (t = 1 is the noise)")
     return grid
 
 
-def _velocity(v_fn: VelocityFn, x: torch.Tensor, t: float) -> torch.Tensor:
-    v = v_fn(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+def _velocity(v_fn: VelocityFn, x: torch.Tensor, t: float, run, step: int) -> torch.Tensor:
+    tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+    with run.at(step, None):       # None: no diffusion step here, checks.known_step stays silent
+        v = v_fn(x, tt)
     if not isinstance(v, torch.Tensor) or v.shape != x.shape:
         raise ValueError(f"v_fn must return a tensor of x_t's shape {tuple(x.shape)}, "
                          f"got {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
@@ -166,18 +170,24 @@ def _velocity(v_fn: VelocityFn, x: torch.Tensor, t: float) -> torch.Tensor:
 @torch.no_grad()
 def _solve(v_fn: VelocityFn, shape_or_noise, steps, times, generator, progress: bool,
            callback: Optional[Callback], heun: bool) -> torch.Tensor:
+    """The loop both samplers share; arguments checked once, value checks of the callees at the
+    run's first call only (``checks.sampling_run``)."""
+    check_callable(v_fn, "v_fn")
+    if callback is not None:
+        check_callable(callback, "callback")
     grid = _grid(steps, times)
     x = start_noise(shape_or_noise, generator)
     name = "Heun" if heun else "Euler"
-    for i in tqdm(range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False):
-        t, s = grid[i], grid[i + 1]
-        v = _velocity(v_fn, x, t)
-        if callback is not None:
-            callback(i, x, x - t * v)                  # x0_hat = x_t - t v
-        x_next = x + (s - t) * v                       # Euler: one evaluation per step
-        if heun:                                       # Heun: the trapezoid with the slope at the end
-            x_next = x + (s - t) * 0.5 * (v + _velocity(v_fn, x_next, s))
-        x = x_next
+    with sampling_run() as run:
+        for i in tqdm(range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False):
+            t, s = grid[i], grid[i + 1]
+            v = _velocity(v_fn, x, t, run, i)
+            if callback is not None:
+                callback(i, x, x - t * v)              # x0_hat = x_t - t v
+            x_next = x + (s - t) * v                   # Euler: one evaluation per step
+            if heun:                                   # Heun: the trapezoid with the slope at the end
+                x_next = x + (s - t) * 0.5 * (v + _velocity(v_fn, x_next, s, run, i))
+            x = x_next
     return x
 
 
@@ -217,7 +227,7 @@ def velocity_cfg_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float) ->
     calls per step, at every gamma; for a network with a null label,
     ``guidance.batched_cfg_eps_fn(model, y, gamma)`` makes one stacked pass (its rule is eq. 170 for
     any kind of prediction)."""
-    gamma = _check_gamma(gamma)
+    gamma = _gamma(gamma)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return gamma * cond_fn(x_t, t) + (1 - gamma) * uncond_fn(x_t, t)
@@ -239,7 +249,7 @@ def cfg_zero_star(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, scale:
     """CFG-Zero*'s guided velocity (Fan et al. 2025): gamma v_c + (1 - gamma) s* v_u, that is
     s* v_u + gamma (v_c - s* v_u), with s* from :func:`optimized_scale`; ``scale=False`` puts s* = 1,
     which is eq. 170. The unconditional branch is first shrunk to its best fit of the conditional one."""
-    gamma = _check_gamma(gamma)
+    gamma = _gamma(gamma)
     s = optimized_scale(cond, uncond) if scale else 1.0
     return gamma * cond + (1 - gamma) * s * uncond
 
@@ -248,10 +258,8 @@ def zero_init_time(steps: int, zeroed: int) -> float:
     """The ``t_zero`` of :func:`cfg_zero_star_fn` that zeroes the first ``zeroed`` of ``steps`` equal
     Euler steps: halfway between the last zeroed time and the next, 1 - (zeroed - 1/2) / steps
     (1.0, nothing zeroed, for zeroed = 0). Fan et al. suggest about 4% of the steps."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if isinstance(zeroed, bool) or not isinstance(zeroed, int) or not 0 <= zeroed <= steps:
-        raise ValueError(f"zeroed must be an int in 0..{steps}, got {zeroed!r}")
+    steps = check_int(steps, "steps", low=1)
+    zeroed = check_int(zeroed, "zeroed", low=0, high=steps)
     return 1.0 if zeroed == 0 else 1 - (zeroed - 0.5) / steps
 
 
@@ -267,10 +275,8 @@ def cfg_zero_star_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float, s
     ``scale=False, t_zero=1`` is :func:`velocity_cfg_fn`. Zero-init alone is the sampler started at
     t_zero from the same pure noise: a schedule that begins at t_zero < 1 with the law of t = 1.
     """
-    gamma = _check_gamma(gamma)
-    t_zero = _check_real(t_zero, "t_zero")
-    if not 0 <= t_zero <= 1:
-        raise ValueError(f"t_zero must lie in [0, 1] (1: no zero-init), got {t_zero}")
+    gamma = _gamma(gamma)
+    t_zero = check_real(t_zero, "t_zero", low=0, high=1)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         zero = t > t_zero
@@ -283,13 +289,14 @@ def cfg_zero_star_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float, s
 
 # ---- guidance distillation (Meng et al. 2023) -----------------------------------------------------------
 
-def _check_gammas(gamma: torch.Tensor, n: int) -> torch.Tensor:
-    if not isinstance(gamma, torch.Tensor) or not gamma.is_floating_point():
-        raise TypeError("gamma must be a floating-point tensor [N] of guidance scales")
-    if gamma.shape != (n,):
-        raise ValueError(f"gamma must have shape ({n},), got {tuple(gamma.shape)}")
-    if n and not bool((torch.isfinite(gamma) & (gamma >= 0)).all()):
-        raise ValueError("gamma must be finite and >= 0")
+def check_gammas(gamma: torch.Tensor, n: int, name: str = "gamma") -> torch.Tensor:
+    """Guidance scales, one per row: a floating-point tensor of shape (n,), finite and >= 0 (read
+    once per sampling run)."""
+    check_tensor(gamma, name, floating=True, shape=(n,))
+    if n and gamma.device.type != "meta" and not values_checked_already():
+        low, high = read_values(torch.stack(torch.aminmax(gamma)))
+        if not (0 <= low and math.isfinite(high)):
+            raise ValueError(f"{name} must be finite and >= 0, got values in {low}..{high}")
     return gamma
 
 
@@ -301,7 +308,7 @@ def guided_velocity_target(teacher: nn.Module, x_t: torch.Tensor, t: torch.Tenso
     guidance distillation trains its student on (Meng et al. 2023, stage one, in velocity form). At
     gamma = 1 the unconditional half has weight 0 and the target is the conditional velocity."""
     n = x_t.shape[0]
-    g = _col(_check_gammas(gamma, n), x_t)
+    g = _col(check_gammas(gamma, n), x_t)
     null = torch.full_like(y, teacher.null_label)
     cond, uncond = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
     return g * cond + (1 - g) * uncond
@@ -321,7 +328,7 @@ def distillation_loss(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, 
 def student_velocity_fn(student: nn.Module, y: torch.Tensor, gamma: float) -> VelocityFn:
     """A distilled student at one guidance scale as a sampler's ``v_fn``: one pass per evaluation,
     where eq. 170 needs two (or a stacked pass of twice the batch)."""
-    gamma = _check_gamma(gamma)
+    gamma = _gamma(gamma)
     return lambda x_t, t: student(x_t, t, y, torch.full_like(t, gamma))
 
 
@@ -359,7 +366,7 @@ def train_velocity(model: nn.Module, data, steps: int, batch_size: int = 512, lr
 
     _check_common(model, None, steps, batch_size)
     conditional = getattr(model, "num_classes", 0) > 0
-    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else _check_real(p_uncond, "p_uncond")
+    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else check_real(p_uncond, "p_uncond")
     if not 0 <= p_uncond <= 1 or (p_uncond > 0 and not conditional):
         raise ValueError(f"p_uncond must lie in [0, 1], and be 0 for an unconditional model, got {p_uncond}")
 
@@ -388,7 +395,7 @@ def train_student(student: nn.Module, teacher: nn.Module, data, steps: int,
     _check_common(student, None, steps, batch_size)
     if not getattr(student, "guidance_input", False):
         raise ValueError("student must take gamma as an input (VelocityMLP(..., guidance_input=True))")
-    low, high = (_check_gamma(g) for g in gamma_range)
+    low, high = (_gamma(g) for g in gamma_range)
     if not low <= high:
         raise ValueError(f"gamma_range must be (low, high) with low <= high, got {gamma_range}")
     teacher.eval()

@@ -14,6 +14,7 @@ import torch
 
 from .checks import (check_callable, check_generator, check_int, check_labels, check_real, check_schedule,
                      check_steps, check_tensor)
+from .flow import check_times
 from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
@@ -329,15 +330,12 @@ def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
     diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
     ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
     """
-    from .flow import check_times        # flow.py holds the time check; it does not import this module
-
     lam, basis = torch.linalg.eigh(mixture.covs)                   # [K, D], [K, D, D]
     log_w = torch.log(mixture.weights)
 
     def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x_t, torch.Tensor):
-            raise TypeError("x_t must be a torch.Tensor [N, D]")
-        x = mixture._check_x(x_t.to(mixture.dtype) if x_t.is_floating_point() else x_t)
+        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device, owner="the mixture")
+        x = x_t.to(mixture.dtype)                    # computed in the mixture's dtype, returned in x_t's
         s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]        # [N, 1, 1]
         var = (1 - s) ** 2 * lam[None] + s ** 2                                      # [N, K, D]
         z = torch.einsum("kdj,nkd->nkj", basis, x[:, None, :] - (1 - s) * mixture.means[None])

@@ -15,6 +15,7 @@ from torch import nn
 
 from . import checks
 from .checks import check_choice, check_int, check_steps, check_tensor
+from .flow import check_gammas, check_times
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
@@ -319,7 +320,7 @@ class ConvClassifier(nn.Module):
 
 # ---- flow matching (chapter 11) ----------------------------------------------------------------------
 
-class VelocityMLP(nn.Module):
+class VelocityMLP(_NullLabel, nn.Module):
     """v_theta(x_t, t[, y][, gamma]) for the rectified-flow path of chapter 11: :class:`MLPDenoiser`'s
     residual MLP with the time a float ``t`` in [0, 1] (t = 1 the noise) instead of a step.
 
@@ -334,10 +335,14 @@ class VelocityMLP(nn.Module):
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0, emb_dim: int = 64,
                  guidance_input: bool = False):
         super().__init__()
-        if dim < 1 or hidden < 1 or depth < 1 or num_classes < 0 or emb_dim < 2:
-            raise ValueError("dim, hidden and depth must be >= 1, emb_dim >= 2 and num_classes >= 0")
-        self.dim, self.num_classes, self.emb_dim = dim, num_classes, emb_dim
-        self.guidance_input = bool(guidance_input)
+        dim, hidden, depth = (check_int(v, k, low=1) for k, v in (("dim", dim), ("hidden", hidden), ("depth", depth)))
+        num_classes = check_int(num_classes, "num_classes", low=0)
+        emb_dim = check_int(emb_dim, "emb_dim", low=2)
+        if emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sine and cosine features), got {emb_dim}")
+        if not isinstance(guidance_input, bool):
+            raise TypeError(f"guidance_input must be a bool, got {type(guidance_input).__name__}")
+        self.dim, self.num_classes, self.emb_dim, self.guidance_input = dim, num_classes, emb_dim, guidance_input
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.gamma_mlp = None
@@ -353,32 +358,20 @@ class VelocityMLP(nn.Module):
         self.out = nn.Linear(hidden, dim)
         self.act = nn.SiLU()
 
-    @property
-    def null_label(self) -> int:
-        return self.num_classes
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
                 gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
-        from .flow import check_times      # here, not at the top: flow.py imports guidance, which imports this
         w = self.inp.weight
-        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.dim:
-            raise ValueError(f"x_t must have shape [N, {self.dim}], got {tuple(getattr(x_t, 'shape', ()))}")
-        if x_t.dtype != w.dtype:
-            raise TypeError(f"x_t has dtype {x_t.dtype} but the model is {w.dtype}")
-        if x_t.device != w.device:
-            raise ValueError(f"x_t is on {x_t.device} but the model is on {w.device}")
+        check_tensor(x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device)
         n = x_t.shape[0]
         keys = [check_times(t, n).to(w.device, torch.float64)]
         if self.label_emb is not None:
-            keys.append(check_labels(y, n, self.num_classes, x_t.device).double())
+            keys.append(check_labels(y, n, self.num_classes, x_t.device).double())  # None: the null label
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
         if self.gamma_mlp is not None:
-            if not isinstance(gamma, torch.Tensor) or not gamma.is_floating_point() or gamma.shape != (n,):
-                raise TypeError(f"gamma must be a floating-point tensor of shape ({n},) for a guidance input")
-            if n and not bool((torch.isfinite(gamma) & (gamma >= 0)).all()):
-                raise ValueError("gamma must be finite and >= 0")
-            keys.append(gamma.to(w.device, torch.float64))
+            if gamma is None:
+                raise TypeError("gamma must be a floating-point tensor [N] for a model with a guidance input")
+            keys.append(check_gammas(gamma, n).to(w.device, torch.float64))
         elif gamma is not None:
             raise ValueError("gamma was given but the model has no guidance input (guidance_input=False)")
         # The embeddings depend on (t, y, gamma) alone: computed once per distinct row, then gathered.

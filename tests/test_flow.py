@@ -272,6 +272,9 @@ def test_velocity_mlp_shapes_labels_and_gamma():
     torch.testing.assert_close(model(x, t), model(x, t, torch.full((5,), 3)))         # None is the null label
     student = VelocityMLP(dim=2, hidden=32, depth=2, num_classes=3, guidance_input=True)
     y = torch.zeros(5, dtype=torch.long)
+    # the gamma embedding starts at zero: a new student is its trunk at every gamma
+    assert torch.equal(student(x, t, y, full(5, 1.0, torch.float32)), student(x, t, y, full(5, 4.0, torch.float32)))
+    torch.nn.init.normal_(student.gamma_mlp[2].weight)
     a, b = student(x, t, y, full(5, 1.0, torch.float32)), student(x, t, y, full(5, 4.0, torch.float32))
     assert not torch.allclose(a, b)
     # the shared embedding per distinct (t, y, gamma) gives the numbers of a row-by-row call
@@ -370,6 +373,8 @@ def test_other_bad_input():
     xs, ts, ys = torch.zeros(4, 2), torch.full((4,), 0.5), torch.zeros(4, dtype=torch.long)
     with pytest.raises(TypeError, match="gamma"):
         student(xs, ts, ys)
+    with pytest.raises(TypeError, match="gamma"):
+        student(xs, ts, ys, torch.ones(4, dtype=torch.long))
     with pytest.raises(ValueError, match="gamma"):
         student(xs, ts, ys, torch.full((4,), -1.0))
     with pytest.raises(ValueError, match="gamma"):
