@@ -358,17 +358,20 @@ def relative_velocity_error(v_fn: VelocityFn, reference_fn: VelocityFn, mixture,
 
 def train_velocity(model: nn.Module, data, steps: int, batch_size: int = 512, lr: float = 2e-3,
                    p_uncond: Optional[float] = None, seed: int = 0, progress: bool = True, warmup: int = 100,
-                   ) -> List[float]:
+                   resume=None, checkpoint=None, save_every: int = 0, stop_after: Optional[int] = None,
+                   config: Optional[dict] = None) -> List[float]:
     """Fit a velocity network by :func:`flow_matching_loss`, t uniform in [0, 1], with condition
     dropout ``p_uncond`` (default 0.1 for a conditional model, as ``train.train_denoiser``), in the
-    loop every trainer of the course shares. Returns the loss of every step."""
+    loop every trainer of the course shares (AdamW, warm-up and cosine decay, clipping, DDP,
+    checkpoints: the arguments are ``train.train_denoiser``'s). Returns the loss of every step."""
     from .train import DEFAULT_P_UNCOND, _check_common, _train
 
-    _check_common(model, None, steps, batch_size)
+    _check_common(check_module(model), None, steps, batch_size)
     conditional = getattr(model, "num_classes", 0) > 0
-    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else check_real(p_uncond, "p_uncond")
-    if not 0 <= p_uncond <= 1 or (p_uncond > 0 and not conditional):
-        raise ValueError(f"p_uncond must lie in [0, 1], and be 0 for an unconditional model, got {p_uncond}")
+    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else check_real(
+        p_uncond, "p_uncond", low=0, high=1)
+    if p_uncond > 0 and not conditional:
+        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
 
     def make_loss(net, next_batch, draw):
         def batch_loss() -> torch.Tensor:
@@ -376,26 +379,34 @@ def train_velocity(model: nn.Module, data, steps: int, batch_size: int = 512, lr
             t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
             if not conditional:
                 return flow_matching_loss(net, x0, eps, t)
+            if y is None:
+                raise ValueError("data: a conditional model needs labelled data")
             drop = draw((), "uniform") < p_uncond
             return flow_matching_loss(net, x0, eps, t, torch.where(drop, model.null_label, y))
         return batch_loss
 
     return _train(model, data, None, steps, batch_size, lr, seed, progress, warmup, "training velocity",
-                  make_loss, None, None, 0, None, None)
+                  make_loss, resume, checkpoint, save_every, stop_after, config)
 
 
 def train_student(student: nn.Module, teacher: nn.Module, data, steps: int,
                   gamma_range: Tuple[float, float] = (1.0, 4.0), batch_size: int = 512, lr: float = 1e-3,
-                  seed: int = 0, progress: bool = True, warmup: int = 50) -> List[float]:
+                  seed: int = 0, progress: bool = True, warmup: int = 50, resume=None, checkpoint=None,
+                  save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
+                  ) -> List[float]:
     """Guidance distillation (Meng et al. 2023): fit ``student`` (a :class:`~diffcourse.models.VelocityMLP`
     with ``guidance_input=True``) by :func:`distillation_loss`, gamma uniform over ``gamma_range``,
-    the frozen ``teacher`` giving both branches of the target. Returns the loss of every step."""
+    the frozen ``teacher`` giving both branches of the target, in the shared training loop (the other
+    arguments are :func:`train_velocity`'s). Returns the loss of every step."""
     from .train import _check_common, _train
 
-    _check_common(student, None, steps, batch_size)
+    _check_common(check_module(student, "student"), None, steps, batch_size)
+    check_module(teacher, "teacher")
     if not getattr(student, "guidance_input", False):
         raise ValueError("student must take gamma as an input (VelocityMLP(..., guidance_input=True))")
-    low, high = (_gamma(g) for g in gamma_range)
+    if isinstance(gamma_range, (str, bytes)) or not hasattr(gamma_range, "__len__") or len(gamma_range) != 2:
+        raise TypeError(f"gamma_range must be a pair (low, high), got {gamma_range!r}")
+    low, high = check_real(gamma_range[0], "gamma_range", low=0), check_real(gamma_range[1], "gamma_range", low=0)
     if not low <= high:
         raise ValueError(f"gamma_range must be (low, high) with low <= high, got {gamma_range}")
     teacher.eval()
@@ -403,10 +414,19 @@ def train_student(student: nn.Module, teacher: nn.Module, data, steps: int,
     def make_loss(net, next_batch, draw):
         def batch_loss() -> torch.Tensor:
             x0, y = next_batch()
+            if y is None:
+                raise ValueError("data: distillation needs labelled data")
             t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
             gamma = low + (high - low) * draw((), "uniform").to(x0.dtype)
             return distillation_loss(net, teacher, x0, eps, t, y, gamma)
         return batch_loss
 
-    return _train(student, data, None, steps, batch_size, lr, seed, progress, warmup, "distilling guidance",
-                  make_loss, None, None, 0, None, None)
+    flags = [p.requires_grad for p in teacher.parameters()]
+    try:
+        for p in teacher.parameters():
+            p.requires_grad_(False)                    # frozen: only the student learns
+        return _train(student, data, None, steps, batch_size, lr, seed, progress, warmup, "distilling guidance",
+                      make_loss, resume, checkpoint, save_every, stop_after, config)
+    finally:
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)

@@ -38,7 +38,8 @@ from .schedules import Schedule, cosine_schedule, linear_schedule
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
 # the modules whose code decides a trained model's weights: a change to any of them retrains
-SOURCES = ("checks.py", "data.py", "mixture.py", "models.py", "recipes.py", "schedules.py", "targets.py", "train.py")
+SOURCES = ("checks.py", "data.py", "mixture.py", "models.py", "recipes.py", "schedules.py", "targets.py", "train.py",
+           "flow.py")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Recipe:
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
-    trainer: str  # "denoiser" | "classifier"
+    trainer: str  # "denoiser" | "classifier" | "velocity" | "student" (chapter 11's flow matching)
     steps: int
     batch_size: int
     lr: float
@@ -59,6 +60,8 @@ class Recipe:
     init_seed: int = 0
     seed: int = 0
     warmup: int = 100
+    teacher: Optional[str] = None  # "student": the recipe whose model it distils, and starts from
+    gamma_range: Optional[Tuple[float, float]] = None  # "student": the scales it is trained on
     description: str = field(default="", compare=False)
 
     def config(self) -> Dict[str, Any]:
@@ -101,6 +104,14 @@ class Recipe:
         data, schedule = self.make_data(device), self.make_schedule()
         if self.trainer == "denoiser":
             losses = train_denoiser(model, data, schedule, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "velocity":
+            from .flow import train_velocity
+            losses = train_velocity(model, data, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "student":
+            from .flow import train_student
+            teacher = trained(self.teacher, self.budget, device, progress=progress)
+            model.load_state_dict(teacher.state_dict(), strict=False)    # start from the teacher's weights
+            losses = train_student(model, teacher, data, gamma_range=tuple(self.gamma_range), **common)
         else:
             losses = train_classifier(model, data, schedule, **common)
         return model.eval(), losses
@@ -145,6 +156,18 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
                           model_args=dict(channels=1, size=8, num_classes=10, width=32, T=1000),
                           description="chapter 7: the noise-aware classifier of digits, for classifier guidance"),
     }
+    velocity = dict(dim=2, hidden=pick(128, 256), depth=4, num_classes=3)
+    specs["ch11-velocity"] = dict(data="three_blobs", schedule=None, model="VelocityMLP", model_args=velocity,
+                                  trainer="velocity", steps=pick(2000, 10000), batch_size=512, lr=3e-3,
+                                  p_uncond=0.1,
+                                  description="chapter 11: the flow-matching network of the three blobs, "
+                                              "condition dropout 0.1")
+    specs["ch11-student"] = dict(data="three_blobs", schedule=None, model="VelocityMLP",
+                                 model_args=dict(velocity, guidance_input=True), trainer="student",
+                                 teacher="ch11-velocity", gamma_range=(0.5, 4.5), steps=pick(600, 3000),
+                                 batch_size=512, lr=1e-3, warmup=50,
+                                 description="chapter 11: ch11-velocity distilled into a student that takes "
+                                             "gamma as an input (trained on gamma in [0.5, 4.5])")
     for p in (0.1, 0.2, 0.5):
         specs[f"ch5-cfg-p{p}"] = dict(two_d, data="three_blobs", p_uncond=p, model_args=dict(mlp, num_classes=3),
                                       description=f"chapter 5: the classifier-free network of the three blobs, "

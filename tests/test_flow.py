@@ -384,3 +384,30 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="gamma"):
         flow.guided_velocity_target(VelocityMLP(dim=2, hidden=8, depth=1, num_classes=3), xs, ts, ys,
                                     torch.full((4,), float("inf")))
+
+
+# ---- the chapter's recipes ----------------------------------------------------------------------------------
+
+def test_the_chapter_11_recipes(monkeypatch):
+    """ch11-velocity is flow.train_velocity with the lab's settings; ch11-student starts from its teacher's
+    weights and distils it with flow.train_student."""
+    from diffcourse import recipes
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    by_hand = VelocityMLP(dim=2, hidden=128, depth=4, num_classes=3)
+    flow.train_velocity(by_hand, three_blobs(), steps=3, batch_size=512, lr=3e-3, p_uncond=0.1, seed=0, progress=False)
+    teacher = recipes.trained("ch11-velocity", "quick", cpu, cache=False, progress=False, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(by_hand.state_dict().values(), teacher.state_dict().values()))
+    asked = []
+
+    def fake_trained(name, budget=None, device=None, **kwargs):
+        asked.append(name)
+        return teacher
+    monkeypatch.setattr(recipes, "trained", fake_trained)
+    recipe = recipes.get("ch11-student", "quick", steps=2, lr=1e-12)
+    assert recipe.teacher == "ch11-velocity" and tuple(recipe.gamma_range) == (0.5, 4.5)
+    student, losses = recipe.train(cpu, progress=False)
+    assert asked == ["ch11-velocity"] and len(losses) == 2 and student.guidance_input
+    shared = {k: v for k, v in student.state_dict().items() if not k.startswith("gamma_mlp")}
+    assert all(torch.allclose(v, teacher.state_dict()[k], atol=1e-6) for k, v in shared.items())

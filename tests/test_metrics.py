@@ -184,3 +184,16 @@ def test_frechet_floor_of_features():
     assert far.mean > floor.mean + 2.5                            # a shift of 1 per feature adds 3
     with pytest.raises(ValueError, match="n"):
         frechet_floor(Judge(), pool, ref, n=401)
+
+
+def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
+    """Chapter 11's many sets against one law: the draws and the floor made once, the same numbers."""
+    from diffcourse.metrics import distance_to_exact_fn
+
+    mixture = three_blobs()
+    against = distance_to_exact_fn(mixture_draw(mixture, 1), 1000, seed=3)
+    for shift in (0.0, 0.3):
+        x = mixture.sample(1000, 1, generator=torch.Generator().manual_seed(5))[0] + shift
+        assert against(x) == distance_to_exact(x, mixture_draw(mixture, 1), seed=3)
+    with pytest.raises(ValueError, match="samples"):
+        against(x[:10])
