@@ -3,7 +3,7 @@ from . import data, device, explore, guidance, metrics, mixture, models, plots, 
 from . import flow
 from .device import budget, get_device
 from .mixture import GaussianMixture, exact_classifier_grad_fn, exact_eps_fn
-from .mixture import exact_velocity_fn
+from .mixture import exact_cfg_velocity_fn, exact_velocity_fn
 from .schedules import Schedule, cosine_schedule, linear_schedule, q_sample
 
 __version__ = "0.1.0"

@@ -287,6 +287,18 @@ def cfg_zero_star_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float, s
     return guided
 
 
+class CountedFn:
+    """A prediction callable (``v_fn`` or ``eps_fn``) that counts its calls in ``calls``: the network
+    evaluations a sampling run costs, each branch of a guidance rule wrapped on its own."""
+
+    def __init__(self, fn: VelocityFn):
+        self.fn, self.calls = check_callable(fn, "fn"), 0
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fn(x_t, t)
+
+
 # ---- guidance distillation (Meng et al. 2023) -----------------------------------------------------------
 
 def check_gammas(gamma: torch.Tensor, n: int, name: str = "gamma") -> torch.Tensor:

@@ -76,6 +76,14 @@ def mixture_draw(mixture: GaussianMixture, y: Label = None) -> Draw:
     return lambda n, gen: mixture.sample(n, y, generator=gen)[0]
 
 
+def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
+    """``draw(n, generator)`` for :func:`distance_to_exact`: draws from the tilted law
+    p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (chapter 6; ``mixture.sample_tilted``)."""
+    from .mixture import sample_tilted
+
+    return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
+
+
 @torch.no_grad()
 def relative_score_error(eps_fn, mixture: GaussianMixture, schedule: Schedule, steps: Sequence[int],
                          n: int = 4000, y: Label = None, seed: int = 0) -> torch.Tensor:

@@ -184,6 +184,16 @@ class GaussianMixture:
         return GaussianMixture(math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
                                self.weights, self.labels)
 
+    def flow_marginal(self, t) -> "GaussianMixture":
+        """The law of x_t = (1 - t) x_0 + t eps on chapter 11's straight path, t in [0, 1]: again a
+        mixture, with means (1 - t) mu_k and covariances (1 - t)^2 Sigma_k + t^2 I."""
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        t = check_real(t, "t", low=0, high=1)
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return GaussianMixture((1 - t) * self.means, (1 - t) ** 2 * self.covs + t ** 2 * eye,
+                               self.weights, self.labels)
+
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
         """Draw n points from p(x), or from p(x|y): returns (x [n, D], y [n])."""
@@ -345,3 +355,16 @@ def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
         per_component = torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z) - mixture.means[None]
         return (torch.softmax(log_joint, dim=1)[..., None] * per_component).sum(1).to(x_t.dtype)
     return velocity
+
+
+def exact_cfg_velocity_fn(mixture: GaussianMixture, y: Label, gamma: float,
+                          ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Luo eq. 170) on exact velocities (chapter 11):
+    ``flow.velocity_cfg_fn`` of :func:`exact_velocity_fn` with and without y, the velocity of
+    :func:`exact_cfg_eps_fn`'s guided score at every t. What a perfectly trained flow model guided
+    by eq. 170 would follow."""
+    from .flow import velocity_cfg_fn
+
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return velocity_cfg_fn(exact_velocity_fn(mixture, y), exact_velocity_fn(mixture), gamma)

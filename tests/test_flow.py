@@ -34,6 +34,24 @@ def path_mixture(mixture: GaussianMixture, t: float) -> GaussianMixture:
                            mixture.weights, mixture.labels)
 
 
+def test_flow_marginal_is_the_law_of_x_t():
+    mixture = skewed_mixture()
+    for t in (0.0, 0.3, 1.0):
+        m = mixture.flow_marginal(t)
+        expected = path_mixture(mixture, t)
+        torch.testing.assert_close(m.means, expected.means)
+        torch.testing.assert_close(m.covs, expected.covs)
+    # against draws: mean and covariance of (1 - t) x_0 + t eps
+    g = torch.Generator().manual_seed(20)
+    x0 = mixture.sample(200_000, generator=g)[0]
+    x_t = flow.interpolate(x0, torch.randn(x0.shape, generator=g, dtype=F64), full(200_000, 0.3))
+    m = mixture.flow_marginal(0.3)
+    mean = (m.weights[:, None] * m.means).sum(0)
+    torch.testing.assert_close(x_t.mean(0), mean, atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="t"):
+        mixture.flow_marginal(1.5)
+
+
 # ---- the exact velocity -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("y", [None, 1])
@@ -411,3 +429,18 @@ def test_the_chapter_11_recipes(monkeypatch):
     assert asked == ["ch11-velocity"] and len(losses) == 2 and student.guidance_input
     shared = {k: v for k, v in student.state_dict().items() if not k.startswith("gamma_mlp")}
     assert all(torch.allclose(v, teacher.state_dict()[k], atol=1e-6) for k, v in shared.items())
+
+
+def test_exact_cfg_velocity_fn_and_counted_calls():
+    from diffcourse.mixture import exact_cfg_velocity_fn
+
+    mixture = three_blobs(dtype=F64)
+    x, t = torch.randn(50, 2, generator=torch.Generator().manual_seed(19), dtype=F64), full(50, 0.3)
+    cond, uncond = flow.CountedFn(exact_velocity_fn(mixture, 1)), flow.CountedFn(exact_velocity_fn(mixture))
+    expected = flow.velocity_cfg_fn(cond, uncond, 2.0)(x, t)
+    torch.testing.assert_close(exact_cfg_velocity_fn(mixture, 1, 2.0)(x, t), expected)
+    assert cond.calls == uncond.calls == 1
+    flow.heun_sample(flow.velocity_cfg_fn(cond, uncond, 2.0), x, steps=3, progress=False)
+    assert cond.calls == uncond.calls == 1 + 6
+    with pytest.raises(TypeError, match="y"):
+        exact_cfg_velocity_fn(mixture, None, 2.0)

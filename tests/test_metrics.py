@@ -197,3 +197,12 @@ def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
         assert against(x) == distance_to_exact(x, mixture_draw(mixture, 1), seed=3)
     with pytest.raises(ValueError, match="samples"):
         against(x[:10])
+
+
+def test_tilted_draw_is_sample_tilted():
+    from diffcourse.metrics import tilted_draw
+    from diffcourse.mixture import sample_tilted
+
+    mixture = three_blobs()
+    a = tilted_draw(mixture, 0, 3.0)(500, torch.Generator().manual_seed(2))
+    assert torch.equal(a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2)))
