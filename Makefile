@@ -12,7 +12,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # lab's model loads it; a fresh clone starts empty, and `make clean` empties it.
 export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 
-.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel
+.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel repository
 
 setup: $(VENV)/.installed
 
@@ -84,9 +84,14 @@ links: book-strict
 browser: book-strict
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -rs tests/test_browser.py
 
-# A PNG of each page in _build/screenshots/, for reviewers.
+# A PNG of each page in _build/screenshots/, 1280 and 390 pixels wide, for reviewers.
 screenshots: book
 	$(BIN)/python tests/browser.py _build/screenshots
+
+# The repository address is set once, as repository.url in _config.yml; this copies it into each
+# lab's install cell (the labs need it as text, for Colab). Run it after changing the address.
+repository: setup
+	$(BIN)/python scripts/set_repository.py
 
 # JupyterLab on the labs, with the course's kernel: the set-up above plus the optional `lab` group
 # (JupyterLab and ipywidgets, for the gamma sliders of labs 5 and 6). `make book` and `make test`

@@ -12,6 +12,7 @@ so eq. 170 on velocities is eq. 170 on scores. Samplers integrate dx/dt = v from
 t = 0 and take a ``v_fn(x_t, t)`` the way the diffusion samplers take an ``eps_fn``; guidance wraps
 ``v_fn``. The exact velocity of a Gaussian mixture is ``mixture.exact_velocity_fn``.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import (check_callable, check_int, check_module, check_real, check_tensor, read_values, sampling_run,
-                     values_checked_already)
+from .checks import (
+    check_callable,
+    check_int,
+    check_module,
+    check_real,
+    check_tensor,
+    read_values,
+    sampling_run,
+    values_checked_already,
+)
 from .samplers import start_noise
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,14 +40,17 @@ Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 # ---- the path ------------------------------------------------------------------------------------------
 
+
 def check_times(t: torch.Tensor, n: int, name: str = "t") -> torch.Tensor:
     """Continuous times: a floating-point tensor of shape (n,), every entry in [0, 1] (t = 1 the
     noise). The range is read from the device once per sampling run, as ``checks.check_steps`` does."""
     check_tensor(t, name, floating=True, shape=(n,))
     if n and t.device.type != "meta" and not values_checked_already():
         low, high = read_values(torch.stack(torch.aminmax(t)))
-        if not 0 <= low <= high <= 1:                       # NaN fails every comparison
-            raise ValueError(f"{name} must lie in [0, 1] (t = 1 is the noise), got values in {low}..{high}")
+        if not 0 <= low <= high <= 1:  # NaN fails every comparison
+            raise ValueError(
+                f"{name} must lie in [0, 1] (t = 1 is the noise), got values in {low}..{high}"
+            )
     return t
 
 
@@ -55,7 +67,9 @@ def _check_like(x: torch.Tensor, name: str, other: torch.Tensor, other_name: str
     check_tensor(other, other_name, floating=True)
     check_tensor(x, name, floating=True)
     if x.shape != other.shape:
-        raise ValueError(f"{name} {tuple(x.shape)} and {other_name} {tuple(other.shape)} must have the same shape")
+        raise ValueError(
+            f"{name} {tuple(x.shape)} and {other_name} {tuple(other.shape)} must have the same shape"
+        )
 
 
 def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -67,8 +81,13 @@ def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.T
     return (1 - c) * x0 + c * eps
 
 
-def flow_matching_loss(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                       y: Optional[torch.Tensor] = None) -> torch.Tensor:
+def flow_matching_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    y: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """The conditional flow-matching loss E || v_theta(x_t, t[, y]) - (eps - x_0) ||^2 (Lipman et al.
     2023, with their straight path; Liu et al. 2023), averaged over the batch and the
     coordinates. Its minimiser is v*(x_t, t) = E[eps - x_0 | x_t (, y)], for the same reason the
@@ -80,6 +99,7 @@ def flow_matching_loss(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, t:
 
 
 # ---- conversions: the velocity is affine in x0, eps and the score at each t ------------------------
+
 
 def velocity_to_x0(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0_hat = x_t - t v: from x_t = (1 - t) x_0 + t eps and v = eps - x_0."""
@@ -139,6 +159,7 @@ def matched_time(alpha_bar) -> Tuple[torch.Tensor, torch.Tensor]:
 
 # ---- samplers: Euler and Heun on dx/dt = v, from t = 1 down to t = 0 ----------------------------------
 
+
 def flow_times(steps: int, t_start: float = 1.0) -> List[float]:
     """``steps`` equal steps from ``t_start`` down to 0: a list of steps + 1 times."""
     steps = check_int(steps, "steps", low=1)
@@ -152,24 +173,40 @@ def _grid(steps: Optional[int], times: Optional[Sequence[float]]) -> List[float]
     if steps is not None:
         raise ValueError("steps: give steps or times, not both")
     grid = [float(t) for t in (times.tolist() if isinstance(times, torch.Tensor) else times)]
-    if len(grid) < 2 or not all(0 <= t <= 1 for t in grid) or any(b >= a for a, b in zip(grid, grid[1:])):
-        raise ValueError("times must hold at least 2 times in [0, 1], strictly decreasing (t = 1 is the noise)")
+    if (
+        len(grid) < 2
+        or not all(0 <= t <= 1 for t in grid)
+        or any(b >= a for a, b in zip(grid, grid[1:]))
+    ):
+        raise ValueError(
+            "times must hold at least 2 times in [0, 1], strictly decreasing (t = 1 is the noise)"
+        )
     return grid
 
 
 def _velocity(v_fn: VelocityFn, x: torch.Tensor, t: float, run, step: int) -> torch.Tensor:
     tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-    with run.at(step, None):       # None: no diffusion step here, checks.known_step stays silent
+    with run.at(step, None):  # None: no diffusion step here, checks.known_step stays silent
         v = v_fn(x, tt)
     if not isinstance(v, torch.Tensor) or v.shape != x.shape:
-        raise ValueError(f"v_fn must return a tensor of x_t's shape {tuple(x.shape)}, "
-                         f"got {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+        raise ValueError(
+            f"v_fn must return a tensor of x_t's shape {tuple(x.shape)}, "
+            f"got {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
+        )
     return v
 
 
 @torch.no_grad()
-def _solve(v_fn: VelocityFn, shape_or_noise, steps, times, generator, progress: bool,
-           callback: Optional[Callback], heun: bool) -> torch.Tensor:
+def _solve(
+    v_fn: VelocityFn,
+    shape_or_noise,
+    steps,
+    times,
+    generator,
+    progress: bool,
+    callback: Optional[Callback],
+    heun: bool,
+) -> torch.Tensor:
     """The loop both samplers share; arguments checked once, value checks of the callees at the
     run's first call only (``checks.sampling_run``)."""
     check_callable(v_fn, "v_fn")
@@ -179,21 +216,29 @@ def _solve(v_fn: VelocityFn, shape_or_noise, steps, times, generator, progress: 
     x = start_noise(shape_or_noise, generator)
     name = "Heun" if heun else "Euler"
     with sampling_run() as run:
-        for i in tqdm(range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False):
+        for i in tqdm(
+            range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False
+        ):
             t, s = grid[i], grid[i + 1]
             v = _velocity(v_fn, x, t, run, i)
             if callback is not None:
-                callback(i, x, x - t * v)              # x0_hat = x_t - t v
-            x_next = x + (s - t) * v                   # Euler: one evaluation per step
-            if heun:                                   # Heun: the trapezoid with the slope at the end
+                callback(i, x, x - t * v)  # x0_hat = x_t - t v
+            x_next = x + (s - t) * v  # Euler: one evaluation per step
+            if heun:  # Heun: the trapezoid with the slope at the end
                 x_next = x + (s - t) * 0.5 * (v + _velocity(v_fn, x_next, s, run, i))
             x = x_next
     return x
 
 
-def euler_sample(v_fn: VelocityFn, shape_or_noise: Union[Sequence[int], torch.Tensor], steps: Optional[int] = None,
-                 times: Optional[Sequence[float]] = None, generator: Optional[torch.Generator] = None,
-                 progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
+def euler_sample(
+    v_fn: VelocityFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    steps: Optional[int] = None,
+    times: Optional[Sequence[float]] = None,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
     """Euler's method on the flow ODE dx/dt = v(x, t) from the noise at ``times[0]`` (1 by default)
     down to ``times[-1]`` (0): x_s = x_t + (s - t) v(x_t, t) (Liu et al. 2023; Lipman et al. 2023).
 
@@ -206,9 +251,15 @@ def euler_sample(v_fn: VelocityFn, shape_or_noise: Union[Sequence[int], torch.Te
     return _solve(v_fn, shape_or_noise, steps, times, generator, progress, callback, heun=False)
 
 
-def heun_sample(v_fn: VelocityFn, shape_or_noise: Union[Sequence[int], torch.Tensor], steps: Optional[int] = None,
-                times: Optional[Sequence[float]] = None, generator: Optional[torch.Generator] = None,
-                progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
+def heun_sample(
+    v_fn: VelocityFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    steps: Optional[int] = None,
+    times: Optional[Sequence[float]] = None,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
     """Heun's second-order method on the same ODE (Karras et al. 2022, Algorithm 1, applied to the
     velocity): an Euler step to x', then the step redone with the mean of the slopes at both ends,
     x_s = x_t + (s - t) (v(x_t, t) + v(x', s)) / 2. Two evaluations of ``v_fn`` per step, on every
@@ -218,6 +269,7 @@ def heun_sample(v_fn: VelocityFn, shape_or_noise: Union[Sequence[int], torch.Ten
 
 
 # ---- guidance in velocity form ---------------------------------------------------------------------
+
 
 def velocity_cfg_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float) -> VelocityFn:
     """Classifier-free guidance (Luo eq. 170) on velocities: gamma v(x_t, t, y) + (1 - gamma) v(x_t, t, null).
@@ -231,6 +283,7 @@ def velocity_cfg_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float) ->
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return gamma * cond_fn(x_t, t) + (1 - gamma) * uncond_fn(x_t, t)
+
     return guided
 
 
@@ -241,11 +294,17 @@ def optimized_scale(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
     _check_like(uncond, "uncond", cond, "cond")
     c, u = cond.flatten(1), uncond.flatten(1)
     norm2 = (u * u).sum(1)
-    s = torch.where(norm2 > 0, (c * u).sum(1) / norm2.clamp(min=torch.finfo(u.dtype).tiny), torch.ones_like(norm2))
+    s = torch.where(
+        norm2 > 0,
+        (c * u).sum(1) / norm2.clamp(min=torch.finfo(u.dtype).tiny),
+        torch.ones_like(norm2),
+    )
     return s.reshape(-1, *[1] * (cond.ndim - 1))
 
 
-def cfg_zero_star(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, scale: bool = True) -> torch.Tensor:
+def cfg_zero_star(
+    cond: torch.Tensor, uncond: torch.Tensor, gamma: float, scale: bool = True
+) -> torch.Tensor:
     """CFG-Zero*'s guided velocity (Fan et al. 2025): gamma v_c + (1 - gamma) s* v_u, that is
     s* v_u + gamma (v_c - s* v_u), with s* from :func:`optimized_scale`; ``scale=False`` puts s* = 1,
     which is eq. 170. The unconditional branch is first shrunk to its best fit of the conditional one."""
@@ -263,8 +322,13 @@ def zero_init_time(steps: int, zeroed: int) -> float:
     return 1.0 if zeroed == 0 else 1 - (zeroed - 0.5) / steps
 
 
-def cfg_zero_star_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float, scale: bool = True,
-                     t_zero: float = 1.0) -> VelocityFn:
+def cfg_zero_star_fn(
+    cond_fn: VelocityFn,
+    uncond_fn: VelocityFn,
+    gamma: float,
+    scale: bool = True,
+    t_zero: float = 1.0,
+) -> VelocityFn:
     """CFG-Zero* (Fan et al. 2025) as a ``v_fn``: its two parts, each of which can be switched off.
 
     - the optimised scale (``scale``): :func:`cfg_zero_star`, eq. 170 with v_u replaced by s* v_u;
@@ -281,9 +345,12 @@ def cfg_zero_star_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float, s
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         zero = t > t_zero
         if bool(zero.all()):
-            return torch.zeros_like(x_t)                        # zero-init: no network pass at all
+            return torch.zeros_like(x_t)  # zero-init: no network pass at all
         v = cfg_zero_star(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, scale)
-        return torch.where(_col(zero, x_t).bool(), torch.zeros_like(v), v) if bool(zero.any()) else v
+        return (
+            torch.where(_col(zero, x_t).bool(), torch.zeros_like(v), v) if bool(zero.any()) else v
+        )
+
     return guided
 
 
@@ -301,6 +368,7 @@ class CountedFn:
 
 # ---- guidance distillation (Meng et al. 2023) -----------------------------------------------------------
 
+
 def check_gammas(gamma: torch.Tensor, n: int, name: str = "gamma") -> torch.Tensor:
     """Guidance scales, one per row: a floating-point tensor of shape (n,), finite and >= 0 (read
     once per sampling run)."""
@@ -313,8 +381,9 @@ def check_gammas(gamma: torch.Tensor, n: int, name: str = "gamma") -> torch.Tens
 
 
 @torch.no_grad()
-def guided_velocity_target(teacher: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                           gamma: torch.Tensor) -> torch.Tensor:
+def guided_velocity_target(
+    teacher: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
     """The teacher's guided velocity gamma v(x_t, t, y) + (1 - gamma) v(x_t, t, null), each row at its
     own gamma [N], from one stacked pass of a conditional ``teacher`` with a null label: the target
     guidance distillation trains its student on (Meng et al. 2023, stage one, in velocity form). At
@@ -326,8 +395,15 @@ def guided_velocity_target(teacher: nn.Module, x_t: torch.Tensor, t: torch.Tenso
     return g * cond + (1 - g) * uncond
 
 
-def distillation_loss(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, eps: torch.Tensor,
-                      t: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def distillation_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    gamma: torch.Tensor,
+) -> torch.Tensor:
     """Guidance distillation (Meng et al., CVPR 2023, arXiv:2210.03142, stage one): a student that
     takes gamma as an input learns the teacher's guided velocity in one pass,
     E || v_student(x_t, t, y, gamma) - [gamma v_c + (1 - gamma) v_u]_teacher ||^2, with x_t on the
@@ -344,12 +420,19 @@ def student_velocity_fn(student: nn.Module, y: torch.Tensor, gamma: float) -> Ve
     return lambda x_t, t: student(x_t, t, y, torch.full_like(t, gamma))
 
 
-
 # ---- how close is close ---------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def relative_velocity_error(v_fn: VelocityFn, reference_fn: VelocityFn, mixture, times: Sequence[float],
-                            n: int = 4000, y: Optional[int] = None, seed: int = 0) -> torch.Tensor:
+def relative_velocity_error(
+    v_fn: VelocityFn,
+    reference_fn: VelocityFn,
+    mixture,
+    times: Sequence[float],
+    n: int = 4000,
+    y: Optional[int] = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """At each t of ``times``: RMS(v_fn - reference_fn) / RMS(reference_fn) over x_t on the path of the
     mixture's data, x_t = (1 - t) x_0 + t eps, x_0 from p(x) or from p(x | y). Chapter 1's score error
     in velocity form: a ratio of root-mean-squares, so points where the velocity is near zero do not
@@ -368,77 +451,136 @@ def relative_velocity_error(v_fn: VelocityFn, reference_fn: VelocityFn, mixture,
 
 # ---- training, through the course's training loop (diffcourse.train) ------------------------------------
 
-def train_velocity(model: nn.Module, data, steps: int, batch_size: int = 512, lr: float = 2e-3,
-                   p_uncond: Optional[float] = None, seed: int = 0, progress: bool = True, warmup: int = 100,
-                   resume=None, checkpoint=None, save_every: int = 0, stop_after: Optional[int] = None,
-                   config: Optional[dict] = None) -> List[float]:
+
+def train_velocity(
+    model: nn.Module,
+    data,
+    steps: int,
+    *,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    p_uncond: Optional[float] = None,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 100,
+    resume=None,
+    checkpoint=None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
     """Fit a velocity network by :func:`flow_matching_loss`, t uniform in [0, 1], with condition
     dropout ``p_uncond`` (default 0.1 for a conditional model, as ``train.train_denoiser``), in the
-    loop every trainer of the course shares (AdamW, warm-up and cosine decay, clipping, DDP,
-    checkpoints: the arguments are ``train.train_denoiser``'s). Returns the loss of every step."""
-    from .train import DEFAULT_P_UNCOND, _check_common, _train
+    loop every trainer of the course shares (``train.fit``: AdamW, warm-up and cosine decay,
+    clipping, DDP, checkpoints; the settings are ``train.Settings``'s). Returns the loss of every step."""
+    from .train import (
+        DEFAULT_P_UNCOND,
+        Settings,
+        fit,
+    )  # here: train imports mixture, which imports this
 
-    _check_common(check_module(model), None, steps, batch_size)
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    check_module(model)
     conditional = getattr(model, "num_classes", 0) > 0
-    p_uncond = (DEFAULT_P_UNCOND if conditional else 0.0) if p_uncond is None else check_real(
-        p_uncond, "p_uncond", low=0, high=1)
+    p_uncond = (
+        (DEFAULT_P_UNCOND if conditional else 0.0)
+        if p_uncond is None
+        else check_real(p_uncond, "p_uncond", low=0, high=1)
+    )
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
 
-    def make_loss(net, next_batch, draw):
-        def batch_loss() -> torch.Tensor:
-            x0, y = next_batch()
-            t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
-            if not conditional:
-                return flow_matching_loss(net, x0, eps, t)
-            if y is None:
-                raise ValueError("data: a conditional model needs labelled data")
-            drop = draw((), "uniform") < p_uncond
-            return flow_matching_loss(net, x0, eps, t, torch.where(drop, model.null_label, y))
-        return batch_loss
+    def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws) -> torch.Tensor:
+        t, eps = draws.uniform().to(x0.dtype), draws.normal(x0)  # t ~ U[0, 1], eps ~ N(0, I)
+        if not conditional:
+            return flow_matching_loss(net, x0, eps, t)
+        if y is None:
+            raise ValueError("data: a conditional model needs labelled data (x0, y)")
+        drop = draws.uniform() < p_uncond  # condition dropout
+        return flow_matching_loss(net, x0, eps, t, torch.where(drop, model.null_label, y))
 
-    return _train(model, data, None, steps, batch_size, lr, seed, progress, warmup, "training velocity",
-                  make_loss, resume, checkpoint, save_every, stop_after, config)
+    return fit(model, data, loss, settings, resume=resume, desc="training velocity")
 
 
-def train_student(student: nn.Module, teacher: nn.Module, data, steps: int,
-                  gamma_range: Tuple[float, float] = (1.0, 4.0), batch_size: int = 512, lr: float = 1e-3,
-                  seed: int = 0, progress: bool = True, warmup: int = 50, resume=None, checkpoint=None,
-                  save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
-                  ) -> List[float]:
+def train_student(
+    student: nn.Module,
+    teacher: nn.Module,
+    data,
+    steps: int,
+    *,
+    gamma_range: Tuple[float, float] = (1.0, 4.0),
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 50,
+    resume=None,
+    checkpoint=None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
     """Guidance distillation (Meng et al. 2023): fit ``student`` (a :class:`~diffcourse.models.VelocityMLP`
     with ``guidance_input=True``) by :func:`distillation_loss`, gamma uniform over ``gamma_range``,
-    the frozen ``teacher`` giving both branches of the target, in the shared training loop (the other
-    arguments are :func:`train_velocity`'s). Returns the loss of every step."""
-    from .train import _check_common, _train
+    the frozen ``teacher`` giving both branches of the target, in ``train.fit`` (the other arguments
+    are :func:`train_velocity`'s). Returns the loss of every step."""
+    from .train import Settings, fit
 
-    _check_common(check_module(student, "student"), None, steps, batch_size)
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    check_module(student, "student")
     check_module(teacher, "teacher")
     if not getattr(student, "guidance_input", False):
-        raise ValueError("student must take gamma as an input (VelocityMLP(..., guidance_input=True))")
-    if isinstance(gamma_range, (str, bytes)) or not hasattr(gamma_range, "__len__") or len(gamma_range) != 2:
+        raise ValueError(
+            "student must take gamma as an input (VelocityMLP(..., guidance_input=True))"
+        )
+    if (
+        isinstance(gamma_range, (str, bytes))
+        or not hasattr(gamma_range, "__len__")
+        or len(gamma_range) != 2
+    ):
         raise TypeError(f"gamma_range must be a pair (low, high), got {gamma_range!r}")
-    low, high = check_real(gamma_range[0], "gamma_range", low=0), check_real(gamma_range[1], "gamma_range", low=0)
+    low, high = (
+        check_real(gamma_range[0], "gamma_range", low=0),
+        check_real(gamma_range[1], "gamma_range", low=0),
+    )
     if not low <= high:
         raise ValueError(f"gamma_range must be (low, high) with low <= high, got {gamma_range}")
     teacher.eval()
 
-    def make_loss(net, next_batch, draw):
-        def batch_loss() -> torch.Tensor:
-            x0, y = next_batch()
-            if y is None:
-                raise ValueError("data: distillation needs labelled data")
-            t, eps = draw((), "uniform").to(x0.dtype), draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
-            gamma = low + (high - low) * draw((), "uniform").to(x0.dtype)
-            return distillation_loss(net, teacher, x0, eps, t, y, gamma)
-        return batch_loss
+    def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws) -> torch.Tensor:
+        if y is None:
+            raise ValueError("data: distillation needs labelled data (x0, y)")
+        t, eps = draws.uniform().to(x0.dtype), draws.normal(x0)
+        gamma = low + (high - low) * draws.uniform().to(x0.dtype)  # gamma ~ U[low, high]
+        return distillation_loss(net, teacher, x0, eps, t, y, gamma)
 
     flags = [p.requires_grad for p in teacher.parameters()]
     try:
         for p in teacher.parameters():
-            p.requires_grad_(False)                    # frozen: only the student learns
-        return _train(student, data, None, steps, batch_size, lr, seed, progress, warmup, "distilling guidance",
-                      make_loss, resume, checkpoint, save_every, stop_after, config)
+            p.requires_grad_(False)  # frozen: only the student learns
+        return fit(student, data, loss, settings, resume=resume, desc="distilling guidance")
     finally:
         for p, flag in zip(teacher.parameters(), flags):
             p.requires_grad_(flag)

@@ -1,7 +1,15 @@
-"""The course's recurring pictures: samples over the contour lines of a 2-D mixture's density, and
-grids of images with one row per class."""
+"""The course's recurring pictures: samples over the contour lines of a 2-D mixture's density,
+grids of images with one row per class, and both as animations a reader scrubs with a slider
+(frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
+:func:`animate_images`)."""
+
 from __future__ import annotations
 
+import base64
+import io
+import re
+import tempfile
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -10,8 +18,9 @@ from .checks import check_int, check_real
 from .mixture import GaussianMixture
 
 
-def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
-                 alpha_bar: Optional[float] = None):
+def density_grid(
+    mixture: GaussianMixture, lim: float = 3.5, cells: int = 200, alpha_bar: Optional[float] = None
+):
     """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour`` or
     ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
     x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
@@ -30,9 +39,17 @@ def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
     return gx.cpu(), gy.cpu(), p.cpu()
 
 
-def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
-                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None,
-                         filled: bool = False) -> None:
+def samples_over_density(
+    ax,
+    grid,
+    x: torch.Tensor,
+    y: Optional[torch.Tensor] = None,
+    title: str = "",
+    per_class: int = 600,
+    lim: float = 3.5,
+    color: Optional[str] = None,
+    filled: bool = False,
+) -> None:
     """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
     the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
     ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
@@ -43,27 +60,379 @@ def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = 
     else:
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
     if y is None:
-        ax.scatter(*x[:per_class].T, s=1 if filled else 2, alpha=0.3 if filled else 0.6,
-                   color=color or ("k" if filled else "C0"))
+        ax.scatter(
+            *x[:per_class].T,
+            s=1 if filled else 2,
+            alpha=0.3 if filled else 0.6,
+            color=color or ("k" if filled else "C0"),
+        )
     else:
         y = y.cpu()
         for c in torch.unique(y).tolist():
-            ax.scatter(*x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}")
+            ax.scatter(
+                *x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}"
+            )
     ax.set_title(title, fontsize=9)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
 
 
-def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None) -> None:
+def _tiles(x: torch.Tensor, rows: int):
+    """Images [N, 1, H, W] in [-1, 1] as one array of ``rows`` rows, with 1-pixel white gutters."""
+    n, _, h, w = x.shape
+    cols = n // rows
+    tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)
+    return (
+        tiles.reshape(rows, cols, h + 2, w + 2)
+        .permute(0, 2, 1, 3)
+        .reshape(rows * (h + 2), cols * (w + 2))
+        .numpy()
+    )
+
+
+def image_grid(
+    ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None
+) -> None:
     """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
     r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
     if x.ndim != 4 or x.shape[1] != 1 or rows < 1 or x.shape[0] % rows:
-        raise ValueError(f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}")
-    n, _, h, w = x.shape
-    cols = n // rows
-    tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)  # white gutters
-    grid = tiles.reshape(rows, cols, h + 2, w + 2).permute(0, 2, 1, 3).reshape(rows * (h + 2), cols * (w + 2))
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
+        raise ValueError(
+            f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
+        )
+    h = x.shape[2]
+    ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_yticks(
+        [(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7
+    )
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
+
+
+# Animations a reader scrubs with a slider: matplotlib's JavaScript HTML animation embeds every frame
+# as a PNG in the page, so it plays offline and from any static host, with no kernel behind it.
+
+
+class FrameCollector:
+    """A sampler callback ``callback(step, x_t, x0_hat)`` that keeps a CPU copy of what it sees.
+
+    Every ``every``-th call is kept (the first call always is): ``x_t`` (the batch entering the
+    step), ``x0_hat`` (the clean estimate at that step) and ``times``, the book's t = step + 1.
+    After sampling, :meth:`finish` appends the finished samples as the frame at t = 0::
+
+        keep = FrameCollector(every=5)
+        x = ddpm_sample(eps_fn, noise, schedule, callback=keep)
+        keep.finish(x)                      # keep.x_t[-1] is x, keep.times[-1] == 0
+
+    Copying to the CPU waits for the device at each kept step; that is the price of a picture,
+    paid only when a callback is given.
+    """
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = check_int(every, "every", low=1)
+        self.calls = 0
+        self.times: list = []
+        self.x_t: list = []
+        self.x0_hat: list = []
+
+    def __call__(self, step: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        if self.calls % self.every == 0:
+            self.times.append(int(step) + 1)
+            self.x_t.append(x_t.detach().to("cpu", torch.float32, copy=True))
+            self.x0_hat.append(x0_hat.detach().to("cpu", torch.float32, copy=True))
+        self.calls += 1
+
+    def finish(self, x0: torch.Tensor) -> "FrameCollector":
+        """Append the finished samples ``x0`` as the last frame (t = 0); returns the collector."""
+        if not isinstance(x0, torch.Tensor):
+            raise TypeError(f"x0 must be a tensor, got {type(x0).__name__}")
+        if self.x_t and x0.shape != self.x_t[-1].shape:
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)}, the frames {tuple(self.x_t[-1].shape)}"
+            )
+        x0 = x0.detach().to("cpu", torch.float32, copy=True)
+        self.times.append(0)
+        self.x_t.append(x0)
+        self.x0_hat.append(x0)
+        return self
+
+
+class JSAnimation:
+    """An animation as self-contained HTML (frames embedded as PNG, controls in plain JavaScript).
+    The last expression of a notebook cell shows it: Jupyter and myst-nb's pages take its
+    ``_repr_html_`` (a text/html output)."""
+
+    def __init__(self, html: str, frames: int) -> None:
+        self.html = html
+        self.frames = frames
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the HTML, frames included, in bytes: what the page and the notebook carry."""
+        return len(self.html.encode("utf-8"))
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"<JSAnimation: {self.frames} frames, {self.nbytes / 1000:.0f} kB>"
+
+
+# matplotlib's controls draw their icons with Font Awesome from a CDN; offline that request fails
+# and the buttons are blank. Plain characters instead (each button keeps its title and aria-label).
+_ICONS = {
+    "fa-minus": "&minus;",
+    "fa-fast-backward": "&#8676;",
+    "fa-step-backward": "&lsaquo;",
+    "fa-play fa-flip-horizontal": "&#9664;",
+    "fa-pause": "&#10074;&#10074;",
+    "fa-play": "&#9654;",
+    "fa-step-forward": "&rsaquo;",
+    "fa-fast-forward": "&#8677;",
+    "fa-plus": "+",
+}
+
+
+_FRAME = re.compile(r'(frames\[\d+\] = "data:image/png;base64,)((?:[^"\\]|\\\n)*)(")')
+
+
+def _small_png(match: "re.Match", colors: int = 48) -> str:
+    """One embedded frame re-encoded as a PNG of ``colors`` colours: a third of the size of
+    matplotlib's truecolour frame, with no visible change to dots, lines and text on white."""
+    from PIL import Image
+
+    raw = base64.b64decode(match.group(2).replace("\\\n", ""))
+    out = io.BytesIO()
+    Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colors).save(
+        out, "png", optimize=True
+    )
+    return match.group(1) + base64.b64encode(out.getvalue()).decode("ascii") + match.group(3)
+
+
+def _offline_html(html: str) -> str:
+    """matplotlib's jshtml made small and offline: each frame re-encoded with a small palette, the
+    Font Awesome <link> to a CDN dropped and each icon replaced by a character."""
+    html, frames = _FRAME.subn(_small_png, html)
+    if not frames:
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._FRAME"
+        )
+    html, links = re.subn(
+        r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html
+    )
+    for name, char in _ICONS.items():
+        html = html.replace(f'<i class="fa {name}"></i>', char)
+    if links != 1 or "<i class=" in html or re.search(r'(src|href)="(https?:)?//', html):
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._offline_html"
+        )
+    return html
+
+
+def _pick(n: int, max_frames: int) -> list:
+    """At most ``max_frames`` indices into n frames, evenly spread, first and last included."""
+    if n <= max_frames:
+        return list(range(n))
+    return torch.linspace(0, n - 1, max_frames).round().long().unique().tolist()
+
+
+def _check_panels(panels, ndim: int, what: str) -> list:
+    """The panels as (title, list of frames): a non-empty mapping, equal frame counts and shapes."""
+    if not isinstance(panels, dict) or not panels:
+        raise TypeError(
+            f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}"
+        )
+    out = []
+    for title, frames in panels.items():
+        if isinstance(frames, FrameCollector):
+            frames = frames.x_t
+        frames = list(frames)
+        if not frames or not all(isinstance(f, torch.Tensor) for f in frames):
+            raise TypeError(
+                f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors"
+            )
+        if frames[0].ndim != ndim or any(f.shape != frames[0].shape for f in frames):
+            raise ValueError(
+                f"panels[{title!r}]: every frame must be {what} of one shape, "
+                f"got {[tuple(f.shape) for f in frames[:3]]}..."
+            )
+        out.append((str(title), frames))
+    if len({len(f) for _, f in out}) != 1:
+        raise ValueError(
+            f"panels must hold the same number of frames, got {[len(f) for _, f in out]}"
+        )
+    return out
+
+
+def _check_times(times, panels, n: int) -> Optional[list]:
+    if times is None:
+        first = next(iter(panels.values()))
+        return list(first.times) if isinstance(first, FrameCollector) else None
+    times = list(times)
+    if len(times) != n:
+        raise ValueError(f"times must have one entry per frame ({n}), got {len(times)}")
+    return times
+
+
+def _check_frames_args(max_frames: int, dpi: int, interval: int) -> None:
+    check_int(max_frames, "max_frames", low=2)
+    check_int(dpi, "dpi", low=20)
+    check_int(interval, "interval", low=1)
+
+
+def _to_html(fig, update, frames: list, interval: int) -> JSAnimation:
+    """Render ``update(i)`` for each i in ``frames`` with matplotlib's HTMLWriter (what
+    ``Animation.to_jshtml`` writes: frames embedded, JavaScript controls), then close the figure so
+    that a notebook does not show it a second time as a still. One draw per frame: the layout is
+    computed once, on the first frame, and ``FuncAnimation`` would draw each frame three times."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import HTMLWriter
+
+    try:
+        update(frames[0])
+        fig.canvas.draw()  # lay the figure out once; the frames only move data
+        fig.set_layout_engine("none")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "animation.html")
+            writer = HTMLWriter(fps=1000 / interval, embed_frames=True, default_mode="once")
+            with writer.saving(fig, path, fig.dpi):
+                for i in frames:
+                    update(i)
+                    writer.grab_frame()
+            html = path.read_text(encoding="utf-8")
+    finally:
+        plt.close(fig)
+    return JSAnimation(_offline_html(html), len(frames))
+
+
+def _time_label(times: Optional[list], i: int, n: int) -> str:
+    if times is None:
+        return f"frame {i + 1} of {n}"
+    return "t = 0: the samples" if times[i] == 0 else f"t = {times[i]}"
+
+
+def animate_samples(
+    panels: dict,
+    grid,
+    y: Optional[torch.Tensor] = None,
+    times=None,
+    max_frames: int = 30,
+    per_class: int = 120,
+    lim: float = 3.5,
+    dpi: int = 80,
+    interval: int = 150,
+) -> JSAnimation:
+    """2-D samples travelling from noise to data, one panel per run side by side (for instance
+    one per gamma, from the same starting noise), over the contour lines of ``grid``.
+
+    Args:
+        panels: title -> a :class:`FrameCollector` (its ``x_t``) or a list of [N, 2] tensors, the
+            same number of frames in every panel.
+        grid: the density's contour grid, from :func:`density_grid`.
+        y: the label each sample was asked for, [N] (colours); None draws one colour.
+        times: the book's t of each frame; by default the first collector's ``times``.
+        max_frames: at most this many frames, evenly spread, the first and the last kept.
+        per_class: at most this many points per class and panel (keeps the PNGs small).
+    """
+    runs = _check_panels(panels, 2, "[N, 2]")
+    n, points = len(runs[0][1]), runs[0][1][0].shape[0]
+    if runs[0][1][0].shape[1] != 2:
+        raise ValueError(f"panels: frames must be [N, 2] samples, got {tuple(runs[0][1][0].shape)}")
+    times = _check_times(times, panels, n)
+    _check_frames_args(max_frames, dpi, interval)
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (points,)):
+        raise ValueError(f"y must be a tensor of {points} labels, got {getattr(y, 'shape', y)!r}")
+    import matplotlib.pyplot as plt
+
+    labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
+    keep = [
+        (c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()
+    ]
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(2.2 * len(runs) + 0.3, 2.6),
+        dpi=dpi,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
+    dots = []
+    for ax, (title, frames) in zip(axes[0], runs):
+        ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$x_1$")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_aspect("equal")
+        dots.append(
+            [
+                ax.scatter(
+                    *frames[0][idx].T, s=4, alpha=0.7, color=f"C{c}" if y is not None else "C0"
+                )
+                for c, idx in keep
+            ]
+        )
+    axes[0][0].set_ylabel("$x_2$")
+    caption = fig.suptitle("", fontsize=10)
+
+    def update(i: int):
+        for (_, frames), row in zip(runs, dots):
+            for (_, idx), dot in zip(keep, row):
+                dot.set_offsets(frames[i][idx].numpy())
+        caption.set_text(_time_label(times, i, n))
+        return [d for row in dots for d in row] + [caption]
+
+    return _to_html(fig, update, _pick(n, max_frames), interval)
+
+
+def animate_images(
+    panels: dict,
+    rows: int,
+    times=None,
+    row_labels: Optional[list] = None,
+    max_frames: int = 30,
+    dpi: int = 72,
+    interval: int = 150,
+) -> JSAnimation:
+    """Image grids denoising step by step, one panel per entry of ``panels`` side by side (for
+    instance ``{"x_t": keep.x_t, "x0_hat": keep.x0_hat}`` from one :class:`FrameCollector`).
+
+    Args:
+        panels: title -> a FrameCollector (its ``x_t``) or a list of [N, 1, H, W] tensors in
+            [-1, 1], the same number of frames in every panel; shown as :func:`image_grid` shows
+            them (``rows`` rows, one per class when the batch is sorted by label).
+        times: the book's t of each frame; by default the first collector's ``times``.
+        max_frames: at most this many frames, evenly spread, the first and the last kept.
+    """
+    runs = _check_panels(panels, 4, "[N, 1, H, W]")
+    n, shape = len(runs[0][1]), runs[0][1][0].shape
+    rows = check_int(rows, "rows", low=1)
+    if shape[1] != 1 or shape[0] % rows:
+        raise ValueError(f"rows={rows} must divide N, frames [N, 1, H, W], got {tuple(shape)}")
+    times = _check_times(times, panels, n)
+    _check_frames_args(max_frames, dpi, interval)
+    import matplotlib.pyplot as plt
+
+    cols = shape[0] // rows
+    width = max(2.0, 0.28 * cols + 0.6)
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(width * len(runs), 0.28 * rows + 0.9),
+        dpi=dpi,
+        squeeze=False,
+        constrained_layout=True,
+    )
+    shown = []
+    for ax, (title, frames) in zip(axes[0], runs):
+        image_grid(ax, frames[0], rows, title=title, row_labels=row_labels)
+        shown.append(ax.get_images()[0])
+    caption = fig.suptitle("", fontsize=10)
+
+    def update(i: int):
+        for (_, frames), im in zip(runs, shown):
+            im.set_data(_tiles(frames[i], rows))
+        caption.set_text(_time_label(times, i, n))
+        return shown + [caption]
+
+    return _to_html(fig, update, _pick(n, max_frames), interval)
