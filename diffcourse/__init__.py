@@ -7,6 +7,7 @@ from . import (
     data,
     device,
     explore,
+    flow,
     guidance,
     metrics,
     mixture,
@@ -19,6 +20,7 @@ from . import (
 )
 from .device import budget, get_device
 from .mixture import GaussianMixture, exact_cfg_eps_fn, exact_classifier_grad_fn, exact_eps_fn
+from .mixture import exact_cfg_velocity_fn, exact_velocity_fn
 from .schedules import Schedule, cosine_schedule, ddim_levels, linear_schedule, q_sample
 
 from . import conditioned, text  # chapter 10: captions and low-resolution images as conditions
@@ -29,6 +31,7 @@ __all__ = [
     "data",
     "device",
     "explore",
+    "flow",
     "guidance",
     "metrics",
     "mixture",
@@ -47,6 +50,8 @@ __all__ = [
     "exact_cfg_eps_fn",
     "exact_classifier_grad_fn",
     "exact_eps_fn",
+    "exact_cfg_velocity_fn",
+    "exact_velocity_fn",
     "Schedule",
     "cosine_schedule",
     "ddim_levels",

@@ -97,6 +97,14 @@ def mixture_draw(mixture: GaussianMixture, y: Label = None) -> Draw:
     return lambda n, gen: mixture.sample(n, y, generator=gen)[0]
 
 
+def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
+    """``draw(n, generator)`` for :func:`distance_to_exact`: draws from the tilted law
+    p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (chapter 6; ``mixture.sample_tilted``)."""
+    from .mixture import sample_tilted
+
+    return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
+
+
 @torch.no_grad()
 def relative_score_error(
     eps_fn,
@@ -407,12 +415,6 @@ def distances_to_exact(samples: Mapping[str, torch.Tensor], draw: Draw, repeats:
     return out
 
 
-def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
-    """``draw(n, generator)`` for :func:`distance_to_exact`: exact draws from the tilted law
-    p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (:func:`~diffcourse.mixture.sample_tilted`)."""
-    return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
-
-
 @torch.no_grad()
 def relative_eps_error(eps_for: Callable[[torch.Tensor], Callable], reference_for: Callable[[torch.Tensor], Callable],
                        mixture: GaussianMixture, schedule: Schedule, steps: Sequence[int], n: int = 3000,
@@ -484,3 +486,22 @@ def image_metrics_over_seeds(classifier: torch.nn.Module, sample: Callable, y: t
         check_tensor(x, "sample's images", floating=True, shape=(y.shape[0], *shape))
         runs.append(image_metrics(classifier, x.clamp(-1, 1), y, ref_x, ref_y))
     return SeededImageMetrics(tuple(runs))
+
+
+def distance_to_exact_fn(draw: Draw, n: int, repeats: int = 5, projections: int = 256, seed: int = 0,
+                         ) -> Callable[[torch.Tensor], Dict[str, float]]:
+    """:func:`distance_to_exact` for many sample sets of ``n`` points held against one law: its three
+    exact draws and its noise floor are made once, here, so each call of the returned function costs
+    one sample distance. The numbers are ``distance_to_exact(samples, draw, repeats, projections, seed)``'s
+    for samples of the dtype of the draws."""
+    check_callable(draw, "draw")
+    n = check_int(n, "n", low=2)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    ref, ref2, ref3 = (draw(n, gen).cpu() for _ in range(3))
+    floor = sample_distance(ref2, ref3, repeats, projections, seed)
+
+    def distance(samples: torch.Tensor) -> Dict[str, float]:
+        check_tensor(samples, "samples", floating=True, shape=(n, ref.shape[1]))
+        d = sample_distance(samples.cpu(), ref.to(samples.dtype), repeats, projections, seed)
+        return {"distance": d, "floor": floor, "ratio": d / floor}
+    return distance

@@ -25,6 +25,7 @@ from .checks import (
     known_step,
     read_values,
 )
+from .flow import check_times
 from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
@@ -251,6 +252,16 @@ class GaussianMixture:
             self._member,
         )
         return out
+
+    def flow_marginal(self, t) -> "GaussianMixture":
+        """The law of x_t = (1 - t) x_0 + t eps on chapter 11's straight path, t in [0, 1]: again a
+        mixture, with means (1 - t) mu_k and covariances (1 - t)^2 Sigma_k + t^2 I."""
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        t = check_real(t, "t", low=0, high=1)
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return GaussianMixture((1 - t) * self.means, (1 - t) ** 2 * self.covs + t ** 2 * eye,
+                               self.weights, self.labels)
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
@@ -542,3 +553,47 @@ def sample_composed(uncond: Condition, terms: Sequence[Tuple[Condition, float]],
     x = grid_sample(lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
                     n, low, high, cells, generator, dtype=torch.float64, device=device)
     return x.to(mix_u.device, mix_u.dtype)
+# ---- the rectified-flow path (chapter 11) ------------------------------------------------------------------
+
+def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
+                      ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The exact velocity v*(x_t, t) = E[eps - x_0 | x_t] (or E[eps - x_0 | x_t, y]) on the
+    rectified-flow path x_t = (1 - t) x_0 + t eps, t in [0, 1], t = 1 the noise (Liu et al. 2023;
+    Lipman et al. 2023): the minimiser of the flow-matching loss, as a callable ``v(x_t, t)`` with
+    ``t`` a float tensor [N].
+
+    Given component k, x_0 ~ N(mu_k, Sigma_k) and x_t are jointly Gaussian: x_t ~ N((1 - t) mu_k, C_k),
+    C_k = (1 - t)^2 Sigma_k + t^2 I, Cov(x_0, x_t) = (1 - t) Sigma_k, Cov(eps, x_t) = t I, so
+    E[eps - x_0 | x_t, k] = (t I - (1 - t) Sigma_k) C_k^{-1} (x_t - (1 - t) mu_k) - mu_k; v* averages
+    these with the responsibilities p(k | x_t [, y]). In the eigenbasis of Sigma_k every matrix is
+    diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
+    ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
+    """
+    lam, basis = torch.linalg.eigh(mixture.covs)                   # [K, D], [K, D, D]
+    log_w = torch.log(mixture.weights)
+
+    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device, owner="the mixture")
+        x = x_t.to(mixture.dtype)                    # computed in the mixture's dtype, returned in x_t's
+        s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]        # [N, 1, 1]
+        var = (1 - s) ** 2 * lam[None] + s ** 2                                      # [N, K, D]
+        z = torch.einsum("kdj,nkd->nkj", basis, x[:, None, :] - (1 - s) * mixture.means[None])
+        log_joint = log_w - 0.5 * (torch.log(2 * math.pi * var) + z ** 2 / var).sum(-1)   # [N, K]
+        if y is not None:
+            log_joint = log_joint.masked_fill(~mixture._member[mixture._check_y(y, x.shape[0])], float("-inf"))
+        per_component = torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z) - mixture.means[None]
+        return (torch.softmax(log_joint, dim=1)[..., None] * per_component).sum(1).to(x_t.dtype)
+    return velocity
+
+
+def exact_cfg_velocity_fn(mixture: GaussianMixture, y: Label, gamma: float,
+                          ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Luo eq. 170) on exact velocities (chapter 11):
+    ``flow.velocity_cfg_fn`` of :func:`exact_velocity_fn` with and without y, the velocity of
+    :func:`exact_cfg_eps_fn`'s guided score at every t. What a perfectly trained flow model guided
+    by eq. 170 would follow."""
+    from .flow import velocity_cfg_fn
+
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return velocity_cfg_fn(exact_velocity_fn(mixture, y), exact_velocity_fn(mixture), gamma)

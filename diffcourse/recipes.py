@@ -50,6 +50,7 @@ SOURCES = (
     "train.py",
     "text.py",
     "conditioned.py",
+    "flow.py",
 )
 
 
@@ -67,7 +68,7 @@ class Recipe:
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: a clean-data judge
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
-    trainer: str  # "denoiser" | "classifier"
+    trainer: str  # "denoiser" | "classifier" | "velocity" | "student" (chapter 11's flow matching)
     steps: int
     batch_size: int
     lr: float
@@ -77,6 +78,8 @@ class Recipe:
     init_seed: int = 0
     seed: int = 0
     warmup: int = 100
+    teacher: Optional[str] = None  # "student": the recipe whose model it distils, and starts from
+    gamma_range: Optional[Tuple[float, float]] = None  # "student": the scales it is trained on
     description: str = field(default="", compare=False)
 
     def config(self) -> Dict[str, Any]:
@@ -134,6 +137,16 @@ class Recipe:
         data, schedule = self.make_data(device), self.make_schedule()
         if self.trainer == "denoiser":
             losses = train_denoiser(model, data, schedule, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "velocity":
+            from .flow import train_velocity
+
+            losses = train_velocity(model, data, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "student":
+            from .flow import train_student
+
+            teacher = trained(self.teacher, self.budget, device, progress=progress)
+            model.load_state_dict(teacher.state_dict(), strict=False)  # start from the teacher
+            losses = train_student(model, teacher, data, gamma_range=tuple(self.gamma_range), **common)
         else:
             losses = train_classifier(model, data, schedule, **common)
         return model.eval(), losses
@@ -283,6 +296,34 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
         steps=pick(1000, 6000),
         model_args=dict(width=pick(16, 32)),
         description="chapter 10: the 4x4 -> 8x8 super-resolution U-Net (condition dropout 0.1)",
+    )
+    velocity = dict(dim=2, hidden=pick(128, 256), depth=4, num_classes=3)
+    specs["ch11-velocity"] = dict(
+        data="three_blobs",
+        schedule=None,
+        model="VelocityMLP",
+        model_args=velocity,
+        trainer="velocity",
+        steps=pick(2000, 10000),
+        batch_size=512,
+        lr=3e-3,
+        p_uncond=0.1,
+        description="chapter 11: the flow-matching network of the three blobs, condition dropout 0.1",
+    )
+    specs["ch11-student"] = dict(
+        data="three_blobs",
+        schedule=None,
+        model="VelocityMLP",
+        model_args=dict(velocity, guidance_input=True),
+        trainer="student",
+        teacher="ch11-velocity",
+        gamma_range=(0.5, 4.5),
+        steps=pick(600, 3000),
+        batch_size=512,
+        lr=1e-3,
+        warmup=50,
+        description="chapter 11: ch11-velocity distilled into a student that takes gamma as an input "
+        "(trained on gamma in [0.5, 4.5])",
     )
     for p in (0.1, 0.2, 0.5):
         specs[f"ch5-cfg-p{p}"] = dict(

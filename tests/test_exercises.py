@@ -288,3 +288,22 @@ def test_ch10_not_samples_what_was_meant():
         pairs = torch.tensor([A.pair(0, 0), A.pair(0, 1)])[torch.randint(0, 2, (n,), generator=g)]
         return A.joint.sample(n, pairs, generator=g)[0]
     assert distance_to_exact(x, meant, seed=4)["ratio"] < 1.5
+# ---- chapter 11: what zero-init samples ------------------------------------------------------------------
+
+@pytest.mark.parametrize("s, t_start", [(0.5, 0.96), (0.3, 0.8), (2.0, 0.9)])
+def test_ch11_zero_init_against_the_sampler(s, t_start):
+    """Fine Euler steps of the exact velocity of one Gaussian, started at t_start from the noise,
+    against the closed form, sample by sample; and the law's two moments."""
+    from diffcourse import flow
+    from diffcourse.mixture import exact_velocity_fn
+
+    sol = load("ch11")
+    mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    one = GaussianMixture(mu[None], s ** 2 * torch.eye(2, dtype=torch.float64)[None],
+                          torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.long))
+    noise = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    x = flow.heun_sample(exact_velocity_fn(one), noise, times=flow.flow_times(200, t_start), progress=False)
+    torch.testing.assert_close(x, sol.zero_init_map(noise, mu, s, t_start), rtol=0, atol=1e-3)
+    mean, std = sol.zero_init_law(mu, s, t_start)
+    assert (x.mean(0) - mean).abs().max() < 4 * std / 20_000 ** 0.5
+    assert abs(x.std(0).mean().item() / std - 1) < 0.02

@@ -361,3 +361,23 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
         image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=0)
     with pytest.raises(ValueError, match="sample's images"):
         image_metrics_over_seeds(Judge(), lambda n, g: n[:5], y, ref, y, shape=(1, 2, 2))
+def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
+    """Chapter 11's many sets against one law: the draws and the floor made once, the same numbers."""
+    from diffcourse.metrics import distance_to_exact_fn
+
+    mixture = three_blobs()
+    against = distance_to_exact_fn(mixture_draw(mixture, 1), 1000, seed=3)
+    for shift in (0.0, 0.3):
+        x = mixture.sample(1000, 1, generator=torch.Generator().manual_seed(5))[0] + shift
+        assert against(x) == distance_to_exact(x, mixture_draw(mixture, 1), seed=3)
+    with pytest.raises(ValueError, match="samples"):
+        against(x[:10])
+
+
+def test_tilted_draw_is_sample_tilted():
+    from diffcourse.metrics import tilted_draw
+    from diffcourse.mixture import sample_tilted
+
+    mixture = three_blobs()
+    a = tilted_draw(mixture, 0, 3.0)(500, torch.Generator().manual_seed(2))
+    assert torch.equal(a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2)))
