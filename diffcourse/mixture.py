@@ -136,8 +136,9 @@ class GaussianMixture:
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
         diff = x[:, None, :] - self.means[None]                            # [N, K, D]
-        # Solve L z = diff for each component: maha = |z|^2.
-        z = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
+        # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
+        # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
+        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(2, 0, 1)
         maha = (z * z).sum(-1)
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
         return torch.log(self.weights) + log_norm - 0.5 * maha
