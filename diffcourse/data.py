@@ -3,6 +3,7 @@ quantity (densities, scores, posteriors, at every noise level) is known. The ima
 scikit-learn's bundled 8x8 digits, or MNIST / Fashion-MNIST read from IDX files the reader has."""
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import struct
@@ -129,3 +130,54 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError(f"folder {folder}: labels must lie in 0..9")
     return images[:, None].float() / 127.5 - 1, labels.long()
+
+
+# ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _fit_digits(components: int, reg_covar: float, holdout: float, seed: int):
+    """Per-class fits of scikit-learn's GaussianMixture to the training digits (cached: a fit takes
+    about a second and every lab and test asks for the same one)."""
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+
+    split = load_digits_split(holdout, seed)
+    x = split.x_train.reshape(len(split.y_train), -1).double().numpy()
+    y = split.y_train.numpy()
+    means, covs, weights, labels = [], [], [], []
+    for c in range(10):
+        xc = x[y == c]
+        fit = SklearnMixture(components, covariance_type="full", reg_covar=reg_covar, random_state=seed,
+                             max_iter=200).fit(xc)
+        means.append(fit.means_)
+        covs.append(fit.covariances_)
+        weights.append(fit.weights_ * len(xc))          # p(y) p(k | y): the class's share of the data
+        labels += [c] * components
+    return np.concatenate(means), np.concatenate(covs), np.concatenate(weights), np.array(labels)
+
+
+def digits_mixture(components: int = 2, reg_covar: float = 0.03, holdout: float = 0.25, seed: int = 0,
+                   dtype: torch.dtype = torch.float32) -> GaussianMixture:
+    """A Gaussian mixture in 64 dimensions fitted to the 8x8 digits, so that every exact quantity of
+    the course (scores at every noise level, p(y|x), tilted laws) holds at image dimension.
+
+    The training part of :func:`load_digits_split` (``holdout``, ``seed``), flattened and scaled to
+    [-1, 1] as the image labs scale it, is fitted class by class with scikit-learn's
+    ``GaussianMixture``: ``components`` components per class, full covariances with ``reg_covar``
+    added to their diagonal (pixels that never change in a class would otherwise have zero variance).
+    Each component's weight is its class's share of the training digits times its weight within the
+    class, so p(y) is the data's class frequency. Component k belongs to class k // components.
+    Draws reshape to images with ``x.reshape(-1, 1, 8, 8)``.
+    """
+    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 20:
+        raise ValueError(f"components must be an int in 1..20, got {components!r}")
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) or not (
+            math.isfinite(reg_covar) and reg_covar > 0):
+        raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
+    covs = as_tensor(covs)
+    covs = 0.5 * (covs + covs.transpose(1, 2))           # exactly symmetric in any dtype
+    return GaussianMixture(as_tensor(means).to(dtype), covs.to(dtype), as_tensor(weights).to(dtype),
+                           torch.tensor(labels))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .mixture import GaussianMixture, Label
@@ -26,9 +27,10 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     dirs = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
-    px, _ = torch.sort(x @ dirs, dim=0)
-    py, _ = torch.sort(y @ dirs, dim=0)
-    return ((px - py) ** 2).mean().sqrt().item()
+    # numpy's sort along contiguous rows is ~10x faster than torch's on a CPU; same sorted values
+    px = np.sort((x @ dirs).T.contiguous().numpy(), axis=1)
+    py = np.sort((y @ dirs).T.contiguous().numpy(), axis=1)
+    return float(np.sqrt(((px - py) ** 2).mean()))
 
 
 def sample_distance(x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projections: int = 256,
