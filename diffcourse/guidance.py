@@ -369,7 +369,8 @@ def feedback_scale(log_ratio: torch.Tensor, pi: float, max_gamma: float = 10.0) 
     if pi == 1:
         return torch.ones_like(log_ratio)
     floor = math.log((1 - pi) * max_gamma / (max_gamma - 1))
-    return 1 / (1 - (1 - pi) * torch.exp(-log_ratio.clamp(min=floor)))
+    # 1 - (1 - pi) / R = -expm1(log(1 - pi) - log R): accurate where R is close to 1 - pi
+    return -1 / torch.expm1(math.log(1 - pi) - log_ratio.clamp(min=floor))
 
 
 def feedback_eps_fn(cond_fn: Fn, uncond_fn: Fn, log_ratio_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
