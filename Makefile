@@ -8,8 +8,11 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # Threads for torch on CPU; `make test` runs one torch process at a time.
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# The labs' trained models (diffcourse.recipes) are cached here, so a lab that reuses an earlier
+# lab's model loads it; a fresh clone starts empty, and `make clean` empties it.
+export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 
-.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots
+.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel
 
 setup: $(VENV)/.installed
 
@@ -58,7 +61,7 @@ book: setup
 	@echo "Open _build/html/index.html in a browser."
 
 unit: setup
-	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py --ignore=tests/test_links.py --ignore=tests/test_browser.py
+	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py --ignore=tests/test_links.py --ignore=tests/test_browser.py --ignore=tests/test_lab.py
 
 # Notebooks run once each, one after another (never two torch processes at once). Each lab that
 # passes is stored with its outputs in the book's execution cache (notebooks/conftest.py), so the
@@ -85,7 +88,29 @@ browser: book-strict
 screenshots: book
 	$(BIN)/python tests/browser.py _build/screenshots
 
-test: unit nbval book-strict built links browser
+# JupyterLab on the labs, with the course's kernel: the set-up above plus the optional `lab` group
+# (JupyterLab and ipywidgets, for the gamma sliders of labs 5 and 6). `make book` and `make test`
+# don't need it. LAB_FLAGS passes options through (the test: a free port, no browser, a token).
+lab: $(VENV)/.lab-installed
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(LAB_AS_ROOT) $(LAB_FLAGS)
+
+# JupyterLab refuses to run as root unless told (containers, CI)
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+
+$(VENV)/.lab-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[lab]"
+	touch $@
+
+# `make lab` starts from this set-up and lists every lab with the course's kernel (tests/test_lab.py).
+lab-check: setup
+	DIFFCOURSE_REQUIRE_LAB=1 $(BIN)/python -m pytest -q tests/test_lab.py
+
+# For a Jupyter front end installed elsewhere: register this venv's Python as the kernel
+# "Python (diffcourse)" for your user, then pick it in that front end's kernel menu.
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name diffcourse --display-name "Python (diffcourse)"
+
+test: unit nbval book-strict built links browser lab-check
 
 clean:
 	rm -rf _build .pytest_cache

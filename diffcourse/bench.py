@@ -8,13 +8,12 @@ prints a short table. Uses the bundled digits; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .data import load_digits_split
-from .device import get_device
+from .device import get_device, timed
 from .guidance import batched_cfg_eps_fn, classifier_free_eps_fn
 from .models import UNet
 from .samplers import ddim_sample
@@ -23,13 +22,8 @@ from .train import train_denoiser
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds one call of ``fn`` takes, waiting for the GPU to finish its queued work."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
+    """Seconds one call of ``fn`` takes, waiting for the device to finish its queued work."""
+    return timed(fn, device)[0]
 
 
 def run(width: int = 32, batch_size: int = 128, train_steps: int = 50, samples: int = 500,

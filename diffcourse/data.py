@@ -13,13 +13,14 @@ from typing import NamedTuple, Tuple, Union
 import numpy as np
 import torch
 
+from .checks import check_choice, check_int, check_real
 from .mixture import GaussianMixture
 
 
 def three_blobs(radius: float = 1.2, std: float = 0.5, dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """Three classes, one round Gaussian each, centred on a circle: they overlap a little."""
-    if radius < 0 or std <= 0:
-        raise ValueError(f"radius must be >= 0 and std > 0, got radius={radius}, std={std}")
+    radius = check_real(radius, "radius", low=0)
+    std = check_real(std, "std", low=0, low_open=True)
     angles = torch.tensor([90.0, 210.0, 330.0], dtype=torch.float64) * math.pi / 180
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)
@@ -29,8 +30,8 @@ def three_blobs(radius: float = 1.2, std: float = 0.5, dtype: torch.dtype = torc
 def two_moons(components: int = 16, std: float = 0.1, dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """Two interleaved half-circles, each class a chain of ``components`` small Gaussians:
     a sharp, curved shape whose exact score is still known. Centred near the origin."""
-    if components < 1 or std <= 0:
-        raise ValueError(f"components must be >= 1 and std > 0, got components={components}, std={std}")
+    components = check_int(components, "components", low=1)
+    std = check_real(std, "std", low=0, low_open=True)
     theta = torch.linspace(0, math.pi, components, dtype=torch.float64)
     upper = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
     lower = torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], dim=1)
@@ -44,8 +45,9 @@ def checkerboard(cells: int = 3, spacing: float = 0.9, std: float = 0.15,
                  dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """A cells x cells grid of small Gaussians whose class alternates like a chessboard's squares:
     both classes cover the same region, so p(y|x) changes on the scale of one square."""
-    if cells < 2 or spacing <= 0 or std <= 0:
-        raise ValueError(f"need cells >= 2, spacing > 0 and std > 0, got cells={cells}, spacing={spacing}, std={std}")
+    cells = check_int(cells, "cells", low=2)
+    spacing = check_real(spacing, "spacing", low=0, low_open=True)
+    std = check_real(std, "std", low=0, low_open=True)
     coords = (torch.arange(cells, dtype=torch.float64) - (cells - 1) / 2) * spacing
     i, j = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
     means = torch.stack([coords[i.flatten()], coords[j.flatten()]], dim=1)
@@ -70,8 +72,8 @@ def load_digits_split(holdout: float = 0.25, seed: int = 0) -> ImageSplit:
     a ``holdout`` share kept apart for the metrics."""
     from sklearn.datasets import load_digits
 
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
-        raise ValueError(f"holdout must lie strictly between 0 and 1, got {holdout!r}")
+    holdout = check_real(holdout, "holdout", low=0, high=1, low_open=True, high_open=True)
+    seed = check_int(seed, "seed")
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 8 - 1
     y = torch.tensor(digits.target, dtype=torch.long)
@@ -113,8 +115,7 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
 def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
     """MNIST or Fashion-MNIST (the same file names) from the standard IDX files in ``folder``, for
     readers who have them: images [N, 1, 28, 28] scaled to [-1, 1], labels [N]. Nothing is downloaded."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice(split, "split", ("train", "test"))
     stem = "train" if split == "train" else "t10k"
 
     def find(name: str) -> Path:

@@ -6,8 +6,13 @@ package chooses a device (tensors follow their inputs).
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Tuple, TypeVar
 
 import torch
+
+R = TypeVar("R")
 
 BUDGETS = ("quick", "full")
 
@@ -39,3 +44,47 @@ def budget() -> str:
 def pick(quick, full):
     """The value for the current budget: ``pick(3000, 20000)`` reads as a table row."""
     return full if budget() == "full" else quick
+
+
+def synchronize(device: Optional[torch.device] = None) -> None:
+    """Wait until ``device`` (default :func:`get_device`) has finished its queued work. GPUs run
+    asynchronously: without this a timer measures how fast work is queued, not how fast it runs."""
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Timer:
+    """What :func:`timer` yields: ``seconds`` is set when the block ends."""
+
+    seconds: float = float("nan")
+
+
+@contextmanager
+def timer(device: Optional[torch.device] = None) -> Iterator[Timer]:
+    """Time a block on ``device``, waiting for it before and after::
+
+        with timer() as clock:
+            x = ddim_sample(...)
+        print(clock.seconds)
+    """
+    device = torch.device(device) if device is not None else get_device()
+    clock = Timer()
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield clock
+    finally:
+        synchronize(device)
+        clock.seconds = time.perf_counter() - start
+
+
+def timed(fn: Callable[[], R], device: Optional[torch.device] = None) -> Tuple[float, R]:
+    """(seconds, result) of one call of ``fn``, device-synchronised (see :func:`timer`)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    with timer(device) as clock:
+        result = fn()
+    return clock.seconds, result

@@ -20,44 +20,31 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .models import check_labels
-from .schedules import Schedule, _gather
+from .checks import (check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule,
+                     check_tensor, current_run, known_step, read_values)
+from .schedules import Schedule, _gather, ddim_levels
 from .targets import eps_to_x0, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PairFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
-def _check_real(value, name: str) -> float:
-    """A real number (not a bool), or TypeError naming ``name``; NaN is a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return float(value)
-
-
 def _check_gamma(gamma) -> float:
-    gamma = _check_real(gamma, "gamma")
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
-    return gamma
+    """The guidance scale: a finite real number >= 0."""
+    return check_real(gamma, "gamma", low=0)
 
 
-def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    for name, v in ((name_a, a), (name_b, b)):
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor")
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
-    if a.dtype != b.dtype:
-        raise TypeError(f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) must have the same dtype")
-    if a.device != b.device:
-        raise ValueError(f"{name_a} ({a.device}) and {name_b} ({b.device}) must be on the same device")
+# the names of the checks this module had before diffcourse.checks, for code written against them
+_check_real, _check_pair = check_real, check_same
+
+
+def _check_fns(**fns) -> None:
+    for name, fn in fns.items():
+        check_callable(fn, name)
 
 
 def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -66,7 +53,7 @@ def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tenso
     gamma = 0 ignores y, gamma = 1 gives the conditional score (eq. 165), gamma > 1 sharpens.
     """
     gamma = _check_gamma(gamma)
-    _check_pair(score_uncond, classifier_grad, "score_uncond", "classifier_grad")
+    check_same(score_uncond, classifier_grad, "score_uncond", "classifier_grad")
     return score_uncond + gamma * classifier_grad
 
 
@@ -77,7 +64,7 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
     score = -eps / sqrt(1 - alpha_bar) scales both alike, so one form gives the other.
     """
     gamma = _check_gamma(gamma)
-    _check_pair(cond, uncond, "cond", "uncond")
+    check_same(cond, uncond, "cond", "uncond")
     return gamma * cond + (1 - gamma) * uncond
 
 
@@ -106,7 +93,8 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     learned (:func:`classifier_grad_fn`) or exact (``mixture.exact_classifier_grad_fn``).
     """
     gamma = _check_gamma(gamma)
-    sigma = (1 - schedule.alpha_bar).sqrt()
+    _check_fns(eps_fn=eps_fn, grad_fn=grad_fn)
+    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
@@ -122,6 +110,7 @@ def classifier_free_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float) -> Fn:
     or any pair of predictors. A network that takes the null label does better with
     :func:`batched_cfg_eps_fn`: one forward pass."""
     gamma = _check_gamma(gamma)
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     if gamma in (0.0, 1.0):            # one branch has weight 0: skip it, the result is the other
         return uncond_fn if gamma == 0 else cond_fn
     return lambda x_t, t: classifier_free_guidance(cond_fn(x_t, t), uncond_fn(x_t, t), gamma)
@@ -137,12 +126,13 @@ def batched_cfg_eps_fn(model: torch.nn.Module, y: torch.Tensor, gamma: float) ->
     ``model(x_t, t, y)`` is a conditional noise predictor whose null label is ``model.null_label``
     (trained with condition dropout, ``p_uncond > 0``)."""
     gamma = _check_gamma(gamma)
+    check_module(model)
     null_label = getattr(model, "null_label", None)
     if not getattr(model, "num_classes", 0) or null_label is None:
         raise ValueError("model must be conditional, with a null label (num_classes > 0)")
     n = y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else -1
     # guidance asks for a real class: the null label is refused
-    y = check_labels(y, n, model.num_classes, next(model.parameters()).device, allow_null=False)
+    y = check_labels(y, n, model.num_classes, next(model.parameters()).device)
     labels = torch.cat([y, torch.full_like(y, null_label)])
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -162,31 +152,121 @@ def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: fl
     guided prediction is rescaled to the standard deviation of its conditional prediction, and the
     two are mixed, ``phi`` rescaled + (1 - phi) plain. phi = 0 is eq. 170; gamma = 1 is ``cond`` for
     every phi. Lin et al. apply it to v-predictions; diffusers applies it to noise predictions."""
-    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
-        raise ValueError(f"phi must lie in [0, 1], got {phi!r}")
+    phi = check_real(phi, "phi", low=0, high=1)
     guided = classifier_free_guidance(cond, uncond, gamma)
     dims = tuple(range(1, cond.ndim))
     scale = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
     return phi * guided * scale + (1 - phi) * guided
 
 
+def rescaled_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, phi: float = 0.7) -> Fn:
+    """:func:`rescaled_cfg` as a sampler's ``eps_fn``: at each call, eq. 170 of the two predictions,
+    rescaled per sample to the conditional prediction's spread and mixed with weight ``phi``
+    (Lin et al. 2024). phi = 0 is :func:`classifier_free_eps_fn`, bit for bit."""
+    gamma, phi = _check_gamma(gamma), check_real(phi, "phi", low=0, high=1)
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    return lambda x_t, t: rescaled_cfg(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, phi)
+
+
+GammaAt = Union[Callable[[int], float], Mapping[int, float], Sequence[float]]
+
+
+def _steps_on_host(t: torch.Tensor) -> List[int]:
+    """The distinct steps in t as Python ints: the sampler's own number when it passed this very t
+    (no read of the device), else read from t."""
+    step = known_step(t)
+    if step is not None:
+        return [step]
+    check_tensor(t, "t", floating=False)
+    return read_values(torch.unique(t))
+
+
+def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
+    """Classifier-free guidance (Luo eq. 170) with a scale that depends on the noise level:
+    gamma_t eps(x_t, t, y) + (1 - gamma_t) eps(x_t, t, null), gamma_t = ``gamma_at[t]`` (a sequence
+    of length T or a mapping over the 0-based steps visited) or ``gamma_at(t)`` (a function of the
+    step). Where gamma_t = 1 the unconditional pass is skipped: that level costs one evaluation.
+
+    Guidance on an interval (:func:`interval_cfg_eps_fn`) is the special case gamma_t = gamma inside
+    the interval and 1 outside; a constant gamma_t = gamma is :func:`classifier_free_eps_fn`; and the
+    per-level scale that makes CFG's DDIM step equal CFG++'s is :func:`cfgpp_gamma_eff`."""
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    if callable(gamma_at):
+        lookup = gamma_at
+    elif isinstance(gamma_at, (Mapping, Sequence)) and not isinstance(gamma_at, (str, bytes)):
+        lookup = gamma_at.__getitem__
+    else:
+        raise TypeError(f"gamma_at must be a function of the step, a mapping or a sequence, got {type(gamma_at).__name__}")
+
+    def gamma_of(step: int) -> float:
+        try:
+            value = lookup(step)
+        except (KeyError, IndexError):
+            raise ValueError(f"gamma_at has no scale for step {step}") from None
+        return check_real(value, f"gamma_at[{step}]", low=0)
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = cond_fn(x_t, t)
+        gammas = {step: gamma_of(step) for step in _steps_on_host(t)}
+        if all(g == 1 for g in gammas.values()):
+            return cond                               # no unconditional pass where gamma_t = 1
+        uncond = uncond_fn(x_t, t)
+        if len(gammas) == 1:                          # a sampler's call: one level for the batch
+            return classifier_free_guidance(cond, uncond, next(iter(gammas.values())))
+        out = cond.clone()
+        for step, g in gammas.items():
+            if g != 1:
+                rows = t == step
+                out[rows] = classifier_free_guidance(cond[rows], uncond[rows], g)
+        return out
+    return guided
+
+
 def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_high: int) -> Fn:
     """Guidance limited to an interval of noise levels (Kynkäänniemi et al. 2024): eq. 170 at the
     0-based steps t_low <= t <= t_high, the plain conditional prediction (gamma = 1) elsewhere. Their
     finding: guidance at high noise costs diversity and at low noise does little, so the middle is
-    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`."""
+    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`. A special case of
+    :func:`per_level_cfg_eps_fn`."""
     gamma = _check_gamma(gamma)
-    if not (isinstance(t_low, int) and isinstance(t_high, int)) or not 0 <= t_low <= t_high:
-        raise ValueError(f"need ints 0 <= t_low <= t_high, got t_low={t_low!r}, t_high={t_high!r}")
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    t_low, t_high = check_int(t_low, "t_low", low=0), check_int(t_high, "t_high", low=0)
+    if t_high < t_low:
+        raise ValueError(f"t_low must not exceed t_high, got t_low={t_low}, t_high={t_high}")
+    return per_level_cfg_eps_fn(cond_fn, uncond_fn, lambda step: gamma if t_low <= step <= t_high else 1.0)
 
-    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond = cond_fn(x_t, t)
-        inside = (t >= t_low) & (t <= t_high)
-        if not bool(inside.any()):
-            return cond                               # no unconditional pass outside the interval
-        full = classifier_free_guidance(cond, uncond_fn(x_t, t), gamma)
-        return torch.where(inside.reshape(-1, *[1] * (x_t.ndim - 1)), full, cond)
-    return guided
+
+def cfgpp_gamma_eff(schedule: Schedule, steps: int, lam: float) -> Dict[int, float]:
+    """The scale gamma_t at each level of a DDIM run (eta = 0, ``steps`` levels, see
+    :func:`~diffcourse.schedules.ddim_levels`) that makes CFG's step equal CFG++'s at ``lam``:
+    ``{level: gamma_t}``, to give :func:`per_level_cfg_eps_fn`.
+
+    Write sigma = sqrt(1 - alpha_bar), r = sqrt(alpha_bar_s / alpha_bar_t) for a step from level t to
+    s, and Delta = eps_c - eps_u. DDIM's step from x0_hat = (x_t - sigma_t eps) / sqrt(alpha_bar_t) is
+    x_s = sqrt(alpha_bar_s) x0_hat + sigma_s eps' (eps' the direction's noise). CFG puts
+    eps = eps' = eps_u + gamma Delta: x_s = r x_t - k eps_u - k gamma Delta, with k = r sigma_t - sigma_s.
+    CFG++ puts eps = eps_u + lam Delta and eps' = eps_u: x_s = r x_t - k eps_u - r sigma_t lam Delta.
+    The two agree when k gamma = r sigma_t lam = (k + sigma_s) lam, that is
+    gamma_t = lam (1 + sigma_s / k). k > 0 whenever alpha_bar_s > alpha_bar_t; on the last step
+    (to the clean data, sigma_s = 0) gamma_t = lam."""
+    check_schedule(schedule)
+    lam = check_real(lam, "lam", low=0)
+    levels, alpha_bar = ddim_levels(schedule.T, steps), schedule.alpha_bar.double()
+    out = {}
+    for i, t in enumerate(levels):
+        a_t, a_s = alpha_bar[t].item(), alpha_bar[levels[i + 1]].item() if i + 1 < len(levels) else 1.0
+        k = (a_s / a_t) ** 0.5 * (1 - a_t) ** 0.5 - (1 - a_s) ** 0.5
+        out[t] = lam * (1 + (1 - a_s) ** 0.5 / k)
+    return out
+
+
+def lam_matching(schedule: Schedule, steps: int, gamma: float) -> float:
+    """CFG++'s lam whose DDIM step at the middle level of the run (``ddim_levels(T, steps)[steps // 2]``)
+    equals CFG's step at ``gamma``: gamma / gamma_t(lam = 1) there, gamma_t being linear in lam
+    (:func:`cfgpp_gamma_eff`). The two then differ only in how the scale is spread over the levels."""
+    gamma = _check_gamma(gamma)
+    levels = ddim_levels(check_schedule(schedule).T, steps)
+    return gamma / cfgpp_gamma_eff(schedule, steps, 1.0)[levels[len(levels) // 2]]
 
 
 def autoguidance_eps_fn(good_fn: Fn, weak_fn: Fn, gamma: float) -> Fn:
@@ -208,9 +288,8 @@ def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
     keep lam in [0, 1], which does the work of CFG's gamma in about [1, 12.5], so other values are
     refused. It needs a sampler that takes pairs: DDPM and predictor-corrector refuse it.
     """
-    lam = _check_real(lam, "lam")
-    if not 0 <= lam <= 1:
-        raise ValueError(f"lam must lie in [0, 1] (Chung et al.'s range), got {lam}")
+    lam = check_real(lam, "lam", low=0, high=1)               # Chung et al.'s range
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         uncond = uncond_fn(x_t, t)
@@ -222,19 +301,26 @@ def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
 
 class APGEpsFn:
     """The callable :func:`apg_eps_fn` returns. It carries the momentum of the guidance update from
-    one call to the next, so call :meth:`reset` (or build a new one) before each sampling run."""
+    one call to the next within a sampling run, and drops it by itself when a new run starts (each
+    sampler run is a new :class:`~diffcourse.checks.SamplingRun`), so two runs in a row give the
+    same samples. Called outside a sampler, the momentum runs on from call to call until
+    :meth:`reset`."""
 
     def __init__(self, cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float,
                  r: float, beta: float):
         self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, schedule
         self.gamma, self.eta, self.r, self.beta = gamma, eta, r, beta
         self.average: Optional[torch.Tensor] = None    # the running update, Delta_m of the last call
+        self._run = None                               # the sampling run that momentum belongs to
 
     def reset(self) -> None:
         """Forget the momentum: the next call starts a new run."""
         self.average = None
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        run = current_run()
+        if run is not self._run:             # a new sampling run (or the first call after one)
+            self.average, self._run = None, run
         cond = self.cond_fn(x_t, t)
         if self.gamma == 1:                  # the update is multiplied by gamma - 1 = 0: skip its pass
             return cond
@@ -243,8 +329,8 @@ class APGEpsFn:
         delta = d_cond - d_uncond
         if self.beta != 0:                   # momentum: Delta_m = Delta + beta Delta_m(previous call)
             if self.average is not None and self.average.shape != delta.shape:
-                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after a run of shape "
-                                 f"{tuple(self.average.shape)}: call reset() between sampling runs")
+                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after calls of shape "
+                                 f"{tuple(self.average.shape)}: call reset() between runs outside a sampler")
             delta = delta if self.average is None else delta + self.beta * self.average
             self.average = delta
         view = (-1,) + (1,) * (x_t.ndim - 1)          # per-sample norms over all non-batch dims
@@ -270,17 +356,15 @@ def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta
 
     The parallel part is what oversaturates (their finding), so eta < 1 damps it. eta = 1, r = inf, beta = 0 is
     eq. 170 in x0 space, hence in noise space (the conversion is affine and the weights sum to one);
-    gamma = 1 is ``cond_fn``. The result holds momentum: see :class:`APGEpsFn`. Momentum counts
-    calls, so it is meant for one call per level (DDPM, DDIM), not a corrector's extra calls.
+    gamma = 1 is ``cond_fn``. The result holds momentum within a run and starts afresh with each
+    sampler run: see :class:`APGEpsFn`. Momentum counts calls, so it is meant for one call per level
+    (DDPM, DDIM), not a corrector's extra calls.
     """
     gamma = _check_gamma(gamma)
-    eta, r, beta = _check_real(eta, "eta"), _check_real(r, "r"), _check_real(beta, "beta")
-    if not math.isfinite(eta):
-        raise ValueError(f"eta must be finite, got {eta}")
-    if not r > 0:
-        raise ValueError(f"r must be > 0 (math.inf: no clipping), got {r}")
-    if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    check_schedule(schedule)
+    eta, beta = check_real(eta, "eta"), check_real(beta, "beta")
+    r = check_real(r, "r", low=0, low_open=True, finite=False)      # math.inf: no clipping
     return APGEpsFn(cond_fn, uncond_fn, schedule, gamma, eta, r, beta)
 
 
@@ -295,9 +379,9 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
     takes the max and bounds every entry. With DDPM it is Imagen's sampler; DDIM then uses the
     thresholded noise for its direction too.
     """
-    p = _check_real(percentile, "percentile")
-    if not 0 < p <= 1:
-        raise ValueError(f"percentile must lie in (0, 1], got {percentile}")
+    p = check_real(percentile, "percentile", low=0, high=1, low_open=True)
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
 
     def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)

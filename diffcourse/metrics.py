@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from .checks import check_callable, check_generator, check_int, check_module, check_schedule, check_tensor
 from .mixture import GaussianMixture, Label
 from .schedules import Schedule, q_sample
 from .targets import eps_to_score
@@ -21,8 +22,12 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
     Each random unit direction turns both sets into 1-D samples, whose W2 is the root-mean-square
     gap between their sorted values; the squared gaps are averaged over directions.
     """
-    if x.ndim != 2 or x.shape != y.shape:
+    check_tensor(x, "x", floating=True, ndim=2)
+    check_tensor(y, "y", floating=True, ndim=2)
+    if x.shape != y.shape:
         raise ValueError(f"x and y must both be [N, D] of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    projections = check_int(projections, "projections", low=1)
+    check_generator(generator)
     if x.shape[0] < 2:
         raise ValueError("x and y need at least 2 points")
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
@@ -40,10 +45,13 @@ def sample_distance(x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projec
 
     One chunk's figure swings a lot by chance; averaging chunks steadies it.
     """
+    check_tensor(x, "x", floating=True, ndim=2)
+    check_tensor(ref, "ref", floating=True, ndim=2)
     if x.shape != ref.shape:
         raise ValueError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have the same shape")
-    if repeats < 1 or x.shape[0] < 2 * repeats:
-        raise ValueError(f"repeats must be >= 1 with at least 2 points per chunk, got {repeats}")
+    repeats, seed = check_int(repeats, "repeats", low=1), check_int(seed, "seed")
+    if x.shape[0] < 2 * repeats:
+        raise ValueError(f"repeats must leave at least 2 points per chunk, got {repeats} for {x.shape[0]} points")
     gen = torch.Generator().manual_seed(seed)
     return sum(sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats))) / repeats
 
@@ -56,8 +64,10 @@ def distance_to_exact(samples: torch.Tensor, draw: Draw, repeats: int = 5, proje
     independent sets of exact draws of the same size; ``ratio`` = distance / floor, so a perfect
     sampler sits near 1.
     """
+    check_tensor(samples, "samples", floating=True, ndim=2)
+    check_callable(draw, "draw")
     n = samples.shape[0]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     ref, ref2, ref3 = (draw(n, gen).to(samples.dtype).cpu() for _ in range(3))
     distance = sample_distance(samples.cpu(), ref, repeats, projections, seed)
     floor = sample_distance(ref2, ref3, repeats, projections, seed)
@@ -78,7 +88,12 @@ def relative_score_error(eps_fn, mixture: GaussianMixture, schedule: Schedule, s
     noise prediction (s = -eps / sqrt(1 - alpha_bar)). A ratio of root-mean-squares, not a mean of
     per-point ratios, which blow up where the exact score is near zero.
     """
-    gen = torch.Generator().manual_seed(seed)
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     device = mixture.device
     out = []
     for step in steps:
@@ -97,6 +112,7 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
     """Share of samples ``x`` asked for label(s) ``y`` that the exact Bayes classifier
     (``argmax_c p(c|x)`` at t = 0) assigns to y. Ceiling: exact draws from p(x|y); floor:
     unconditional draws (about p(y) when y is fixed)."""
+    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
     x = x.to(mixture.device, mixture.dtype)
     y = mixture._check_y(y, x.shape[0])
     return (mixture.class_log_posterior(x).argmax(1) == y).double().mean().item()
@@ -104,8 +120,10 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
 
 def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
     """Diversity: trace of the samples' covariance over that of ``reference`` (exact draws from p(x|y))."""
-    if x.ndim != 2 or reference.ndim != 2 or x.shape[1] != reference.shape[1]:
-        raise ValueError("x and reference must be [N, D] with the same D")
+    check_tensor(x, "x", floating=True, ndim=2)
+    check_tensor(reference, "reference", floating=True, ndim=2)
+    if x.shape[1] != reference.shape[1] or x.shape[0] < 2 or reference.shape[0] < 2:
+        raise ValueError("x and reference must be [N, D] with the same D and N >= 2")
     tr = lambda z: torch.cov(z.double().T).trace() if z.shape[1] > 1 else z.double().var()
     return (tr(x.cpu()) / tr(reference.cpu())).item()
 
@@ -113,7 +131,8 @@ def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
 # ---- images: fidelity, Fréchet distance, diversity ------------------------------------------------------
 
 def _check_features(a: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(a, torch.Tensor) or a.ndim != 2 or a.shape[0] < 2:
+    check_tensor(a, name, floating=True)
+    if a.ndim != 2 or a.shape[0] < 2:
         raise ValueError(f"{name} must be a [N, F] tensor of features with N >= 2, got {tuple(getattr(a, 'shape', ()))}")
     if not torch.isfinite(a).all():
         raise ValueError(f"{name} holds NaN or infinite values")
@@ -142,8 +161,10 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def fidelity(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Share of images ``x`` that the evaluation classifier assigns to the label ``y`` they were asked
     for. On held-out images with their true labels it is the classifier's accuracy."""
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a tensor of shape ({x.shape[0]},)")
+    check_module(classifier, "classifier")
+    check_tensor(x, "x", floating=True)
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    batch_size = check_int(batch_size, "batch_size", low=1)
     pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(batch_size)])
     return (pred == y.to(pred.device)).double().mean().item()
 
@@ -153,6 +174,8 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
     over the same figure for reference images (held-out data): 1 is the data's own variety, and
     less means samples of a class look more alike."""
     def within(images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+        check_tensor(images, name, floating=True)
+        check_tensor(labels, f"{name}'s labels", floating=False)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{name}'s labels must have shape ({images.shape[0]},)")
         flat, out = images.detach().reshape(images.shape[0], -1).double().cpu(), []
@@ -200,3 +223,79 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
     log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     psi = lambda v: torch.special.digamma(torch.tensor(float(v), dtype=torch.float64)).item()
     return psi(n) - psi(k) + log_ball + d * radii.log().mean().item()
+
+
+# ---- the per-class loops of the 2-D labs, and the Fréchet noise floor ------------------------------
+
+
+def class_references(mixture: GaussianMixture, n: int, seed: int = 10) -> Dict[int, torch.Tensor]:
+    """``{c: n exact draws from p(x|c)}`` for every class, class c drawn with seed ``seed + c`` on
+    the mixture's device: the references :func:`spread` compares with."""
+    n, seed = check_int(n, "n", low=2), check_int(seed, "seed")
+    return {c: mixture.sample(n, c, generator=torch.Generator(device=mixture.device).manual_seed(seed + c))[0]
+            for c in range(mixture.num_classes)}
+
+
+def per_class_agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
+                                   references: Optional[Mapping[int, torch.Tensor]] = None,
+                                   ) -> Dict[int, Tuple[float, Optional[float]]]:
+    """For each class c asked for in ``y``: (class agreement of the samples asked for c, their
+    spread against ``references[c]``; None without references). See :func:`class_agreement` and
+    :func:`spread`."""
+    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    y_host = y.cpu()
+    out = {}
+    for c in torch.unique(y_host).tolist():
+        x_c = x[(y == c)]
+        if x_c.shape[0] < 2:
+            raise ValueError(f"y asks for class {c} only {x_c.shape[0]} time(s): need at least 2 samples per class")
+        div = None
+        if references is not None:
+            missing = c not in references if isinstance(references, Mapping) else c >= len(references)
+            if missing:
+                raise ValueError(f"references has no entry for class {c}")
+            div = spread(x_c, references[c])
+        out[c] = (class_agreement(x_c, c, mixture), div)
+    return out
+
+
+def agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
+                         references: Optional[Mapping[int, torch.Tensor]] = None,
+                         ) -> Tuple[float, Optional[float]]:
+    """Class agreement and spread of samples ``x`` asked for labels ``y``, each averaged over the
+    classes asked for (every class weighs the same, whatever its number of samples). The spread is
+    None without ``references`` (``{c: exact draws from p(x|c)}``, :func:`class_references`).
+    Compare gammas with the same starting noise (COURSE.md, Metrics)."""
+    rows = per_class_agreement_and_spread(x, y, mixture, references)
+    agree = sum(a for a, _ in rows.values()) / len(rows)
+    div = None if references is None else sum(d for _, d in rows.values()) / len(rows)
+    return agree, div
+
+
+class FrechetFloor(NamedTuple):
+    """The Fréchet noise floor: its mean and standard deviation over draws, and every draw's value."""
+    mean: float
+    std: float
+    values: torch.Tensor
+
+
+@torch.no_grad()
+def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
+                  seed: int = 100) -> FrechetFloor:
+    """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn at random from
+    ``x_pool`` (the training images) against ``x_ref`` (the held-out ones), in the judge's features,
+    over ``draws`` draws (draw k takes the rows ``randperm(len(x_pool), seed + k)[:n]``). A sample
+    set of n images is as good as real data when its distance sits within this floor's spread."""
+    check_module(judge, "judge")
+    check_tensor(x_pool, "x_pool", floating=True)
+    check_tensor(x_ref, "x_ref", floating=True)
+    n = check_int(n, "n", low=2, high=x_pool.shape[0])
+    draws, seed = check_int(draws, "draws", low=2), check_int(seed, "seed")
+    ref_features = judge.features(x_ref)
+    values = []
+    for k in range(draws):
+        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+        values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
+    values = torch.tensor(values)
+    return FrechetFloor(values.mean().item(), values.std().item(), values)

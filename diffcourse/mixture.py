@@ -12,7 +12,10 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from .schedules import Schedule, check_steps
+from .checks import (check_callable, check_generator, check_int, check_labels, check_real, check_schedule,
+                     check_steps, check_tensor)
+from .guidance import classifier_free_eps_fn
+from .schedules import Schedule
 from .targets import score_to_eps
 
 Label = Union[int, torch.Tensor, None]
@@ -30,25 +33,33 @@ class GaussianMixture:
 
     def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor,
                  labels: torch.Tensor):
-        if not isinstance(means, torch.Tensor) or not means.is_floating_point():
-            raise TypeError("means must be a floating-point tensor [K, D]")
+        check_tensor(means, "means", floating=True)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means must have shape [K, D], got {tuple(means.shape)}")
+        if not torch.isfinite(means).all():
+            raise ValueError("means must be finite (no NaN or inf)")
         K, D = means.shape
         dtype, device = means.dtype, means.device
+        for name, value in (("covs", covs), ("weights", weights), ("labels", labels)):
+            if not isinstance(value, (torch.Tensor, list, tuple)):
+                raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
         covs = torch.as_tensor(covs, dtype=dtype, device=device)
         weights = torch.as_tensor(weights, dtype=dtype, device=device)
         labels = torch.as_tensor(labels, device=device)
         if covs.shape != (K, D, D):
             raise ValueError(f"covs must have shape {(K, D, D)}, got {tuple(covs.shape)}")
+        if not torch.isfinite(covs).all():
+            raise ValueError("covs must be finite (no NaN or inf)")
         if not torch.allclose(covs, covs.transpose(1, 2)):
             raise ValueError("covs must be symmetric")
         if weights.shape != (K,):
             raise ValueError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("weights must be finite, non-negative and not all zero")
-        if labels.shape != (K,) or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be an integer tensor of shape ({K},)")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+        if labels.shape != (K,):
+            raise ValueError(f"labels must have shape ({K},), got {tuple(labels.shape)}")
         labels = labels.long()
         if (labels < 0).any():
             raise ValueError("labels must be >= 0")
@@ -104,33 +115,12 @@ class GaussianMixture:
 
     # ---- input checks --------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError("x must be a torch.Tensor [N, D]")
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the mixture is {self.dtype}; convert one of them")
-        if x.device != self.device:
-            raise ValueError(f"x is on {x.device} but the mixture is on {self.device}; use mixture.to(...)")
-        return x
+        return check_tensor(x, "x", floating=True, shape=(None, self.dim), dtype=self.dtype,
+                            device=self.device, owner="the mixture")
 
     def _check_y(self, y, n: int) -> torch.Tensor:
-        """y as a LongTensor[n] of labels in 0..C-1."""
-        if isinstance(y, bool) or (isinstance(y, torch.Tensor) and (y.is_floating_point() or y.dtype == torch.bool)):
-            raise TypeError("y must be an int or an integer tensor of labels")
-        if isinstance(y, int):
-            y = torch.full((n,), y, dtype=torch.long, device=self.device)
-        elif isinstance(y, torch.Tensor):
-            if y.ndim == 0:
-                y = y.expand(n)
-            if y.shape != (n,):
-                raise ValueError(f"y must be an int or have shape ({n},), got {tuple(y.shape)}")
-            y = y.to(self.device, torch.long)
-        else:
-            raise TypeError(f"y must be an int or a LongTensor, got {type(y).__name__}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"y must lie in 0..{self.num_classes - 1}")
-        return y
+        """y as a LongTensor[n] of labels in 0..C-1 on the mixture's device (an int: all rows)."""
+        return check_labels(y, n, self.num_classes, self.device, allow_int=True)
 
     # ---- densities -----------------------------------------------------------------------------
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,9 +177,9 @@ class GaussianMixture:
     def diffuse(self, alpha_bar) -> "GaussianMixture":
         """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: again a mixture,
         with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I."""
-        a = float(alpha_bar)
-        if not (0 < a <= 1) or math.isnan(a):
-            raise ValueError(f"alpha_bar must lie in (0, 1], got {a}")
+        if isinstance(alpha_bar, torch.Tensor) and alpha_bar.numel() == 1:
+            alpha_bar = alpha_bar.item()
+        a = check_real(alpha_bar, "alpha_bar", low=0, high=1, low_open=True)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return GaussianMixture(math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
                                self.weights, self.labels)
@@ -197,8 +187,8 @@ class GaussianMixture:
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
         """Draw n points from p(x), or from p(x|y): returns (x [n, D], y [n])."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        n = check_int(n, "n", low=0)
+        check_generator(generator)
         dev = self.device if generator is None else generator.device
         if y is None:
             probs = self.weights.expand(n, -1)
@@ -247,14 +237,23 @@ def exact_classifier_grad_fn(mixture: GaussianMixture, schedule: Schedule, y: La
                                     lambda m, a, x, lab: m.classifier_grad(x, lab))
 
 
+def exact_cfg_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, gamma: float,
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Luo eq. 170) with exact scores: ``classifier_free_eps_fn`` of the
+    exact conditional and unconditional noise predictors,
+    gamma eps*(x_t, t, y) + (1 - gamma) eps*(x_t, t). What a perfectly trained CFG network would do."""
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return classifier_free_eps_fn(exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma)
+
+
 # ---- the tilted law of guidance (chapter 6) --------------------------------------------------------------
 
 def tilted_log_prob(mixture: GaussianMixture, x: torch.Tensor, y: int, gamma: float) -> torch.Tensor:
     """Unnormalised log of p(x|y)^gamma p(x)^(1 - gamma), the law eq. 170 would sample if guidance
     commuted with noise: gamma log p(x|y) + (1 - gamma) log p(x), equal to log p(x) p(y|x)^gamma up
     to a constant. For gamma >= 0 it is normalisable, since p(y|x) <= 1."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    gamma = check_real(gamma, "gamma", low=0)
     return gamma * mixture.log_prob(x, y) + (1 - gamma) * mixture.log_prob(x)
 
 
@@ -269,12 +268,12 @@ def grid_sample(log_density: Callable[[torch.Tensor], torch.Tensor], n: int, low
     against its features (the width of the square over ``cells``; 600 cells on a square of side 8 give
     cells of 0.013). The uniform jitter adds a variance of width^2 / 12 per coordinate.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not high > low:
-        raise ValueError(f"high must exceed low, got low={low}, high={high}")
-    if not isinstance(cells, int) or cells < 2:
-        raise ValueError(f"cells must be an int >= 2, got {cells!r}")
+    check_callable(log_density, "log_density")
+    n = check_int(n, "n", low=1)
+    low = check_real(low, "low")
+    high = check_real(high, "high", low=low, low_open=True)
+    cells = check_int(cells, "cells", low=2)
+    check_generator(generator)
     device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device("cpu"))
     width = (high - low) / cells
     centres = low + width * (torch.arange(cells, dtype=dtype, device=device) + 0.5)

@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .schedules import check_steps
+from . import checks
+from .checks import check_choice, check_int, check_steps, check_tensor
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
@@ -27,23 +28,30 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
 def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: torch.device,
                  allow_null: bool = True) -> torch.Tensor:
     """y as a LongTensor[n] in 0..C-1, or C (the null label) where ``allow_null``; None means the
-    null label for every row."""
-    if y is None and allow_null:
-        return torch.full((n,), num_classes, dtype=torch.long, device=device)
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.long:
-        raise TypeError("y must be a LongTensor of labels")
-    if y.shape != (n,):
-        raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-    if y.device != device:
-        raise ValueError(f"y is on {y.device} but the model is on {device}")
-    top = num_classes if allow_null else num_classes - 1
-    if n and (int(y.min()) < 0 or int(y.max()) > top):
-        null = f", or be the null label {num_classes}" if allow_null else ""
-        raise ValueError(f"y must lie in 0..{num_classes - 1}{null}")
-    return y
+    null label for every row. (:func:`diffcourse.checks.check_labels` with the networks' defaults.)"""
+    return checks.check_labels(y, n, num_classes, device, allow_null=allow_null)
 
 
-class MLPDenoiser(nn.Module):
+class _NullLabel:
+    """The null label of a conditional network: ``null_label`` = C, the extra embedding row that
+    means "no condition" (classifier-free guidance, eq. 170). The one spelling the package uses."""
+
+    num_classes: int
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """C for a conditional network, None for an unconditional one."""
+        return self.num_classes if self.num_classes else None
+
+    def null_labels(self, n: int, device=None) -> torch.Tensor:
+        """A LongTensor of ``n`` null labels (on ``device``, default the network's)."""
+        if self.null_label is None:
+            raise ValueError("null_labels: the model is unconditional (num_classes=0), it has no null label")
+        device = next(self.parameters()).device if device is None else device
+        return torch.full((check_int(n, "n", low=0),), self.null_label, dtype=torch.long, device=device)
+
+
+class MLPDenoiser(_NullLabel, nn.Module):
     """eps_theta(x_t, t[, y]) for vectors: ``depth`` hidden layers of width ``hidden``.
 
     The time embedding is added to every hidden layer, so the network can change its answer with
@@ -56,10 +64,15 @@ class MLPDenoiser(nn.Module):
                  num_classes: int = 0, emb_dim: int = 64, label_pathway: str = "layers",
                  out_dim: Optional[int] = None):
         super().__init__()
-        if dim < 1 or T < 1 or hidden < 1 or depth < 1 or num_classes < 0:
-            raise ValueError("dim, T, hidden and depth must be >= 1 and num_classes >= 0")
-        if label_pathway not in ("layers", "output"):
-            raise ValueError(f"label_pathway must be 'layers' or 'output', got {label_pathway!r}")
+        dim, T, hidden, depth = (check_int(v, k, low=1) for k, v in
+                                 (("dim", dim), ("T", T), ("hidden", hidden), ("depth", depth)))
+        num_classes = check_int(num_classes, "num_classes", low=0)
+        emb_dim = check_int(emb_dim, "emb_dim", low=2)
+        if emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sine and cosine features), got {emb_dim}")
+        if out_dim is not None:
+            out_dim = check_int(out_dim, "out_dim", low=1)
+        check_choice(label_pathway, "label_pathway", ("layers", "output"))
         self.dim, self.T, self.num_classes, self.emb_dim = dim, T, num_classes, emb_dim
         self.label_pathway = label_pathway
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -72,26 +85,14 @@ class MLPDenoiser(nn.Module):
         self.label_out = nn.Linear(hidden, out_dim or dim) if num_classes and label_pathway == "output" else None
         self.act = nn.SiLU()
 
-    @property
-    def null_label(self) -> int:
-        return self.num_classes
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.dim:
-            raise ValueError(f"x_t must have shape [N, {self.dim}], got {tuple(getattr(x_t, 'shape', ()))}")
         w = self.inp.weight
-        if x_t.dtype != w.dtype:
-            raise TypeError(f"x_t has dtype {x_t.dtype} but the model is {w.dtype}")
-        if x_t.device != w.device:
-            raise ValueError(f"x_t is on {x_t.device} but the model is on {w.device}")
+        check_tensor(x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device)
         n = x_t.shape[0]
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (n,):
-            raise ValueError(f"t must be a LongTensor of shape ({n},)")
-        if n and (int(t.min()) < 0 or int(t.max()) >= self.T):
-            raise ValueError(f"t must lie in 0..{self.T - 1}")
+        check_steps(t, n, self.T)
         labels = None
         if self.label_emb is not None:
-            labels = check_labels(y, n, self.num_classes, x_t.device)
+            labels = check_labels(y, n, self.num_classes, x_t.device)  # None: null_label for every row
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
         # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so compute them
@@ -130,8 +131,7 @@ class MLPClassifier(nn.Module):
     def __init__(self, dim: int = 2, T: int = 1000, num_classes: int = 2, hidden: int = 128, depth: int = 3,
                  emb_dim: int = 64):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        num_classes = check_int(num_classes, "num_classes", low=2)
         self.dim, self.T, self.num_classes = dim, T, num_classes
         self.net = MLPDenoiser(dim=dim, T=T, hidden=hidden, depth=depth, emb_dim=emb_dim, out_dim=num_classes)
 
@@ -148,13 +148,28 @@ class MLPClassifier(nn.Module):
 # ---- images ------------------------------------------------------------------------------------------
 
 def _check_images(x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor, name: str = "x_t") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, shape))}], "
-                         f"got {tuple(getattr(x, 'shape', ()))}")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the model is {weight.dtype}")
-    if x.device != weight.device:
-        raise ValueError(f"{name} is on {x.device} but the model is on {weight.device}")
+    check_tensor(x, name, floating=True, shape=(None, *shape), dtype=weight.dtype, device=weight.device)
+
+
+def _any_nonzero(t: torch.Tensor) -> bool:
+    if checks.values_checked_already() or t.device.type == "meta" or not t.numel():
+        return False
+    return bool(checks.read_values((t != 0).any()))
+
+
+def _check_mults(mults, width: int) -> tuple:
+    """The channel multipliers of the levels; every level's channels (width * mult) must suit a
+    GroupNorm of min(8, channels) groups: fewer than 8, or a multiple of 8."""
+    if isinstance(mults, (str, bytes)) or not hasattr(mults, "__iter__"):
+        raise TypeError(f"mults must be a sequence of ints, got {type(mults).__name__}")
+    mults = tuple(check_int(m, "mults", low=1) for m in mults)
+    if not mults:
+        raise ValueError("mults must not be empty")
+    for c in (width * m for m in mults):
+        if c > 8 and c % 8:
+            raise ValueError(f"width * mults must each be below 8 or a multiple of 8 (GroupNorm groups), "
+                             f"got width={width}, mults={mults}")
+    return mults
 
 
 class ResBlock(nn.Module):
@@ -191,7 +206,7 @@ class _Embedding(nn.Module):
         return emb if self.label is None else emb + self.label(y)
 
 
-class UNet(nn.Module):
+class UNet(_NullLabel, nn.Module):
     """eps_theta(x_t, t[, y]) for images [N, channels, size, size]: a small U-Net (Ronneberger et al.
     2015, as Ho et al. 2020 use it). One :class:`ResBlock` per level on the way down, halving the size
     after each but the last, one in the middle, one per level on the way up on the concatenated skip.
@@ -203,8 +218,10 @@ class UNet(nn.Module):
     def __init__(self, channels: int = 1, size: int = 8, T: int = 1000, num_classes: int = 0, width: int = 32,
                  mults: Sequence[int] = (1, 2)):
         super().__init__()
-        if channels < 1 or size < 1 or T < 1 or width < 1 or num_classes < 0 or not mults:
-            raise ValueError("channels, size, T and width must be >= 1, num_classes >= 0, mults non-empty")
+        channels, size, T, width = (check_int(v, k, low=1) for k, v in
+                                    (("channels", channels), ("size", size), ("T", T), ("width", width)))
+        num_classes = check_int(num_classes, "num_classes", low=0)
+        mults = _check_mults(mults, width)
         if size % 2 ** (len(mults) - 1):
             raise ValueError(f"size {size} must be divisible by 2^(len(mults) - 1) = {2 ** (len(mults) - 1)}")
         self.channels, self.size, self.T, self.num_classes = channels, size, T, num_classes
@@ -220,10 +237,6 @@ class UNet(nn.Module):
         self.unpool = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
                                     for c, c_next in zip(ups[:-1], ups[1:]))
         self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
-
-    @property
-    def null_label(self) -> int:
-        return self.num_classes
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
@@ -262,10 +275,11 @@ class ConvClassifier(nn.Module):
     def __init__(self, channels: int = 1, size: int = 8, num_classes: int = 10, width: int = 32,
                  mults: Sequence[int] = (1, 2), T: Optional[int] = 1000, features: int = 64):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if channels < 1 or size < 1 or width < 1 or features < 1 or not mults or (T is not None and T < 1):
-            raise ValueError("channels, size, width, features and T (when given) must be >= 1, mults non-empty")
+        num_classes = check_int(num_classes, "num_classes", low=2)
+        channels, size, width, features = (check_int(v, k, low=1) for k, v in (
+            ("channels", channels), ("size", size), ("width", width), ("features", features)))
+        T = None if T is None else check_int(T, "T", low=1)
+        mults = _check_mults(mults, width)
         self.channels, self.size, self.num_classes, self.T = channels, size, num_classes, T
         widths = [width * m for m in mults]
         emb_dim = 4 * width if T is not None else 0
@@ -284,8 +298,8 @@ class ConvClassifier(nn.Module):
         if self.embed is not None:
             check_steps(t, x_t.shape[0], self.T)
             emb = self.embed(t, None, x_t.dtype)
-        elif t is not None and bool((t != 0).any()):
-            raise ValueError("this classifier sees clean images only (T=None): t must be None or 0")
+        elif t is not None and _any_nonzero(check_tensor(t, "t", floating=False)):
+            raise ValueError("t: this classifier sees clean images only (T=None): t must be None or 0")
         h = self.inp(x_t)
         for i, block in enumerate(self.blocks):
             h = block(h, emb)

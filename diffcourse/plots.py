@@ -6,13 +6,24 @@ from typing import Optional
 
 import torch
 
+from .checks import check_int, check_real
 from .mixture import GaussianMixture
 
 
-def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200):
-    """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour``."""
+def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
+                 alpha_bar: Optional[float] = None):
+    """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour`` or
+    ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
+    x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
+    forward process's pictures of chapter 1."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     if mixture.dim != 2:
-        raise ValueError(f"density_grid needs a 2-D mixture, got dim={mixture.dim}")
+        raise ValueError(f"mixture must be 2-D for density_grid, got dim={mixture.dim}")
+    lim = check_real(lim, "lim", low=0, low_open=True)
+    cells = check_int(cells, "cells", low=2)
+    if alpha_bar is not None:
+        mixture = mixture.diffuse(alpha_bar)
     axis = torch.linspace(-lim, lim, cells, dtype=mixture.dtype, device=mixture.device)
     gx, gy = torch.meshgrid(axis, axis, indexing="xy")
     p = mixture.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).exp().reshape(cells, cells)
@@ -20,13 +31,20 @@ def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200):
 
 
 def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
-                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None) -> None:
+                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None,
+                         filled: bool = False) -> None:
     """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
-    the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim."""
-    ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
+    the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
+    ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
+    forward-process pictures of chapter 1 do."""
     x = x.detach().cpu()
+    if filled:
+        ax.contourf(*grid, levels=20, cmap="Blues")
+    else:
+        ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
     if y is None:
-        ax.scatter(*x[:per_class].T, s=2, alpha=0.6, color=color or "C0")
+        ax.scatter(*x[:per_class].T, s=1 if filled else 2, alpha=0.3 if filled else 0.6,
+                   color=color or ("k" if filled else "C0"))
     else:
         y = y.cpu()
         for c in torch.unique(y).tolist():

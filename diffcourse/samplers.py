@@ -1,37 +1,77 @@
 """Samplers. Each takes a noise predictor ``eps_fn(x_t, t) -> eps_hat`` (t a LongTensor[N] of
 0-based steps) and knows nothing about guidance or classes: guidance wraps ``eps_fn``.
 
+Every sampler has one signature, ``sampler(eps_fn, shape_or_noise, schedule, ..., generator=None,
+progress=True, callback=None)``, as k-diffusion keeps one for all of its samplers. ``callback(step,
+x_t, x0_hat)``, when given, is called once per level visited with the 0-based step, the current
+x_t and the clean estimate x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) of that
+step's prediction: animations and diagnostics watch a run through it instead of copying a sampler.
+The steps themselves are small public functions: :func:`ddpm_step`, :func:`ddim_step`,
+:func:`langevin_step`.
+
+Arguments are checked once per run: the samplers check theirs before the first step, and a
+model's range checks of t and y (which read the device) run at the run's first call of ``eps_fn``
+only (:mod:`diffcourse.checks`), so the steps that follow never wait for the device.
+
 :func:`ddim_sample` alone also takes an ``eps_fn`` that returns a pair
 ``(eps_for_x0, eps_for_direction)``: the first gives the clean estimate x0_hat, the second the
 direction back to the next noise level. CFG++ (``guidance.cfgpp_eps_fn``) needs that split; a
 single tensor means the same noise for both. The other samplers refuse a pair with a TypeError.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from .schedules import Schedule
+from .checks import (SamplingRun, check_callable, check_generator, check_int, check_real, check_schedule,
+                     check_tensor, sampling_run)
+from .schedules import Schedule, ddim_levels
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # for ddim_sample only: a single prediction, or (eps_for_x0, eps_for_direction)
 PairEpsFn = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]
+Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: Optional[torch.Generator] = None,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
+    check_generator(generator)
     if isinstance(shape_or_noise, torch.Tensor):
         if not shape_or_noise.is_floating_point():
-            raise TypeError("the starting noise must be a floating-point tensor")
+            raise TypeError(f"shape_or_noise: the starting noise must be a floating-point tensor, "
+                            f"got dtype {shape_or_noise.dtype}")
+        if shape_or_noise.ndim < 1:
+            raise ValueError("shape_or_noise: the starting noise needs a batch dimension")
         return shape_or_noise
-    shape = tuple(shape_or_noise)
-    if not shape or any((not isinstance(s, int)) or s < 1 for s in shape):
-        raise ValueError(f"shape must be a tuple of positive ints, got {shape_or_noise!r}")
+    if isinstance(shape_or_noise, (str, bytes)) or not hasattr(shape_or_noise, "__iter__"):
+        raise TypeError(f"shape_or_noise must be a shape (a tuple of ints) or a tensor, "
+                        f"got {type(shape_or_noise).__name__}")
+    shape = tuple(check_int(s, "shape", low=1) for s in shape_or_noise)
+    if not shape:
+        raise ValueError("shape must not be empty")
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+# ---- one step of each sampler ------------------------------------------------------------------------
+
+
+def _x0_hat(x_t: torch.Tensor, eps: torch.Tensor, a_t: float) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)  (Luo eq. 115)."""
+    return (x_t - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+
+
+def _ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, beta: float, a_t: float, a_prev: Optional[float],
+                 noise: Optional[torch.Tensor]) -> torch.Tensor:
+    mean = (x_t - beta / (1 - a_t) ** 0.5 * eps) / (1 - beta) ** 0.5
+    if a_prev is None or noise is None:
+        return mean
+    var = beta * (1 - a_prev) / (1 - a_t)
+    return mean + var ** 0.5 * noise
 
 
 def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, schedule: Schedule,
@@ -39,63 +79,50 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, schedule: Schedul
     """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; Luo eq. 84-85):
 
     mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), variance = the posterior's
-    beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); no noise on the last step.
+    beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); no noise on the last step
+    (``step`` = 0) or where ``noise`` is None.
     """
+    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
     betas, alpha_bar = schedule.betas, schedule.alpha_bar
-    beta, a_bar = float(betas[step]), float(alpha_bar[step])
-    mean = (x_t - beta / (1 - a_bar) ** 0.5 * eps) / (1 - beta) ** 0.5
-    if step == 0 or noise is None:
-        return mean
-    var = beta * (1 - float(alpha_bar[step - 1])) / (1 - a_bar)
-    return mean + var ** 0.5 * noise
+    a_prev = float(alpha_bar[step - 1]) if step > 0 else None
+    return _ddpm_update(x_t, eps, float(betas[step]), float(alpha_bar[step]), a_prev, noise)
 
 
-@torch.no_grad()
-def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
-                generator: Optional[torch.Generator] = None, progress: bool = True) -> torch.Tensor:
-    """Ancestral DDPM sampling from x_T ~ N(0, I) down to x_0 (Ho et al. 2020, Algorithm 2).
+def _ddim_sigma(a_t: float, a_s: float, eta: float) -> float:
+    """sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)."""
+    return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
 
-    Args:
-        eps_fn: the noise predictor, learned or exact.
-        shape_or_noise: the shape of the batch, or the starting noise x_T itself (to pair runs).
-        schedule: the noise schedule the predictor was trained with.
-        generator: the source of all randomness (the starting noise when a shape is given, and
-            the noise of every step), so a seed fixes the samples.
+
+def _ddim_update(x0_hat: torch.Tensor, eps_direction: torch.Tensor, a_s: float, sigma: float,
+                 noise: Optional[torch.Tensor]) -> torch.Tensor:
+    x_s = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps_direction
+    return x_s if noise is None else x_s + sigma * noise
+
+
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, prev_step: Optional[int], schedule: Schedule, *,
+              eta: float = 0.0, noise: Optional[torch.Tensor] = None,
+              eps_direction: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One DDIM step from level ``step`` (t) to the earlier level ``prev_step`` (s < t; None: the
+    clean data, alpha_bar_s = 1) (Song, Meng & Ermon 2021, eq. 12):
+
+    x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
+    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
+    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s).
+
+    eta = 0 is deterministic; eta = 1 between neighbouring levels is :func:`ddpm_step`. ``noise``
+    is z (None: the step without its noise term); ``eps_direction`` replaces eps in the direction
+    term (CFG++'s split, see :func:`ddim_sample`).
     """
-    return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress)
-
-
-def _call(eps_fn: PairEpsFn, x: torch.Tensor, step: int):
-    """eps_fn at one step for the whole batch."""
-    return eps_fn(x, torch.full((x.shape[0],), step, dtype=torch.long, device=x.device))
-
-
-def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(eps, torch.Tensor):
-        raise TypeError(f"eps_fn must return a tensor (or, for ddim_sample, a pair of them), got {type(eps).__name__}")
-    if eps.shape != x.shape:
-        raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
-    return eps
-
-
-def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int) -> torch.Tensor:
-    """eps_fn at one step, one prediction, its shape checked. A pair is refused: these samplers have
-    one place to put the noise, and silently taking either half would be a different method."""
-    eps = _call(eps_fn, x, step)
-    if isinstance(eps, tuple):
-        raise TypeError("eps_fn returned a pair (eps_for_x0, eps_for_direction), which only ddim_sample "
-                        "takes (CFG++ is a DDIM method); give this sampler a single prediction")
-    return _check_eps(eps, x)
-
-
-def _predict_pair(eps_fn: PairEpsFn, x: torch.Tensor, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """eps_fn at one step as (eps_for_x0, eps_for_direction); a single tensor serves as both."""
-    out = _call(eps_fn, x, step)
-    if not isinstance(out, tuple):
-        out = (out, out)
-    if len(out) != 2:
-        raise TypeError(f"eps_fn must return a tensor or a pair of tensors, got a tuple of {len(out)}")
-    return _check_eps(out[0], x), _check_eps(out[1], x)
+    T = check_schedule(schedule).T
+    step = check_int(step, "step", low=0, high=T - 1)
+    if prev_step is not None:
+        prev_step = check_int(prev_step, "prev_step", low=0, high=step - 1 if step else -1)
+    eta = check_real(eta, "eta", low=0)
+    alpha_bar = schedule.alpha_bar
+    a_t, a_s = float(alpha_bar[step]), 1.0 if prev_step is None else float(alpha_bar[prev_step])
+    sigma = _ddim_sigma(a_t, a_s, eta)
+    direction = eps if eps_direction is None else eps_direction
+    return _ddim_update(_x0_hat(x_t, eps, a_t), direction, a_s, sigma, noise if sigma > 0 else None)
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float,
@@ -110,43 +137,118 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float
     return x + delta * score + (2 * delta) ** 0.5 * noise
 
 
+# ---- calling eps_fn inside a run -----------------------------------------------------------------------
+
+
+def _call(eps_fn: PairEpsFn, x: torch.Tensor, step: int, run: SamplingRun):
+    """eps_fn at one step for the whole batch, the run told which step (see checks.SamplingRun)."""
+    t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+    with run.at(step, t):
+        return eps_fn(x, t)
+
+
+def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(eps, torch.Tensor):
+        raise TypeError(f"eps_fn must return a tensor (or, for ddim_sample, a pair of them), got {type(eps).__name__}")
+    if eps.shape != x.shape:
+        raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+    return eps
+
+
+def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int, run: SamplingRun) -> torch.Tensor:
+    """eps_fn at one step, one prediction, its shape checked. A pair is refused: these samplers have
+    one place to put the noise, and silently taking either half would be a different method."""
+    eps = _call(eps_fn, x, step, run)
+    if isinstance(eps, tuple):
+        raise TypeError("eps_fn returned a pair (eps_for_x0, eps_for_direction), which only ddim_sample "
+                        "takes (CFG++ is a DDIM method); give this sampler a single prediction")
+    return _check_eps(eps, x)
+
+
+def _predict_pair(eps_fn: PairEpsFn, x: torch.Tensor, step: int, run: SamplingRun) -> Tuple[torch.Tensor, torch.Tensor]:
+    """eps_fn at one step as (eps_for_x0, eps_for_direction); a single tensor serves as both."""
+    out = _call(eps_fn, x, step, run)
+    if not isinstance(out, tuple):
+        out = (out, out)
+    if len(out) != 2:
+        raise TypeError(f"eps_fn must return a tensor or a pair of tensors, got a tuple of {len(out)}")
+    return _check_eps(out[0], x), _check_eps(out[1], x)
+
+
+def _start(eps_fn, shape_or_noise, schedule: Schedule, generator, callback) -> Tuple[torch.Tensor, List[float]]:
+    """The checks every sampler makes once, before its first step; returns x_T and alpha_bar as
+    Python floats (read once, not at every step)."""
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
+    if callback is not None:
+        check_callable(callback, "callback")
+    return start_noise(shape_or_noise, generator), schedule.alpha_bar.tolist()
+
+
+def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+# ---- the samplers ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
+                generator: Optional[torch.Generator] = None, progress: bool = True,
+                callback: Optional[Callback] = None) -> torch.Tensor:
+    """Ancestral DDPM sampling from x_T ~ N(0, I) down to x_0 (Ho et al. 2020, Algorithm 2).
+
+    Args:
+        eps_fn: the noise predictor, learned or exact.
+        shape_or_noise: the shape of the batch, or the starting noise x_T itself (to pair runs).
+        schedule: the noise schedule the predictor was trained with.
+        generator: the source of all randomness (the starting noise when a shape is given, and
+            the noise of every step), so a seed fixes the samples.
+        callback: ``callback(step, x_t, x0_hat)`` at every step (see the module's docstring).
+    """
+    return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress,
+                     callback=callback)
+
+
 @torch.no_grad()
 def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
               corrector_steps: int = 1, snr: float = 0.1, generator: Optional[torch.Generator] = None,
-              progress: bool = True) -> torch.Tensor:
+              progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
     """Predictor-corrector sampling (Song et al. 2021, Algorithm 3 with an ancestral predictor): after
     each DDPM step to x_{t-1}, ``corrector_steps`` Langevin steps (:func:`langevin_step`) on the score
     -eps_fn(x, t-1) / sqrt(1 - alpha_bar_{t-1}) at the new noise level. They pull the samples towards
     the law whose score ``eps_fn`` gives at that level, whatever the predictor did.
 
     Network evaluations: T for the predictor plus (T - 1) * corrector_steps. With
-    ``corrector_steps=0`` this is :func:`ddpm_sample`, draw for draw.
+    ``corrector_steps=0`` this is :func:`ddpm_sample`, draw for draw. ``callback`` sees each
+    predictor step.
     """
-    if not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
-    if not (isinstance(snr, (int, float)) and snr > 0):
-        raise ValueError(f"snr must be a positive number, got {snr!r}")
-    x = start_noise(shape_or_noise, generator)
+    corrector_steps = check_int(corrector_steps, "corrector_steps", low=0)
+    snr = check_real(snr, "snr", low=0, low_open=True)
+    x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
+    betas = schedule.betas.tolist()
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
-    for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
-        eps = _predict(eps_fn, x, step)
-        noise = None if step == 0 else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = ddpm_step(x, eps, step, schedule, noise)
-        if step == 0:
-            break
-        sigma = float(1 - schedule.alpha_bar[step - 1]) ** 0.5
-        for _ in range(corrector_steps):
-            score = -_predict(eps_fn, x, step - 1) / sigma
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = langevin_step(x, score, float(schedule.alphas[step - 1]), snr, z)
+    with sampling_run() as run:
+        for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+            eps = _predict(eps_fn, x, step, run)
+            if callback is not None:
+                callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
+            if step == 0:
+                return _ddpm_update(x, eps, betas[0], alpha_bar[0], None, None)
+            x = _ddpm_update(x, eps, betas[step], alpha_bar[step], alpha_bar[step - 1], _randn_like(x, generator))
+            sigma = (1 - alpha_bar[step - 1]) ** 0.5
+            for _ in range(corrector_steps):
+                score = -_predict(eps_fn, x, step - 1, run) / sigma
+                x = langevin_step(x, score, 1.0 - betas[step - 1], snr, _randn_like(x, generator))
     return x
 
 
 @torch.no_grad()
 def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
                 steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
-                progress: bool = True) -> torch.Tensor:
-    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced levels of the chain.
+                progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced levels of the chain
+    (:func:`~diffcourse.schedules.ddim_levels`), each level's step :func:`ddim_step`.
 
     From level t to the previous kept level s (the clean data after the last):
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
@@ -159,22 +261,45 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
     the second into the direction term sqrt(1 - alpha_bar_s - sigma^2) eps. That is the split CFG++
     makes (Chung et al. 2025, arXiv:2406.08070); a single tensor is used for both, as in plain DDIM.
     """
-    T = schedule.T
-    steps = T if steps is None else steps
-    if not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an int in 1..{T}, got {steps!r}")
-    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or eta < 0:
-        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
-    levels = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
-    x = start_noise(shape_or_noise, generator)
-    alpha_bar = schedule.alpha_bar
-    for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
-        eps_x0, eps_dir = _predict_pair(eps_fn, x, step)
-        a_t = float(alpha_bar[step])
-        a_s = float(alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
-        x0_hat = (x - (1 - a_t) ** 0.5 * eps_x0) / a_t ** 0.5
-        sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
-        x = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps_dir
-        if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    T = check_schedule(schedule).T
+    levels = ddim_levels(T, T if steps is None else steps)
+    eta = check_real(eta, "eta", low=0)
+    x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
+    with sampling_run() as run:
+        for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
+            eps_x0, eps_dir = _predict_pair(eps_fn, x, step, run)
+            a_t = alpha_bar[step]
+            a_s = alpha_bar[levels[i + 1]] if i + 1 < len(levels) else 1.0
+            x0_hat = _x0_hat(x, eps_x0, a_t)
+            if callback is not None:
+                callback(step, x, x0_hat)
+            sigma = _ddim_sigma(a_t, a_s, eta)
+            x = _ddim_update(x0_hat, eps_dir, a_s, sigma, _randn_like(x, generator) if sigma > 0 else None)
     return x
+
+
+# ---- paired inputs: the same labels and starting noise for every method compared ---------------------
+
+
+def balanced_labels(num_classes: int, per_class: int, device=None) -> torch.Tensor:
+    """``[0]*per_class + [1]*per_class + ... + [C-1]*per_class`` as a LongTensor: every class asked
+    for equally often, in blocks (so ``x[y == c]`` is a contiguous block)."""
+    num_classes, per_class = check_int(num_classes, "num_classes", low=1), check_int(per_class, "per_class", low=1)
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
+def seeded_noise(shape: Sequence[int], seed: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Starting noise x_T ~ N(0, I) of ``shape`` drawn from a generator seeded with ``seed`` on
+    ``device``: the same seed gives the same noise, so runs that differ only in their method pair up."""
+    shape = tuple(check_int(s, "shape", low=1) for s in shape)
+    seed = check_int(seed, "seed")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return torch.randn(shape, generator=torch.Generator(device=device).manual_seed(seed), device=device, dtype=dtype)
+
+
+def labels_and_noise(num_classes: int, per_class: int, sample_shape: Sequence[int], seed: int = 1,
+                     device=None, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(y, x_T): :func:`balanced_labels` and their :func:`seeded_noise` of shape
+    ``[num_classes * per_class, *sample_shape]``, the paired inputs of a guidance sweep."""
+    y = balanced_labels(num_classes, per_class, device)
+    return y, seeded_noise((y.shape[0], *sample_shape), seed, device, dtype)

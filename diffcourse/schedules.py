@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import List
 
 import torch
+
+from .checks import check_generator, check_int, check_real, check_steps, check_tensor
+
+__all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "check_steps", "ddim_levels"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +23,7 @@ class Schedule:
     betas: torch.Tensor
 
     def __post_init__(self):
-        b = self.betas
+        b = check_tensor(self.betas, "betas", floating=True)
         if b.ndim != 1 or b.numel() < 1:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(b.shape)}")
         if not torch.all((b > 0) & (b < 1)):
@@ -40,20 +45,15 @@ class Schedule:
         return Schedule(self.betas.to(device=device, dtype=dtype))
 
 
-def _check_T(T: int) -> None:
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"T must be a positive int, got {T!r}")
-
-
 def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
     """Betas evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, Sec. 4).
 
     The defaults are DDPM's for T = 1000; for a shorter chain scale both by 1000 / T so that
     ``alpha_bar[-1]`` still reaches near zero.
     """
-    _check_T(T)
-    if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+    check_int(T, "T", low=1)
+    beta_start = check_real(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
+    beta_end = check_real(beta_end, "beta_end", low=beta_start, high=1, high_open=True)
     return Schedule(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
 
@@ -62,14 +62,23 @@ def cosine_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> Schedu
 
     Betas are clipped at ``max_beta`` as in that paper, to keep the last step finite.
     """
-    _check_T(T)
-    if s < 0:
-        raise ValueError(f"s must be >= 0, got {s}")
+    check_int(T, "T", low=1)
+    s = check_real(s, "s", low=0)
+    max_beta = check_real(max_beta, "max_beta", low=0, high=1, low_open=True, high_open=True)
     steps = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
     betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(min=1e-8, max=max_beta)
     return Schedule(betas)
+
+
+def ddim_levels(T: int, steps: int) -> List[int]:
+    """The 0-based levels a DDIM run of ``steps`` network evaluations visits on a chain of T steps:
+    ``steps`` evenly spaced values from T - 1 down to 0, rounded (Song, Meng & Ermon 2021, Sec. 4.2,
+    their "linear" choice of sub-sequence). ``steps = T`` visits every level."""
+    T = check_int(T, "T", low=1)
+    steps = check_int(steps, "steps", low=1, high=T)
+    return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -78,24 +87,18 @@ def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def check_steps(t: torch.Tensor, n: int, T: int, name: str = "t") -> torch.Tensor:
-    """Validate a LongTensor of 0-based steps for a batch of ``n``."""
-    if not isinstance(t, torch.Tensor) or t.dtype != torch.long:
-        raise TypeError(f"{name} must be a LongTensor of 0-based steps")
-    if t.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
-    if n and (int(t.min()) < 0 or int(t.max()) >= T):
-        raise ValueError(f"{name} must lie in 0..{T - 1}")
-    return t
-
-
 def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule, eps: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Luo eq. 70)."""
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 1:
+        raise ValueError("x0 must have a batch dimension")
     check_steps(t, x0.shape[0], schedule.T)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    elif eps.shape != x0.shape:
-        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+        eps = torch.randn(x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype)
+    else:
+        check_tensor(eps, "eps", floating=True)
+        if eps.shape != x0.shape:
+            raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     a = _gather(schedule.alpha_bar, t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from .checks import check_int, check_module, check_probability, check_real, check_schedule
 from .mixture import GaussianMixture
 from .schedules import Schedule, q_sample
 
@@ -48,9 +49,12 @@ def save_checkpoint(path: Union[str, Path], state: State) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")      # one per process: writers never collide
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
@@ -105,10 +109,11 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator, device: to
 
 
 def _check_common(model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_module(model)
+    if schedule is not None:
+        check_schedule(schedule)
+    check_int(steps, "steps", low=1)
+    check_int(batch_size, "batch_size", low=1)
     world = rank_and_world()[1]
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
@@ -213,10 +218,11 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
     conditional = getattr(model, "num_classes", 0) > 0
     if p_uncond is None:
         p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
-    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
-        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    p_uncond = check_probability(p_uncond, "p_uncond")
     if p_uncond > 0 and not conditional:
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    if p_uncond > 0 and getattr(model, "null_label", None) is None:
+        raise ValueError("model must have a null_label (the label that means no condition) to train with p_uncond > 0")
 
     def make_loss(net, next_batch, draw):
         def batch_loss() -> torch.Tensor:
@@ -228,7 +234,7 @@ def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int,
                 if y is None:
                     raise ValueError("a conditional model needs labelled data")
                 drop = draw((), "uniform") < p_uncond
-                eps_hat = net(x_t, t, torch.where(drop, model.num_classes, y))
+                eps_hat = net(x_t, t, torch.where(drop, model.null_label, y))
             else:
                 eps_hat = net(x_t, t)
             return torch.mean((eps_hat - eps) ** 2)
@@ -267,39 +273,28 @@ def train_classifier(classifier: nn.Module, data: Data, schedule: Optional[Sched
 
 # ---- the command line: the labs' settings, on one device or many ------------------------------------
 
-def _configs() -> Dict[str, dict]:
-    from .device import pick
-    return {
-        "blobs": dict(data="three_blobs", num_classes=0, hidden=pick(128, 256), depth=4, T=200, lr=3e-3,
-                      batch_size=512, steps=pick(3000, 20000), p_uncond=0.0),       # lab 4's denoiser
-        "blobs-cfg": dict(data="three_blobs", num_classes=3, hidden=pick(128, 256), depth=4, T=200, lr=3e-3,
-                          batch_size=512, steps=pick(3000, 20000), p_uncond=DEFAULT_P_UNCOND),  # lab 5's network
-    }
-
-
 def main(argv: Optional[List[str]] = None) -> Path:
-    """``python -m diffcourse.train --config blobs-cfg [--steps N] [--out PATH] [--resume]``, alone or
-    under ``torchrun --nproc_per_node W``. Returns the checkpoint's path."""
-    from . import data as datasets
+    """``python -m diffcourse.train --config NAME [--steps N] [--out PATH] [--resume]``, alone or under
+    ``torchrun --nproc_per_node W``: trains a named recipe of :mod:`diffcourse.recipes` (the labs'
+    models; ``blobs`` and ``blobs-cfg`` are chapter 4's denoiser and chapter 5's network) and
+    returns the checkpoint's path."""
+    from . import recipes
     from .device import get_device
-    from .models import MLPDenoiser
-    from .schedules import cosine_schedule
 
-    configs = _configs()
     parser = argparse.ArgumentParser(prog="python -m diffcourse.train", description=main.__doc__)
-    parser.add_argument("--config", required=True, choices=sorted(configs))
-    parser.add_argument("--steps", type=int, help="training steps (default: the config's, by budget)")
-    parser.add_argument("--batch-size", type=int, help="the global batch (default: the config's)")
+    parser.add_argument("--config", required=True, choices=recipes.names(aliases=True), metavar="NAME",
+                        help="the recipe: " + ", ".join(recipes.names(aliases=True)))
+    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's, by budget)")
+    parser.add_argument("--batch-size", type=int, help="the global batch (default: the recipe's)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every this many steps")
     parser.add_argument("--stop-after", type=int, help="stop after this many steps, as if interrupted")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seeds both the initial weights and the training (default: the recipe's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = dict(configs[args.config])
-    cfg["steps"] = args.steps or cfg["steps"]
-    cfg["batch_size"] = args.batch_size or cfg["batch_size"]
+    recipe = recipes.get(args.config, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                         init_seed=args.seed)
     out = args.out or Path("checkpoints") / f"{args.config}.pt"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -317,16 +312,11 @@ def main(argv: Optional[List[str]] = None) -> Path:
         if args.resume:
             resume = load_checkpoint(out, map_location=device)
             written_by = resume.get("config", {}).get("name")
-            if written_by != args.config:
+            if recipes.ALIASES.get(written_by, written_by) != recipe.name:
                 raise ValueError(f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}")
-        torch.manual_seed(args.seed)                    # the same initial weights on every rank
-        model = MLPDenoiser(dim=2, T=cfg["T"], hidden=cfg["hidden"], depth=cfg["depth"],
-                            num_classes=cfg["num_classes"]).to(device)
-        mixture = getattr(datasets, cfg["data"])().to(device)
-        train_denoiser(model, mixture, cosine_schedule(cfg["T"]), steps=cfg["steps"], batch_size=cfg["batch_size"],
-                       lr=cfg["lr"], p_uncond=cfg["p_uncond"], seed=args.seed, progress=not args.no_progress,
-                       resume=resume, checkpoint=out, save_every=args.save_every, stop_after=args.stop_after,
-                       config={"name": args.config, **{k: v for k, v in cfg.items() if k != "data"}})
+        # the recipe seeds the initial weights, the same on every rank
+        recipe.train(device, progress=not args.no_progress, resume=resume, checkpoint=out,
+                     save_every=args.save_every, stop_after=args.stop_after)
         if rank == 0:
             print(f"checkpoint: {out}")
     finally:

@@ -22,3 +22,19 @@ def test_budget_override(monkeypatch):
     monkeypatch.setenv("DIFFCOURSE_BUDGET", "huge")
     with pytest.raises(ValueError, match="DIFFCOURSE_BUDGET"):
         budget()
+
+
+def test_timer_and_timed():
+    import time
+
+    from diffcourse.device import synchronize, timed, timer
+
+    with timer() as clock:
+        time.sleep(0.02)
+    assert 0.015 < clock.seconds < 1.0
+    seconds, out = timed(lambda: torch.ones(3).sum().item())
+    assert out == 3.0 and seconds >= 0
+    synchronize()
+    synchronize(torch.device("cpu"))
+    with pytest.raises(TypeError, match="fn"):
+        timed(3)

@@ -475,3 +475,93 @@ def test_feedback_with_the_mixtures_exact_ratio_guides_uncertain_samples_more():
     post = mix.diffuse(float(s.alpha_bar[5])).class_log_posterior(x)[:, 0]
     order = post.argsort()
     assert (gamma[order].diff() <= 1e-12).all()                  # the surer the class, the less guidance
+
+
+# ---- guidance with a per-level scale; CFG++ matched to CFG; rescaled CFG as an eps_fn -------------------
+
+from diffcourse.guidance import (  # noqa: E402
+    cfgpp_gamma_eff,
+    lam_matching,
+    per_level_cfg_eps_fn,
+    rescaled_cfg_eps_fn,
+)
+from diffcourse.schedules import ddim_levels  # noqa: E402
+
+
+def test_per_level_cfg_scale_forms_and_skips():
+    cond_fn = lambda x, t: x + 1.0                                           # noqa: E731
+    calls = []
+    uncond_fn = lambda x, t: calls.append(1) or x - 1.0                      # noqa: E731
+    x = torch.zeros(3, 2)
+    gammas = [1.0] * 10
+    gammas[4] = 3.0
+    for gamma_at in (gammas, {4: 3.0, 5: 1.0, 0: 2.0}, lambda s: 3.0 if s == 4 else 1.0):
+        fn = per_level_cfg_eps_fn(cond_fn, uncond_fn, gamma_at)
+        assert torch.equal(fn(x, torch.full((3,), 4)), classifier_free_guidance(x + 1, x - 1, 3.0))
+        calls.clear()
+        assert torch.equal(fn(x, torch.full((3,), 5)), x + 1) and not calls        # gamma 1: one pass
+    mixed = per_level_cfg_eps_fn(cond_fn, uncond_fn, {0: 2.0, 4: 3.0, 5: 1.0})(x, torch.tensor([0, 4, 5]))
+    rows = [classifier_free_guidance(x + 1, x - 1, g)[i] for i, g in enumerate((2.0, 3.0, 1.0))]
+    assert torch.equal(mixed, torch.stack(rows))
+    with pytest.raises(ValueError, match="gamma_at has no scale for step 7"):
+        per_level_cfg_eps_fn(cond_fn, uncond_fn, {4: 3.0})(x, torch.full((3,), 7))
+    with pytest.raises(ValueError, match=r"gamma_at\[4\]"):
+        per_level_cfg_eps_fn(cond_fn, uncond_fn, {4: -3.0})(x, torch.full((3,), 4))
+    with pytest.raises(TypeError, match="gamma_at"):
+        per_level_cfg_eps_fn(cond_fn, uncond_fn, 3.0)
+
+
+def test_cfgpp_is_cfg_with_the_per_level_scale():
+    """CFG++'s DDIM run at lam equals CFG's DDIM run with gamma_t = cfgpp_gamma_eff(lam) at every
+    level (the derivation in its docstring), and lam_matching sets the middle level's gamma_t."""
+    from diffcourse.data import three_blobs
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.samplers import ddim_sample
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(200)
+    cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    noise = torch.randn(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g_eff = cfgpp_gamma_eff(s, 20, 0.3)
+    levels = ddim_levels(200, 20)
+    assert sorted(g_eff) == sorted(levels) and g_eff[0] == 0.3            # the last step: gamma_t = lam
+    assert all(g_eff[t] > 0.3 for t in levels[:-1])
+    pp = ddim_sample(cfgpp_eps_fn(cond, uncond, 0.3), noise, s, steps=20, progress=False)
+    matched = ddim_sample(per_level_cfg_eps_fn(cond, uncond, g_eff), noise, s, steps=20, progress=False)
+    plain = ddim_sample(classifier_free_eps_fn(cond, uncond, 0.3), noise, s, steps=20, progress=False)
+    assert (pp - matched).abs().max() < 1e-9 and (pp - plain).abs().max() > 0.1
+    lam = lam_matching(s, 50, 3.0)
+    assert cfgpp_gamma_eff(s, 50, lam)[ddim_levels(200, 50)[25]] == pytest.approx(3.0, rel=1e-12)
+    assert abs(lam - 0.182) < 5e-4                                          # chapter 8's figure
+
+
+def test_rescaled_cfg_eps_fn_is_the_rule_per_call():
+    g = torch.Generator().manual_seed(3)
+    c, u = torch.randn(4, 1, 4, 4, generator=g), torch.randn(4, 1, 4, 4, generator=g)
+    cond_fn, uncond_fn = (lambda x, t: c), (lambda x, t: u)
+    t = torch.zeros(4, dtype=torch.long)
+    assert torch.equal(rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.7)(c, t), rescaled_cfg(c, u, 3.0, 0.7))
+    assert torch.equal(rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.0)(c, t),
+                       classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(c, t))
+    with pytest.raises(ValueError, match="phi"):
+        rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 1.5)
+
+
+def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
+    """Two sampling runs in a row with the same APG callable, no reset() in between: the same
+    samples, as from a fresh callable. Momentum still works within a run (beta changes them)."""
+    from diffcourse.data import three_blobs
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.samplers import ddpm_sample
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(40)
+    cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    noise = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    apg = apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5)
+    runs = [ddim_sample(apg, noise, s, steps=10, progress=False) for _ in range(2)]
+    fresh = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5), noise, s, steps=10, progress=False)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], fresh)
+    no_momentum = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0), noise, s, steps=10, progress=False)
+    assert (runs[0] - no_momentum).abs().max() > 1e-3
+    a = ddpm_sample(apg, noise, s, generator=torch.Generator().manual_seed(1), progress=False)
+    b = ddpm_sample(apg, noise[:50], s, generator=torch.Generator().manual_seed(1), progress=False)  # another size
+    assert a.shape == (200, 2) and b.shape == (50, 2)

@@ -154,3 +154,62 @@ def test_knn_entropy_bad_input():
         knn_entropy(torch.randn(10, 2), k=10)
     with pytest.raises(ValueError, match="repeated"):
         knn_entropy(torch.zeros(10, 2), k=1)
+
+
+# ---- the per-class loop of the 2-D labs, the Fréchet floor ---------------------------------------------
+
+from diffcourse.metrics import (  # noqa: E402
+    FrechetFloor,
+    agreement_and_spread,
+    class_agreement,
+    class_references,
+    frechet_floor,
+    per_class_agreement_and_spread,
+    spread,
+)
+from diffcourse.samplers import balanced_labels  # noqa: E402
+
+
+def test_agreement_and_spread_averages_the_classes_equally():
+    mix = three_blobs()
+    refs = class_references(mix, 500, seed=10)
+    assert sorted(refs) == [0, 1, 2] and all(r.shape == (500, 2) for r in refs.values())
+    # exact draws: class c's samples come first, then the others; class 0 gets more samples
+    gen = torch.Generator().manual_seed(0)
+    parts = [mix.sample(n, c, generator=gen)[0] for c, n in ((0, 900), (1, 300), (2, 300))]
+    x, y = torch.cat(parts), torch.tensor([0] * 900 + [1] * 300 + [2] * 300)
+    rows = per_class_agreement_and_spread(x, y, mix, refs)
+    for c, (agree, div) in rows.items():
+        assert agree == class_agreement(x[y == c], c, mix) and div == spread(x[y == c], refs[c])
+    agree, div = agreement_and_spread(x, y, mix, refs)
+    assert agree == sum(a for a, _ in rows.values()) / 3 and div == sum(d for _, d in rows.values()) / 3
+    assert 0.85 < agree < 1 and 0.8 < div < 1.25                    # exact draws: near the ceiling, spread near 1
+    assert agreement_and_spread(x, y, mix) == (agree, None)
+    # unconditional draws asked for balanced labels: agreement near 1/3 (the floor), spread far above 1
+    y_bal = balanced_labels(3, 500)
+    uncond = mix.sample(1500, generator=gen)[0]
+    agree_u, div_u = agreement_and_spread(uncond, y_bal, mix, refs)
+    assert abs(agree_u - 1 / 3) < 0.06 and div_u > 2
+    with pytest.raises(ValueError, match="references"):
+        agreement_and_spread(x, y, mix, {0: refs[0]})
+    with pytest.raises(ValueError, match="y"):
+        agreement_and_spread(x, y[:10], mix, refs)
+
+
+def test_frechet_floor_of_features():
+    class Judge(torch.nn.Module):
+        def features(self, x):
+            return x.flatten(1)
+
+    gen = torch.Generator().manual_seed(0)
+    pool, ref = torch.randn(400, 3, generator=gen), torch.randn(300, 3, generator=gen)
+    floor = frechet_floor(Judge(), pool, ref, n=100, draws=5, seed=100)
+    assert isinstance(floor, FrechetFloor) and floor.values.shape == (5,)
+    rows = torch.randperm(400, generator=torch.Generator().manual_seed(102))[:100]
+    from diffcourse.metrics import frechet_distance
+    assert floor.values[2].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-6)
+    assert floor.mean == pytest.approx(floor.values.mean().item()) and floor.std > 0
+    far = frechet_floor(Judge(), pool + 1.0, ref, n=100, draws=5)
+    assert far.mean > floor.mean + 2.5                            # a shift of 1 per feature adds 3
+    with pytest.raises(ValueError, match="n"):
+        frechet_floor(Judge(), pool, ref, n=401)

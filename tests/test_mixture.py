@@ -307,3 +307,21 @@ def test_exact_log_ratio_is_the_class_posterior_over_the_prior():
         assert abs(got[i].item() - want.item()) < 1e-10
     with pytest.raises(ValueError, match="y"):
         exact_log_ratio_fn(mix, s, None)
+
+
+def test_exact_cfg_is_eq170_of_the_exact_predictors():
+    from diffcourse.data import three_blobs
+    from diffcourse.guidance import classifier_free_guidance
+    from diffcourse.mixture import exact_cfg_eps_fn, exact_eps_fn
+    from diffcourse.schedules import cosine_schedule
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y, t = torch.tensor([0, 1, 2, 0, 1, 2]), torch.full((6,), 20)
+    cond, uncond = exact_eps_fn(mix, s, y)(x, t), exact_eps_fn(mix, s)(x, t)
+    assert torch.equal(exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), classifier_free_guidance(cond, uncond, 2.5))
+    assert torch.equal(exact_cfg_eps_fn(mix, s, 1, 1.0)(x, t), exact_eps_fn(mix, s, 1)(x, t))
+    with pytest.raises(TypeError, match="y"):
+        exact_cfg_eps_fn(mix, s, None, 2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        exact_cfg_eps_fn(mix, s, 0, -2.0)

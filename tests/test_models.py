@@ -41,7 +41,7 @@ def test_bad_input():
         m(x.double(), t)
     with pytest.raises(ValueError, match="t"):
         m(x, torch.full((4,), 10))
-    with pytest.raises(ValueError, match="t"):
+    with pytest.raises(TypeError, match="t"):            # a float tensor of steps: the wrong type
         m(x, torch.zeros(4))
     with pytest.raises(ValueError, match="y"):
         m(x, t, torch.tensor([0, 1, 2, 4]))
@@ -137,3 +137,16 @@ def test_conv_classifier():
         noisy.log_prob(x, t, torch.tensor([0, 1, 2, 10]))                    # the null label is no class
     with pytest.raises(ValueError, match="num_classes"):
         ConvClassifier(num_classes=1)
+
+
+def test_the_null_label_is_one_spelling():
+    cond = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
+    assert cond.null_label == 3 and cond.null_labels(4).tolist() == [3, 3, 3, 3]
+    x, t = torch.randn(4, 2), torch.zeros(4, dtype=torch.long)
+    assert torch.equal(cond(x, t, None), cond(x, t, cond.null_labels(4)))    # None means the null label
+    unet = UNet(size=8, T=10, num_classes=10, width=8)
+    assert unet.null_label == 10 and unet.null_labels(2).dtype == torch.long
+    uncond = MLPDenoiser(dim=2, T=10, hidden=8, depth=1)
+    assert uncond.null_label is None
+    with pytest.raises(ValueError, match="null_labels"):
+        uncond.null_labels(2)

@@ -43,3 +43,17 @@ def test_image_grid():
     with pytest.raises(ValueError, match="rows"):
         image_grid(ax, x, rows=4)
     plt.close(fig)
+
+
+def test_density_grid_of_the_noisy_law():
+    mix = three_blobs(dtype=torch.float64)
+    for a in (0.9, 0.3):
+        gx, gy, p = density_grid(mix, alpha_bar=a, cells=60)
+        _, _, q = density_grid(mix.diffuse(a), cells=60)
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        density_grid(mix, alpha_bar=0.0)
+    fig, ax = plt.subplots()
+    x = mix.sample(50, generator=torch.Generator().manual_seed(0))[0]
+    samples_over_density(ax, density_grid(mix, cells=30), x, filled=True)
+    plt.close(fig)

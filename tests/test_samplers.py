@@ -184,3 +184,74 @@ def test_only_ddim_takes_a_pair():
         ddim_sample(lambda x, t: (x, x, x), (4, 2), s, progress=False)
     with pytest.raises(ValueError, match="eps_fn"):
         ddim_sample(lambda x, t: (x, x[:, :1]), (4, 2), s, progress=False)
+
+
+def test_balanced_labels_and_seeded_noise():
+    from diffcourse.samplers import balanced_labels, labels_and_noise, seeded_noise
+
+    assert balanced_labels(3, 2).tolist() == [0, 0, 1, 1, 2, 2]
+    a, b = seeded_noise((5, 2), 1), seeded_noise((5, 2), 1)
+    assert torch.equal(a, b) and not torch.equal(a, seeded_noise((5, 2), 2))
+    assert torch.equal(a, torch.randn(5, 2, generator=torch.Generator().manual_seed(1)))
+    y, noise = labels_and_noise(3, 4, (1, 8, 8), seed=7)
+    assert y.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and noise.shape == (12, 1, 8, 8)
+    assert torch.equal(noise, seeded_noise((12, 1, 8, 8), 7))
+    with pytest.raises(ValueError, match="per_class"):
+        balanced_labels(3, 0)
+    with pytest.raises(TypeError, match="seed"):
+        seeded_noise((2, 2), 1.5)
+
+
+# ---- the callback, and the public steps ---------------------------------------------------------------
+
+from diffcourse.samplers import ddim_step  # noqa: E402
+from diffcourse.schedules import ddim_levels  # noqa: E402
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "ddim"])
+def test_callback_sees_every_level_and_changes_nothing(sampler):
+    mix = random_mixture(2, (2, 1), seed=4)
+    s = cosine_schedule(30)
+    fn = exact_eps_fn(mix, s)
+    noise = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    run = {"ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
+           "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+           "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=7, eta=0.5, **kw)}[sampler]
+    seen = []
+    with_cb = run(generator=torch.Generator().manual_seed(1), progress=False,
+                  callback=lambda step, x_t, x0_hat: seen.append((step, x_t.clone(), x0_hat.clone())))
+    without = run(generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.equal(with_cb, without)
+    levels = ddim_levels(30, 7) if sampler == "ddim" else list(range(29, -1, -1))
+    assert [step for step, _, _ in seen] == levels
+    assert torch.equal(seen[0][1], noise)                                   # the first x_t is x_T
+    for step, x_t, x0_hat in seen:                                          # x0_hat is Tweedie's of that step
+        t = torch.full((64,), step, dtype=torch.long)
+        torch.testing.assert_close(x0_hat, eps_to_x0(x_t, fn(x_t, t), float(s.alpha_bar[step])), rtol=1e-9, atol=1e-9)
+    with pytest.raises(TypeError, match="callback"):
+        run(progress=False, callback="print")
+
+
+def test_ddim_step_is_the_samplers_step():
+    mix = random_mixture(2, (2, 1), seed=4)
+    s = cosine_schedule(40)
+    fn = exact_eps_fn(mix, s)
+    noise = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    levels = ddim_levels(40, 6)
+    x, gen = noise, torch.Generator().manual_seed(5)
+    for i, step in enumerate(levels):
+        eps = fn(x, torch.full((50,), step, dtype=torch.long))
+        prev = levels[i + 1] if i + 1 < len(levels) else None
+        z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if prev is not None else None
+        x = ddim_step(x, eps, step, prev, s, eta=0.7, noise=z)
+    assert torch.equal(x, ddim_sample(fn, noise, s, steps=6, eta=0.7, generator=torch.Generator().manual_seed(5),
+                                      progress=False))
+    # eta = 1 between neighbouring levels is the ancestral step
+    z, eps = torch.randn_like(noise), torch.randn_like(noise)
+    torch.testing.assert_close(ddim_step(noise, eps, 20, 19, s, eta=1.0, noise=z), ddpm_step(noise, eps, 20, s, z))
+    with pytest.raises(ValueError, match="prev_step"):
+        ddim_step(noise, eps, 20, 25, s)
+    with pytest.raises(ValueError, match="step"):
+        ddim_step(noise, eps, 40, None, s)
+    with pytest.raises(ValueError, match="step"):
+        ddpm_step(noise, eps, -1, s, None)

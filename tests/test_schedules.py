@@ -45,7 +45,7 @@ def test_q_sample_with_given_noise_is_the_formula():
 def test_bad_input():
     with pytest.raises(ValueError, match="T"):
         linear_schedule(0)
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(TypeError, match="T"):            # a float is the wrong type for T
         cosine_schedule(2.5)
     with pytest.raises(ValueError, match="beta"):
         linear_schedule(10, 0.5, 0.1)
@@ -58,3 +58,16 @@ def test_bad_input():
         q_sample(torch.zeros(2, 2), torch.tensor([0.0, 1.0]), s)
     with pytest.raises(ValueError, match="eps"):
         q_sample(torch.zeros(2, 2), torch.tensor([0, 1]), s, torch.zeros(2, 3))
+
+
+def test_ddim_levels():
+    from diffcourse.schedules import ddim_levels
+
+    assert ddim_levels(10, 10) == list(range(9, -1, -1))
+    assert ddim_levels(200, 5) == [199, 149, 100, 50, 0]
+    assert ddim_levels(7, 1) == [6]
+    levels = ddim_levels(1000, 25)
+    assert len(levels) == 25 and levels[0] == 999 and levels[-1] == 0
+    assert all(a > b for a, b in zip(levels, levels[1:]))
+    with pytest.raises(ValueError, match="steps"):
+        ddim_levels(10, 0)

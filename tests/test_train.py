@@ -76,7 +76,7 @@ def test_condition_dropout_default_trains_the_null_row():
         assert moved == should_move, p_uncond
     with pytest.raises(ValueError, match="p_uncond"):
         train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=1.5, progress=False)
-    with pytest.raises(ValueError, match="p_uncond"):
+    with pytest.raises(TypeError, match="p_uncond"):     # a bool is not a probability
         train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=True, progress=False)
     with pytest.raises(ValueError, match="p_uncond"):
         train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.2, progress=False)

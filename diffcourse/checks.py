@@ -1,0 +1,322 @@
+"""One family of argument checks, used by every public function of the package.
+
+The rule, the same in every module:
+
+- **TypeError** when an argument has the wrong *type*: a string, a list, ``None`` or a bool where a
+  number or a tensor is needed (``True`` is not a scale), a float where an int is needed, a tensor
+  of the wrong kind of dtype (float labels, integer data), or a dtype that differs from the one the
+  model or mixture was built in. A tensor's dtype is part of its type, so every dtype mismatch is
+  a TypeError.
+- **ValueError** when the type is right and the value is not: out of range, NaN, or infinite where
+  that means nothing, a wrong shape, a tensor on another device than the one it must share. A
+  device is where a value lives, not what it is, so every device mismatch is a ValueError.
+
+Every message starts with the name of the parameter at fault.
+
+Checks that must read a tensor's values back to the host (the range of the steps ``t`` or of the
+labels ``y``) go through :func:`read_values`. On a GPU each such read waits for the device, so a
+sampler lets them run at the first call of a run only (see :class:`SamplingRun`): the later calls
+of the same run have the same labels and steps no larger than the first, and skip them. Checks of
+types, shapes, dtypes and devices read no values and always run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import numbers
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'<' if high_open else '<='} {high}"
+
+
+def check_real(
+    value,
+    name: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """``value`` as a float: a real number (not a bool), never NaN, finite unless ``finite=False``,
+    within [low, high] (an end excluded where ``low_open``/``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    if finite and math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be {_range_text(low, high, low_open, high_open)}, got {value}")
+    return value
+
+
+def check_int(value, name: str, *, low: Optional[int] = None, high: Optional[int] = None) -> int:
+    """``value`` as an int (not a bool, not a float, even a whole one), within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int {_range_text(low, high, False, False)}, got {value}")
+    return value
+
+
+def check_probability(value, name: str) -> float:
+    """A real number in [0, 1]."""
+    return check_real(value, name, low=0.0, high=1.0)
+
+
+def check_choice(value, name: str, choices: Sequence) -> object:
+    """One of ``choices`` (compared with ==): a ValueError lists them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_callable(value, name: str):
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+# ---- tensors ------------------------------------------------------------------------------------
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same, reading ``cuda`` (no index) as the current ``cuda:i``."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    return a.index is None or b.index is None or a.index == b.index
+
+
+def _shape_text(shape: Sequence) -> str:
+    return "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
+
+
+def check_tensor(
+    value,
+    name: str,
+    *,
+    floating: Optional[bool] = None,
+    dtype: Optional[torch.dtype] = None,
+    shape: Optional[Sequence] = None,
+    ndim: Optional[int] = None,
+    device: Optional[torch.device] = None,
+    owner: str = "the model",
+) -> torch.Tensor:
+    """A tensor, with the checks asked for: ``floating`` (True: a float dtype, False: an integer
+    one), ``dtype`` (exactly that dtype: the owner's), ``shape`` (a sequence of sizes, ``None`` for
+    a free size), ``ndim``, ``device`` (the owner's). ``owner`` names whose dtype and device these
+    are in the messages ("the model", "the mixture"). Reads no values."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating is True and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+    if shape is not None:
+        if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+            raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {tuple(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} has dtype {value.dtype}, but {owner} is {dtype}; convert one of them")
+    if device is not None and not same_device(value.device, device):
+        raise ValueError(f"{name} is on {value.device}, but {owner} is on {device}; move one of them")
+    return value
+
+
+def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Two tensors of one shape, dtype and device (the two halves of a guidance rule)."""
+    check_tensor(a, name_a)
+    check_tensor(b, name_b)
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) must have the same dtype")
+    if not same_device(a.device, b.device):
+        raise ValueError(f"{name_a} ({a.device}) and {name_b} ({b.device}) must be on the same device")
+
+
+def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
+    """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+def check_schedule(schedule, name: str = "schedule"):
+    """A :class:`~diffcourse.schedules.Schedule`."""
+    from .schedules import Schedule
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"{name} must be a diffcourse Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def check_module(model, name: str = "model") -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+# ---- values on the device: read once per sampling run -------------------------------------------
+
+
+class SamplingRun:
+    """The state a sampler shares with the checks during one run (see :func:`sampling_run`).
+
+    ``first`` is True during the run's first call of ``eps_fn``: the value checks run then, and
+    are skipped at every later call, whose labels are the same and whose steps are no larger.
+    ``step`` and ``t`` are the current step as a Python int and the very tensor the sampler passed
+    for it, so that code that needs the step on the host (the exact mixture, guidance on an
+    interval) can have it without reading ``t`` back from the device: :func:`known_step`."""
+
+    def __init__(self) -> None:
+        self.first = True
+        self.step: Optional[int] = None
+        self.t: Optional[torch.Tensor] = None
+
+    @contextmanager
+    def at(self, step: int, t: torch.Tensor) -> Iterator[None]:
+        """Around one call of ``eps_fn`` at ``step`` (every row of ``t`` equal to it)."""
+        self.step, self.t = step, t
+        try:
+            yield
+        finally:
+            self.first = False
+            self.step, self.t = None, None
+
+
+_RUN: contextvars.ContextVar[Optional[SamplingRun]] = contextvars.ContextVar("diffcourse_run", default=None)
+
+
+@contextmanager
+def sampling_run() -> Iterator[SamplingRun]:
+    """Used by the samplers around a whole run: a new :class:`SamplingRun`, current until it ends."""
+    run = SamplingRun()
+    token = _RUN.set(run)
+    try:
+        yield run
+    finally:
+        _RUN.reset(token)
+
+
+def current_run() -> Optional[SamplingRun]:
+    """The sampling run in progress, or None outside a sampler (APG uses it to drop its momentum
+    when a new run starts)."""
+    return _RUN.get()
+
+
+def values_checked_already() -> bool:
+    """True at the later calls of a sampling run, where value checks that read the device are skipped."""
+    run = _RUN.get()
+    return run is not None and not run.first
+
+
+def known_step(t: torch.Tensor) -> Optional[int]:
+    """The step every row of ``t`` holds, as a Python int, when a sampler passed this very tensor
+    in the current call; None otherwise (then read ``t`` itself)."""
+    run = _RUN.get()
+    if run is not None and run.t is not None and t is run.t:
+        return run.step
+    return None
+
+
+def read_values(x: torch.Tensor) -> list:
+    """``x.tolist()``: the one place where a check reads a tensor back to the host (on a GPU this
+    waits for the device). Tests count its calls."""
+    return x.tolist()
+
+
+def _extrema(x: torch.Tensor):
+    """(min, max) of a non-empty tensor, in one read; None where no values can be read (meta)."""
+    if x.device.type == "meta":
+        return None
+    lo, hi = torch.aminmax(x)
+    return read_values(torch.stack([lo, hi]))
+
+
+def check_steps(t, n: int, T: int, name: str = "t") -> torch.Tensor:
+    """``t`` as a LongTensor[n] of 0-based steps in 0..T-1. The range is read from the device only
+    where :func:`values_checked_already` is False."""
+    check_tensor(t, name)
+    if t.dtype != torch.long:
+        raise TypeError(f"{name} must be a LongTensor of 0-based steps, got dtype {t.dtype}")
+    if t.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    if n and not values_checked_already():
+        ext = _extrema(t)
+        if ext is not None and (ext[0] < 0 or ext[1] >= T):
+            raise ValueError(f"{name} must lie in 0..{T - 1}, got values in {ext[0]}..{ext[1]}")
+    return t
+
+
+def check_labels(
+    y,
+    n: int,
+    num_classes: int,
+    device: Optional[torch.device] = None,
+    *,
+    allow_null: bool = False,
+    allow_int: bool = False,
+    name: str = "y",
+) -> torch.Tensor:
+    """Class labels as a LongTensor[n] on ``device``, each in 0..C-1, or also C (the null label)
+    where ``allow_null``. ``None`` means the null label for every row (where allowed). With
+    ``allow_int`` (the mixtures) a Python int or an integer tensor of any integer dtype, or 0-dim,
+    stands for all rows; without it (the networks) only a LongTensor[n] on ``device`` is taken."""
+    if y is None and allow_null:
+        return torch.full((n,), num_classes, dtype=torch.long, device=device)
+    integer = isinstance(y, torch.Tensor) and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+    if allow_int and isinstance(y, numbers.Integral) and not isinstance(y, bool):
+        top = num_classes if allow_null else num_classes - 1
+        if not 0 <= int(y) <= top:
+            raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got {int(y)}")
+        return torch.full((n,), int(y), dtype=torch.long, device=device)
+    elif allow_int and integer:
+        if y.ndim == 0:
+            y = y.expand(n)
+        if y.shape != (n,):
+            raise ValueError(f"{name} must be an int or have shape ({n},), got {tuple(y.shape)}")
+        y = y.to(device=device, dtype=torch.long)
+    elif not (integer and y.dtype == torch.long):
+        what = "an int or an integer tensor" if allow_int else "a LongTensor"
+        got = f"dtype {y.dtype}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise TypeError(f"{name} must be {what} of labels, got {got}")
+    if not allow_int:
+        if y.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+        if device is not None and not same_device(y.device, device):
+            raise ValueError(f"{name} is on {y.device}, but the model is on {device}")
+    if n and not values_checked_already():
+        top = num_classes if allow_null else num_classes - 1
+        ext = _extrema(y)
+        if ext is not None and (ext[0] < 0 or ext[1] > top):
+            null = f", or be the null label {num_classes}" if allow_null else ""
+            raise ValueError(f"{name} must lie in 0..{num_classes - 1}{null}, got values in {ext[0]}..{ext[1]}")
+    return y
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """No NaN or infinite entry (reads the device once)."""
+    if x.device.type != "meta" and not read_values(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x

@@ -1,0 +1,314 @@
+"""Named training recipes: the labs' models, one call each, trained once and cached on disk.
+
+A recipe holds everything that makes a model: its data, schedule, network and sizes, its training
+settings, and its seeds (``init_seed`` seeds the initial weights, ``seed`` the training's batches,
+times and noise). Sizes that grow with the budget are resolved through
+:func:`~diffcourse.device.pick`. So a later lab gets chapter 4's denoiser with
+``recipes.trained("ch4-denoiser")`` instead of copying its settings, and ``python -m
+diffcourse.train --config ch4-denoiser`` trains the same model from the shell.
+
+:func:`trained` keeps the trained weights in a cache folder (``DIFFCOURSE_CACHE``, default
+``~/.cache/diffcourse``; ``make test`` uses ``_build/.model_cache``), under a key made of the
+recipe's name and resolved settings, the budget, the device type, the torch version and a hash of
+the package's sources that training runs, so a second lab asking for the same model loads it in
+a moment. Any change to one of these trains afresh. A damaged or foreign cache file is reported
+with a warning and trained again, never used. ``DIFFCOURSE_CACHE=off`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import data as datasets
+from . import models
+from .checks import check_choice, check_int, check_probability, check_real
+from .device import BUDGETS, budget as current_budget, get_device
+from .schedules import Schedule, cosine_schedule, linear_schedule
+
+CACHE_FORMAT = "diffcourse-recipe-cache-1"
+# the modules whose code decides a trained model's weights: a change to any of them retrains
+SOURCES = ("checks.py", "data.py", "mixture.py", "models.py", "recipes.py", "schedules.py", "targets.py", "train.py")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fully resolved training recipe (see :func:`get`)."""
+
+    name: str
+    budget: str
+    data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
+    schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
+    model: str  # a class of diffcourse.models
+    model_args: Dict[str, Any]
+    trainer: str  # "denoiser" | "classifier"
+    steps: int
+    batch_size: int
+    lr: float
+    p_uncond: Optional[float] = None  # condition dropout of a denoiser (None: train_denoiser's default)
+    init_seed: int = 0
+    seed: int = 0
+    warmup: int = 100
+    description: str = field(default="", compare=False)
+
+    def config(self) -> Dict[str, Any]:
+        """The settings that decide the weights (all fields but the description), JSON-ready."""
+        out = dataclasses.asdict(self)
+        out.pop("description")
+        return json.loads(json.dumps(out))
+
+    def make_schedule(self) -> Optional[Schedule]:
+        if self.schedule is None:
+            return None
+        kind, T = self.schedule
+        return {"cosine": cosine_schedule, "linear": linear_schedule}[kind](T)
+
+    def make_data(self, device=None):
+        """The training data on ``device``: a mixture (fresh draws every step) or (x, y) tensors."""
+        device = get_device() if device is None else torch.device(device)
+        if self.data == "digits":
+            split = datasets.load_digits_split(holdout=0.25, seed=0)
+            return split.x_train.to(device), split.y_train.to(device)
+        return getattr(datasets, self.data)().to(device)
+
+    def build(self, device=None) -> nn.Module:
+        """The untrained network on ``device``, its initial weights seeded by ``init_seed``. The
+        caller's global random state is left as it was."""
+        device = get_device() if device is None else torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.init_seed)
+            return getattr(models, self.model)(**self.model_args).to(device)
+
+    def train(self, device=None, progress: bool = True, **checkpointing) -> Tuple[nn.Module, List[float]]:
+        """Build and train the network (no cache): (model in eval mode, the loss of every step).
+        ``checkpointing``: train's ``resume``, ``checkpoint``, ``save_every``, ``stop_after``."""
+        from .train import train_classifier, train_denoiser
+
+        device = get_device() if device is None else torch.device(device)
+        model = self.build(device)
+        common = dict(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed, warmup=self.warmup,
+                      progress=progress, config={"name": self.name, **self.config()}, **checkpointing)
+        data, schedule = self.make_data(device), self.make_schedule()
+        if self.trainer == "denoiser":
+            losses = train_denoiser(model, data, schedule, p_uncond=self.p_uncond, **common)
+        else:
+            losses = train_classifier(model, data, schedule, **common)
+        return model.eval(), losses
+
+
+# ---- the labs' recipes ----------------------------------------------------------------------------
+
+
+def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
+    """Every recipe's settings, with ``pick(quick, full)`` for the sizes that grow with the budget.
+    Each reproduces its lab's settings exactly."""
+    mlp = dict(dim=2, T=200, hidden=pick(128, 256), depth=4)
+    two_d = dict(schedule=("cosine", 200), model="MLPDenoiser", trainer="denoiser", steps=pick(3000, 20000),
+                 batch_size=512, lr=3e-3)
+    unet = dict(data="digits", schedule=("linear", 1000), model="UNet", trainer="denoiser", batch_size=128, lr=1e-3,
+                model_args=dict(channels=1, size=8, T=1000, num_classes=10, width=pick(32, 64)))
+    specs = {
+        "ch1-denoiser": dict(two_d, data="two_moons", model_args=mlp,
+                             description="chapter 1: the unconditional denoiser of the two moons"),
+        "ch2-weak": dict(two_d, data="checkerboard", p_uncond=0.0,
+                         model_args=dict(mlp, num_classes=2, label_pathway="output"),
+                         description="chapter 2: the checkerboard's conditional denoiser whose label only shifts the output"),
+        "ch2-strong": dict(two_d, data="checkerboard", p_uncond=0.0,
+                           model_args=dict(mlp, num_classes=2, label_pathway="layers"),
+                           description="chapter 2: the checkerboard's conditional denoiser with the label in every layer"),
+        "ch4-denoiser": dict(two_d, data="three_blobs", model_args=mlp,
+                             description="chapter 4: the unconditional denoiser of the three blobs"),
+        "ch4-classifier": dict(two_d, data="three_blobs", model="MLPClassifier", trainer="classifier",
+                               steps=pick(2000, 10000), seed=1,
+                               model_args=dict(dim=2, T=200, num_classes=3, hidden=128, depth=3),
+                               description="chapter 4: the noise-aware classifier of the three blobs"),
+        "ch7-judge": dict(data="digits", schedule=None, model="ConvClassifier", trainer="classifier", steps=600,
+                          batch_size=128, lr=2e-3,
+                          model_args=dict(channels=1, size=8, num_classes=10, width=32, T=None),
+                          description="chapter 7: the evaluation classifier of clean digits (the judge)"),
+        "ch7-unet": dict(unet, steps=pick(1200, 6000),
+                         description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)"),
+        "ch7-unet-short": dict(unet, steps=175,
+                               description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)"),
+        "ch7-guide": dict(data="digits", schedule=("linear", 1000), model="ConvClassifier", trainer="classifier",
+                          steps=pick(1500, 6000), batch_size=128, lr=2e-3, init_seed=1, seed=1,
+                          model_args=dict(channels=1, size=8, num_classes=10, width=32, T=1000),
+                          description="chapter 7: the noise-aware classifier of digits, for classifier guidance"),
+    }
+    for p in (0.1, 0.2, 0.5):
+        specs[f"ch5-cfg-p{p}"] = dict(two_d, data="three_blobs", p_uncond=p, model_args=dict(mlp, num_classes=3),
+                                      description=f"chapter 5: the classifier-free network of the three blobs, "
+                                                  f"condition dropout {p}")
+    return specs
+
+
+# the command line's names from before the recipes (the appendix uses them)
+ALIASES = {"blobs": "ch4-denoiser", "blobs-cfg": "ch5-cfg-p0.1"}
+_OVERRIDABLE = ("steps", "batch_size", "lr", "p_uncond", "init_seed", "seed", "warmup")
+
+
+def names(aliases: bool = False) -> List[str]:
+    """The recipes' names (with ``aliases``, the old command-line names too)."""
+    out = list(_specs(lambda quick, full: quick))
+    return out + list(ALIASES) if aliases else out
+
+
+def get(name: str, budget: Optional[str] = None, **overrides) -> Recipe:
+    """The recipe ``name`` (or an alias) resolved for ``budget`` (default: the current
+    :func:`~diffcourse.device.budget`), with ``overrides`` of its training settings (``steps``,
+    ``batch_size``, ``lr``, ``p_uncond``, ``init_seed``, ``seed``, ``warmup``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    budget = current_budget() if budget is None else check_choice(budget, "budget", BUDGETS)
+    specs = _specs(lambda quick, full: full if budget == "full" else quick)
+    canonical = ALIASES.get(name, name)
+    if canonical not in specs:
+        raise ValueError(f"name must be one of {names(aliases=True)}, got {name!r}")
+    spec = dict(specs[canonical])
+    for key, value in overrides.items():
+        if key not in _OVERRIDABLE:
+            raise TypeError(f"{key} is not a setting a recipe overrides (one of {_OVERRIDABLE})")
+        if value is None and key != "p_uncond":
+            continue
+        if key in ("steps", "batch_size", "warmup"):
+            value = check_int(value, key, low=1)
+        elif key in ("init_seed", "seed"):
+            value = check_int(value, key)
+        elif key == "lr":
+            value = check_real(value, key, low=0, low_open=True)
+        elif value is not None:
+            value = check_probability(value, key)
+        spec[key] = value
+    return Recipe(name=canonical, budget=budget, **spec)
+
+
+# ---- the cache ------------------------------------------------------------------------------------
+
+
+class Trained(NamedTuple):
+    """What :func:`train_or_load` returns."""
+
+    model: nn.Module
+    losses: List[float]  # the loss of every training step
+    seconds: float  # how long training took (when it was trained, for a cached model)
+    cached: bool  # True when loaded from the cache
+    recipe: Recipe
+
+
+def cache_dir() -> Optional[Path]:
+    """The cache folder: ``DIFFCOURSE_CACHE``, else ``~/.cache/diffcourse``; None when it is ``off``."""
+    value = os.environ.get("DIFFCOURSE_CACHE", "").strip()
+    if value.lower() == "off":
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "diffcourse"
+
+
+def source_hash() -> str:
+    """SHA-256 of the package sources that training runs (:data:`SOURCES`)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for name in SOURCES:
+        h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(recipe: Recipe, device: torch.device) -> Dict[str, Any]:
+    """Everything the cached weights depend on."""
+    device = torch.device(device)
+    key = {"recipe": recipe.config(), "device": device.type, "torch": torch.__version__, "sources": source_hash()}
+    if device.type == "cpu":
+        key["threads"] = torch.get_num_threads()  # float sums may group differently with more threads
+    elif device.type == "cuda":
+        key["gpu"] = torch.cuda.get_device_name(device)
+    return key
+
+
+def cache_path(recipe: Recipe, device: torch.device) -> Optional[Path]:
+    """Where :func:`trained` keeps this recipe's weights for ``device`` (None: the cache is off)."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(json.dumps(cache_key(recipe, device), sort_keys=True).encode()).hexdigest()[:20]
+    return folder / f"{recipe.name}-{recipe.budget}-{digest}.pt"
+
+
+def _load(path: Path, recipe: Recipe, device: torch.device) -> Optional[Trained]:
+    """The cached model, or None (with a warning) when the file is damaged or not this recipe's."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 - truncated, not a torch file, or holding more than weights
+        state, reason = None, "it cannot be read as a weights file"
+    else:
+        reason = None
+        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+            reason = "it is not a diffcourse model cache file"
+        elif state.get("key") != _plain(cache_key(recipe, device)):
+            reason = "it was written for other settings"
+    if reason is None:
+        try:
+            model = recipe.build(device)
+            model.load_state_dict(state["model"])
+            losses, seconds = [float(v) for v in state["losses"]], float(state["seconds"])
+        except Exception:  # noqa: BLE001 - missing entries, or weights of another shape
+            reason = "its contents do not fit the recipe"
+    if reason is not None:
+        warnings.warn(f"diffcourse: the cached model {path} is damaged or foreign ({reason}); training it again",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return Trained(model.eval(), losses, seconds, True, recipe)
+
+
+def _plain(value):
+    """Plain JSON types only (torch's version string is a str subclass the weights-only loader refuses)."""
+    return json.loads(json.dumps(value))
+
+
+def _save(path: Path, recipe: Recipe, device: torch.device, result: Trained) -> None:
+    """Write the cache file atomically; a failure only warns (the model is trained all the same)."""
+    from .train import save_checkpoint
+
+    state = {"format": CACHE_FORMAT, "key": _plain(cache_key(recipe, device)), "model": result.model.state_dict(),
+             "losses": result.losses, "seconds": result.seconds}
+    try:
+        save_checkpoint(path, state)
+    except OSError as err:
+        warnings.warn(f"diffcourse: could not write the model cache {path} ({err}); the model is trained but "
+                      "not cached", RuntimeWarning, stacklevel=3)
+
+
+def train_or_load(name: str, budget: Optional[str] = None, device=None, *, cache: bool = True,
+                  progress: bool = True, **overrides) -> Trained:
+    """The recipe's trained model with its losses: from the cache where it holds this recipe's
+    weights for this device, budget, torch and package code, else trained (and cached)."""
+    recipe = get(name, budget, **overrides)
+    device = get_device() if device is None else torch.device(device)
+    path = cache_path(recipe, device) if cache else None
+    if path is not None and path.is_file():
+        loaded = _load(path, recipe, device)
+        if loaded is not None:
+            return loaded
+    start = time.perf_counter()
+    model, losses = recipe.train(device, progress=progress)
+    result = Trained(model, losses, time.perf_counter() - start, False, recipe)
+    if path is not None:
+        _save(path, recipe, device, result)
+    return result
+
+
+def trained(name: str, budget: Optional[str] = None, device=None, *, cache: bool = True, progress: bool = True,
+            **overrides) -> nn.Module:
+    """The trained model of recipe ``name``, on ``device`` (default :func:`get_device`) in eval
+    mode: one call, trained once and then loaded from the cache (see :func:`train_or_load`).
+    ``budget="quick"`` gets the quick recipe at every budget (as lab 8 reuses lab 7's)."""
+    return train_or_load(name, budget, device, cache=cache, progress=progress, **overrides).model
+

@@ -1,0 +1,137 @@
+"""Showing results in a lab: real tables, and figures handed to the book's text.
+
+- :func:`table` shows rows as a table (Markdown in a Jupyter kernel, so the built book renders a
+  real table that never scrolls sideways; aligned plain text when the lab runs as a script) and
+  returns the Markdown.
+- :func:`glue` hands a value to the chapter's text through myst-nb's ``glue`` (the page then writes
+  ``{glue:text}`name:.3f```), and does nothing where myst-nb or a kernel is missing (Colab, scripts).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Mapping, Optional, Sequence, Union
+
+Row = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (a notebook, nbval, the book build), False in a script."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _plain(value: Any) -> Any:
+    """A 0-dim tensor or a NumPy scalar as the Python number it holds."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    if hasattr(value, "numel") and callable(value.numel) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+def _cell(value: Any, fmt: Optional[str]) -> str:
+    value = _plain(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or isinstance(value, numbers.Integral):
+        return str(value)
+    if isinstance(value, numbers.Real) and fmt:
+        return format(value, fmt)
+    return str(value)
+
+
+class TableText(str):
+    """The Markdown :func:`table` returns. As the last expression of a cell it shows nothing more:
+    :func:`table` has shown the table already."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def table(rows: Union[Sequence[Row], Mapping[str, Mapping[str, Any]]], header: Optional[Sequence[str]] = None,
+          floatfmt: Union[str, Sequence[Optional[str]]] = ".3f", title: Optional[str] = None,
+          show: bool = True) -> TableText:
+    """Show ``rows`` as a table and return its Markdown.
+
+    Args:
+        rows: a list of sequences (one per row, with ``header`` naming the columns), a list of
+            mappings (column name -> value; ``header`` defaults to the first row's keys), or a
+            mapping row name -> mapping (the row names become the first column).
+        header: the column names.
+        floatfmt: the format of real numbers, one for all columns or one per column (None: str()).
+            Ints print as they are; None prints as "-".
+        title: a line in bold above the table.
+        show: False only returns the Markdown.
+    """
+    if isinstance(rows, Mapping):
+        names = list(rows)
+        if header is None:
+            keys = list(rows[names[0]]) if names else []
+            header = ["", *keys]
+        else:
+            keys = list(header[1:])
+        body = [[name, *[rows[name].get(k) for k in keys]] for name in names]
+    else:
+        rows = list(rows)
+        if rows and isinstance(rows[0], Mapping):
+            keys = list(header) if header is not None else list(rows[0])
+            header = keys
+            body = [[row.get(k) for k in keys] for row in rows]
+        else:
+            body = [list(row) for row in rows]
+    if header is None:
+        raise ValueError("header must name the columns of rows given as sequences")
+    header = [str(h) for h in header]
+    width = len(header)
+    for i, row in enumerate(body):
+        if len(row) != width:
+            raise ValueError(f"rows: row {i} has {len(row)} cells, the header {width}")
+    fmts = [floatfmt] * width if isinstance(floatfmt, str) or floatfmt is None else list(floatfmt)
+    if len(fmts) != width:
+        raise ValueError(f"floatfmt must give one format or one per column ({width}), got {len(fmts)}")
+    cells = [[_cell(v, f) for v, f in zip(row, fmts)] for row in body]
+    numeric = [all(isinstance(_plain(row[j]), numbers.Number) or row[j] is None for row in body) and bool(body)
+               for j in range(width)]
+
+    def escape(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(escape(h) for h in header) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in cells]
+    markdown = "\n".join(([f"**{title}**", ""] if title else []) + lines)
+    if show:
+        if _in_kernel():
+            from IPython.display import Markdown, display
+
+            display(Markdown(markdown))
+        else:
+            widths = [max(len(x) for x in col) for col in zip(header, *cells)]
+            just = lambda text, j: text.rjust(widths[j]) if numeric[j] else text.ljust(widths[j])  # noqa: E731
+            out = [title] if title else []
+            out.append("  ".join(just(h, j) for j, h in enumerate(header)).rstrip())
+            out.append("  ".join("-" * w for w in widths))
+            out += ["  ".join(just(c, j) for j, c in enumerate(row)).rstrip() for row in cells]
+            print("\n".join(out))
+    return TableText(markdown)
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """``myst_nb.glue(name, value, display=display)`` where a lab runs in a kernel with myst-nb (the
+    book build, nbval); elsewhere (Colab without myst-nb, a script) nothing. Returns ``value``, with
+    a 0-dim tensor or NumPy scalar turned into the Python number the page formats."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    value = _plain(value)
+    if _in_kernel():
+        try:
+            from myst_nb import glue as myst_glue
+        except ImportError:
+            return value
+        myst_glue(name, value, display=display)
+    return value

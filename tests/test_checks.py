@@ -1,0 +1,237 @@
+"""One family of checks: a wrong type is a TypeError, a wrong value a ValueError, in every module,
+and each message names the parameter at fault."""
+
+import math
+
+import pytest
+import torch
+
+from diffcourse import checks
+from diffcourse.checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_labels,
+    check_probability,
+    check_real,
+    check_same,
+    check_steps,
+    check_tensor,
+    same_device,
+)
+from diffcourse.data import checkerboard, load_digits_split, three_blobs, two_moons
+from diffcourse.guidance import (
+    apg_eps_fn,
+    batched_cfg_eps_fn,
+    cfgpp_eps_fn,
+    classifier_free_eps_fn,
+    classifier_free_guidance,
+    interval_cfg_eps_fn,
+    rescaled_cfg,
+)
+from diffcourse.metrics import class_agreement, frechet_distance, sample_distance, sliced_w2, spread
+from diffcourse.mixture import grid_sample, tilted_log_prob
+from diffcourse.models import ConvClassifier, MLPDenoiser, UNet
+from diffcourse.samplers import ddim_sample, ddpm_sample, pc_sample
+from diffcourse.schedules import cosine_schedule, ddim_levels, linear_schedule, q_sample
+from diffcourse.train import train_denoiser
+
+
+def test_check_real():
+    assert check_real(2, "gamma") == 2.0 and isinstance(check_real(2, "gamma"), float)
+    for bad in ("2", None, True, [1.0], torch.tensor(1.0)):
+        with pytest.raises(TypeError, match="^gamma must be a real number"):
+            check_real(bad, "gamma")
+    with pytest.raises(ValueError, match="^gamma must not be NaN"):
+        check_real(math.nan, "gamma", finite=False)
+    with pytest.raises(ValueError, match="^gamma must be finite"):
+        check_real(math.inf, "gamma")
+    assert check_real(math.inf, "r", low=0, low_open=True, finite=False) == math.inf
+    with pytest.raises(ValueError, match=r"^p must be in \[0, 1\], got 1.5"):
+        check_real(1.5, "p", low=0, high=1)
+    with pytest.raises(ValueError, match=r"^snr must be > 0"):
+        check_real(0.0, "snr", low=0, low_open=True)
+    with pytest.raises(ValueError, match=r"^lam must be in \[0, 1\)"):
+        check_real(1.0, "lam", low=0, high=1, high_open=True)
+    assert check_probability(0.5, "p_uncond") == 0.5
+
+
+def test_check_int():
+    assert check_int(3, "T", low=1) == 3
+    for bad in (3.0, "3", True, None):
+        with pytest.raises(TypeError, match="^T must be an int"):
+            check_int(bad, "T", low=1)
+    with pytest.raises(ValueError, match="^T must be an int >= 1, got 0"):
+        check_int(0, "T", low=1)
+    with pytest.raises(ValueError, match=r"^steps must be an int in \[1, 5\], got 6"):
+        check_int(6, "steps", low=1, high=5)
+    assert check_choice("a", "mode", ("a", "b")) == "a"
+    with pytest.raises(ValueError, match="^mode must be one of"):
+        check_choice("c", "mode", ("a", "b"))
+
+
+def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
+    x = torch.zeros(3, 2)
+    assert check_tensor(x, "x", floating=True, shape=(None, 2), dtype=torch.float32, device=torch.device("cpu")) is x
+    with pytest.raises(TypeError, match="^x must be a torch.Tensor"):
+        check_tensor([[0.0, 0.0]], "x")
+    with pytest.raises(TypeError, match="^x must be a floating-point tensor"):
+        check_tensor(x.long(), "x", floating=True)
+    with pytest.raises(TypeError, match="^y must be an integer tensor"):
+        check_tensor(x, "y", floating=False)
+    with pytest.raises(ValueError, match=r"^x must have shape \[N, 3\]"):
+        check_tensor(x, "x", shape=(None, 3))
+    with pytest.raises(TypeError, match="^x has dtype torch.float64, but the mixture is torch.float32"):
+        check_tensor(x.double(), "x", dtype=torch.float32, owner="the mixture")
+    with pytest.raises(ValueError, match="^x is on cpu, but the model is on meta"):
+        check_tensor(x, "x", device=torch.device("meta"))
+    with pytest.raises(ValueError, match="shape"):
+        check_same(x, torch.zeros(2, 2), "cond", "uncond")
+    with pytest.raises(TypeError, match="dtype"):
+        check_same(x, x.double(), "cond", "uncond")
+    with pytest.raises(ValueError, match="device"):
+        check_same(x, x.to("meta"), "cond", "uncond")
+    assert same_device(torch.device("cuda"), torch.device("cuda", 0))
+    assert not same_device(torch.device("cuda", 1), torch.device("cuda", 0))
+    with pytest.raises(TypeError, match="^generator must be a torch.Generator"):
+        check_generator(0)
+
+
+def test_check_steps_and_labels():
+    assert torch.equal(check_steps(torch.tensor([0, 4]), 2, 5), torch.tensor([0, 4]))
+    with pytest.raises(TypeError, match="^t must be a LongTensor"):
+        check_steps(torch.tensor([0.0, 4.0]), 2, 5)
+    with pytest.raises(ValueError, match=r"^t must have shape \(3,\)"):
+        check_steps(torch.tensor([0, 4]), 3, 5)
+    with pytest.raises(ValueError, match=r"^t must lie in 0..4, got values in 0..5"):
+        check_steps(torch.tensor([0, 5]), 2, 5)
+    with pytest.raises(ValueError, match="^t must lie"):
+        check_steps(torch.tensor([-1, 0]), 2, 5)
+    # networks: a LongTensor[n]; None is the null label where allowed
+    assert torch.equal(check_labels(None, 2, 3, torch.device("cpu"), allow_null=True), torch.tensor([3, 3]))
+    with pytest.raises(TypeError, match="^y must be a LongTensor"):
+        check_labels(None, 2, 3)
+    with pytest.raises(TypeError, match="^y must be a LongTensor"):
+        check_labels(torch.tensor([0.0, 1.0]), 2, 3)
+    with pytest.raises(TypeError, match="^y must be a LongTensor"):
+        check_labels(1, 2, 3)
+    with pytest.raises(ValueError, match=r"^y must lie in 0..2, got values in 0..3"):
+        check_labels(torch.tensor([0, 3]), 2, 3)               # the null label is no class to ask for
+    assert torch.equal(check_labels(torch.tensor([0, 3]), 2, 3, allow_null=True), torch.tensor([0, 3]))
+    # mixtures: an int, or an integer tensor of any integer dtype, or 0-dim
+    assert torch.equal(check_labels(2, 3, 3, allow_int=True), torch.tensor([2, 2, 2]))
+    assert torch.equal(check_labels(torch.tensor(1, dtype=torch.int32), 2, 3, allow_int=True), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="^y must lie"):
+        check_labels(3, 2, 3, allow_int=True)
+    with pytest.raises(TypeError, match="^y must be an int or an integer tensor"):
+        check_labels(True, 2, 3, allow_int=True)
+
+
+# ---- the rule, module by module: (call, exception, the parameter named first) ---------------------
+
+S = cosine_schedule(10)
+MIX = three_blobs()
+MLP = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
+X, T0, Y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 0])
+FN = lambda x, t: x  # noqa: E731
+
+CASES = [
+    # schedules
+    (lambda: linear_schedule(10.0), TypeError, "T"),
+    (lambda: linear_schedule(0), ValueError, "T"),
+    (lambda: linear_schedule(10, beta_start="1e-4"), TypeError, "beta_start"),
+    (lambda: linear_schedule(10, beta_end=math.nan), ValueError, "beta_end"),
+    (lambda: cosine_schedule(10, s=-0.1), ValueError, "s"),
+    (lambda: ddim_levels(10, 11), ValueError, "steps"),
+    (lambda: ddim_levels(10, 2.0), TypeError, "steps"),
+    (lambda: q_sample([0.0], T0, S), TypeError, "x0"),
+    (lambda: q_sample(X, T0.float(), S), TypeError, "t"),
+    (lambda: q_sample(X, T0 + 10, S), ValueError, "t"),
+    # mixture
+    (lambda: MIX.score([[0.0, 0.0]]), TypeError, "x"),
+    (lambda: MIX.score(X.double()), TypeError, "x"),
+    (lambda: MIX.score(torch.zeros(4, 3)), ValueError, "x"),
+    (lambda: MIX.score(X, 1.0), TypeError, "y"),
+    (lambda: MIX.score(X, 7), ValueError, "y"),
+    (lambda: MIX.sample(2.0), TypeError, "n"),
+    (lambda: MIX.sample(-1), ValueError, "n"),
+    (lambda: MIX.diffuse(0.0), ValueError, "alpha_bar"),
+    (lambda: MIX.diffuse("0.5"), TypeError, "alpha_bar"),
+    (lambda: tilted_log_prob(MIX, X, 0, "2"), TypeError, "gamma"),
+    (lambda: grid_sample(lambda p: p[:, 0], 10, 1.0, -1.0), ValueError, "high"),
+    (lambda: three_blobs(radius=math.nan), ValueError, "radius"),
+    (lambda: two_moons(components=2.0), TypeError, "components"),
+    (lambda: checkerboard(spacing=0), ValueError, "spacing"),
+    (lambda: load_digits_split(holdout=True), TypeError, "holdout"),
+    # models
+    (lambda: MLPDenoiser(hidden=8.0), TypeError, "hidden"),
+    (lambda: MLPDenoiser(emb_dim=7), ValueError, "emb_dim"),
+    (lambda: MLPDenoiser(label_pathway="side"), ValueError, "label_pathway"),
+    (lambda: MLP("x", T0, Y), TypeError, "x_t"),
+    (lambda: MLP(X, T0.float(), Y), TypeError, "t"),
+    (lambda: MLP(X, T0 + 10, Y), ValueError, "t"),
+    (lambda: MLP(X, T0, Y.float()), TypeError, "y"),
+    (lambda: MLP(X, T0, Y + 4), ValueError, "y"),
+    (lambda: UNet(width=12), ValueError, "width"),
+    (lambda: UNet(mults=2), TypeError, "mults"),
+    (lambda: ConvClassifier(num_classes=1.5), TypeError, "num_classes"),
+    # guidance
+    (lambda: classifier_free_guidance(X, X, None), TypeError, "gamma"),
+    (lambda: classifier_free_guidance(X, X, -1.0), ValueError, "gamma"),
+    (lambda: classifier_free_eps_fn("cond", FN, 2.0), TypeError, "cond_fn"),
+    (lambda: batched_cfg_eps_fn(MLP, Y.float(), 2.0), TypeError, "y"),
+    (lambda: batched_cfg_eps_fn("model", Y, 2.0), TypeError, "model"),
+    (lambda: rescaled_cfg(X, X, 2.0, phi="0.7"), TypeError, "phi"),
+    (lambda: rescaled_cfg(X, X, 2.0, phi=1.5), ValueError, "phi"),
+    (lambda: interval_cfg_eps_fn(FN, FN, 2.0, 1.0, 5), TypeError, "t_low"),
+    (lambda: cfgpp_eps_fn(FN, FN, 1.5), ValueError, "lam"),
+    (lambda: apg_eps_fn(FN, FN, S, 2.0, r=0.0), ValueError, "r"),
+    (lambda: apg_eps_fn(FN, FN, "schedule", 2.0), TypeError, "schedule"),
+    # samplers
+    (lambda: ddpm_sample(FN, (4, 2), "schedule", progress=False), TypeError, "schedule"),
+    (lambda: ddpm_sample("eps", (4, 2), S, progress=False), TypeError, "eps_fn"),
+    (lambda: ddpm_sample(FN, (4, 2.0), S, progress=False), TypeError, "shape"),
+    (lambda: ddpm_sample(FN, (4, 2), S, generator=0, progress=False), TypeError, "generator"),
+    (lambda: ddim_sample(FN, (4, 2), S, steps=2.0, progress=False), TypeError, "steps"),
+    (lambda: ddim_sample(FN, (4, 2), S, steps=11, progress=False), ValueError, "steps"),
+    (lambda: ddim_sample(FN, (4, 2), S, eta=math.nan, progress=False), ValueError, "eta"),
+    (lambda: pc_sample(FN, (4, 2), S, corrector_steps=1.0, progress=False), TypeError, "corrector_steps"),
+    (lambda: pc_sample(FN, (4, 2), S, snr=math.inf, progress=False), ValueError, "snr"),
+    # metrics
+    (lambda: sliced_w2(X.tolist(), X), TypeError, "x"),
+    (lambda: sample_distance(X, X, repeats=1.0), TypeError, "repeats"),
+    (lambda: class_agreement(X.long(), 0, MIX), TypeError, "x"),
+    (lambda: spread(X, [[0.0, 0.0]]), TypeError, "reference"),
+    (lambda: frechet_distance(X, "b"), TypeError, "b"),
+    # training
+    (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
+    (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
+    (lambda: train_denoiser(MLP, MIX, S, steps=1, p_uncond=2.0), ValueError, "p_uncond"),
+    (lambda: train_denoiser("model", MIX, S, steps=1), TypeError, "model"),
+    (lambda: train_denoiser(MLP, MIX, "schedule", steps=1), TypeError, "schedule"),
+]
+
+
+@pytest.mark.parametrize("call,error,name", CASES, ids=[f"{i}-{c[2]}" for i, c in enumerate(CASES)])
+def test_every_module_follows_the_rule(call, error, name):
+    with pytest.raises(error) as info:
+        call()
+    assert type(info.value) is error
+    assert str(info.value).startswith(name), str(info.value)
+
+
+def test_value_checks_go_through_one_read():
+    """The range checks of t and y read the device through checks.read_values, once each."""
+    reads = []
+    original = checks.read_values
+    checks.read_values = lambda x: reads.append(1) or original(x)
+    try:
+        MLP(X, T0, Y)
+    finally:
+        checks.read_values = original
+    assert len(reads) == 2                                   # t's range, y's range
+
+
+def test_meta_tensors_have_no_values_to_check():
+    check_steps(torch.zeros(3, dtype=torch.long, device="meta"), 3, 5)
+    check_labels(torch.zeros(3, dtype=torch.long, device="meta"), 3, 2)
