@@ -33,18 +33,12 @@ from .metrics import class_agreement, sample_distance, spread
 from .mixture import (GaussianMixture, class_mixture, exact_eps_fn, exact_log_ratio_fn,
                       sample_tilted_rejection)
 from .samplers import ddim_sample, ddpm_sample, pc_sample
-from .schedules import Schedule
+from .schedules import Schedule, ddim_levels
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METRICS = ("to_cond", "to_tilted", "agreement", "spread", "modes", "nfe")
 LOWER_IS_BETTER = {"to_cond": True, "to_tilted": True, "agreement": False, "spread": False,
                    "modes": False, "nfe": True}
-
-
-def ddim_levels(T: int, steps: int) -> List[int]:
-    """The 0-based levels :func:`~diffcourse.samplers.ddim_sample` visits: ``steps`` evenly spaced
-    from T - 1 down to 0."""
-    return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
 @dataclass(frozen=True)
@@ -102,12 +96,8 @@ class Setting:
     @cached_property
     def cfgpp_lambda(self) -> float:
         """CFG++'s lambda whose DDIM step at the middle visited level equals eq. 170's at gamma
-        (chapter 8: gamma_eff = lambda (1 + sigma_s / k), k = sqrt(a_s / a_t) sigma_t - sigma_s)."""
-        levels, ab = ddim_levels(self.schedule.T, self.levels), self.schedule.alpha_bar.double()
-        i = len(levels) // 2
-        a_t, a_s = ab[levels[i]].item(), ab[levels[i + 1]].item()
-        k = (a_s / a_t) ** 0.5 * (1 - a_t) ** 0.5 - (1 - a_s) ** 0.5
-        return min(self.gamma / (1 + (1 - a_s) ** 0.5 / k), 1.0)
+        (chapter 8, :func:`~diffcourse.guidance.lam_matching`), at most 1 (CFG++'s range)."""
+        return min(guidance.lam_matching(self.schedule, self.levels, self.gamma), 1.0)
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,7 @@ def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta
         return s.ddim(guidance.autoguidance_eps_fn(s.cond, weak, s.gamma), noise)
 
     def rescaled(s: Setting, noise, gen):
-        return s.ddim(lambda x, t: guidance.rescaled_cfg(s.cond(x, t), s.uncond(x, t), s.gamma, phi), noise)
+        return s.ddim(guidance.rescaled_cfg_eps_fn(s.cond, s.uncond, s.gamma, phi), noise)
 
     def interval(s: Setting, noise, gen):
         return s.ddim(guidance.interval_cfg_eps_fn(s.cond, s.uncond, s.gamma, *s.interval), noise)

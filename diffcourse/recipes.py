@@ -37,6 +37,7 @@ from .device import BUDGETS, budget as current_budget, get_device
 from .schedules import Schedule, cosine_schedule, linear_schedule
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
+DIGITS_MIXTURE_DRAWS = 50_000  # chapter 12's training set: draws from data.digits_mixture(), seed 0
 # the modules whose code decides a trained model's weights: a change to any of them retrains
 SOURCES = ("checks.py", "data.py", "mixture.py", "models.py", "recipes.py", "schedules.py", "targets.py", "train.py")
 
@@ -47,7 +48,7 @@ class Recipe:
 
     name: str
     budget: str
-    data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
+    data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split) | "digits_mixture"
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
@@ -79,6 +80,9 @@ class Recipe:
         if self.data == "digits":
             split = datasets.load_digits_split(holdout=0.25, seed=0)
             return split.x_train.to(device), split.y_train.to(device)
+        if self.data == "digits_mixture":      # chapter 12: a fixed set of draws from the 64-D mixture, as images
+            x, y = datasets.digits_mixture().sample(DIGITS_MIXTURE_DRAWS, generator=torch.Generator().manual_seed(0))
+            return x.reshape(-1, 1, 8, 8).to(device), y.to(device)
         return getattr(datasets, self.data)().to(device)
 
     def build(self, device=None) -> nn.Module:
@@ -140,6 +144,9 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
                          description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)"),
         "ch7-unet-short": dict(unet, steps=175,
                                description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)"),
+        "ch12-unet": dict(unet, data="digits_mixture", steps=pick(300, 6000),
+                          description="chapter 12: chapter 7's U-Net trained on draws from digits_mixture(), "
+                                      "whose exact score is known"),
         "ch7-guide": dict(data="digits", schedule=("linear", 1000), model="ConvClassifier", trainer="classifier",
                           steps=pick(1500, 6000), batch_size=128, lr=2e-3, init_seed=1, seed=1,
                           model_args=dict(channels=1, size=8, num_classes=10, width=32, T=1000),

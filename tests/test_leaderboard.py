@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from diffcourse.data import three_blobs
-from diffcourse.leaderboard import (References, Rule, Setting, ddim_levels, evaluate, mode_coverage,
+from diffcourse.leaderboard import (References, Rule, Setting, evaluate, mode_coverage,
                                     package_rules, robust_pairs, score_samples, summarize)
 from diffcourse.metrics import sample_distance
 from diffcourse.mixture import GaussianMixture, sample_tilted_rejection
-from diffcourse.schedules import cosine_schedule
+from diffcourse.schedules import cosine_schedule, ddim_levels
 
 
 def two_modes():
