@@ -182,3 +182,17 @@ def digits_mixture(components: int = 2, reg_covar: float = 0.03, holdout: float 
     covs = 0.5 * (covs + covs.transpose(1, 2))           # exactly symmetric in any dtype
     return GaussianMixture(as_tensor(means).to(dtype), covs.to(dtype), as_tensor(weights).to(dtype),
                            torch.tensor(labels))
+
+
+def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """Equal-weight round Gaussians N(means[k], std^2 I) with component k in class ``labels[k]``: the
+    small mixtures chapter 12 builds for one claim each (a chain of narrow Gaussians standing for an
+    interval, two modes of one class beside another class, two classes in d dimensions)."""
+    means = torch.as_tensor(means, dtype=torch.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"std must be a number > 0, got {std!r}")
+    k, d = means.shape
+    covs = std ** 2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
+    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(k, dtype=dtype), torch.as_tensor(labels))

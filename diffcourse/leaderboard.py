@@ -51,7 +51,7 @@ class Setting:
     schedule: Schedule
     y: int
     gamma: float
-    levels: int = 25
+    levels: Optional[int] = None    # default: 25, or every level of a shorter chain
     name: str = ""
 
     def __post_init__(self):
@@ -61,6 +61,8 @@ class Setting:
             raise TypeError("schedule must be a Schedule")
         self.mixture._check_y(self.y, 1)
         guidance._check_gamma(self.gamma)
+        if self.levels is None:
+            object.__setattr__(self, "levels", min(25, self.schedule.T))
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 2 <= self.levels <= self.schedule.T:
             raise ValueError(f"levels must be an int in 2..{self.schedule.T}, got {self.levels!r}")
 
@@ -174,6 +176,16 @@ def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta
         # Chapters 10 and 11 add their rules here when they land (composed conditions, velocity CFG,
         # CFG-Zero*): one Rule each, nothing else changes.
     ]
+
+
+def reference_rules() -> List[Rule]:
+    """Two rows that are not guidance rules but set the scale: exact draws from p(x|y) and from the
+    tilted law. A perfect sampler of either law sits near 1 on its own distance (the noise floor)."""
+    def tilted(s: Setting, noise, gen):
+        return sample_tilted_rejection(s.mixture, s.y, s.gamma, noise.shape[0], generator=gen).to(noise.dtype)
+    return [Rule("exact draws from p(x|y)", lambda s, z, g: s.mixture.sample(z.shape[0], s.y, generator=g)[0],
+                 lambda s: 0),
+            Rule("exact draws from the tilted law", tilted, lambda s: 0)]
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------
@@ -317,3 +329,54 @@ def robust_pairs(rows: Sequence[dict], metric: str, mixture: Optional[str] = Non
             if a != b and seeds and all(sign * table[a][s] < sign * table[b][s] for s in seeds):
                 pairs.append((a, b))
     return pairs
+
+
+# ---- reading the board ------------------------------------------------------------------------------------
+
+def show(rows: Sequence[dict]) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
+    """One table per mixture, a row per rule: NFE, the means over the seeds of the metrics, and the
+    standard deviation over the seeds of the distance to the tilted law. Returns :func:`summarize`."""
+    from .report import table
+
+    board = summarize(rows)
+    header = ["rule", "NFE", "to p(x|y)", "to tilted", "sd", "agreement", "spread", "modes"]
+    for name in dict.fromkeys(mix for mix, _ in board):
+        cells = [[rule, *[board[mix, rule][c][0] for c in ("nfe", "to_cond", "to_tilted")],
+                  board[mix, rule]["to_tilted"][1], *[board[mix, rule][c][0] for c in ("agreement", "spread", "modes")]]
+                 for mix, rule in board if mix == name]
+        table(cells, header, floatfmt=[None, ".0f", ".2f", ".2f", ".2f", ".3f", ".3f", ".3f"],
+              title=f"{name}: means over the seeds (sd: of 'to tilted')")
+    return board
+
+
+def common_robust_pairs(rows: Sequence[dict], metric: str) -> List[Tuple[str, str]]:
+    """The pairs of :func:`robust_pairs` that hold on every mixture in ``rows``, sorted."""
+    names = list(dict.fromkeys(row["mixture"] for row in rows))
+    sets = [set(robust_pairs([r for r in rows if r["mixture"] == name], metric)) for name in names]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def floor_calibration(setting: Setting, n: int, seeds: Sequence[int] = tuple(range(100, 140))) -> float:
+    """A perfect sampler's distance over the floor, averaged: for each seed, fresh exact draws from
+    p(x|y) against that seed's reference set, summed over the seeds and divided by the sum of the
+    seeds' floors. Near 1 when the floor is what it claims to be; a floor off by a factor shows
+    here as that factor."""
+    refs = References(setting, n)
+    distance = floor = 0.0
+    for seed in seeds:
+        gen = torch.Generator(device=setting.mixture.device).manual_seed(20_000 + seed)
+        draws, seed_floor = refs.get("cond", seed)
+        x = setting.mixture.sample(n, setting.y, generator=gen)[0].cpu().double()
+        distance += sample_distance(x, draws, refs.repeats, refs.projections, seed)
+        floor += seed_floor
+    return distance / floor
+
+
+def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[float]:
+    """How far two rules' samples (stacked seed by seed, n per seed, as :func:`evaluate` keeps them)
+    lie apart, against chance: for each seed i, the distance between a's and b's samples of that seed
+    over the distance between b's samples of seeds i and i + 1. Near 1 when a and b sample one law."""
+    a, b = samples_a.split(n), samples_b.split(n)
+    if len(a) != len(b) or len(b) < 2 or a[-1].shape[0] != n:
+        raise ValueError("samples_a and samples_b must hold the same number (>= 2) of seeds of n samples")
+    return [sample_distance(a[i], b[i]) / sample_distance(b[i], b[(i + 1) % len(b)]) for i in range(len(b))]

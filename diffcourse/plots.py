@@ -67,3 +67,13 @@ def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Opti
     ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
+
+
+def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
+    """Relative score errors against the level t (1-based on the axis), both axes logarithmic, one
+    line per entry of ``errors`` ({label: values at ``levels``, 0-based}): chapter 1's picture of a
+    learned score held against the exact one, here for any model."""
+    for (label, values), style in zip(errors.items(), ("o-", "s--", "^:", "d-.")):
+        ax.plot([t + 1 for t in levels], [float(v) for v in values], style, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="level t", ylabel="RMS(learned - exact) / RMS(exact)", title=title)
+    ax.legend()

@@ -144,7 +144,7 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
                          description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)"),
         "ch7-unet-short": dict(unet, steps=175,
                                description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)"),
-        "ch12-unet": dict(unet, data="digits_mixture", steps=pick(300, 6000),
+        "ch12-unet": dict(unet, data="digits_mixture", steps=pick(200, 6000),
                           description="chapter 12: chapter 7's U-Net trained on draws from digits_mixture(), "
                                       "whose exact score is known"),
         "ch7-guide": dict(data="digits", schedule=("linear", 1000), model="ConvClassifier", trainer="classifier",

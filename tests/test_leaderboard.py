@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from diffcourse.data import three_blobs
-from diffcourse.leaderboard import (References, Rule, Setting, evaluate, mode_coverage,
+from diffcourse.leaderboard import (References, Rule, Setting, common_robust_pairs, evaluate, floor_calibration,
+                                    mode_coverage, reference_rules, seed_gaps, show,
                                     package_rules, robust_pairs, score_samples, summarize)
 from diffcourse.metrics import sample_distance
 from diffcourse.mixture import GaussianMixture, sample_tilted_rejection
@@ -130,3 +131,28 @@ def test_setting_bad_input():
         Setting(three_blobs(), cosine_schedule(20), 7, 2.0)
     with pytest.raises(ValueError, match="n"):
         References(Setting(three_blobs(), cosine_schedule(20), 0, 2.0), 3)
+
+
+def test_seed_gaps_floor_calibration_and_common_pairs():
+    mix = three_blobs()
+    gen = torch.Generator().manual_seed(0)
+    same_a, same_b = mix.sample(4000, 0, generator=gen)[0], mix.sample(4000, 0, generator=gen)[0]
+    gaps = seed_gaps(same_a, same_b, 1000)
+    assert len(gaps) == 4 and 0.4 < sum(gaps) / 4 < 1.8            # one law: chance
+    assert min(seed_gaps(same_a + 1.0, same_b, 1000)) > 5            # shifted by one: far
+    with pytest.raises(ValueError, match="samples"):
+        seed_gaps(same_a[:1500], same_b[:1000], 1000)
+    setting = Setting(mix, cosine_schedule(20), 0, 2.0)
+    assert abs(floor_calibration(setting, 2000, seeds=range(30)) - 1) < 0.06
+    rows = [{"mixture": m, "rule": r, "seed": s, "to_cond": v}
+            for m, table_ in (("m1", {"a": 1, "b": 2, "c": 3}), ("m2", {"a": 1, "b": 3, "c": 2}))
+            for r, v in table_.items() for s in (0, 1)]
+    assert common_robust_pairs(rows, "to_cond") == [("a", "b"), ("a", "c")]
+
+
+def test_show_prints_one_table_per_mixture(capsys):
+    setting = Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=5, name="blobs")
+    rows = evaluate(reference_rules(), setting, 200, seeds=(0, 1))
+    board = show(rows)
+    assert ("blobs", "exact draws from p(x|y)") in board
+    assert "blobs: means over the seeds" in capsys.readouterr().out
