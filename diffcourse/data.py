@@ -4,6 +4,7 @@ scikit-learn's bundled 8x8 digits, or MNIST / Fashion-MNIST read from IDX files 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import struct
@@ -259,3 +260,66 @@ def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour
     col = j if colour == "rows" else (i + j) % size
     make = lambda labels: GaussianMixture(means, covs, weights, labels)
     return TwoAttributes(make(i), make(col), make(i * size + col))
+# ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _fit_digits(components: int, reg_covar: float, holdout: float, seed: int):
+    """Per-class fits of scikit-learn's GaussianMixture to the training digits (cached: a fit takes
+    about a second and every lab and test asks for the same one)."""
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+
+    split = load_digits_split(holdout, seed)
+    x = split.x_train.reshape(len(split.y_train), -1).double().numpy()
+    y = split.y_train.numpy()
+    means, covs, weights, labels = [], [], [], []
+    for c in range(10):
+        xc = x[y == c]
+        fit = SklearnMixture(components, covariance_type="full", reg_covar=reg_covar, random_state=seed,
+                             max_iter=200).fit(xc)
+        means.append(fit.means_)
+        covs.append(fit.covariances_)
+        weights.append(fit.weights_ * len(xc))          # p(y) p(k | y): the class's share of the data
+        labels += [c] * components
+    return np.concatenate(means), np.concatenate(covs), np.concatenate(weights), np.array(labels)
+
+
+def digits_mixture(components: int = 2, reg_covar: float = 0.03, holdout: float = 0.25, seed: int = 0,
+                   dtype: torch.dtype = torch.float32) -> GaussianMixture:
+    """A Gaussian mixture in 64 dimensions fitted to the 8x8 digits, so that every exact quantity of
+    the course (scores at every noise level, p(y|x), tilted laws) holds at image dimension.
+
+    The training part of :func:`load_digits_split` (``holdout``, ``seed``), flattened and scaled to
+    [-1, 1] as the image labs scale it, is fitted class by class with scikit-learn's
+    ``GaussianMixture``: ``components`` components per class, full covariances with ``reg_covar``
+    added to their diagonal (pixels that never change in a class would otherwise have zero variance).
+    Each component's weight is its class's share of the training digits times its weight within the
+    class, so p(y) is the data's class frequency. Component k belongs to class k // components.
+    Draws reshape to images with ``x.reshape(-1, 1, 8, 8)``.
+    """
+    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 20:
+        raise ValueError(f"components must be an int in 1..20, got {components!r}")
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) or not (
+            math.isfinite(reg_covar) and reg_covar > 0):
+        raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
+    covs = as_tensor(covs)
+    covs = 0.5 * (covs + covs.transpose(1, 2))           # exactly symmetric in any dtype
+    return GaussianMixture(as_tensor(means).to(dtype), covs.to(dtype), as_tensor(weights).to(dtype),
+                           torch.tensor(labels))
+
+
+def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """Equal-weight round Gaussians N(means[k], std^2 I) with component k in class ``labels[k]``: the
+    small mixtures chapter 12 builds for one claim each (a chain of narrow Gaussians standing for an
+    interval, two modes of one class beside another class, two classes in d dimensions)."""
+    means = torch.as_tensor(means, dtype=torch.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"std must be a number > 0, got {std!r}")
+    k, d = means.shape
+    covs = std ** 2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
+    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(k, dtype=dtype), torch.as_tensor(labels))

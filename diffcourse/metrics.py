@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from .checks import (
@@ -45,9 +47,10 @@ def sliced_w2(
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     dirs = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
-    px, _ = torch.sort(x @ dirs, dim=0)
-    py, _ = torch.sort(y @ dirs, dim=0)
-    return ((px - py) ** 2).mean().sqrt().item()
+    # numpy's sort along contiguous rows is ~10x faster than torch's on a CPU; same sorted values
+    px = np.sort((x @ dirs).T.contiguous().numpy(), axis=1)
+    py = np.sort((y @ dirs).T.contiguous().numpy(), axis=1)
+    return float(np.sqrt(((px - py) ** 2).mean()))
 
 
 def sample_distance(
@@ -248,6 +251,30 @@ def image_metrics(
         "frechet": frechet_distance(feats(x), feats(ref_x)),
         "diversity": diversity(x, y, ref_x, ref_y),
     }
+
+
+def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
+    """Differential entropy (nats) of the law behind the samples ``x`` [N, D], by the Kozachenko-
+    Leonenko k-nearest-neighbour estimator:
+    H = psi(N) - psi(k) + log V_D + (D / N) sum_i log r_i, r_i the distance from x_i to its k-th
+    nearest neighbour and V_D the volume of the unit ball in D dimensions. Consistent as N grows; in
+    two dimensions a few thousand points give it to a few hundredths of a nat. Diversity as
+    Wu et al. (2024) measure it: guidance lowers it."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"x must be a tensor [N, D], got {tuple(getattr(x, 'shape', ()))}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < x.shape[0]:
+        raise ValueError(f"k must be an int in 1..N-1, got {k!r}")
+    x = x.detach().double().cpu()
+    if not torch.isfinite(x).all():
+        raise ValueError("x holds NaN or infinite values")
+    n, d = x.shape
+    radii = torch.cat([torch.cdist(chunk, x).topk(k + 1, dim=1, largest=False).values[:, k]
+                       for chunk in x.split(1024)])
+    if (radii <= 0).any():
+        raise ValueError("x holds repeated points: the estimator needs distinct samples")
+    log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    psi = lambda v: torch.special.digamma(torch.tensor(float(v), dtype=torch.float64)).item()
+    return psi(n) - psi(k) + log_ball + d * radii.log().mean().item()
 
 
 # ---- the per-class loops of the 2-D labs, and the Fréchet noise floor ------------------------------

@@ -505,3 +505,16 @@ class VelocityMLP(_NullLabel, nn.Module):
         if self.gamma_mlp is not None:
             raise ValueError("a model with a guidance input needs gamma: use flow.student_velocity_fn")
         return lambda x_t, t: self(x_t, t, y)
+def flat_eps_fn(model: nn.Module, label: Optional[int] = None):
+    """An image denoiser as a noise predictor on flat vectors: ``eps_fn(x_t [N, C*H*W], t)`` reshapes
+    to the model's images, asks it with one fixed ``label`` (None: the null label) under no_grad, and
+    flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
+    coordinates (chapter 12)."""
+    shape = (getattr(model, "channels", 1), getattr(model, "size", 8), getattr(model, "size", 8))
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        labels = (model.null_labels(len(x_t), x_t.device) if label is None
+                  else torch.full((len(x_t),), int(label), dtype=torch.long, device=x_t.device))
+        with torch.no_grad():
+            return model(x_t.reshape(-1, *shape), t, labels).reshape(x_t.shape)
+    return eps_fn

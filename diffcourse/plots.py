@@ -497,3 +497,11 @@ def samples_grid(grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 
         axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
+    """Relative score errors against the level t (1-based on the axis), both axes logarithmic, one
+    line per entry of ``errors`` ({label: values at ``levels``, 0-based}): chapter 1's picture of a
+    learned score held against the exact one, here for any model."""
+    for (label, values), style in zip(errors.items(), ("o-", "s--", "^:", "d-.")):
+        ax.plot([t + 1 for t in levels], [float(v) for v in values], style, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="level t", ylabel="RMS(learned - exact) / RMS(exact)", title=title)
+    ax.legend()

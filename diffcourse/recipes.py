@@ -38,6 +38,7 @@ from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
+DIGITS_MIXTURE_DRAWS = 50_000  # chapter 12's training set: draws from data.digits_mixture(), seed 0
 # the modules whose code decides a trained model's weights: a change to any of them retrains
 SOURCES = (
     "checks.py",
@@ -63,7 +64,7 @@ class Recipe:
     # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
     # | "digits-judge" (that split less chapter 7's floor set, data.digits_eval_sets)
     # | "digit-captions" (each training digit with CAPTION_COPIES captions) | "digits-low" (with
-    # its 4x4 view, chapter 10)
+    # its 4x4 view, chapter 10) | "digits_mixture" (draws from the 64-D mixture, chapter 12)
     data: str
     schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: a clean-data judge
     model: str  # a class of diffcourse.models
@@ -103,6 +104,10 @@ class Recipe:
         if self.data == "digits-judge":  # the training digits less chapter 7's floor set
             sets = datasets.digits_eval_sets()
             return sets.x_judge.to(device), sets.y_judge.to(device)
+        if self.data == "digits_mixture":  # chapter 12: fixed draws from the 64-D mixture, as images
+            gen = torch.Generator().manual_seed(0)
+            x, y = datasets.digits_mixture().sample(DIGITS_MIXTURE_DRAWS, generator=gen)
+            return x.reshape(-1, 1, 8, 8).to(device), y.to(device)
         if self.data in ("digit-captions", "digits-low"):
             return _condition_data(self.data, device)
         return getattr(datasets, self.data)().to(device)
@@ -263,6 +268,13 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             unet,
             steps=175,
             description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)",
+        ),
+        "ch12-unet": dict(
+            unet,
+            data="digits_mixture",
+            steps=pick(200, 6000),
+            description="chapter 12: chapter 7's U-Net trained on draws from digits_mixture(), "
+            "whose exact score is known",
         ),
         "ch7-guide": dict(
             data="digits",

@@ -186,3 +186,53 @@ def test_attribute_grid_subset():
         A.subset([9])
     with pytest.raises(ValueError, match="pairs"):
         A.subset([])
+# ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
+from diffcourse.data import digits_mixture  # noqa: E402
+
+
+def test_digits_mixture_shape_classes_and_weights():
+    m = digits_mixture()
+    assert (m.dim, m.num_classes, m.num_components) == (64, 10, 20) and m.dtype == torch.float32
+    assert torch.equal(m.labels, torch.arange(10).repeat_interleave(2))
+    split = load_digits_split()
+    freq = torch.bincount(split.y_train, minlength=10).double() / len(split.y_train)
+    assert torch.allclose(m.class_weights.double(), freq, atol=1e-6)      # p(y) = the data's class shares
+    assert digits_mixture(components=1, dtype=torch.float64).num_components == 10
+
+
+def test_digits_mixture_score_is_the_gradient_of_its_log_density():
+    """The closed-form score against autograd of log p(x) and log p(x|y), in float64, at the clean level
+    and at a noisy one, on draws and on held-out digits."""
+    m = digits_mixture(dtype=torch.float64)
+    split = load_digits_split()
+    x = torch.cat([m.sample(40, generator=torch.Generator().manual_seed(0))[0],
+                   split.x_test[:40].reshape(40, -1).double()])
+    for law in (m, m.diffuse(0.3)):
+        for y in (None, 7):
+            xg = x.clone().requires_grad_(True)
+            (auto,) = torch.autograd.grad(law.log_prob(xg, y).sum(), xg)
+            exact = law.score(x, y)
+            assert ((exact - auto).abs().max() / auto.abs().max()).item() < 1e-9
+
+
+def test_digits_mixture_is_digit_like():
+    """Its exact Bayes classifier labels held-out real digits correctly, and its draws cover the
+    pixel range of the images: a mixture, not a caricature, of the digits."""
+    m = digits_mixture()
+    split = load_digits_split()
+    acc = (m.class_log_posterior(split.x_test.reshape(len(split.y_test), -1)).argmax(1) == split.y_test).double().mean()
+    assert acc > 0.97
+    x, _ = m.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert -1.3 < x.mean() < -0.2 and (x.quantile(0.01) < -1) and (x.quantile(0.99) > 0.9)
+
+
+def test_digits_mixture_bad_input():
+    with pytest.raises(ValueError, match="components"):
+        digits_mixture(components=0)
+    with pytest.raises(ValueError, match="reg_covar"):
+        digits_mixture(reg_covar=0.0)
+    with pytest.raises(TypeError, match="dtype"):
+        digits_mixture(dtype=torch.long)
+    with pytest.raises(ValueError, match="holdout"):
+        digits_mixture(holdout=1.5)

@@ -307,3 +307,29 @@ def test_ch11_zero_init_against_the_sampler(s, t_start):
     mean, std = sol.zero_init_law(mu, s, t_start)
     assert (x.mean(0) - mean).abs().max() < 4 * std / 20_000 ** 0.5
     assert abs(x.std(0).mean().item() / std - 1) < 0.02
+# ---- chapter 12: the tilted law by rejection ------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", [0.5, 3.0])
+def test_ch12_tilted_by_rejection_against_the_grid(gamma):
+    """The reader's rejection sampler against chapter 6's grid sampler (an independent method): the
+    same mean and covariance; and its acceptance rate against the integral p(y)^(gamma - 1) Z_gamma
+    (gamma >= 1) or p(y)^gamma Z_gamma (gamma < 1), Z_gamma computed on the grid."""
+    from diffcourse.mixture import sample_tilted, tilted_log_prob
+
+    sol = load("ch12")
+    mix = three_blobs(dtype=torch.float64)
+    n = 40000
+    x, rate = sol.tilted_by_rejection(mix, 0, gamma, n, generator=torch.Generator().manual_seed(1))
+    grid = sample_tilted(mix, 0, gamma, n, generator=torch.Generator().manual_seed(2))
+    assert x.shape == (n, 2)
+    se = (torch.cov(grid.T).diagonal() / n).sqrt()
+    assert ((x.mean(0) - grid.mean(0)).abs() < 6 * se).all()
+    assert torch.allclose(torch.cov(x.T), torch.cov(grid.T), rtol=0.05, atol=0.01)
+    # Z_gamma = integral of p(x|y)^gamma p(x)^(1 - gamma) by the midpoint rule on [-6, 6]^2
+    h = 12 / 600
+    c = -6 + h * (torch.arange(600, dtype=torch.float64) + 0.5)
+    pts = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2)
+    z = tilted_log_prob(mix, pts, 0, gamma).exp().sum().item() * h * h
+    prior = mix.class_weights[0].item()
+    expected = prior ** (gamma - 1) * z if gamma >= 1 else prior ** gamma * z
+    assert rate == pytest.approx(expected, rel=0.03)

@@ -431,6 +431,113 @@ def test_dynamic_thresholding_bad_percentile():
         dynamic_threshold_eps_fn(fn, s, percentile="99.5")
 
 
+# ---- chapter 12: independent condition guidance, feedback guidance ---------------------------------------
+
+from diffcourse.guidance import (classifier_free_eps_fn, feedback_eps_fn, feedback_scale,  # noqa: E402
+                                 independent_condition_eps_fn)
+from diffcourse.mixture import GaussianMixture, exact_log_ratio_fn  # noqa: E402
+
+
+def test_icg_is_eq170_where_the_random_label_predicts_like_the_null_one():
+    """ICG replaces eps(x, t, null) by eps(x, t, y_rand). With a model whose prediction at every label
+    other than y is the unconditional one, ICG is eq. 170 on the rows where y_rand != y and the
+    conditional prediction on the rows where y_rand = y (gamma c + (1 - gamma) c = c)."""
+    mix, s, y0 = random_mixture(2, (1, 2, 1), seed=5), cosine_schedule(40), 1
+    cond, uncond = exact_eps_fn(mix, s, y0), exact_eps_fn(mix, s)
+    model = lambda x, t, labels: torch.where((labels == y0)[:, None], cond(x, t), uncond(x, t))
+    n, gamma = 400, 2.5
+    y = torch.full((n,), y0, dtype=torch.long)
+    icg = independent_condition_eps_fn(model, y, gamma, 3, generator=torch.Generator().manual_seed(0))
+    same = icg.labels == y0
+    assert 0.2 < same.double().mean() < 0.47              # uniform over 3 classes, drawn once per row
+    x, t = torch.randn(n, 2, dtype=torch.float64), torch.full((n,), 17, dtype=torch.long)
+    want = torch.where(same[:, None], cond(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t))
+    assert torch.allclose(icg(x, t), want, rtol=1e-12, atol=1e-12)
+    again = independent_condition_eps_fn(model, y, gamma, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.labels, icg.labels)           # seeded
+    assert torch.equal(independent_condition_eps_fn(model, y, 1.0, 3)(x, t), cond(x, t))
+
+
+def test_icg_bad_input():
+    model = lambda x, t, labels: x
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="gamma"):
+        independent_condition_eps_fn(model, y, -1.0, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        independent_condition_eps_fn(model, y, 2.0, 0)
+    with pytest.raises(TypeError, match="y"):
+        independent_condition_eps_fn(model, y.float(), 2.0, 3)
+    with pytest.raises(ValueError, match="y"):
+        independent_condition_eps_fn(model, y + 3, 2.0, 3)
+
+
+def test_feedback_scale_formula_and_clamp():
+    log_r = torch.tensor([3.0, 0.0, -0.5, -50.0], dtype=torch.float64)
+    pi, top = 0.3, 8.0
+    r = log_r.exp()
+    want = r / (r - (1 - pi))                              # for R well above the clamp
+    got = feedback_scale(log_r, pi, top)
+    assert torch.allclose(got[:2], want[:2], rtol=1e-12)
+    assert abs(got[-1].item() - top) < 1e-9 and (got <= top + 1e-9).all() and (got >= 1).all()
+    assert torch.equal(feedback_scale(log_r, 1.0), torch.ones(4, dtype=torch.float64))
+    for bad in ({"pi": 0.0}, {"pi": 1.5}, {"max_gamma": 1.0}, {"max_gamma": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            feedback_scale(log_r, **{"pi": 0.5, "max_gamma": 5.0, **bad})
+    with pytest.raises(TypeError, match="pi"):
+        feedback_scale(log_r, "0.5")
+
+
+def test_feedback_with_a_constant_ratio_is_eq170():
+    mix, s = random_mixture(2, (2, 1), seed=9), cosine_schedule(30)
+    cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    log_r, pi = 0.4, 0.6
+    gamma = math.exp(log_r) / (math.exp(log_r) - (1 - pi))
+    fb = feedback_eps_fn(cond, uncond, lambda x, t: torch.full((x.shape[0],), log_r, dtype=x.dtype), pi, 50.0)
+    x, t = torch.randn(20, 2, dtype=torch.float64), torch.full((20,), 11, dtype=torch.long)
+    assert torch.allclose(fb(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t), rtol=1e-12, atol=1e-12)
+
+
+def test_feedback_guidance_gives_the_score_of_the_sharper_law_it_assumes():
+    """The premise of feedback guidance: p(x|y) = pi q(x|y) + (1 - pi) p(x). Build q and p(x) as
+    mixtures and p(x|y) as that additive mixture: FBG with the exact ratio p_t(x|y) / p_t(x) then
+    returns the exact noise prediction of q at every level, since noising is linear in the law."""
+    s, pi = cosine_schedule(60), 0.4
+    q = GaussianMixture(torch.tensor([[1.5, 0.5], [2.0, -0.5]], dtype=torch.float64),
+                        0.2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2), torch.tensor([0.7, 0.3], dtype=torch.float64),
+                        torch.zeros(2, dtype=torch.long))
+    p = random_mixture(2, (2, 2), seed=12)                       # the unconditional law
+    both = GaussianMixture(torch.cat([q.means, p.means]), torch.cat([q.covs, p.covs]),
+                           torch.cat([pi * q.weights, (1 - pi) * p.weights]),
+                           torch.cat([torch.zeros(2, dtype=torch.long), torch.ones(p.num_components, dtype=torch.long)]))
+    cond = exact_eps_fn(both, s)                                  # the whole of `both` is p(x|y) here
+    uncond = exact_eps_fn(p, s)
+
+    def log_ratio(x, t):
+        a = float(s.alpha_bar[int(t[0])])
+        return both.diffuse(a).log_prob(x) - p.diffuse(a).log_prob(x)
+    fb = feedback_eps_fn(cond, uncond, log_ratio, pi, max_gamma=1e6)
+    x = 2 * torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for step in (0, 15, 40, 59):
+        t = torch.full((300,), step, dtype=torch.long)
+        want = exact_eps_fn(q, s)(x, t)
+        # where q has almost no mass, R - (1 - pi) = pi q / p is lost to rounding: compare elsewhere
+        a = float(s.alpha_bar[step])
+        kept = (math.log(pi) + q.diffuse(a).log_prob(x) - p.diffuse(a).log_prob(x)) > math.log(1e-6)
+        assert kept.double().mean() > 0.5
+        assert ((fb(x, t) - want)[kept].abs().max() / want.abs().max()).item() < 1e-8, step
+
+
+def test_feedback_with_the_mixtures_exact_ratio_guides_uncertain_samples_more():
+    mix, s = random_mixture(2, (1, 1), seed=2), cosine_schedule(40)
+    ratio = exact_log_ratio_fn(mix, s, 0)
+    x = torch.randn(200, 2, dtype=torch.float64) * 2
+    t = torch.full((200,), 5, dtype=torch.long)
+    gamma = feedback_scale(ratio(x, t), 0.5, 10.0)
+    post = mix.diffuse(float(s.alpha_bar[5])).class_log_posterior(x)[:, 0]
+    order = post.argsort()
+    assert (gamma[order].diff() <= 1e-12).all()                  # the surer the class, the less guidance
+
+
 # ---- guidance with a per-level scale; CFG++ matched to CFG; rescaled CFG as an eps_fn -------------------
 
 from diffcourse.guidance import (  # noqa: E402

@@ -141,6 +141,35 @@ def test_image_metrics_keys():
     assert m["frechet"] == pytest.approx(0.0, abs=1e-6) and m["diversity"] == pytest.approx(1.0)
 
 
+# ---- chapter 12: entropy ------------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+from diffcourse.metrics import knn_entropy  # noqa: E402
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_knn_entropy_of_a_gaussian(dim):
+    """H(N(0, S)) = 0.5 log((2 pi e)^D det S)."""
+    gen = torch.Generator().manual_seed(dim)
+    a = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+    cov = a @ a.T + 0.3 * torch.eye(dim, dtype=torch.float64)
+    x = torch.randn(6000, dim, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    exact = 0.5 * (dim * math.log(2 * math.pi * math.e) + torch.logdet(cov).item())
+    assert abs(knn_entropy(x) - exact) < 0.05 * dim
+    # a scale by c adds D log c, exactly: the estimator is built from distances
+    assert abs(knn_entropy(2 * x) - knn_entropy(x) - dim * math.log(2)) < 1e-9
+
+
+def test_knn_entropy_bad_input():
+    with pytest.raises(ValueError, match="x"):
+        knn_entropy(torch.zeros(10))
+    with pytest.raises(ValueError, match="k"):
+        knn_entropy(torch.randn(10, 2), k=10)
+    with pytest.raises(ValueError, match="repeated"):
+        knn_entropy(torch.zeros(10, 2), k=1)
+
+
 # ---- the per-class loop of the 2-D labs, the Fréchet floor ---------------------------------------------
 
 from diffcourse.metrics import (  # noqa: E402

@@ -270,6 +270,74 @@ def test_tilted_bad_input():
         grid_sample(lambda p: -p.pow(2).sum(1), 0, -5.0, 5.0)
 
 
+# ---- chapter 12: tilted draws by rejection, class_mixture, the exact log ratio --------------------------
+
+from diffcourse.mixture import class_mixture, exact_log_ratio_fn, sample_tilted_rejection  # noqa: E402
+
+
+@pytest.mark.parametrize("gamma", [0.5, 3.0])
+def test_rejection_draws_match_the_grid_sampler(gamma):
+    """Two independent exact samplers of the tilted law (a fine grid; rejection) agree in mean and
+    covariance, for gamma above one (proposals from p(x|y)) and below (proposals from p(x))."""
+    mix = random_mixture(2, (2, 1), seed=6)
+    n = 60000
+    grid = sample_tilted(mix, 1, gamma, n, generator=torch.Generator().manual_seed(1))
+    rej = sample_tilted_rejection(mix, 1, gamma, n, generator=torch.Generator().manual_seed(2))
+    assert rej.shape == (n, 2) and rej.dtype == mix.dtype
+    se = (torch.cov(grid.T).diagonal() / n).sqrt()
+    assert ((rej.mean(0) - grid.mean(0)).abs() < 6 * se).all(), (rej.mean(0), grid.mean(0))
+    assert torch.allclose(torch.cov(rej.T), torch.cov(grid.T), rtol=0.04, atol=0.01)
+
+
+def test_rejection_at_gamma_one_is_the_class_and_is_seeded():
+    mix = random_mixture(3, (1, 2), seed=3)
+    a = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
+    b = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
+    ref = mix.sample(500, 0, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.equal(a, b) and torch.equal(a, ref)          # every proposal is accepted at gamma = 1
+
+
+def test_rejection_refuses_a_hopeless_acceptance_rate():
+    means = torch.tensor([[0.0], [0.3]], dtype=torch.float64)
+    mix = GaussianMixture(means, torch.ones(2, 1, 1, dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64),
+                          torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="acceptance"):
+        sample_tilted_rejection(mix, 0, 60.0, 100, generator=torch.Generator().manual_seed(0), min_acceptance=0.05)
+    with pytest.raises(ValueError, match="gamma"):
+        sample_tilted_rejection(mix, 0, -1.0, 10)
+    with pytest.raises(ValueError, match="n"):
+        sample_tilted_rejection(mix, 0, 2.0, 0)
+    with pytest.raises(ValueError, match="y"):
+        sample_tilted_rejection(mix, 3, 2.0, 10)
+
+
+def test_class_mixture_has_the_conditional_score_at_every_level():
+    mix = random_mixture(3, (2, 3, 1), seed=4)
+    s = cosine_schedule(50)
+    x = torch.randn(30, 3, dtype=torch.float64)
+    for y in range(3):
+        sub = class_mixture(mix, y)
+        assert sub.num_classes == 1 and sub.num_components == int((mix.labels == y).sum())
+        for step in (0, 20, 49):
+            t = torch.full((30,), step, dtype=torch.long)
+            assert close(exact_eps_fn(sub, s)(x, t), exact_eps_fn(mix, s, y)(x, t), 1e-10)
+        assert close(sub.log_prob(x), mix.log_prob(x, y), 1e-10)
+
+
+def test_exact_log_ratio_is_the_class_posterior_over_the_prior():
+    mix = random_mixture(2, (2, 1, 2), seed=8)
+    s = cosine_schedule(50)
+    x = torch.randn(25, 2, dtype=torch.float64)
+    t = torch.randint(0, 50, (25,), generator=torch.Generator().manual_seed(0))
+    got = exact_log_ratio_fn(mix, s, 2)(x, t)
+    for i in range(25):
+        law = mix.diffuse(float(s.alpha_bar[int(t[i])]))
+        want = law.log_prob(x[i:i + 1], 2) - law.log_prob(x[i:i + 1])       # Bayes: p_t(y|x)/p(y) = p_t(x|y)/p_t(x)
+        assert abs(got[i].item() - want.item()) < 1e-10
+    with pytest.raises(ValueError, match="y"):
+        exact_log_ratio_fn(mix, s, None)
+
+
 def test_exact_cfg_is_eq170_of_the_exact_predictors():
     from diffcourse.data import three_blobs
     from diffcourse.guidance import classifier_free_guidance
