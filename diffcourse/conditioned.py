@@ -5,6 +5,7 @@ replaced by the new condition, and both have a **null condition** for classifier
 empty caption, an image of zeros. ``model.null_condition(cond)`` returns it for a batch like ``cond``,
 which is what condition dropout in training and the null branch of eq. 170 use.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -29,7 +30,9 @@ def low_resolution(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"factor must be a positive int, got {factor!r}")
     if x.shape[2] % factor or x.shape[3] % factor:
-        raise ValueError(f"the image size {tuple(x.shape[2:])} must be divisible by factor={factor}")
+        raise ValueError(
+            f"the image size {tuple(x.shape[2:])} must be divisible by factor={factor}"
+        )
     return F.avg_pool2d(x, factor)
 
 
@@ -37,17 +40,39 @@ class _ConditionedUNet(UNet):
     """The U-Net of chapter 7 (unconditional build: no label table), with ``extra_channels`` more input
     channels and optional cross-attention after the middle block and after the last up block."""
 
-    def __init__(self, channels: int, size: int, T: int, width: int, mults: Sequence[int],
-                 extra_channels: int = 0, context_dim: int = 0, heads: int = 2):
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        T: int,
+        width: int,
+        mults: Sequence[int],
+        extra_channels: int = 0,
+        context_dim: int = 0,
+        heads: int = 2,
+    ):
         super().__init__(channels=channels, size=size, T=T, num_classes=0, width=width, mults=mults)
         if extra_channels:
             self.inp = nn.Conv2d(channels + extra_channels, width, 3, padding=1)
         widths = [width * m for m in mults]
-        self.attn = nn.ModuleList([CrossAttention(widths[-1], context_dim, heads), CrossAttention(width, context_dim, heads)]
-                                  ) if context_dim else None
+        self.attn = (
+            nn.ModuleList(
+                [
+                    CrossAttention(widths[-1], context_dim, heads),
+                    CrossAttention(width, context_dim, heads),
+                ]
+            )
+            if context_dim
+            else None
+        )
 
-    def _run(self, h: torch.Tensor, emb: torch.Tensor, context: Optional[torch.Tensor] = None,
-             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _run(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        context: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.down):
             h = block(h, emb)
@@ -78,8 +103,17 @@ class CaptionUNet(_ConditionedUNet):
     cross-attention blocks let the 4x4 and 8x8 feature maps read every token (Rombach et al. 2022).
     The null condition is the empty caption: ``<start>`` and padding."""
 
-    def __init__(self, channels: int = 1, size: int = 8, T: int = 1000, width: int = 32,
-                 mults: Sequence[int] = (1, 2), text_dim: int = 32, text_layers: int = 2, heads: int = 2):
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        T: int = 1000,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+        text_dim: int = 32,
+        text_layers: int = 2,
+        heads: int = 2,
+    ):
         super().__init__(channels, size, T, width, mults, context_dim=text_dim, heads=heads)
         self.text = TextEncoder(dim=text_dim, layers=text_layers, heads=heads)
         self.text_emb = nn.Linear(text_dim, 4 * width)
@@ -95,7 +129,9 @@ class CaptionUNet(_ConditionedUNet):
         check_steps(t, x_t.shape[0], self.T)
         check_tokens(tokens, x_t.shape[0], x_t.device, MAX_TOKENS)
         context, mask = self.text(tokens)
-        summary = (context * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)     # mean over the tokens
+        summary = (context * mask[..., None]).sum(1) / mask.sum(
+            1, keepdim=True
+        )  # mean over the tokens
         emb = self.embed(t, None, x_t.dtype) + self.text_emb(summary)
         return self._run(self.inp(x_t), emb, context, mask)
 
@@ -107,8 +143,15 @@ class SuperResUNet(_ConditionedUNet):
     (Ho et al. 2022, "Cascaded Diffusion Models"; Saharia et al. 2023's SR3). The null condition is
     an image of zeros."""
 
-    def __init__(self, channels: int = 1, size: int = 8, factor: int = 2, T: int = 1000, width: int = 32,
-                 mults: Sequence[int] = (1, 2)):
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        factor: int = 2,
+        T: int = 1000,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+    ):
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or size % factor:
             raise ValueError(f"factor must be a positive int dividing size={size}, got {factor!r}")
         super().__init__(channels, size, T, width, mults, extra_channels=channels)
@@ -125,7 +168,9 @@ class SuperResUNet(_ConditionedUNet):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
         check_steps(t, x_t.shape[0], self.T)
-        _check_images(low, self.low_shape, self.inp.weight, name="low (the low-resolution condition)")
+        _check_images(
+            low, self.low_shape, self.inp.weight, name="low (the low-resolution condition)"
+        )
         if low.shape[0] != x_t.shape[0]:
             raise ValueError(f"low has {low.shape[0]} rows but x_t has {x_t.shape[0]}")
         up = F.interpolate(low, scale_factor=self.factor, mode="nearest")
@@ -134,8 +179,16 @@ class SuperResUNet(_ConditionedUNet):
 
 # ---- sampling and measuring --------------------------------------------------------------------------------
 
-def guided_sample(model: _ConditionedUNet, cond: torch.Tensor, gamma: float, x_T: torch.Tensor,
-                  schedule: Schedule, steps: int, negative: Optional[torch.Tensor] = None) -> torch.Tensor:
+
+def guided_sample(
+    model: _ConditionedUNet,
+    cond: torch.Tensor,
+    gamma: float,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    steps: int,
+    negative: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """DDIM samples (``steps`` levels, from ``x_T``) of a conditioned network under eq. 170, its
     second branch the null condition, or the ``negative`` condition (a negative prompt), clamped
     to [-1, 1]: gamma eps(x_t, t, cond) + (1 - gamma) eps(x_t, t, negative or null)."""
@@ -144,16 +197,28 @@ def guided_sample(model: _ConditionedUNet, cond: torch.Tensor, gamma: float, x_T
     return ddim_sample(eps_fn, x_T, schedule, steps=steps, progress=False).clamp(-1, 1)
 
 
-def superres_metrics(judge: nn.Module, x: torch.Tensor, low: torch.Tensor, labels: torch.Tensor,
-                     group: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor) -> Dict[str, float]:
+def superres_metrics(
+    judge: nn.Module,
+    x: torch.Tensor,
+    low: torch.Tensor,
+    labels: torch.Tensor,
+    group: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+) -> Dict[str, float]:
     """The three measurements of super-resolution samples ``x`` drawn from conditions ``low``:
     **consistency**, the RMSE between each sample's low-resolution view and its condition;
     **agreement**, the share the judge reads as ``labels`` (the class of each condition's source);
     **diversity**, the mean distance between samples of one condition (``group``) over that
     between reference images of one class (``ref_x``, ``ref_y``)."""
     if not isinstance(low, torch.Tensor) or low.ndim != 4 or x.shape[0] != low.shape[0]:
-        raise ValueError(f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}")
+        raise ValueError(
+            f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}"
+        )
     factor = x.shape[-1] // low.shape[-1]
     consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()
-    return {"consistency": consistency, "agreement": fidelity(judge, x, labels),
-            "diversity": diversity(x, group, ref_x, ref_y)}
+    return {
+        "consistency": consistency,
+        "agreement": fidelity(judge, x, labels),
+        "diversity": diversity(x, group, ref_x, ref_y),
+    }

@@ -108,7 +108,9 @@ def balanced_rows(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tenso
         raise ValueError("y must hold labels 0..C-1, at least one")
     counts = torch.bincount(y)
     if int(counts.min()) < per_class:
-        raise ValueError(f"per_class must be at most the smallest class's count, {int(counts.min())}, got {per_class}")
+        raise ValueError(
+            f"per_class must be at most the smallest class's count, {int(counts.min())}, got {per_class}"
+        )
     gen = torch.Generator().manual_seed(seed)
     rows = [torch.nonzero(y == c)[:, 0] for c in range(counts.numel())]
     return torch.cat([r[torch.randperm(len(r), generator=gen)[:per_class]] for r in rows])
@@ -116,11 +118,18 @@ def balanced_rows(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tenso
 
 class DigitsSets(NamedTuple):
     """The digits' sets behind chapter 7's image metrics (:func:`digits_eval_sets`)."""
-    x_judge: torch.Tensor  # the training split less the floor set: what the evaluation classifier learns
+
+    x_judge: (
+        torch.Tensor
+    )  # the training split less the floor set: what the evaluation classifier learns
     y_judge: torch.Tensor
-    x_floor: torch.Tensor  # floor_per_class training digits of every class, never shown to that classifier
+    x_floor: (
+        torch.Tensor
+    )  # floor_per_class training digits of every class, never shown to that classifier
     y_floor: torch.Tensor
-    x_ref: torch.Tensor  # the held-out split cut to equal class counts: the reference of the metrics
+    x_ref: (
+        torch.Tensor
+    )  # the held-out split cut to equal class counts: the reference of the metrics
     y_ref: torch.Tensor
 
 
@@ -133,14 +142,23 @@ def digits_eval_sets(floor_per_class: int = 50, seed: int = 0) -> DigitsSets:
     trains on ``x_judge``, the rest), and the **reference** is the held-out split with every class cut
     to the count of its smallest one. Denoisers still train on the whole training split: the floor
     only needs real digits that are independent of the reference and unseen by the judge."""
-    floor_per_class, seed = check_int(floor_per_class, "floor_per_class", low=1), check_int(seed, "seed")
+    floor_per_class, seed = (
+        check_int(floor_per_class, "floor_per_class", low=1),
+        check_int(seed, "seed"),
+    )
     split = load_digits_split()
     floor = balanced_rows(split.y_train, floor_per_class, seed)
     keep = torch.ones(len(split.y_train), dtype=torch.bool)
     keep[floor] = False
     ref = balanced_rows(split.y_test, int(torch.bincount(split.y_test).min()), seed)
-    return DigitsSets(split.x_train[keep], split.y_train[keep], split.x_train[floor], split.y_train[floor],
-                      split.x_test[ref], split.y_test[ref])
+    return DigitsSets(
+        split.x_train[keep],
+        split.y_train[keep],
+        split.x_train[floor],
+        split.y_train[floor],
+        split.x_test[ref],
+        split.y_test[ref],
+    )
 
 
 # IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, each dimension as
@@ -202,11 +220,13 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
 
 # ---- two attributes per component (chapter 10) ----------------------------------------------------------
 
+
 class TwoAttributes(NamedTuple):
     """One 2-D mixture labelled three ways. Every component carries a ``position`` (its column) and a
     ``colour``; the three mixtures share means, covariances and weights, so p(x) is the same in all,
     and each gives the exact conditional laws of its labelling: p(x | position), p(x | colour) and
     p(x | position, colour), whose label is :meth:`pair`."""
+
     position: GaussianMixture
     colour: GaussianMixture
     joint: GaussianMixture
@@ -229,15 +249,22 @@ class TwoAttributes(NamedTuple):
             raise ValueError("pairs must name at least one component")
         j = self.joint
         keep = torch.isin(j.labels, torch.tensor(pairs, device=j.labels.device))
-        return GaussianMixture(j.means[keep], j.covs[keep], j.weights[keep], torch.zeros_like(j.labels[keep]))
+        return GaussianMixture(
+            j.means[keep], j.covs[keep], j.weights[keep], torch.zeros_like(j.labels[keep])
+        )
 
     def to(self, device=None, dtype=None) -> "TwoAttributes":
         """The three mixtures on ``device`` and/or in ``dtype``."""
         return TwoAttributes(*(m.to(device=device, dtype=dtype) for m in self))
 
 
-def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour: str = "rows",
-                   dtype: torch.dtype = torch.float32) -> TwoAttributes:
+def attribute_grid(
+    size: int = 3,
+    spacing: float = 2.0,
+    std: float = 0.4,
+    colour: str = "rows",
+    dtype: torch.dtype = torch.float32,
+) -> TwoAttributes:
     """size x size round Gaussians of standard deviation ``std`` on a square grid of step ``spacing``,
     centred on the origin, equal weights. Component (i, j), in column i and row j, has position i and
 
@@ -255,12 +282,15 @@ def attribute_grid(size: int = 3, spacing: float = 2.0, std: float = 0.4, colour
     i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     i, j = i.flatten(), j.flatten()
     means = torch.stack([coords[i], coords[j]], dim=1).to(dtype)
-    covs = ((std ** 2) * torch.eye(2, dtype=torch.float64).expand(size * size, 2, 2)).to(dtype)
+    covs = ((std**2) * torch.eye(2, dtype=torch.float64).expand(size * size, 2, 2)).to(dtype)
     weights = torch.ones(size * size, dtype=dtype)
     col = j if colour == "rows" else (i + j) % size
     make = lambda labels: GaussianMixture(means, covs, weights, labels)
     return TwoAttributes(make(i), make(col), make(i * size + col))
+
+
 # ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=8)
 def _fit_digits(components: int, reg_covar: float, holdout: float, seed: int):
@@ -274,17 +304,23 @@ def _fit_digits(components: int, reg_covar: float, holdout: float, seed: int):
     means, covs, weights, labels = [], [], [], []
     for c in range(10):
         xc = x[y == c]
-        fit = SklearnMixture(components, covariance_type="full", reg_covar=reg_covar, random_state=seed,
-                             max_iter=200).fit(xc)
+        fit = SklearnMixture(
+            components, covariance_type="full", reg_covar=reg_covar, random_state=seed, max_iter=200
+        ).fit(xc)
         means.append(fit.means_)
         covs.append(fit.covariances_)
-        weights.append(fit.weights_ * len(xc))          # p(y) p(k | y): the class's share of the data
+        weights.append(fit.weights_ * len(xc))  # p(y) p(k | y): the class's share of the data
         labels += [c] * components
     return np.concatenate(means), np.concatenate(covs), np.concatenate(weights), np.array(labels)
 
 
-def digits_mixture(components: int = 2, reg_covar: float = 0.03, holdout: float = 0.25, seed: int = 0,
-                   dtype: torch.dtype = torch.float32) -> GaussianMixture:
+def digits_mixture(
+    components: int = 2,
+    reg_covar: float = 0.03,
+    holdout: float = 0.25,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> GaussianMixture:
     """A Gaussian mixture in 64 dimensions fitted to the 8x8 digits, so that every exact quantity of
     the course (scores at every noise level, p(y|x), tilted laws) holds at image dimension.
 
@@ -298,17 +334,24 @@ def digits_mixture(components: int = 2, reg_covar: float = 0.03, holdout: float 
     """
     if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 20:
         raise ValueError(f"components must be an int in 1..20, got {components!r}")
-    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) or not (
-            math.isfinite(reg_covar) and reg_covar > 0):
+    if (
+        isinstance(reg_covar, bool)
+        or not isinstance(reg_covar, (int, float))
+        or not (math.isfinite(reg_covar) and reg_covar > 0)
+    ):
         raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
     means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
     covs = as_tensor(covs)
-    covs = 0.5 * (covs + covs.transpose(1, 2))           # exactly symmetric in any dtype
-    return GaussianMixture(as_tensor(means).to(dtype), covs.to(dtype), as_tensor(weights).to(dtype),
-                           torch.tensor(labels))
+    covs = 0.5 * (covs + covs.transpose(1, 2))  # exactly symmetric in any dtype
+    return GaussianMixture(
+        as_tensor(means).to(dtype),
+        covs.to(dtype),
+        as_tensor(weights).to(dtype),
+        torch.tensor(labels),
+    )
 
 
 def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64) -> GaussianMixture:
@@ -321,5 +364,7 @@ def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64)
     if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
         raise ValueError(f"std must be a number > 0, got {std!r}")
     k, d = means.shape
-    covs = std ** 2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
-    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(k, dtype=dtype), torch.as_tensor(labels))
+    covs = std**2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
+    return GaussianMixture(
+        means.to(dtype), covs.to(dtype), torch.ones(k, dtype=dtype), torch.as_tensor(labels)
+    )

@@ -456,6 +456,7 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
 
 # ---- the implicit classifier of classifier-free guidance (chapter 5) ---------------------------------
 
+
 def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) -> Fn:
     """The classifier gradient a classifier-free model holds without any classifier (Luo eq. 167,
     grad log p(y|x_t) = grad log p(x_t|y) - grad log p(x_t)), in noise form, as ``grad_fn(x_t, t)``:
@@ -472,13 +473,19 @@ def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) 
 
     def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / _gather(sigma, t, x_t)
+
     return grad_fn
+
+
 # ---- conditions beyond one label (chapter 10) ------------------------------------------------------------
+
 
 def _check_terms(terms) -> list:
     """``terms`` as a list of (callable, finite float) pairs, or a TypeError/ValueError naming the term."""
     if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
-        raise TypeError(f"terms must be a list of (cond_fn, weight) pairs, got {type(terms).__name__}")
+        raise TypeError(
+            f"terms must be a list of (cond_fn, weight) pairs, got {type(terms).__name__}"
+        )
     out = []
     for i, term in enumerate(terms):
         if not isinstance(term, (tuple, list)) or len(term) != 2:
@@ -505,7 +512,7 @@ def composed_eps_fn(uncond_fn: Fn, terms: Sequence[Tuple[Fn, float]]) -> Fn:
     """
     check_callable(uncond_fn, "uncond_fn")
     terms = [(fn, w) for fn, w in _check_terms(terms) if w != 0]
-    base = 1 - sum(w for _, w in terms)           # the weight eps_u keeps: 1 - sum_i w_i
+    base = 1 - sum(w for _, w in terms)  # the weight eps_u keeps: 1 - sum_i w_i
 
     def composed(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if not terms:
@@ -515,6 +522,7 @@ def composed_eps_fn(uncond_fn: Fn, terms: Sequence[Tuple[Fn, float]]) -> Fn:
         for p in parts[1:]:
             out = out + p
         return out if base == 0 else out + base * uncond_fn(x_t, t)
+
     return composed
 
 
@@ -528,13 +536,20 @@ def negative_prompt_eps_fn(cond_fn: Fn, negative_fn: Fn, gamma: float) -> Fn:
     check_callable(cond_fn, "cond_fn")
     check_callable(negative_fn, "negative_fn")
     return composed_eps_fn(negative_fn, [(cond_fn, gamma)])
+
+
 # ---- chapter 12: independent condition guidance and feedback guidance -------------------------------------
 
 LabelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def independent_condition_eps_fn(model: LabelFn, y: torch.Tensor, gamma: float, num_classes: int,
-                                 generator: Optional[torch.Generator] = None) -> Fn:
+def independent_condition_eps_fn(
+    model: LabelFn,
+    y: torch.Tensor,
+    gamma: float,
+    num_classes: int,
+    generator: Optional[torch.Generator] = None,
+) -> Fn:
     """Independent condition guidance (ICG; Sadat, Kansy, Hilliges & Weber, ICLR 2025,
     arXiv:2407.02687): eq. 170 with the null-label prediction replaced by the prediction at a label
     drawn independently of the sample, gamma eps(x_t, t, y) + (1 - gamma) eps(x_t, t, y_rand).
@@ -558,9 +573,10 @@ def independent_condition_eps_fn(model: LabelFn, y: torch.Tensor, gamma: float, 
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cond = model(x_t, t, y)
-        if gamma == 1:                       # the random branch has weight 0: skip its pass
+        if gamma == 1:  # the random branch has weight 0: skip its pass
             return cond
         return classifier_free_guidance(cond, model(x_t, t, y_rand), gamma)
+
     guided.labels = y_rand
     return guided
 
@@ -590,8 +606,13 @@ def feedback_scale(log_ratio: torch.Tensor, pi: float, max_gamma: float = 10.0) 
     return -1 / torch.expm1(math.log(1 - pi) - log_ratio.clamp(min=floor))
 
 
-def feedback_eps_fn(cond_fn: Fn, uncond_fn: Fn, log_ratio_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    pi: float, max_gamma: float = 10.0) -> Fn:
+def feedback_eps_fn(
+    cond_fn: Fn,
+    uncond_fn: Fn,
+    log_ratio_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    pi: float,
+    max_gamma: float = 10.0,
+) -> Fn:
     """Feedback guidance (FBG; Koulischer, Handke, Deleu, Demeester & Ambrogioni 2025,
     arXiv:2506.06085) as an ``eps_fn``: eq. 170 with a scale per sample and per level,
     gamma(x_t, t) = :func:`feedback_scale` of ``log_ratio_fn(x_t, t)`` = log p_t(y|x_t) - log p(y).
@@ -600,11 +621,12 @@ def feedback_eps_fn(cond_fn: Fn, uncond_fn: Fn, log_ratio_fn: Callable[[torch.Te
     mixture it is exact (``mixture.exact_log_ratio_fn``). Where the ratio is the same for every
     sample and level the rule is eq. 170 at that one gamma. Two evaluations per level.
     """
-    feedback_scale(torch.zeros(1), pi, max_gamma)          # check pi and max_gamma once, not per step
+    feedback_scale(torch.zeros(1), pi, max_gamma)  # check pi and max_gamma once, not per step
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         gamma = feedback_scale(log_ratio_fn(x_t, t).to(x_t.dtype), pi, max_gamma)
         gamma = gamma.reshape(-1, *[1] * (x_t.ndim - 1))
         cond, uncond = cond_fn(x_t, t), uncond_fn(x_t, t)
-        return gamma * cond + (1 - gamma) * uncond         # eq. 170, one gamma per row
+        return gamma * cond + (1 - gamma) * uncond  # eq. 170, one gamma per row
+
     return guided

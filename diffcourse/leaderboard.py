@@ -19,9 +19,9 @@ over several seeds and scores each seed's samples with :func:`score_samples`:
 :func:`robust_pairs` keeps the pairs of rules whose order on a metric holds on every seed: the
 only part of a ranking a text should state. :func:`package_rules` lists the package's rules.
 """
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -30,15 +30,26 @@ import torch
 
 from . import guidance
 from .metrics import class_agreement, sample_distance, spread
-from .mixture import (GaussianMixture, class_mixture, exact_eps_fn, exact_log_ratio_fn,
-                      sample_tilted_rejection)
+from .mixture import (
+    GaussianMixture,
+    class_mixture,
+    exact_eps_fn,
+    exact_log_ratio_fn,
+    sample_tilted_rejection,
+)
 from .samplers import ddim_sample, ddpm_sample, pc_sample
 from .schedules import Schedule, ddim_levels
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METRICS = ("to_cond", "to_tilted", "agreement", "spread", "modes", "nfe")
-LOWER_IS_BETTER = {"to_cond": True, "to_tilted": True, "agreement": False, "spread": False,
-                   "modes": False, "nfe": True}
+LOWER_IS_BETTER = {
+    "to_cond": True,
+    "to_tilted": True,
+    "agreement": False,
+    "spread": False,
+    "modes": False,
+    "nfe": True,
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class Setting:
     schedule: Schedule
     y: int
     gamma: float
-    levels: Optional[int] = None    # default: 25, or every level of a shorter chain
+    levels: Optional[int] = None  # default: 25, or every level of a shorter chain
     name: str = ""
 
     def __post_init__(self):
@@ -63,7 +74,11 @@ class Setting:
         guidance._check_gamma(self.gamma)
         if self.levels is None:
             object.__setattr__(self, "levels", min(25, self.schedule.T))
-        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 2 <= self.levels <= self.schedule.T:
+        if (
+            isinstance(self.levels, bool)
+            or not isinstance(self.levels, int)
+            or not 2 <= self.levels <= self.schedule.T
+        ):
             raise ValueError(f"levels must be an int in 2..{self.schedule.T}, got {self.levels!r}")
 
     @cached_property
@@ -77,7 +92,9 @@ class Setting:
 
     def cfg(self, gamma: Optional[float] = None) -> Fn:
         """Eq. 170 with the exact predictors, at ``gamma`` (default: the setting's)."""
-        return guidance.classifier_free_eps_fn(self.cond, self.uncond, self.gamma if gamma is None else gamma)
+        return guidance.classifier_free_eps_fn(
+            self.cond, self.uncond, self.gamma if gamma is None else gamma
+        )
 
     def ddim(self, eps_fn, noise: torch.Tensor) -> torch.Tensor:
         return ddim_sample(eps_fn, noise, self.schedule, steps=self.levels, progress=False)
@@ -119,8 +136,15 @@ def _weakened(mixture: GaussianMixture, factor: float) -> GaussianMixture:
     return GaussianMixture(mixture.means, factor * mixture.covs, mixture.weights, mixture.labels)
 
 
-def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta: float = 0.0,
-                  apg_beta: float = -0.5, weak_factor: float = 2.0, fbg_max_gamma: float = 10.0) -> List[Rule]:
+def package_rules(
+    pc_steps: int = 1,
+    snr: float = 0.1,
+    phi: float = 0.7,
+    apg_eta: float = 0.0,
+    apg_beta: float = -0.5,
+    weak_factor: float = 2.0,
+    fbg_max_gamma: float = 10.0,
+) -> List[Rule]:
     """Every guidance rule of ``diffcourse.guidance`` as a :class:`Rule`, with chapter 8's settings.
 
     All but the first two and the predictor-corrector run DDIM (eta = 0) on ``setting.levels`` levels.
@@ -134,11 +158,17 @@ def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta
     def icg(s: Setting, noise, gen):
         model = lambda x, t, labels: exact_eps_fn(s.mixture, s.schedule, labels)(x, t)
         y = torch.full((noise.shape[0],), s.y, dtype=torch.long, device=noise.device)
-        return s.ddim(guidance.independent_condition_eps_fn(model, y, s.gamma, s.mixture.num_classes, gen), noise)
+        return s.ddim(
+            guidance.independent_condition_eps_fn(model, y, s.gamma, s.mixture.num_classes, gen),
+            noise,
+        )
 
     def feedback(s: Setting, noise, gen):
         ratio = exact_log_ratio_fn(s.mixture, s.schedule, s.y)
-        return s.ddim(guidance.feedback_eps_fn(s.cond, s.uncond, ratio, 1 / max(s.gamma, 1.0), fbg_max_gamma), noise)
+        return s.ddim(
+            guidance.feedback_eps_fn(s.cond, s.uncond, ratio, 1 / max(s.gamma, 1.0), fbg_max_gamma),
+            noise,
+        )
 
     def auto(s: Setting, noise, gen):
         weak = exact_eps_fn(class_mixture(_weakened(s.mixture, weak_factor), s.y), s.schedule)
@@ -152,24 +182,48 @@ def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta
 
     return [
         Rule("conditional, gamma = 1", lambda s, z, g: s.ddim(s.cond, z), lambda s: s.levels),
-        Rule("eq. 170, DDPM", lambda s, z, g: ddpm_sample(s.cfg(), z, s.schedule, generator=g, progress=False),
-             lambda s: 2 * T(s)),
+        Rule(
+            "eq. 170, DDPM",
+            lambda s, z, g: ddpm_sample(s.cfg(), z, s.schedule, generator=g, progress=False),
+            lambda s: 2 * T(s),
+        ),
         Rule("eq. 170, DDIM", lambda s, z, g: s.ddim(s.cfg(), z), lambda s: 2 * s.levels),
-        Rule(f"predictor-corrector, K = {pc_steps}",
-             lambda s, z, g: pc_sample(s.cfg(), z, s.schedule, corrector_steps=pc_steps, snr=snr, generator=g,
-                                       progress=False),
-             lambda s: 2 * (T(s) + (T(s) - 1) * pc_steps)),
+        Rule(
+            f"predictor-corrector, K = {pc_steps}",
+            lambda s, z, g: pc_sample(
+                s.cfg(),
+                z,
+                s.schedule,
+                corrector_steps=pc_steps,
+                snr=snr,
+                generator=g,
+                progress=False,
+            ),
+            lambda s: 2 * (T(s) + (T(s) - 1) * pc_steps),
+        ),
         Rule("interval", interval, lambda s: s.levels + s.interval_levels),
         Rule(f"rescaled, phi = {phi:g}", rescaled, lambda s: 2 * s.levels, image_like),
-        Rule(f"APG, eta = {apg_eta:g}, beta = {apg_beta:g}",
-             lambda s, z, g: s.ddim(guidance.apg_eps_fn(s.cond, s.uncond, s.schedule, s.gamma, eta=apg_eta,
-                                                        beta=apg_beta), z), lambda s: 2 * s.levels),
-        Rule("CFG++, lambda matched",
-             lambda s, z, g: s.ddim(guidance.cfgpp_eps_fn(s.cond, s.uncond, s.cfgpp_lambda), z),
-             lambda s: 2 * s.levels),
-        Rule("dynamic thresholding",
-             lambda s, z, g: s.ddim(guidance.dynamic_threshold_eps_fn(s.cfg(), s.schedule), z),
-             lambda s: 2 * s.levels, image_like),
+        Rule(
+            f"APG, eta = {apg_eta:g}, beta = {apg_beta:g}",
+            lambda s, z, g: s.ddim(
+                guidance.apg_eps_fn(
+                    s.cond, s.uncond, s.schedule, s.gamma, eta=apg_eta, beta=apg_beta
+                ),
+                z,
+            ),
+            lambda s: 2 * s.levels,
+        ),
+        Rule(
+            "CFG++, lambda matched",
+            lambda s, z, g: s.ddim(guidance.cfgpp_eps_fn(s.cond, s.uncond, s.cfgpp_lambda), z),
+            lambda s: 2 * s.levels,
+        ),
+        Rule(
+            "dynamic thresholding",
+            lambda s, z, g: s.ddim(guidance.dynamic_threshold_eps_fn(s.cfg(), s.schedule), z),
+            lambda s: 2 * s.levels,
+            image_like,
+        ),
         Rule(f"autoguidance, weak = covariances x {weak_factor:g}", auto, lambda s: 2 * s.levels),
         Rule("independent condition (ICG)", icg, lambda s: 2 * s.levels),
         Rule("feedback (FBG), pi = 1/gamma", feedback, lambda s: 2 * s.levels),
@@ -181,14 +235,24 @@ def package_rules(pc_steps: int = 1, snr: float = 0.1, phi: float = 0.7, apg_eta
 def reference_rules() -> List[Rule]:
     """Two rows that are not guidance rules but set the scale: exact draws from p(x|y) and from the
     tilted law. A perfect sampler of either law sits near 1 on its own distance (the noise floor)."""
+
     def tilted(s: Setting, noise, gen):
-        return sample_tilted_rejection(s.mixture, s.y, s.gamma, noise.shape[0], generator=gen).to(noise.dtype)
-    return [Rule("exact draws from p(x|y)", lambda s, z, g: s.mixture.sample(z.shape[0], s.y, generator=g)[0],
-                 lambda s: 0),
-            Rule("exact draws from the tilted law", tilted, lambda s: 0)]
+        return sample_tilted_rejection(s.mixture, s.y, s.gamma, noise.shape[0], generator=gen).to(
+            noise.dtype
+        )
+
+    return [
+        Rule(
+            "exact draws from p(x|y)",
+            lambda s, z, g: s.mixture.sample(z.shape[0], s.y, generator=g)[0],
+            lambda s: 0,
+        ),
+        Rule("exact draws from the tilted law", tilted, lambda s: 0),
+    ]
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------
+
 
 def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     """1 - total variation between the shares of class y's components among ``x`` and their weights
@@ -246,7 +310,9 @@ def score_samples(x: torch.Tensor, refs: References, seed: int) -> Dict[str, flo
     out = {}
     for target in ("cond", "tilted"):
         draws, floor = refs.get(target, seed)
-        out[f"to_{target}"] = sample_distance(x, draws, refs.repeats, refs.projections, seed) / floor
+        out[f"to_{target}"] = (
+            sample_distance(x, draws, refs.repeats, refs.projections, seed) / floor
+        )
     cond_draws = refs.get("cond", seed)[0]
     out["agreement"] = class_agreement(x.to(s.mixture.dtype), s.y, s.mixture.to("cpu"))
     out["spread"] = spread(x, cond_draws)
@@ -254,8 +320,15 @@ def score_samples(x: torch.Tensor, refs: References, seed: int) -> Dict[str, flo
     return out
 
 
-def evaluate(rules: Sequence[Rule], setting: Setting, n: int, seeds: Sequence[int] = (0, 1, 2, 3, 4),
-             refs: Optional[References] = None, keep_samples: bool = False, progress: bool = False):
+def evaluate(
+    rules: Sequence[Rule],
+    setting: Setting,
+    n: int,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    refs: Optional[References] = None,
+    keep_samples: bool = False,
+    progress: bool = False,
+):
     """Run every rule that applies on ``setting`` for each seed and score it.
 
     Each seed has its own starting noise (n points from ``torch.Generator().manual_seed(seed)``);
@@ -272,8 +345,14 @@ def evaluate(rules: Sequence[Rule], setting: Setting, n: int, seeds: Sequence[in
     if refs.setting is not setting or refs.n != n:
         raise ValueError("refs must belong to this setting and n")
     dev, dtype = setting.mixture.device, setting.mixture.dtype
-    noise = torch.cat([torch.randn(n, setting.mixture.dim, generator=torch.Generator().manual_seed(seed),
-                                   dtype=dtype) for seed in seeds]).to(dev)
+    noise = torch.cat(
+        [
+            torch.randn(
+                n, setting.mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=dtype
+            )
+            for seed in seeds
+        ]
+    ).to(dev)
     rows, kept = [], {}
     for rule in rules:
         if not rule.applies(setting):
@@ -283,7 +362,7 @@ def evaluate(rules: Sequence[Rule], setting: Setting, n: int, seeds: Sequence[in
         nfe = float(rule.nfe(setting))
         for i, seed in enumerate(seeds):
             row = {"mixture": setting.name, "rule": rule.name, "seed": seed}
-            row.update(score_samples(x[i * n:(i + 1) * n], refs, seed))
+            row.update(score_samples(x[i * n : (i + 1) * n], refs, seed))
             row["nfe"] = nfe
             rows.append(row)
         if keep_samples:
@@ -293,7 +372,9 @@ def evaluate(rules: Sequence[Rule], setting: Setting, n: int, seeds: Sequence[in
     return (rows, kept) if keep_samples else rows
 
 
-def summarize(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
+def summarize(
+    rows: Sequence[dict], metrics: Sequence[str] = METRICS
+) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
     """(mixture, rule) -> metric -> (mean over seeds, standard deviation over seeds)."""
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for row in rows:
@@ -308,7 +389,9 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> Dict[Tu
     return out
 
 
-def robust_pairs(rows: Sequence[dict], metric: str, mixture: Optional[str] = None) -> List[Tuple[str, str]]:
+def robust_pairs(
+    rows: Sequence[dict], metric: str, mixture: Optional[str] = None
+) -> List[Tuple[str, str]]:
     """Pairs (a, b) of rules such that a beats b on ``metric`` on every seed (lower is better for
     distances and NFE, higher for agreement, spread and modes), within one mixture. A ranking's
     robust part: what the data say whatever the seed."""
@@ -333,6 +416,7 @@ def robust_pairs(rows: Sequence[dict], metric: str, mixture: Optional[str] = Non
 
 # ---- reading the board ------------------------------------------------------------------------------------
 
+
 def show(rows: Sequence[dict]) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
     """One table per mixture, a row per rule: NFE, the means over the seeds of the metrics, and the
     standard deviation over the seeds of the distance to the tilted law. Returns :func:`summarize`."""
@@ -341,11 +425,22 @@ def show(rows: Sequence[dict]) -> Dict[Tuple[str, str], Dict[str, Tuple[float, f
     board = summarize(rows)
     header = ["rule", "NFE", "to p(x|y)", "to tilted", "sd", "agreement", "spread", "modes"]
     for name in dict.fromkeys(mix for mix, _ in board):
-        cells = [[rule, *[board[mix, rule][c][0] for c in ("nfe", "to_cond", "to_tilted")],
-                  board[mix, rule]["to_tilted"][1], *[board[mix, rule][c][0] for c in ("agreement", "spread", "modes")]]
-                 for mix, rule in board if mix == name]
-        table(cells, header, floatfmt=[None, ".0f", ".2f", ".2f", ".2f", ".3f", ".3f", ".3f"],
-              title=f"{name}: means over the seeds (sd: of 'to tilted')")
+        cells = [
+            [
+                rule,
+                *[board[mix, rule][c][0] for c in ("nfe", "to_cond", "to_tilted")],
+                board[mix, rule]["to_tilted"][1],
+                *[board[mix, rule][c][0] for c in ("agreement", "spread", "modes")],
+            ]
+            for mix, rule in board
+            if mix == name
+        ]
+        table(
+            cells,
+            header,
+            floatfmt=[None, ".0f", ".2f", ".2f", ".2f", ".3f", ".3f", ".3f"],
+            title=f"{name}: means over the seeds (sd: of 'to tilted')",
+        )
     return board
 
 
@@ -356,7 +451,9 @@ def common_robust_pairs(rows: Sequence[dict], metric: str) -> List[Tuple[str, st
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def floor_calibration(setting: Setting, n: int, seeds: Sequence[int] = tuple(range(100, 140))) -> float:
+def floor_calibration(
+    setting: Setting, n: int, seeds: Sequence[int] = tuple(range(100, 140))
+) -> float:
     """A perfect sampler's distance over the floor, averaged: for each seed, fresh exact draws from
     p(x|y) against that seed's reference set, summed over the seeds and divided by the sum of the
     seeds' floors. Near 1 when the floor is what it claims to be; a floor off by a factor shows
@@ -378,5 +475,10 @@ def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[
     over the distance between b's samples of seeds i and i + 1. Near 1 when a and b sample one law."""
     a, b = samples_a.split(n), samples_b.split(n)
     if len(a) != len(b) or len(b) < 2 or a[-1].shape[0] != n:
-        raise ValueError("samples_a and samples_b must hold the same number (>= 2) of seeds of n samples")
-    return [sample_distance(a[i], b[i]) / sample_distance(b[i], b[(i + 1) % len(b)]) for i in range(len(b))]
+        raise ValueError(
+            "samples_a and samples_b must hold the same number (>= 2) of seeds of n samples"
+        )
+    return [
+        sample_distance(a[i], b[i]) / sample_distance(b[i], b[(i + 1) % len(b)])
+        for i in range(len(b))
+    ]

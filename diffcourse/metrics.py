@@ -103,7 +103,6 @@ def mixture_draw(mixture: GaussianMixture, y: Label = None) -> Draw:
 def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
     """``draw(n, generator)`` for :func:`distance_to_exact`: draws from the tilted law
     p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (chapter 6; ``mixture.sample_tilted``)."""
-    from .mixture import sample_tilted
 
     return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
 
@@ -268,8 +267,12 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values")
     n, d = x.shape
-    radii = torch.cat([torch.cdist(chunk, x).topk(k + 1, dim=1, largest=False).values[:, k]
-                       for chunk in x.split(1024)])
+    radii = torch.cat(
+        [
+            torch.cdist(chunk, x).topk(k + 1, dim=1, largest=False).values[:, k]
+            for chunk in x.split(1024)
+        ]
+    )
     if (radii <= 0).any():
         raise ValueError("x holds repeated points: the estimator needs distinct samples")
     log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
@@ -348,8 +351,15 @@ class FrechetFloor(NamedTuple):
 
 
 @torch.no_grad()
-def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
-                  seed: int = 100, y_pool: Optional[torch.Tensor] = None) -> FrechetFloor:
+def frechet_floor(
+    judge: torch.nn.Module,
+    x_pool: torch.Tensor,
+    x_ref: torch.Tensor,
+    n: int,
+    draws: int = 20,
+    seed: int = 100,
+    y_pool: Optional[torch.Tensor] = None,
+) -> FrechetFloor:
     """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn from ``x_pool``
     against ``x_ref``, in the judge's features, over ``draws`` draws (draw k is seeded with
     ``seed + k``; one draw has std 0). A sample set of n images is as good as real data when its
@@ -372,22 +382,34 @@ def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Ten
         check_tensor(y_pool, "y_pool", floating=False, shape=(x_pool.shape[0],))
         classes = int(y_pool.max()) + 1
         if n % classes:
-            raise ValueError(f"n must be a multiple of the number of classes in y_pool ({classes}), got {n}")
+            raise ValueError(
+                f"n must be a multiple of the number of classes in y_pool ({classes}), got {n}"
+            )
     ref_features = judge.features(x_ref)
     values = []
     for k in range(draws):
         if y_pool is None:
-            rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
+            rows = torch.randperm(
+                x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k)
+            )[:n]
         else:
             rows = balanced_rows(y_pool, n // classes, seed + k)
-        values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
+        values.append(
+            frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features)
+        )
     values = torch.tensor(values, dtype=torch.float64)
     return FrechetFloor(values.mean().item(), values.std().item() if draws > 1 else 0.0, values)
 
 
 @torch.no_grad()
-def relative_grad_error(grad_for: Callable[[torch.Tensor], Callable], mixture: GaussianMixture,
-                        schedule: Schedule, steps: Sequence[int], n: int = 6000, seed: int = 0) -> torch.Tensor:
+def relative_grad_error(
+    grad_for: Callable[[torch.Tensor], Callable],
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 6000,
+    seed: int = 0,
+) -> torch.Tensor:
     """At each step t: RMS |g - g*| / RMS |g*| over labelled x_t from the forward process, where g* is
     the exact classifier gradient grad log p_t(y | x_t) (Luo eq. 165-167) at the point's own label y
     and g the one under test. Chapters 4 and 5's measure of a learned classifier's gradient.
@@ -417,14 +439,21 @@ def relative_grad_error(grad_for: Callable[[torch.Tensor], Callable], mixture: G
     return torch.tensor(out)
 
 
-def distances_to_exact(samples: Mapping[str, torch.Tensor], draw: Draw, repeats: int = 5, projections: int = 256,
-                       seed: int = 0) -> Dict[str, Dict[str, float]]:
+def distances_to_exact(
+    samples: Mapping[str, torch.Tensor],
+    draw: Draw,
+    repeats: int = 5,
+    projections: int = 256,
+    seed: int = 0,
+) -> Dict[str, Dict[str, float]]:
     """:func:`distance_to_exact` for several sets of samples of one size against the same exact
     draws: ``{name: {"distance", "floor", "ratio"}}``, each entry equal to
     ``distance_to_exact(samples[name], draw, repeats, projections, seed)``, with the exact draws and
     the floor computed once instead of once per set (several samplers against one target law)."""
     if not isinstance(samples, Mapping) or not samples:
-        raise TypeError(f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}")
+        raise TypeError(
+            f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}"
+        )
     for name, x in samples.items():
         check_tensor(x, f"samples[{name!r}]", floating=True, ndim=2)
     check_callable(draw, "draw")
@@ -443,9 +472,15 @@ def distances_to_exact(samples: Mapping[str, torch.Tensor], draw: Draw, repeats:
 
 
 @torch.no_grad()
-def relative_eps_error(eps_for: Callable[[torch.Tensor], Callable], reference_for: Callable[[torch.Tensor], Callable],
-                       mixture: GaussianMixture, schedule: Schedule, steps: Sequence[int], n: int = 3000,
-                       seed: int = 0) -> torch.Tensor:
+def relative_eps_error(
+    eps_for: Callable[[torch.Tensor], Callable],
+    reference_for: Callable[[torch.Tensor], Callable],
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 3000,
+    seed: int = 0,
+) -> torch.Tensor:
     """At each step t: RMS(eps - eps_ref) / RMS(eps_ref) over labelled x_t from the forward process,
     where ``eps_for(y)`` and ``reference_for(y)`` return noise predictors ``eps_fn(x_t, t)`` for the
     points' own labels y (a network's branch, a guided predictor, and the exact one for the same
@@ -472,6 +507,7 @@ def relative_eps_error(eps_for: Callable[[torch.Tensor], Callable], reference_fo
 
 class SeededImageMetrics(NamedTuple):
     """What :func:`image_metrics_over_seeds` returns: one :func:`image_metrics` dict per seed."""
+
     runs: Tuple[Dict[str, float], ...]
 
     def values(self, key: str) -> torch.Tensor:
@@ -490,9 +526,15 @@ class SeededImageMetrics(NamedTuple):
         return {key: self.mean(key) for key in self.runs[0]}
 
 
-def image_metrics_over_seeds(classifier: torch.nn.Module, sample: Callable, y: torch.Tensor, ref_x: torch.Tensor,
-                             ref_y: torch.Tensor, seeds: int = 1, shape: Sequence[int] = (1, 8, 8)
-                             ) -> SeededImageMetrics:
+def image_metrics_over_seeds(
+    classifier: torch.nn.Module,
+    sample: Callable,
+    y: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+    seeds: int = 1,
+    shape: Sequence[int] = (1, 8, 8),
+) -> SeededImageMetrics:
     """:func:`image_metrics` of a sampler's images over ``seeds`` starting noises, paired across methods.
 
     For seed k the starting noise is ``samplers.seeded_noise((len(y), *shape), k)`` on ``y``'s
@@ -515,8 +557,13 @@ def image_metrics_over_seeds(classifier: torch.nn.Module, sample: Callable, y: t
     return SeededImageMetrics(tuple(runs))
 
 
-def distance_to_exact_fn(draw: Draw, n: int, repeats: int = 5, projections: int = 256, seed: int = 0,
-                         ) -> Callable[[torch.Tensor], Dict[str, float]]:
+def distance_to_exact_fn(
+    draw: Draw,
+    n: int,
+    repeats: int = 5,
+    projections: int = 256,
+    seed: int = 0,
+) -> Callable[[torch.Tensor], Dict[str, float]]:
     """:func:`distance_to_exact` for many sample sets of ``n`` points held against one law: its three
     exact draws and its noise floor are made once, here, so each call of the returned function costs
     one sample distance. The numbers are ``distance_to_exact(samples, draw, repeats, projections, seed)``'s
@@ -531,4 +578,5 @@ def distance_to_exact_fn(draw: Draw, n: int, repeats: int = 5, projections: int 
         check_tensor(samples, "samples", floating=True, shape=(n, ref.shape[1]))
         d = sample_distance(samples.cpu(), ref.to(samples.dtype), repeats, projections, seed)
         return {"distance": d, "floor": floor, "ratio": d / floor}
+
     return distance

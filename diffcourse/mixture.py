@@ -160,10 +160,12 @@ class GaussianMixture:
     # ---- densities -----------------------------------------------------------------------------
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
-        diff = x[:, None, :] - self.means[None]                            # [N, K, D]
+        diff = x[:, None, :] - self.means[None]  # [N, K, D]
         # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
         # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
-        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(2, 0, 1)
+        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(
+            2, 0, 1
+        )
         maha = (z * z).sum(-1)
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
         return torch.log(self.weights) + log_norm - 0.5 * maha
@@ -261,8 +263,9 @@ class GaussianMixture:
             t = t.item()
         t = check_real(t, "t", low=0, high=1)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
-        return GaussianMixture((1 - t) * self.means, (1 - t) ** 2 * self.covs + t ** 2 * eye,
-                               self.weights, self.labels)
+        return GaussianMixture(
+            (1 - t) * self.means, (1 - t) ** 2 * self.covs + t**2 * eye, self.weights, self.labels
+        )
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
@@ -495,7 +498,11 @@ Condition = Tuple[GaussianMixture, Label]
 
 
 def _check_condition(cond, name: str) -> Tuple[GaussianMixture, Label]:
-    if not isinstance(cond, (tuple, list)) or len(cond) != 2 or not isinstance(cond[0], GaussianMixture):
+    if (
+        not isinstance(cond, (tuple, list))
+        or len(cond) != 2
+        or not isinstance(cond[0], GaussianMixture)
+    ):
         raise TypeError(f"{name} must be a (GaussianMixture, y) pair, y an int or None")
     mixture, y = cond
     if y is not None:
@@ -511,16 +518,23 @@ def _check_composed(uncond, terms) -> Tuple[Condition, list]:
     for i, term in enumerate(terms):
         if not isinstance(term, (tuple, list)) or len(term) != 2:
             raise TypeError(f"terms[{i}] must be a ((mixture, y), weight) pair")
-        cond, w = _check_condition(term[0], f"terms[{i}] condition"), check_real(term[1], f"terms[{i}] weight")
+        cond, w = (
+            _check_condition(term[0], f"terms[{i}] condition"),
+            check_real(term[1], f"terms[{i}] weight"),
+        )
         if cond[0].dim != uncond[0].dim:
-            raise ValueError(f"terms[{i}]: the mixture has dim {cond[0].dim}, uncond's {uncond[0].dim}")
+            raise ValueError(
+                f"terms[{i}]: the mixture has dim {cond[0].dim}, uncond's {uncond[0].dim}"
+            )
         out.append((cond, w))
     if not out:
         raise ValueError("terms must hold at least one ((mixture, y), weight) pair")
     return uncond, out
 
 
-def composed_log_prob(x: torch.Tensor, uncond: Condition, terms: Sequence[Tuple[Condition, float]]) -> torch.Tensor:
+def composed_log_prob(
+    x: torch.Tensor, uncond: Condition, terms: Sequence[Tuple[Condition, float]]
+) -> torch.Tensor:
     """Unnormalised log of the law whose score :func:`~diffcourse.guidance.composed_eps_fn` gives at
     t = 0: log p_u(x) + sum_i w_i (log p_i(x) - log p_u(x)), that is
     p_u(x) prod_i (p_i(x) / p_u(x))^{w_i}. A condition is a pair ``(mixture, y)``: p(x|y) of that
@@ -535,9 +549,14 @@ def composed_log_prob(x: torch.Tensor, uncond: Condition, terms: Sequence[Tuple[
     return out
 
 
-def sample_composed(uncond: Condition, terms: Sequence[Tuple[Condition, float]], n: int,
-                    generator: Optional[torch.Generator] = None, cells: int = 600,
-                    margin: float = 6.0) -> torch.Tensor:
+def sample_composed(
+    uncond: Condition,
+    terms: Sequence[Tuple[Condition, float]],
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    cells: int = 600,
+    margin: float = 6.0,
+) -> torch.Tensor:
     """n draws from the normalised :func:`composed_log_prob` of 2-D mixtures, by :func:`grid_sample`
     on a square covering every component's mean by ``margin`` of the largest standard deviation, as
     :func:`sample_tilted` does. The law must be normalisable (it is when every weight is >= 0 and
@@ -547,17 +566,32 @@ def sample_composed(uncond: Condition, terms: Sequence[Tuple[Condition, float]],
     mixtures = [mix_u] + [c[0] for c, _ in checked]
     if mix_u.dim != 2:
         raise ValueError(f"sample_composed works on 2-D mixtures, got dim={mix_u.dim}")
-    reach = margin * max(torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures)
+    reach = margin * max(
+        torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures
+    )
     low = min(min(m.means.min().item() for m in mixtures), 0.0) - reach
     high = max(max(m.means.max().item() for m in mixtures), 0.0) + reach
     device = generator.device if generator is not None else mix_u.device
-    x = grid_sample(lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
-                    n, low, high, cells, generator, dtype=torch.float64, device=device)
+    x = grid_sample(
+        lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
+        n,
+        low,
+        high,
+        cells,
+        generator,
+        dtype=torch.float64,
+        device=device,
+    )
     return x.to(mix_u.device, mix_u.dtype)
+
+
 # ---- the rectified-flow path (chapter 11) ------------------------------------------------------------------
 
-def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
-                      ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+
+def exact_velocity_fn(
+    mixture: GaussianMixture,
+    y: Label = None,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The exact velocity v*(x_t, t) = E[eps - x_0 | x_t] (or E[eps - x_0 | x_t, y]) on the
     rectified-flow path x_t = (1 - t) x_0 + t eps, t in [0, 1], t = 1 the noise (Liu et al. 2023;
     Lipman et al. 2023): the minimiser of the flow-matching loss, as a callable ``v(x_t, t)`` with
@@ -570,25 +604,41 @@ def exact_velocity_fn(mixture: GaussianMixture, y: Label = None,
     diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
     ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
     """
-    lam, basis = torch.linalg.eigh(mixture.covs)                   # [K, D], [K, D, D]
+    lam, basis = torch.linalg.eigh(mixture.covs)  # [K, D], [K, D, D]
     log_w = torch.log(mixture.weights)
 
     def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device, owner="the mixture")
-        x = x_t.to(mixture.dtype)                    # computed in the mixture's dtype, returned in x_t's
-        s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]        # [N, 1, 1]
-        var = (1 - s) ** 2 * lam[None] + s ** 2                                      # [N, K, D]
+        check_tensor(
+            x_t,
+            "x_t",
+            floating=True,
+            shape=(None, mixture.dim),
+            device=mixture.device,
+            owner="the mixture",
+        )
+        x = x_t.to(mixture.dtype)  # computed in the mixture's dtype, returned in x_t's
+        s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]  # [N, 1, 1]
+        var = (1 - s) ** 2 * lam[None] + s**2  # [N, K, D]
         z = torch.einsum("kdj,nkd->nkj", basis, x[:, None, :] - (1 - s) * mixture.means[None])
-        log_joint = log_w - 0.5 * (torch.log(2 * math.pi * var) + z ** 2 / var).sum(-1)   # [N, K]
+        log_joint = log_w - 0.5 * (torch.log(2 * math.pi * var) + z**2 / var).sum(-1)  # [N, K]
         if y is not None:
-            log_joint = log_joint.masked_fill(~mixture._member[mixture._check_y(y, x.shape[0])], float("-inf"))
-        per_component = torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z) - mixture.means[None]
+            log_joint = log_joint.masked_fill(
+                ~mixture._member[mixture._check_y(y, x.shape[0])], float("-inf")
+            )
+        per_component = (
+            torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z)
+            - mixture.means[None]
+        )
         return (torch.softmax(log_joint, dim=1)[..., None] * per_component).sum(1).to(x_t.dtype)
+
     return velocity
 
 
-def exact_cfg_velocity_fn(mixture: GaussianMixture, y: Label, gamma: float,
-                          ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def exact_cfg_velocity_fn(
+    mixture: GaussianMixture,
+    y: Label,
+    gamma: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Classifier-free guidance (Luo eq. 170) on exact velocities (chapter 11):
     ``flow.velocity_cfg_fn`` of :func:`exact_velocity_fn` with and without y, the velocity of
     :func:`exact_cfg_eps_fn`'s guided score at every t. What a perfectly trained flow model guided
@@ -598,11 +648,19 @@ def exact_cfg_velocity_fn(mixture: GaussianMixture, y: Label, gamma: float,
     if y is None:
         raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
     return velocity_cfg_fn(exact_velocity_fn(mixture, y), exact_velocity_fn(mixture), gamma)
+
+
 # ---- chapter 12: tilted laws in any dimension, and p_t(y | x_t) as a callable ----------------------------
 
-def sample_tilted_rejection(mixture: GaussianMixture, y: int, gamma: float, n: int,
-                            generator: Optional[torch.Generator] = None, min_acceptance: float = 1e-3,
-                            ) -> torch.Tensor:
+
+def sample_tilted_rejection(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    min_acceptance: float = 1e-3,
+) -> torch.Tensor:
     """Exact draws from the tilted law p(x|y)^gamma p(x)^(1-gamma) / Z in any dimension, by rejection.
 
     By Bayes' rule the tilted density is proportional to p(x|y) p(y|x)^(gamma - 1), and to
@@ -613,7 +671,12 @@ def sample_tilted_rejection(mixture: GaussianMixture, y: int, gamma: float, n: i
     where the acceptance rate falls below ``min_acceptance`` a ValueError says so. Draws are made on the
     generator's device and returned on the mixture's.
     """
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, (int, float))
+        or not math.isfinite(gamma)
+        or gamma < 0
+    ):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -627,20 +690,27 @@ def sample_tilted_rejection(mixture: GaussianMixture, y: int, gamma: float, n: i
     while total < n:
         x, _ = mixture.sample(batch, proposal_y, generator=generator)
         log_accept = power * mixture.class_log_posterior(x)[:, label]
-        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64).to(mixture.device)
+        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64).to(
+            mixture.device
+        )
         keep = torch.log(u) < log_accept.double()
         kept.append(x[keep])
         total, proposed = total + int(keep.sum()), proposed + batch
         rate = total / proposed
         if rate < min_acceptance:
-            raise ValueError(f"acceptance rate {rate:.1e} is below min_acceptance={min_acceptance}: the tilted "
-                             f"law of gamma={gamma} is too far from its proposal for rejection sampling")
+            raise ValueError(
+                f"acceptance rate {rate:.1e} is below min_acceptance={min_acceptance}: the tilted "
+                f"law of gamma={gamma} is too far from its proposal for rejection sampling"
+            )
         batch = min(max(int(1.2 * (n - total) / rate) + 16, 16), 50 * n)
     return torch.cat(kept)[:n]
 
 
-def exact_log_ratio_fn(mixture: GaussianMixture, schedule: Schedule, y: Label,
-                       ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def exact_log_ratio_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """log p_t(y | x_t) - log p(y) = log p_t(x_t | y) - log p_t(x_t) as a callable ``ratio_fn(x_t, t)``
     returning [N]: how much more likely the class has become at x_t than it was a priori. Feedback
     guidance (``guidance.feedback_eps_fn``) sets its scale from it."""
@@ -658,6 +728,7 @@ def exact_log_ratio_fn(mixture: GaussianMixture, schedule: Schedule, y: Label,
             post = mixture.diffuse(float(schedule.alpha_bar[step])).class_log_posterior(x[idx])
             out[idx] = post.gather(1, labels[idx, None])[:, 0] - log_prior[labels[idx]]
         return out
+
     return ratio_fn
 
 
@@ -669,5 +740,9 @@ def class_mixture(mixture: GaussianMixture, y: int) -> GaussianMixture:
     exact guidance in high dimension uses it."""
     label = int(mixture._check_y(y, 1)[0])
     keep = mixture.labels == label
-    return GaussianMixture(mixture.means[keep], mixture.covs[keep], mixture.weights[keep],
-                           torch.zeros(int(keep.sum()), dtype=torch.long, device=mixture.device))
+    return GaussianMixture(
+        mixture.means[keep],
+        mixture.covs[keep],
+        mixture.weights[keep],
+        torch.zeros(int(keep.sum()), dtype=torch.long, device=mixture.device),
+    )

@@ -3,6 +3,7 @@ grids of images with one row per class, and both as animations a reader scrubs w
 (frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
 :func:`animate_images`); the labs' curves against t or gamma (:func:`line_plot`) and grids of
 sample panels (:func:`samples_grid`)."""
+
 from __future__ import annotations
 
 import base64
@@ -437,15 +438,28 @@ def animate_images(
 
     return _to_html(fig, update, _pick(n, max_frames), interval)
 
-def line_plot(x, curves, xlabel: str, ylabel: str, title: str = "", logx: bool = False, logy: bool = False,
-              ax=None, styles=None, figsize=(6.5, 4.0)):
+
+def line_plot(
+    x,
+    curves,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    ax=None,
+    styles=None,
+    figsize=(6.5, 4.0),
+):
     """``curves`` (label -> values over ``x``) as labelled lines with a legend, on ``ax`` or on a new
     figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
     format string, e.g. "--o") where wanted. Returns the axes. The labs' curves against t or gamma."""
     import matplotlib.pyplot as plt
 
     if not isinstance(curves, dict) or not curves:
-        raise TypeError(f"curves must be a non-empty dict label -> values, got {type(curves).__name__}")
+        raise TypeError(
+            f"curves must be a non-empty dict label -> values, got {type(curves).__name__}"
+        )
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
@@ -469,7 +483,9 @@ def line_plot(x, curves, xlabel: str, ylabel: str, title: str = "", logx: bool =
     return ax
 
 
-def samples_grid(grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2):
+def samples_grid(
+    grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2
+):
     """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
     {panel title: samples [N, 2]}, the same number of panels in every row), over ``grid``'s contour
     lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
@@ -477,18 +493,35 @@ def samples_grid(grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 
     are labelled x_1 and x_2. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(rows, dict) or not rows or not all(isinstance(r, dict) and r for r in rows.values()):
+    if (
+        not isinstance(rows, dict)
+        or not rows
+        or not all(isinstance(r, dict) and r for r in rows.values())
+    ):
         raise TypeError("rows must be a non-empty dict row name -> non-empty dict title -> samples")
     cols = {len(r) for r in rows.values()}
     if len(cols) != 1:
         raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
     cols = cols.pop()
-    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, size * len(rows) + 0.4), sharex=True,
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        cols,
+        figsize=(size * cols, size * len(rows) + 0.4),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for i, panels in enumerate(rows.values()):
         for j, (title, x) in enumerate(panels.items()):
-            samples_over_density(axes[i, j], grid, x, y, title, per_class=per_class,
-                                 color=None if y is not None else f"C{i}")
+            samples_over_density(
+                axes[i, j],
+                grid,
+                x,
+                y,
+                title,
+                per_class=per_class,
+                color=None if y is not None else f"C{i}",
+            )
     for ax in axes[-1]:
         ax.set_xlabel("$x_1$")
     for ax in axes[:, 0]:
@@ -497,11 +530,19 @@ def samples_grid(grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 
         axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
 def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
     """Relative score errors against the level t (1-based on the axis), both axes logarithmic, one
     line per entry of ``errors`` ({label: values at ``levels``, 0-based}): chapter 1's picture of a
     learned score held against the exact one, here for any model."""
     for (label, values), style in zip(errors.items(), ("o-", "s--", "^:", "d-.")):
         ax.plot([t + 1 for t in levels], [float(v) for v in values], style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="level t", ylabel="RMS(learned - exact) / RMS(exact)", title=title)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="level t",
+        ylabel="RMS(learned - exact) / RMS(exact)",
+        title=title,
+    )
     ax.legend()

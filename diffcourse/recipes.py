@@ -104,7 +104,9 @@ class Recipe:
         if self.data == "digits-judge":  # the training digits less chapter 7's floor set
             sets = datasets.digits_eval_sets()
             return sets.x_judge.to(device), sets.y_judge.to(device)
-        if self.data == "digits_mixture":  # chapter 12: fixed draws from the 64-D mixture, as images
+        if (
+            self.data == "digits_mixture"
+        ):  # chapter 12: fixed draws from the 64-D mixture, as images
             gen = torch.Generator().manual_seed(0)
             x, y = datasets.digits_mixture().sample(DIGITS_MIXTURE_DRAWS, generator=gen)
             return x.reshape(-1, 1, 8, 8).to(device), y.to(device)
@@ -151,7 +153,9 @@ class Recipe:
 
             teacher = trained(self.teacher, self.budget, device, progress=progress)
             model.load_state_dict(teacher.state_dict(), strict=False)  # start from the teacher
-            losses = train_student(model, teacher, data, gamma_range=tuple(self.gamma_range), **common)
+            losses = train_student(
+                model, teacher, data, gamma_range=tuple(self.gamma_range), **common
+            )
         else:
             losses = train_classifier(model, data, schedule, **common)
         return model.eval(), losses

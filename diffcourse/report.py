@@ -42,7 +42,7 @@ def _cell(value: Any, fmt: Optional[str]) -> str:
         return str(value)
     if isinstance(value, numbers.Real) and fmt:
         return format(value, fmt)
-    if isinstance(value, tuple) and len(value) == 2 and fmt:      # (mean, std): "mean ± std"
+    if isinstance(value, tuple) and len(value) == 2 and fmt:  # (mean, std): "mean ± std"
         mean, std = (_plain(v) for v in value)
         if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (mean, std)):
             return f"{format(mean, fmt)} ± {format(std, fmt)}"
@@ -170,5 +170,7 @@ def glue_table(name: str, markdown: str) -> str:
             return markdown
         from IPython.display import HTML
 
-        myst_glue(name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False)
+        myst_glue(
+            name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False
+        )
     return markdown

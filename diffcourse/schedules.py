@@ -14,8 +14,15 @@ import torch
 
 from .checks import check_generator, check_int, check_real, check_steps, check_tensor
 
-__all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "check_steps", "ddim_levels",
-           "nsr_interval"]
+__all__ = [
+    "Schedule",
+    "linear_schedule",
+    "cosine_schedule",
+    "q_sample",
+    "check_steps",
+    "ddim_levels",
+    "nsr_interval",
+]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ A caption names a set of digits (:func:`caption_digits`): the labels that satisf
 captions are drawn from the labels (:func:`random_captions`); some combinations are held out of
 training (``HELD_OUT``) to measure compositional generalisation.
 """
+
 from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -27,8 +28,20 @@ from torch.nn import functional as F
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PAD, START = 0, 1
-VOCAB = ("<pad>", "<start>", "a", "an", "digit", "even", "odd", "above", "below", "not", "and") + NUMBERS
-MAX_TOKENS = 12                     # <start> and up to 11 words: the longest generated caption has 6
+VOCAB = (
+    "<pad>",
+    "<start>",
+    "a",
+    "an",
+    "digit",
+    "even",
+    "odd",
+    "above",
+    "below",
+    "not",
+    "and",
+) + NUMBERS
+MAX_TOKENS = 12  # <start> and up to 11 words: the longest generated caption has 6
 _INDEX = {w: i for i, w in enumerate(VOCAB)}
 _DIGITS = frozenset(range(10))
 
@@ -55,12 +68,15 @@ def _words(caption: str) -> List[str]:
     words = _check_caption(caption).split()
     for w in words:
         if w not in _INDEX or w in ("<pad>", "<start>"):
-            raise ValueError(f"unknown word {w!r} in caption {caption!r}; the vocabulary is "
-                             f"{', '.join(VOCAB[2:])}")
+            raise ValueError(
+                f"unknown word {w!r} in caption {caption!r}; the vocabulary is "
+                f"{', '.join(VOCAB[2:])}"
+            )
     return words
 
 
 # ---- meaning ------------------------------------------------------------------------------------------
+
 
 def caption_digits(caption: str) -> frozenset:
     """The digits a caption names: the set of labels 0..9 that satisfy it (all ten for the null
@@ -87,7 +103,9 @@ def caption_digits(caption: str) -> frozenset:
 
 def _number(word: str, caption: str) -> int:
     if word not in NUMBERS:
-        raise ValueError(f"caption {caption!r}: expected a number word (zero .. nine), got {word!r}")
+        raise ValueError(
+            f"caption {caption!r}: expected a number word (zero .. nine), got {word!r}"
+        )
     return NUMBERS.index(word)
 
 
@@ -127,6 +145,7 @@ def caption_mask(captions: Union[str, Sequence[str]]) -> torch.Tensor:
 
 # ---- the captions training draws from -------------------------------------------------------------------
 
+
 def caption_family(kind: str) -> Tuple[str, ...]:
     """Every generated caption of one ``kind`` (see ``KINDS``), held-out ones included."""
     if kind == "name":
@@ -134,17 +153,26 @@ def caption_family(kind: str) -> Tuple[str, ...]:
     if kind == "parity":
         return ("an even digit", "an odd digit")
     if kind == "range":
-        return tuple(f"a digit above {NUMBERS[n]}" for n in ABOVE) + tuple(f"a digit below {NUMBERS[n]}" for n in BELOW)
+        return tuple(f"a digit above {NUMBERS[n]}" for n in ABOVE) + tuple(
+            f"a digit below {NUMBERS[n]}" for n in BELOW
+        )
     if kind == "not":
         return tuple(f"not {_article(w)} {w}" for w in NUMBERS)
     if kind == "parity and range":
-        return tuple(f"an {p} digit {r} {NUMBERS[n]}" for p in ("even", "odd")
-                     for r, ns in (("above", ABOVE), ("below", BELOW)) for n in ns)
+        return tuple(
+            f"an {p} digit {r} {NUMBERS[n]}"
+            for p in ("even", "odd")
+            for r, ns in (("above", ABOVE), ("below", BELOW))
+            for n in ns
+        )
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def random_captions(labels: torch.Tensor, generator: Optional[torch.Generator] = None,
-                    held_out: Sequence[str] = HELD_OUT) -> List[str]:
+def random_captions(
+    labels: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    held_out: Sequence[str] = HELD_OUT,
+) -> List[str]:
     """One caption per label, true of it: a kind drawn with ``KIND_WEIGHTS``, then a caption of that
     kind that the label satisfies, uniformly, never one of ``held_out``. Seeded by ``generator``."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
@@ -153,19 +181,32 @@ def random_captions(labels: torch.Tensor, generator: Optional[torch.Generator] =
         raise ValueError("labels must lie in 0..9")
     for c in held_out:
         caption_digits(c)
-    options = [[[c for c in caption_family(k) if c not in held_out and d in caption_digits(c)]
-                for d in range(10)] for k in KINDS]
+    options = [
+        [
+            [c for c in caption_family(k) if c not in held_out and d in caption_digits(c)]
+            for d in range(10)
+        ]
+        for k in KINDS
+    ]
     n = labels.numel()
-    kinds = torch.multinomial(torch.tensor(KIND_WEIGHTS, dtype=torch.float64), n, replacement=True,
-                              generator=generator).tolist()
+    kinds = torch.multinomial(
+        torch.tensor(KIND_WEIGHTS, dtype=torch.float64), n, replacement=True, generator=generator
+    ).tolist()
     u = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
-    return [options[k][d][int(v * len(options[k][d]))] for k, d, v in zip(kinds, labels.cpu().tolist(), u)]
+    return [
+        options[k][d][int(v * len(options[k][d]))]
+        for k, d, v in zip(kinds, labels.cpu().tolist(), u)
+    ]
 
 
 # ---- tokens -------------------------------------------------------------------------------------------
 
-def tokenize(captions: Union[str, Sequence[str]], length: int = MAX_TOKENS,
-             device: Optional[torch.device] = None) -> torch.Tensor:
+
+def tokenize(
+    captions: Union[str, Sequence[str]],
+    length: int = MAX_TOKENS,
+    device: Optional[torch.device] = None,
+) -> torch.Tensor:
     """Word-level token ids [N, length]: ``<start>``, one id per word, then ``<pad>``. The null
     caption "" is ``<start>`` alone. An unknown word raises ValueError naming it and the vocabulary."""
     captions = [captions] if isinstance(captions, str) else list(captions)
@@ -175,17 +216,23 @@ def tokenize(captions: Union[str, Sequence[str]], length: int = MAX_TOKENS,
     for i, c in enumerate(captions):
         ids = [START] + [_INDEX[w] for w in _words(c)]
         if len(ids) > length:
-            raise ValueError(f"caption {c!r} has {len(ids) - 1} words; at most {length - 1} fit in length={length}")
-        out[i, :len(ids)] = torch.tensor(ids)
+            raise ValueError(
+                f"caption {c!r} has {len(ids) - 1} words; at most {length - 1} fit in length={length}"
+            )
+        out[i, : len(ids)] = torch.tensor(ids)
     return out if device is None else out.to(device)
 
 
-def check_tokens(tokens: torch.Tensor, n: int, device: torch.device, max_len: int = MAX_TOKENS) -> torch.Tensor:
+def check_tokens(
+    tokens: torch.Tensor, n: int, device: torch.device, max_len: int = MAX_TOKENS
+) -> torch.Tensor:
     """Token ids [n, L], L <= max_len, each row ``<start>`` then words then padding only."""
     if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long:
         raise TypeError("tokens must be a LongTensor of token ids (see diffcourse.text.tokenize)")
     if tokens.ndim != 2 or tokens.shape[0] != n or not 1 <= tokens.shape[1] <= max_len:
-        raise ValueError(f"tokens must have shape [{n}, L] with 1 <= L <= {max_len}, got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must have shape [{n}, L] with 1 <= L <= {max_len}, got {tuple(tokens.shape)}"
+        )
     if tokens.device != device:
         raise ValueError(f"tokens are on {tokens.device} but the model is on {device}")
     return tokens
@@ -206,13 +253,17 @@ def detokenize(tokens: torch.Tensor) -> List[str]:
 
 # ---- networks ---------------------------------------------------------------------------------------
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                     heads: int) -> torch.Tensor:
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over the keys where ``mask`` is True, per head (Vaswani et al. 2017):
     q [N, Lq, D], k and v [N, Lk, D], mask [N, Lk]; masked keys get weight exactly zero."""
     n, lq, d = q.shape
     split = lambda z: z.reshape(n, z.shape[1], heads, d // heads).transpose(1, 2)
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask[:, None, None, :])
+    out = F.scaled_dot_product_attention(
+        split(q), split(k), split(v), attn_mask=mask[:, None, None, :]
+    )
     return out.transpose(1, 2).reshape(n, lq, d)
 
 
@@ -224,21 +275,40 @@ class TextEncoder(nn.Module):
     def __init__(self, dim: int = 32, layers: int = 2, heads: int = 2, max_len: int = MAX_TOKENS):
         super().__init__()
         if dim < 1 or layers < 0 or heads < 1 or dim % heads:
-            raise ValueError(f"need dim >= 1 divisible by heads >= 1 and layers >= 0, got {dim}, {heads}, {layers}")
+            raise ValueError(
+                f"need dim >= 1 divisible by heads >= 1 and layers >= 0, got {dim}, {heads}, {layers}"
+            )
         self.dim, self.heads, self.max_len = dim, heads, max_len
         self.word = nn.Embedding(len(VOCAB), dim)
         self.position = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(nn.ModuleDict({
-            "norm1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim), "proj": nn.Linear(dim, dim),
-            "norm2": nn.LayerNorm(dim), "mlp": nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
-        }) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "norm1": nn.LayerNorm(dim),
+                    "qkv": nn.Linear(dim, 3 * dim),
+                    "proj": nn.Linear(dim, dim),
+                    "norm2": nn.LayerNorm(dim),
+                    "mlp": nn.Sequential(
+                        nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                    ),
+                }
+            )
+            for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        check_tokens(tokens, tokens.shape[0] if isinstance(tokens, torch.Tensor) else -1,
-                     self.word.weight.device, self.max_len)
+        check_tokens(
+            tokens,
+            tokens.shape[0] if isinstance(tokens, torch.Tensor) else -1,
+            self.word.weight.device,
+            self.max_len,
+        )
         mask = tokens != PAD
-        h = self.word(tokens) + self.position(torch.arange(tokens.shape[1], device=tokens.device))[None]
+        h = (
+            self.word(tokens)
+            + self.position(torch.arange(tokens.shape[1], device=tokens.device))[None]
+        )
         for b in self.blocks:
             q, k, v = b["qkv"](b["norm1"](h)).chunk(3, dim=-1)
             h = h + b["proj"](masked_attention(q, k, v, mask, self.heads))
@@ -266,13 +336,14 @@ class CrossAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n, c, height, width = h.shape
-        q = self.q(self.norm(h).flatten(2).transpose(1, 2))                   # [N, H*W, C]
-        k, v = self.kv(context).chunk(2, dim=-1)                               # [N, L, C] each
+        q = self.q(self.norm(h).flatten(2).transpose(1, 2))  # [N, H*W, C]
+        k, v = self.kv(context).chunk(2, dim=-1)  # [N, L, C] each
         out = self.out(masked_attention(q, k, v, mask, self.heads))
         return h + out.transpose(1, 2).reshape(n, c, height, width)
 
 
 # ---- measuring: does a sample satisfy its caption? ------------------------------------------------------
+
 
 def _read(judge: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The judge's digit for each image, in chunks."""
@@ -285,28 +356,36 @@ def satisfied(judge: nn.Module, x: torch.Tensor, captions: Sequence[str]) -> tor
     digit that caption i names."""
     captions = [captions] if isinstance(captions, str) else list(captions)
     if not isinstance(x, torch.Tensor) or x.shape[0] != len(captions):
-        raise ValueError(f"x must hold one image per caption ({len(captions)}), got {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"x must hold one image per caption ({len(captions)}), got {tuple(getattr(x, 'shape', ()))}"
+        )
     read = _read(judge, x)
     return caption_mask(captions).to(read.device)[torch.arange(len(read), device=read.device), read]
 
 
 class CaptionReference(NamedTuple):
     """What real digits score on captions (see :func:`caption_references`)."""
-    floor: torch.Tensor       # [K] share of the real digits that satisfy caption k
-    ceiling: torch.Tensor     # [K] share of those that the judge also reads as satisfying it
-    x: torch.Tensor           # the real digits that satisfy each caption, stacked
-    k: torch.Tensor           # the caption each of them stands for
+
+    floor: torch.Tensor  # [K] share of the real digits that satisfy caption k
+    ceiling: torch.Tensor  # [K] share of those that the judge also reads as satisfying it
+    x: torch.Tensor  # the real digits that satisfy each caption, stacked
+    k: torch.Tensor  # the caption each of them stands for
 
 
-def caption_references(judge: nn.Module, captions: Sequence[str], x_real: torch.Tensor,
-                       y_real: torch.Tensor) -> CaptionReference:
+def caption_references(
+    judge: nn.Module, captions: Sequence[str], x_real: torch.Tensor, y_real: torch.Tensor
+) -> CaptionReference:
     """The references of the caption metric from real (held-out) digits ``x_real`` with labels
     ``y_real``: the **floor** (what a generator that ignores the caption scores), the **ceiling**
     (what the judge lets real digits score), and, for diversity, the digits that satisfy each caption."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    if not isinstance(y_real, torch.Tensor) or y_real.ndim != 1 or y_real.shape[0] != x_real.shape[0]:
+    if (
+        not isinstance(y_real, torch.Tensor)
+        or y_real.ndim != 1
+        or y_real.shape[0] != x_real.shape[0]
+    ):
         raise ValueError("y_real must hold one label per image of x_real")
-    true = caption_mask(captions).to(y_real.device)[:, y_real]                 # [K, N]
+    true = caption_mask(captions).to(y_real.device)[:, y_real]  # [K, N]
     read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real)]  # [K, N]
     if not true.any(1).all():
         raise ValueError("every caption needs at least one real digit that satisfies it")

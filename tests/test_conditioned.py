@@ -1,4 +1,5 @@
 """Denoisers with a caption or a low-resolution image as their condition (chapter 10)."""
+
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from diffcourse.text import MAX_TOKENS, tokenize
 def caption_model():
     torch.manual_seed(0)
     model = CaptionUNet(T=50, width=8, text_dim=16, text_layers=1)
-    for block in model.attn:                             # give cross-attention a use (it starts at zero)
+    for block in model.attn:  # give cross-attention a use (it starts at zero)
         torch.nn.init.normal_(block.out.weight, std=0.5)
     return model.eval()
 
@@ -21,7 +22,9 @@ def test_caption_model_reads_its_caption_and_ignores_padding(caption_model):
     out = caption_model(x, t, tokenize(caps))
     assert out.shape == x.shape
     assert torch.allclose(caption_model(x, t, tokenize(caps, length=8)), out, atol=1e-5)
-    assert not torch.allclose(caption_model(x, t, tokenize(["three", "an even digit"])), out, atol=1e-3)
+    assert not torch.allclose(
+        caption_model(x, t, tokenize(["three", "an even digit"])), out, atol=1e-3
+    )
     null = caption_model.null_condition(tokenize(caps))
     assert torch.equal(null, tokenize(["", ""]))
 
@@ -53,7 +56,9 @@ def test_super_resolution_model_uses_its_condition():
     low = low_resolution(torch.rand(3, 1, 8, 8) * 2 - 1)
     out = model(x, t, low)
     assert out.shape == x.shape
-    assert not torch.allclose(model(x, t, low.flip(0)), out, atol=1e-4)     # the condition changes the output
+    assert not torch.allclose(
+        model(x, t, low.flip(0)), out, atol=1e-4
+    )  # the condition changes the output
     assert not torch.allclose(model(x, t, model.null_condition(low)), out, atol=1e-4)
     assert torch.equal(model.null_condition(low), torch.zeros(3, 1, 4, 4))
 
@@ -91,11 +96,21 @@ def test_guided_sample_is_eq170_or_a_negative_prompt(caption_model):
     cond, neg = tokenize(["seven", "two"]), tokenize(["three", "three"])
     m = caption_model
     with torch.no_grad():
-        want = ddim_sample(classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(m.null_condition(cond)), 2.5),
-                           x_T, schedule, steps=5, progress=False).clamp(-1, 1)
+        want = ddim_sample(
+            classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(m.null_condition(cond)), 2.5),
+            x_T,
+            schedule,
+            steps=5,
+            progress=False,
+        ).clamp(-1, 1)
         assert torch.equal(guided_sample(m, cond, 2.5, x_T, schedule, 5), want)
-        want = ddim_sample(classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(neg), 2.5),
-                           x_T, schedule, steps=5, progress=False).clamp(-1, 1)
+        want = ddim_sample(
+            classifier_free_eps_fn(m.eps_fn(cond), m.eps_fn(neg), 2.5),
+            x_T,
+            schedule,
+            steps=5,
+            progress=False,
+        ).clamp(-1, 1)
         assert torch.equal(guided_sample(m, cond, 2.5, x_T, schedule, 5, negative=neg), want)
 
 

@@ -433,8 +433,7 @@ def test_dynamic_thresholding_bad_percentile():
 
 # ---- chapter 12: independent condition guidance, feedback guidance ---------------------------------------
 
-from diffcourse.guidance import (classifier_free_eps_fn, feedback_eps_fn, feedback_scale,  # noqa: E402
-                                 independent_condition_eps_fn)
+from diffcourse.guidance import feedback_eps_fn, feedback_scale, independent_condition_eps_fn  # noqa: E402
 from diffcourse.mixture import GaussianMixture, exact_log_ratio_fn  # noqa: E402
 
 
@@ -447,14 +446,18 @@ def test_icg_is_eq170_where_the_random_label_predicts_like_the_null_one():
     model = lambda x, t, labels: torch.where((labels == y0)[:, None], cond(x, t), uncond(x, t))
     n, gamma = 400, 2.5
     y = torch.full((n,), y0, dtype=torch.long)
-    icg = independent_condition_eps_fn(model, y, gamma, 3, generator=torch.Generator().manual_seed(0))
+    icg = independent_condition_eps_fn(
+        model, y, gamma, 3, generator=torch.Generator().manual_seed(0)
+    )
     same = icg.labels == y0
-    assert 0.2 < same.double().mean() < 0.47              # uniform over 3 classes, drawn once per row
+    assert 0.2 < same.double().mean() < 0.47  # uniform over 3 classes, drawn once per row
     x, t = torch.randn(n, 2, dtype=torch.float64), torch.full((n,), 17, dtype=torch.long)
     want = torch.where(same[:, None], cond(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t))
     assert torch.allclose(icg(x, t), want, rtol=1e-12, atol=1e-12)
-    again = independent_condition_eps_fn(model, y, gamma, 3, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(again.labels, icg.labels)           # seeded
+    again = independent_condition_eps_fn(
+        model, y, gamma, 3, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again.labels, icg.labels)  # seeded
     assert torch.equal(independent_condition_eps_fn(model, y, 1.0, 3)(x, t), cond(x, t))
 
 
@@ -475,7 +478,7 @@ def test_feedback_scale_formula_and_clamp():
     log_r = torch.tensor([3.0, 0.0, -0.5, -50.0], dtype=torch.float64)
     pi, top = 0.3, 8.0
     r = log_r.exp()
-    want = r / (r - (1 - pi))                              # for R well above the clamp
+    want = r / (r - (1 - pi))  # for R well above the clamp
     got = feedback_scale(log_r, pi, top)
     assert torch.allclose(got[:2], want[:2], rtol=1e-12)
     assert abs(got[-1].item() - top) < 1e-9 and (got <= top + 1e-9).all() and (got >= 1).all()
@@ -492,9 +495,13 @@ def test_feedback_with_a_constant_ratio_is_eq170():
     cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
     log_r, pi = 0.4, 0.6
     gamma = math.exp(log_r) / (math.exp(log_r) - (1 - pi))
-    fb = feedback_eps_fn(cond, uncond, lambda x, t: torch.full((x.shape[0],), log_r, dtype=x.dtype), pi, 50.0)
+    fb = feedback_eps_fn(
+        cond, uncond, lambda x, t: torch.full((x.shape[0],), log_r, dtype=x.dtype), pi, 50.0
+    )
     x, t = torch.randn(20, 2, dtype=torch.float64), torch.full((20,), 11, dtype=torch.long)
-    assert torch.allclose(fb(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        fb(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_feedback_guidance_gives_the_score_of_the_sharper_law_it_assumes():
@@ -502,19 +509,28 @@ def test_feedback_guidance_gives_the_score_of_the_sharper_law_it_assumes():
     mixtures and p(x|y) as that additive mixture: FBG with the exact ratio p_t(x|y) / p_t(x) then
     returns the exact noise prediction of q at every level, since noising is linear in the law."""
     s, pi = cosine_schedule(60), 0.4
-    q = GaussianMixture(torch.tensor([[1.5, 0.5], [2.0, -0.5]], dtype=torch.float64),
-                        0.2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2), torch.tensor([0.7, 0.3], dtype=torch.float64),
-                        torch.zeros(2, dtype=torch.long))
-    p = random_mixture(2, (2, 2), seed=12)                       # the unconditional law
-    both = GaussianMixture(torch.cat([q.means, p.means]), torch.cat([q.covs, p.covs]),
-                           torch.cat([pi * q.weights, (1 - pi) * p.weights]),
-                           torch.cat([torch.zeros(2, dtype=torch.long), torch.ones(p.num_components, dtype=torch.long)]))
-    cond = exact_eps_fn(both, s)                                  # the whole of `both` is p(x|y) here
+    q = GaussianMixture(
+        torch.tensor([[1.5, 0.5], [2.0, -0.5]], dtype=torch.float64),
+        0.2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2),
+        torch.tensor([0.7, 0.3], dtype=torch.float64),
+        torch.zeros(2, dtype=torch.long),
+    )
+    p = random_mixture(2, (2, 2), seed=12)  # the unconditional law
+    both = GaussianMixture(
+        torch.cat([q.means, p.means]),
+        torch.cat([q.covs, p.covs]),
+        torch.cat([pi * q.weights, (1 - pi) * p.weights]),
+        torch.cat(
+            [torch.zeros(2, dtype=torch.long), torch.ones(p.num_components, dtype=torch.long)]
+        ),
+    )
+    cond = exact_eps_fn(both, s)  # the whole of `both` is p(x|y) here
     uncond = exact_eps_fn(p, s)
 
     def log_ratio(x, t):
         a = float(s.alpha_bar[int(t[0])])
         return both.diffuse(a).log_prob(x) - p.diffuse(a).log_prob(x)
+
     fb = feedback_eps_fn(cond, uncond, log_ratio, pi, max_gamma=1e6)
     x = 2 * torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for step in (0, 15, 40, 59):
@@ -535,7 +551,7 @@ def test_feedback_with_the_mixtures_exact_ratio_guides_uncertain_samples_more():
     gamma = feedback_scale(ratio(x, t), 0.5, 10.0)
     post = mix.diffuse(float(s.alpha_bar[5])).class_log_posterior(x)[:, 0]
     order = post.argsort()
-    assert (gamma[order].diff() <= 1e-12).all()                  # the surer the class, the less guidance
+    assert (gamma[order].diff() <= 1e-12).all()  # the surer the class, the less guidance
 
 
 # ---- guidance with a per-level scale; CFG++ matched to CFG; rescaled CFG as an eps_fn -------------------
@@ -675,10 +691,14 @@ def test_classifier_guided_eps_fn_is_eq166_in_noise_form(gamma):
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for step in (0, 7, 18, 29):
         t = torch.full((4,), step)
-        guided = classifier_guided_eps_fn(exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, gamma)
+        guided = classifier_guided_eps_fn(
+            exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, gamma
+        )
         a = float(s.alpha_bar[step])
         ref = -((1 - a) ** 0.5) * _tilted_score(mix.diffuse(a), x, 1, gamma)
         assert ((guided(x, t) - ref).abs().max() / ref.abs().max()).item() < 1e-8
+
+
 # ---- the implicit classifier (chapter 5) -----------------------------------------------------------------
 
 from diffcourse.guidance import implicit_classifier_grad_fn  # noqa: E402
@@ -689,7 +709,9 @@ def test_eq167_implicit_classifier_of_exact_predictors_is_the_exact_classifier_g
     s = cosine_schedule(30)
     x, t = torch.randn(9, 3, dtype=torch.float64), torch.tensor([0, 2, 5, 9, 14, 18, 22, 26, 29])
     for c in range(mix.num_classes):
-        implicit = implicit_classifier_grad_fn(exact_eps_fn(mix, s, c), exact_eps_fn(mix, s), s)(x, t)
+        implicit = implicit_classifier_grad_fn(exact_eps_fn(mix, s, c), exact_eps_fn(mix, s), s)(
+            x, t
+        )
         exact = exact_classifier_grad_fn(mix, s, c)(x, t)
         assert torch.allclose(implicit, exact, rtol=1e-8, atol=1e-10)
 
@@ -706,7 +728,9 @@ def test_eq168_to_170_classifier_guidance_with_the_implicit_classifier_is_cfg():
         for gamma in (0.5, 2.5, 4.0, 8.0):
             cg = classifier_guided_eps_fn(model.eps_fn(), implicit, s, gamma)(x, t)
             assert torch.allclose(cg, gamma * cond + (1 - gamma) * uncond, rtol=1e-5, atol=1e-5)
-            assert torch.allclose(cg, batched_cfg_eps_fn(model, y, gamma)(x, t), rtol=1e-5, atol=1e-5)
+            assert torch.allclose(
+                cg, batched_cfg_eps_fn(model, y, gamma)(x, t), rtol=1e-5, atol=1e-5
+            )
 
 
 def test_implicit_classifier_bad_input():
@@ -717,6 +741,8 @@ def test_implicit_classifier_bad_input():
         implicit_classifier_grad_fn(model.eps_fn(), None, s)
     with pytest.raises(TypeError, match="schedule"):
         implicit_classifier_grad_fn(model.eps_fn(), model.eps_fn(), 20)
+
+
 # ---- chapter 10: composed conditions and negative prompts ------------------------------------------------
 from diffcourse.data import attribute_grid  # noqa: E402
 from diffcourse.guidance import composed_eps_fn, negative_prompt_eps_fn  # noqa: E402
@@ -726,9 +752,11 @@ from diffcourse.targets import score_to_eps  # noqa: E402
 
 def _fixed(value):
     """An eps_fn that returns ``value`` whatever x_t and t, and counts its calls."""
+
     def fn(x_t, t):
         fn.calls += 1
         return value
+
     fn.calls = 0
     return fn
 
@@ -738,7 +766,9 @@ def test_composed_eps_fn_is_its_formula():
     eu, e1, e2, e3 = (torch.randn(6, 3, generator=g, dtype=torch.float64) for _ in range(4))
     x, t = torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, dtype=torch.long)
     for w in ([2.0, 1.5, -0.7], [0.3, 0.2, 0.1], [1.0, -1.0, 0.5]):
-        out = composed_eps_fn(_fixed(eu), [(_fixed(e1), w[0]), (_fixed(e2), w[1]), (_fixed(e3), w[2])])(x, t)
+        out = composed_eps_fn(
+            _fixed(eu), [(_fixed(e1), w[0]), (_fixed(e2), w[1]), (_fixed(e3), w[2])]
+        )(x, t)
         want = eu + w[0] * (e1 - eu) + w[1] * (e2 - eu) + w[2] * (e3 - eu)
         assert torch.allclose(out, want, rtol=1e-12, atol=1e-12), w
 
@@ -775,10 +805,15 @@ def test_composed_exact_eps_is_the_score_of_the_composed_law(colour):
         a = float(schedule.alpha_bar[step])
         t = torch.full((40,), step, dtype=torch.long)
         terms = [(A.position, 0, 1.5), (A.colour, 2, -0.6), (A.colour, 1, 0.8)]
-        fn = composed_eps_fn(exact_eps_fn(A.joint, schedule), [(exact_eps_fn(m, schedule, y), w) for m, y, w in terms])
+        fn = composed_eps_fn(
+            exact_eps_fn(A.joint, schedule),
+            [(exact_eps_fn(m, schedule, y), w) for m, y, w in terms],
+        )
         diffused = [(m.diffuse(a), y, w) for m, y, w in terms]
         xg = x.clone().requires_grad_(True)
-        logq = composed_log_prob(xg, (A.joint.diffuse(a), None), [((m, y), w) for m, y, w in diffused])
+        logq = composed_log_prob(
+            xg, (A.joint.diffuse(a), None), [((m, y), w) for m, y, w in diffused]
+        )
         (score,) = torch.autograd.grad(logq.sum(), xg)
         assert torch.allclose(fn(x, t), score_to_eps(score, a), rtol=1e-9, atol=1e-10), step
 
@@ -787,8 +822,10 @@ def test_composed_eps_fn_skips_what_has_no_weight():
     e = torch.ones(2, 2)
     x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
     u, a, b = _fixed(2 * e), _fixed(3 * e), _fixed(5 * e)
-    assert torch.equal(composed_eps_fn(u, [(a, 0.25), (b, 0.75)])(x, t), 0.25 * 3 * e + 0.75 * 5 * e)
-    assert u.calls == 0                                  # weights sum to one: eps_u drops out
+    assert torch.equal(
+        composed_eps_fn(u, [(a, 0.25), (b, 0.75)])(x, t), 0.25 * 3 * e + 0.75 * 5 * e
+    )
+    assert u.calls == 0  # weights sum to one: eps_u drops out
     c = _fixed(7 * e)
     assert torch.equal(composed_eps_fn(u, [(c, 0.0)])(x, t), 2 * e) and c.calls == 0
 

@@ -246,16 +246,24 @@ from diffcourse.models import MLPClassifier  # noqa: E402
 def test_relative_grad_error_zero_for_exact_gradients_and_one_for_none():
     mix = three_blobs(dtype=torch.float64)
     s = cosine_schedule(50)
-    exact = relative_grad_error(lambda y: exact_classifier_grad_fn(mix, s, y), mix, s, [0, 20, 45], n=400)
+    exact = relative_grad_error(
+        lambda y: exact_classifier_grad_fn(mix, s, y), mix, s, [0, 20, 45], n=400
+    )
     assert (exact < 1e-5).all()
-    implicit = relative_grad_error(lambda y: implicit_classifier_grad_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), s),
-                                   mix, s, [0, 20, 45], n=400)
+    implicit = relative_grad_error(
+        lambda y: implicit_classifier_grad_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), s),
+        mix,
+        s,
+        [0, 20, 45],
+        n=400,
+    )
     assert (implicit < 1e-4).all()
-    none = relative_grad_error(lambda y: (lambda x, t: torch.zeros_like(x)), mix, s, [5, 30], n=400)
+    none = relative_grad_error(lambda y: lambda x, t: torch.zeros_like(x), mix, s, [5, 30], n=400)
     assert torch.allclose(none, torch.ones(2, dtype=none.dtype), atol=1e-6)
-    scaled = relative_grad_error(lambda y: (lambda x, t: 1.1 * exact_classifier_grad_fn(mix, s, y)(x, t)), mix, s,
-                                 [10], n=400)
-    assert abs(scaled.item() - 0.1) < 1e-5                      # a 10% error in scale reads as 0.1
+    scaled = relative_grad_error(
+        lambda y: lambda x, t: 1.1 * exact_classifier_grad_fn(mix, s, y)(x, t), mix, s, [10], n=400
+    )
+    assert abs(scaled.item() - 0.1) < 1e-5  # a 10% error in scale reads as 0.1
 
 
 def test_relative_grad_error_same_points_for_the_same_seed():
@@ -286,8 +294,10 @@ from diffcourse.mixture import sample_tilted  # noqa: E402
 def test_distances_to_exact_equal_distance_to_exact_one_by_one():
     mix = three_blobs()
     draw = tilted_draw(mix, 0, 3.0)
-    sets = {"tilted": sample_tilted(mix, 0, 3.0, 600, generator=torch.Generator().manual_seed(1)),
-            "p(x|y)": mix.sample(600, 0, generator=torch.Generator().manual_seed(2))[0]}
+    sets = {
+        "tilted": sample_tilted(mix, 0, 3.0, 600, generator=torch.Generator().manual_seed(1)),
+        "p(x|y)": mix.sample(600, 0, generator=torch.Generator().manual_seed(2))[0],
+    }
     together = distances_to_exact(sets, draw, seed=3)
     for name, x in sets.items():
         assert together[name] == distance_to_exact(x, draw, seed=3)
@@ -314,12 +324,19 @@ def test_relative_eps_error_against_the_exact_predictors():
     exact_for = lambda y: exact_eps_fn(mix, s, y)  # noqa: E731
     same = relative_eps_error(exact_for, exact_for, mix, s, [0, 20, 39], n=300)
     assert (same == 0).all()
-    scaled = relative_eps_error(lambda y: (lambda x, t: 1.1 * exact_for(y)(x, t)), exact_for, mix, s, [5, 30], n=300)
+    scaled = relative_eps_error(
+        lambda y: lambda x, t: 1.1 * exact_for(y)(x, t), exact_for, mix, s, [5, 30], n=300
+    )
     assert torch.allclose(scaled, torch.full((2,), 0.1), atol=1e-5)
     # eq. 170 at gamma = 3 against the unconditional predictor: an error that grows with gamma
-    guided = relative_eps_error(lambda y: exact_cfg_eps_fn(mix, s, y, 3.0),
-                                lambda y: classifier_free_eps_fn(exact_for(y), exact_eps_fn(mix, s), 2.0),
-                                mix, s, [10], n=300)
+    guided = relative_eps_error(
+        lambda y: exact_cfg_eps_fn(mix, s, y, 3.0),
+        lambda y: classifier_free_eps_fn(exact_for(y), exact_eps_fn(mix, s), 2.0),
+        mix,
+        s,
+        [10],
+        n=300,
+    )
     assert guided.item() > 0.01
     with pytest.raises(TypeError, match="reference_for"):
         relative_eps_error(exact_for, None, mix, s, [0])
@@ -340,15 +357,16 @@ def test_frechet_floor_balanced_draws_keep_the_class_shares():
     ref = torch.randn(200, 2, generator=gen) + 10 * y_ref[:, None].float()
     balanced = frechet_floor(Judge(), pool, ref, n=100, draws=8, y_pool=y_pool)
     random = frechet_floor(Judge(), pool, ref, n=100, draws=8)
-    assert random.mean > 10 * balanced.mean and balanced.mean < 0.5   # 3:1 shares against 1:1
+    assert random.mean > 10 * balanced.mean and balanced.mean < 0.5  # 3:1 shares against 1:1
     from diffcourse.data import balanced_rows
     from diffcourse.metrics import frechet_distance
+
     rows = balanced_rows(y_pool, 50, 103)
     assert balanced.values[3].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-9)
     one = frechet_floor(Judge(), pool[:50], ref, n=50, draws=1)
     assert one.values.shape == (1,) and one.std == 0.0 and one.mean == one.values[0].item()
     with pytest.raises(ValueError, match="n"):
-        frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)        # not a multiple of the 2 classes
+        frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)  # not a multiple of the 2 classes
     with pytest.raises(ValueError, match="y_pool"):
         frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool[:10])
     with pytest.raises(TypeError, match="y_pool"):
@@ -361,7 +379,7 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
     from diffcourse.metrics import image_metrics_over_seeds
     from diffcourse.samplers import seeded_noise
 
-    class Judge(torch.nn.Module):              # the class is the sign of the first pixel
+    class Judge(torch.nn.Module):  # the class is the sign of the first pixel
         def forward(self, x):
             return torch.stack([-x[:, 0, 0, 0], x[:, 0, 0, 0]], 1)
 
@@ -374,14 +392,17 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
 
     def sample(noise, gen):
         seen.append((noise.clone(), torch.randn(1, generator=gen)))
-        return 3 * noise                              # out of range: clamped before judging
+        return 3 * noise  # out of range: clamped before judging
 
     out = image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=3, shape=(1, 2, 2))
     assert len(out.runs) == 3 and torch.equal(seen[1][0], seeded_noise((40, 1, 2, 2), 1))
-    assert not torch.equal(seen[0][1], seen[1][1])                 # each seed its own generator
+    assert not torch.equal(seen[0][1], seen[1][1])  # each seed its own generator
     image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=1, shape=(1, 2, 2))
-    assert torch.equal(seen[3][0], seen[0][0]) and torch.equal(seen[3][1], seen[0][1])  # same seed, same inputs
+    assert torch.equal(seen[3][0], seen[0][0]) and torch.equal(
+        seen[3][1], seen[0][1]
+    )  # same seed, same inputs
     from diffcourse.metrics import image_metrics
+
     first = image_metrics(Judge(), (3 * seeded_noise((40, 1, 2, 2), 0)).clamp(-1, 1), y, ref, y)
     assert out.runs[0] == first
     assert out.mean("frechet") == pytest.approx(out.values("frechet").mean().item())
@@ -390,6 +411,8 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
         image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=0)
     with pytest.raises(ValueError, match="sample's images"):
         image_metrics_over_seeds(Judge(), lambda n, g: n[:5], y, ref, y, shape=(1, 2, 2))
+
+
 def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
     """Chapter 11's many sets against one law: the draws and the floor made once, the same numbers."""
     from diffcourse.metrics import distance_to_exact_fn
@@ -409,4 +432,6 @@ def test_tilted_draw_is_sample_tilted():
 
     mixture = three_blobs()
     a = tilted_draw(mixture, 0, 3.0)(500, torch.Generator().manual_seed(2))
-    assert torch.equal(a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(
+        a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2))
+    )

@@ -294,15 +294,21 @@ def test_rejection_at_gamma_one_is_the_class_and_is_seeded():
     a = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
     b = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
     ref = mix.sample(500, 0, generator=torch.Generator().manual_seed(5))[0]
-    assert torch.equal(a, b) and torch.equal(a, ref)          # every proposal is accepted at gamma = 1
+    assert torch.equal(a, b) and torch.equal(a, ref)  # every proposal is accepted at gamma = 1
 
 
 def test_rejection_refuses_a_hopeless_acceptance_rate():
     means = torch.tensor([[0.0], [0.3]], dtype=torch.float64)
-    mix = GaussianMixture(means, torch.ones(2, 1, 1, dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64),
-                          torch.tensor([0, 1]))
+    mix = GaussianMixture(
+        means,
+        torch.ones(2, 1, 1, dtype=torch.float64),
+        torch.tensor([1.0, 1.0], dtype=torch.float64),
+        torch.tensor([0, 1]),
+    )
     with pytest.raises(ValueError, match="acceptance"):
-        sample_tilted_rejection(mix, 0, 60.0, 100, generator=torch.Generator().manual_seed(0), min_acceptance=0.05)
+        sample_tilted_rejection(
+            mix, 0, 60.0, 100, generator=torch.Generator().manual_seed(0), min_acceptance=0.05
+        )
     with pytest.raises(ValueError, match="gamma"):
         sample_tilted_rejection(mix, 0, -1.0, 10)
     with pytest.raises(ValueError, match="n"):
@@ -332,7 +338,9 @@ def test_exact_log_ratio_is_the_class_posterior_over_the_prior():
     got = exact_log_ratio_fn(mix, s, 2)(x, t)
     for i in range(25):
         law = mix.diffuse(float(s.alpha_bar[int(t[i])]))
-        want = law.log_prob(x[i:i + 1], 2) - law.log_prob(x[i:i + 1])       # Bayes: p_t(y|x)/p(y) = p_t(x|y)/p_t(x)
+        want = law.log_prob(x[i : i + 1], 2) - law.log_prob(
+            x[i : i + 1]
+        )  # Bayes: p_t(y|x)/p(y) = p_t(x|y)/p_t(x)
         assert abs(got[i].item() - want.item()) < 1e-10
     with pytest.raises(ValueError, match="y"):
         exact_log_ratio_fn(mix, s, None)
@@ -374,6 +382,8 @@ def test_bayes_rule_in_log_form_eq163_eq164(alpha_bar):
     assert close(mix.log_prob(x) + post(x) - log_py, mix.log_prob(x, y), rtol=1e-12)
     lhs = autograd_score(lambda z: mix.log_prob(z, y), x)
     assert close(autograd_score(mix.log_prob, x) + autograd_score(post, x), lhs)
+
+
 # ---- chapter 10: composed laws on two attributes ---------------------------------------------------------
 from diffcourse.data import attribute_grid  # noqa: E402
 from diffcourse.mixture import composed_log_prob, sample_composed  # noqa: E402
@@ -400,7 +410,9 @@ def test_independent_attributes_compose_exactly_at_every_noise_level(alpha_bar):
 def test_composed_log_prob_is_the_tilted_law_for_one_term():
     mix = random_mixture(2, (2, 1), seed=6)
     x = torch.randn(9, 2, dtype=torch.float64)
-    assert torch.allclose(composed_log_prob(x, (mix, None), [((mix, 0), 2.5)]), tilted_log_prob(mix, x, 0, 2.5))
+    assert torch.allclose(
+        composed_log_prob(x, (mix, None), [((mix, 0), 2.5)]), tilted_log_prob(mix, x, 0, 2.5)
+    )
     # a negative prompt: p(x|1)^gamma p(x|0)^(1 - gamma)
     neg = composed_log_prob(x, (mix, 0), [((mix, 1), 3.0)])
     assert torch.allclose(neg, 3.0 * mix.log_prob(x, 1) - 2.0 * mix.log_prob(x, 0))
@@ -429,4 +441,8 @@ def test_composed_bad_input():
     with pytest.raises(ValueError, match="terms"):
         composed_log_prob(x, (A.joint, None), [])
     with pytest.raises(ValueError, match="dim"):
-        sample_composed((random_mixture(3, (1, 1), seed=1), None), [((random_mixture(3, (1, 1), seed=1), 0), 1.0)], 5)
+        sample_composed(
+            (random_mixture(3, (1, 1), seed=1), None),
+            [((random_mixture(3, (1, 1), seed=1), 0), 1.0)],
+            5,
+        )

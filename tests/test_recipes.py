@@ -39,7 +39,10 @@ def test_names_budgets_and_aliases():
     ):
         assert name in names
     quick, full = recipes.get("ch7-unet", "quick"), recipes.get("ch7-unet", "full")
-    assert (quick.steps, quick.model_args["width"]) == (900, 32) and (full.steps, full.model_args["width"]) == (6000, 64)
+    assert (quick.steps, quick.model_args["width"]) == (900, 32) and (
+        full.steps,
+        full.model_args["width"],
+    ) == (6000, 64)
     assert recipes.get("ch7-unet-short", "full").steps == 175
     assert recipes.get("blobs", "quick") == recipes.get("ch4-denoiser", "quick")
     assert recipes.get("blobs-cfg", "quick").name == "ch5-cfg-p0.1"
@@ -197,7 +200,9 @@ def test_the_command_line_trains_any_recipe(tmp_path):
         and state["config"]["trainer"] == "classifier"
     )
     with pytest.raises(ValueError, match="steps"):
-        main(["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")])
+        main(
+            ["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")]
+        )
 
 
 # ---- chapter 10: a caption model and a super-resolution model ------------------------------------------
@@ -217,7 +222,9 @@ def test_chapter_10_recipes_and_their_data():
     n = split.y_train.numel()
     assert x.shape == (recipes.CAPTION_COPIES * n, 1, 8, 8) and tokens.shape[0] == x.shape[0]
     labels = split.y_train.repeat(recipes.CAPTION_COPIES)
-    assert caption_mask(detokenize(tokens))[torch.arange(len(labels)), labels].all()   # every caption is true
+    assert caption_mask(detokenize(tokens))[
+        torch.arange(len(labels)), labels
+    ].all()  # every caption is true
     x, low = recipes.get("ch10-superres", "quick").make_data(CPU)
     assert torch.equal(low, low_resolution(x))
 
@@ -226,10 +233,22 @@ def test_the_caption_recipe_is_the_labs_code():
     x, tokens = recipes.get("ch10-captions", "quick").make_data(CPU)
     torch.manual_seed(0)
     by_hand = CaptionUNet(width=16, text_dim=32, text_layers=1)
-    train_denoiser(by_hand, (x, tokens), recipes.get("ch10-captions").make_schedule(), steps=3, batch_size=32,
-                   lr=4e-3, p_uncond=0.1, seed=0, progress=False)
+    train_denoiser(
+        by_hand,
+        (x, tokens),
+        recipes.get("ch10-captions").make_schedule(),
+        steps=3,
+        batch_size=32,
+        lr=4e-3,
+        p_uncond=0.1,
+        seed=0,
+        progress=False,
+    )
     recipe = recipes.trained("ch10-captions", "quick", CPU, cache=False, progress=False, **SMALL)
-    assert all(torch.equal(a, b) for a, b in zip(by_hand.state_dict().values(), recipe.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(by_hand.state_dict().values(), recipe.state_dict().values())
+    )
 
 
 from diffcourse.data import load_digits_split  # noqa: E402

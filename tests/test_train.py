@@ -379,6 +379,8 @@ def test_the_same_weights_at_any_thread_count(classifier):
     two = _weights_after_training(2, classifier)
     assert torch.equal(two, _weights_after_training(2, classifier))
     assert torch.equal(two, _weights_after_training(1, classifier))
+
+
 # ---- chapter 10: condition dropout for any condition -----------------------------------------------------
 from torch import nn as _nn  # noqa: E402
 
@@ -403,15 +405,23 @@ class _Recorder(_nn.Module):
 @pytest.mark.parametrize("shape", [(12,), (1, 4, 4)])
 def test_condition_dropout_puts_the_models_null_on_dropped_rows(shape):
     from diffcourse.schedules import cosine_schedule as _cos
+
     n = 4000
     x = torch.randn(n, 2)
-    cond = torch.arange(1, n + 1, dtype=torch.float32).reshape(n, *[1] * len(shape)).expand(n, *shape).clone()
+    cond = (
+        torch.arange(1, n + 1, dtype=torch.float32)
+        .reshape(n, *[1] * len(shape))
+        .expand(n, *shape)
+        .clone()
+    )
     model = _Recorder()
-    train_denoiser(model, (x, cond), _cos(20), steps=3, batch_size=1000, p_uncond=0.3, progress=False)
+    train_denoiser(
+        model, (x, cond), _cos(20), steps=3, batch_size=1000, p_uncond=0.3, progress=False
+    )
     seen = torch.cat(model.seen)
     dropped = (seen == -1).flatten(1).all(1)
     kept = (seen > 0).flatten(1).all(1)
-    assert (dropped | kept).all()                           # a row is dropped whole, or left as it was
+    assert (dropped | kept).all()  # a row is dropped whole, or left as it was
     assert abs(dropped.double().mean().item() - 0.3) < 0.03
     # the kept rows are the data's own conditions: constant across the row, a valid index
     assert (seen[kept].flatten(1).std(1) == 0).all()
