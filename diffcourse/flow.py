@@ -473,11 +473,8 @@ def train_velocity(
     dropout ``p_uncond`` (default 0.1 for a conditional model, as ``train.train_denoiser``), in the
     loop every trainer of the course shares (``train.fit``: AdamW, warm-up and cosine decay,
     clipping, DDP, checkpoints; the settings are ``train.Settings``'s). Returns the loss of every step."""
-    from .train import (
-        DEFAULT_P_UNCOND,
-        Settings,
-        fit,
-    )  # here: train imports mixture, which imports this
+    # imported here: train imports mixture, which imports this module
+    from .train import DEFAULT_P_UNCOND, Settings, fit
 
     settings = Settings(
         steps=steps,

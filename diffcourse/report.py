@@ -174,3 +174,17 @@ def glue_table(name: str, markdown: str) -> str:
             name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False
         )
     return markdown
+
+
+def glue_key(name: str) -> str:
+    """A row's name as part of a glue key, in the letters, digits and underscores a page's
+    ``{glue:text}`` role reads: lower case, ", " and " " to "_", "." and "+" to "p"
+    ("CFG 1.5" -> "cfg_1p5", "CFG++" -> "cfgpp", "blue, corrector" -> "blue_corrector")."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    key = name.lower().replace(", ", "_").replace(" ", "_").replace(".", "p").replace("+", "p")
+    if not key.replace("_", "").isalnum():
+        raise ValueError(
+            f"name {name!r} gives the glue key {key!r}, with characters a page cannot read"
+        )
+    return key

@@ -101,3 +101,14 @@ def test_table_prints_mean_and_std_pairs():
     )
     assert "| a | 0.30 ± 0.03 | 1.00 ± 2.00 |" in md
     assert "| a | (0.3, 0.1) |" in table([["a", (0.3, 0.1)]], ["x", "m"], floatfmt=None, show=False)
+
+
+def test_glue_key_of_the_labs_row_names():
+    assert report.glue_key("CFG 1.5") == "cfg_1p5"
+    assert report.glue_key("CFG++") == "cfgpp"
+    assert report.glue_key("blue, corrector") == "blue_corrector"
+    assert report.glue_key("diagonal, exact q0") == "diagonal_exact_q0"
+    with pytest.raises(TypeError, match="name"):
+        report.glue_key(3)
+    with pytest.raises(ValueError, match="glue key"):
+        report.glue_key("p(x|y)")
