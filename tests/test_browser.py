@@ -61,17 +61,7 @@ ANIMATED_PAGES: list[str] = [
 # blocks and in chapter 9's solutions): their check is expected to fail (xfail, not strict) until
 # they are fixed. The lead removes each page as its fix lands (an XPASS says it is ready) and
 # empties the list; the summary printed after the run lists every wide block on every page.
-WIDE_CODE_PAGES: set[str] = {
-    "book/00_welcome",
-    "book/01_diffusion",
-    "book/02_conditional",
-    "book/04_classifier_guidance",
-    "book/09_exercises",
-    "notebooks/01_diffusion",
-    "notebooks/02_conditional",
-    "notebooks/03_bayes_scores",
-    "notebooks/04_classifier_guidance",
-}
+WIDE_CODE_PAGES: set[str] = set()
 
 # Searches run on the search page; their results (titles and excerpts) must show no TeX.
 SEARCHES = ["conditional", "vanishes"]

@@ -1,15 +1,20 @@
-"""Reference solution to exercise 12.4: exact draws from the tilted law by rejection.
+"""Reference solution to exercise 12.4: exact draws from the tilted law by
+rejection.
 
-The tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z is, by Bayes' rule, proportional to
-p(x|y) p(y|x)^(gamma - 1) and to p(x) p(y|x)^gamma. For gamma >= 1 propose from p(x|y) and keep a
-proposal with probability p(y|x)^(gamma - 1); for gamma < 1 propose from p(x) and keep it with
-probability p(y|x)^gamma. Both are at most 1, so every kept point is an exact draw.
-"""
+The tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z is, by Bayes' rule,
+proportional to p(x|y) p(y|x)^(gamma - 1) and to p(x) p(y|x)^gamma. For gamma
+>= 1 propose from p(x|y) and keep a proposal with probability p(y|x)^(gamma -
+1); for gamma < 1 propose from p(x) and keep it with probability p(y|x)^gamma.
+Both are at most 1, so every kept point is an exact draw."""
+
 import torch
 
 
-def tilted_by_rejection(mixture, y: int, gamma: float, n: int, generator: torch.Generator = None):
-    """n exact draws from the tilted law of class y, and the share of proposals that were kept."""
+def tilted_by_rejection(
+    mixture, y: int, gamma: float, n: int, generator: torch.Generator = None
+):
+    """n exact draws from the tilted law of class y, and the share of proposals
+    that were kept."""
     if gamma >= 1:
         power, proposal = gamma - 1, y
     else:
