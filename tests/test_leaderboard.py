@@ -54,8 +54,9 @@ def test_nfe_of_every_rule_by_hand():
     assert all(
         got[r.name] == 20
         for r in package_rules()
-        if r.name.startswith(("APG", "CFG++", "ICG", "feedback"))
+        if r.name.startswith(("APG", "CFG++", "ICG", "feedback", "eq. 170 on velocities"))
     )
+    assert got["CFG-Zero*, Euler"] == 2 * (10 - 1)  # the zeroed step evaluates nothing
 
 
 def test_references_floor_is_the_distance_between_two_further_exact_draws():
@@ -158,6 +159,18 @@ def test_package_rules_run_and_reduce_where_they_should():
     base = outs["conditional, gamma = 1"]
     for name in ("eq. 170, DDIM", "interval", "autoguidance, weak = covariances x 2"):
         assert torch.allclose(outs[name], base, atol=1e-10), name
+    # the velocity rules at gamma = 1: Euler on the conditional velocity alone; CFG-Zero*'s scale is
+    # neutral there, so it differs from it only by its zeroed first step
+    from diffcourse.flow import euler_sample, zero_init_time
+    from diffcourse.mixture import exact_velocity_fn
+
+    v_c = exact_velocity_fn(setting.mixture, 0)
+    euler = euler_sample(v_c, z, steps=5, progress=False)
+    assert torch.allclose(outs["eq. 170 on velocities, Euler"], euler, atol=1e-12)
+    t_zero = zero_init_time(5, 1)
+    # the first step (t = 1 -> 0.8) zeroed: Euler from the noise at t = 0.8
+    late = euler_sample(v_c, z, times=[0.8, 0.6, 0.4, 0.2, 0.0], progress=False)
+    assert t_zero > 0.8 and torch.allclose(outs["CFG-Zero*, Euler"], late, atol=1e-12)
 
 
 def test_setting_bad_input():
