@@ -63,7 +63,9 @@ def check_real(
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        raise ValueError(f"{name} must be {_range_text(low, high, low_open, high_open)}, got {value}")
+        raise ValueError(
+            f"{name} must be {_range_text(low, high, low_open, high_open)}, got {value}"
+        )
     return value
 
 
@@ -73,7 +75,9 @@ def check_int(value, name: str, *, low: Optional[int] = None, high: Optional[int
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be an int {_range_text(low, high, False, False)}, got {value}")
+        raise ValueError(
+            f"{name} must be an int {_range_text(low, high, False, False)}, got {value}"
+        )
     return value
 
 
@@ -129,17 +133,27 @@ def check_tensor(
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if floating is True and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+    if floating is False and (
+        value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+    ):
         raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if shape is not None:
-        if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
-            raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {tuple(value.shape)}")
+        if value.ndim != len(shape) or any(
+            s is not None and s != v for s, v in zip(shape, value.shape)
+        ):
+            raise ValueError(
+                f"{name} must have shape {_shape_text(shape)}, got {tuple(value.shape)}"
+            )
     if dtype is not None and value.dtype != dtype:
-        raise TypeError(f"{name} has dtype {value.dtype}, but {owner} is {dtype}; convert one of them")
+        raise TypeError(
+            f"{name} has dtype {value.dtype}, but {owner} is {dtype}; convert one of them"
+        )
     if device is not None and not same_device(value.device, device):
-        raise ValueError(f"{name} is on {value.device}, but {owner} is on {device}; move one of them")
+        raise ValueError(
+            f"{name} is on {value.device}, but {owner} is on {device}; move one of them"
+        )
     return value
 
 
@@ -148,11 +162,15 @@ def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> No
     check_tensor(a, name_a)
     check_tensor(b, name_b)
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
+        raise ValueError(
+            f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape"
+        )
     if a.dtype != b.dtype:
         raise TypeError(f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) must have the same dtype")
     if not same_device(a.device, b.device):
-        raise ValueError(f"{name_a} ({a.device}) and {name_b} ({b.device}) must be on the same device")
+        raise ValueError(
+            f"{name_a} ({a.device}) and {name_b} ({b.device}) must be on the same device"
+        )
 
 
 def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
@@ -205,7 +223,9 @@ class SamplingRun:
             self.step, self.t = None, None
 
 
-_RUN: contextvars.ContextVar[Optional[SamplingRun]] = contextvars.ContextVar("diffcourse_run", default=None)
+_RUN: contextvars.ContextVar[Optional[SamplingRun]] = contextvars.ContextVar(
+    "diffcourse_run", default=None
+)
 
 
 @contextmanager
@@ -285,7 +305,9 @@ def check_labels(
     stands for all rows; without it (the networks) only a LongTensor[n] on ``device`` is taken."""
     if y is None and allow_null:
         return torch.full((n,), num_classes, dtype=torch.long, device=device)
-    integer = isinstance(y, torch.Tensor) and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+    integer = isinstance(y, torch.Tensor) and not (
+        y.is_floating_point() or y.is_complex() or y.dtype == torch.bool
+    )
     if allow_int and isinstance(y, numbers.Integral) and not isinstance(y, bool):
         top = num_classes if allow_null else num_classes - 1
         if not 0 <= int(y) <= top:
@@ -311,7 +333,9 @@ def check_labels(
         ext = _extrema(y)
         if ext is not None and (ext[0] < 0 or ext[1] > top):
             null = f", or be the null label {num_classes}" if allow_null else ""
-            raise ValueError(f"{name} must lie in 0..{num_classes - 1}{null}, got values in {ext[0]}..{ext[1]}")
+            raise ValueError(
+                f"{name} must lie in 0..{num_classes - 1}{null}, got values in {ext[0]}..{ext[1]}"
+            )
     return y
 
 

@@ -1,6 +1,7 @@
 """Ready-made data for the labs. The 2-D sets are labelled Gaussian mixtures, so every exact
 quantity (densities, scores, posteriors, at every noise level) is known. The images are
 scikit-learn's bundled 8x8 digits, or MNIST / Fashion-MNIST read from IDX files the reader has."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,17 +17,23 @@ from .checks import check_choice, check_int, check_real
 from .mixture import GaussianMixture
 
 
-def three_blobs(radius: float = 1.2, std: float = 0.5, dtype: torch.dtype = torch.float32) -> GaussianMixture:
+def three_blobs(
+    radius: float = 1.2, std: float = 0.5, dtype: torch.dtype = torch.float32
+) -> GaussianMixture:
     """Three classes, one round Gaussian each, centred on a circle: they overlap a little."""
     radius = check_real(radius, "radius", low=0)
     std = check_real(std, "std", low=0, low_open=True)
     angles = torch.tensor([90.0, 210.0, 330.0], dtype=torch.float64) * math.pi / 180
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-    covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)
-    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(3, dtype=dtype), torch.arange(3))
+    covs = (std**2) * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)
+    return GaussianMixture(
+        means.to(dtype), covs.to(dtype), torch.ones(3, dtype=dtype), torch.arange(3)
+    )
 
 
-def two_moons(components: int = 16, std: float = 0.1, dtype: torch.dtype = torch.float32) -> GaussianMixture:
+def two_moons(
+    components: int = 16, std: float = 0.1, dtype: torch.dtype = torch.float32
+) -> GaussianMixture:
     """Two interleaved half-circles, each class a chain of ``components`` small Gaussians:
     a sharp, curved shape whose exact score is still known. Centred near the origin."""
     components = check_int(components, "components", low=1)
@@ -35,13 +42,16 @@ def two_moons(components: int = 16, std: float = 0.1, dtype: torch.dtype = torch
     upper = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
     lower = torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], dim=1)
     means = torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)
-    covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(2 * components, 2, 2)
+    covs = (std**2) * torch.eye(2, dtype=torch.float64).expand(2 * components, 2, 2)
     labels = torch.arange(2).repeat_interleave(components)
-    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(2 * components, dtype=dtype), labels)
+    return GaussianMixture(
+        means.to(dtype), covs.to(dtype), torch.ones(2 * components, dtype=dtype), labels
+    )
 
 
-def checkerboard(cells: int = 3, spacing: float = 0.9, std: float = 0.15,
-                 dtype: torch.dtype = torch.float32) -> GaussianMixture:
+def checkerboard(
+    cells: int = 3, spacing: float = 0.9, std: float = 0.15, dtype: torch.dtype = torch.float32
+) -> GaussianMixture:
     """A cells x cells grid of small Gaussians whose class alternates like a chessboard's squares:
     both classes cover the same region, so p(y|x) changes on the scale of one square."""
     cells = check_int(cells, "cells", low=2)
@@ -50,15 +60,19 @@ def checkerboard(cells: int = 3, spacing: float = 0.9, std: float = 0.15,
     coords = (torch.arange(cells, dtype=torch.float64) - (cells - 1) / 2) * spacing
     i, j = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
     means = torch.stack([coords[i.flatten()], coords[j.flatten()]], dim=1)
-    covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(cells * cells, 2, 2)
+    covs = (std**2) * torch.eye(2, dtype=torch.float64).expand(cells * cells, 2, 2)
     labels = (i + j).flatten() % 2
-    return GaussianMixture(means.to(dtype), covs.to(dtype), torch.ones(cells * cells, dtype=dtype), labels)
+    return GaussianMixture(
+        means.to(dtype), covs.to(dtype), torch.ones(cells * cells, dtype=dtype), labels
+    )
 
 
 # ---- images ------------------------------------------------------------------------------------------
 
+
 class ImageSplit(NamedTuple):
     """Images [N, C, H, W] in [-1, 1] with labels [N], in a training part and a held-out part."""
+
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -102,11 +116,13 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
     ndim, dtype = raw[3], np.dtype(_IDX_TYPES[raw[2]])
     if len(raw) < 4 + 4 * ndim:
         raise ValueError(f"IDX file {path} is truncated inside its header")
-    shape = struct.unpack(f">{ndim}i", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"IDX file {path} holds {len(raw)} bytes, but its header {shape} needs {expected}: "
-                         "truncated or corrupt")
+        raise ValueError(
+            f"IDX file {path} holds {len(raw)} bytes, but its header {shape} needs {expected}: "
+            "truncated or corrupt"
+        )
     values = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
     return torch.from_numpy(values.astype(dtype.newbyteorder("="))).clone()
 
@@ -123,10 +139,15 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
                 return candidate
         raise FileNotFoundError(f"folder {folder} has neither {name} nor {name}.gz")
 
-    images, labels = read_idx(find(f"{stem}-images-idx3-ubyte")), read_idx(find(f"{stem}-labels-idx1-ubyte"))
+    images, labels = (
+        read_idx(find(f"{stem}-images-idx3-ubyte")),
+        read_idx(find(f"{stem}-labels-idx1-ubyte")),
+    )
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"folder {folder}: images {tuple(images.shape)} and labels {tuple(labels.shape)} "
-                         "do not match")
+        raise ValueError(
+            f"folder {folder}: images {tuple(images.shape)} and labels {tuple(labels.shape)} "
+            "do not match"
+        )
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError(f"folder {folder}: labels must lie in 0..9")
     return images[:, None].float() / 127.5 - 1, labels.long()

@@ -3,6 +3,7 @@
 Every lab calls :func:`get_device` once and :func:`budget` once; nothing else in the
 package chooses a device (tensors follow their inputs).
 """
+
 from __future__ import annotations
 
 import os
@@ -66,9 +67,9 @@ class Timer:
 def timer(device: Optional[torch.device] = None) -> Iterator[Timer]:
     """Time a block on ``device``, waiting for it before and after::
 
-        with timer() as clock:
-            x = ddim_sample(...)
-        print(clock.seconds)
+    with timer() as clock:
+        x = ddim_sample(...)
+    print(clock.seconds)
     """
     device = torch.device(device) if device is not None else get_device()
     clock = Timer()

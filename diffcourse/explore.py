@@ -10,12 +10,12 @@ never waits for input: the sliders only act on the figure in a live front end.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Optional
 
 import torch
 
+from .checks import check_int, check_real
 from .guidance import classifier_free_eps_fn
 from .metrics import spread
 from .mixture import GaussianMixture, exact_eps_fn, tilted_log_prob
@@ -28,20 +28,14 @@ LEVELS = (0.05, 0.2, 0.4, 0.6, 0.8)  # contour lines, as fractions of each law's
 
 
 def _check(mixture: GaussianMixture, y: int, gamma: float, corrector_steps: int, n: int) -> None:
-    if not isinstance(mixture, GaussianMixture) or mixture.dim != 2:
-        raise TypeError("mixture must be a 2-D GaussianMixture")
-    if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < mixture.num_classes:
-        raise ValueError(f"y must be an int in 0..{mixture.num_classes - 1}, got {y!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
-        raise TypeError(f"gamma must be a finite real number, got {gamma!r}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int):
-        raise TypeError(f"corrector_steps must be an int, got {corrector_steps!r}")
-    if corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be >= 0, got {corrector_steps}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    if mixture.dim != 2:
+        raise ValueError(f"mixture must be 2-D, got dim={mixture.dim}")
+    check_int(y, "y", low=0, high=mixture.num_classes - 1)
+    check_real(gamma, "gamma", low=0)
+    check_int(corrector_steps, "corrector_steps", low=0)
+    check_int(n, "n", low=2)
 
 
 def guided_draws(

@@ -5,9 +5,14 @@ nothing about networks or samplers. gamma is the paper's guidance scale; other n
 Dhariwal & Nichol's classifier scale = gamma, diffusers' ``guidance_scale`` = gamma,
 Ho & Salimans' w = gamma - 1.
 
+Every guidance rule also comes as an ``eps_fn`` builder: it takes the models (or exact
+predictors), gamma and the rest, and returns ``eps_fn(x_t, t)`` for any sampler.
+
 The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - gamma) eps_u:
+- :func:`per_level_cfg_eps_fn`: eq. 170 with a scale gamma_t per level; a constant is eq. 170.
 - :func:`interval_cfg_eps_fn`: eq. 170 on an interval of t, eps_c elsewhere; all of 0..T-1 is eq. 170.
-- :func:`rescaled_cfg`: eq. 170, then each sample rescaled to eps_c's spread; phi = 0 is eq. 170.
+- :func:`rescaled_cfg` (:func:`rescaled_cfg_eps_fn`): eq. 170, then each sample rescaled to eps_c's
+  spread; phi = 0 is eq. 170.
 - :func:`autoguidance_eps_fn`: eq. 170 with a weaker conditional model for eps_u; with the
   unconditional model as the weak one it is eq. 170.
 - :func:`apg_eps_fn`: eq. 170 in x0 space, its update clipped in norm, its part along D_c scaled by
@@ -15,8 +20,10 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 - :func:`dynamic_threshold_eps_fn`: clips x0_hat of any eps_fn (usually eq. 170's); where no x0_hat
   exceeds 1 in magnitude it changes nothing.
 - :func:`cfgpp_eps_fn`: eq. 170 with lam for gamma in x0_hat only, eps_u for DDIM's direction; not
-  eq. 170 at any lam > 0, and lam = 0 is unconditional DDIM.
+  eq. 170 at any lam > 0, and lam = 0 is unconditional DDIM. Its DDIM run is eq. 170 with the
+  per-level scale :func:`cfgpp_gamma_eff`; :func:`lam_matching` picks lam for a given gamma.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +31,20 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
-from .checks import (check_callable, check_int, check_labels, check_module, check_real, check_same, check_schedule,
-                     check_tensor, current_run, known_step, read_values)
-from .schedules import Schedule, _gather, ddim_levels
+from .checks import (
+    check_callable,
+    check_int,
+    check_labels,
+    check_module,
+    check_real,
+    check_same,
+    check_schedule,
+    check_tensor,
+    current_run,
+    known_step,
+    read_values,
+)
+from .schedules import Schedule, StepTable, _gather, ddim_levels  # noqa: F401 (_gather: old import path)
 from .targets import eps_to_x0, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,7 +65,9 @@ def _check_fns(**fns) -> None:
         check_callable(fn, name)
 
 
-def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tensor, gamma: float) -> torch.Tensor:
+def classifier_guidance(
+    score_uncond: torch.Tensor, classifier_grad: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """grad log p(x_t) + gamma grad log p(y|x_t)  (Luo eq. 166).
 
     gamma = 0 ignores y, gamma = 1 gives the conditional score (eq. 165), gamma > 1 sharpens.
@@ -57,7 +77,9 @@ def classifier_guidance(score_uncond: torch.Tensor, classifier_grad: torch.Tenso
     return score_uncond + gamma * classifier_grad
 
 
-def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: float) -> torch.Tensor:
+def classifier_free_guidance(
+    cond: torch.Tensor, uncond: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """gamma cond + (1 - gamma) uncond  (Luo eq. 170).
 
     ``cond``/``uncond`` are both scores or both noise predictions: the rule is linear, and
@@ -70,16 +92,19 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
 
 # ---- wrappers: guidance turns models into a new eps_fn(x_t, t) for any sampler ----------------------
 
+
 def classifier_grad_fn(classifier: torch.nn.Module, y: torch.Tensor) -> Fn:
     """grad_{x_t} log p_phi(y | x_t, t) of a noise-aware classifier, by autograd, as ``grad_fn(x_t, t)``.
 
     ``classifier.log_prob(x_t, t, y)`` gives log p_phi(y | x_t, t); gradients are taken even inside a
     sampler's ``torch.no_grad()``, and only with respect to x_t."""
+
     def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
         return g
+
     return grad_fn
 
 
@@ -94,13 +119,14 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     """
     gamma = _check_gamma(gamma)
     _check_fns(eps_fn=eps_fn, grad_fn=grad_fn)
-    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
+    sigma = StepTable((1 - check_schedule(schedule).alpha_bar).sqrt())
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
-        if gamma == 0:                      # gamma = 0 ignores y: skip the classifier's cost
+        if gamma == 0:  # gamma = 0 ignores y: skip the classifier's cost
             return eps
-        return classifier_guidance(eps, -_gather(sigma, t, x_t) * grad_fn(x_t, t).to(eps.dtype), gamma)
+        return classifier_guidance(eps, -sigma.at(t, x_t) * grad_fn(x_t, t).to(eps.dtype), gamma)
+
     return guided
 
 
@@ -111,7 +137,7 @@ def classifier_free_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float) -> Fn:
     :func:`batched_cfg_eps_fn`: one forward pass."""
     gamma = _check_gamma(gamma)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
-    if gamma in (0.0, 1.0):            # one branch has weight 0: skip it, the result is the other
+    if gamma in (0.0, 1.0):  # one branch has weight 0: skip it, the result is the other
         return uncond_fn if gamma == 0 else cond_fn
     return lambda x_t, t: classifier_free_guidance(cond_fn(x_t, t), uncond_fn(x_t, t), gamma)
 
@@ -139,15 +165,19 @@ def batched_cfg_eps_fn(model: torch.nn.Module, y: torch.Tensor, gamma: float) ->
         if x_t.shape[0] != y.shape[0]:
             raise ValueError(f"x_t has {x_t.shape[0]} rows but y has {y.shape[0]}")
         if gamma in (0.0, 1.0):
-            return model(x_t, t, y if gamma == 1 else labels[y.shape[0]:])
+            return model(x_t, t, y if gamma == 1 else labels[y.shape[0] :])
         cond, uncond = model(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
         return classifier_free_guidance(cond, uncond, gamma)
+
     return guided
 
 
 # ---- variants of eq. 170 (chapter 8) -------------------------------------------------------------------
 
-def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: float = 0.7) -> torch.Tensor:
+
+def rescaled_cfg(
+    cond: torch.Tensor, uncond: torch.Tensor, gamma: float, phi: float = 0.7
+) -> torch.Tensor:
     """Rescaled classifier-free guidance (Lin et al. 2024, WACV; arXiv 2023, Algorithm 2): eq. 170, then each sample's
     guided prediction is rescaled to the standard deviation of its conditional prediction, and the
     two are mixed, ``phi`` rescaled + (1 - phi) plain. phi = 0 is eq. 170; gamma = 1 is ``cond`` for
@@ -196,7 +226,9 @@ def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
     elif isinstance(gamma_at, (Mapping, Sequence)) and not isinstance(gamma_at, (str, bytes)):
         lookup = gamma_at.__getitem__
     else:
-        raise TypeError(f"gamma_at must be a function of the step, a mapping or a sequence, got {type(gamma_at).__name__}")
+        raise TypeError(
+            f"gamma_at must be a function of the step, a mapping or a sequence, got {type(gamma_at).__name__}"
+        )
 
     def gamma_of(step: int) -> float:
         try:
@@ -209,9 +241,9 @@ def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
         cond = cond_fn(x_t, t)
         gammas = {step: gamma_of(step) for step in _steps_on_host(t)}
         if all(g == 1 for g in gammas.values()):
-            return cond                               # no unconditional pass where gamma_t = 1
+            return cond  # no unconditional pass where gamma_t = 1
         uncond = uncond_fn(x_t, t)
-        if len(gammas) == 1:                          # a sampler's call: one level for the batch
+        if len(gammas) == 1:  # a sampler's call: one level for the batch
             return classifier_free_guidance(cond, uncond, next(iter(gammas.values())))
         out = cond.clone()
         for step, g in gammas.items():
@@ -219,6 +251,7 @@ def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
                 rows = t == step
                 out[rows] = classifier_free_guidance(cond[rows], uncond[rows], g)
         return out
+
     return guided
 
 
@@ -233,7 +266,9 @@ def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_
     t_low, t_high = check_int(t_low, "t_low", low=0), check_int(t_high, "t_high", low=0)
     if t_high < t_low:
         raise ValueError(f"t_low must not exceed t_high, got t_low={t_low}, t_high={t_high}")
-    return per_level_cfg_eps_fn(cond_fn, uncond_fn, lambda step: gamma if t_low <= step <= t_high else 1.0)
+    return per_level_cfg_eps_fn(
+        cond_fn, uncond_fn, lambda step: gamma if t_low <= step <= t_high else 1.0
+    )
 
 
 def cfgpp_gamma_eff(schedule: Schedule, steps: int, lam: float) -> Dict[int, float]:
@@ -254,7 +289,10 @@ def cfgpp_gamma_eff(schedule: Schedule, steps: int, lam: float) -> Dict[int, flo
     levels, alpha_bar = ddim_levels(schedule.T, steps), schedule.alpha_bar.double()
     out = {}
     for i, t in enumerate(levels):
-        a_t, a_s = alpha_bar[t].item(), alpha_bar[levels[i + 1]].item() if i + 1 < len(levels) else 1.0
+        a_t, a_s = (
+            alpha_bar[t].item(),
+            alpha_bar[levels[i + 1]].item() if i + 1 < len(levels) else 1.0,
+        )
         k = (a_s / a_t) ** 0.5 * (1 - a_t) ** 0.5 - (1 - a_s) ** 0.5
         out[t] = lam * (1 + (1 - a_s) ** 0.5 / k)
     return out
@@ -288,14 +326,15 @@ def cfgpp_eps_fn(cond_fn: Fn, uncond_fn: Fn, lam: float) -> PairFn:
     keep lam in [0, 1], which does the work of CFG's gamma in about [1, 12.5], so other values are
     refused. It needs a sampler that takes pairs: DDPM and predictor-corrector refuse it.
     """
-    lam = check_real(lam, "lam", low=0, high=1)               # Chung et al.'s range
+    lam = check_real(lam, "lam", low=0, high=1)  # Chung et al.'s range
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         uncond = uncond_fn(x_t, t)
-        if lam == 0:                                  # unconditional DDIM: skip the conditional pass
+        if lam == 0:  # unconditional DDIM: skip the conditional pass
             return uncond, uncond
         return classifier_free_guidance(cond_fn(x_t, t), uncond, lam), uncond
+
     return guided
 
 
@@ -306,12 +345,20 @@ class APGEpsFn:
     same samples. Called outside a sampler, the momentum runs on from call to call until
     :meth:`reset`."""
 
-    def __init__(self, cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float,
-                 r: float, beta: float):
+    def __init__(
+        self,
+        cond_fn: Fn,
+        uncond_fn: Fn,
+        schedule: Schedule,
+        gamma: float,
+        eta: float,
+        r: float,
+        beta: float,
+    ):
         self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, schedule
         self.gamma, self.eta, self.r, self.beta = gamma, eta, r, beta
-        self.average: Optional[torch.Tensor] = None    # the running update, Delta_m of the last call
-        self._run = None                               # the sampling run that momentum belongs to
+        self.average: Optional[torch.Tensor] = None  # the running update, Delta_m of the last call
+        self._run = None  # the sampling run that momentum belongs to
 
     def reset(self) -> None:
         """Forget the momentum: the next call starts a new run."""
@@ -319,22 +366,24 @@ class APGEpsFn:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         run = current_run()
-        if run is not self._run:             # a new sampling run (or the first call after one)
+        if run is not self._run:  # a new sampling run (or the first call after one)
             self.average, self._run = None, run
         cond = self.cond_fn(x_t, t)
-        if self.gamma == 1:                  # the update is multiplied by gamma - 1 = 0: skip its pass
+        if self.gamma == 1:  # the update is multiplied by gamma - 1 = 0: skip its pass
             return cond
-        a = _gather(self.schedule.alpha_bar, t, x_t)
+        a = self.schedule.gather("alpha_bar", t, x_t)
         d_cond, d_uncond = eps_to_x0(x_t, cond, a), eps_to_x0(x_t, self.uncond_fn(x_t, t), a)
         delta = d_cond - d_uncond
-        if self.beta != 0:                   # momentum: Delta_m = Delta + beta Delta_m(previous call)
+        if self.beta != 0:  # momentum: Delta_m = Delta + beta Delta_m(previous call)
             if self.average is not None and self.average.shape != delta.shape:
-                raise ValueError(f"x_t of shape {tuple(x_t.shape)} after calls of shape "
-                                 f"{tuple(self.average.shape)}: call reset() between runs outside a sampler")
+                raise ValueError(
+                    f"x_t of shape {tuple(x_t.shape)} after calls of shape "
+                    f"{tuple(self.average.shape)}: call reset() between runs outside a sampler"
+                )
             delta = delta if self.average is None else delta + self.beta * self.average
             self.average = delta
-        view = (-1,) + (1,) * (x_t.ndim - 1)          # per-sample norms over all non-batch dims
-        if math.isfinite(self.r):            # clip each sample's update to the ball of radius r
+        view = (-1,) + (1,) * (x_t.ndim - 1)  # per-sample norms over all non-batch dims
+        if math.isfinite(self.r):  # clip each sample's update to the ball of radius r
             delta = delta * (self.r / delta.flatten(1).norm(dim=1)).clamp(max=1).view(view)
         unit = torch.nn.functional.normalize(d_cond.flatten(1), dim=1).view_as(d_cond)
         parallel = (delta * unit).flatten(1).sum(dim=1).view(view) * unit
@@ -342,8 +391,15 @@ class APGEpsFn:
         return x0_to_eps(x_t, guided, a)
 
 
-def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta: float = 0.0,
-               r: float = math.inf, beta: float = 0.0) -> APGEpsFn:
+def apg_eps_fn(
+    cond_fn: Fn,
+    uncond_fn: Fn,
+    schedule: Schedule,
+    gamma: float,
+    eta: float = 0.0,
+    r: float = math.inf,
+    beta: float = 0.0,
+) -> APGEpsFn:
     """Adaptive projected guidance (Sadat, Hilliges & Weber, ICLR 2025, arXiv:2410.02416), as an
     ``eps_fn``. It works on the denoised predictions D_c, D_u (x0_hat from each noise prediction):
 
@@ -364,7 +420,7 @@ def apg_eps_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, eta
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     check_schedule(schedule)
     eta, beta = check_real(eta, "eta"), check_real(beta, "beta")
-    r = check_real(r, "r", low=0, low_open=True, finite=False)      # math.inf: no clipping
+    r = check_real(r, "r", low=0, low_open=True, finite=False)  # math.inf: no clipping
     return APGEpsFn(cond_fn, uncond_fn, schedule, gamma, eta, r, beta)
 
 
@@ -385,11 +441,14 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
 
     def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
-        a = _gather(schedule.alpha_bar, t, x_t)
+        a = schedule.gather("alpha_bar", t, x_t)
         x0 = eps_to_x0(x_t, eps, a)
-        s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1).view(-1, *[1] * (x_t.ndim - 1))
-        if not bool((s > 1).any()):
-            return eps
+        s = (
+            torch.quantile(x0.abs().flatten(1), p, dim=1)
+            .clamp(min=1)
+            .view(-1, *[1] * (x_t.ndim - 1))
+        )
         clipped = torch.maximum(torch.minimum(x0, s), -s) / s
-        return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)    # untouched rows: no round trip
+        return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)  # untouched rows: no round trip
+
     return thresholded

@@ -1,11 +1,19 @@
 """How close is close: sample distances with their noise floor, and score errors over time."""
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .checks import check_callable, check_generator, check_int, check_module, check_schedule, check_tensor
+from .checks import (
+    check_callable,
+    check_generator,
+    check_int,
+    check_module,
+    check_schedule,
+    check_tensor,
+)
 from .mixture import GaussianMixture, Label
 from .schedules import Schedule, q_sample
 from .targets import eps_to_score
@@ -13,8 +21,12 @@ from .targets import eps_to_score
 Draw = Callable[[int, torch.Generator], torch.Tensor]
 
 
-def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
-              generator: Optional[torch.Generator] = None) -> float:
+def sliced_w2(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    projections: int = 256,
+    generator: Optional[torch.Generator] = None,
+) -> float:
     """Sliced Wasserstein-2 distance between two equal-size point sets [N, D].
 
     Each random unit direction turns both sets into 1-D samples, whose W2 is the root-mean-square
@@ -23,7 +35,9 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
     check_tensor(x, "x", floating=True, ndim=2)
     check_tensor(y, "y", floating=True, ndim=2)
     if x.shape != y.shape:
-        raise ValueError(f"x and y must both be [N, D] of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must both be [N, D] of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     projections = check_int(projections, "projections", low=1)
     check_generator(generator)
     if x.shape[0] < 2:
@@ -36,8 +50,9 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
     return ((px - py) ** 2).mean().sqrt().item()
 
 
-def sample_distance(x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projections: int = 256,
-                    seed: int = 0) -> float:
+def sample_distance(
+    x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projections: int = 256, seed: int = 0
+) -> float:
     """Sliced W2 averaged over ``repeats`` disjoint equal chunks of ``x`` against those of ``ref``.
 
     One chunk's figure swings a lot by chance; averaging chunks steadies it.
@@ -48,13 +63,19 @@ def sample_distance(x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projec
         raise ValueError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have the same shape")
     repeats, seed = check_int(repeats, "repeats", low=1), check_int(seed, "seed")
     if x.shape[0] < 2 * repeats:
-        raise ValueError(f"repeats must leave at least 2 points per chunk, got {repeats} for {x.shape[0]} points")
+        raise ValueError(
+            f"repeats must leave at least 2 points per chunk, got {repeats} for {x.shape[0]} points"
+        )
     gen = torch.Generator().manual_seed(seed)
-    return sum(sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats))) / repeats
+    return (
+        sum(sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats)))
+        / repeats
+    )
 
 
-def distance_to_exact(samples: torch.Tensor, draw: Draw, repeats: int = 5, projections: int = 256,
-                      seed: int = 0) -> Dict[str, float]:
+def distance_to_exact(
+    samples: torch.Tensor, draw: Draw, repeats: int = 5, projections: int = 256, seed: int = 0
+) -> Dict[str, float]:
     """The sample distance of ``samples`` to exact draws, next to its noise floor.
 
     ``draw(n, generator)`` returns n exact draws. The floor is the same figure between two
@@ -77,8 +98,15 @@ def mixture_draw(mixture: GaussianMixture, y: Label = None) -> Draw:
 
 
 @torch.no_grad()
-def relative_score_error(eps_fn, mixture: GaussianMixture, schedule: Schedule, steps: Sequence[int],
-                         n: int = 4000, y: Label = None, seed: int = 0) -> torch.Tensor:
+def relative_score_error(
+    eps_fn,
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 4000,
+    y: Label = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """At each step t: RMS(s_theta - s) / RMS(s) over x_t drawn from the forward process.
 
     s is the exact score of p_t (``mixture.diffuse(alpha_bar_t).score``), s_theta the score of the
@@ -127,10 +155,13 @@ def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
 
 # ---- images: fidelity, Fréchet distance, diversity ------------------------------------------------------
 
+
 def _check_features(a: torch.Tensor, name: str) -> torch.Tensor:
     check_tensor(a, name, floating=True)
     if a.ndim != 2 or a.shape[0] < 2:
-        raise ValueError(f"{name} must be a [N, F] tensor of features with N >= 2, got {tuple(getattr(a, 'shape', ()))}")
+        raise ValueError(
+            f"{name} must be a [N, F] tensor of features with N >= 2, got {tuple(getattr(a, 'shape', ()))}"
+        )
     if not torch.isfinite(a).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     return a.detach().double().cpu()
@@ -145,7 +176,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """
     a, b = _check_features(a, "a"), _check_features(b, "b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
+        raise ValueError(
+            f"a and b must have the same number of features, got {a.shape[1]} and {b.shape[1]}"
+        )
     cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
     w, v = torch.linalg.eigh(cov_a)
     root_a = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
@@ -155,7 +188,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def fidelity(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+def fidelity(
+    classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> float:
     """Share of images ``x`` that the evaluation classifier assigns to the label ``y`` they were asked
     for. On held-out images with their true labels it is the classifier's accuracy."""
     check_module(classifier, "classifier")
@@ -170,6 +205,7 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
     """Mean pairwise Euclidean distance between images of the same class, averaged over classes,
     over the same figure for reference images (held-out data): 1 is the data's own variety, and
     less means samples of a class look more alike."""
+
     def within(images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
         check_tensor(images, name, floating=True)
         check_tensor(labels, f"{name}'s labels", floating=False)
@@ -184,18 +220,26 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
         if not out:
             raise ValueError(f"{name} needs at least two images of some class")
         return torch.stack(out).mean()
+
     return (within(x, y, "x") / within(ref_x, ref_y, "ref_x")).item()
 
 
 @torch.no_grad()
-def image_metrics(classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  ref_x: torch.Tensor, ref_y: torch.Tensor) -> Dict[str, float]:
+def image_metrics(
+    classifier: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+) -> Dict[str, float]:
     """Fidelity, Fréchet distance (in the evaluation classifier's features, against ``ref_x``) and
     diversity of samples ``x`` that were asked for labels ``y``; ``ref_x``/``ref_y`` are held-out images."""
     feats = lambda z: torch.cat([classifier.features(chunk) for chunk in z.split(1000)])
-    return {"fidelity": fidelity(classifier, x, y),
-            "frechet": frechet_distance(feats(x), feats(ref_x)),
-            "diversity": diversity(x, y, ref_x, ref_y)}
+    return {
+        "fidelity": fidelity(classifier, x, y),
+        "frechet": frechet_distance(feats(x), feats(ref_x)),
+        "diversity": diversity(x, y, ref_x, ref_y),
+    }
 
 
 # ---- the per-class loops of the 2-D labs, and the Fréchet noise floor ------------------------------
@@ -205,13 +249,20 @@ def class_references(mixture: GaussianMixture, n: int, seed: int = 10) -> Dict[i
     """``{c: n exact draws from p(x|c)}`` for every class, class c drawn with seed ``seed + c`` on
     the mixture's device: the references :func:`spread` compares with."""
     n, seed = check_int(n, "n", low=2), check_int(seed, "seed")
-    return {c: mixture.sample(n, c, generator=torch.Generator(device=mixture.device).manual_seed(seed + c))[0]
-            for c in range(mixture.num_classes)}
+    return {
+        c: mixture.sample(
+            n, c, generator=torch.Generator(device=mixture.device).manual_seed(seed + c)
+        )[0]
+        for c in range(mixture.num_classes)
+    }
 
 
-def per_class_agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
-                                   references: Optional[Mapping[int, torch.Tensor]] = None,
-                                   ) -> Dict[int, Tuple[float, Optional[float]]]:
+def per_class_agreement_and_spread(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mixture: GaussianMixture,
+    references: Optional[Mapping[int, torch.Tensor]] = None,
+) -> Dict[int, Tuple[float, Optional[float]]]:
     """For each class c asked for in ``y``: (class agreement of the samples asked for c, their
     spread against ``references[c]``; None without references). See :func:`class_agreement` and
     :func:`spread`."""
@@ -222,10 +273,14 @@ def per_class_agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: Ga
     for c in torch.unique(y_host).tolist():
         x_c = x[(y == c)]
         if x_c.shape[0] < 2:
-            raise ValueError(f"y asks for class {c} only {x_c.shape[0]} time(s): need at least 2 samples per class")
+            raise ValueError(
+                f"y asks for class {c} only {x_c.shape[0]} time(s): need at least 2 samples per class"
+            )
         div = None
         if references is not None:
-            missing = c not in references if isinstance(references, Mapping) else c >= len(references)
+            missing = (
+                c not in references if isinstance(references, Mapping) else c >= len(references)
+            )
             if missing:
                 raise ValueError(f"references has no entry for class {c}")
             div = spread(x_c, references[c])
@@ -233,9 +288,12 @@ def per_class_agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: Ga
     return out
 
 
-def agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture,
-                         references: Optional[Mapping[int, torch.Tensor]] = None,
-                         ) -> Tuple[float, Optional[float]]:
+def agreement_and_spread(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mixture: GaussianMixture,
+    references: Optional[Mapping[int, torch.Tensor]] = None,
+) -> Tuple[float, Optional[float]]:
     """Class agreement and spread of samples ``x`` asked for labels ``y``, each averaged over the
     classes asked for (every class weighs the same, whatever its number of samples). The spread is
     None without ``references`` (``{c: exact draws from p(x|c)}``, :func:`class_references`).
@@ -248,14 +306,21 @@ def agreement_and_spread(x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixt
 
 class FrechetFloor(NamedTuple):
     """The Fréchet noise floor: its mean and standard deviation over draws, and every draw's value."""
+
     mean: float
     std: float
     values: torch.Tensor
 
 
 @torch.no_grad()
-def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Tensor, n: int, draws: int = 20,
-                  seed: int = 100) -> FrechetFloor:
+def frechet_floor(
+    judge: torch.nn.Module,
+    x_pool: torch.Tensor,
+    x_ref: torch.Tensor,
+    n: int,
+    draws: int = 20,
+    seed: int = 100,
+) -> FrechetFloor:
     """The Fréchet distance that sampling noise alone gives: ``n`` real images drawn at random from
     ``x_pool`` (the training images) against ``x_ref`` (the held-out ones), in the judge's features,
     over ``draws`` draws (draw k takes the rows ``randperm(len(x_pool), seed + k)[:n]``). A sample
@@ -268,7 +333,11 @@ def frechet_floor(judge: torch.nn.Module, x_pool: torch.Tensor, x_ref: torch.Ten
     ref_features = judge.features(x_ref)
     values = []
     for k in range(draws):
-        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[:n]
-        values.append(frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features))
+        rows = torch.randperm(x_pool.shape[0], generator=torch.Generator().manual_seed(seed + k))[
+            :n
+        ]
+        values.append(
+            frechet_distance(judge.features(x_pool[rows.to(x_pool.device)]), ref_features)
+        )
     values = torch.tensor(values)
     return FrechetFloor(values.mean().item(), values.std().item(), values)

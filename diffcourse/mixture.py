@@ -5,6 +5,7 @@ gives in closed form p(x), p(x|y), p(y|x), their scores, and, because the forwar
 Gaussian to a Gaussian, the same for every noisy law p_t (see :meth:`GaussianMixture.diffuse`).
 The labs hold learned networks against these answers.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,18 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from .checks import (check_callable, check_generator, check_int, check_labels, check_real, check_schedule,
-                     check_steps, check_tensor)
+from .checks import (
+    check_callable,
+    check_generator,
+    check_int,
+    check_labels,
+    check_real,
+    check_schedule,
+    check_steps,
+    check_tensor,
+    known_step,
+    read_values,
+)
 from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
@@ -31,8 +42,9 @@ class GaussianMixture:
         labels: [K] class of each component, covering 0..C-1 (a class may own several components).
     """
 
-    def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor,
-                 labels: torch.Tensor):
+    def __init__(
+        self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
+    ):
         check_tensor(means, "means", floating=True)
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means must have shape [K, D], got {tuple(means.shape)}")
@@ -70,13 +82,23 @@ class GaussianMixture:
             chol = torch.linalg.cholesky(covs)
         except RuntimeError as err:
             raise ValueError("covs must be positive definite") from err
+        # member[c, k] is True when component k belongs to class c
+        self._set(
+            means,
+            covs,
+            weights,
+            labels,
+            chol,
+            labels[None, :] == torch.arange(C, device=device)[:, None],
+        )
+
+    def _set(self, means, covs, weights, labels, chol, member) -> None:
         self.means, self.covs, self.labels = means, covs, labels
         self.weights = weights / weights.sum()
         self._chol = chol
         self._prec = torch.cholesky_inverse(chol)
         self._logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
-        # member[c, k] is True when component k belongs to class c
-        self._member = labels[None, :] == torch.arange(C, device=device)[:, None]
+        self._member = member
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -105,18 +127,30 @@ class GaussianMixture:
         return (self._member * self.weights).sum(1)
 
     def to(self, device=None, dtype=None) -> "GaussianMixture":
-        return GaussianMixture(self.means.to(device=device, dtype=dtype),
-                               self.covs.to(device=device, dtype=dtype),
-                               self.weights.to(device=device, dtype=dtype), self.labels.to(device))
+        return GaussianMixture(
+            self.means.to(device=device, dtype=dtype),
+            self.covs.to(device=device, dtype=dtype),
+            self.weights.to(device=device, dtype=dtype),
+            self.labels.to(device),
+        )
 
     def __repr__(self) -> str:
-        return (f"GaussianMixture(components={self.num_components}, classes={self.num_classes}, "
-                f"dim={self.dim}, dtype={self.dtype})")
+        return (
+            f"GaussianMixture(components={self.num_components}, classes={self.num_classes}, "
+            f"dim={self.dim}, dtype={self.dtype})"
+        )
 
     # ---- input checks --------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        return check_tensor(x, "x", floating=True, shape=(None, self.dim), dtype=self.dtype,
-                            device=self.device, owner="the mixture")
+        return check_tensor(
+            x,
+            "x",
+            floating=True,
+            shape=(None, self.dim),
+            dtype=self.dtype,
+            device=self.device,
+            owner="the mixture",
+        )
 
     def _check_y(self, y, n: int) -> torch.Tensor:
         """y as a LongTensor[n] of labels in 0..C-1 on the mixture's device (an int: all rows)."""
@@ -125,27 +159,28 @@ class GaussianMixture:
     # ---- densities -----------------------------------------------------------------------------
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
-        diff = x[:, None, :] - self.means[None]                            # [N, K, D]
+        diff = x[:, None, :] - self.means[None]  # [N, K, D]
         # Solve L z = diff for each component: maha = |z|^2.
         z = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
         maha = (z * z).sum(-1)
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
         return torch.log(self.weights) + log_norm - 0.5 * maha
 
-    def _log_joint_masked(self, x: torch.Tensor, y: Label) -> torch.Tensor:
-        """Component log joints with components outside class y set to -inf (y=None: all kept)."""
+    def _log_joint_masked(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """Component log joints with components outside class ``labels`` (checked) set to -inf
+        (None: all kept)."""
         lj = self._component_log_joint(x)
-        if y is None:
+        if labels is None:
             return lj
-        y = self._check_y(y, x.shape[0])
-        return lj.masked_fill(~self._member[y], float("-inf"))
+        return lj.masked_fill(~self._member[labels], float("-inf"))
 
     def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
         """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N]."""
         x = self._check_x(x)
-        out = torch.logsumexp(self._log_joint_masked(x, y), dim=1)
-        if y is not None:
-            out = out - torch.log(self.class_weights)[self._check_y(y, x.shape[0])]
+        labels = None if y is None else self._check_y(y, x.shape[0])
+        out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
+        if labels is not None:
+            out = out - torch.log(self.class_weights)[labels]
         return out
 
     def score(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
@@ -154,23 +189,35 @@ class GaussianMixture:
         r_k are the responsibilities of the components (within class y when y is given).
         """
         x = self._check_x(x)
-        resp = torch.softmax(self._log_joint_masked(x, y), dim=1)         # [N, K]
-        diff = self.means[None] - x[:, None, :]                            # [N, K, D]
+        return self._score(x, None if y is None else self._check_y(y, x.shape[0]))
+
+    def _score(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`score` of checked inputs."""
+        resp = torch.softmax(self._log_joint_masked(x, labels), dim=1)  # [N, K]
+        diff = self.means[None] - x[:, None, :]  # [N, K, D]
         comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
         return (resp[..., None] * comp_scores).sum(1)
 
     def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """log p(y|x) for every class: [N, C] (Bayes' rule over the components)."""
         x = self._check_x(x)
-        lj = self._component_log_joint(x)                                  # [N, K]
-        per_class = torch.logsumexp(lj[:, None, :].masked_fill(~self._member[None], float("-inf")), dim=2)
+        lj = self._component_log_joint(x)  # [N, K]
+        per_class = torch.logsumexp(
+            lj[:, None, :].masked_fill(~self._member[None], float("-inf")), dim=2
+        )
         return per_class - torch.logsumexp(lj, dim=1, keepdim=True)
 
     def classifier_grad(self, x: torch.Tensor, y: Label) -> torch.Tensor:
         """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165 rearranged, as in eq. 167): [N, D]."""
         if y is None:
-            raise ValueError("y is required for classifier_grad")
-        return self.score(x, y) - self.score(x)
+            raise TypeError(
+                "y must be an int or an integer tensor of labels: classifier_grad needs a class"
+            )
+        x = self._check_x(x)
+        return self._classifier_grad(x, self._check_y(y, x.shape[0]))
+
+    def _classifier_grad(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._score(x, labels) - self._score(x, None)
 
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
@@ -180,8 +227,19 @@ class GaussianMixture:
             alpha_bar = alpha_bar.item()
         a = check_real(alpha_bar, "alpha_bar", low=0, high=1, low_open=True)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
-        return GaussianMixture(math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
-                               self.weights, self.labels)
+        covs = a * self.covs + (1 - a) * eye
+        # a diffused valid mixture is valid (alpha_bar Sigma + (1 - alpha_bar) I is positive
+        # definite): no checks, nothing read back from the device
+        out = GaussianMixture.__new__(GaussianMixture)
+        out._set(
+            math.sqrt(a) * self.means,
+            covs,
+            self.weights,
+            self.labels,
+            torch.linalg.cholesky_ex(covs)[0],
+            self._member,
+        )
+        return out
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
@@ -193,62 +251,126 @@ class GaussianMixture:
             probs = self.weights.expand(n, -1)
         else:
             y = self._check_y(y, n)
-            probs = (self._member[y] * self.weights)
-        k = torch.multinomial(probs.to(dev, torch.float64), 1, replacement=True, generator=generator)[:, 0]
-        z = torch.randn(n, self.dim, generator=generator, device=dev, dtype=self.dtype).to(self.device)
+            probs = self._member[y] * self.weights
+        k = torch.multinomial(
+            probs.to(dev, torch.float64), 1, replacement=True, generator=generator
+        )[:, 0]
+        z = torch.randn(n, self.dim, generator=generator, device=dev, dtype=self.dtype).to(
+            self.device
+        )
         k = k.to(self.device)
         x = self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], z)
         return x, self.labels[k]
 
 
-def _per_step(mixture: GaussianMixture, schedule: Schedule, y: Label, x_t: torch.Tensor, t: torch.Tensor,
-              value) -> torch.Tensor:
-    """Evaluate ``value(diffused_mixture, alpha_bar, x, labels)`` for each distinct step in t."""
-    check_steps(t, x_t.shape[0], schedule.T)
-    x = x_t.to(mixture.dtype)
-    labels = None if y is None else mixture._check_y(y, x.shape[0])
-    out = torch.empty_like(x)
-    for step in torch.unique(t).tolist():          # samplers pass one step for the whole batch
-        idx = (t == step).nonzero()[:, 0]
-        a = float(schedule.alpha_bar[step])
-        out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
-    return out.to(x_t.dtype)
+def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, need_y: bool = False):
+    """``fn(x_t, t)`` = ``value(diffused mixture, alpha_bar_t, x, labels)`` at each step of t.
+
+    Checks the mixture, schedule and labels once, here. Inside a sampling run the step comes from
+    the sampler (:func:`~diffcourse.checks.known_step`) and nothing is read back from the device;
+    called directly, t is read to find its distinct steps."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_schedule(schedule)
+    if y is None and need_y:
+        raise TypeError(
+            "y must be an int or an integer tensor of labels: the classifier gradient needs a class"
+        )
+    if isinstance(y, torch.Tensor) and y.ndim == 0:
+        y = check_labels(
+            y, 1, mixture.num_classes, mixture.device, allow_int=True
+        ).item()  # one class for all
+    if isinstance(y, torch.Tensor):
+        if y.ndim != 1:
+            raise ValueError(
+                f"y must be an int or a 1-D tensor of labels, got shape {tuple(y.shape)}"
+            )
+        y = check_labels(y, y.shape[0], mixture.num_classes, mixture.device, allow_int=True)
+    elif y is not None:
+        check_labels(y, 1, mixture.num_classes, mixture.device, allow_int=True)
+    alpha_bar = schedule.alpha_bar.tolist()
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(
+            x_t,
+            "x_t",
+            floating=True,
+            shape=(None, mixture.dim),
+            device=mixture.device,
+            owner="the mixture",
+        )
+        n = x_t.shape[0]
+        check_steps(t, n, schedule.T)
+        if isinstance(y, torch.Tensor) and y.shape != (n,):
+            raise ValueError(f"y has {y.shape[0]} labels but x_t has {n} rows")
+        labels = (
+            y
+            if y is None or isinstance(y, torch.Tensor)
+            else torch.full((n,), y, device=mixture.device)
+        )
+        x = x_t.to(mixture.dtype)
+        step = known_step(t)
+        steps = [step] if step is not None else read_values(torch.unique(t))
+        if len(steps) == 1:  # a sampler's call: one step for the whole batch
+            a = alpha_bar[steps[0]]
+            return value(mixture.diffuse(a), a, x, labels).to(x_t.dtype)
+        out = torch.empty_like(x)
+        for step in steps:
+            idx = (t == step).nonzero()[:, 0]
+            a = alpha_bar[step]
+            out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
+        return out.to(x_t.dtype)
+
+    return fn
 
 
-def exact_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label = None,
-                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def exact_eps_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label = None,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The perfect noise predictor eps*(x_t, t) = -sqrt(1 - alpha_bar_t) grad log p_t(x_t [| y]).
 
     Returns a callable with the samplers' signature ``eps_fn(x_t, t)`` (t a LongTensor of 0-based
     steps), so a lab can swap a learned network for the exact answer in one line.
     """
-    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
-                                    lambda m, a, x, lab: score_to_eps(m.score(x, lab), a))
+    return _exact_fn(mixture, schedule, y, lambda m, a, x, lab: score_to_eps(m._score(x, lab), a))
 
 
-def exact_classifier_grad_fn(mixture: GaussianMixture, schedule: Schedule, y: Label,
-                             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def exact_classifier_grad_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The exact classifier gradient grad log p_t(y | x_t) as a callable ``grad_fn(x_t, t)``: the
     counterpart of a learned noise-aware classifier's gradient (Luo eq. 165-166)."""
-    if y is None:
-        raise ValueError("y is required for exact_classifier_grad_fn")
-    return lambda x_t, t: _per_step(mixture, schedule, y, x_t, t,
-                                    lambda m, a, x, lab: m.classifier_grad(x, lab))
+    return _exact_fn(
+        mixture, schedule, y, lambda m, a, x, lab: m._classifier_grad(x, lab), need_y=True
+    )
 
 
-def exact_cfg_eps_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, gamma: float,
-                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def exact_cfg_eps_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label,
+    gamma: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Classifier-free guidance (Luo eq. 170) with exact scores: ``classifier_free_eps_fn`` of the
     exact conditional and unconditional noise predictors,
     gamma eps*(x_t, t, y) + (1 - gamma) eps*(x_t, t). What a perfectly trained CFG network would do."""
     if y is None:
         raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
-    return classifier_free_eps_fn(exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma)
+    return classifier_free_eps_fn(
+        exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma
+    )
 
 
 # ---- the tilted law of guidance (chapter 6) --------------------------------------------------------------
 
-def tilted_log_prob(mixture: GaussianMixture, x: torch.Tensor, y: int, gamma: float) -> torch.Tensor:
+
+def tilted_log_prob(
+    mixture: GaussianMixture, x: torch.Tensor, y: int, gamma: float
+) -> torch.Tensor:
     """Unnormalised log of p(x|y)^gamma p(x)^(1 - gamma), the law eq. 170 would sample if guidance
     commuted with noise: gamma log p(x|y) + (1 - gamma) log p(x), equal to log p(x) p(y|x)^gamma up
     to a constant. For gamma >= 0 it is normalisable, since p(y|x) <= 1."""
@@ -256,9 +378,16 @@ def tilted_log_prob(mixture: GaussianMixture, x: torch.Tensor, y: int, gamma: fl
     return gamma * mixture.log_prob(x, y) + (1 - gamma) * mixture.log_prob(x)
 
 
-def grid_sample(log_density: Callable[[torch.Tensor], torch.Tensor], n: int, low: float, high: float,
-                cells: int = 600, generator: Optional[torch.Generator] = None,
-                dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+def grid_sample(
+    log_density: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    low: float,
+    high: float,
+    cells: int = 600,
+    generator: Optional[torch.Generator] = None,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+) -> torch.Tensor:
     """n draws from the 2-D law with unnormalised ``log_density`` on the square [low, high]^2.
 
     The square is cut into cells x cells equal cells; a cell is picked with probability proportional
@@ -273,13 +402,19 @@ def grid_sample(log_density: Callable[[torch.Tensor], torch.Tensor], n: int, low
     high = check_real(high, "high", low=low, low_open=True)
     cells = check_int(cells, "cells", low=2)
     check_generator(generator)
-    device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device("cpu"))
+    device = (
+        torch.device(device)
+        if device is not None
+        else (generator.device if generator is not None else torch.device("cpu"))
+    )
     width = (high - low) / cells
     centres = low + width * (torch.arange(cells, dtype=dtype, device=device) + 0.5)
     gx, gy = torch.meshgrid(centres, centres, indexing="xy")
     logp = log_density(torch.stack([gx.flatten(), gy.flatten()], 1)).to(device=device, dtype=dtype)
     if logp.shape != (cells * cells,):
-        raise ValueError(f"log_density must return one value per point, got shape {tuple(logp.shape)}")
+        raise ValueError(
+            f"log_density must return one value per point, got shape {tuple(logp.shape)}"
+        )
     if not torch.isfinite(logp).any():
         raise ValueError("log_density is -inf or nan everywhere on the grid")
     # the mass left on the border row tells whether the square was big enough
@@ -287,15 +422,23 @@ def grid_sample(log_density: Callable[[torch.Tensor], torch.Tensor], n: int, low
     border = probs.reshape(cells, cells)
     edge = border[0].sum() + border[-1].sum() + border[:, 0].sum() + border[:, -1].sum()
     if edge > 1e-6:
-        raise ValueError(f"the law has mass {edge.item():.1e} on the border of [{low}, {high}]^2: widen the square")
+        raise ValueError(
+            f"the law has mass {edge.item():.1e} on the border of [{low}, {high}]^2: widen the square"
+        )
     idx = torch.multinomial(probs, n, replacement=True, generator=generator)
     jitter = torch.rand(n, 2, generator=generator, dtype=dtype, device=device) - 0.5
     return torch.stack([gx.flatten()[idx], gy.flatten()[idx]], 1) + width * jitter
 
 
-def sample_tilted(mixture: GaussianMixture, y: int, gamma: float, n: int,
-                  generator: Optional[torch.Generator] = None, cells: int = 600,
-                  margin: float = 6.0) -> torch.Tensor:
+def sample_tilted(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    cells: int = 600,
+    margin: float = 6.0,
+) -> torch.Tensor:
     """Draws from the tilted law p(x|y)^gamma p(x)^(1-gamma) / Z of a 2-D mixture, by
     :func:`grid_sample` on a square that covers every component's mean by ``margin`` of its largest
     standard deviation. Returned in the mixture's dtype and on its device; drawn on the generator's device,
@@ -308,6 +451,16 @@ def sample_tilted(mixture: GaussianMixture, y: int, gamma: float, n: int,
     high = max(mixture.means.max().item(), 0.0) + reach
     # the draws are made on the generator's device, as in GaussianMixture.sample; the density on the mixture's
     device = generator.device if generator is not None else mixture.device
-    x = grid_sample(lambda pts: tilted_log_prob(mixture, pts.to(mixture.device, mixture.dtype), int(y_t[0]), gamma),
-                    n, low, high, cells, generator, dtype=torch.float64, device=device)
+    x = grid_sample(
+        lambda pts: tilted_log_prob(
+            mixture, pts.to(mixture.device, mixture.dtype), int(y_t[0]), gamma
+        ),
+        n,
+        low,
+        high,
+        cells,
+        generator,
+        dtype=torch.float64,
+        device=device,
+    )
     return x.to(mixture.device, mixture.dtype)

@@ -5,6 +5,7 @@ the image lab uses :class:`UNet`. With ``num_classes = C`` either also takes a l
 or the null label C (an extra embedding row) that stands for "no condition". The classifiers
 (:class:`MLPClassifier`, :class:`ConvClassifier`) see x_t and t, as classifier guidance needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-def check_labels(y: Optional[torch.Tensor], n: int, num_classes: int, device: torch.device,
-                 allow_null: bool = True) -> torch.Tensor:
+def check_labels(
+    y: Optional[torch.Tensor],
+    n: int,
+    num_classes: int,
+    device: torch.device,
+    allow_null: bool = True,
+) -> torch.Tensor:
     """y as a LongTensor[n] in 0..C-1, or C (the null label) where ``allow_null``; None means the
     null label for every row. (:func:`diffcourse.checks.check_labels` with the networks' defaults.)"""
     return checks.check_labels(y, n, num_classes, device, allow_null=allow_null)
@@ -46,9 +52,13 @@ class _NullLabel:
     def null_labels(self, n: int, device=None) -> torch.Tensor:
         """A LongTensor of ``n`` null labels (on ``device``, default the network's)."""
         if self.null_label is None:
-            raise ValueError("null_labels: the model is unconditional (num_classes=0), it has no null label")
+            raise ValueError(
+                "null_labels: the model is unconditional (num_classes=0), it has no null label"
+            )
         device = next(self.parameters()).device if device is None else device
-        return torch.full((check_int(n, "n", low=0),), self.null_label, dtype=torch.long, device=device)
+        return torch.full(
+            (check_int(n, "n", low=0),), self.null_label, dtype=torch.long, device=device
+        )
 
 
 class MLPDenoiser(_NullLabel, nn.Module):
@@ -60,12 +70,22 @@ class MLPDenoiser(_NullLabel, nn.Module):
     depends on (y, t) and not on x (``"output"``, a deliberately weak pathway for chapter 2).
     """
 
-    def __init__(self, dim: int = 2, T: int = 1000, hidden: int = 256, depth: int = 3,
-                 num_classes: int = 0, emb_dim: int = 64, label_pathway: str = "layers",
-                 out_dim: Optional[int] = None):
+    def __init__(
+        self,
+        dim: int = 2,
+        T: int = 1000,
+        hidden: int = 256,
+        depth: int = 3,
+        num_classes: int = 0,
+        emb_dim: int = 64,
+        label_pathway: str = "layers",
+        out_dim: Optional[int] = None,
+    ):
         super().__init__()
-        dim, T, hidden, depth = (check_int(v, k, low=1) for k, v in
-                                 (("dim", dim), ("T", T), ("hidden", hidden), ("depth", depth)))
+        dim, T, hidden, depth = (
+            check_int(v, k, low=1)
+            for k, v in (("dim", dim), ("T", T), ("hidden", hidden), ("depth", depth))
+        )
         num_classes = check_int(num_classes, "num_classes", low=0)
         emb_dim = check_int(emb_dim, "emb_dim", low=2)
         if emb_dim % 2:
@@ -75,30 +95,46 @@ class MLPDenoiser(_NullLabel, nn.Module):
         check_choice(label_pathway, "label_pathway", ("layers", "output"))
         self.dim, self.T, self.num_classes, self.emb_dim = dim, T, num_classes, emb_dim
         self.label_pathway = label_pathway
-        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
         # Row C of the table is the null label: "no condition" (classifier-free guidance, eq. 170).
         self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.inp = nn.Linear(dim, hidden)
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
         self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.out = nn.Linear(hidden, out_dim or dim)
-        self.label_out = nn.Linear(hidden, out_dim or dim) if num_classes and label_pathway == "output" else None
+        self.label_out = (
+            nn.Linear(hidden, out_dim or dim) if num_classes and label_pathway == "output" else None
+        )
         self.act = nn.SiLU()
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         w = self.inp.weight
-        check_tensor(x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device)
+        check_tensor(
+            x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device
+        )
         n = x_t.shape[0]
         check_steps(t, n, self.T)
         labels = None
         if self.label_emb is not None:
-            labels = check_labels(y, n, self.num_classes, x_t.device)  # None: null_label for every row
+            labels = check_labels(
+                y, n, self.num_classes, x_t.device
+            )  # None: null_label for every row
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
-        # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so compute them
-        # once per distinct pair and gather: the same numbers, several times faster to sample.
+        # The embeddings depend on (t, y) alone; a sampler's batch shares one t, so on the CPU they
+        # are computed once per distinct pair and gathered: the same numbers, several times faster
+        # to sample. On a GPU, torch.unique would wait for the device (its output size depends on
+        # the data), so there every row computes its own.
         key = t if labels is None else t * (self.num_classes + 1) + labels
-        uniq, inverse = torch.unique(key, return_inverse=True)
+        if key.device.type == "cpu":
+            uniq, inverse = torch.unique(key, return_inverse=True)
+        else:
+            uniq, inverse = key, None
+        rows = (lambda v: v) if inverse is None else (lambda v: v[inverse])  # noqa: E731
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
         emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T).to(w.dtype))
         label_shift = None
@@ -107,14 +143,14 @@ class MLPDenoiser(_NullLabel, nn.Module):
         else:
             emb_y = self.act(emb_t + self.label_emb(uniq % (self.num_classes + 1)))
             if self.label_out is None:
-                emb = emb_y                                      # strong: y reaches every layer
+                emb = emb_y  # strong: y reaches every layer
             else:
-                emb = self.act(emb_t)                            # weak: the layers never see y,
-                label_shift = self.label_out(emb_y)[inverse]     # it only shifts the output
-        projs = [proj(emb)[inverse] for proj in self.emb_proj]
+                emb = self.act(emb_t)  # weak: the layers never see y,
+                label_shift = rows(self.label_out(emb_y))  # it only shifts the output
+        projs = [rows(proj(emb)) for proj in self.emb_proj]
         h = self.act(self.inp(x_t) + projs[0])
         for layer, p in zip(self.layers, projs[1:]):
-            h = h + self.act(layer(h) + p)                       # residual: easy to train deep and fast
+            h = h + self.act(layer(h) + p)  # residual: easy to train deep and fast
         out = self.out(h)
         return out if label_shift is None else out + label_shift
 
@@ -128,12 +164,21 @@ class MLPClassifier(nn.Module):
     :class:`MLPDenoiser`, with one logit per class. It sees the noisy x_t *and* the step t, since
     classifier guidance (Luo eq. 166) needs grad log p(y | x_t) at every noise level."""
 
-    def __init__(self, dim: int = 2, T: int = 1000, num_classes: int = 2, hidden: int = 128, depth: int = 3,
-                 emb_dim: int = 64):
+    def __init__(
+        self,
+        dim: int = 2,
+        T: int = 1000,
+        num_classes: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        emb_dim: int = 64,
+    ):
         super().__init__()
         num_classes = check_int(num_classes, "num_classes", low=2)
         self.dim, self.T, self.num_classes = dim, T, num_classes
-        self.net = MLPDenoiser(dim=dim, T=T, hidden=hidden, depth=depth, emb_dim=emb_dim, out_dim=num_classes)
+        self.net = MLPDenoiser(
+            dim=dim, T=T, hidden=hidden, depth=depth, emb_dim=emb_dim, out_dim=num_classes
+        )
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits [N, C]."""
@@ -147,8 +192,13 @@ class MLPClassifier(nn.Module):
 
 # ---- images ------------------------------------------------------------------------------------------
 
-def _check_images(x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor, name: str = "x_t") -> None:
-    check_tensor(x, name, floating=True, shape=(None, *shape), dtype=weight.dtype, device=weight.device)
+
+def _check_images(
+    x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor, name: str = "x_t"
+) -> None:
+    check_tensor(
+        x, name, floating=True, shape=(None, *shape), dtype=weight.dtype, device=weight.device
+    )
 
 
 def _any_nonzero(t: torch.Tensor) -> bool:
@@ -167,8 +217,10 @@ def _check_mults(mults, width: int) -> tuple:
         raise ValueError("mults must not be empty")
     for c in (width * m for m in mults):
         if c > 8 and c % 8:
-            raise ValueError(f"width * mults must each be below 8 or a multiple of 8 (GroupNorm groups), "
-                             f"got width={width}, mults={mults}")
+            raise ValueError(
+                f"width * mults must each be below 8 or a multiple of 8 (GroupNorm groups), "
+                f"got width={width}, mults={mults}"
+            )
     return mults
 
 
@@ -178,8 +230,14 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(min(8, c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2, self.conv2 = nn.GroupNorm(min(8, c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.conv1 = (
+            nn.GroupNorm(min(8, c_in), c_in),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+        )
+        self.norm2, self.conv2 = (
+            nn.GroupNorm(min(8, c_out), c_out),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
         self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
@@ -201,7 +259,9 @@ class _Embedding(nn.Module):
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.label = nn.Embedding(num_classes + 1, dim) if num_classes else None
 
-    def forward(self, t: torch.Tensor, y: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        self, t: torch.Tensor, y: Optional[torch.Tensor], dtype: torch.dtype
+    ) -> torch.Tensor:
         emb = self.time(timestep_embedding(t, self.dim, self.T).to(dtype))
         return emb if self.label is None else emb + self.label(y)
 
@@ -215,30 +275,51 @@ class UNet(_NullLabel, nn.Module):
     them by budget); with ``num_classes = C`` the label embedding has a row C for the null label.
     """
 
-    def __init__(self, channels: int = 1, size: int = 8, T: int = 1000, num_classes: int = 0, width: int = 32,
-                 mults: Sequence[int] = (1, 2)):
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        T: int = 1000,
+        num_classes: int = 0,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+    ):
         super().__init__()
-        channels, size, T, width = (check_int(v, k, low=1) for k, v in
-                                    (("channels", channels), ("size", size), ("T", T), ("width", width)))
+        channels, size, T, width = (
+            check_int(v, k, low=1)
+            for k, v in (("channels", channels), ("size", size), ("T", T), ("width", width))
+        )
         num_classes = check_int(num_classes, "num_classes", low=0)
         mults = _check_mults(mults, width)
         if size % 2 ** (len(mults) - 1):
-            raise ValueError(f"size {size} must be divisible by 2^(len(mults) - 1) = {2 ** (len(mults) - 1)}")
+            raise ValueError(
+                f"size {size} must be divisible by 2^(len(mults) - 1) = {2 ** (len(mults) - 1)}"
+            )
         self.channels, self.size, self.T, self.num_classes = channels, size, T, num_classes
         widths = [width * m for m in mults]
         emb_dim = 4 * width
         self.embed = _Embedding(T, emb_dim, num_classes)
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
-        self.down = nn.ModuleList(ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths))
+        self.down = nn.ModuleList(
+            ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths)
+        )
         self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
         self.mid = ResBlock(widths[-1], widths[-1], emb_dim)
         ups = list(reversed(widths))
-        self.up = nn.ModuleList(ResBlock(2 * c, c, emb_dim) for c in ups)   # input: h and the skip, c each
-        self.unpool = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
-                                    for c, c_next in zip(ups[:-1], ups[1:]))
-        self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1))
+        self.up = nn.ModuleList(
+            ResBlock(2 * c, c, emb_dim) for c in ups
+        )  # input: h and the skip, c each
+        self.unpool = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
+            for c, c_next in zip(ups[:-1], ups[1:])
+        )
+        self.out = nn.Sequential(
+            nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+        )
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
         check_steps(t, x_t.shape[0], self.T)
         if self.num_classes:
@@ -272,12 +353,27 @@ class ConvClassifier(nn.Module):
     ``T=None`` it sees clean images only: the evaluation classifier of the image metrics.
     """
 
-    def __init__(self, channels: int = 1, size: int = 8, num_classes: int = 10, width: int = 32,
-                 mults: Sequence[int] = (1, 2), T: Optional[int] = 1000, features: int = 64):
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        num_classes: int = 10,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+        T: Optional[int] = 1000,
+        features: int = 64,
+    ):
         super().__init__()
         num_classes = check_int(num_classes, "num_classes", low=2)
-        channels, size, width, features = (check_int(v, k, low=1) for k, v in (
-            ("channels", channels), ("size", size), ("width", width), ("features", features)))
+        channels, size, width, features = (
+            check_int(v, k, low=1)
+            for k, v in (
+                ("channels", channels),
+                ("size", size),
+                ("width", width),
+                ("features", features),
+            )
+        )
         T = None if T is None else check_int(T, "T", low=1)
         mults = _check_mults(mults, width)
         self.channels, self.size, self.num_classes, self.T = channels, size, num_classes, T
@@ -285,10 +381,18 @@ class ConvClassifier(nn.Module):
         emb_dim = 4 * width if T is not None else 0
         self.embed = _Embedding(T, emb_dim, 0) if T is not None else None
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
-        self.blocks = nn.ModuleList(ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths))
+        self.blocks = nn.ModuleList(
+            ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths)
+        )
         self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
-        self.hidden = nn.Sequential(nn.GroupNorm(min(8, widths[-1]), widths[-1]), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
-                                    nn.Flatten(), nn.Linear(widths[-1], features), nn.SiLU())
+        self.hidden = nn.Sequential(
+            nn.GroupNorm(min(8, widths[-1]), widths[-1]),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(widths[-1], features),
+            nn.SiLU(),
+        )
         self.head = nn.Linear(features, num_classes)
 
     def features(self, x_t: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -299,7 +403,9 @@ class ConvClassifier(nn.Module):
             check_steps(t, x_t.shape[0], self.T)
             emb = self.embed(t, None, x_t.dtype)
         elif t is not None and _any_nonzero(check_tensor(t, "t", floating=False)):
-            raise ValueError("t: this classifier sees clean images only (T=None): t must be None or 0")
+            raise ValueError(
+                "t: this classifier sees clean images only (T=None): t must be None or 0"
+            )
         h = self.inp(x_t)
         for i, block in enumerate(self.blocks):
             h = block(h, emb)
@@ -311,7 +417,9 @@ class ConvClassifier(nn.Module):
         """Logits [N, C]."""
         return self.head(self.features(x_t, t))
 
-    def log_prob(self, x_t: torch.Tensor, t: Optional[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        self, x_t: torch.Tensor, t: Optional[torch.Tensor], y: torch.Tensor
+    ) -> torch.Tensor:
         """log p_phi(y | x_t, t): [N]."""
         y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
         return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]

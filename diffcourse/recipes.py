@@ -33,12 +33,22 @@ from torch import nn
 from . import data as datasets
 from . import models
 from .checks import check_choice, check_int, check_probability, check_real
-from .device import BUDGETS, budget as current_budget, get_device
+from .device import BUDGETS, get_device
+from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
 # the modules whose code decides a trained model's weights: a change to any of them retrains
-SOURCES = ("checks.py", "data.py", "mixture.py", "models.py", "recipes.py", "schedules.py", "targets.py", "train.py")
+SOURCES = (
+    "checks.py",
+    "data.py",
+    "mixture.py",
+    "models.py",
+    "recipes.py",
+    "schedules.py",
+    "targets.py",
+    "train.py",
+)
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,18 @@ class Recipe:
     name: str
     budget: str
     data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
-    schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
+    schedule: Optional[
+        Tuple[str, int]
+    ]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
     trainer: str  # "denoiser" | "classifier"
     steps: int
     batch_size: int
     lr: float
-    p_uncond: Optional[float] = None  # condition dropout of a denoiser (None: train_denoiser's default)
+    p_uncond: Optional[float] = (
+        None  # condition dropout of a denoiser (None: train_denoiser's default)
+    )
     init_seed: int = 0
     seed: int = 0
     warmup: int = 100
@@ -89,15 +103,25 @@ class Recipe:
             torch.manual_seed(self.init_seed)
             return getattr(models, self.model)(**self.model_args).to(device)
 
-    def train(self, device=None, progress: bool = True, **checkpointing) -> Tuple[nn.Module, List[float]]:
+    def train(
+        self, device=None, progress: bool = True, **checkpointing
+    ) -> Tuple[nn.Module, List[float]]:
         """Build and train the network (no cache): (model in eval mode, the loss of every step).
         ``checkpointing``: train's ``resume``, ``checkpoint``, ``save_every``, ``stop_after``."""
         from .train import train_classifier, train_denoiser
 
         device = get_device() if device is None else torch.device(device)
         model = self.build(device)
-        common = dict(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed, warmup=self.warmup,
-                      progress=progress, config={"name": self.name, **self.config()}, **checkpointing)
+        common = dict(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            warmup=self.warmup,
+            progress=progress,
+            config={"name": self.name, **self.config()},
+            **checkpointing,
+        )
         data, schedule = self.make_data(device), self.make_schedule()
         if self.trainer == "denoiser":
             losses = train_denoiser(model, data, schedule, p_uncond=self.p_uncond, **common)
@@ -113,42 +137,104 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
     """Every recipe's settings, with ``pick(quick, full)`` for the sizes that grow with the budget.
     Each reproduces its lab's settings exactly."""
     mlp = dict(dim=2, T=200, hidden=pick(128, 256), depth=4)
-    two_d = dict(schedule=("cosine", 200), model="MLPDenoiser", trainer="denoiser", steps=pick(3000, 20000),
-                 batch_size=512, lr=3e-3)
-    unet = dict(data="digits", schedule=("linear", 1000), model="UNet", trainer="denoiser", batch_size=128, lr=1e-3,
-                model_args=dict(channels=1, size=8, T=1000, num_classes=10, width=pick(32, 64)))
+    two_d = dict(
+        schedule=("cosine", 200),
+        model="MLPDenoiser",
+        trainer="denoiser",
+        steps=pick(3000, 20000),
+        batch_size=512,
+        lr=3e-3,
+    )
+    unet = dict(
+        data="digits",
+        schedule=("linear", 1000),
+        model="UNet",
+        trainer="denoiser",
+        batch_size=128,
+        lr=1e-3,
+        model_args=dict(channels=1, size=8, T=1000, num_classes=10, width=pick(32, 64)),
+    )
     specs = {
-        "ch1-denoiser": dict(two_d, data="two_moons", model_args=mlp,
-                             description="chapter 1: the unconditional denoiser of the two moons"),
-        "ch2-weak": dict(two_d, data="checkerboard", p_uncond=0.0,
-                         model_args=dict(mlp, num_classes=2, label_pathway="output"),
-                         description="chapter 2: the checkerboard's conditional denoiser whose label only shifts the output"),
-        "ch2-strong": dict(two_d, data="checkerboard", p_uncond=0.0,
-                           model_args=dict(mlp, num_classes=2, label_pathway="layers"),
-                           description="chapter 2: the checkerboard's conditional denoiser with the label in every layer"),
-        "ch4-denoiser": dict(two_d, data="three_blobs", model_args=mlp,
-                             description="chapter 4: the unconditional denoiser of the three blobs"),
-        "ch4-classifier": dict(two_d, data="three_blobs", model="MLPClassifier", trainer="classifier",
-                               steps=pick(2000, 10000), seed=1,
-                               model_args=dict(dim=2, T=200, num_classes=3, hidden=128, depth=3),
-                               description="chapter 4: the noise-aware classifier of the three blobs"),
-        "ch7-judge": dict(data="digits", schedule=None, model="ConvClassifier", trainer="classifier", steps=600,
-                          batch_size=128, lr=2e-3,
-                          model_args=dict(channels=1, size=8, num_classes=10, width=32, T=None),
-                          description="chapter 7: the evaluation classifier of clean digits (the judge)"),
-        "ch7-unet": dict(unet, steps=pick(1200, 6000),
-                         description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)"),
-        "ch7-unet-short": dict(unet, steps=175,
-                               description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)"),
-        "ch7-guide": dict(data="digits", schedule=("linear", 1000), model="ConvClassifier", trainer="classifier",
-                          steps=pick(1500, 6000), batch_size=128, lr=2e-3, init_seed=1, seed=1,
-                          model_args=dict(channels=1, size=8, num_classes=10, width=32, T=1000),
-                          description="chapter 7: the noise-aware classifier of digits, for classifier guidance"),
+        "ch1-denoiser": dict(
+            two_d,
+            data="two_moons",
+            model_args=mlp,
+            description="chapter 1: the unconditional denoiser of the two moons",
+        ),
+        "ch2-weak": dict(
+            two_d,
+            data="checkerboard",
+            p_uncond=0.0,
+            model_args=dict(mlp, num_classes=2, label_pathway="output"),
+            description="chapter 2: the checkerboard's conditional denoiser whose label only shifts the output",
+        ),
+        "ch2-strong": dict(
+            two_d,
+            data="checkerboard",
+            p_uncond=0.0,
+            model_args=dict(mlp, num_classes=2, label_pathway="layers"),
+            description="chapter 2: the checkerboard's conditional denoiser with the label in every layer",
+        ),
+        "ch4-denoiser": dict(
+            two_d,
+            data="three_blobs",
+            model_args=mlp,
+            description="chapter 4: the unconditional denoiser of the three blobs",
+        ),
+        "ch4-classifier": dict(
+            two_d,
+            data="three_blobs",
+            model="MLPClassifier",
+            trainer="classifier",
+            steps=pick(2000, 10000),
+            seed=1,
+            model_args=dict(dim=2, T=200, num_classes=3, hidden=128, depth=3),
+            description="chapter 4: the noise-aware classifier of the three blobs",
+        ),
+        "ch7-judge": dict(
+            data="digits",
+            schedule=None,
+            model="ConvClassifier",
+            trainer="classifier",
+            steps=600,
+            batch_size=128,
+            lr=2e-3,
+            model_args=dict(channels=1, size=8, num_classes=10, width=32, T=None),
+            description="chapter 7: the evaluation classifier of clean digits (the judge)",
+        ),
+        "ch7-unet": dict(
+            unet,
+            steps=pick(1200, 6000),
+            description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)",
+        ),
+        "ch7-unet-short": dict(
+            unet,
+            steps=175,
+            description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)",
+        ),
+        "ch7-guide": dict(
+            data="digits",
+            schedule=("linear", 1000),
+            model="ConvClassifier",
+            trainer="classifier",
+            steps=pick(1500, 6000),
+            batch_size=128,
+            lr=2e-3,
+            init_seed=1,
+            seed=1,
+            model_args=dict(channels=1, size=8, num_classes=10, width=32, T=1000),
+            description="chapter 7: the noise-aware classifier of digits, for classifier guidance",
+        ),
     }
     for p in (0.1, 0.2, 0.5):
-        specs[f"ch5-cfg-p{p}"] = dict(two_d, data="three_blobs", p_uncond=p, model_args=dict(mlp, num_classes=3),
-                                      description=f"chapter 5: the classifier-free network of the three blobs, "
-                                                  f"condition dropout {p}")
+        specs[f"ch5-cfg-p{p}"] = dict(
+            two_d,
+            data="three_blobs",
+            p_uncond=p,
+            model_args=dict(mlp, num_classes=3),
+            description=f"chapter 5: the classifier-free network of the three blobs, "
+            f"condition dropout {p}",
+        )
     return specs
 
 
@@ -225,9 +311,16 @@ def source_hash() -> str:
 def cache_key(recipe: Recipe, device: torch.device) -> Dict[str, Any]:
     """Everything the cached weights depend on."""
     device = torch.device(device)
-    key = {"recipe": recipe.config(), "device": device.type, "torch": torch.__version__, "sources": source_hash()}
+    key = {
+        "recipe": recipe.config(),
+        "device": device.type,
+        "torch": torch.__version__,
+        "sources": source_hash(),
+    }
     if device.type == "cpu":
-        key["threads"] = torch.get_num_threads()  # float sums may group differently with more threads
+        key["threads"] = (
+            torch.get_num_threads()
+        )  # float sums may group differently with more threads
     elif device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
     return key
@@ -238,7 +331,9 @@ def cache_path(recipe: Recipe, device: torch.device) -> Optional[Path]:
     folder = cache_dir()
     if folder is None:
         return None
-    digest = hashlib.sha256(json.dumps(cache_key(recipe, device), sort_keys=True).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(
+        json.dumps(cache_key(recipe, device), sort_keys=True).encode()
+    ).hexdigest()[:20]
     return folder / f"{recipe.name}-{recipe.budget}-{digest}.pt"
 
 
@@ -262,8 +357,11 @@ def _load(path: Path, recipe: Recipe, device: torch.device) -> Optional[Trained]
         except Exception:  # noqa: BLE001 - missing entries, or weights of another shape
             reason = "its contents do not fit the recipe"
     if reason is not None:
-        warnings.warn(f"diffcourse: the cached model {path} is damaged or foreign ({reason}); training it again",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"diffcourse: the cached model {path} is damaged or foreign ({reason}); training it again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     return Trained(model.eval(), losses, seconds, True, recipe)
 
@@ -277,17 +375,33 @@ def _save(path: Path, recipe: Recipe, device: torch.device, result: Trained) -> 
     """Write the cache file atomically; a failure only warns (the model is trained all the same)."""
     from .train import save_checkpoint
 
-    state = {"format": CACHE_FORMAT, "key": _plain(cache_key(recipe, device)), "model": result.model.state_dict(),
-             "losses": result.losses, "seconds": result.seconds}
+    state = {
+        "format": CACHE_FORMAT,
+        "key": _plain(cache_key(recipe, device)),
+        "model": result.model.state_dict(),
+        "losses": result.losses,
+        "seconds": result.seconds,
+    }
     try:
         save_checkpoint(path, state)
     except OSError as err:
-        warnings.warn(f"diffcourse: could not write the model cache {path} ({err}); the model is trained but "
-                      "not cached", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"diffcourse: could not write the model cache {path} ({err}); the model is trained but "
+            "not cached",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
-def train_or_load(name: str, budget: Optional[str] = None, device=None, *, cache: bool = True,
-                  progress: bool = True, **overrides) -> Trained:
+def train_or_load(
+    name: str,
+    budget: Optional[str] = None,
+    device=None,
+    *,
+    cache: bool = True,
+    progress: bool = True,
+    **overrides,
+) -> Trained:
     """The recipe's trained model with its losses: from the cache where it holds this recipe's
     weights for this device, budget, torch and package code, else trained (and cached)."""
     recipe = get(name, budget, **overrides)
@@ -305,10 +419,16 @@ def train_or_load(name: str, budget: Optional[str] = None, device=None, *, cache
     return result
 
 
-def trained(name: str, budget: Optional[str] = None, device=None, *, cache: bool = True, progress: bool = True,
-            **overrides) -> nn.Module:
+def trained(
+    name: str,
+    budget: Optional[str] = None,
+    device=None,
+    *,
+    cache: bool = True,
+    progress: bool = True,
+    **overrides,
+) -> nn.Module:
     """The trained model of recipe ``name``, on ``device`` (default :func:`get_device`) in eval
     mode: one call, trained once and then loaded from the cache (see :func:`train_or_load`).
     ``budget="quick"`` gets the quick recipe at every budget (as lab 8 reuses lab 7's)."""
     return train_or_load(name, budget, device, cache=cache, progress=progress, **overrides).model
-

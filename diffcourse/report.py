@@ -53,9 +53,13 @@ class TableText(str):
         pass
 
 
-def table(rows: Union[Sequence[Row], Mapping[str, Mapping[str, Any]]], header: Optional[Sequence[str]] = None,
-          floatfmt: Union[str, Sequence[Optional[str]]] = ".3f", title: Optional[str] = None,
-          show: bool = True) -> TableText:
+def table(
+    rows: Union[Sequence[Row], Mapping[str, Mapping[str, Any]]],
+    header: Optional[Sequence[str]] = None,
+    floatfmt: Union[str, Sequence[Optional[str]]] = ".3f",
+    title: Optional[str] = None,
+    show: bool = True,
+) -> TableText:
     """Show ``rows`` as a table and return its Markdown.
 
     Args:
@@ -93,16 +97,23 @@ def table(rows: Union[Sequence[Row], Mapping[str, Mapping[str, Any]]], header: O
             raise ValueError(f"rows: row {i} has {len(row)} cells, the header {width}")
     fmts = [floatfmt] * width if isinstance(floatfmt, str) or floatfmt is None else list(floatfmt)
     if len(fmts) != width:
-        raise ValueError(f"floatfmt must give one format or one per column ({width}), got {len(fmts)}")
+        raise ValueError(
+            f"floatfmt must give one format or one per column ({width}), got {len(fmts)}"
+        )
     cells = [[_cell(v, f) for v, f in zip(row, fmts)] for row in body]
-    numeric = [all(isinstance(_plain(row[j]), numbers.Number) or row[j] is None for row in body) and bool(body)
-               for j in range(width)]
+    numeric = [
+        all(isinstance(_plain(row[j]), numbers.Number) or row[j] is None for row in body)
+        and bool(body)
+        for j in range(width)
+    ]
 
     def escape(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(escape(h) for h in header) + " |",
-             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(escape(h) for h in header) + " |",
+        "|" + "|".join("---:" if num else ":---" for num in numeric) + "|",
+    ]
     lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in cells]
     markdown = "\n".join(([f"**{title}**", ""] if title else []) + lines)
     if show:

@@ -26,30 +26,46 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from tqdm.auto import tqdm
 
-from .checks import (SamplingRun, check_callable, check_generator, check_int, check_real, check_schedule,
-                     check_tensor, sampling_run)
+from .checks import (
+    SamplingRun,
+    check_callable,
+    check_generator,
+    check_int,
+    check_real,
+    check_schedule,
+    sampling_run,
+)
 from .schedules import Schedule, ddim_levels
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # for ddim_sample only: a single prediction, or (eps_for_x0, eps_for_direction)
-PairEpsFn = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]
+PairEpsFn = Callable[
+    [torch.Tensor, torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
-def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: Optional[torch.Generator] = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def start_noise(
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    generator: Optional[torch.Generator] = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
     check_generator(generator)
     if isinstance(shape_or_noise, torch.Tensor):
         if not shape_or_noise.is_floating_point():
-            raise TypeError(f"shape_or_noise: the starting noise must be a floating-point tensor, "
-                            f"got dtype {shape_or_noise.dtype}")
+            raise TypeError(
+                f"shape_or_noise: the starting noise must be a floating-point tensor, "
+                f"got dtype {shape_or_noise.dtype}"
+            )
         if shape_or_noise.ndim < 1:
             raise ValueError("shape_or_noise: the starting noise needs a batch dimension")
         return shape_or_noise
     if isinstance(shape_or_noise, (str, bytes)) or not hasattr(shape_or_noise, "__iter__"):
-        raise TypeError(f"shape_or_noise must be a shape (a tuple of ints) or a tensor, "
-                        f"got {type(shape_or_noise).__name__}")
+        raise TypeError(
+            f"shape_or_noise must be a shape (a tuple of ints) or a tensor, "
+            f"got {type(shape_or_noise).__name__}"
+        )
     shape = tuple(check_int(s, "shape", low=1) for s in shape_or_noise)
     if not shape:
         raise ValueError("shape must not be empty")
@@ -62,20 +78,31 @@ def start_noise(shape_or_noise: Union[Sequence[int], torch.Tensor], generator: O
 
 def _x0_hat(x_t: torch.Tensor, eps: torch.Tensor, a_t: float) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)  (Luo eq. 115)."""
-    return (x_t - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+    return (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
 
 
-def _ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, beta: float, a_t: float, a_prev: Optional[float],
-                 noise: Optional[torch.Tensor]) -> torch.Tensor:
+def _ddpm_update(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    beta: float,
+    a_t: float,
+    a_prev: Optional[float],
+    noise: Optional[torch.Tensor],
+) -> torch.Tensor:
     mean = (x_t - beta / (1 - a_t) ** 0.5 * eps) / (1 - beta) ** 0.5
     if a_prev is None or noise is None:
         return mean
     var = beta * (1 - a_prev) / (1 - a_t)
-    return mean + var ** 0.5 * noise
+    return mean + var**0.5 * noise
 
 
-def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, schedule: Schedule,
-              noise: Optional[torch.Tensor]) -> torch.Tensor:
+def ddpm_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    step: int,
+    schedule: Schedule,
+    noise: Optional[torch.Tensor],
+) -> torch.Tensor:
     """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; Luo eq. 84-85):
 
     mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), variance = the posterior's
@@ -93,15 +120,28 @@ def _ddim_sigma(a_t: float, a_s: float, eta: float) -> float:
     return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
 
 
-def _ddim_update(x0_hat: torch.Tensor, eps_direction: torch.Tensor, a_s: float, sigma: float,
-                 noise: Optional[torch.Tensor]) -> torch.Tensor:
-    x_s = a_s ** 0.5 * x0_hat + max(1 - a_s - sigma ** 2, 0.0) ** 0.5 * eps_direction
+def _ddim_update(
+    x0_hat: torch.Tensor,
+    eps_direction: torch.Tensor,
+    a_s: float,
+    sigma: float,
+    noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    x_s = a_s**0.5 * x0_hat + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps_direction
     return x_s if noise is None else x_s + sigma * noise
 
 
-def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, prev_step: Optional[int], schedule: Schedule, *,
-              eta: float = 0.0, noise: Optional[torch.Tensor] = None,
-              eps_direction: Optional[torch.Tensor] = None) -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    step: int,
+    prev_step: Optional[int],
+    schedule: Schedule,
+    *,
+    eta: float = 0.0,
+    noise: Optional[torch.Tensor] = None,
+    eps_direction: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """One DDIM step from level ``step`` (t) to the earlier level ``prev_step`` (s < t; None: the
     clean data, alpha_bar_s = 1) (Song, Meng & Ermon 2021, eq. 12):
 
@@ -125,8 +165,9 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, step: int, prev_step: Option
     return _ddim_update(_x0_hat(x_t, eps, a_t), direction, a_s, sigma, noise if sigma > 0 else None)
 
 
-def langevin_step(x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float,
-                  noise: torch.Tensor) -> torch.Tensor:
+def langevin_step(
+    x: torch.Tensor, score: torch.Tensor, alpha: float, snr: float, noise: torch.Tensor
+) -> torch.Tensor:
     """One Langevin corrector step x + delta score + sqrt(2 delta) z towards the law whose score is
     ``score`` (Song et al. 2021, Algorithm 5), with the step delta = 2 alpha (snr |z| / |score|)^2 set
     by a signal-to-noise ratio, the norms averaged over the batch so that every row takes the same
@@ -149,9 +190,13 @@ def _call(eps_fn: PairEpsFn, x: torch.Tensor, step: int, run: SamplingRun):
 
 def _check_eps(eps, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(eps, torch.Tensor):
-        raise TypeError(f"eps_fn must return a tensor (or, for ddim_sample, a pair of them), got {type(eps).__name__}")
+        raise TypeError(
+            f"eps_fn must return a tensor (or, for ddim_sample, a pair of them), got {type(eps).__name__}"
+        )
     if eps.shape != x.shape:
-        raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"eps_fn returned shape {tuple(eps.shape)} for x_t of shape {tuple(x.shape)}"
+        )
     return eps
 
 
@@ -160,22 +205,30 @@ def _predict(eps_fn: EpsFn, x: torch.Tensor, step: int, run: SamplingRun) -> tor
     one place to put the noise, and silently taking either half would be a different method."""
     eps = _call(eps_fn, x, step, run)
     if isinstance(eps, tuple):
-        raise TypeError("eps_fn returned a pair (eps_for_x0, eps_for_direction), which only ddim_sample "
-                        "takes (CFG++ is a DDIM method); give this sampler a single prediction")
+        raise TypeError(
+            "eps_fn returned a pair (eps_for_x0, eps_for_direction), which only ddim_sample "
+            "takes (CFG++ is a DDIM method); give this sampler a single prediction"
+        )
     return _check_eps(eps, x)
 
 
-def _predict_pair(eps_fn: PairEpsFn, x: torch.Tensor, step: int, run: SamplingRun) -> Tuple[torch.Tensor, torch.Tensor]:
+def _predict_pair(
+    eps_fn: PairEpsFn, x: torch.Tensor, step: int, run: SamplingRun
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """eps_fn at one step as (eps_for_x0, eps_for_direction); a single tensor serves as both."""
     out = _call(eps_fn, x, step, run)
     if not isinstance(out, tuple):
         out = (out, out)
     if len(out) != 2:
-        raise TypeError(f"eps_fn must return a tensor or a pair of tensors, got a tuple of {len(out)}")
+        raise TypeError(
+            f"eps_fn must return a tensor or a pair of tensors, got a tuple of {len(out)}"
+        )
     return _check_eps(out[0], x), _check_eps(out[1], x)
 
 
-def _start(eps_fn, shape_or_noise, schedule: Schedule, generator, callback) -> Tuple[torch.Tensor, List[float]]:
+def _start(
+    eps_fn, shape_or_noise, schedule: Schedule, generator, callback
+) -> Tuple[torch.Tensor, List[float]]:
     """The checks every sampler makes once, before its first step; returns x_T and alpha_bar as
     Python floats (read once, not at every step)."""
     check_callable(eps_fn, "eps_fn")
@@ -193,9 +246,14 @@ def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.
 
 
 @torch.no_grad()
-def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
-                generator: Optional[torch.Generator] = None, progress: bool = True,
-                callback: Optional[Callback] = None) -> torch.Tensor:
+def ddpm_sample(
+    eps_fn: EpsFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    schedule: Schedule,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
     """Ancestral DDPM sampling from x_T ~ N(0, I) down to x_0 (Ho et al. 2020, Algorithm 2).
 
     Args:
@@ -206,14 +264,28 @@ def ddpm_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor
             the noise of every step), so a seed fixes the samples.
         callback: ``callback(step, x_t, x0_hat)`` at every step (see the module's docstring).
     """
-    return pc_sample(eps_fn, shape_or_noise, schedule, corrector_steps=0, generator=generator, progress=progress,
-                     callback=callback)
+    return pc_sample(
+        eps_fn,
+        shape_or_noise,
+        schedule,
+        corrector_steps=0,
+        generator=generator,
+        progress=progress,
+        callback=callback,
+    )
 
 
 @torch.no_grad()
-def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
-              corrector_steps: int = 1, snr: float = 0.1, generator: Optional[torch.Generator] = None,
-              progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
+def pc_sample(
+    eps_fn: EpsFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    schedule: Schedule,
+    corrector_steps: int = 1,
+    snr: float = 0.1,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
     """Predictor-corrector sampling (Song et al. 2021, Algorithm 3 with an ancestral predictor): after
     each DDPM step to x_{t-1}, ``corrector_steps`` Langevin steps (:func:`langevin_step`) on the score
     -eps_fn(x, t-1) / sqrt(1 - alpha_bar_{t-1}) at the new noise level. They pull the samples towards
@@ -229,13 +301,17 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
     betas = schedule.betas.tolist()
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
     with sampling_run() as run:
-        for step in tqdm(range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False):
+        for step in tqdm(
+            range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False
+        ):
             eps = _predict(eps_fn, x, step, run)
             if callback is not None:
                 callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
             if step == 0:
                 return _ddpm_update(x, eps, betas[0], alpha_bar[0], None, None)
-            x = _ddpm_update(x, eps, betas[step], alpha_bar[step], alpha_bar[step - 1], _randn_like(x, generator))
+            x = _ddpm_update(
+                x, eps, betas[step], alpha_bar[step], alpha_bar[step - 1], _randn_like(x, generator)
+            )
             sigma = (1 - alpha_bar[step - 1]) ** 0.5
             for _ in range(corrector_steps):
                 score = -_predict(eps_fn, x, step - 1, run) / sigma
@@ -244,9 +320,16 @@ def pc_sample(eps_fn: EpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor],
 
 
 @torch.no_grad()
-def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Tensor], schedule: Schedule,
-                steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
-                progress: bool = True, callback: Optional[Callback] = None) -> torch.Tensor:
+def ddim_sample(
+    eps_fn: PairEpsFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    schedule: Schedule,
+    steps: Optional[int] = None,
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
     """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced levels of the chain
     (:func:`~diffcourse.schedules.ddim_levels`), each level's step :func:`ddim_step`.
 
@@ -266,7 +349,9 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
     eta = check_real(eta, "eta", low=0)
     x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
     with sampling_run() as run:
-        for i, step in enumerate(tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)):
+        for i, step in enumerate(
+            tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)
+        ):
             eps_x0, eps_dir = _predict_pair(eps_fn, x, step, run)
             a_t = alpha_bar[step]
             a_s = alpha_bar[levels[i + 1]] if i + 1 < len(levels) else 1.0
@@ -274,7 +359,9 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
             if callback is not None:
                 callback(step, x, x0_hat)
             sigma = _ddim_sigma(a_t, a_s, eta)
-            x = _ddim_update(x0_hat, eps_dir, a_s, sigma, _randn_like(x, generator) if sigma > 0 else None)
+            x = _ddim_update(
+                x0_hat, eps_dir, a_s, sigma, _randn_like(x, generator) if sigma > 0 else None
+            )
     return x
 
 
@@ -284,21 +371,37 @@ def ddim_sample(eps_fn: PairEpsFn, shape_or_noise: Union[Sequence[int], torch.Te
 def balanced_labels(num_classes: int, per_class: int, device=None) -> torch.Tensor:
     """``[0]*per_class + [1]*per_class + ... + [C-1]*per_class`` as a LongTensor: every class asked
     for equally often, in blocks (so ``x[y == c]`` is a contiguous block)."""
-    num_classes, per_class = check_int(num_classes, "num_classes", low=1), check_int(per_class, "per_class", low=1)
+    num_classes, per_class = (
+        check_int(num_classes, "num_classes", low=1),
+        check_int(per_class, "per_class", low=1),
+    )
     return torch.arange(num_classes, device=device).repeat_interleave(per_class)
 
 
-def seeded_noise(shape: Sequence[int], seed: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def seeded_noise(
+    shape: Sequence[int], seed: int, device=None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Starting noise x_T ~ N(0, I) of ``shape`` drawn from a generator seeded with ``seed`` on
     ``device``: the same seed gives the same noise, so runs that differ only in their method pair up."""
     shape = tuple(check_int(s, "shape", low=1) for s in shape)
     seed = check_int(seed, "seed")
     device = torch.device("cpu") if device is None else torch.device(device)
-    return torch.randn(shape, generator=torch.Generator(device=device).manual_seed(seed), device=device, dtype=dtype)
+    return torch.randn(
+        shape,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        device=device,
+        dtype=dtype,
+    )
 
 
-def labels_and_noise(num_classes: int, per_class: int, sample_shape: Sequence[int], seed: int = 1,
-                     device=None, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+def labels_and_noise(
+    num_classes: int,
+    per_class: int,
+    sample_shape: Sequence[int],
+    seed: int = 1,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """(y, x_T): :func:`balanced_labels` and their :func:`seeded_noise` of shape
     ``[num_classes * per_class, *sample_shape]``, the paired inputs of a guidance sweep."""
     y = balanced_labels(num_classes, per_class, device)

@@ -3,6 +3,7 @@
 Code indexes time 0..T-1 where the book writes t = 1..T:
 ``alpha_bar[t] = prod(alphas[:t+1])`` and ``x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps``.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,14 @@ import torch
 
 from .checks import check_generator, check_int, check_real, check_steps, check_tensor
 
-__all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "check_steps", "ddim_levels"]
+__all__ = [
+    "Schedule",
+    "linear_schedule",
+    "cosine_schedule",
+    "q_sample",
+    "check_steps",
+    "ddim_levels",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,17 @@ class Schedule:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(b.shape)}")
         if not torch.all((b > 0) & (b < 1)):
             raise ValueError("betas must lie in (0, 1)")
+        object.__setattr__(self, "_tables", {})
+
+    def gather(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``betas``, ``alphas`` or ``alpha_bar`` at the steps t, shaped to broadcast against ``like``
+        (batch first), in its dtype and on its device. The table is copied to a device once and
+        kept, so the steps of a sampler never wait for a host-to-device copy."""
+        if name not in ("betas", "alphas", "alpha_bar"):
+            raise ValueError(f"name must be 'betas', 'alphas' or 'alpha_bar', got {name!r}")
+        if name not in self._tables:
+            self._tables[name] = StepTable(getattr(self, name))
+        return self._tables[name].at(t, like)
 
     @property
     def T(self) -> int:
@@ -81,24 +100,51 @@ def ddim_levels(T: int, steps: int) -> List[int]:
     return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
+class StepTable:
+    """Per-step values (a tensor [T]) read at the steps t of a batch, from a copy kept per device and
+    dtype: after the first read on a device no copy is made (a copy from the host waits for the
+    device). The same numbers as indexing the values and converting them."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values = values
+        self._copies: dict = {}
+
+    def at(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """values[t] reshaped to broadcast against ``like`` (batch first), in its dtype and device."""
+        key = (like.device, like.dtype)
+        table = self._copies.get(key)
+        if table is None:
+            table = self._copies[key] = self.values.to(device=like.device, dtype=like.dtype)
+        return table[t].reshape(-1, *([1] * (like.ndim - 1)))
+
+
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] reshaped to broadcast against ``like`` (batch first), in its dtype and device."""
     v = values.to(like.device)[t].to(like.dtype)
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule, eps: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+    eps: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Luo eq. 70)."""
     check_tensor(x0, "x0", floating=True)
     if x0.ndim < 1:
         raise ValueError("x0 must have a batch dimension")
     check_steps(t, x0.shape[0], schedule.T)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype)
+        eps = torch.randn(
+            x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype
+        )
     else:
         check_tensor(eps, "eps", floating=True)
         if eps.shape != x0.shape:
-            raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
-    a = _gather(schedule.alpha_bar, t, x0)
+            raise ValueError(
+                f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}"
+            )
+    a = schedule.gather("alpha_bar", t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps

@@ -5,6 +5,7 @@ Given x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps, Tweedie's formula give
 ``x0 = (x_t + (1 - alpha_bar) score) / sqrt(alpha_bar)`` (Luo eq. 133). Every function takes
 ``alpha_bar`` as a float or a tensor that broadcasts against the batch.
 """
+
 from __future__ import annotations
 
 import torch

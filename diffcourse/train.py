@@ -1,12 +1,15 @@
-"""Training a noise predictor with the simple loss E ||eps - eps_theta(x_t, t[, y])||^2 (Luo eq. 130;
-Ho et al. 2020, Algorithm 1), t uniform over the chain; and a noise-aware classifier.
+"""Training: a noise predictor with the simple loss of Ho et al. (2020, Algorithm 1; Luo eq. 130),
+with condition dropout for classifier-free guidance, and a noise-aware classifier for classifier
+guidance. Read top to bottom: the two losses the course teaches, the two trainers that draw their
+inputs, the one loop they share, then processes, checkpoints and the command line.
 
-The same loops run on one device or on several under ``torchrun`` (DistributedDataParallel: NCCL on
+The same loop runs on one device or on several under ``torchrun`` (DistributedDataParallel: NCCL on
 GPUs, gloo on CPUs). ``batch_size`` is always the *global* batch: with W processes each takes every
 W-th row of it, so W processes and one process see the same examples, times and noise at every step
 and reach the same weights (up to float rounding). Checkpoints are written by rank 0 only, atomically,
-and resumed exactly. ``python -m diffcourse.train --help`` runs the labs' settings from the shell.
+and resumed exactly. ``python -m diffcourse.train --help`` trains the labs' recipes from the shell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +17,7 @@ import math
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -27,13 +31,485 @@ from .checks import check_int, check_module, check_probability, check_real, chec
 from .mixture import GaussianMixture
 from .schedules import Schedule, q_sample
 
-DEFAULT_P_UNCOND = 0.1   # condition dropout for conditional models (Ho & Salimans 2022 used 0.1-0.2)
+DEFAULT_P_UNCOND = 0.1  # condition dropout for conditional models (Ho & Salimans 2022 used 0.1-0.2)
 
 Data = Union[GaussianMixture, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 State = Dict[str, object]
 
 
+# ---- the losses the course teaches ------------------------------------------------------------------
+
+
+def denoiser_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    y: Optional[torch.Tensor] = None,
+    drop: Optional[torch.Tensor] = None,
+    null_label: Union[int, torch.Tensor, None] = None,
+) -> torch.Tensor:
+    """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130), with condition dropout:
+
+        x_t  = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps       (Luo eq. 70)
+        y    = null_label where ``drop`` is True                      (Ho & Salimans 2022)
+        loss = mean over the batch and the coordinates of (eps_theta(x_t, t, y) - eps)^2
+
+    t uniform over the chain and eps ~ N(0, I) are drawn by the caller; ``y=None`` trains an
+    unconditional model. ``y`` is a label per row, or any condition with the batch first (a caption,
+    an image, chapter 10); ``null_label`` is then the null condition, shaped like ``y``."""
+    x_t = q_sample(x0, t, schedule, eps)
+    if y is None:
+        eps_hat = model(x_t, t)
+    else:
+        if drop is not None:
+            y = torch.where(drop.view(-1, *[1] * (y.ndim - 1)), null_label, y)
+        eps_hat = model(x_t, t, y)
+    return torch.mean((eps_hat - eps) ** 2)
+
+
+def classifier_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    t: Optional[torch.Tensor] = None,
+    eps: Optional[torch.Tensor] = None,
+    schedule: Optional[Schedule] = None,
+) -> torch.Tensor:
+    """Cross-entropy of a noise-aware classifier p_phi(y | x_t, t) on x_t from the forward process,
+    as guided diffusion trains its classifier (Dhariwal & Nichol 2021); without ``schedule`` on the
+    clean x0 (the evaluation classifier of the image metrics, which takes no t)."""
+    if schedule is None:
+        return nn.functional.cross_entropy(model(x0), y)
+    return nn.functional.cross_entropy(model(q_sample(x0, t, schedule, eps), t), y)
+
+
+# ---- the two trainers: what each step draws ---------------------------------------------------------
+
+
+def train_denoiser(
+    model: nn.Module,
+    data: Data,
+    schedule: Schedule,
+    steps: int,
+    *,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    p_uncond: Optional[float] = None,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 100,
+    resume: Optional[State] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
+    """Fit ``model`` (an eps_theta) to ``data`` with :func:`denoiser_loss`; returns the loss of every
+    step run (the mean over the batch and the coordinates).
+
+    Args:
+        data: a :class:`GaussianMixture` (fresh draws every step), a tensor of x0, or (x0, y).
+        batch_size: the global batch, shared out among the processes when run under torchrun.
+        p_uncond: chance that a label is replaced by the null label (condition dropout, so that one
+            network learns the conditional and the unconditional model, as classifier-free guidance
+            needs). Default: 0.1 for a conditional model (Ho & Salimans found 0.1 and 0.2 best,
+            0.5 worse), 0 for an unconditional one. Pass 0.0 to train a plain conditional model.
+        seed: seeds the data order, the times and the noise (not the initial weights: seed
+            ``torch.manual_seed`` before building the model, as :mod:`diffcourse.recipes` does).
+        resume: a state from :func:`load_checkpoint`: continue that run where it stopped.
+        checkpoint: where to save the state (rank 0, atomically): every ``save_every`` steps and at
+            the end. ``stop_after`` ends this call early after that many steps, as an interrupted
+            run would, leaving a checkpoint to resume from.
+        The other settings are :class:`Settings`'s.
+    """
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    _check_model(model, schedule, settings)
+    # a class label (num_classes > 0), or another condition whose null the model gives (chapter 10)
+    other_condition = callable(getattr(model, "null_condition", None))
+    conditional = getattr(model, "num_classes", 0) > 0 or other_condition
+    if p_uncond is None:
+        p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
+    p_uncond = check_probability(p_uncond, "p_uncond")
+    if p_uncond > 0 and not conditional:
+        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    null_label = getattr(model, "null_label", None)
+    if p_uncond > 0 and null_label is None and not other_condition:
+        raise ValueError(
+            "model must have a null_label (the label that means no condition) to train with p_uncond > 0"
+        )
+
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
+    ) -> torch.Tensor:
+        t = draw.steps(schedule.T)  # t ~ U{0, ..., T-1}
+        eps = draw.normal(x0)  # eps ~ N(0, I)
+        if not conditional:
+            return denoiser_loss(net, x0, t, eps, schedule)
+        if y is None:
+            raise ValueError("data: a conditional model needs labelled data (x0, y)")
+        drop = draw.uniform() < p_uncond  # drawn even at p_uncond = 0: one random stream
+        null = model.null_condition(y) if other_condition else null_label
+        return denoiser_loss(
+            net, x0, t, eps, schedule, y=y, drop=drop if p_uncond > 0 else None, null_label=null
+        )
+
+    return fit(model, data, loss, settings, resume=resume, desc="training denoiser")
+
+
+def train_classifier(
+    classifier: nn.Module,
+    data: Data,
+    schedule: Optional[Schedule],
+    steps: int,
+    *,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+    warmup: int = 100,
+    resume: Optional[State] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    save_every: int = 0,
+    stop_after: Optional[int] = None,
+    config: Optional[dict] = None,
+) -> List[float]:
+    """Fit a noise-aware classifier p_phi(y | x_t, t) with :func:`classifier_loss` at uniform t;
+    ``schedule=None`` trains on the clean data instead (the evaluation classifier of the image
+    metrics, which takes no t). The other arguments are :func:`train_denoiser`'s."""
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    _check_model(classifier, schedule, settings)
+
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
+    ) -> torch.Tensor:
+        if y is None:
+            raise ValueError("data: a classifier needs labelled data (x0, y)")
+        if schedule is None:
+            return classifier_loss(net, x0, y)
+        t = draw.steps(schedule.T)
+        return classifier_loss(net, x0, y, t=t, eps=draw.normal(x0), schedule=schedule)
+
+    return fit(classifier, data, loss, settings, resume=resume, desc="training classifier")
+
+
+# ---- the loop both share ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run trains: ``steps`` of AdamW on global batches of ``batch_size``, the learning rate
+    ``lr`` warmed up over ``warmup`` steps then decayed on a cosine, ``seed`` for everything drawn,
+    and the checkpointing of :func:`train_denoiser`."""
+
+    steps: int
+    batch_size: int = 512
+    lr: float = 2e-3
+    warmup: int = 100
+    seed: int = 0
+    progress: bool = True
+    checkpoint: Optional[Union[str, Path]] = None
+    save_every: int = 0
+    stop_after: Optional[int] = None
+    config: Optional[dict] = None
+
+    def __post_init__(self):
+        check_int(self.steps, "steps", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_real(self.lr, "lr", low=0, low_open=True)
+        check_int(self.warmup, "warmup", low=1)
+        check_int(self.seed, "seed")
+        check_int(self.save_every, "save_every", low=0)
+        if self.stop_after is not None:
+            check_int(self.stop_after, "stop_after", low=0)
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path, got {type(self.checkpoint).__name__}")
+        if self.config is not None and not isinstance(self.config, dict):
+            raise TypeError(f"config must be a dict, got {type(self.config).__name__}")
+        world = rank_and_world()[1]
+        if self.batch_size % world:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of the number of processes ({world})"
+            )
+
+
+def lr_factor(step: int, settings: Settings) -> float:
+    """The learning rate's factor at ``step``: linear warm-up, then half a cosine down to 0 (a cheap
+    stand-in for the weight averaging of large models that keeps the last steps quiet)."""
+    return (
+        min(1.0, (step + 1) / settings.warmup)
+        * 0.5
+        * (1 + math.cos(math.pi * step / settings.steps))
+    )
+
+
+class Draws:
+    """The random inputs of a step, drawn from the run's one generator for the whole global batch
+    (the same on every rank), of which each rank keeps rows rank, rank + W, ..."""
+
+    def __init__(
+        self,
+        generator: torch.Generator,
+        batch_size: int,
+        device: torch.device,
+        *,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.generator, self.batch_size, self.device, self.rank, self.world = (
+            generator,
+            batch_size,
+            device,
+            rank,
+            world,
+        )
+
+    def steps(self, T: int) -> torch.Tensor:
+        """t uniform on 0..T-1, one per row."""
+        return self.draw((), "int", high=T)
+
+    def normal(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like a row of ``like``, one per row."""
+        return self.draw(tuple(like.shape[1:]), "normal", dtype=like.dtype)
+
+    def uniform(self) -> torch.Tensor:
+        """U(0, 1), one per row: condition dropout's coins."""
+        return self.draw((), "uniform")
+
+    def draw(
+        self, shape: Tuple[int, ...], kind: str, high: int = 0, dtype=torch.float32
+    ) -> torch.Tensor:
+        """A global batch of ``kind`` ("int": uniform on 0..high-1, "normal", "uniform"), each row of
+        ``shape``; this rank's rows."""
+        full = (self.batch_size, *shape)
+        if kind == "int":
+            out = torch.randint(0, high, full, generator=self.generator, device=self.device)
+        elif kind == "normal":
+            out = torch.randn(full, generator=self.generator, device=self.device, dtype=dtype)
+        else:
+            out = torch.rand(full, generator=self.generator, device=self.device)
+        return out[self.rank :: self.world]
+
+
+Loss = Callable[[nn.Module, torch.Tensor, Optional[torch.Tensor], Draws], torch.Tensor]
+
+
+def fit(
+    model: nn.Module,
+    data: Data,
+    loss: Loss,
+    settings: Settings,
+    *,
+    resume: Optional[State] = None,
+    desc: str = "training",
+) -> List[float]:
+    """The loop: each step takes this rank's rows (x0, y) of the next global batch, computes
+    ``loss(net, x0, y, draws)``, and makes one AdamW step with the gradient clipped to norm 1 and
+    the learning rate of :func:`lr_factor`. DDP across processes, a progress bar on rank 0,
+    checkpoints (:func:`save_checkpoint`) every ``save_every`` steps and at the end. Returns the
+    loss of every step run."""
+    rank, world = rank_and_world()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, settings))
+    start = 0 if resume is None else _restore(resume, model, opt, sched, generator, settings.steps)
+    end = (
+        settings.steps
+        if settings.stop_after is None
+        else min(settings.steps, start + settings.stop_after)
+    )
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    batches = _batches(
+        data,
+        settings.batch_size,
+        generator,
+        device,
+        rank=rank,
+        world=world,
+        seed=settings.seed,
+        start_step=start,
+    )
+    draws = Draws(generator, settings.batch_size, device, rank=rank, world=world)
+
+    def save(step: int) -> None:
+        if settings.checkpoint is not None:
+            save_checkpoint(
+                settings.checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step,
+                    "generator": generator.get_state(),
+                    "config": dict(settings.config or {}),
+                },
+            )
+
+    losses: List[float] = []
+    model.train()
+    bar = tqdm(
+        range(start, end),
+        desc=desc,
+        disable=not settings.progress or rank != 0,
+        initial=start,
+        total=settings.steps,
+    )
+    for i in bar:
+        x0, y = next(batches)
+        batch_loss = loss(net, x0, y, draws)
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(batch_loss.item())
+        if (i - start) % 100 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
+        if settings.save_every and (i + 1) % settings.save_every == 0 and i + 1 < end:
+            save(i + 1)
+    save(end)
+    model.eval()
+    return losses
+
+
+def _check_model(model: nn.Module, schedule: Optional[Schedule], settings: Settings) -> None:
+    check_module(model)
+    if schedule is not None:
+        check_schedule(schedule)
+        if getattr(model, "T", schedule.T) != schedule.T:
+            raise ValueError(f"schedule has T={schedule.T} but the model was built for T={model.T}")
+
+
+def _restore(
+    resume: State, model: nn.Module, opt, sched, generator: torch.Generator, steps: int
+) -> int:
+    """Load a checkpoint's state into the run; returns the step it had reached."""
+    model.load_state_dict(resume["model"])
+    opt.load_state_dict(resume["optimizer"])
+    sched.load_state_dict(resume["scheduler"])
+    generator.set_state(resume["generator"])
+    start = int(resume["step"])
+    if not 0 <= start <= steps:
+        raise ValueError(
+            f"resume: the checkpoint is at step {start}, outside a run of {steps} steps"
+        )
+    return start
+
+
+def _batches(
+    data: Data,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    start_step: int = 0,
+):
+    """Endless (x0, y) batches, this process's share of each global batch of ``batch_size`` rows.
+
+    A mixture: fresh draws of the whole global batch from the shared ``generator`` (the same on
+    every rank), of which this rank keeps rows rank, rank + W, ... A tensor data set: epochs of a
+    :class:`~torch.utils.data.DistributedSampler` (shuffled, seeded by ``seed`` and the epoch); its
+    shards interleave the same way, so a global batch is the same for every W when the data set's
+    size is a multiple of the batch. ``start_step`` skips the batches already used (resuming).
+    """
+    if isinstance(data, GaussianMixture):
+        while True:
+            x, y = data.sample(batch_size, generator=generator)
+            yield x[rank::world].to(device, torch.float32), y[rank::world].to(device)
+    x_all, y_all = data if isinstance(data, tuple) else (data, None)
+    if y_all is not None and y_all.shape[0] != x_all.shape[0]:
+        raise ValueError("data's x and y must have the same number of rows")
+    local = batch_size // world
+    sampler = DistributedSampler(
+        range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
+    per_epoch = len(sampler) // local
+    if per_epoch < 1:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the data set ({x_all.shape[0]} rows)"
+        )
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        for k in range(skip, per_epoch):
+            idx = order[k * local : (k + 1) * local].to(x_all.device)
+            yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
+        epoch, skip = epoch + 1, 0
+
+
+# ---- the loop's earlier interface, kept for trainers written against it ------------------------------
+
+
+def _check_common(
+    model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int
+) -> None:
+    """The earlier checks of a trainer's common arguments (:class:`Settings` does them now)."""
+    _check_model(model, schedule, Settings(steps=steps, batch_size=batch_size))
+
+
+def _train(model, data, schedule, steps, batch_size, lr, seed, progress, warmup, desc, make_loss, resume,
+           checkpoint, save_every, stop_after, config) -> List[float]:  # fmt: skip
+    """:func:`fit` with the earlier interface, for code written against it: ``make_loss(net,
+    next_batch, draw)`` returns ``batch_loss()``, which takes this rank's (x0, y) from
+    ``next_batch()`` and its random inputs from ``draw(shape, kind, high=0, dtype)``
+    (:meth:`Draws.draw`). New trainers call :func:`fit` with a ``loss(net, x0, y, draws)``."""
+    settings = Settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_every=save_every,
+        stop_after=stop_after,
+        config=config,
+    )
+    held: Dict[str, object] = {}
+
+    def loss(
+        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws: Draws
+    ) -> torch.Tensor:
+        held["batch"] = (x0, y)
+        if "batch_loss" not in held:
+            held["batch_loss"] = make_loss(net, lambda: held["batch"], draws.draw)
+        return held["batch_loss"]()
+
+    return fit(model, data, loss, settings, resume=resume, desc=desc)
+
+
 # ---- processes, checkpoints ------------------------------------------------------------------------
+
 
 def rank_and_world() -> Tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
@@ -49,7 +525,7 @@ def save_checkpoint(path: Union[str, Path], state: State) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")      # one per process: writers never collide
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: writers never collide
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
@@ -68,210 +544,18 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise ValueError(f"checkpoint {path} is corrupt or truncated: {err}") from None
-    missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(state if isinstance(state, dict) else ())
+    missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(
+        state if isinstance(state, dict) else ()
+    )
     if missing:
-        raise ValueError(f"checkpoint {path} is not a diffcourse training checkpoint (missing {sorted(missing)})")
+        raise ValueError(
+            f"checkpoint {path} is not a diffcourse training checkpoint (missing {sorted(missing)})"
+        )
     return state
 
 
-# ---- the shared loop ---------------------------------------------------------------------------------
-
-def _batches(data: Data, batch_size: int, generator: torch.Generator, device: torch.device,
-             rank: int, world: int, seed: int, start_step: int):
-    """Endless (x0, y) batches, this process's share of each global batch of ``batch_size`` rows.
-
-    A mixture: fresh draws of the whole global batch from the shared ``generator`` (the same on
-    every rank), of which this rank keeps rows rank, rank + W, ... A tensor data set: epochs of a
-    :class:`~torch.utils.data.DistributedSampler` (shuffled, seeded by ``seed`` and the epoch); its
-    shards interleave the same way, so a global batch is the same for every W when the data set's
-    size is a multiple of the batch. ``start_step`` skips the batches already used (resuming).
-    """
-    if isinstance(data, GaussianMixture):
-        while True:
-            x, y = data.sample(batch_size, generator=generator)
-            yield x[rank::world].to(device, torch.float32), y[rank::world].to(device)
-    x_all, y_all = data if isinstance(data, tuple) else (data, None)
-    if y_all is not None and y_all.shape[0] != x_all.shape[0]:
-        raise ValueError("data's x and y must have the same number of rows")
-    local = batch_size // world
-    sampler = DistributedSampler(range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    per_epoch = len(sampler) // local
-    if per_epoch < 1:
-        raise ValueError(f"batch_size {batch_size} is larger than the data set ({x_all.shape[0]} rows)")
-    epoch, skip = divmod(start_step, per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-        for k in range(skip, per_epoch):
-            idx = order[k * local:(k + 1) * local].to(x_all.device)
-            yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
-        epoch, skip = epoch + 1, 0
-
-
-def _check_common(model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int) -> None:
-    check_module(model)
-    if schedule is not None:
-        check_schedule(schedule)
-    check_int(steps, "steps", low=1)
-    check_int(batch_size, "batch_size", low=1)
-    world = rank_and_world()[1]
-    if batch_size % world:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
-    if schedule is not None and getattr(model, "T", schedule.T) != schedule.T:
-        raise ValueError(f"the model was built for T={model.T} but the schedule has T={schedule.T}")
-
-
-def _train(model: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int, lr: float,
-           seed: int, progress: bool, warmup: int, desc: str,
-           make_loss: Callable[[nn.Module, Callable, Callable], Callable[[], torch.Tensor]],
-           resume: Optional[State], checkpoint: Optional[Union[str, Path]], save_every: int,
-           stop_after: Optional[int], config: Optional[dict]) -> List[float]:
-    """The loop both trainers share: AdamW, warm-up then cosine decay of the learning rate (a cheap
-    stand-in for the weight averaging of large models that keeps the last steps quiet), gradient
-    clipping, a progress bar on rank 0, DDP across processes, checkpoints.
-
-    ``make_loss(net, next_batch, draw)`` returns ``batch_loss()``; ``next_batch()`` gives this rank's
-    (x0, y) and ``draw(shape, kind)`` draws a global batch of times, noise or dropout coins from the
-    shared generator and returns this rank's rows."""
-    rank, world = rank_and_world()
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        gen.set_state(resume["generator"])
-        start = int(resume["step"])
-        if not 0 <= start <= steps:
-            raise ValueError(f"the checkpoint is at step {start}, outside a run of {steps} steps")
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    batches = _batches(data, batch_size, gen, device, rank, world, seed, start)
-
-    def draw(shape, kind: str, high: int = 0, dtype=torch.float32) -> torch.Tensor:
-        full = (batch_size, *shape)
-        if kind == "int":
-            out = torch.randint(0, high, full, generator=gen, device=device)
-        elif kind == "normal":
-            out = torch.randn(full, generator=gen, device=device, dtype=dtype)
-        else:
-            out = torch.rand(full, generator=gen, device=device)
-        return out[rank::world]
-
-    batch_loss = make_loss(net, lambda: next(batches), draw)
-    end = steps if stop_after is None else min(steps, start + stop_after)
-
-    def save(step: int) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                         "scheduler": sched.state_dict(), "step": step,
-                                         "generator": gen.get_state(), "config": dict(config or {})})
-
-    losses: List[float] = []
-    model.train()
-    bar = tqdm(range(start, end), desc=desc, disable=not progress or rank != 0, initial=start, total=steps)
-    for i in bar:
-        loss = batch_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if (i - start) % 100 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-        if save_every and (i + 1) % save_every == 0 and i + 1 < end:
-            save(i + 1)
-    save(end)
-    model.eval()
-    return losses
-
-
-# ---- the two trainers ------------------------------------------------------------------------------
-
-def train_denoiser(model: nn.Module, data: Data, schedule: Schedule, steps: int, batch_size: int = 512,
-                   lr: float = 2e-3, p_uncond: Optional[float] = None, seed: int = 0, progress: bool = True,
-                   warmup: int = 100, resume: Optional[State] = None, checkpoint: Optional[Union[str, Path]] = None,
-                   save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
-                   ) -> List[float]:
-    """Fit ``model`` (an eps_theta) to ``data``; returns the loss of every step run (the mean over the
-    batch and the coordinates).
-
-    Args:
-        data: a :class:`GaussianMixture` (fresh draws every step), a tensor of x0, or (x0, y).
-        batch_size: the global batch, shared out among the processes when run under torchrun.
-        p_uncond: chance that a label is replaced by the null label (condition dropout, so that one
-            network learns the conditional and the unconditional model, as classifier-free guidance
-            needs). Default: 0.1 for a conditional model (Ho & Salimans found 0.1 and 0.2 best,
-            0.5 worse), 0 for an unconditional one. Pass 0.0 to train a plain conditional model.
-        seed: seeds the data order, the times and the noise (not the initial weights: seed
-            ``torch.manual_seed`` before building the model).
-        resume: a state from :func:`load_checkpoint`: continue that run where it stopped.
-        checkpoint: where to save the state (rank 0, atomically): every ``save_every`` steps and at
-            the end. ``stop_after`` ends this call early after that many steps, as an interrupted
-            run would, leaving a checkpoint to resume from.
-    """
-    _check_common(model, schedule, steps, batch_size)
-    conditional = getattr(model, "num_classes", 0) > 0
-    if p_uncond is None:
-        p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
-    p_uncond = check_probability(p_uncond, "p_uncond")
-    if p_uncond > 0 and not conditional:
-        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
-    if p_uncond > 0 and getattr(model, "null_label", None) is None:
-        raise ValueError("model must have a null_label (the label that means no condition) to train with p_uncond > 0")
-
-    def make_loss(net, next_batch, draw):
-        def batch_loss() -> torch.Tensor:
-            x0, y = next_batch()
-            t = draw((), "int", high=schedule.T)
-            eps = draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
-            x_t = q_sample(x0, t, schedule, eps)
-            if conditional:
-                if y is None:
-                    raise ValueError("a conditional model needs labelled data")
-                drop = draw((), "uniform") < p_uncond
-                eps_hat = net(x_t, t, torch.where(drop, model.null_label, y))
-            else:
-                eps_hat = net(x_t, t)
-            return torch.mean((eps_hat - eps) ** 2)
-        return batch_loss
-
-    return _train(model, data, schedule, steps, batch_size, lr, seed, progress, warmup, "training denoiser",
-                  make_loss, resume, checkpoint, save_every, stop_after, config)
-
-
-def train_classifier(classifier: nn.Module, data: Data, schedule: Optional[Schedule], steps: int, batch_size: int = 512,
-                     lr: float = 2e-3, seed: int = 0, progress: bool = True, warmup: int = 100,
-                     resume: Optional[State] = None, checkpoint: Optional[Union[str, Path]] = None,
-                     save_every: int = 0, stop_after: Optional[int] = None, config: Optional[dict] = None,
-                     ) -> List[float]:
-    """Fit a noise-aware classifier p_phi(y | x_t, t) by cross-entropy on x_t drawn from the forward
-    process at uniform t, as guided diffusion trains its classifier (Dhariwal & Nichol 2021).
-    ``schedule=None`` trains on the clean data instead (the evaluation classifier of the image
-    metrics, which takes no t). The other arguments are :func:`train_denoiser`'s."""
-    _check_common(classifier, schedule, steps, batch_size)
-
-    def make_loss(net, next_batch, draw):
-        def batch_loss() -> torch.Tensor:
-            x0, y = next_batch()
-            if y is None:
-                raise ValueError("a classifier needs labelled data")
-            if schedule is None:
-                return nn.functional.cross_entropy(net(x0), y)
-            t = draw((), "int", high=schedule.T)
-            x_t = q_sample(x0, t, schedule, draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype))
-            return nn.functional.cross_entropy(net(x_t, t), y)
-        return batch_loss
-
-    return _train(classifier, data, schedule, steps, batch_size, lr, seed, progress, warmup, "training classifier",
-                  make_loss, resume, checkpoint, save_every, stop_after, config)
-
-
 # ---- the command line: the labs' settings, on one device or many ------------------------------------
+
 
 def main(argv: Optional[List[str]] = None) -> Path:
     """``python -m diffcourse.train --config NAME [--steps N] [--out PATH] [--resume]``, alone or under
@@ -282,19 +566,43 @@ def main(argv: Optional[List[str]] = None) -> Path:
     from .device import get_device
 
     parser = argparse.ArgumentParser(prog="python -m diffcourse.train", description=main.__doc__)
-    parser.add_argument("--config", required=True, choices=recipes.names(aliases=True), metavar="NAME",
-                        help="the recipe: " + ", ".join(recipes.names(aliases=True)))
-    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's, by budget)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        choices=recipes.names(aliases=True),
+        metavar="NAME",
+        help="the recipe: " + ", ".join(recipes.names(aliases=True)),
+    )
+    parser.add_argument(
+        "--steps", type=int, help="training steps (default: the recipe's, by budget)"
+    )
     parser.add_argument("--batch-size", type=int, help="the global batch (default: the recipe's)")
-    parser.add_argument("--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every this many steps")
-    parser.add_argument("--stop-after", type=int, help="stop after this many steps, as if interrupted")
-    parser.add_argument("--seed", type=int, help="seeds both the initial weights and the training (default: the recipe's)")
+    parser.add_argument(
+        "--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint at --out"
+    )
+    parser.add_argument(
+        "--save-every", type=int, default=500, help="checkpoint every this many steps"
+    )
+    parser.add_argument(
+        "--stop-after", type=int, help="stop after this many steps, as if interrupted"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seeds both the initial weights and the training (default: the recipe's)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    recipe = recipes.get(args.config, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                         init_seed=args.seed)
+    recipe = recipes.get(
+        args.config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        init_seed=args.seed,
+    )
     out = args.out or Path("checkpoints") / f"{args.config}.pt"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -313,10 +621,18 @@ def main(argv: Optional[List[str]] = None) -> Path:
             resume = load_checkpoint(out, map_location=device)
             written_by = resume.get("config", {}).get("name")
             if recipes.ALIASES.get(written_by, written_by) != recipe.name:
-                raise ValueError(f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}")
+                raise ValueError(
+                    f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}"
+                )
         # the recipe seeds the initial weights, the same on every rank
-        recipe.train(device, progress=not args.no_progress, resume=resume, checkpoint=out,
-                     save_every=args.save_every, stop_after=args.stop_after)
+        recipe.train(
+            device,
+            progress=not args.no_progress,
+            resume=resume,
+            checkpoint=out,
+            save_every=args.save_every,
+            stop_after=args.stop_after,
+        )
         if rank == 0:
             print(f"checkpoint: {out}")
     finally:

@@ -6,7 +6,9 @@ from diffcourse.mixture import GaussianMixture
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-def random_mixture(dim: int, components_per_class=(2, 3), seed: int = 0, dtype=torch.float64) -> GaussianMixture:
+def random_mixture(
+    dim: int, components_per_class=(2, 3), seed: int = 0, dtype=torch.float64
+) -> GaussianMixture:
     """A mixture with full random covariances and several components per class."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.cat([torch.full((k,), c) for c, k in enumerate(components_per_class)])

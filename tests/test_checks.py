@@ -72,7 +72,12 @@ def test_check_int():
 
 def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
     x = torch.zeros(3, 2)
-    assert check_tensor(x, "x", floating=True, shape=(None, 2), dtype=torch.float32, device=torch.device("cpu")) is x
+    assert (
+        check_tensor(
+            x, "x", floating=True, shape=(None, 2), dtype=torch.float32, device=torch.device("cpu")
+        )
+        is x
+    )
     with pytest.raises(TypeError, match="^x must be a torch.Tensor"):
         check_tensor([[0.0, 0.0]], "x")
     with pytest.raises(TypeError, match="^x must be a floating-point tensor"):
@@ -81,7 +86,9 @@ def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
         check_tensor(x, "y", floating=False)
     with pytest.raises(ValueError, match=r"^x must have shape \[N, 3\]"):
         check_tensor(x, "x", shape=(None, 3))
-    with pytest.raises(TypeError, match="^x has dtype torch.float64, but the mixture is torch.float32"):
+    with pytest.raises(
+        TypeError, match="^x has dtype torch.float64, but the mixture is torch.float32"
+    ):
         check_tensor(x.double(), "x", dtype=torch.float32, owner="the mixture")
     with pytest.raises(ValueError, match="^x is on cpu, but the model is on meta"):
         check_tensor(x, "x", device=torch.device("meta"))
@@ -108,7 +115,9 @@ def test_check_steps_and_labels():
     with pytest.raises(ValueError, match="^t must lie"):
         check_steps(torch.tensor([-1, 0]), 2, 5)
     # networks: a LongTensor[n]; None is the null label where allowed
-    assert torch.equal(check_labels(None, 2, 3, torch.device("cpu"), allow_null=True), torch.tensor([3, 3]))
+    assert torch.equal(
+        check_labels(None, 2, 3, torch.device("cpu"), allow_null=True), torch.tensor([3, 3])
+    )
     with pytest.raises(TypeError, match="^y must be a LongTensor"):
         check_labels(None, 2, 3)
     with pytest.raises(TypeError, match="^y must be a LongTensor"):
@@ -116,11 +125,15 @@ def test_check_steps_and_labels():
     with pytest.raises(TypeError, match="^y must be a LongTensor"):
         check_labels(1, 2, 3)
     with pytest.raises(ValueError, match=r"^y must lie in 0..2, got values in 0..3"):
-        check_labels(torch.tensor([0, 3]), 2, 3)               # the null label is no class to ask for
-    assert torch.equal(check_labels(torch.tensor([0, 3]), 2, 3, allow_null=True), torch.tensor([0, 3]))
+        check_labels(torch.tensor([0, 3]), 2, 3)  # the null label is no class to ask for
+    assert torch.equal(
+        check_labels(torch.tensor([0, 3]), 2, 3, allow_null=True), torch.tensor([0, 3])
+    )
     # mixtures: an int, or an integer tensor of any integer dtype, or 0-dim
     assert torch.equal(check_labels(2, 3, 3, allow_int=True), torch.tensor([2, 2, 2]))
-    assert torch.equal(check_labels(torch.tensor(1, dtype=torch.int32), 2, 3, allow_int=True), torch.tensor([1, 1]))
+    assert torch.equal(
+        check_labels(torch.tensor(1, dtype=torch.int32), 2, 3, allow_int=True), torch.tensor([1, 1])
+    )
     with pytest.raises(ValueError, match="^y must lie"):
         check_labels(3, 2, 3, allow_int=True)
     with pytest.raises(TypeError, match="^y must be an int or an integer tensor"):
@@ -195,7 +208,11 @@ CASES = [
     (lambda: ddim_sample(FN, (4, 2), S, steps=2.0, progress=False), TypeError, "steps"),
     (lambda: ddim_sample(FN, (4, 2), S, steps=11, progress=False), ValueError, "steps"),
     (lambda: ddim_sample(FN, (4, 2), S, eta=math.nan, progress=False), ValueError, "eta"),
-    (lambda: pc_sample(FN, (4, 2), S, corrector_steps=1.0, progress=False), TypeError, "corrector_steps"),
+    (
+        lambda: pc_sample(FN, (4, 2), S, corrector_steps=1.0, progress=False),
+        TypeError,
+        "corrector_steps",
+    ),
     (lambda: pc_sample(FN, (4, 2), S, snr=math.inf, progress=False), ValueError, "snr"),
     # metrics
     (lambda: sliced_w2(X.tolist(), X), TypeError, "x"),
@@ -229,7 +246,7 @@ def test_value_checks_go_through_one_read():
         MLP(X, T0, Y)
     finally:
         checks.read_values = original
-    assert len(reads) == 2                                   # t's range, y's range
+    assert len(reads) == 2  # t's range, y's range
 
 
 def test_meta_tensors_have_no_values_to_check():

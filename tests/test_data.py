@@ -24,12 +24,12 @@ def test_bad_input():
 
 # ---- images ------------------------------------------------------------------------------------------
 
-import gzip
-import struct
+import gzip  # noqa: E402
+import struct  # noqa: E402
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-from diffcourse.data import load_digits_split, load_mnist, read_idx
+from diffcourse.data import load_digits_split, load_mnist, read_idx  # noqa: E402
 
 
 def test_digits_split_is_seeded_scaled_and_disjoint():
@@ -78,7 +78,7 @@ def test_mnist_folder(tmp_path):
         load_mnist(tmp_path, split="train")
     with pytest.raises(ValueError, match="split"):
         load_mnist(tmp_path, split="val")
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:5], 0x08)        # one label short
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:5], 0x08)  # one label short
     with pytest.raises(ValueError, match="do not match"):
         load_mnist(tmp_path, split="test")
 
@@ -98,7 +98,7 @@ def test_bad_idx_files_are_refused(tmp_path):
     (tmp_path / "magic").write_bytes(b"\x01" + raw[1:])
     with pytest.raises(ValueError, match="IDX header"):
         read_idx(tmp_path / "magic")
-    (tmp_path / "bad.gz").write_bytes(raw)                                   # not gzip at all
+    (tmp_path / "bad.gz").write_bytes(raw)  # not gzip at all
     with pytest.raises(ValueError, match="gzip"):
         read_idx(tmp_path / "bad.gz")
     with pytest.raises(FileNotFoundError, match="missing"):

@@ -108,10 +108,10 @@ def test_without_ipywidgets_the_figure_stays_and_a_note_says_how():
     "kwargs, error, word",
     [
         (dict(y=3), ValueError, "y"),
-        (dict(y=1.0), ValueError, "y"),
+        (dict(y=1.0), TypeError, "y"),  # a float is the wrong type for a label
         (dict(gamma=-1.0), ValueError, "gamma"),
         (dict(gamma="4"), TypeError, "gamma"),
-        (dict(gamma=float("nan")), TypeError, "gamma"),
+        (dict(gamma=float("nan")), ValueError, "gamma"),  # a float, but no value
         (dict(corrector_steps=-1), ValueError, "corrector_steps"),
         (dict(corrector_steps=1.5), TypeError, "corrector_steps"),
         (dict(n=1), ValueError, "n"),
@@ -128,5 +128,5 @@ def test_a_mixture_in_three_dimensions_is_refused():
     m3 = type(m)(
         torch.zeros(1, 3), torch.eye(3)[None], torch.ones(1), torch.zeros(1, dtype=torch.long)
     )
-    with pytest.raises(TypeError, match="mixture"):
+    with pytest.raises(ValueError, match="mixture"):  # a mixture, of the wrong dimension
         guided_draws(m3, SCHEDULE, 0, 1.0)

@@ -1,9 +1,8 @@
 import pytest
 import torch
+from conftest import random_mixture
 
 from diffcourse.guidance import classifier_free_guidance, classifier_guidance
-
-from conftest import random_mixture
 
 
 def test_eq166_and_eq170_at_gamma_one_give_the_conditional_score():
@@ -30,8 +29,12 @@ def test_cfg_equals_classifier_guidance_with_implicit_classifier_eq168():
     x = torch.randn(30, 2, dtype=torch.float64)
     cond, uncond = mix.score(x, 1), mix.score(x)
     for gamma in (0.0, 0.5, 2.0, 7.0):
-        assert torch.allclose(classifier_free_guidance(cond, uncond, gamma),
-                              classifier_guidance(uncond, mix.classifier_grad(x, 1), gamma), rtol=1e-10, atol=1e-12)
+        assert torch.allclose(
+            classifier_free_guidance(cond, uncond, gamma),
+            classifier_guidance(uncond, mix.classifier_grad(x, 1), gamma),
+            rtol=1e-10,
+            atol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("fn", [classifier_guidance, classifier_free_guidance])
@@ -72,7 +75,7 @@ def test_classifier_grad_fn_against_finite_differences():
         e[:, d] = h
         fd = (clf.log_prob(x + e, t, y) - clf.log_prob(x - e, t, y)) / (2 * h)
         assert torch.allclose(g[:, d], fd, rtol=1e-6, atol=1e-8)
-    with torch.no_grad():                      # works inside a sampler's no_grad too
+    with torch.no_grad():  # works inside a sampler's no_grad too
         assert torch.equal(classifier_grad_fn(clf, y)(x, t), g)
 
 
@@ -81,7 +84,9 @@ def test_exact_guided_eps_at_gamma_one_is_the_conditional_eps():
     s = cosine_schedule(30)
     x = torch.randn(6, 2, dtype=torch.float64)
     t = torch.tensor([0, 3, 10, 10, 20, 29])
-    guided = classifier_guided_eps_fn(exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, 1.0)
+    guided = classifier_guided_eps_fn(
+        exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, 1.0
+    )
     cond = exact_eps_fn(mix, s, y=1)(x, t)
     assert ((guided(x, t) - cond).abs().max() / cond.abs().max()).item() < 1e-8
 
@@ -92,12 +97,24 @@ def test_guided_sampler_with_gamma_zero_is_the_unconditional_sampler():
     model = MLPDenoiser(dim=2, T=20, hidden=16, depth=2)
     clf = MLPClassifier(dim=2, T=20, num_classes=2, hidden=16, depth=2)
     y = torch.zeros(50, dtype=torch.long)
-    plain = ddpm_sample(model.eps_fn(), (50, 2), s, generator=torch.Generator().manual_seed(3), progress=False)
-    guided = ddpm_sample(classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 0.0), (50, 2), s,
-                         generator=torch.Generator().manual_seed(3), progress=False)
+    plain = ddpm_sample(
+        model.eps_fn(), (50, 2), s, generator=torch.Generator().manual_seed(3), progress=False
+    )
+    guided = ddpm_sample(
+        classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 0.0),
+        (50, 2),
+        s,
+        generator=torch.Generator().manual_seed(3),
+        progress=False,
+    )
     assert torch.equal(plain, guided)
-    pushed = ddpm_sample(classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 3.0), (50, 2), s,
-                         generator=torch.Generator().manual_seed(3), progress=False)
+    pushed = ddpm_sample(
+        classifier_guided_eps_fn(model.eps_fn(), classifier_grad_fn(clf, y), s, 3.0),
+        (50, 2),
+        s,
+        generator=torch.Generator().manual_seed(3),
+        progress=False,
+    )
     assert not torch.allclose(plain, pushed)
 
 
@@ -123,10 +140,10 @@ def test_batched_cfg_at_gamma_one_is_the_conditional_prediction():
     with torch.no_grad():
         guided = batched_cfg_eps_fn(model, y, 1.0)(x, t)
         cond = model(x, t, y)
-        near_one = batched_cfg_eps_fn(model, y, 1.0 + 1e-7)(x, t)      # the stacked pass itself
+        near_one = batched_cfg_eps_fn(model, y, 1.0 + 1e-7)(x, t)  # the stacked pass itself
     assert torch.equal(guided, cond)
     assert torch.allclose(near_one, cond, atol=1e-5)
-    with torch.no_grad():                      # gamma = 0 is the null-label (unconditional) prediction
+    with torch.no_grad():  # gamma = 0 is the null-label (unconditional) prediction
         assert torch.equal(batched_cfg_eps_fn(model, y, 0.0)(x, t), model(x, t, None))
 
 
@@ -146,7 +163,9 @@ def test_exact_cfg_equals_exact_classifier_guidance():
     s = cosine_schedule(30)
     x, t = torch.randn(8, 2, dtype=torch.float64), torch.tensor([0, 1, 5, 9, 14, 20, 25, 29])
     cfg = classifier_free_eps_fn(exact_eps_fn(mix, s, y=0), exact_eps_fn(mix, s), 4.0)(x, t)
-    cg = classifier_guided_eps_fn(exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 0), s, 4.0)(x, t)
+    cg = classifier_guided_eps_fn(
+        exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 0), s, 4.0
+    )(x, t)
     assert torch.allclose(cfg, cg, rtol=1e-8, atol=1e-10)
 
 
@@ -156,7 +175,9 @@ def test_cfg_wrappers_bad_input():
     with pytest.raises(ValueError, match="model"):
         batched_cfg_eps_fn(MLPDenoiser(dim=2, T=20, hidden=8, depth=1), y, 2.0)
     with pytest.raises(ValueError, match="y"):
-        batched_cfg_eps_fn(model, torch.full((4,), 3), 2.0)      # the null label is not a class to ask for
+        batched_cfg_eps_fn(
+            model, torch.full((4,), 3), 2.0
+        )  # the null label is not a class to ask for
     with pytest.raises(TypeError, match="y"):
         batched_cfg_eps_fn(model, torch.zeros(4), 2.0)
     with pytest.raises(ValueError, match="gamma"):
@@ -174,32 +195,36 @@ from diffcourse.guidance import autoguidance_eps_fn, interval_cfg_eps_fn, rescal
 def test_rescaled_cfg():
     torch.manual_seed(0)
     cond, uncond = torch.randn(6, 2), torch.randn(6, 2)
-    assert torch.equal(rescaled_cfg(cond, uncond, 4.0, phi=0.0), classifier_free_guidance(cond, uncond, 4.0))
+    assert torch.equal(
+        rescaled_cfg(cond, uncond, 4.0, phi=0.0), classifier_free_guidance(cond, uncond, 4.0)
+    )
     assert torch.allclose(rescaled_cfg(cond, uncond, 1.0, phi=0.7), cond)
     full = rescaled_cfg(cond, uncond, 4.0, phi=1.0)
-    assert torch.allclose(full.std(dim=1), cond.std(dim=1), atol=1e-6)       # each sample's scale is cond's
+    assert torch.allclose(
+        full.std(dim=1), cond.std(dim=1), atol=1e-6
+    )  # each sample's scale is cond's
     with pytest.raises(ValueError, match="phi"):
         rescaled_cfg(cond, uncond, 2.0, phi=1.5)
 
 
 def test_interval_guidance_acts_only_inside_its_interval():
-    cond_fn = lambda x, t: x + 1.0                                           # noqa: E731
-    uncond_fn = lambda x, t: x - 1.0                                         # noqa: E731
+    cond_fn = lambda x, t: x + 1.0  # noqa: E731
+    uncond_fn = lambda x, t: x - 1.0  # noqa: E731
     x, t = torch.zeros(4, 2), torch.tensor([0, 5, 10, 19])
     out = interval_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 5, 10)(x, t)
     cfg = classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(x, t)
     assert torch.equal(out[1:3], cfg[1:3]) and torch.equal(out[[0, 3]], cond_fn(x, t)[[0, 3]])
     calls = []
-    counting = lambda x, t: calls.append(1) or x                              # noqa: E731
+    counting = lambda x, t: calls.append(1) or x  # noqa: E731
     interval_cfg_eps_fn(cond_fn, counting, 3.0, 5, 10)(x, torch.full((4,), 15))
-    assert not calls                                                          # outside: one pass only
+    assert not calls  # outside: one pass only
     with pytest.raises(ValueError, match="t_low"):
         interval_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 10, 5)
 
 
 def test_autoguidance_is_eq170_with_a_weak_model():
-    good = lambda x, t: 2 * x                                                 # noqa: E731
-    weak = lambda x, t: x                                                     # noqa: E731
+    good = lambda x, t: 2 * x  # noqa: E731
+    weak = lambda x, t: x  # noqa: E731
     x, t = torch.randn(5, 2), torch.zeros(5, dtype=torch.long)
     assert torch.allclose(autoguidance_eps_fn(good, weak, 2.5)(x, t), 2.5 * 2 * x + (1 - 2.5) * x)
 
@@ -228,8 +253,12 @@ def test_cfgpp_at_lam_zero_is_unconditional_ddim():
     noise = torch.randn(80, 2, dtype=torch.float64)
     cond, uncond = exact_eps_fn(mix, s, y=0), exact_eps_fn(mix, s)
     plain = ddim_sample(uncond, noise, s, steps=10, progress=False)
-    assert torch.equal(ddim_sample(cfgpp_eps_fn(cond, uncond, 0.0), noise, s, steps=10, progress=False), plain)
-    assert not torch.allclose(ddim_sample(cfgpp_eps_fn(cond, uncond, 0.5), noise, s, steps=10, progress=False), plain)
+    assert torch.equal(
+        ddim_sample(cfgpp_eps_fn(cond, uncond, 0.0), noise, s, steps=10, progress=False), plain
+    )
+    assert not torch.allclose(
+        ddim_sample(cfgpp_eps_fn(cond, uncond, 0.5), noise, s, steps=10, progress=False), plain
+    )
 
 
 def test_cfgpp_ddim_is_the_papers_step_and_not_cfg():
@@ -238,26 +267,33 @@ def test_cfgpp_ddim_is_the_papers_step_and_not_cfg():
     s = cosine_schedule(30)
     cond, uncond = exact_eps_fn(mix, s, y=1), exact_eps_fn(mix, s)
     noise = torch.randn(50, 2, dtype=torch.float64)
-    lam, levels = 0.6, [29, 22, 14, 7, 0]                   # the levels ddim_sample keeps for steps=5
+    lam, levels = 0.6, [29, 22, 14, 7, 0]  # the levels ddim_sample keeps for steps=5
     x = noise
     for i, step in enumerate(levels):
         t = torch.full((50,), step)
         e_c, e_u = cond(x, t), uncond(x, t)
-        a_t, a_s = float(s.alpha_bar[step]), float(s.alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0
-        x = a_s ** 0.5 * eps_to_x0(x, e_u + lam * (e_c - e_u), a_t) + (1 - a_s) ** 0.5 * e_u
+        a_t, a_s = (
+            float(s.alpha_bar[step]),
+            float(s.alpha_bar[levels[i + 1]]) if i + 1 < len(levels) else 1.0,
+        )
+        x = a_s**0.5 * eps_to_x0(x, e_u + lam * (e_c - e_u), a_t) + (1 - a_s) ** 0.5 * e_u
     out = ddim_sample(cfgpp_eps_fn(cond, uncond, lam), noise, s, steps=5, progress=False)
     assert torch.allclose(out, x, rtol=1e-10, atol=1e-12)
     cfg = ddim_sample(classifier_free_eps_fn(cond, uncond, lam), noise, s, steps=5, progress=False)
-    assert (out - cfg).abs().max() > 1e-3                    # same x0 part, other direction: not CFG
+    assert (out - cfg).abs().max() > 1e-3  # same x0 part, other direction: not CFG
 
 
 def test_cfgpp_shapes_and_bad_input():
-    cond, uncond = (lambda x, t: 0.5 * x + 0.1), (lambda x, t: 0.3 * x)        # noqa: E731
+    cond, uncond = (lambda x, t: 0.5 * x + 0.1), (lambda x, t: 0.3 * x)  # noqa: E731
     x, t = torch.randn(3, 1, 4, 4), torch.full((3,), 5)
     e_x0, e_dir = cfgpp_eps_fn(cond, uncond, 0.7)(x, t)
     assert e_x0.shape == e_dir.shape == x.shape
-    assert torch.allclose(e_x0, classifier_free_eps_fn(cond, uncond, 0.7)(x, t)) and torch.equal(e_dir, uncond(x, t))
-    out = ddim_sample(cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False)
+    assert torch.allclose(e_x0, classifier_free_eps_fn(cond, uncond, 0.7)(x, t)) and torch.equal(
+        e_dir, uncond(x, t)
+    )
+    out = ddim_sample(
+        cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False
+    )
     assert out.shape == x.shape and torch.isfinite(out).all()
     for lam in (-0.1, 1.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="lam"):
@@ -266,7 +302,9 @@ def test_cfgpp_shapes_and_bad_input():
         with pytest.raises(TypeError, match="lam"):
             cfgpp_eps_fn(cond, uncond, lam)
     with pytest.raises(TypeError, match="pair"):
-        ddpm_sample(cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False)
+        ddpm_sample(
+            cfgpp_eps_fn(cond, uncond, 0.7), (3, 1, 4, 4), cosine_schedule(10), progress=False
+        )
 
 
 @pytest.mark.parametrize("shape", [(6, 2), (4, 3, 5, 5)])
@@ -274,14 +312,27 @@ def test_apg_without_its_changes_is_cfg(shape):
     """eta = 1, r = inf, beta = 0: eq. 170 in x0 space is eq. 170 in noise space."""
     torch.manual_seed(0)
     s = cosine_schedule(50)
-    w_c, w_u = torch.randn(shape[1:], dtype=torch.float64), torch.randn(shape[1:], dtype=torch.float64)
-    cond, uncond = (lambda x, t: w_c * x + 0.2), (lambda x, t: w_u * x - 0.1)      # noqa: E731
+    w_c, w_u = (
+        torch.randn(shape[1:], dtype=torch.float64),
+        torch.randn(shape[1:], dtype=torch.float64),
+    )
+    cond, uncond = (lambda x, t: w_c * x + 0.2), (lambda x, t: w_u * x - 0.1)  # noqa: E731
     x, t = torch.randn(shape, dtype=torch.float64), torch.linspace(0, 49, shape[0]).long()
     apg = apg_eps_fn(cond, uncond, s, 4.0, eta=1.0)
-    for _ in range(2):                                       # no state without momentum
-        assert torch.allclose(apg(x, t), classifier_free_eps_fn(cond, uncond, 4.0)(x, t), rtol=1e-9, atol=1e-9)
-    assert torch.equal(apg_eps_fn(cond, uncond, s, 1.0, eta=0.3, r=0.5, beta=-0.5)(x, t), cond(x, t))
-    out = ddim_sample(apg_eps_fn(cond, uncond, s, 4.0, eta=0.0, r=2.0, beta=-0.5), shape, s, steps=5, progress=False)
+    for _ in range(2):  # no state without momentum
+        assert torch.allclose(
+            apg(x, t), classifier_free_eps_fn(cond, uncond, 4.0)(x, t), rtol=1e-9, atol=1e-9
+        )
+    assert torch.equal(
+        apg_eps_fn(cond, uncond, s, 1.0, eta=0.3, r=0.5, beta=-0.5)(x, t), cond(x, t)
+    )
+    out = ddim_sample(
+        apg_eps_fn(cond, uncond, s, 4.0, eta=0.0, r=2.0, beta=-0.5),
+        shape,
+        s,
+        steps=5,
+        progress=False,
+    )
     assert out.shape == shape and torch.isfinite(out).all()
 
 
@@ -294,7 +345,7 @@ def test_apg_projects_on_the_conditional_prediction_and_clips_per_sample(shape):
     d_u = torch.tensor([[1.0, -1.0], [0.0, -3.0]], dtype=torch.float64).reshape(shape)
     x, t = torch.randn(shape, dtype=torch.float64), torch.tensor([3, 12])
     apg = apg_eps_fn(_eps_with_x0(d_c, s), _eps_with_x0(d_u, s), s, 3.0, eta=0.5, r=1.0)
-    h = 2 ** -0.5
+    h = 2**-0.5
     expected = torch.tensor([[2 + h, 2 * h], [0.0, 2.0]], dtype=torch.float64).reshape(shape)
     assert torch.allclose(_x0_of(apg(x, t), x, t, s), expected, rtol=1e-9, atol=1e-9)
 
@@ -307,7 +358,9 @@ def test_apg_momentum_and_reset():
     apg = apg_eps_fn(_eps_with_x0(d_c, s), _eps_with_x0(d_u, s), s, 3.0, eta=1.0, beta=-0.5)
     first, second = _x0_of(apg(x, t), x, t, s), _x0_of(apg(x, t), x, t, s)
     assert torch.allclose(first, d_c + 2 * (d_c - d_u))
-    assert torch.allclose(second, d_c + 2 * 0.5 * (d_c - d_u))       # Delta + beta Delta_prev = Delta / 2
+    assert torch.allclose(
+        second, d_c + 2 * 0.5 * (d_c - d_u)
+    )  # Delta + beta Delta_prev = Delta / 2
     apg.reset()
     assert torch.allclose(_x0_of(apg(x, t), x, t, s), first)
     with pytest.raises(ValueError, match="reset"):
@@ -315,9 +368,15 @@ def test_apg_momentum_and_reset():
 
 
 def test_apg_bad_input():
-    s, fn = cosine_schedule(10), (lambda x, t: x)                               # noqa: E731
-    for kwargs, name in [({"gamma": -1.0}, "gamma"), ({"eta": float("nan")}, "eta"), ({"eta": math.inf}, "eta"),
-                         ({"r": 0.0}, "r"), ({"r": -1.0}, "r"), ({"beta": math.inf}, "beta")]:
+    s, fn = cosine_schedule(10), (lambda x, t: x)  # noqa: E731
+    for kwargs, name in [
+        ({"gamma": -1.0}, "gamma"),
+        ({"eta": float("nan")}, "eta"),
+        ({"eta": math.inf}, "eta"),
+        ({"r": 0.0}, "r"),
+        ({"r": -1.0}, "r"),
+        ({"beta": math.inf}, "beta"),
+    ]:
         with pytest.raises(ValueError, match=name):
             apg_eps_fn(fn, fn, s, **{"gamma": 2.0, **kwargs})
     with pytest.raises(TypeError, match="eta"):
@@ -339,12 +398,14 @@ def test_dynamic_thresholding(shape):
     eps_fn = _eps_with_x0(x0, s)
     out = dynamic_threshold_eps_fn(eps_fn, s)(x, t)
     assert torch.equal(out[0], eps_fn(x, t)[0])
-    inside = _eps_with_x0(x0.clamp(-0.99, 0.99), s)                           # every |x0_hat| < 1
+    inside = _eps_with_x0(x0.clamp(-0.99, 0.99), s)  # every |x0_hat| < 1
     assert torch.equal(dynamic_threshold_eps_fn(inside, s)(x, t), inside(x, t))
     back = _x0_of(out, x, t, s)[1]
     assert back.abs().max() <= 1 + 1e-9 and back.abs().max() >= 1 - 1e-9
     assert torch.allclose(back.sign(), x0[1].sign())
-    with_max = dynamic_threshold_eps_fn(eps_fn, s, percentile=1.0)(x, t)          # the max: row 1 rescaled too
+    with_max = dynamic_threshold_eps_fn(eps_fn, s, percentile=1.0)(
+        x, t
+    )  # the max: row 1 rescaled too
     assert _x0_of(with_max, x, t, s)[0].abs().max() <= 1 + 1e-9
 
 
@@ -362,7 +423,7 @@ def test_dynamic_thresholding_keeps_ddim_samples_in_range():
 
 
 def test_dynamic_thresholding_bad_percentile():
-    s, fn = cosine_schedule(10), (lambda x, t: x)                               # noqa: E731
+    s, fn = cosine_schedule(10), (lambda x, t: x)  # noqa: E731
     for p in (0.0, -0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="percentile"):
             dynamic_threshold_eps_fn(fn, s, percentile=p)
@@ -382,9 +443,9 @@ from diffcourse.schedules import ddim_levels  # noqa: E402
 
 
 def test_per_level_cfg_scale_forms_and_skips():
-    cond_fn = lambda x, t: x + 1.0                                           # noqa: E731
+    cond_fn = lambda x, t: x + 1.0  # noqa: E731
     calls = []
-    uncond_fn = lambda x, t: calls.append(1) or x - 1.0                      # noqa: E731
+    uncond_fn = lambda x, t: calls.append(1) or x - 1.0  # noqa: E731
     x = torch.zeros(3, 2)
     gammas = [1.0] * 10
     gammas[4] = 3.0
@@ -392,8 +453,10 @@ def test_per_level_cfg_scale_forms_and_skips():
         fn = per_level_cfg_eps_fn(cond_fn, uncond_fn, gamma_at)
         assert torch.equal(fn(x, torch.full((3,), 4)), classifier_free_guidance(x + 1, x - 1, 3.0))
         calls.clear()
-        assert torch.equal(fn(x, torch.full((3,), 5)), x + 1) and not calls        # gamma 1: one pass
-    mixed = per_level_cfg_eps_fn(cond_fn, uncond_fn, {0: 2.0, 4: 3.0, 5: 1.0})(x, torch.tensor([0, 4, 5]))
+        assert torch.equal(fn(x, torch.full((3,), 5)), x + 1) and not calls  # gamma 1: one pass
+    mixed = per_level_cfg_eps_fn(cond_fn, uncond_fn, {0: 2.0, 4: 3.0, 5: 1.0})(
+        x, torch.tensor([0, 4, 5])
+    )
     rows = [classifier_free_guidance(x + 1, x - 1, g)[i] for i, g in enumerate((2.0, 3.0, 1.0))]
     assert torch.equal(mixed, torch.stack(rows))
     with pytest.raises(ValueError, match="gamma_at has no scale for step 7"):
@@ -416,15 +479,19 @@ def test_cfgpp_is_cfg_with_the_per_level_scale():
     noise = torch.randn(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     g_eff = cfgpp_gamma_eff(s, 20, 0.3)
     levels = ddim_levels(200, 20)
-    assert sorted(g_eff) == sorted(levels) and g_eff[0] == 0.3            # the last step: gamma_t = lam
+    assert sorted(g_eff) == sorted(levels) and g_eff[0] == 0.3  # the last step: gamma_t = lam
     assert all(g_eff[t] > 0.3 for t in levels[:-1])
     pp = ddim_sample(cfgpp_eps_fn(cond, uncond, 0.3), noise, s, steps=20, progress=False)
-    matched = ddim_sample(per_level_cfg_eps_fn(cond, uncond, g_eff), noise, s, steps=20, progress=False)
-    plain = ddim_sample(classifier_free_eps_fn(cond, uncond, 0.3), noise, s, steps=20, progress=False)
+    matched = ddim_sample(
+        per_level_cfg_eps_fn(cond, uncond, g_eff), noise, s, steps=20, progress=False
+    )
+    plain = ddim_sample(
+        classifier_free_eps_fn(cond, uncond, 0.3), noise, s, steps=20, progress=False
+    )
     assert (pp - matched).abs().max() < 1e-9 and (pp - plain).abs().max() > 0.1
     lam = lam_matching(s, 50, 3.0)
     assert cfgpp_gamma_eff(s, 50, lam)[ddim_levels(200, 50)[25]] == pytest.approx(3.0, rel=1e-12)
-    assert abs(lam - 0.182) < 5e-4                                          # chapter 8's figure
+    assert abs(lam - 0.182) < 5e-4  # chapter 8's figure
 
 
 def test_rescaled_cfg_eps_fn_is_the_rule_per_call():
@@ -432,9 +499,13 @@ def test_rescaled_cfg_eps_fn_is_the_rule_per_call():
     c, u = torch.randn(4, 1, 4, 4, generator=g), torch.randn(4, 1, 4, 4, generator=g)
     cond_fn, uncond_fn = (lambda x, t: c), (lambda x, t: u)
     t = torch.zeros(4, dtype=torch.long)
-    assert torch.equal(rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.7)(c, t), rescaled_cfg(c, u, 3.0, 0.7))
-    assert torch.equal(rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.0)(c, t),
-                       classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(c, t))
+    assert torch.equal(
+        rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.7)(c, t), rescaled_cfg(c, u, 3.0, 0.7)
+    )
+    assert torch.equal(
+        rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.0)(c, t),
+        classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(c, t),
+    )
     with pytest.raises(ValueError, match="phi"):
         rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 1.5)
 
@@ -451,10 +522,16 @@ def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
     noise = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     apg = apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5)
     runs = [ddim_sample(apg, noise, s, steps=10, progress=False) for _ in range(2)]
-    fresh = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5), noise, s, steps=10, progress=False)
+    fresh = ddim_sample(
+        apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5), noise, s, steps=10, progress=False
+    )
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], fresh)
-    no_momentum = ddim_sample(apg_eps_fn(cond, uncond, s, 3.0, eta=0.0), noise, s, steps=10, progress=False)
+    no_momentum = ddim_sample(
+        apg_eps_fn(cond, uncond, s, 3.0, eta=0.0), noise, s, steps=10, progress=False
+    )
     assert (runs[0] - no_momentum).abs().max() > 1e-3
     a = ddpm_sample(apg, noise, s, generator=torch.Generator().manual_seed(1), progress=False)
-    b = ddpm_sample(apg, noise[:50], s, generator=torch.Generator().manual_seed(1), progress=False)  # another size
+    b = ddpm_sample(
+        apg, noise[:50], s, generator=torch.Generator().manual_seed(1), progress=False
+    )  # another size
     assert a.shape == (200, 2) and b.shape == (50, 2)

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from diffcourse.data import three_blobs
-from diffcourse.metrics import distance_to_exact, mixture_draw, relative_score_error, sample_distance, sliced_w2
+from diffcourse.metrics import (
+    distance_to_exact,
+    mixture_draw,
+    relative_score_error,
+    sample_distance,
+    sliced_w2,
+)
 from diffcourse.mixture import exact_eps_fn
 from diffcourse.schedules import cosine_schedule
 
@@ -30,7 +36,9 @@ def test_relative_score_error_is_zero_for_the_exact_predictor_and_one_for_zero()
     mix = three_blobs(dtype=torch.float64)
     s = cosine_schedule(50)
     exact = exact_eps_fn(mix, s)
-    err = relative_score_error(lambda x, t: exact(x.double(), t).float(), mix, s, [0, 10, 49], n=500)
+    err = relative_score_error(
+        lambda x, t: exact(x.double(), t).float(), mix, s, [0, 10, 49], n=500
+    )
     assert (err < 1e-5).all()
     zero = relative_score_error(lambda x, t: torch.zeros_like(x), mix, s, [0, 25], n=500)
     assert torch.allclose(zero, torch.ones(2), atol=1e-6)
@@ -48,13 +56,16 @@ def test_bad_input():
 def test_class_agreement_ceiling_and_floor():
     from diffcourse.metrics import class_agreement
     from diffcourse.mixture import GaussianMixture
+
     g = torch.Generator().manual_seed(0)
     far = three_blobs(radius=8.0, std=0.5)
     for c in range(3):
         x, _ = far.sample(2000, c, generator=g)
         assert class_agreement(x, c, far) == 1.0
     # three classes with the same law: the Bayes classifier can do no better than chance
-    same = GaussianMixture(torch.zeros(3, 2), torch.eye(2).expand(3, 2, 2), torch.ones(3), torch.arange(3))
+    same = GaussianMixture(
+        torch.zeros(3, 2), torch.eye(2).expand(3, 2, 2), torch.ones(3), torch.arange(3)
+    )
     x, y = same.sample(30000, generator=g)
     assert abs(class_agreement(x, y, same) - 1 / 3) < 0.02
     with pytest.raises(ValueError, match="y"):
@@ -63,6 +74,7 @@ def test_class_agreement_ceiling_and_floor():
 
 def test_spread():
     from diffcourse.metrics import spread
+
     x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(0))
     assert abs(spread(2 * x, x) - 4.0) < 1e-9
     with pytest.raises(ValueError, match="reference"):
@@ -71,8 +83,8 @@ def test_spread():
 
 # ---- images ------------------------------------------------------------------------------------------
 
-from diffcourse.metrics import diversity, fidelity, frechet_distance, image_metrics
-from diffcourse.models import ConvClassifier
+from diffcourse.metrics import diversity, fidelity, frechet_distance, image_metrics  # noqa: E402
+from diffcourse.models import ConvClassifier  # noqa: E402
 
 
 def test_frechet_distance():
@@ -80,7 +92,9 @@ def test_frechet_distance():
     a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
     # closed form for diagonal Gaussians: |mu|^2 + sum (s_a - s_b)^2 with s the standard deviations
-    b = torch.randn(4000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5]) + torch.tensor([1.0, 0.0, -1.0])
+    b = torch.randn(4000, 3, generator=g, dtype=torch.float64) * torch.tensor(
+        [1.0, 2.0, 0.5]
+    ) + torch.tensor([1.0, 0.0, -1.0])
     exact = 2.0 + (1 - 1) ** 2 + (1 - 2) ** 2 + (1 - 0.5) ** 2
     assert frechet_distance(a, b) == pytest.approx(exact, rel=0.05)
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
@@ -110,7 +124,7 @@ def test_diversity():
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(200, 1, 4, 4, generator=g), torch.arange(200) % 4
     assert diversity(x, y, x, y) == pytest.approx(1.0)
-    assert diversity(0.5 * x, y, x, y) == pytest.approx(0.5)                   # distances scale
+    assert diversity(0.5 * x, y, x, y) == pytest.approx(0.5)  # distances scale
     # identical samples within each class: no diversity at all
     same = x[:4].repeat(50, 1, 1, 1)
     assert diversity(same, y, x, y) == pytest.approx(0.0, abs=1e-6)
@@ -153,8 +167,11 @@ def test_agreement_and_spread_averages_the_classes_equally():
     for c, (agree, div) in rows.items():
         assert agree == class_agreement(x[y == c], c, mix) and div == spread(x[y == c], refs[c])
     agree, div = agreement_and_spread(x, y, mix, refs)
-    assert agree == sum(a for a, _ in rows.values()) / 3 and div == sum(d for _, d in rows.values()) / 3
-    assert 0.85 < agree < 1 and 0.8 < div < 1.25                    # exact draws: near the ceiling, spread near 1
+    assert (
+        agree == sum(a for a, _ in rows.values()) / 3
+        and div == sum(d for _, d in rows.values()) / 3
+    )
+    assert 0.85 < agree < 1 and 0.8 < div < 1.25  # exact draws: near the ceiling, spread near 1
     assert agreement_and_spread(x, y, mix) == (agree, None)
     # unconditional draws asked for balanced labels: agreement near 1/3 (the floor), spread far above 1
     y_bal = balanced_labels(3, 500)
@@ -178,9 +195,10 @@ def test_frechet_floor_of_features():
     assert isinstance(floor, FrechetFloor) and floor.values.shape == (5,)
     rows = torch.randperm(400, generator=torch.Generator().manual_seed(102))[:100]
     from diffcourse.metrics import frechet_distance
+
     assert floor.values[2].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-6)
     assert floor.mean == pytest.approx(floor.values.mean().item()) and floor.std > 0
     far = frechet_floor(Judge(), pool + 1.0, ref, n=100, draws=5)
-    assert far.mean > floor.mean + 2.5                            # a shift of 1 per feature adds 3
+    assert far.mean > floor.mean + 2.5  # a shift of 1 per feature adds 3
     with pytest.raises(ValueError, match="n"):
         frechet_floor(Judge(), pool, ref, n=401)

@@ -1,15 +1,15 @@
 """GaussianMixture against an independent computation: torch.distributions plus autograd, float64."""
+
 import math
 
 import pytest
 import torch
+from conftest import random_mixture
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from diffcourse.mixture import GaussianMixture, exact_eps_fn
 from diffcourse.schedules import cosine_schedule
 from diffcourse.targets import eps_to_score
-
-from conftest import random_mixture
 
 RTOL = 1e-8
 
@@ -17,8 +17,10 @@ RTOL = 1e-8
 def reference(mix: GaussianMixture, keep=None) -> MixtureSameFamily:
     """The same mixture built from torch.distributions (optionally only components in ``keep``)."""
     keep = torch.ones(mix.num_components, dtype=torch.bool) if keep is None else keep
-    return MixtureSameFamily(Categorical(probs=mix.weights[keep]),
-                             MultivariateNormal(mix.means[keep], covariance_matrix=mix.covs[keep]))
+    return MixtureSameFamily(
+        Categorical(probs=mix.weights[keep]),
+        MultivariateNormal(mix.means[keep], covariance_matrix=mix.covs[keep]),
+    )
 
 
 def autograd_score(log_density, x):
@@ -32,7 +34,9 @@ def close(a, b, rtol=RTOL):
     return ((a - b).abs().max() / scale).item() < rtol
 
 
-CASES = [(d, cpc, a) for d in (2, 3, 4) for cpc in ((2, 3), (1, 2, 2)) for a in (1.0, 0.7, 0.2, 0.01)]
+CASES = [
+    (d, cpc, a) for d in (2, 3, 4) for cpc in ((2, 3), (1, 2, 2)) for a in (1.0, 0.7, 0.2, 0.01)
+]
 
 
 @pytest.mark.parametrize("dim,cpc,alpha_bar", CASES)
@@ -51,7 +55,9 @@ def test_against_torch_distributions(dim, cpc, alpha_bar):
         log_py = math.log(mix.weights[mix.labels == c].sum())
         post.append(ref_c.log_prob(x) + log_py - log_px)
         # the classifier gradient: autograd of log p(y|x) from the reference densities
-        grad_ref = autograd_score(lambda z: ref_c.log_prob(z) + log_py - ref.log_prob(z), x)
+        grad_ref = autograd_score(
+            lambda z, r=ref_c, w=log_py: r.log_prob(z) + w - ref.log_prob(z), x
+        )
         assert close(mix.classifier_grad(x, c), grad_ref)
     assert close(mix.class_log_posterior(x), torch.stack(post, 1))
 
@@ -73,7 +79,9 @@ def test_diffuse_moments():
     a = 0.3
     d = mix.diffuse(a)
     assert torch.allclose(d.means, math.sqrt(a) * mix.means, rtol=0, atol=1e-15)
-    assert torch.allclose(d.covs, a * mix.covs + (1 - a) * torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert torch.allclose(
+        d.covs, a * mix.covs + (1 - a) * torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-15
+    )
     assert torch.equal(d.labels, mix.labels) and torch.allclose(d.weights, mix.weights)
     assert torch.equal(mix.diffuse(1.0).covs, mix.covs)
 
@@ -88,8 +96,13 @@ def test_sample_matches_class_means():
         w = mix.weights[keep] / mix.weights[keep].sum()
         mean = (w[:, None] * mix.means[keep]).sum(0)
         # the class's covariance: mixture of covariances plus spread of the means
-        cov = (w[:, None, None] * (mix.covs[keep] + torch.einsum("ki,kj->kij", mix.means[keep] - mean,
-                                                                   mix.means[keep] - mean))).sum(0)
+        cov = (
+            w[:, None, None]
+            * (
+                mix.covs[keep]
+                + torch.einsum("ki,kj->kij", mix.means[keep] - mean, mix.means[keep] - mean)
+            )
+        ).sum(0)
         se = (torch.diagonal(cov) / n).sqrt()
         assert ((x.mean(0) - mean).abs() < 4 * se).all()
         assert torch.allclose(torch.cov(x.T), cov, rtol=0.05, atol=0.05)
@@ -114,7 +127,9 @@ def test_float32_works():
     mix = random_mixture(2, dtype=torch.float32)
     x = torch.randn(10, 2)
     assert mix.score(x).dtype == torch.float32
-    assert torch.allclose(mix.score(x).double(), random_mixture(2).score(x.double()), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(
+        mix.score(x).double(), random_mixture(2).score(x.double()), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_exact_eps_fn_is_the_diffused_score():
@@ -126,7 +141,7 @@ def test_exact_eps_fn_is_the_diffused_score():
     eps = fn(x, t)
     for i in range(8):
         a = float(sch.alpha_bar[t[i]])
-        assert close(eps_to_score(eps[i:i + 1], a), mix.diffuse(a).score(x[i:i + 1]))
+        assert close(eps_to_score(eps[i : i + 1], a), mix.diffuse(a).score(x[i : i + 1]))
     fn_y = exact_eps_fn(mix, sch, y=1)
     a = float(sch.alpha_bar[10])
     assert close(eps_to_score(fn_y(x, torch.full((8,), 10)), a), mix.diffuse(a).score(x, 1))
@@ -192,13 +207,25 @@ def test_grid_sample_tilts_gaussians_to_the_closed_form():
     mean = that precision's inverse times (gamma a/A + (1-gamma) b/B). gamma = 3 puts negative weight
     on the second law, as guidance does."""
     gamma = 3.0
-    a, A = torch.tensor([0.5, -0.3], dtype=torch.float64), torch.tensor([0.25, 0.16], dtype=torch.float64)
-    b, B = torch.tensor([-0.5, 0.4], dtype=torch.float64), torch.tensor([2.25, 1.0], dtype=torch.float64)
+    a, A = (
+        torch.tensor([0.5, -0.3], dtype=torch.float64),
+        torch.tensor([0.25, 0.16], dtype=torch.float64),
+    )
+    b, B = (
+        torch.tensor([-0.5, 0.4], dtype=torch.float64),
+        torch.tensor([2.25, 1.0], dtype=torch.float64),
+    )
     prec = gamma / A + (1 - gamma) / B
     mean, var = (gamma * a / A + (1 - gamma) * b / B) / prec, 1 / prec
     n = 200000
-    x = grid_sample(lambda p: gamma * _gauss_logpdf(p, a, A) + (1 - gamma) * _gauss_logpdf(p, b, B),
-                    n, -4.0, 4.0, cells=600, generator=torch.Generator().manual_seed(0))
+    x = grid_sample(
+        lambda p: gamma * _gauss_logpdf(p, a, A) + (1 - gamma) * _gauss_logpdf(p, b, B),
+        n,
+        -4.0,
+        4.0,
+        cells=600,
+        generator=torch.Generator().manual_seed(0),
+    )
     se = (var / n).sqrt()
     assert ((x.mean(0) - mean).abs() < 5 * se).all(), (x.mean(0), mean)
     assert torch.allclose(x.var(0), var, rtol=0.02), (x.var(0), var)
@@ -213,7 +240,9 @@ def test_sample_tilted_at_gamma_one_and_zero_is_the_mixture():
         assert torch.allclose(x.mean(0), ref.mean(0), atol=0.03), gamma
         assert torch.allclose(torch.cov(x.T), torch.cov(ref.T), atol=0.05), gamma
     x = torch.randn(7, 2, dtype=torch.float64)
-    assert torch.allclose(tilted_log_prob(mix, x, 0, 2.5), 2.5 * mix.log_prob(x, 0) - 1.5 * mix.log_prob(x))
+    assert torch.allclose(
+        tilted_log_prob(mix, x, 0, 2.5), 2.5 * mix.log_prob(x, 0) - 1.5 * mix.log_prob(x)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -251,7 +280,9 @@ def test_exact_cfg_is_eq170_of_the_exact_predictors():
     x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y, t = torch.tensor([0, 1, 2, 0, 1, 2]), torch.full((6,), 20)
     cond, uncond = exact_eps_fn(mix, s, y)(x, t), exact_eps_fn(mix, s)(x, t)
-    assert torch.equal(exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), classifier_free_guidance(cond, uncond, 2.5))
+    assert torch.equal(
+        exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), classifier_free_guidance(cond, uncond, 2.5)
+    )
     assert torch.equal(exact_cfg_eps_fn(mix, s, 1, 1.0)(x, t), exact_eps_fn(mix, s, 1)(x, t))
     with pytest.raises(TypeError, match="y"):
         exact_cfg_eps_fn(mix, s, None, 2.0)

@@ -13,7 +13,9 @@ def test_shapes_and_null_label():
     # y=None means the null label for every row
     assert torch.equal(m(x, t), m(x, t, torch.full((7,), 4)))
     # the label changes the answer
-    assert not torch.allclose(m(x, t, torch.zeros(7, dtype=torch.long)), m(x, t, torch.ones(7, dtype=torch.long)))
+    assert not torch.allclose(
+        m(x, t, torch.zeros(7, dtype=torch.long)), m(x, t, torch.ones(7, dtype=torch.long))
+    )
 
 
 def test_mixed_batch_equals_row_by_row():
@@ -22,7 +24,7 @@ def test_mixed_batch_equals_row_by_row():
     m = MLPDenoiser(dim=2, T=20, hidden=16, depth=2, num_classes=2)
     x, t, y = torch.randn(9, 2), torch.randint(0, 20, (9,)), torch.randint(0, 3, (9,))
     full = m(x, t, y)
-    rows = torch.cat([m(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(9)])
+    rows = torch.cat([m(x[i : i + 1], t[i : i + 1], y[i : i + 1]) for i in range(9)])
     assert torch.allclose(full, rows, atol=1e-6)
 
 
@@ -41,7 +43,7 @@ def test_bad_input():
         m(x.double(), t)
     with pytest.raises(ValueError, match="t"):
         m(x, torch.full((4,), 10))
-    with pytest.raises(TypeError, match="t"):            # a float tensor of steps: the wrong type
+    with pytest.raises(TypeError, match="t"):  # a float tensor of steps: the wrong type
         m(x, torch.zeros(4))
     with pytest.raises(ValueError, match="y"):
         m(x, t, torch.tensor([0, 1, 2, 4]))
@@ -55,6 +57,7 @@ def test_bad_input():
 
 def test_classifier_shapes_time_input_and_bad_input():
     from diffcourse.models import MLPClassifier
+
     torch.manual_seed(0)
     clf = MLPClassifier(dim=2, T=30, num_classes=3, hidden=16, depth=2)
     x = torch.randn(5, 2)
@@ -64,9 +67,13 @@ def test_classifier_shapes_time_input_and_bad_input():
     assert not torch.allclose(logits, clf(x, torch.full((5,), 29)))
     lp = clf.log_prob(x, torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 2, 0, 1]))
     assert lp.shape == (5,) and (lp <= 0).all()
-    assert torch.allclose(torch.logsumexp(torch.log_softmax(logits, 1), 1), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(
+        torch.logsumexp(torch.log_softmax(logits, 1), 1), torch.zeros(5), atol=1e-6
+    )
     with pytest.raises(ValueError, match="y"):
-        clf.log_prob(x, torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 3, 0, 1]))   # no null label here
+        clf.log_prob(
+            x, torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 3, 0, 1])
+        )  # no null label here
     with pytest.raises(TypeError, match="y"):
         clf.log_prob(x, torch.zeros(5, dtype=torch.long), None)
     with pytest.raises(ValueError, match="t"):
@@ -79,7 +86,7 @@ def test_classifier_shapes_time_input_and_bad_input():
 
 # ---- images ------------------------------------------------------------------------------------------
 
-from diffcourse.models import ConvClassifier, UNet
+from diffcourse.models import ConvClassifier, UNet  # noqa: E402
 
 
 def test_unet_shapes_and_null_label():
@@ -88,8 +95,10 @@ def test_unet_shapes_and_null_label():
     x, t = torch.randn(5, 1, 8, 8), torch.randint(0, 50, (5,))
     assert m(x, t, torch.randint(0, 10, (5,))).shape == (5, 1, 8, 8)
     assert m.null_label == 10
-    assert torch.equal(m(x, t), m(x, t, torch.full((5,), 10)))             # None = the null label
-    assert not torch.allclose(m(x, t, torch.zeros(5, dtype=torch.long)), m(x, t, torch.ones(5, dtype=torch.long)))
+    assert torch.equal(m(x, t), m(x, t, torch.full((5,), 10)))  # None = the null label
+    assert not torch.allclose(
+        m(x, t, torch.zeros(5, dtype=torch.long)), m(x, t, torch.ones(5, dtype=torch.long))
+    )
     # three levels on 28x28 (MNIST), RGB, unconditional
     big = UNet(channels=3, size=28, T=50, width=8, mults=(1, 2, 2))
     assert big(torch.randn(2, 3, 28, 28), torch.tensor([0, 49])).shape == (2, 3, 28, 28)
@@ -100,7 +109,7 @@ def test_unet_rows_are_independent():
     torch.manual_seed(1)
     m = UNet(size=8, T=20, num_classes=3, width=8)
     x, t, y = torch.randn(6, 1, 8, 8), torch.randint(0, 20, (6,)), torch.randint(0, 4, (6,))
-    rows = torch.cat([m(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(6)])
+    rows = torch.cat([m(x[i : i + 1], t[i : i + 1], y[i : i + 1]) for i in range(6)])
     assert torch.allclose(m(x, t, y), rows, atol=1e-5)
 
 
@@ -123,18 +132,23 @@ def test_unet_bad_input():
 
 def test_conv_classifier():
     torch.manual_seed(2)
-    noisy, clean = ConvClassifier(T=100, width=8, features=16), ConvClassifier(T=None, width=8, features=16)
+    noisy, clean = (
+        ConvClassifier(T=100, width=8, features=16),
+        ConvClassifier(T=None, width=8, features=16),
+    )
     x, t, y = torch.randn(4, 1, 8, 8), torch.randint(0, 100, (4,)), torch.tensor([0, 3, 9, 2])
     assert noisy(x, t).shape == (4, 10) and noisy.features(x, t).shape == (4, 16)
     assert clean(x).shape == (4, 10)
-    assert torch.allclose(noisy.log_prob(x, t, y).exp(), torch.softmax(noisy(x, t), 1)[torch.arange(4), y])
-    assert not torch.allclose(noisy(x, t), noisy(x, (t + 50) % 100))       # it reads t
+    assert torch.allclose(
+        noisy.log_prob(x, t, y).exp(), torch.softmax(noisy(x, t), 1)[torch.arange(4), y]
+    )
+    assert not torch.allclose(noisy(x, t), noisy(x, (t + 50) % 100))  # it reads t
     with pytest.raises(TypeError, match="t must be"):
         noisy(x)
     with pytest.raises(ValueError, match="clean images only"):
         clean(x, t + 1)
     with pytest.raises(ValueError, match="y must lie"):
-        noisy.log_prob(x, t, torch.tensor([0, 1, 2, 10]))                    # the null label is no class
+        noisy.log_prob(x, t, torch.tensor([0, 1, 2, 10]))  # the null label is no class
     with pytest.raises(ValueError, match="num_classes"):
         ConvClassifier(num_classes=1)
 
@@ -143,7 +157,9 @@ def test_the_null_label_is_one_spelling():
     cond = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
     assert cond.null_label == 3 and cond.null_labels(4).tolist() == [3, 3, 3, 3]
     x, t = torch.randn(4, 2), torch.zeros(4, dtype=torch.long)
-    assert torch.equal(cond(x, t, None), cond(x, t, cond.null_labels(4)))    # None means the null label
+    assert torch.equal(
+        cond(x, t, None), cond(x, t, cond.null_labels(4))
+    )  # None means the null label
     unet = UNet(size=8, T=10, num_classes=10, width=8)
     assert unet.null_label == 10 and unet.null_labels(2).dtype == torch.long
     uncond = MLPDenoiser(dim=2, T=10, hidden=8, depth=1)

@@ -1,4 +1,5 @@
 """Named recipes: the labs' settings, one call each, and the on-disk cache of trained weights."""
+
 import warnings
 
 import pytest
@@ -22,11 +23,26 @@ def cache(tmp_path, monkeypatch):
 
 def test_names_budgets_and_aliases():
     names = recipes.names()
-    for name in ("ch1-denoiser", "ch2-weak", "ch2-strong", "ch4-denoiser", "ch4-classifier", "ch5-cfg-p0.1",
-                 "ch5-cfg-p0.2", "ch5-cfg-p0.5", "ch7-judge", "ch7-unet", "ch7-unet-short", "ch7-guide"):
+    for name in (
+        "ch1-denoiser",
+        "ch2-weak",
+        "ch2-strong",
+        "ch4-denoiser",
+        "ch4-classifier",
+        "ch5-cfg-p0.1",
+        "ch5-cfg-p0.2",
+        "ch5-cfg-p0.5",
+        "ch7-judge",
+        "ch7-unet",
+        "ch7-unet-short",
+        "ch7-guide",
+    ):
         assert name in names
     quick, full = recipes.get("ch7-unet", "quick"), recipes.get("ch7-unet", "full")
-    assert (quick.steps, quick.model_args["width"]) == (1200, 32) and (full.steps, full.model_args["width"]) == (6000, 64)
+    assert (quick.steps, quick.model_args["width"]) == (1200, 32) and (
+        full.steps,
+        full.model_args["width"],
+    ) == (6000, 64)
     assert recipes.get("ch7-unet-short", "full").steps == 175
     assert recipes.get("blobs", "quick") == recipes.get("ch4-denoiser", "quick")
     assert recipes.get("blobs-cfg", "quick").name == "ch5-cfg-p0.1"
@@ -45,17 +61,40 @@ def test_a_recipe_is_the_labs_code():
     """Chapter 4's classifier by hand, as lab 4 trains it, and by its recipe: the same weights."""
     torch.manual_seed(0)
     by_hand = MLPClassifier(dim=2, T=200, num_classes=3, hidden=128, depth=3)
-    train_classifier(by_hand, three_blobs(), cosine_schedule(200), steps=5, batch_size=512, lr=3e-3, seed=1,
-                     progress=False)
+    train_classifier(
+        by_hand,
+        three_blobs(),
+        cosine_schedule(200),
+        steps=5,
+        batch_size=512,
+        lr=3e-3,
+        seed=1,
+        progress=False,
+    )
     recipe = recipes.trained("ch4-classifier", "quick", CPU, cache=False, progress=False, steps=5)
-    assert all(torch.equal(a, b) for a, b in zip(by_hand.state_dict().values(), recipe.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(by_hand.state_dict().values(), recipe.state_dict().values())
+    )
     torch.manual_seed(0)
     weak = MLPDenoiser(dim=2, T=200, hidden=128, depth=4, num_classes=2, label_pathway="output")
     from diffcourse.data import checkerboard
-    train_denoiser(weak, checkerboard(), cosine_schedule(200), steps=5, batch_size=512, lr=3e-3, p_uncond=0.0,
-                   seed=0, progress=False)
+
+    train_denoiser(
+        weak,
+        checkerboard(),
+        cosine_schedule(200),
+        steps=5,
+        batch_size=512,
+        lr=3e-3,
+        p_uncond=0.0,
+        seed=0,
+        progress=False,
+    )
     recipe = recipes.trained("ch2-weak", "quick", CPU, cache=False, progress=False, steps=5)
-    assert all(torch.equal(a, b) for a, b in zip(weak.state_dict().values(), recipe.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(weak.state_dict().values(), recipe.state_dict().values())
+    )
     assert not recipe.training
 
 
@@ -71,22 +110,31 @@ def test_the_second_call_loads_instead_of_training(cache, monkeypatch):
     monkeypatch.setattr(recipes.Recipe, "train", no_training)
     second = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
     assert second.cached and second.losses == first.losses and second.seconds == first.seconds
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values())
+    )
     assert not second.model.training
-    assert isinstance(recipes.trained("blobs", "quick", CPU, progress=False, **SMALL), MLPDenoiser)  # the alias too
+    assert isinstance(
+        recipes.trained("blobs", "quick", CPU, progress=False, **SMALL), MLPDenoiser
+    )  # the alias too
 
 
 def test_a_changed_config_trains_again(cache):
     a = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
     b = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, steps=4, batch_size=32)
-    c = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, steps=3, batch_size=32, lr=1e-3)
+    c = recipes.train_or_load(
+        "ch4-denoiser", "quick", CPU, progress=False, steps=3, batch_size=32, lr=1e-3
+    )
     assert not (a.cached or b.cached or c.cached) and len(list(cache.iterdir())) == 3
     assert recipes.cache_path(a.recipe, CPU) != recipes.cache_path(b.recipe, CPU)
 
 
 def test_the_key_holds_device_torch_and_sources():
     key = recipes.cache_key(recipes.get("ch4-denoiser", "quick"), CPU)
-    assert key["device"] == "cpu" and key["torch"] == torch.__version__ and len(key["sources"]) == 64
+    assert (
+        key["device"] == "cpu" and key["torch"] == torch.__version__ and len(key["sources"]) == 64
+    )
     assert key["recipe"]["steps"] == 3000 and "threads" in key
 
 
@@ -107,11 +155,14 @@ def test_a_damaged_or_foreign_cache_file_is_trained_again_with_a_warning(cache, 
     with pytest.warns(RuntimeWarning, match="damaged or foreign"):
         again = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
     assert not again.cached
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values())
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                          # rewritten: the next call loads quietly
+        warnings.simplefilter("error")  # rewritten: the next call loads quietly
         assert recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL).cached
-    assert [p.suffix for p in cache.iterdir()] == [".pt"]       # no temporary file left
+    assert [p.suffix for p in cache.iterdir()] == [".pt"]  # no temporary file left
 
 
 def test_cache_off_and_the_callers_random_state(tmp_path, monkeypatch):
@@ -121,7 +172,7 @@ def test_cache_off_and_the_callers_random_state(tmp_path, monkeypatch):
     expected = torch.rand(3)
     torch.manual_seed(5)
     recipes.trained("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
-    assert torch.equal(torch.rand(3), expected)                # the recipe seeds inside, and restores
+    assert torch.equal(torch.rand(3), expected)  # the recipe seeds inside, and restores
     monkeypatch.delenv("DIFFCOURSE_CACHE")
     assert recipes.cache_dir() == recipes.Path.home() / ".cache" / "diffcourse"
 
@@ -129,9 +180,26 @@ def test_cache_off_and_the_callers_random_state(tmp_path, monkeypatch):
 def test_the_command_line_trains_any_recipe(tmp_path):
     from diffcourse.train import load_checkpoint, main
 
-    out = main(["--config", "ch7-judge", "--steps", "2", "--batch-size", "16", "--no-progress",
-                "--out", str(tmp_path / "judge.pt")])
+    out = main(
+        [
+            "--config",
+            "ch7-judge",
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "judge.pt"),
+        ]
+    )
     state = load_checkpoint(out)
-    assert state["step"] == 2 and state["config"]["name"] == "ch7-judge" and state["config"]["trainer"] == "classifier"
+    assert (
+        state["step"] == 2
+        and state["config"]["name"] == "ch7-judge"
+        and state["config"]["trainer"] == "classifier"
+    )
     with pytest.raises(ValueError, match="steps"):
-        main(["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")])
+        main(
+            ["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")]
+        )

@@ -1,4 +1,5 @@
 """Tables and glue: real tables in a kernel, aligned text in a script, never a traceback elsewhere."""
+
 import sys
 import types
 
@@ -10,21 +11,27 @@ from diffcourse.report import glue, table
 
 
 def test_table_markdown_and_plain_text(capsys):
-    md = table([[1.0, torch.tensor(0.25), 3, "a|b"], [2.5, None, 12, "c"]], ["gamma", "agreement", "n", "name"],
-               title="sweep")
+    md = table(
+        [[1.0, torch.tensor(0.25), 3, "a|b"], [2.5, None, 12, "c"]],
+        ["gamma", "agreement", "n", "name"],
+        title="sweep",
+    )
     assert md.splitlines()[0] == "**sweep**"
     assert "| gamma | agreement | n | name |" in md
-    assert "|---:|---:|---:|:---|" in md                       # numbers right-aligned, text left
+    assert "|---:|---:|---:|:---|" in md  # numbers right-aligned, text left
     assert "| 1.000 | 0.250 | 3 | a\\|b |" in md and "| 2.500 | - | 12 | c |" in md
-    printed = capsys.readouterr().out.splitlines()             # a script: aligned plain text
+    printed = capsys.readouterr().out.splitlines()  # a script: aligned plain text
     assert printed[0] == "sweep" and printed[1].split() == ["gamma", "agreement", "n", "name"]
     assert printed[3].split() == ["1.000", "0.250", "3", "a|b"]
-    assert len({len(line) for line in printed[1:3]}) == 1      # the header and the rule line up
+    assert len({len(line) for line in printed[1:3]}) == 1  # the header and the rule line up
 
 
 def test_table_from_mappings_and_formats(capsys):
-    md = table({"exact": {"agree": 0.5, "spread": 1.25}, "CFG": {"agree": 0.75, "spread": 2.0}}, floatfmt=".2f",
-               show=False)
+    md = table(
+        {"exact": {"agree": 0.5, "spread": 1.25}, "CFG": {"agree": 0.75, "spread": 2.0}},
+        floatfmt=".2f",
+        show=False,
+    )
     assert "|  | agree | spread |" in md and "| exact | 0.50 | 1.25 |" in md
     md = table([{"k": "x", "v": 0.123456}], floatfmt=[None, ".1e"], show=False)
     assert "| x | 1.2e-01 |" in md
@@ -44,11 +51,11 @@ def test_table_shows_markdown_in_a_kernel(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython.display", fake)
     md = table([[1, 2.0]], ["a", "b"])
     assert shown == [("markdown", md)]
-    md._ipython_display_()                                      # as a cell's last line: shown once only
+    md._ipython_display_()  # as a cell's last line: shown once only
 
 
 def test_glue(monkeypatch):
-    assert glue("x", torch.tensor(2.5)) == 2.5                  # a script: nothing glued, the number back
+    assert glue("x", torch.tensor(2.5)) == 2.5  # a script: nothing glued, the number back
     glued = []
     monkeypatch.setattr(report, "_in_kernel", lambda: True)
     fake = types.ModuleType("myst_nb")
@@ -56,7 +63,7 @@ def test_glue(monkeypatch):
     monkeypatch.setitem(sys.modules, "myst_nb", fake)
     assert glue("ratio", torch.tensor(1.5)) == 1.5
     assert glued == [("ratio", 1.5, False)] and type(glued[0][1]) is float
-    monkeypatch.setitem(sys.modules, "myst_nb", None)           # Colab: myst-nb missing
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: myst-nb missing
     assert glue("y", 3) == 3
     with pytest.raises(TypeError, match="name"):
         glue("", 1.0)

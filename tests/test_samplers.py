@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import random_mixture
 
 from diffcourse.mixture import exact_eps_fn
 from diffcourse.samplers import ddim_sample, ddpm_sample, ddpm_step, langevin_step, pc_sample
 from diffcourse.schedules import cosine_schedule
 from diffcourse.targets import eps_to_x0
-
-from conftest import random_mixture
 
 
 def test_step_mean_is_the_posterior_mean():
@@ -16,11 +15,11 @@ def test_step_mean_is_the_posterior_mean():
     t = 20
     ab, ab_prev, beta = (float(v) for v in (s.alpha_bar[t], s.alpha_bar[t - 1], s.betas[t]))
     x0 = eps_to_x0(x_t, eps, ab)
-    mu_q = ((1 - beta) ** 0.5 * (1 - ab_prev) * x_t + ab_prev ** 0.5 * beta * x0) / (1 - ab)
+    mu_q = ((1 - beta) ** 0.5 * (1 - ab_prev) * x_t + ab_prev**0.5 * beta * x0) / (1 - ab)
     assert torch.allclose(ddpm_step(x_t, eps, t, s, None), mu_q)
     z = torch.randn(5, 2, dtype=torch.float64)
     var = beta * (1 - ab_prev) / (1 - ab)
-    assert torch.allclose(ddpm_step(x_t, eps, t, s, z) - mu_q, var ** 0.5 * z)
+    assert torch.allclose(ddpm_step(x_t, eps, t, s, z) - mu_q, var**0.5 * z)
 
 
 def _assert_gaussian_moments(x, mix, cov_atol):
@@ -38,8 +37,13 @@ def test_exact_sampler_reaches_a_gaussian_target():
     mix = random_mixture(2, (1,), seed=3)
     s = cosine_schedule(1000)
     n = 40000
-    x = ddpm_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64), s,
-                    generator=torch.Generator().manual_seed(0), progress=False)
+    x = ddpm_sample(
+        exact_eps_fn(mix, s),
+        torch.randn(n, 2, dtype=torch.float64),
+        s,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     _assert_gaussian_moments(x, mix, cov_atol=0.015)
 
 
@@ -51,7 +55,9 @@ def test_seeded_and_paired():
     assert torch.equal(a, b)
     noise = torch.randn(50, 2)
     c = ddpm_sample(fn, noise, s, generator=torch.Generator().manual_seed(2), progress=False)
-    d = ddpm_sample(fn, noise.clone(), s, generator=torch.Generator().manual_seed(2), progress=False)
+    d = ddpm_sample(
+        fn, noise.clone(), s, generator=torch.Generator().manual_seed(2), progress=False
+    )
     assert torch.equal(c, d)
 
 
@@ -71,10 +77,13 @@ def test_bad_input():
 def test_langevin_step_samples_a_fixed_gaussian():
     """Iterated at a fixed score, the corrector's chain reaches the law (to its O(step) bias)."""
     gen = torch.Generator().manual_seed(0)
-    m, sd = torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([0.5, 0.8], dtype=torch.float64)
+    m, sd = (
+        torch.tensor([1.0, -2.0], dtype=torch.float64),
+        torch.tensor([0.5, 0.8], dtype=torch.float64),
+    )
     x = torch.randn(20000, 2, dtype=torch.float64, generator=gen) * 3
     for _ in range(1500):
-        score = -(x - m) / sd ** 2
+        score = -(x - m) / sd**2
         x = langevin_step(x, score, 1.0, 0.1, torch.randn(x.shape, dtype=x.dtype, generator=gen))
     assert torch.allclose(x.mean(0), m, atol=0.05)
     assert torch.allclose(x.std(0), sd, rtol=0.05)
@@ -87,9 +96,18 @@ def test_corrector_repairs_a_short_chain():
     s = cosine_schedule(50)
     noise = torch.randn(20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     target = torch.diagonal(mix.covs[0]).sum()
-    plain = ddpm_sample(exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(1), progress=False)
-    pc = pc_sample(exact_eps_fn(mix, s), noise, s, corrector_steps=3, snr=0.1,
-                   generator=torch.Generator().manual_seed(1), progress=False)
+    plain = ddpm_sample(
+        exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(1), progress=False
+    )
+    pc = pc_sample(
+        exact_eps_fn(mix, s),
+        noise,
+        s,
+        corrector_steps=3,
+        snr=0.1,
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
     err_plain = abs(torch.cov(plain.T).trace() / target - 1)
     err_pc = abs(torch.cov(pc.T).trace() / target - 1)
     assert err_pc < 0.5 * err_plain, (err_plain, err_pc)
@@ -106,18 +124,29 @@ def test_pc_bad_input():
 # ---- DDIM --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["pc_sample without corrector", "ddim_sample with eta = 1 on every level"])
+@pytest.mark.parametrize(
+    "name", ["pc_sample without corrector", "ddim_sample with eta = 1 on every level"]
+)
 def test_samplers_that_reduce_to_ddpm(name):
     """Predictor-corrector with no corrector steps is DDPM draw for draw; DDIM with eta = 1 on all
     levels is DDPM step for step (to rounding)."""
     mix = random_mixture(2, (2, 1), seed=4)
     s = cosine_schedule(40)
     noise = torch.randn(200, 2, dtype=torch.float64)
-    other = {"pc_sample without corrector": lambda **kw: pc_sample(corrector_steps=0, **kw),
-             "ddim_sample with eta = 1 on every level": lambda **kw: ddim_sample(eta=1.0, **kw)}[name]
-    a = ddpm_sample(exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(3), progress=False)
-    b = other(eps_fn=exact_eps_fn(mix, s), shape_or_noise=noise, schedule=s,
-              generator=torch.Generator().manual_seed(3), progress=False)
+    other = {
+        "pc_sample without corrector": lambda **kw: pc_sample(corrector_steps=0, **kw),
+        "ddim_sample with eta = 1 on every level": lambda **kw: ddim_sample(eta=1.0, **kw),
+    }[name]
+    a = ddpm_sample(
+        exact_eps_fn(mix, s), noise, s, generator=torch.Generator().manual_seed(3), progress=False
+    )
+    b = other(
+        eps_fn=exact_eps_fn(mix, s),
+        shape_or_noise=noise,
+        schedule=s,
+        generator=torch.Generator().manual_seed(3),
+        progress=False,
+    )
     assert torch.allclose(a, b, rtol=0, atol=1e-9)
     if name.startswith("pc_sample"):
         assert torch.equal(a, b)
@@ -128,12 +157,22 @@ def test_deterministic_ddim_reaches_a_gaussian_target_in_few_steps():
     mix = random_mixture(2, (1,), seed=3)
     s = cosine_schedule(1000)
     n = 40000
-    x = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
+    x = ddim_sample(
+        exact_eps_fn(mix, s),
+        torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+        s,
+        steps=50,
+        progress=False,
+    )
     _assert_gaussian_moments(x, mix, cov_atol=0.03)
-    again = ddim_sample(exact_eps_fn(mix, s), torch.randn(n, 2, dtype=torch.float64,
-                        generator=torch.Generator().manual_seed(0)), s, steps=50, progress=False)
-    assert torch.equal(x, again)                      # no randomness beyond x_T
+    again = ddim_sample(
+        exact_eps_fn(mix, s),
+        torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+        s,
+        steps=50,
+        progress=False,
+    )
+    assert torch.equal(x, again)  # no randomness beyond x_T
 
 
 def test_ddim_bad_input():
@@ -153,9 +192,18 @@ def test_ddim_pair_of_one_prediction_is_plain_ddim(eta):
     s = cosine_schedule(40)
     fn = exact_eps_fn(mix, s)
     noise = torch.randn(100, 2, dtype=torch.float64)
-    plain = ddim_sample(fn, noise, s, steps=8, eta=eta, generator=torch.Generator().manual_seed(2), progress=False)
-    paired = ddim_sample(lambda x, t: (fn(x, t), fn(x, t)), noise, s, steps=8, eta=eta,
-                         generator=torch.Generator().manual_seed(2), progress=False)
+    plain = ddim_sample(
+        fn, noise, s, steps=8, eta=eta, generator=torch.Generator().manual_seed(2), progress=False
+    )
+    paired = ddim_sample(
+        lambda x, t: (fn(x, t), fn(x, t)),
+        noise,
+        s,
+        steps=8,
+        eta=eta,
+        generator=torch.Generator().manual_seed(2),
+        progress=False,
+    )
     assert torch.equal(plain, paired)
 
 
@@ -164,16 +212,23 @@ def test_ddim_pair_splits_x0_and_direction():
     s = cosine_schedule(10)
     x = torch.randn(3, 2, dtype=torch.float64)
     e0, e1 = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
-    out = ddim_sample(lambda x_t, t: (e0, e1) if int(t[0]) == 9 else (torch.zeros_like(x_t),) * 2,
-                      x, s, steps=2, progress=False)
+    out = ddim_sample(
+        lambda x_t, t: (e0, e1) if int(t[0]) == 9 else (torch.zeros_like(x_t),) * 2,
+        x,
+        s,
+        steps=2,
+        progress=False,
+    )
     a_t, a_s = float(s.alpha_bar[9]), float(s.alpha_bar[0])
-    x_s = a_s ** 0.5 * eps_to_x0(x, e0, a_t) + (1 - a_s) ** 0.5 * e1
-    assert torch.allclose(out, x_s / a_s ** 0.5, rtol=1e-12)      # the last step, eps = 0: x0 = x_s / sqrt(a_s)
+    x_s = a_s**0.5 * eps_to_x0(x, e0, a_t) + (1 - a_s) ** 0.5 * e1
+    assert torch.allclose(
+        out, x_s / a_s**0.5, rtol=1e-12
+    )  # the last step, eps = 0: x0 = x_s / sqrt(a_s)
 
 
 def test_only_ddim_takes_a_pair():
     s = cosine_schedule(10)
-    pair = lambda x, t: (x, x)                                                 # noqa: E731
+    pair = lambda x, t: (x, x)  # noqa: E731
     with pytest.raises(TypeError, match="pair"):
         ddpm_sample(pair, (4, 2), s, progress=False)
     with pytest.raises(TypeError, match="pair"):
@@ -214,20 +269,27 @@ def test_callback_sees_every_level_and_changes_nothing(sampler):
     s = cosine_schedule(30)
     fn = exact_eps_fn(mix, s)
     noise = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    run = {"ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
-           "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
-           "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=7, eta=0.5, **kw)}[sampler]
+    run = {
+        "ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
+        "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+        "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=7, eta=0.5, **kw),
+    }[sampler]
     seen = []
-    with_cb = run(generator=torch.Generator().manual_seed(1), progress=False,
-                  callback=lambda step, x_t, x0_hat: seen.append((step, x_t.clone(), x0_hat.clone())))
+    with_cb = run(
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+        callback=lambda step, x_t, x0_hat: seen.append((step, x_t.clone(), x0_hat.clone())),
+    )
     without = run(generator=torch.Generator().manual_seed(1), progress=False)
     assert torch.equal(with_cb, without)
     levels = ddim_levels(30, 7) if sampler == "ddim" else list(range(29, -1, -1))
     assert [step for step, _, _ in seen] == levels
-    assert torch.equal(seen[0][1], noise)                                   # the first x_t is x_T
-    for step, x_t, x0_hat in seen:                                          # x0_hat is Tweedie's of that step
+    assert torch.equal(seen[0][1], noise)  # the first x_t is x_T
+    for step, x_t, x0_hat in seen:  # x0_hat is Tweedie's of that step
         t = torch.full((64,), step, dtype=torch.long)
-        torch.testing.assert_close(x0_hat, eps_to_x0(x_t, fn(x_t, t), float(s.alpha_bar[step])), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            x0_hat, eps_to_x0(x_t, fn(x_t, t), float(s.alpha_bar[step])), rtol=1e-9, atol=1e-9
+        )
     with pytest.raises(TypeError, match="callback"):
         run(progress=False, callback="print")
 
@@ -244,14 +306,204 @@ def test_ddim_step_is_the_samplers_step():
         prev = levels[i + 1] if i + 1 < len(levels) else None
         z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if prev is not None else None
         x = ddim_step(x, eps, step, prev, s, eta=0.7, noise=z)
-    assert torch.equal(x, ddim_sample(fn, noise, s, steps=6, eta=0.7, generator=torch.Generator().manual_seed(5),
-                                      progress=False))
+    assert torch.equal(
+        x,
+        ddim_sample(
+            fn,
+            noise,
+            s,
+            steps=6,
+            eta=0.7,
+            generator=torch.Generator().manual_seed(5),
+            progress=False,
+        ),
+    )
     # eta = 1 between neighbouring levels is the ancestral step
     z, eps = torch.randn_like(noise), torch.randn_like(noise)
-    torch.testing.assert_close(ddim_step(noise, eps, 20, 19, s, eta=1.0, noise=z), ddpm_step(noise, eps, 20, s, z))
+    torch.testing.assert_close(
+        ddim_step(noise, eps, 20, 19, s, eta=1.0, noise=z), ddpm_step(noise, eps, 20, s, z)
+    )
     with pytest.raises(ValueError, match="prev_step"):
         ddim_step(noise, eps, 20, 25, s)
     with pytest.raises(ValueError, match="step"):
         ddim_step(noise, eps, 40, None, s)
     with pytest.raises(ValueError, match="step"):
         ddpm_step(noise, eps, -1, s, None)
+
+
+# ---- checks once per run; no host-device synchronisation inside the loop ----------------------------------
+
+import contextlib  # noqa: E402
+
+from diffcourse import checks  # noqa: E402
+from diffcourse.data import three_blobs  # noqa: E402
+from diffcourse.guidance import (  # noqa: E402
+    apg_eps_fn,
+    batched_cfg_eps_fn,
+    cfgpp_eps_fn,
+    classifier_free_eps_fn,
+    classifier_grad_fn,
+    classifier_guided_eps_fn,
+    dynamic_threshold_eps_fn,
+    interval_cfg_eps_fn,
+    rescaled_cfg_eps_fn,
+)
+from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
+from diffcourse.models import MLPClassifier, MLPDenoiser, UNet  # noqa: E402
+
+
+def _nets(device="cpu"):
+    torch.manual_seed(0)
+    return (
+        MLPDenoiser(dim=2, T=20, hidden=8, depth=2, num_classes=3).to(device),
+        MLPDenoiser(dim=2, T=20, hidden=8, depth=2).to(device),
+        MLPClassifier(dim=2, T=20, num_classes=3, hidden=8, depth=2).to(device),
+    )
+
+
+def _guided(kind, device="cpu"):
+    """An eps_fn of each kind the labs sample with, on 12 rows of three classes."""
+    s = cosine_schedule(20)
+    cond_net, uncond_net, clf = _nets(device)
+    y = torch.arange(3, device=device).repeat_interleave(4)
+    cond, uncond = cond_net.eps_fn(y), cond_net.eps_fn(None)
+    return {
+        "batched CFG": lambda: batched_cfg_eps_fn(cond_net, y, 3.0),
+        "two-pass CFG": lambda: classifier_free_eps_fn(cond, uncond, 3.0),
+        "classifier guidance": lambda: classifier_guided_eps_fn(
+            uncond_net.eps_fn(), classifier_grad_fn(clf, y), s, 2.0
+        ),
+        "interval": lambda: interval_cfg_eps_fn(cond, uncond, 3.0, 5, 12),
+        "rescaled": lambda: rescaled_cfg_eps_fn(cond, uncond, 3.0),
+        "APG": lambda: apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5, r=1.0),
+        "dynamic thresholding": lambda: dynamic_threshold_eps_fn(
+            batched_cfg_eps_fn(cond_net, y, 5.0), s
+        ),
+        "CFG++": lambda: cfgpp_eps_fn(cond, uncond, 0.5),
+        "exact CFG": lambda: exact_cfg_eps_fn(three_blobs(), s, y, 3.0),
+    }[kind]()
+
+
+KINDS = [
+    "batched CFG",
+    "two-pass CFG",
+    "classifier guidance",
+    "interval",
+    "rescaled",
+    "APG",
+    "dynamic thresholding",
+    "CFG++",
+    "exact CFG",
+]
+
+
+@contextlib.contextmanager
+def _count_host_reads():
+    """Counts every Python-level read of a tensor's values (item, tolist, bool, int, float, index)."""
+    count = [0]
+    saved = {
+        name: getattr(torch.Tensor, name)
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+    }
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            count[0] += 1
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name, original in saved.items():
+        setattr(torch.Tensor, name, counting(original))
+    try:
+        yield count
+    finally:
+        for name, original in saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "ddim"])
+def test_no_host_reads_after_the_first_step(kind, sampler):
+    """The checks that read tensors run at a run's first call of eps_fn; every later step reads
+    nothing back (on a GPU each such read waits for the device)."""
+    if kind == "CFG++" and sampler != "ddim":
+        return
+    s = cosine_schedule(20)
+    fn = _guided(kind)
+    noise = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+    per_step = []
+    run = {
+        "ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
+        "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+        "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=8, eta=0.5, **kw),
+    }[sampler]
+    with _count_host_reads() as reads:
+        run(
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+            callback=lambda step, x_t, x0_hat: per_step.append(reads[0]),
+        )
+    first, later = per_step[0], [b - a for a, b in zip(per_step, per_step[1:])]
+    assert later == [0] * len(later), (first, later)
+
+
+def test_value_checks_run_once_per_run_not_per_step():
+    cond_net = _nets()[0]
+    y = torch.arange(3).repeat_interleave(4)
+    fn = batched_cfg_eps_fn(cond_net, y, 3.0)
+    counts = []
+    for steps in (4, 16):
+        calls = []
+        original = checks.read_values
+        checks.read_values = lambda x, calls=calls, original=original: (
+            calls.append(1) or original(x)
+        )
+        try:
+            ddim_sample(fn, torch.randn(12, 2), cosine_schedule(20), steps=steps, progress=False)
+        finally:
+            checks.read_values = original
+        counts.append(len(calls))
+    assert counts == [2, 2]  # t's range and y's range, at the first call only
+    with pytest.raises(
+        ValueError, match="t must lie in 0..19"
+    ):  # a model built for a shorter chain
+        ddim_sample(fn, torch.randn(12, 2), cosine_schedule(30), steps=3, progress=False)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "exact CFG"])
+def test_a_run_on_the_meta_device_reads_nothing(kind):
+    """On the meta device tensors hold no values: any read (item, unique, nonzero, a check) raises.
+    A whole sampling run there proves that the models, guidance and samplers never read one."""
+    fn = _guided(kind, "meta")
+    noise = torch.empty(12, 2, device="meta")
+    s = cosine_schedule(20)
+    out = ddim_sample(fn, noise, s, steps=5, eta=0.5, progress=False)
+    if kind != "CFG++":
+        out = pc_sample(fn, noise, s, corrector_steps=1, progress=False)
+    assert out.device.type == "meta" and out.shape == (12, 2)
+    torch.manual_seed(0)
+    unet = UNet(size=8, T=20, num_classes=10, width=8).to("meta")
+    x = ddim_sample(
+        batched_cfg_eps_fn(unet, torch.arange(10, device="meta"), 3.0),
+        torch.empty(10, 1, 8, 8, device="meta"),
+        s,
+        steps=4,
+        progress=False,
+    )
+    assert x.device.type == "meta"
+
+
+def test_direct_calls_still_check_their_input():
+    cond_net = _nets()[0]
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="t must lie"):
+        cond_net(x, torch.full((4,), 25), y)
+    with pytest.raises(ValueError, match="y must lie"):
+        cond_net(x, torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 5]))
+    exact = exact_cfg_eps_fn(three_blobs(), cosine_schedule(20), y, 2.0)
+    with pytest.raises(ValueError, match="t must lie"):
+        exact(x, torch.full((4,), 20))
+    mixed = exact(x, torch.tensor([0, 5, 5, 19]))  # rows at several steps: read from t
+    for i, step in enumerate((0, 5, 5, 19)):
+        assert torch.equal(mixed[i], exact(x, torch.full((4,), step))[i])

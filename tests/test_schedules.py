@@ -18,7 +18,7 @@ def test_cosine_matches_closed_form():
     T, s_ = 200, 0.008
     s = cosine_schedule(T, s_)
     f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2
-    for t in (0, 50, 150):   # code step t is the book's t + 1
+    for t in (0, 50, 150):  # code step t is the book's t + 1
         assert math.isclose(float(s.alpha_bar[t]), f(t + 1) / f(0), rel_tol=1e-9)
     assert (s.alphas > 0).all() and float(s.alpha_bar[-1]) < 1e-6
     assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
@@ -45,7 +45,7 @@ def test_q_sample_with_given_noise_is_the_formula():
 def test_bad_input():
     with pytest.raises(ValueError, match="T"):
         linear_schedule(0)
-    with pytest.raises(TypeError, match="T"):            # a float is the wrong type for T
+    with pytest.raises(TypeError, match="T"):  # a float is the wrong type for T
         cosine_schedule(2.5)
     with pytest.raises(ValueError, match="beta"):
         linear_schedule(10, 0.5, 0.1)

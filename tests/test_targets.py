@@ -1,9 +1,8 @@
 import torch
+from conftest import random_mixture
 
 from diffcourse import targets
 from diffcourse.schedules import cosine_schedule, q_sample
-
-from conftest import random_mixture
 
 
 def test_round_trips():
@@ -13,7 +12,9 @@ def test_round_trips():
         assert torch.allclose(targets.x0_to_score(x_t, targets.score_to_x0(x_t, v, a), a), v)
         assert torch.allclose(targets.x0_to_eps(x_t, targets.eps_to_x0(x_t, v, a), a), v)
         # the three routes between the targets agree
-        assert torch.allclose(targets.eps_to_x0(x_t, v, a), targets.score_to_x0(x_t, targets.eps_to_score(v, a), a))
+        assert torch.allclose(
+            targets.eps_to_x0(x_t, v, a), targets.score_to_x0(x_t, targets.eps_to_score(v, a), a)
+        )
 
 
 def test_true_noise_maps_to_true_x0():
@@ -35,6 +36,6 @@ def test_tweedie_on_one_gaussian():
     x0_hat = targets.score_to_x0(x_t, mix.diffuse(a).score(x_t), a)
     # posterior mean of x0 given x_t = sqrt(a) x0 + sqrt(1-a) eps
     S_t = a * cov + (1 - a) * torch.eye(2, dtype=torch.float64)
-    gain = (a ** 0.5) * cov @ torch.linalg.inv(S_t)
-    expected = mu + (x_t - a ** 0.5 * mu) @ gain.T
+    gain = (a**0.5) * cov @ torch.linalg.inv(S_t)
+    expected = mu + (x_t - a**0.5 * mu) @ gain.T
     assert torch.allclose(x0_hat, expected)

@@ -26,7 +26,7 @@ def test_tensor_data_and_condition_dropout():
     x, y = three_blobs().sample(500, generator=torch.Generator().manual_seed(0))
     m = _model(num_classes=3)
     losses = train_denoiser(m, (x, y), s, steps=20, batch_size=64, p_uncond=0.2, progress=False)
-    assert len(losses) == 20 and all(l == l for l in losses)
+    assert len(losses) == 20 and all(v == v for v in losses)
     train_denoiser(_model(), x, s, steps=5, batch_size=16, progress=False)
 
 
@@ -51,6 +51,7 @@ def test_bad_input():
 def test_classifier_learns_separated_blobs():
     from diffcourse.models import MLPClassifier
     from diffcourse.train import train_classifier
+
     s = cosine_schedule(50)
     torch.manual_seed(0)
     clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=32, depth=2)
@@ -71,13 +72,19 @@ def test_condition_dropout_default_trains_the_null_row():
         torch.manual_seed(0)
         m = _model(num_classes=3)
         before = m.label_emb.weight[3].clone()
-        train_denoiser(m, three_blobs(), s, steps=20, batch_size=64, p_uncond=p_uncond, progress=False)
+        train_denoiser(
+            m, three_blobs(), s, steps=20, batch_size=64, p_uncond=p_uncond, progress=False
+        )
         moved = not torch.equal(before, m.label_emb.weight[3])
         assert moved == should_move, p_uncond
     with pytest.raises(ValueError, match="p_uncond"):
-        train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=1.5, progress=False)
-    with pytest.raises(TypeError, match="p_uncond"):     # a bool is not a probability
-        train_denoiser(_model(num_classes=3), three_blobs(), s, steps=1, p_uncond=True, progress=False)
+        train_denoiser(
+            _model(num_classes=3), three_blobs(), s, steps=1, p_uncond=1.5, progress=False
+        )
+    with pytest.raises(TypeError, match="p_uncond"):  # a bool is not a probability
+        train_denoiser(
+            _model(num_classes=3), three_blobs(), s, steps=1, p_uncond=True, progress=False
+        )
     with pytest.raises(ValueError, match="p_uncond"):
         train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.2, progress=False)
 
@@ -104,17 +111,34 @@ def _same(a, b, atol):
 def test_resume_continues_to_the_same_weights(tmp_path):
     common = ["--config", "blobs-cfg", "--steps", "40", "--batch-size", "64", "--no-progress"]
     main(common + ["--out", str(tmp_path / "whole.pt")])
-    main(common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"])     # interrupted at step 15
+    main(
+        common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"]
+    )  # interrupted at step 15
     assert load_checkpoint(tmp_path / "split.pt")["step"] == 15
     main(common + ["--out", str(tmp_path / "split.pt"), "--resume"])
     assert load_checkpoint(tmp_path / "split.pt")["step"] == 40
     assert _same(_weights(tmp_path / "whole.pt"), _weights(tmp_path / "split.pt"), atol=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["split.pt", "whole.pt"]    # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "split.pt",
+        "whole.pt",
+    ]  # no temporary files left
 
 
 def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     good = tmp_path / "good.pt"
-    main(["--config", "blobs", "--steps", "3", "--batch-size", "32", "--no-progress", "--out", str(good)])
+    main(
+        [
+            "--config",
+            "blobs",
+            "--steps",
+            "3",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(good),
+        ]
+    )
     data = good.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="checkpoint .*cut.pt.* corrupt or truncated"):
@@ -125,22 +149,64 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a diffcourse training checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="config"):
-        main(["--config", "blobs-cfg", "--steps", "3", "--batch-size", "32", "--no-progress", "--out", str(good),
-              "--resume"])
+        main(
+            [
+                "--config",
+                "blobs-cfg",
+                "--steps",
+                "3",
+                "--batch-size",
+                "32",
+                "--no-progress",
+                "--out",
+                str(good),
+                "--resume",
+            ]
+        )
 
 
 def test_two_processes_reach_the_single_process_weights(tmp_path):
     """torchrun, 2 CPU processes with gloo, the same global batch: the same weights as one process,
     and exactly one checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    common = ["-m", "diffcourse.train", "--config", "blobs-cfg", "--steps", "8", "--batch-size", "64",
-              "--no-progress"]
+    common = [
+        "-m",
+        "diffcourse.train",
+        "--config",
+        "blobs-cfg",
+        "--steps",
+        "8",
+        "--batch-size",
+        "64",
+        "--no-progress",
+    ]
     (tmp_path / "ddp").mkdir()
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    *common, "--out", str(tmp_path / "ddp" / "model.pt")], check=True, env=env, cwd=tmp_path,
-                   capture_output=True, timeout=300)
-    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one.pt")], check=True, env=env,
-                   cwd=tmp_path, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *common,
+            "--out",
+            str(tmp_path / "ddp" / "model.pt"),
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [sys.executable, *common, "--out", str(tmp_path / "one.pt")],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=300,
+    )
     assert [p.name for p in (tmp_path / "ddp").iterdir()] == ["model.pt"]
     assert _same(_weights(tmp_path / "ddp" / "model.pt"), _weights(tmp_path / "one.pt"), atol=1e-5)
 
@@ -149,16 +215,17 @@ def test_tensor_data_shards_interleave_into_the_global_batch():
     """With W processes, rank r's rows of each global batch are rows r, r + W, ...: together they are
     the one-process batch."""
     from diffcourse.train import _batches
+
     x = torch.arange(48, dtype=torch.float32)[:, None]
     gen = torch.Generator()
-    one = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
-    two = [_batches(x, 8, gen, torch.device("cpu"), r, 2, 0, 0) for r in range(2)]
-    for _ in range(9):                                 # past an epoch boundary (6 batches per epoch)
+    one = _batches(x, 8, gen, torch.device("cpu"))
+    two = [_batches(x, 8, gen, torch.device("cpu"), rank=r, world=2) for r in range(2)]
+    for _ in range(9):  # past an epoch boundary (6 batches per epoch)
         whole = next(one)[0][:, 0]
         halves = [next(b)[0][:, 0] for b in two]
         assert torch.equal(torch.stack(halves, 1).flatten(), whole)
-    resumed = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 9)
-    fresh = _batches(x, 8, gen, torch.device("cpu"), 0, 1, 0, 0)
+    resumed = _batches(x, 8, gen, torch.device("cpu"), start_step=9)
+    fresh = _batches(x, 8, gen, torch.device("cpu"))
     for _ in range(9):
         next(fresh)
     assert torch.equal(next(resumed)[0], next(fresh)[0])
@@ -167,11 +234,119 @@ def test_tensor_data_shards_interleave_into_the_global_batch():
 def test_clean_classifier_on_images():
     """schedule=None trains on clean inputs: a ConvClassifier(T=None) learns two easy classes."""
     from diffcourse.models import ConvClassifier
+
     g = torch.Generator().manual_seed(0)
     y = torch.arange(64) % 2
     x = torch.randn(64, 1, 8, 8, generator=g) * 0.3 + (2 * y - 1).float()[:, None, None, None]
     torch.manual_seed(0)
     clf = ConvClassifier(T=None, width=8, features=8, num_classes=2)
-    losses = train_classifier(clf, (x, y), None, steps=80, batch_size=32, lr=1e-2, warmup=1, progress=False)
+    losses = train_classifier(
+        clf, (x, y), None, steps=80, batch_size=32, lr=1e-2, warmup=1, progress=False
+    )
     assert losses[-1] < 0.5 * losses[0]
     assert (clf(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_denoiser_loss_is_the_simple_loss_with_condition_dropout():
+    from diffcourse.train import classifier_loss, denoiser_loss
+
+    s = cosine_schedule(50)
+    m = _model(num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
+    t, y = torch.tensor([0, 5, 10, 20, 30, 49]), torch.tensor([0, 1, 2, 0, 1, 2])
+    drop = torch.tensor([True, False, True, False, False, True])
+    a = s.alpha_bar.float()[t][:, None]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    y_in = torch.tensor([3, 1, 3, 0, 1, 3])  # the null label where dropped
+    by_hand = ((m(x_t, t, y_in) - eps) ** 2).mean()
+    torch.testing.assert_close(
+        denoiser_loss(m, x0, t, eps, s, y=y, drop=drop, null_label=m.null_label), by_hand
+    )
+    u = _model()
+    torch.testing.assert_close(denoiser_loss(u, x0, t, eps, s), ((u(x_t, t) - eps) ** 2).mean())
+    from diffcourse.models import MLPClassifier
+
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=8, depth=1)
+    torch.testing.assert_close(
+        classifier_loss(clf, x0, y, t=t, eps=eps, schedule=s),
+        torch.nn.functional.cross_entropy(clf(x_t, t), y),
+    )
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="warmup"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, warmup=0, progress=False)
+    with pytest.raises(ValueError, match="stop_after"):
+        train_denoiser(
+            _model(), three_blobs(), cosine_schedule(50), 5, stop_after=-3, progress=False
+        )
+    with pytest.raises(ValueError, match="lr"):
+        train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, lr=0.0, progress=False)
+    with pytest.raises(TypeError):
+        train_denoiser(
+            _model(), three_blobs(), cosine_schedule(50), 5, 512
+        )  # settings are keyword-only
+
+
+def test_the_earlier_loop_interface_gives_the_same_weights():
+    """_train(..., make_loss, ...) (kept for trainers written against it) is fit() underneath."""
+    from diffcourse.schedules import q_sample
+    from diffcourse.train import _check_common, _train
+
+    s = cosine_schedule(50)
+
+    def make_loss(net, next_batch, draw):
+        def batch_loss():
+            x0, _ = next_batch()
+            t = draw((), "int", high=s.T)
+            eps = draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
+            return torch.mean((net(q_sample(x0, t, s, eps), t) - eps) ** 2)
+
+        return batch_loss
+
+    a, b = _model(), _model()
+    _check_common(a, s, 30, 64)
+    la = _train(
+        a, three_blobs(), s, 30, 64, 3e-3, 0, False, 100, "x", make_loss, None, None, 0, None, None
+    )
+    lb = train_denoiser(b, three_blobs(), s, 30, batch_size=64, lr=3e-3, progress=False)
+    assert la == lb and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        _check_common(a, s, 0, 64)
+
+
+def test_a_condition_other_than_a_label_drops_to_its_null():
+    """Chapter 10's conditions: a model with null_condition(c) trains with condition dropout, the
+    dropped rows' condition replaced by its null."""
+    from diffcourse.train import denoiser_loss
+
+    class CondNet(torch.nn.Module):
+        T = 50
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, x_t, t, c):
+            return self.lin(torch.cat([x_t, c], 1))
+
+        def null_condition(self, c):
+            return torch.zeros_like(c)
+
+    s = cosine_schedule(50)
+    torch.manual_seed(0)
+    net = CondNet()
+    g = torch.Generator().manual_seed(0)
+    x0, eps, c = (torch.randn(4, 2, generator=g) for _ in range(3))
+    t, drop = torch.tensor([1, 2, 3, 4]), torch.tensor([True, False, False, True])
+    kept = torch.where(drop[:, None], torch.zeros_like(c), c)
+    a = s.alpha_bar.float()[t][:, None]
+    by_hand = ((net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, kept) - eps) ** 2).mean()
+    got = denoiser_loss(net, x0, t, eps, s, y=c, drop=drop, null_label=net.null_condition(c))
+    torch.testing.assert_close(got, by_hand)
+    losses = train_denoiser(
+        net, (torch.randn(64, 2), torch.randn(64, 2)), s, 5, batch_size=16, progress=False
+    )
+    assert len(losses) == 5
