@@ -12,7 +12,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # lab's model loads it; a fresh clone starts empty, and `make clean` empties it.
 export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 
-.PHONY: setup book test unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel repository
+.PHONY: setup book test lint unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel repository
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,13 @@ chromium:
 book: setup
 	$(BIN)/jupyter-book build . --path-output .
 	@echo "Open _build/html/index.html in a browser."
+
+# ruff keeps the package, the tests and the labs tidy (settings in pyproject.toml; the labs' 79
+# columns in notebooks/ruff.toml). `ruff format` and `ruff check --fix` repair most of what it finds.
+LINTED := diffcourse tests notebooks scripts _ext
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 unit: setup
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_built_book.py --ignore=tests/test_links.py --ignore=tests/test_browser.py --ignore=tests/test_lab.py
@@ -115,7 +122,7 @@ lab-check: setup
 kernel: setup
 	$(BIN)/python -m ipykernel install --user --name diffcourse --display-name "Python (diffcourse)"
 
-test: unit nbval book-strict built links browser lab-check
+test: lint unit nbval book-strict built links browser lab-check
 
 clean:
 	rm -rf _build .pytest_cache

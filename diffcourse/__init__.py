@@ -2,11 +2,13 @@
 
 from importlib import import_module
 
-from . import (
+from . import (  # chapter 10: captions and low-resolution images as conditions
     checks,
+    conditioned,
     data,
     device,
     explore,
+    flow,
     guidance,
     metrics,
     mixture,
@@ -16,17 +18,27 @@ from . import (
     samplers,
     schedules,
     targets,
+    text,
 )
 from .device import budget, get_device
-from .mixture import GaussianMixture, exact_cfg_eps_fn, exact_classifier_grad_fn, exact_eps_fn
+from .mixture import (
+    GaussianMixture,
+    exact_cfg_eps_fn,
+    exact_cfg_velocity_fn,
+    exact_classifier_grad_fn,
+    exact_eps_fn,
+    exact_velocity_fn,
+)
 from .schedules import Schedule, cosine_schedule, ddim_levels, linear_schedule, q_sample
 
 __version__ = "0.1.0"
 __all__ = [
     "checks",
+    "conditioned",
     "data",
     "device",
     "explore",
+    "flow",
     "guidance",
     "metrics",
     "mixture",
@@ -36,6 +48,7 @@ __all__ = [
     "samplers",
     "schedules",
     "targets",
+    "text",
     "bench",
     "recipes",
     "train",
@@ -45,6 +58,8 @@ __all__ = [
     "exact_cfg_eps_fn",
     "exact_classifier_grad_fn",
     "exact_eps_fn",
+    "exact_cfg_velocity_fn",
+    "exact_velocity_fn",
     "Schedule",
     "cosine_schedule",
     "ddim_levels",

@@ -4,6 +4,7 @@ scikit-learn's bundled 8x8 digits, or MNIST / Fashion-MNIST read from IDX files 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import struct
@@ -13,7 +14,7 @@ from typing import NamedTuple, Tuple, Union
 import numpy as np
 import torch
 
-from .checks import check_choice, check_int, check_real
+from .checks import check_choice, check_int, check_real, check_tensor
 from .mixture import GaussianMixture
 
 
@@ -96,6 +97,70 @@ def load_digits_split(holdout: float = 0.25, seed: int = 0) -> ImageSplit:
     return ImageSplit(x[train], y[train], x[test], y[test])
 
 
+def balanced_rows(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` rows of every class 0..C-1 in the labels ``y``, drawn at random with
+    ``seed`` and listed class by class: a subset whose class shares are exactly equal. A class with
+    fewer than ``per_class`` rows (or none) raises ValueError."""
+    check_tensor(y, "y", floating=False, ndim=1)
+    per_class, seed = check_int(per_class, "per_class", low=1), check_int(seed, "seed")
+    y = y.cpu()
+    if y.numel() == 0 or int(y.min()) < 0:
+        raise ValueError("y must hold labels 0..C-1, at least one")
+    counts = torch.bincount(y)
+    if int(counts.min()) < per_class:
+        raise ValueError(
+            f"per_class must be at most the smallest class's count, {int(counts.min())}, got {per_class}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    rows = [torch.nonzero(y == c)[:, 0] for c in range(counts.numel())]
+    return torch.cat([r[torch.randperm(len(r), generator=gen)[:per_class]] for r in rows])
+
+
+class DigitsSets(NamedTuple):
+    """The digits' sets behind chapter 7's image metrics (:func:`digits_eval_sets`)."""
+
+    x_judge: (
+        torch.Tensor
+    )  # the training split less the floor set: what the evaluation classifier learns
+    y_judge: torch.Tensor
+    x_floor: (
+        torch.Tensor
+    )  # floor_per_class training digits of every class, never shown to that classifier
+    y_floor: torch.Tensor
+    x_ref: (
+        torch.Tensor
+    )  # the held-out split cut to equal class counts: the reference of the metrics
+    y_ref: torch.Tensor
+
+
+def digits_eval_sets(floor_per_class: int = 50, seed: int = 0) -> DigitsSets:
+    """Chapter 7's sets for judging samples of the digits of :func:`load_digits_split` (its default split).
+
+    In an evaluation classifier's features the Fréchet distance responds first to class proportions,
+    and the classifier maps the images it was trained on more tightly than new ones. So the **floor**
+    set is ``floor_per_class`` training digits of every class that the classifier never sees (it
+    trains on ``x_judge``, the rest), and the **reference** is the held-out split with every class cut
+    to the count of its smallest one. Denoisers still train on the whole training split: the floor
+    only needs real digits that are independent of the reference and unseen by the judge."""
+    floor_per_class, seed = (
+        check_int(floor_per_class, "floor_per_class", low=1),
+        check_int(seed, "seed"),
+    )
+    split = load_digits_split()
+    floor = balanced_rows(split.y_train, floor_per_class, seed)
+    keep = torch.ones(len(split.y_train), dtype=torch.bool)
+    keep[floor] = False
+    ref = balanced_rows(split.y_test, int(torch.bincount(split.y_test).min()), seed)
+    return DigitsSets(
+        split.x_train[keep],
+        split.y_train[keep],
+        split.x_train[floor],
+        split.y_train[floor],
+        split.x_test[ref],
+        split.y_test[ref],
+    )
+
+
 # IDX (LeCun's MNIST format): two zero bytes, a type code, the number of dimensions, each dimension as
 # a big-endian int32, then the values in row-major order, big-endian.
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -151,3 +216,155 @@ def load_mnist(folder: Union[str, Path], split: str = "train") -> Tuple[torch.Te
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError(f"folder {folder}: labels must lie in 0..9")
     return images[:, None].float() / 127.5 - 1, labels.long()
+
+
+# ---- two attributes per component (chapter 10) ----------------------------------------------------------
+
+
+class TwoAttributes(NamedTuple):
+    """One 2-D mixture labelled three ways. Every component carries a ``position`` (its column) and a
+    ``colour``; the three mixtures share means, covariances and weights, so p(x) is the same in all,
+    and each gives the exact conditional laws of its labelling: p(x | position), p(x | colour) and
+    p(x | position, colour), whose label is :meth:`pair`."""
+
+    position: GaussianMixture
+    colour: GaussianMixture
+    joint: GaussianMixture
+
+    def pair(self, position: int, colour: int) -> int:
+        """The ``joint`` label of a (position, colour) pair."""
+        n_pos, n_col = self.position.num_classes, self.colour.num_classes
+        position = check_int(position, "position", low=0, high=n_pos - 1)
+        colour = check_int(colour, "colour", low=0, high=n_col - 1)
+        return position * n_col + colour
+
+    def subset(self, pairs) -> GaussianMixture:
+        """The mixture of the components named by ``pairs`` (``joint`` labels, see :meth:`pair`),
+        their weights renormalised, as one class: for example p(x | left, not blue) is
+        ``subset([pair(left, red), pair(left, green)])``."""
+        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+            raise TypeError("pairs must be a list of joint labels")
+        pairs = [check_int(p, "pairs", low=0, high=self.joint.num_classes - 1) for p in pairs]
+        if not pairs:
+            raise ValueError("pairs must name at least one component")
+        j = self.joint
+        keep = torch.isin(j.labels, torch.tensor(pairs, device=j.labels.device))
+        return GaussianMixture(
+            j.means[keep], j.covs[keep], j.weights[keep], torch.zeros_like(j.labels[keep])
+        )
+
+    def to(self, device=None, dtype=None) -> "TwoAttributes":
+        """The three mixtures on ``device`` and/or in ``dtype``."""
+        return TwoAttributes(*(m.to(device=device, dtype=dtype) for m in self))
+
+
+def attribute_grid(
+    size: int = 3,
+    spacing: float = 2.0,
+    std: float = 0.4,
+    colour: str = "rows",
+    dtype: torch.dtype = torch.float32,
+) -> TwoAttributes:
+    """size x size round Gaussians of standard deviation ``std`` on a square grid of step ``spacing``,
+    centred on the origin, equal weights. Component (i, j), in column i and row j, has position i and
+
+    - ``colour="rows"``: colour j, its row. Position lives on the first coordinate and colour on the
+      second, and p(x) is the product of its two coordinates' laws: the attributes are independent;
+    - ``colour="diagonal"``: colour (i + j) mod size, a Latin square. Every (position, colour) pair
+      still names one component, but colour is no longer a function of one coordinate.
+
+    Either way p(x) is the same mixture; only the colour labels differ."""
+    size = check_int(size, "size", low=2)
+    spacing = check_real(spacing, "spacing", low=0, low_open=True)
+    std = check_real(std, "std", low=0, low_open=True)
+    check_choice(colour, "colour", ("rows", "diagonal"))
+    coords = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    i, j = i.flatten(), j.flatten()
+    means = torch.stack([coords[i], coords[j]], dim=1).to(dtype)
+    covs = ((std**2) * torch.eye(2, dtype=torch.float64).expand(size * size, 2, 2)).to(dtype)
+    weights = torch.ones(size * size, dtype=dtype)
+    col = j if colour == "rows" else (i + j) % size
+    make = lambda labels: GaussianMixture(means, covs, weights, labels)
+    return TwoAttributes(make(i), make(col), make(i * size + col))
+
+
+# ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _fit_digits(components: int, reg_covar: float, holdout: float, seed: int):
+    """Per-class fits of scikit-learn's GaussianMixture to the training digits (cached: a fit takes
+    about a second and every lab and test asks for the same one)."""
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+
+    split = load_digits_split(holdout, seed)
+    x = split.x_train.reshape(len(split.y_train), -1).double().numpy()
+    y = split.y_train.numpy()
+    means, covs, weights, labels = [], [], [], []
+    for c in range(10):
+        xc = x[y == c]
+        fit = SklearnMixture(
+            components, covariance_type="full", reg_covar=reg_covar, random_state=seed, max_iter=200
+        ).fit(xc)
+        means.append(fit.means_)
+        covs.append(fit.covariances_)
+        weights.append(fit.weights_ * len(xc))  # p(y) p(k | y): the class's share of the data
+        labels += [c] * components
+    return np.concatenate(means), np.concatenate(covs), np.concatenate(weights), np.array(labels)
+
+
+def digits_mixture(
+    components: int = 2,
+    reg_covar: float = 0.03,
+    holdout: float = 0.25,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> GaussianMixture:
+    """A Gaussian mixture in 64 dimensions fitted to the 8x8 digits, so that every exact quantity of
+    the course (scores at every noise level, p(y|x), tilted laws) holds at image dimension.
+
+    The training part of :func:`load_digits_split` (``holdout``, ``seed``), flattened and scaled to
+    [-1, 1] as the image labs scale it, is fitted class by class with scikit-learn's
+    ``GaussianMixture``: ``components`` components per class, full covariances with ``reg_covar``
+    added to their diagonal (pixels that never change in a class would otherwise have zero variance).
+    Each component's weight is its class's share of the training digits times its weight within the
+    class, so p(y) is the data's class frequency. Component k belongs to class k // components.
+    Draws reshape to images with ``x.reshape(-1, 1, 8, 8)``.
+    """
+    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 20:
+        raise ValueError(f"components must be an int in 1..20, got {components!r}")
+    if (
+        isinstance(reg_covar, bool)
+        or not isinstance(reg_covar, (int, float))
+        or not (math.isfinite(reg_covar) and reg_covar > 0)
+    ):
+        raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
+    covs = as_tensor(covs)
+    covs = 0.5 * (covs + covs.transpose(1, 2))  # exactly symmetric in any dtype
+    return GaussianMixture(
+        as_tensor(means).to(dtype),
+        covs.to(dtype),
+        as_tensor(weights).to(dtype),
+        torch.tensor(labels),
+    )
+
+
+def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """Equal-weight round Gaussians N(means[k], std^2 I) with component k in class ``labels[k]``: the
+    small mixtures chapter 12 builds for one claim each (a chain of narrow Gaussians standing for an
+    interval, two modes of one class beside another class, two classes in d dimensions)."""
+    means = torch.as_tensor(means, dtype=torch.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"std must be a number > 0, got {std!r}")
+    k, d = means.shape
+    covs = std**2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
+    return GaussianMixture(
+        means.to(dtype), covs.to(dtype), torch.ones(k, dtype=dtype), torch.as_tensor(labels)
+    )

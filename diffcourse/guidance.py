@@ -452,3 +452,181 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
         return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)  # untouched rows: no round trip
 
     return thresholded
+
+
+# ---- the implicit classifier of classifier-free guidance (chapter 5) ---------------------------------
+
+
+def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) -> Fn:
+    """The classifier gradient a classifier-free model holds without any classifier (Luo eq. 167,
+    grad log p(y|x_t) = grad log p(x_t|y) - grad log p(x_t)), in noise form, as ``grad_fn(x_t, t)``:
+
+        grad log p_t(y | x_t) = (eps(x_t, t, null) - eps(x_t, t, y)) / sqrt(1 - alpha_bar_t).
+
+    ``cond_fn``/``uncond_fn`` are the two noise predictors (a network's two branches, or the exact
+    ones of a mixture). It plugs into :func:`classifier_guided_eps_fn` like a learned classifier's
+    gradient, and classifier guidance driven by it is classifier-free guidance (eqs. 168-170): the
+    sigma_t here cancels the one there.
+    """
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
+
+    def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / _gather(sigma, t, x_t)
+
+    return grad_fn
+
+
+# ---- conditions beyond one label (chapter 10) ------------------------------------------------------------
+
+
+def _check_terms(terms) -> list:
+    """``terms`` as a list of (callable, finite float) pairs, or a TypeError/ValueError naming the term."""
+    if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
+        raise TypeError(
+            f"terms must be a list of (cond_fn, weight) pairs, got {type(terms).__name__}"
+        )
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, (tuple, list)) or len(term) != 2:
+            raise TypeError(f"terms[{i}] must be a (cond_fn, weight) pair, got {term!r}")
+        fn = check_callable(term[0], f"terms[{i}]: cond_fn")
+        out.append((fn, check_real(term[1], f"terms[{i}] weight")))
+    if not out:
+        raise ValueError("terms must hold at least one (cond_fn, weight) pair")
+    return out
+
+
+def composed_eps_fn(uncond_fn: Fn, terms: Sequence[Tuple[Fn, float]]) -> Fn:
+    """Composed conditions (Liu et al. 2022, "Composable Diffusion"), as a sampler's ``eps_fn``:
+
+        eps_u + sum_i w_i (eps_i - eps_u),
+
+    ``uncond_fn`` giving eps_u and ``terms`` a list of ``(cond_fn, weight)``. Each difference
+    eps_i - eps_u is a classifier gradient in noise units (eq. 167), so the sum is classifier guidance
+    (eq. 166) with one classifier per condition: a positive weight asks for condition i (AND), a
+    negative one steers away from it (NOT). One term ``(cond_fn, gamma)`` is eq. 170; with
+    ``uncond_fn`` a *negative* condition it is a negative prompt (:func:`negative_prompt_eps_fn`).
+    In score form it is the score of p_t(x) prod_i (p_t(x|c_i) / p_t(x))^{w_i}, normalised.
+    A term of weight 0 is skipped (no call), as is eps_u when the weights sum to exactly 1.
+    """
+    check_callable(uncond_fn, "uncond_fn")
+    terms = [(fn, w) for fn, w in _check_terms(terms) if w != 0]
+    base = 1 - sum(w for _, w in terms)  # the weight eps_u keeps: 1 - sum_i w_i
+
+    def composed(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not terms:
+            return uncond_fn(x_t, t)
+        parts = [w * fn(x_t, t) for fn, w in terms]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out if base == 0 else out + base * uncond_fn(x_t, t)
+
+    return composed
+
+
+def negative_prompt_eps_fn(cond_fn: Fn, negative_fn: Fn, gamma: float) -> Fn:
+    """A negative prompt: eq. 170 with the null branch replaced by a negative condition y-,
+    gamma eps(x_t, t, y+) + (1 - gamma) eps(x_t, t, y-), as a sampler's ``eps_fn``. In score form it is
+    the score of p_t(x|y+)^gamma p_t(x|y-)^(1 - gamma), normalised; gamma = 1 is ``cond_fn`` (the
+    negative prompt is never called), and with ``negative_fn`` the null condition it is eq. 170.
+    It is :func:`composed_eps_fn` with eps_u = eps(y-) and one term (eps(y+), gamma)."""
+    gamma = _check_gamma(gamma)
+    check_callable(cond_fn, "cond_fn")
+    check_callable(negative_fn, "negative_fn")
+    return composed_eps_fn(negative_fn, [(cond_fn, gamma)])
+
+
+# ---- chapter 12: independent condition guidance and feedback guidance -------------------------------------
+
+LabelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def independent_condition_eps_fn(
+    model: LabelFn,
+    y: torch.Tensor,
+    gamma: float,
+    num_classes: int,
+    generator: Optional[torch.Generator] = None,
+) -> Fn:
+    """Independent condition guidance (ICG; Sadat, Kansy, Hilliges & Weber, ICLR 2025,
+    arXiv:2407.02687): eq. 170 with the null-label prediction replaced by the prediction at a label
+    drawn independently of the sample, gamma eps(x_t, t, y) + (1 - gamma) eps(x_t, t, y_rand).
+
+    ``model(x_t, t, labels)`` is a conditional noise predictor (a network, or the exact mixture's
+    ``exact_eps_fn`` per label); it needs no null label and no condition dropout, which is the
+    point. ``y_rand`` is drawn once per sample, uniformly over the ``num_classes`` classes, from
+    ``generator``, when this function is called; the returned callable carries it as ``.labels``.
+    Where the prediction at y_rand equals the null one the rule *is* eq. 170; on rows where
+    y_rand = y it is the conditional prediction for every gamma. Two evaluations per level.
+    """
+    gamma = _check_gamma(gamma)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.ndim != 1:
+        raise TypeError("y must be a LongTensor [N] of labels")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"y must lie in 0..{num_classes - 1}")
+    device = generator.device if generator is not None else y.device
+    y_rand = torch.randint(0, num_classes, y.shape, generator=generator, device=device).to(y.device)
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = model(x_t, t, y)
+        if gamma == 1:  # the random branch has weight 0: skip its pass
+            return cond
+        return classifier_free_guidance(cond, model(x_t, t, y_rand), gamma)
+
+    guided.labels = y_rand
+    return guided
+
+
+def feedback_scale(log_ratio: torch.Tensor, pi: float, max_gamma: float = 10.0) -> torch.Tensor:
+    """The state-dependent scale of feedback guidance (Koulischer et al. 2025, arXiv:2506.06085):
+    gamma = R / (R - (1 - pi)), R = p_t(y|x_t) / p(y) = exp(``log_ratio``), per sample.
+
+    It comes from their premise that the conditional law is an additive mixture,
+    p(x|y) = pi q(x|y) + (1 - pi) p(x), of a sharper law q and the unconditional one: then
+    q(x|y) is proportional to p(x) (R - (1 - pi)), whose score is
+    grad log p + grad R / (R - (1 - pi)) = s_u + gamma (s_c - s_u), since grad R = R (s_c - s_u).
+    Certain samples (R large) get gamma near 1; uncertain ones more. R is clamped below at
+    (1 - pi) max_gamma / (max_gamma - 1), which caps gamma at ``max_gamma``; pi = 1 gives gamma = 1.
+    """
+    pi, max_gamma = _check_real(pi, "pi"), _check_real(max_gamma, "max_gamma")
+    if not 0 < pi <= 1:
+        raise ValueError(f"pi must lie in (0, 1], got {pi}")
+    if not (math.isfinite(max_gamma) and max_gamma > 1):
+        raise ValueError(f"max_gamma must be finite and > 1, got {max_gamma}")
+    if not isinstance(log_ratio, torch.Tensor) or not log_ratio.is_floating_point():
+        raise TypeError("log_ratio must be a floating-point tensor")
+    if pi == 1:
+        return torch.ones_like(log_ratio)
+    floor = math.log((1 - pi) * max_gamma / (max_gamma - 1))
+    # 1 - (1 - pi) / R = -expm1(log(1 - pi) - log R): accurate where R is close to 1 - pi
+    return -1 / torch.expm1(math.log(1 - pi) - log_ratio.clamp(min=floor))
+
+
+def feedback_eps_fn(
+    cond_fn: Fn,
+    uncond_fn: Fn,
+    log_ratio_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    pi: float,
+    max_gamma: float = 10.0,
+) -> Fn:
+    """Feedback guidance (FBG; Koulischer, Handke, Deleu, Demeester & Ambrogioni 2025,
+    arXiv:2506.06085) as an ``eps_fn``: eq. 170 with a scale per sample and per level,
+    gamma(x_t, t) = :func:`feedback_scale` of ``log_ratio_fn(x_t, t)`` = log p_t(y|x_t) - log p(y).
+
+    The paper estimates that ratio from the sampler's own steps (the feedback of its name); on a
+    mixture it is exact (``mixture.exact_log_ratio_fn``). Where the ratio is the same for every
+    sample and level the rule is eq. 170 at that one gamma. Two evaluations per level.
+    """
+    feedback_scale(torch.zeros(1), pi, max_gamma)  # check pi and max_gamma once, not per step
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        gamma = feedback_scale(log_ratio_fn(x_t, t).to(x_t.dtype), pi, max_gamma)
+        gamma = gamma.reshape(-1, *[1] * (x_t.ndim - 1))
+        cond, uncond = cond_fn(x_t, t), uncond_fn(x_t, t)
+        return gamma * cond + (1 - gamma) * uncond  # eq. 170, one gamma per row
+
+    return guided

@@ -9,7 +9,7 @@ The labs hold learned networks against these answers.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -25,6 +25,7 @@ from .checks import (
     known_step,
     read_values,
 )
+from .flow import check_times
 from .guidance import classifier_free_eps_fn
 from .schedules import Schedule
 from .targets import score_to_eps
@@ -160,8 +161,11 @@ class GaussianMixture:
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
         diff = x[:, None, :] - self.means[None]  # [N, K, D]
-        # Solve L z = diff for each component: maha = |z|^2.
-        z = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
+        # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
+        # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
+        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(
+            2, 0, 1
+        )
         maha = (z * z).sum(-1)
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
         return torch.log(self.weights) + log_norm - 0.5 * maha
@@ -175,7 +179,11 @@ class GaussianMixture:
         return lj.masked_fill(~self._member[labels], float("-inf"))
 
     def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
-        """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N]."""
+        """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N].
+
+        With :meth:`class_log_posterior` and :attr:`class_weights` this is Bayes' rule in log form,
+        log p(x|y) = log p(x) + log p(y|x) - log p(y) (Luo eq. 163-164 before the gradient).
+        """
         x = self._check_x(x)
         labels = None if y is None else self._check_y(y, x.shape[0])
         out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
@@ -199,7 +207,11 @@ class GaussianMixture:
         return (resp[..., None] * comp_scores).sum(1)
 
     def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(y|x) for every class: [N, C] (Bayes' rule over the components)."""
+        """log p(y|x) for every class: [N, C] (Bayes' rule over the components).
+
+        The classifier term of Bayes' rule in log form, log p(x|y) = log p(x) + log p(y|x) - log p(y)
+        (Luo eq. 163-164); its gradient is the classifier gradient of eq. 165.
+        """
         x = self._check_x(x)
         lj = self._component_log_joint(x)  # [N, K]
         per_class = torch.logsumexp(
@@ -222,7 +234,10 @@ class GaussianMixture:
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
         """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: again a mixture,
-        with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I."""
+        with means sqrt(alpha_bar) mu_k and covariances alpha_bar Sigma_k + (1 - alpha_bar) I.
+
+        Weights and labels are kept: noise never touches the label, so the class shares p(y) are the
+        same at every t, and grad log p(y) = 0 (the last term of Luo eq. 164)."""
         if isinstance(alpha_bar, torch.Tensor) and alpha_bar.numel() == 1:
             alpha_bar = alpha_bar.item()
         a = check_real(alpha_bar, "alpha_bar", low=0, high=1, low_open=True)
@@ -240,6 +255,17 @@ class GaussianMixture:
             self._member,
         )
         return out
+
+    def flow_marginal(self, t) -> "GaussianMixture":
+        """The law of x_t = (1 - t) x_0 + t eps on chapter 11's straight path, t in [0, 1]: again a
+        mixture, with means (1 - t) mu_k and covariances (1 - t)^2 Sigma_k + t^2 I."""
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        t = check_real(t, "t", low=0, high=1)
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return GaussianMixture(
+            (1 - t) * self.means, (1 - t) ** 2 * self.covs + t**2 * eye, self.weights, self.labels
+        )
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample(self, n: int, y: Label = None, generator: Optional[torch.Generator] = None):
@@ -464,3 +490,259 @@ def sample_tilted(
         device=device,
     )
     return x.to(mixture.device, mixture.dtype)
+
+
+# ---- composed conditions (chapter 10) ---------------------------------------------------------------------
+
+Condition = Tuple[GaussianMixture, Label]
+
+
+def _check_condition(cond, name: str) -> Tuple[GaussianMixture, Label]:
+    if (
+        not isinstance(cond, (tuple, list))
+        or len(cond) != 2
+        or not isinstance(cond[0], GaussianMixture)
+    ):
+        raise TypeError(f"{name} must be a (GaussianMixture, y) pair, y an int or None")
+    mixture, y = cond
+    if y is not None:
+        mixture._check_y(y, 1)
+    return mixture, y
+
+
+def _check_composed(uncond, terms) -> Tuple[Condition, list]:
+    uncond = _check_condition(uncond, "uncond")
+    if isinstance(terms, (str, bytes)) or not hasattr(terms, "__iter__"):
+        raise TypeError("terms must be a list of ((mixture, y), weight) pairs")
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, (tuple, list)) or len(term) != 2:
+            raise TypeError(f"terms[{i}] must be a ((mixture, y), weight) pair")
+        cond, w = (
+            _check_condition(term[0], f"terms[{i}] condition"),
+            check_real(term[1], f"terms[{i}] weight"),
+        )
+        if cond[0].dim != uncond[0].dim:
+            raise ValueError(
+                f"terms[{i}]: the mixture has dim {cond[0].dim}, uncond's {uncond[0].dim}"
+            )
+        out.append((cond, w))
+    if not out:
+        raise ValueError("terms must hold at least one ((mixture, y), weight) pair")
+    return uncond, out
+
+
+def composed_log_prob(
+    x: torch.Tensor, uncond: Condition, terms: Sequence[Tuple[Condition, float]]
+) -> torch.Tensor:
+    """Unnormalised log of the law whose score :func:`~diffcourse.guidance.composed_eps_fn` gives at
+    t = 0: log p_u(x) + sum_i w_i (log p_i(x) - log p_u(x)), that is
+    p_u(x) prod_i (p_i(x) / p_u(x))^{w_i}. A condition is a pair ``(mixture, y)``: p(x|y) of that
+    mixture's labelling, or p(x) when y is None. With one term (p(x|y+), gamma) over p_u = p(x|y-)
+    it is the tilted law of a negative prompt, p(x|y+)^gamma p(x|y-)^(1 - gamma); over p_u = p(x),
+    chapter 6's :func:`tilted_log_prob`. [N]"""
+    (mix_u, y_u), terms = _check_composed(uncond, terms)
+    log_u = mix_u.log_prob(x, y_u)
+    out = log_u
+    for (mix, y), w in terms:
+        out = out + w * (mix.log_prob(x, y) - log_u)
+    return out
+
+
+def sample_composed(
+    uncond: Condition,
+    terms: Sequence[Tuple[Condition, float]],
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    cells: int = 600,
+    margin: float = 6.0,
+) -> torch.Tensor:
+    """n draws from the normalised :func:`composed_log_prob` of 2-D mixtures, by :func:`grid_sample`
+    on a square covering every component's mean by ``margin`` of the largest standard deviation, as
+    :func:`sample_tilted` does. The law must be normalisable (it is when every weight is >= 0 and
+    they sum to at most one; with equal covariances it is for any finite weights); :func:`grid_sample`
+    refuses a square whose border carries mass."""
+    (mix_u, _), checked = _check_composed(uncond, terms)
+    mixtures = [mix_u] + [c[0] for c, _ in checked]
+    if mix_u.dim != 2:
+        raise ValueError(f"sample_composed works on 2-D mixtures, got dim={mix_u.dim}")
+    reach = margin * max(
+        torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures
+    )
+    low = min(min(m.means.min().item() for m in mixtures), 0.0) - reach
+    high = max(max(m.means.max().item() for m in mixtures), 0.0) + reach
+    device = generator.device if generator is not None else mix_u.device
+    x = grid_sample(
+        lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
+        n,
+        low,
+        high,
+        cells,
+        generator,
+        dtype=torch.float64,
+        device=device,
+    )
+    return x.to(mix_u.device, mix_u.dtype)
+
+
+# ---- the rectified-flow path (chapter 11) ------------------------------------------------------------------
+
+
+def exact_velocity_fn(
+    mixture: GaussianMixture,
+    y: Label = None,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The exact velocity v*(x_t, t) = E[eps - x_0 | x_t] (or E[eps - x_0 | x_t, y]) on the
+    rectified-flow path x_t = (1 - t) x_0 + t eps, t in [0, 1], t = 1 the noise (Liu et al. 2023;
+    Lipman et al. 2023): the minimiser of the flow-matching loss, as a callable ``v(x_t, t)`` with
+    ``t`` a float tensor [N].
+
+    Given component k, x_0 ~ N(mu_k, Sigma_k) and x_t are jointly Gaussian: x_t ~ N((1 - t) mu_k, C_k),
+    C_k = (1 - t)^2 Sigma_k + t^2 I, Cov(x_0, x_t) = (1 - t) Sigma_k, Cov(eps, x_t) = t I, so
+    E[eps - x_0 | x_t, k] = (t I - (1 - t) Sigma_k) C_k^{-1} (x_t - (1 - t) mu_k) - mu_k; v* averages
+    these with the responsibilities p(k | x_t [, y]). In the eigenbasis of Sigma_k every matrix is
+    diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
+    ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
+    """
+    lam, basis = torch.linalg.eigh(mixture.covs)  # [K, D], [K, D, D]
+    log_w = torch.log(mixture.weights)
+
+    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(
+            x_t,
+            "x_t",
+            floating=True,
+            shape=(None, mixture.dim),
+            device=mixture.device,
+            owner="the mixture",
+        )
+        x = x_t.to(mixture.dtype)  # computed in the mixture's dtype, returned in x_t's
+        s = check_times(t, x.shape[0]).to(x.device, x.dtype)[:, None, None]  # [N, 1, 1]
+        var = (1 - s) ** 2 * lam[None] + s**2  # [N, K, D]
+        z = torch.einsum("kdj,nkd->nkj", basis, x[:, None, :] - (1 - s) * mixture.means[None])
+        log_joint = log_w - 0.5 * (torch.log(2 * math.pi * var) + z**2 / var).sum(-1)  # [N, K]
+        if y is not None:
+            log_joint = log_joint.masked_fill(
+                ~mixture._member[mixture._check_y(y, x.shape[0])], float("-inf")
+            )
+        per_component = (
+            torch.einsum("kdj,nkj->nkd", basis, (s - (1 - s) * lam[None]) / var * z)
+            - mixture.means[None]
+        )
+        return (torch.softmax(log_joint, dim=1)[..., None] * per_component).sum(1).to(x_t.dtype)
+
+    return velocity
+
+
+def exact_cfg_velocity_fn(
+    mixture: GaussianMixture,
+    y: Label,
+    gamma: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Luo eq. 170) on exact velocities (chapter 11):
+    ``flow.velocity_cfg_fn`` of :func:`exact_velocity_fn` with and without y, the velocity of
+    :func:`exact_cfg_eps_fn`'s guided score at every t. What a perfectly trained flow model guided
+    by eq. 170 would follow."""
+    from .flow import velocity_cfg_fn
+
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return velocity_cfg_fn(exact_velocity_fn(mixture, y), exact_velocity_fn(mixture), gamma)
+
+
+# ---- chapter 12: tilted laws in any dimension, and p_t(y | x_t) as a callable ----------------------------
+
+
+def sample_tilted_rejection(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    min_acceptance: float = 1e-3,
+) -> torch.Tensor:
+    """Exact draws from the tilted law p(x|y)^gamma p(x)^(1-gamma) / Z in any dimension, by rejection.
+
+    By Bayes' rule the tilted density is proportional to p(x|y) p(y|x)^(gamma - 1), and to
+    p(x) p(y|x)^gamma. For gamma >= 1 propose from p(x|y) and accept with probability
+    p(y|x)^(gamma - 1); for gamma < 1 propose from p(x) and accept with probability p(y|x)^gamma.
+    Both acceptance probabilities are at most 1 because p(y|x) <= 1, so every accepted point is an
+    exact draw (no grid, no chain, no duplicates). The cost is 1 / acceptance proposals per draw;
+    where the acceptance rate falls below ``min_acceptance`` a ValueError says so. Draws are made on the
+    generator's device and returned on the mixture's.
+    """
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, (int, float))
+        or not math.isfinite(gamma)
+        or gamma < 0
+    ):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not isinstance(min_acceptance, (int, float)) or not 0 < min_acceptance <= 1:
+        raise ValueError(f"min_acceptance must lie in (0, 1], got {min_acceptance!r}")
+    label = int(mixture._check_y(y, 1)[0])
+    power, proposal_y = (gamma - 1, label) if gamma >= 1 else (gamma, None)
+    dev = generator.device if generator is not None else mixture.device
+    kept, total, proposed = [], 0, 0
+    batch = n
+    while total < n:
+        x, _ = mixture.sample(batch, proposal_y, generator=generator)
+        log_accept = power * mixture.class_log_posterior(x)[:, label]
+        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64).to(
+            mixture.device
+        )
+        keep = torch.log(u) < log_accept.double()
+        kept.append(x[keep])
+        total, proposed = total + int(keep.sum()), proposed + batch
+        rate = total / proposed
+        if rate < min_acceptance:
+            raise ValueError(
+                f"acceptance rate {rate:.1e} is below min_acceptance={min_acceptance}: the tilted "
+                f"law of gamma={gamma} is too far from its proposal for rejection sampling"
+            )
+        batch = min(max(int(1.2 * (n - total) / rate) + 16, 16), 50 * n)
+    return torch.cat(kept)[:n]
+
+
+def exact_log_ratio_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """log p_t(y | x_t) - log p(y) = log p_t(x_t | y) - log p_t(x_t) as a callable ``ratio_fn(x_t, t)``
+    returning [N]: how much more likely the class has become at x_t than it was a priori. Feedback
+    guidance (``guidance.feedback_eps_fn``) sets its scale from it."""
+    if y is None:
+        raise ValueError("y is required for exact_log_ratio_fn")
+    log_prior = torch.log(mixture.class_weights)
+
+    def ratio_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_steps(t, x_t.shape[0], schedule.T)
+        x = x_t.to(mixture.dtype)
+        labels = mixture._check_y(y, x.shape[0])
+        out = torch.empty(x.shape[0], dtype=mixture.dtype, device=x.device)
+        for step in torch.unique(t).tolist():
+            idx = (t == step).nonzero()[:, 0]
+            post = mixture.diffuse(float(schedule.alpha_bar[step])).class_log_posterior(x[idx])
+            out[idx] = post.gather(1, labels[idx, None])[:, 0] - log_prior[labels[idx]]
+        return out
+
+    return ratio_fn
+
+
+def class_mixture(mixture: GaussianMixture, y: int) -> GaussianMixture:
+    """p(x|y) on its own: the components of class y, their weights renormalised, all labelled 0.
+
+    Its score is ``mixture.score(x, y)`` at every noise level, at a fraction of the cost when the
+    mixture has many classes (only class y's components are evaluated): the conditional branch of
+    exact guidance in high dimension uses it."""
+    label = int(mixture._check_y(y, 1)[0])
+    keep = mixture.labels == label
+    return GaussianMixture(
+        mixture.means[keep],
+        mixture.covs[keep],
+        mixture.weights[keep],
+        torch.zeros(int(keep.sum()), dtype=torch.long, device=mixture.device),
+    )

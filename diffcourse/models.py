@@ -12,10 +12,12 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import checks
 from .checks import check_choice, check_int, check_steps, check_tensor
+from .flow import check_gammas, check_times
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
@@ -134,7 +136,10 @@ class MLPDenoiser(_NullLabel, nn.Module):
             uniq, inverse = torch.unique(key, return_inverse=True)
         else:
             uniq, inverse = key, None
-        rows = (lambda v: v) if inverse is None else (lambda v: v[inverse])  # noqa: E731
+        # Rows are gathered with an embedding lookup, not v[inverse]: on the CPU the backward of
+        # advanced indexing accumulates in an order that changes from run to run with several
+        # threads (weights differed by ~1e-7), while the embedding's backward is deterministic.
+        rows = (lambda v: v) if inverse is None else (lambda v: F.embedding(inverse, v))  # noqa: E731
         u_t = uniq if labels is None else uniq // (self.num_classes + 1)
         emb_t = self.time_mlp(timestep_embedding(u_t, self.emb_dim, self.T).to(w.dtype))
         label_shift = None
@@ -423,3 +428,135 @@ class ConvClassifier(nn.Module):
         """log p_phi(y | x_t, t): [N]."""
         y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device, allow_null=False)
         return torch.log_softmax(self(x_t, t), dim=1).gather(1, y[:, None])[:, 0]
+
+
+# ---- flow matching (chapter 11) ----------------------------------------------------------------------
+
+
+class VelocityMLP(_NullLabel, nn.Module):
+    """v_theta(x_t, t[, y][, gamma]) for the rectified-flow path of chapter 11: :class:`MLPDenoiser`'s
+    residual MLP with the time a float ``t`` in [0, 1] (t = 1 the noise) instead of a step.
+
+    The sinusoidal features of 1000 t feed a small MLP, as a step's features do in MLPDenoiser; a
+    label embedding (row C the null label) is added to it when ``num_classes > 0``. With
+    ``guidance_input=True`` the guidance scale ``gamma`` [N] is one more input, embedded the same
+    way and added too (its last layer starts at zero, so the gamma input starts with no effect):
+    the student of guidance distillation (Meng et al. 2023), which is what FLUX-dev's "guidance"
+    input is.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 256,
+        depth: int = 3,
+        num_classes: int = 0,
+        emb_dim: int = 64,
+        guidance_input: bool = False,
+    ):
+        super().__init__()
+        dim, hidden, depth = (
+            check_int(v, k, low=1) for k, v in (("dim", dim), ("hidden", hidden), ("depth", depth))
+        )
+        num_classes = check_int(num_classes, "num_classes", low=0)
+        emb_dim = check_int(emb_dim, "emb_dim", low=2)
+        if emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sine and cosine features), got {emb_dim}")
+        if not isinstance(guidance_input, bool):
+            raise TypeError(f"guidance_input must be a bool, got {type(guidance_input).__name__}")
+        self.dim, self.num_classes, self.emb_dim, self.guidance_input = (
+            dim,
+            num_classes,
+            emb_dim,
+            guidance_input,
+        )
+        self.time_mlp = nn.Sequential(
+            nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
+        self.label_emb = nn.Embedding(num_classes + 1, hidden) if num_classes else None
+        self.gamma_mlp = None
+        if guidance_input:
+            self.gamma_mlp = nn.Sequential(
+                nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+            )
+            # zero at the start: a student loaded with a teacher's weights begins as the teacher's
+            # conditional velocity at every gamma, and training adds what gamma changes
+            nn.init.zeros_(self.gamma_mlp[2].weight)
+            nn.init.zeros_(self.gamma_mlp[2].bias)
+        self.inp = nn.Linear(dim, hidden)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
+        self.emb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = nn.Linear(hidden, dim)
+        self.act = nn.SiLU()
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        y: Optional[torch.Tensor] = None,
+        gamma: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        w = self.inp.weight
+        check_tensor(
+            x_t, "x_t", floating=True, shape=(None, self.dim), dtype=w.dtype, device=w.device
+        )
+        n = x_t.shape[0]
+        keys = [check_times(t, n).to(w.device, torch.float64)]
+        if self.label_emb is not None:
+            keys.append(
+                check_labels(y, n, self.num_classes, x_t.device).double()
+            )  # None: the null label
+        elif y is not None:
+            raise ValueError("y was given but the model is unconditional (num_classes=0)")
+        if self.gamma_mlp is not None:
+            if gamma is None:
+                raise TypeError(
+                    "gamma must be a floating-point tensor [N] for a model with a guidance input"
+                )
+            keys.append(check_gammas(gamma, n).to(w.device, torch.float64))
+        elif gamma is not None:
+            raise ValueError(
+                "gamma was given but the model has no guidance input (guidance_input=False)"
+            )
+        # The embeddings depend on (t, y, gamma) alone: computed once per distinct row, then gathered.
+        uniq, inverse = torch.unique(torch.stack(keys, 1), dim=0, return_inverse=True)
+        emb = self.time_mlp(timestep_embedding(uniq[:, 0], self.emb_dim, 1).to(w.dtype))
+        if self.label_emb is not None:
+            emb = emb + self.label_emb(uniq[:, 1].long())
+        if self.gamma_mlp is not None:
+            emb = emb + self.gamma_mlp(
+                timestep_embedding(uniq[:, -1], self.emb_dim, 1000).to(w.dtype)
+            )
+        emb = self.act(emb)
+        projs = [proj(emb)[inverse] for proj in self.emb_proj]
+        h = self.act(self.inp(x_t) + projs[0])
+        for layer, p in zip(self.layers, projs[1:]):
+            h = h + self.act(layer(h) + p)
+        return self.out(h)
+
+    def v_fn(self, y: Optional[torch.Tensor] = None):
+        """This network as a sampler's ``v_fn(x_t, t)``, the label fixed (None: the null label)."""
+        if self.gamma_mlp is not None:
+            raise ValueError(
+                "a model with a guidance input needs gamma: use flow.student_velocity_fn"
+            )
+        return lambda x_t, t: self(x_t, t, y)
+
+
+def flat_eps_fn(model: nn.Module, label: Optional[int] = None):
+    """An image denoiser as a noise predictor on flat vectors: ``eps_fn(x_t [N, C*H*W], t)`` reshapes
+    to the model's images, asks it with one fixed ``label`` (None: the null label) under no_grad, and
+    flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
+    coordinates (chapter 12)."""
+    shape = (getattr(model, "channels", 1), getattr(model, "size", 8), getattr(model, "size", 8))
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        labels = (
+            model.null_labels(len(x_t), x_t.device)
+            if label is None
+            else torch.full((len(x_t),), int(label), dtype=torch.long, device=x_t.device)
+        )
+        with torch.no_grad():
+            return model(x_t.reshape(-1, *shape), t, labels).reshape(x_t.shape)
+
+    return eps_fn

@@ -1,7 +1,9 @@
 """The course's recurring pictures: samples over the contour lines of a 2-D mixture's density,
 grids of images with one row per class, and both as animations a reader scrubs with a slider
 (frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
-:func:`animate_images`)."""
+:func:`animate_images`); the labs' curves against t or gamma (:func:`line_plot`) and grids of
+sample panels (:func:`samples_grid`)."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +19,9 @@ from .checks import check_int, check_real
 from .mixture import GaussianMixture
 
 
-def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
-                 alpha_bar: Optional[float] = None):
+def density_grid(
+    mixture: GaussianMixture, lim: float = 3.5, cells: int = 200, alpha_bar: Optional[float] = None
+):
     """(x1, x2, p) on a cells x cells grid over [-lim, lim]^2, on the CPU, ready for ``contour`` or
     ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
     x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
@@ -37,9 +40,17 @@ def density_grid(mixture: GaussianMixture, lim: float = 3.5, cells: int = 200,
     return gx.cpu(), gy.cpu(), p.cpu()
 
 
-def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = None, title: str = "",
-                         per_class: int = 600, lim: float = 3.5, color: Optional[str] = None,
-                         filled: bool = False) -> None:
+def samples_over_density(
+    ax,
+    grid,
+    x: torch.Tensor,
+    y: Optional[torch.Tensor] = None,
+    title: str = "",
+    per_class: int = 600,
+    lim: float = 3.5,
+    color: Optional[str] = None,
+    filled: bool = False,
+) -> None:
     """Scatter ``x`` (coloured by the asked-for label ``y``, at most ``per_class`` points each) over
     the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
     ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
@@ -50,12 +61,18 @@ def samples_over_density(ax, grid, x: torch.Tensor, y: Optional[torch.Tensor] = 
     else:
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
     if y is None:
-        ax.scatter(*x[:per_class].T, s=1 if filled else 2, alpha=0.3 if filled else 0.6,
-                   color=color or ("k" if filled else "C0"))
+        ax.scatter(
+            *x[:per_class].T,
+            s=1 if filled else 2,
+            alpha=0.3 if filled else 0.6,
+            color=color or ("k" if filled else "C0"),
+        )
     else:
         y = y.cpu()
         for c in torch.unique(y).tolist():
-            ax.scatter(*x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}")
+            ax.scatter(
+                *x[y == c][:per_class].T, s=2, alpha=0.6, color=f"C{c}", label=f"asked y = {c}"
+            )
     ax.set_title(title, fontsize=9)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -66,17 +83,28 @@ def _tiles(x: torch.Tensor, rows: int):
     n, _, h, w = x.shape
     cols = n // rows
     tiles = torch.nn.functional.pad(x.detach().cpu().clamp(-1, 1), (1, 1, 1, 1), value=-1)
-    return tiles.reshape(rows, cols, h + 2, w + 2).permute(0, 2, 1, 3).reshape(rows * (h + 2), cols * (w + 2)).numpy()
+    return (
+        tiles.reshape(rows, cols, h + 2, w + 2)
+        .permute(0, 2, 1, 3)
+        .reshape(rows * (h + 2), cols * (w + 2))
+        .numpy()
+    )
 
 
-def image_grid(ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None) -> None:
+def image_grid(
+    ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None
+) -> None:
     """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
     r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
     if x.ndim != 4 or x.shape[1] != 1 or rows < 1 or x.shape[0] % rows:
-        raise ValueError(f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
+        )
     h = x.shape[2]
     ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7)
+    ax.set_yticks(
+        [(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7
+    )
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
 
@@ -119,7 +147,9 @@ class FrameCollector:
         if not isinstance(x0, torch.Tensor):
             raise TypeError(f"x0 must be a tensor, got {type(x0).__name__}")
         if self.x_t and x0.shape != self.x_t[-1].shape:
-            raise ValueError(f"x0 has shape {tuple(x0.shape)}, the frames {tuple(self.x_t[-1].shape)}")
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)}, the frames {tuple(self.x_t[-1].shape)}"
+            )
         x0 = x0.detach().to("cpu", torch.float32, copy=True)
         self.times.append(0)
         self.x_t.append(x0)
@@ -150,9 +180,17 @@ class JSAnimation:
 
 # matplotlib's controls draw their icons with Font Awesome from a CDN; offline that request fails
 # and the buttons are blank. Plain characters instead (each button keeps its title and aria-label).
-_ICONS = {"fa-minus": "&minus;", "fa-fast-backward": "&#8676;", "fa-step-backward": "&lsaquo;",
-          "fa-play fa-flip-horizontal": "&#9664;", "fa-pause": "&#10074;&#10074;", "fa-play": "&#9654;",
-          "fa-step-forward": "&rsaquo;", "fa-fast-forward": "&#8677;", "fa-plus": "+"}
+_ICONS = {
+    "fa-minus": "&minus;",
+    "fa-fast-backward": "&#8676;",
+    "fa-step-backward": "&lsaquo;",
+    "fa-play fa-flip-horizontal": "&#9664;",
+    "fa-pause": "&#10074;&#10074;",
+    "fa-play": "&#9654;",
+    "fa-step-forward": "&rsaquo;",
+    "fa-fast-forward": "&#8677;",
+    "fa-plus": "+",
+}
 
 
 _FRAME = re.compile(r'(frames\[\d+\] = "data:image/png;base64,)((?:[^"\\]|\\\n)*)(")')
@@ -165,7 +203,9 @@ def _small_png(match: "re.Match", colors: int = 48) -> str:
 
     raw = base64.b64decode(match.group(2).replace("\\\n", ""))
     out = io.BytesIO()
-    Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colors).save(out, "png", optimize=True)
+    Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colors).save(
+        out, "png", optimize=True
+    )
     return match.group(1) + base64.b64encode(out.getvalue()).decode("ascii") + match.group(3)
 
 
@@ -174,12 +214,18 @@ def _offline_html(html: str) -> str:
     Font Awesome <link> to a CDN dropped and each icon replaced by a character."""
     html, frames = _FRAME.subn(_small_png, html)
     if not frames:
-        raise RuntimeError("matplotlib's animation HTML has changed: update diffcourse.plots._FRAME")
-    html, links = re.subn(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._FRAME"
+        )
+    html, links = re.subn(
+        r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html
+    )
     for name, char in _ICONS.items():
         html = html.replace(f'<i class="fa {name}"></i>', char)
     if links != 1 or "<i class=" in html or re.search(r'(src|href)="(https?:)?//', html):
-        raise RuntimeError("matplotlib's animation HTML has changed: update diffcourse.plots._offline_html")
+        raise RuntimeError(
+            "matplotlib's animation HTML has changed: update diffcourse.plots._offline_html"
+        )
     return html
 
 
@@ -193,20 +239,28 @@ def _pick(n: int, max_frames: int) -> list:
 def _check_panels(panels, ndim: int, what: str) -> list:
     """The panels as (title, list of frames): a non-empty mapping, equal frame counts and shapes."""
     if not isinstance(panels, dict) or not panels:
-        raise TypeError(f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}")
+        raise TypeError(
+            f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}"
+        )
     out = []
     for title, frames in panels.items():
         if isinstance(frames, FrameCollector):
             frames = frames.x_t
         frames = list(frames)
         if not frames or not all(isinstance(f, torch.Tensor) for f in frames):
-            raise TypeError(f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors")
+            raise TypeError(
+                f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors"
+            )
         if frames[0].ndim != ndim or any(f.shape != frames[0].shape for f in frames):
-            raise ValueError(f"panels[{title!r}]: every frame must be {what} of one shape, "
-                             f"got {[tuple(f.shape) for f in frames[:3]]}...")
+            raise ValueError(
+                f"panels[{title!r}]: every frame must be {what} of one shape, "
+                f"got {[tuple(f.shape) for f in frames[:3]]}..."
+            )
         out.append((str(title), frames))
     if len({len(f) for _, f in out}) != 1:
-        raise ValueError(f"panels must hold the same number of frames, got {[len(f) for _, f in out]}")
+        raise ValueError(
+            f"panels must hold the same number of frames, got {[len(f) for _, f in out]}"
+        )
     return out
 
 
@@ -257,8 +311,17 @@ def _time_label(times: Optional[list], i: int, n: int) -> str:
     return "t = 0: the samples" if times[i] == 0 else f"t = {times[i]}"
 
 
-def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=None, max_frames: int = 30,
-                    per_class: int = 120, lim: float = 3.5, dpi: int = 80, interval: int = 150) -> JSAnimation:
+def animate_samples(
+    panels: dict,
+    grid,
+    y: Optional[torch.Tensor] = None,
+    times=None,
+    max_frames: int = 30,
+    per_class: int = 120,
+    lim: float = 3.5,
+    dpi: int = 80,
+    interval: int = 150,
+) -> JSAnimation:
     """2-D samples travelling from noise to data, one panel per run side by side (for instance
     one per gamma, from the same starting noise), over the contour lines of ``grid``.
 
@@ -282,9 +345,19 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
     import matplotlib.pyplot as plt
 
     labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
-    keep = [(c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()]
-    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs) + 0.3, 2.6), dpi=dpi, squeeze=False,
-                             sharex=True, sharey=True, constrained_layout=True)
+    keep = [
+        (c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()
+    ]
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(2.2 * len(runs) + 0.3, 2.6),
+        dpi=dpi,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
     dots = []
     for ax, (title, frames) in zip(axes[0], runs):
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
@@ -292,8 +365,14 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_aspect("equal")
-        dots.append([ax.scatter(*frames[0][idx].T, s=4, alpha=0.7,
-                                color=f"C{c}" if y is not None else "C0") for c, idx in keep])
+        dots.append(
+            [
+                ax.scatter(
+                    *frames[0][idx].T, s=4, alpha=0.7, color=f"C{c}" if y is not None else "C0"
+                )
+                for c, idx in keep
+            ]
+        )
     axes[0][0].set_ylabel("$x_2$")
     caption = fig.suptitle("", fontsize=10)
 
@@ -307,8 +386,15 @@ def animate_samples(panels: dict, grid, y: Optional[torch.Tensor] = None, times=
     return _to_html(fig, update, _pick(n, max_frames), interval)
 
 
-def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[list] = None,
-                   max_frames: int = 30, dpi: int = 72, interval: int = 150) -> JSAnimation:
+def animate_images(
+    panels: dict,
+    rows: int,
+    times=None,
+    row_labels: Optional[list] = None,
+    max_frames: int = 30,
+    dpi: int = 72,
+    interval: int = 150,
+) -> JSAnimation:
     """Image grids denoising step by step, one panel per entry of ``panels`` side by side (for
     instance ``{"x_t": keep.x_t, "x0_hat": keep.x0_hat}`` from one :class:`FrameCollector`).
 
@@ -330,8 +416,14 @@ def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[lis
 
     cols = shape[0] // rows
     width = max(2.0, 0.28 * cols + 0.6)
-    fig, axes = plt.subplots(1, len(runs), figsize=(width * len(runs), 0.28 * rows + 0.9), dpi=dpi,
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(width * len(runs), 0.28 * rows + 0.9),
+        dpi=dpi,
+        squeeze=False,
+        constrained_layout=True,
+    )
     shown = []
     for ax, (title, frames) in zip(axes[0], runs):
         image_grid(ax, frames[0], rows, title=title, row_labels=row_labels)
@@ -345,3 +437,112 @@ def animate_images(panels: dict, rows: int, times=None, row_labels: Optional[lis
         return shown + [caption]
 
     return _to_html(fig, update, _pick(n, max_frames), interval)
+
+
+def line_plot(
+    x,
+    curves,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    ax=None,
+    styles=None,
+    figsize=(6.5, 4.0),
+):
+    """``curves`` (label -> values over ``x``) as labelled lines with a legend, on ``ax`` or on a new
+    figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
+    format string, e.g. "--o") where wanted. Returns the axes. The labs' curves against t or gamma."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(curves, dict) or not curves:
+        raise TypeError(
+            f"curves must be a non-empty dict label -> values, got {type(curves).__name__}"
+        )
+    for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    x = [float(v) for v in x]
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    for label, values in curves.items():
+        values = [float(v) for v in values]
+        if len(values) != len(x):
+            raise ValueError(f"curves[{label!r}] has {len(values)} values for {len(x)} x values")
+        ax.plot(x, values, (styles or {}).get(label, "-"), label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def samples_grid(
+    grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2
+):
+    """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
+    {panel title: samples [N, 2]}, the same number of panels in every row), over ``grid``'s contour
+    lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
+    the top-right panel carries the legend; without, each row has its own colour. The outer axes
+    are labelled x_1 and x_2. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if (
+        not isinstance(rows, dict)
+        or not rows
+        or not all(isinstance(r, dict) and r for r in rows.values())
+    ):
+        raise TypeError("rows must be a non-empty dict row name -> non-empty dict title -> samples")
+    cols = {len(r) for r in rows.values()}
+    if len(cols) != 1:
+        raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
+    cols = cols.pop()
+    fig, axes = plt.subplots(
+        len(rows),
+        cols,
+        figsize=(size * cols, size * len(rows) + 0.4),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for i, panels in enumerate(rows.values()):
+        for j, (title, x) in enumerate(panels.items()):
+            samples_over_density(
+                axes[i, j],
+                grid,
+                x,
+                y,
+                title,
+                per_class=per_class,
+                color=None if y is not None else f"C{i}",
+            )
+    for ax in axes[-1]:
+        ax.set_xlabel("$x_1$")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("$x_2$")
+    if y is not None:
+        axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
+    """Relative score errors against the level t (1-based on the axis), both axes logarithmic, one
+    line per entry of ``errors`` ({label: values at ``levels``, 0-based}): chapter 1's picture of a
+    learned score held against the exact one, here for any model."""
+    for (label, values), style in zip(errors.items(), ("o-", "s--", "^:", "d-.")):
+        ax.plot([t + 1 for t in levels], [float(v) for v in values], style, label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="level t",
+        ylabel="RMS(learned - exact) / RMS(exact)",
+        title=title,
+    )
+    ax.legend()

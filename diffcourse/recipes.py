@@ -38,6 +38,7 @@ from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
+DIGITS_MIXTURE_DRAWS = 50_000  # chapter 12's training set: draws from data.digits_mixture(), seed 0
 # the modules whose code decides a trained model's weights: a change to any of them retrains
 SOURCES = (
     "checks.py",
@@ -48,6 +49,9 @@ SOURCES = (
     "schedules.py",
     "targets.py",
     "train.py",
+    "text.py",
+    "conditioned.py",
+    "flow.py",
 )
 
 
@@ -57,13 +61,15 @@ class Recipe:
 
     name: str
     budget: str
-    data: str  # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
-    schedule: Optional[
-        Tuple[str, int]
-    ]  # ("cosine", T) or ("linear", T); None: clean data (a judge)
+    # "two_moons" | "checkerboard" | "three_blobs" | "digits" (the 8x8 training split)
+    # | "digits-judge" (that split less chapter 7's floor set, data.digits_eval_sets)
+    # | "digit-captions" (each training digit with CAPTION_COPIES captions) | "digits-low" (with
+    # its 4x4 view, chapter 10) | "digits_mixture" (draws from the 64-D mixture, chapter 12)
+    data: str
+    schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: a clean-data judge
     model: str  # a class of diffcourse.models
     model_args: Dict[str, Any]
-    trainer: str  # "denoiser" | "classifier"
+    trainer: str  # "denoiser" | "classifier" | "velocity" | "student" (chapter 11's flow matching)
     steps: int
     batch_size: int
     lr: float
@@ -73,6 +79,8 @@ class Recipe:
     init_seed: int = 0
     seed: int = 0
     warmup: int = 100
+    teacher: Optional[str] = None  # "student": the recipe whose model it distils, and starts from
+    gamma_range: Optional[Tuple[float, float]] = None  # "student": the scales it is trained on
     description: str = field(default="", compare=False)
 
     def config(self) -> Dict[str, Any]:
@@ -93,6 +101,17 @@ class Recipe:
         if self.data == "digits":
             split = datasets.load_digits_split(holdout=0.25, seed=0)
             return split.x_train.to(device), split.y_train.to(device)
+        if self.data == "digits-judge":  # the training digits less chapter 7's floor set
+            sets = datasets.digits_eval_sets()
+            return sets.x_judge.to(device), sets.y_judge.to(device)
+        if (
+            self.data == "digits_mixture"
+        ):  # chapter 12: fixed draws from the 64-D mixture, as images
+            gen = torch.Generator().manual_seed(0)
+            x, y = datasets.digits_mixture().sample(DIGITS_MIXTURE_DRAWS, generator=gen)
+            return x.reshape(-1, 1, 8, 8).to(device), y.to(device)
+        if self.data in ("digit-captions", "digits-low"):
+            return _condition_data(self.data, device)
         return getattr(datasets, self.data)().to(device)
 
     def build(self, device=None) -> nn.Module:
@@ -101,7 +120,7 @@ class Recipe:
         device = get_device() if device is None else torch.device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
-            return getattr(models, self.model)(**self.model_args).to(device)
+            return _model_class(self.model)(**self.model_args).to(device)
 
     def train(
         self, device=None, progress: bool = True, **checkpointing
@@ -125,9 +144,48 @@ class Recipe:
         data, schedule = self.make_data(device), self.make_schedule()
         if self.trainer == "denoiser":
             losses = train_denoiser(model, data, schedule, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "velocity":
+            from .flow import train_velocity
+
+            losses = train_velocity(model, data, p_uncond=self.p_uncond, **common)
+        elif self.trainer == "student":
+            from .flow import train_student
+
+            teacher = trained(self.teacher, self.budget, device, progress=progress)
+            model.load_state_dict(teacher.state_dict(), strict=False)  # start from the teacher
+            losses = train_student(
+                model, teacher, data, gamma_range=tuple(self.gamma_range), **common
+            )
         else:
             losses = train_classifier(model, data, schedule, **common)
         return model.eval(), losses
+
+
+CAPTION_COPIES = 8  # captions per training digit in "digit-captions" (chapter 10)
+
+
+def _model_class(name: str):
+    """A network class of diffcourse.models, or of diffcourse.conditioned (chapter 10)."""
+    from . import conditioned
+
+    return getattr(models, name, None) or getattr(conditioned, name)
+
+
+def _condition_data(kind: str, device: torch.device):
+    """Chapter 10's training data: (x0, condition) pairs. "digit-captions": every training digit
+    ``CAPTION_COPIES`` times, each copy with a caption true of its label drawn by
+    :func:`~diffcourse.text.random_captions` (seed 0), as token ids; "digits-low": every training
+    digit with its 4x4 block means (:func:`~diffcourse.conditioned.low_resolution`)."""
+    from .conditioned import low_resolution
+    from .text import random_captions, tokenize
+
+    split = datasets.load_digits_split(holdout=0.25, seed=0)
+    x, y = split.x_train, split.y_train
+    if kind == "digits-low":
+        return x.to(device), low_resolution(x).to(device)
+    labels = y.repeat(CAPTION_COPIES)
+    captions = random_captions(labels, torch.Generator().manual_seed(0))
+    return x.repeat(CAPTION_COPIES, 1, 1, 1).to(device), tokenize(captions, device=device)
 
 
 # ---- the labs' recipes ----------------------------------------------------------------------------
@@ -159,6 +217,7 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             two_d,
             data="two_moons",
             model_args=mlp,
+            batch_size=pick(256, 512),
             description="chapter 1: the unconditional denoiser of the two moons",
         ),
         "ch2-weak": dict(
@@ -192,7 +251,7 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             description="chapter 4: the noise-aware classifier of the three blobs",
         ),
         "ch7-judge": dict(
-            data="digits",
+            data="digits-judge",
             schedule=None,
             model="ConvClassifier",
             trainer="classifier",
@@ -200,11 +259,13 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             batch_size=128,
             lr=2e-3,
             model_args=dict(channels=1, size=8, num_classes=10, width=32, T=None),
-            description="chapter 7: the evaluation classifier of clean digits (the judge)",
+            description="chapter 7: the evaluation classifier of clean digits (the judge), trained without the floor set",
         ),
         "ch7-unet": dict(
             unet,
-            steps=pick(1200, 6000),
+            # quick: 900 steps at lr 2e-3 fit the digits as well as 1,200 at 1e-3, in lab 7's time
+            steps=pick(900, 6000),
+            lr=pick(2e-3, 1e-3),
             description="chapter 7: the well-trained class-conditional U-Net (p_uncond 0.1)",
         ),
         "ch7-unet-short": dict(
@@ -212,12 +273,19 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             steps=175,
             description="chapter 7: the deliberately short-trained U-Net (175 steps at every budget)",
         ),
+        "ch12-unet": dict(
+            unet,
+            data="digits_mixture",
+            steps=pick(200, 6000),
+            description="chapter 12: chapter 7's U-Net trained on draws from digits_mixture(), "
+            "whose exact score is known",
+        ),
         "ch7-guide": dict(
             data="digits",
             schedule=("linear", 1000),
             model="ConvClassifier",
             trainer="classifier",
-            steps=pick(1500, 6000),
+            steps=pick(800, 6000),
             batch_size=128,
             lr=2e-3,
             init_seed=1,
@@ -226,6 +294,53 @@ def _specs(pick: Callable[[Any, Any], Any]) -> Dict[str, Dict[str, Any]]:
             description="chapter 7: the noise-aware classifier of digits, for classifier guidance",
         ),
     }
+    conditioned = dict(
+        schedule=("linear", 1000), trainer="denoiser", batch_size=128, lr=4e-3, p_uncond=0.1
+    )
+    specs["ch10-captions"] = dict(
+        conditioned,
+        data="digit-captions",
+        model="CaptionUNet",
+        steps=pick(800, 6000),
+        model_args=dict(width=pick(16, 32), text_dim=32, text_layers=pick(1, 2)),
+        description="chapter 10: the caption-conditioned U-Net (caption dropout 0.1)",
+    )
+    specs["ch10-superres"] = dict(
+        conditioned,
+        data="digits-low",
+        model="SuperResUNet",
+        steps=pick(1000, 6000),
+        model_args=dict(width=pick(16, 32)),
+        description="chapter 10: the 4x4 -> 8x8 super-resolution U-Net (condition dropout 0.1)",
+    )
+    velocity = dict(dim=2, hidden=pick(128, 256), depth=4, num_classes=3)
+    specs["ch11-velocity"] = dict(
+        data="three_blobs",
+        schedule=None,
+        model="VelocityMLP",
+        model_args=velocity,
+        trainer="velocity",
+        steps=pick(2000, 10000),
+        batch_size=512,
+        lr=3e-3,
+        p_uncond=0.1,
+        description="chapter 11: the flow-matching network of the three blobs, condition dropout 0.1",
+    )
+    specs["ch11-student"] = dict(
+        data="three_blobs",
+        schedule=None,
+        model="VelocityMLP",
+        model_args=dict(velocity, guidance_input=True),
+        trainer="student",
+        teacher="ch11-velocity",
+        gamma_range=(0.5, 4.5),
+        steps=pick(600, 3000),
+        batch_size=512,
+        lr=1e-3,
+        warmup=50,
+        description="chapter 11: ch11-velocity distilled into a student that takes gamma as an input "
+        "(trained on gamma in [0.5, 4.5])",
+    )
     for p in (0.1, 0.2, 0.5):
         specs[f"ch5-cfg-p{p}"] = dict(
             two_d,

@@ -42,6 +42,10 @@ def _cell(value: Any, fmt: Optional[str]) -> str:
         return str(value)
     if isinstance(value, numbers.Real) and fmt:
         return format(value, fmt)
+    if isinstance(value, tuple) and len(value) == 2 and fmt:  # (mean, std): "mean ± std"
+        mean, std = (_plain(v) for v in value)
+        if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (mean, std)):
+            return f"{format(mean, fmt)} ± {format(std, fmt)}"
     return str(value)
 
 
@@ -68,7 +72,8 @@ def table(
             mapping row name -> mapping (the row names become the first column).
         header: the column names.
         floatfmt: the format of real numbers, one for all columns or one per column (None: str()).
-            Ints print as they are; None prints as "-".
+            Ints print as they are; None prints as "-"; a pair (mean, std) prints as "mean ± std",
+            both in the column's format.
         title: a line in bold above the table.
         show: False only returns the Markdown.
     """
@@ -146,3 +151,26 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
             return value
         myst_glue(name, value, display=display)
     return value
+
+
+def glue_table(name: str, markdown: str) -> str:
+    """Glue a Markdown table (what :func:`table` returns) under ``name`` as HTML, so that a book page
+    pastes it from the lab with the ``{glue}`` directive and its ``:doc:`` option (myst-nb pastes
+    HTML, not Markdown, from another document). Where no kernel with myst-nb runs the lab, nothing
+    is glued. Returns ``markdown``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not isinstance(markdown, str):
+        raise TypeError(f"markdown must be a str, got {type(markdown).__name__}")
+    if _in_kernel():
+        try:
+            from markdown_it import MarkdownIt
+            from myst_nb import glue as myst_glue
+        except ImportError:
+            return markdown
+        from IPython.display import HTML
+
+        myst_glue(
+            name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False
+        )
+    return markdown

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 import torch
 
@@ -21,6 +21,7 @@ __all__ = [
     "q_sample",
     "check_steps",
     "ddim_levels",
+    "nsr_interval",
 ]
 
 
@@ -116,6 +117,22 @@ class StepTable:
         if table is None:
             table = self._copies[key] = self.values.to(device=like.device, dtype=like.dtype)
         return table[t].reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def nsr_interval(schedule: "Schedule", low: float = 1 / 3, high: float = 3.0) -> Tuple[int, int]:
+    """The first and last 0-based steps whose noise-to-signal ratio sqrt(1 - alpha_bar_t) /
+    sqrt(alpha_bar_t) lies in [low, high]: where neither the noise nor the signal dominates, the
+    interval chapter 8 guides on (Kynkaanniemi et al. 2024 choose theirs by search). The ratio grows
+    with t, so the steps in between are all inside. No step inside raises ValueError."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    low = check_real(low, "low", low=0)
+    high = check_real(high, "high", low=low)
+    ab = schedule.alpha_bar.double()
+    inside = torch.nonzero((((1 - ab) / ab).sqrt() >= low) & (((1 - ab) / ab).sqrt() <= high))[:, 0]
+    if inside.numel() == 0:
+        raise ValueError(f"low and high: no step's noise-to-signal ratio lies in [{low}, {high}]")
+    return int(inside.min()), int(inside.max())
 
 
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ jupyter-cache keys it) by the lab's code. The build then finds the lab there and
 outputs instead of running it a second time. A lab with any failed or skipped cell is not stored,
 and a lab whose code has changed since misses the cache: the build executes those itself.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,9 +25,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     nb = getattr(item.parent, "nb", None)
-    if nb is None or not hasattr(item, "cell_num"):          # not an nbval cell
+    if nb is None or not hasattr(item, "cell_num"):  # not an nbval cell
         return
-    run = _runs.setdefault(str(item.parent.path), {"nb": nb, "outputs": {}, "ok": True, "seconds": 0.0})
+    run = _runs.setdefault(
+        str(item.parent.path),
+        {"nb": nb, "outputs": {}, "ok": True, "seconds": 0.0},
+    )
     if report.failed or report.skipped:
         run["ok"] = False
     elif report.when == "call":
@@ -50,6 +54,13 @@ def pytest_sessionfinish(session):
         for count, cell in enumerate(code, start=1):
             cell.outputs = run["outputs"][count - 1]
             cell.execution_count = count
-        cache.cache_notebook_bundle(CacheBundleIn(nb, path, data={"execution_seconds": run["seconds"]}),
-                                    check_validity=True, overwrite=True)
-        print(f"\n{os.path.basename(path)}: outputs stored for the book build ({run['seconds']:.0f} s)")
+        cache.cache_notebook_bundle(
+            CacheBundleIn(
+                nb, path, data={"execution_seconds": run["seconds"]}
+            ),
+            check_validity=True,
+            overwrite=True,
+        )
+        print(
+            f"\n{os.path.basename(path)}: outputs stored for the book build ({run['seconds']:.0f} s)"
+        )

@@ -6,6 +6,7 @@ Chromium resolves no other name, so a page that needs the network shows up inste
 
     python tests/browser.py _build/screenshots    # a PNG of every page, in `_toc.yml` order
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,15 @@ HTML = ROOT / "_build" / "html"
 # keeps calling home, and offline that floods refused connections; no proxy, and no name but
 # 127.0.0.1 resolves, so nothing can leave this machine even past Playwright's router.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-proxy-server",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 VIEWPORT = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}  # a phone held upright (CSS pixels)
@@ -44,8 +51,11 @@ TEX_JS = r"/\\[a-zA-Z]+|\\[[(]|\$\$/g"
 
 # Run in the page after `load`: wait until MathJax has typeset and the images have decoded,
 # then report what a reader sees.
-INSPECT_JS = r"""async () => {
-  const TEX = """ + TEX_JS + r""";
+INSPECT_JS = (
+    r"""async () => {
+  const TEX = """
+    + TEX_JS
+    + r""";
   const article = document.querySelector("article") || document.body;
   const mathjax = !!(window.MathJax && window.MathJax.startup);
   if (mathjax) await window.MathJax.startup.promise;
@@ -76,6 +86,7 @@ INSPECT_JS = r"""async () => {
     next: next ? next.href : null,
   };
 }"""
+)
 
 
 # Run in the page once INSPECT_JS has run, at each window width: what sticks out sideways. The
@@ -172,7 +183,8 @@ def move_sliders(page, animations: list[dict]) -> list[dict]:
             """async (img, before) => { await img.decode().catch(() => null);
                return img.src !== before && img.naturalWidth > 0
                  && document.getElementById(img.id.replace('_anim_img', '_anim_slider')).value === '1'; }""",
-            before)
+            before,
+        )
         page.keyboard.press("Home")
     return animations
 
@@ -194,7 +206,9 @@ def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
 
 def find_chromium() -> str | None:
     """Debian's Chromium (what `make setup` installs), or the one $CHROMIUM names."""
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -231,10 +245,19 @@ def offline_browser(base: str, refused: list[str]) -> Iterator[BrowserContext]:
             refused.append(route.request.url)
             route.abort("internetdisconnected")
 
-    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="diffcourse-chromium-") as profile:
+    with (
+        sync_playwright() as pw,
+        tempfile.TemporaryDirectory(prefix="diffcourse-chromium-") as profile,
+    ):
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=find_chromium(), headless=True, args=CHROMIUM_ARGS, env=env,
-            viewport=VIEWPORT, service_workers="block")
+            profile,
+            executable_path=find_chromium(),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            env=env,
+            viewport=VIEWPORT,
+            service_workers="block",
+        )
         try:
             context.route("**/*", only_local)
             yield context
@@ -270,6 +293,10 @@ if __name__ == "__main__":
     if not HTML.is_dir():
         sys.exit(f"no built book at {HTML}: run `make book` first")
     if not find_chromium():
-        sys.exit("no chromium found: `make setup` installs Debian's chromium (as root, with apt-get)")
-    for path in screenshots(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "_build" / "screenshots"):
+        sys.exit(
+            "no chromium found: `make setup` installs Debian's chromium (as root, with apt-get)"
+        )
+    for path in screenshots(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "_build" / "screenshots"
+    ):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

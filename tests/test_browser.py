@@ -10,6 +10,7 @@ widths the page never scrolls sideways and each display equation fits its box or
 it from its start; at 1280 pixels no code cell, code block or printed output scrolls sideways;
 every lab figure decodes; every animation loads and its slider moves a frame; search results show
 no TeX."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,11 @@ if not HTML.is_dir():
         raise RuntimeError(f"no built book at {HTML}: run `make book` first")
     pytest.skip("the book is not built (make book)", allow_module_level=True)
 if not find_chromium():
-    pytest.skip("no Chromium installed: `make setup` installs Debian's chromium where it runs as root "
-                "with apt-get (or set CHROMIUM to a Chromium binary)", allow_module_level=True)
+    pytest.skip(
+        "no Chromium installed: `make setup` installs Debian's chromium where it runs as root "
+        "with apt-get (or set CHROMIUM to a Chromium binary)",
+        allow_module_level=True,
+    )
 
 PAGES = toc_pages()
 LABS = [p for p in PAGES if p.startswith("notebooks/")]
@@ -47,7 +51,10 @@ WIDTHS = [VIEWPORT["width"], PHONE["width"]]
 # Pages that must show an animation (diffcourse.plots.animate_samples / animate_images). The lead
 # adds each page here when its lab's animation cell lands. Every animation found on any page is
 # checked whether listed or not.
-ANIMATED_PAGES: list[str] = []
+ANIMATED_PAGES: list[str] = [
+    "notebooks/05_classifier_free_guidance",
+    "notebooks/07_guidance_on_images",
+]
 
 # Pages whose code cells, code blocks or printed outputs are still wider than the page's code box
 # at 1280 pixels (lab lines over 79 columns, padded text tables, long lines in the chapters' code
@@ -55,11 +62,15 @@ ANIMATED_PAGES: list[str] = []
 # they are fixed. The lead removes each page as its fix lands (an XPASS says it is ready) and
 # empties the list; the summary printed after the run lists every wide block on every page.
 WIDE_CODE_PAGES: set[str] = {
-    "book/00_welcome", "book/01_diffusion", "book/02_conditional", "book/04_classifier_guidance",
-    "book/05_classifier_free_guidance", "book/09_exercises", "book/appendix_scaling",
-    "notebooks/01_diffusion", "notebooks/02_conditional", "notebooks/03_bayes_scores",
-    "notebooks/04_classifier_guidance", "notebooks/05_classifier_free_guidance",
-    "notebooks/06_what_guidance_samples", "notebooks/07_guidance_on_images", "notebooks/08_fewer_steps",
+    "book/00_welcome",
+    "book/01_diffusion",
+    "book/02_conditional",
+    "book/04_classifier_guidance",
+    "book/09_exercises",
+    "notebooks/01_diffusion",
+    "notebooks/02_conditional",
+    "notebooks/03_bayes_scores",
+    "notebooks/04_classifier_guidance",
 }
 
 # Searches run on the search page; their results (titles and excerpts) must show no TeX.
@@ -71,9 +82,13 @@ def search(page, base: str, query: str) -> dict:
     """Run one search on the site's search page; wait for the results and for MathJax to typeset
     their excerpts; return the result titles and the excerpts' text less typeset maths."""
     page.goto(f"{base}search.html?q={query}", wait_until="load")
-    page.wait_for_function("() => /Search finished/.test(document.getElementById('search-results').textContent)",
-                           timeout=20_000)
-    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20_000)
+    page.wait_for_function(
+        "() => /Search finished/.test(document.getElementById('search-results').textContent)",
+        timeout=20_000,
+    )
+    page.wait_for_function(
+        "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20_000
+    )
     page.wait_for_timeout(400)  # the last results' excerpts arrive, then a typeset pass
     page.evaluate("() => MathJax.startup.promise")
     return page.evaluate("""() => {
@@ -139,16 +154,23 @@ def book(request: pytest.FixtureRequest) -> dict:
     figures = sum(pages[lab]["decoded"] for lab in LABS if lab in pages)
     wide = {w: sum(bool(p["layout"][w]["page_width"] > w) for p in pages.values()) for w in WIDTHS}
     bad_eq = {w: sum(len(p["layout"][w]["bad_equations"]) for p in pages.values()) for w in WIDTHS}
-    scrolling = {w: sum(p["layout"][w]["scrolling_equations"] for p in pages.values()) for w in WIDTHS}
+    scrolling = {
+        w: sum(p["layout"][w]["scrolling_equations"] for p in pages.values()) for w in WIDTHS
+    }
     blocks = sum(p["layout"][VIEWPORT["width"]]["blocks"] for p in pages.values())
-    wide_blocks = [(n, b) for n, p in pages.items() for b in p["layout"][VIEWPORT["width"]]["wide_blocks"]]
+    wide_blocks = [
+        (n, b) for n, p in pages.items() for b in p["layout"][VIEWPORT["width"]]["wide_blocks"]
+    ]
     animations = [a for p in pages.values() for a in p["animations"]]
     lines = [
         f"browser: {len(pages)} pages at {' and '.join(map(str, WIDTHS))} px, in {seconds:.0f} s, offline "
         f"({len(refused)} requests to other hosts)",
         f"  maths: {displays} display and {inline} inline equations typeset; no TeX as text; titles plain",
-        *(f"  at {w} px: {wide[w]} pages scroll sideways; {bad_eq[w]} display equations cut off, "
-          f"{scrolling[w]} scroll inside their own box" for w in WIDTHS),
+        *(
+            f"  at {w} px: {wide[w]} pages scroll sideways; {bad_eq[w]} display equations cut off, "
+            f"{scrolling[w]} scroll inside their own box"
+            for w in WIDTHS
+        ),
         f"  at {VIEWPORT['width']} px: {blocks} code and output blocks measured, {len(wide_blocks)} scroll sideways"
         + "".join(f"\n    {n}: {b}" for n, b in wide_blocks),
         f"  {figures} lab figures decoded; {len(animations)} animations, "
@@ -162,8 +184,13 @@ def book(request: pytest.FixtureRequest) -> dict:
             plugins.get_plugin("terminalreporter").write_line("\n" + "\n".join(lines))
 
     request.addfinalizer(report)
-    return {"order": order, "pages": pages, "refused": refused, "searches": searches,
-            "search_errors": search_errors}
+    return {
+        "order": order,
+        "pages": pages,
+        "refused": refused,
+        "searches": searches,
+        "search_errors": search_errors,
+    }
 
 
 def test_navigation_reaches_every_chapter_in_toc_order(book):
@@ -203,7 +230,8 @@ def test_page_never_scrolls_sideways(book, name, width):
     layout = book["pages"][name]["layout"][width]
     assert layout["page_width"] <= layout["width"], (
         f"the page is {layout['page_width']} px wide in a {layout['width']} px window; sticking out:\n"
-        + "\n".join(layout["sticking_out"]))
+        + "\n".join(layout["sticking_out"])
+    )
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -213,9 +241,18 @@ def test_display_equations_fit_or_scroll_in_their_box(book, name, width):
     assert bad == [], "\n".join(bad)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="lab lines still wider than the code box"))
-    if p in WIDE_CODE_PAGES else p for p in PAGES])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            p,
+            marks=pytest.mark.xfail(strict=False, reason="lab lines still wider than the code box"),
+        )
+        if p in WIDE_CODE_PAGES
+        else p
+        for p in PAGES
+    ],
+)
 def test_code_and_outputs_fit_at_1280_pixels(book, name):
     """A code cell, a code block or a printed output that scrolls sideways hides the end of its
     lines: lab lines fit 79 columns, and wide results print as tables."""
@@ -233,8 +270,14 @@ def test_every_lab_figure_decodes(book, name):
 def test_every_animation_plays_offline(book):
     """Every animation on any page shows its first frame, and its slider, moved one step with the
     keyboard, shows the next frame: its frames are embedded, nothing is fetched."""
-    broken = [f"{name}: {a}" for name, page in book["pages"].items() for a in page["animations"]
-              if not (a["shown"] and a["frames"] > 1 and a["moved"] and a["src"].startswith("data:image/"))]
+    broken = [
+        f"{name}: {a}"
+        for name, page in book["pages"].items()
+        for a in page["animations"]
+        if not (
+            a["shown"] and a["frames"] > 1 and a["moved"] and a["src"].startswith("data:image/")
+        )
+    ]
     assert broken == []
 
 

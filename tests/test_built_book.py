@@ -1,6 +1,7 @@
 """Checks on the built HTML book. `make test` runs them after the book build (with
 DIFFCOURSE_REQUIRE_BOOK=1, so that a missing build fails); on their own they skip when there is no
 build."""
+
 import json
 import os
 import re
@@ -46,9 +47,11 @@ def test_every_lab_page_has_download_and_launch_buttons(lab):
     org_repo = repo.removeprefix("https://github.com/")
     colab, binder = config["launch_buttons"]["colab_url"], config["launch_buttons"]["binderhub_url"]
     page = (HTML / "notebooks" / f"{lab}.html").read_text(encoding="utf-8")
-    for href in (f"../_sources/notebooks/{lab}.ipynb",
-                 f"{colab}/github/{org_repo}/blob/{branch}/notebooks/{lab}.ipynb",
-                 f"{binder}/v2/gh/{org_repo}/{branch}?urlpath=tree/notebooks/{lab}.ipynb"):
+    for href in (
+        f"../_sources/notebooks/{lab}.ipynb",
+        f"{colab}/github/{org_repo}/blob/{branch}/notebooks/{lab}.ipynb",
+        f"{binder}/v2/gh/{org_repo}/{branch}?urlpath=tree/notebooks/{lab}.ipynb",
+    ):
         assert f'href="{href}"' in page, f"{lab}.html has no button to {href}"
     assert (HTML / "_sources" / "notebooks" / f"{lab}.ipynb").is_file()
 
@@ -61,10 +64,17 @@ def test_page_titles_and_search_titles_are_plain_text():
     """The browser tab shows a page's <title> and the search page lists titles as text, and MathJax
     typesets neither: a heading with maths needs a plain `{title}` beside it (chapter 2), and
     _ext/plain_titles.py writes the search index's section titles in Unicode."""
-    titles = {p.relative_to(HTML).as_posix(): re.search(r"<title>(.*?)</title>", p.read_text(encoding="utf-8"), re.S)
-              for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] not in ("_static", "reports")}
+    titles = {
+        p.relative_to(HTML).as_posix(): re.search(
+            r"<title>(.*?)</title>", p.read_text(encoding="utf-8"), re.S
+        )
+        for p in HTML.rglob("*.html")
+        if p.relative_to(HTML).parts[0] not in ("_static", "reports")
+    }
     raw = {page: m.group(1) for page, m in titles.items() if m and RAW_TEX.search(m.group(1))}
     assert raw == {}
     text = (HTML / "searchindex.js").read_text(encoding="utf-8")
-    index = json.loads(text[text.index("(") + 1:text.rindex(")")])
-    assert [t for t in [*index["titles"], *index["alltitles"]] if RAW_TEX.search(t) or "<" in t] == []
+    index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    assert [
+        t for t in [*index["titles"], *index["alltitles"]] if RAW_TEX.search(t) or "<" in t
+    ] == []

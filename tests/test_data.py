@@ -103,3 +103,155 @@ def test_bad_idx_files_are_refused(tmp_path):
         read_idx(tmp_path / "bad.gz")
     with pytest.raises(FileNotFoundError, match="missing"):
         read_idx(tmp_path / "missing")
+
+
+# ---- chapter 7's sets for the image metrics: balanced rows, a floor set the judge never sees -------------
+
+from diffcourse.data import balanced_rows, digits_eval_sets  # noqa: E402
+
+
+def test_balanced_rows_hold_equal_class_counts_and_are_seeded():
+    y = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
+    rows = balanced_rows(y, 3, seed=4)
+    assert rows.shape == (9,) and torch.equal(y[rows], torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
+    assert rows.unique().numel() == 9  # no row twice
+    assert torch.equal(rows, balanced_rows(y, 3, seed=4))
+    assert any(not torch.equal(balanced_rows(y, 3, seed=s), rows) for s in range(5, 10))
+    with pytest.raises(ValueError, match="per_class"):
+        balanced_rows(y, 4)  # class 1 has only 3 rows
+    with pytest.raises(TypeError, match="y"):
+        balanced_rows(y.float(), 2)
+    with pytest.raises(ValueError, match="y"):
+        balanced_rows(torch.tensor([0, -1, 1]), 1)
+    with pytest.raises(TypeError, match="per_class"):
+        balanced_rows(y, 2.0)
+
+
+def test_digits_eval_sets_split_the_training_digits_and_balance_the_reference():
+    split, sets = load_digits_split(), digits_eval_sets(floor_per_class=50)
+    assert torch.equal(torch.bincount(sets.y_floor), torch.full((10,), 50))
+    counts = torch.bincount(sets.y_ref)
+    assert torch.equal(counts, torch.full((10,), int(torch.bincount(split.y_test).min())))
+    # the judge's set and the floor set are the training split, disjoint
+    assert len(sets.y_judge) + len(sets.y_floor) == len(split.y_train)
+    flat = lambda x: {tuple(v.tolist()) for v in x.flatten(1)}  # noqa: E731 (the digits have no duplicates)
+    assert not flat(sets.x_judge) & flat(sets.x_floor)
+    assert flat(sets.x_judge) | flat(sets.x_floor) == flat(split.x_train)
+    assert flat(sets.x_ref) <= flat(split.x_test)
+    again = digits_eval_sets(floor_per_class=50)
+    assert torch.equal(again.x_floor, sets.x_floor) and torch.equal(again.x_ref, sets.x_ref)
+    with pytest.raises(ValueError, match="per_class"):
+        digits_eval_sets(floor_per_class=500)
+
+
+# ---- chapter 10: two attributes --------------------------------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+
+
+@pytest.mark.parametrize("colour", ["rows", "diagonal"])
+def test_attribute_grid_labels(colour):
+    A = attribute_grid(size=3, colour=colour)
+    assert (A.position.num_classes, A.colour.num_classes, A.joint.num_classes) == (3, 3, 9)
+    assert all(
+        torch.equal(m.means, A.joint.means) and torch.equal(m.weights, A.joint.weights) for m in A
+    )
+    # every (position, colour) pair names exactly one component, whose labels agree with the pair
+    for k in range(9):
+        p, c = int(A.position.labels[k]), int(A.colour.labels[k])
+        assert int(A.joint.labels[k]) == A.pair(p, c)
+    assert torch.bincount(A.joint.labels).tolist() == [1] * 9
+    # position is the column (first coordinate); with rows, colour is the row
+    assert torch.equal(A.position.labels, (A.joint.means[:, 0].argsort().argsort() // 3))
+    if colour == "rows":
+        rank = torch.unique(A.joint.means[:, 1], return_inverse=True)[1]
+        assert torch.equal(A.colour.labels, rank)
+
+
+def test_attribute_grid_bad_input():
+    with pytest.raises(ValueError, match="colour"):
+        attribute_grid(colour="stripes")
+    with pytest.raises(ValueError, match="size"):
+        attribute_grid(size=1)
+    with pytest.raises(ValueError, match="std"):
+        attribute_grid(std=0.0)
+    with pytest.raises(ValueError, match="position"):
+        attribute_grid().pair(3, 0)
+    with pytest.raises(TypeError, match="colour"):
+        attribute_grid().pair(0, 1.0)
+
+
+def test_attribute_grid_subset():
+    A = attribute_grid(colour="rows")
+    meant = A.subset([A.pair(0, 0), A.pair(0, 1)])  # left, not blue
+    assert meant.num_components == 2 and meant.num_classes == 1
+    assert torch.allclose(meant.means, A.joint.means[[A.pair(0, 0), A.pair(0, 1)]])
+    assert torch.allclose(meant.weights, torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([9])
+    with pytest.raises(ValueError, match="pairs"):
+        A.subset([])
+
+
+# ---- the digits as an exact mixture (chapter 12) ------------------------------------------------------
+
+from diffcourse.data import digits_mixture  # noqa: E402
+
+
+def test_digits_mixture_shape_classes_and_weights():
+    m = digits_mixture()
+    assert (m.dim, m.num_classes, m.num_components) == (64, 10, 20) and m.dtype == torch.float32
+    assert torch.equal(m.labels, torch.arange(10).repeat_interleave(2))
+    split = load_digits_split()
+    freq = torch.bincount(split.y_train, minlength=10).double() / len(split.y_train)
+    assert torch.allclose(
+        m.class_weights.double(), freq, atol=1e-6
+    )  # p(y) = the data's class shares
+    assert digits_mixture(components=1, dtype=torch.float64).num_components == 10
+
+
+def test_digits_mixture_score_is_the_gradient_of_its_log_density():
+    """The closed-form score against autograd of log p(x) and log p(x|y), in float64, at the clean level
+    and at a noisy one, on draws and on held-out digits."""
+    m = digits_mixture(dtype=torch.float64)
+    split = load_digits_split()
+    x = torch.cat(
+        [
+            m.sample(40, generator=torch.Generator().manual_seed(0))[0],
+            split.x_test[:40].reshape(40, -1).double(),
+        ]
+    )
+    for law in (m, m.diffuse(0.3)):
+        for y in (None, 7):
+            xg = x.clone().requires_grad_(True)
+            (auto,) = torch.autograd.grad(law.log_prob(xg, y).sum(), xg)
+            exact = law.score(x, y)
+            assert ((exact - auto).abs().max() / auto.abs().max()).item() < 1e-9
+
+
+def test_digits_mixture_is_digit_like():
+    """Its exact Bayes classifier labels held-out real digits correctly, and its draws cover the
+    pixel range of the images: a mixture, not a caricature, of the digits."""
+    m = digits_mixture()
+    split = load_digits_split()
+    acc = (
+        (
+            m.class_log_posterior(split.x_test.reshape(len(split.y_test), -1)).argmax(1)
+            == split.y_test
+        )
+        .double()
+        .mean()
+    )
+    assert acc > 0.97
+    x, _ = m.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert -1.3 < x.mean() < -0.2 and (x.quantile(0.01) < -1) and (x.quantile(0.99) > 0.9)
+
+
+def test_digits_mixture_bad_input():
+    with pytest.raises(ValueError, match="components"):
+        digits_mixture(components=0)
+    with pytest.raises(ValueError, match="reg_covar"):
+        digits_mixture(reg_covar=0.0)
+    with pytest.raises(TypeError, match="dtype"):
+        digits_mixture(dtype=torch.long)
+    with pytest.raises(ValueError, match="holdout"):
+        digits_mixture(holdout=1.5)

@@ -431,6 +431,129 @@ def test_dynamic_thresholding_bad_percentile():
         dynamic_threshold_eps_fn(fn, s, percentile="99.5")
 
 
+# ---- chapter 12: independent condition guidance, feedback guidance ---------------------------------------
+
+from diffcourse.guidance import feedback_eps_fn, feedback_scale, independent_condition_eps_fn  # noqa: E402
+from diffcourse.mixture import GaussianMixture, exact_log_ratio_fn  # noqa: E402
+
+
+def test_icg_is_eq170_where_the_random_label_predicts_like_the_null_one():
+    """ICG replaces eps(x, t, null) by eps(x, t, y_rand). With a model whose prediction at every label
+    other than y is the unconditional one, ICG is eq. 170 on the rows where y_rand != y and the
+    conditional prediction on the rows where y_rand = y (gamma c + (1 - gamma) c = c)."""
+    mix, s, y0 = random_mixture(2, (1, 2, 1), seed=5), cosine_schedule(40), 1
+    cond, uncond = exact_eps_fn(mix, s, y0), exact_eps_fn(mix, s)
+    model = lambda x, t, labels: torch.where((labels == y0)[:, None], cond(x, t), uncond(x, t))
+    n, gamma = 400, 2.5
+    y = torch.full((n,), y0, dtype=torch.long)
+    icg = independent_condition_eps_fn(
+        model, y, gamma, 3, generator=torch.Generator().manual_seed(0)
+    )
+    same = icg.labels == y0
+    assert 0.2 < same.double().mean() < 0.47  # uniform over 3 classes, drawn once per row
+    x, t = torch.randn(n, 2, dtype=torch.float64), torch.full((n,), 17, dtype=torch.long)
+    want = torch.where(same[:, None], cond(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t))
+    assert torch.allclose(icg(x, t), want, rtol=1e-12, atol=1e-12)
+    again = independent_condition_eps_fn(
+        model, y, gamma, 3, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again.labels, icg.labels)  # seeded
+    assert torch.equal(independent_condition_eps_fn(model, y, 1.0, 3)(x, t), cond(x, t))
+
+
+def test_icg_bad_input():
+    model = lambda x, t, labels: x
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="gamma"):
+        independent_condition_eps_fn(model, y, -1.0, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        independent_condition_eps_fn(model, y, 2.0, 0)
+    with pytest.raises(TypeError, match="y"):
+        independent_condition_eps_fn(model, y.float(), 2.0, 3)
+    with pytest.raises(ValueError, match="y"):
+        independent_condition_eps_fn(model, y + 3, 2.0, 3)
+
+
+def test_feedback_scale_formula_and_clamp():
+    log_r = torch.tensor([3.0, 0.0, -0.5, -50.0], dtype=torch.float64)
+    pi, top = 0.3, 8.0
+    r = log_r.exp()
+    want = r / (r - (1 - pi))  # for R well above the clamp
+    got = feedback_scale(log_r, pi, top)
+    assert torch.allclose(got[:2], want[:2], rtol=1e-12)
+    assert abs(got[-1].item() - top) < 1e-9 and (got <= top + 1e-9).all() and (got >= 1).all()
+    assert torch.equal(feedback_scale(log_r, 1.0), torch.ones(4, dtype=torch.float64))
+    for bad in ({"pi": 0.0}, {"pi": 1.5}, {"max_gamma": 1.0}, {"max_gamma": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            feedback_scale(log_r, **{"pi": 0.5, "max_gamma": 5.0, **bad})
+    with pytest.raises(TypeError, match="pi"):
+        feedback_scale(log_r, "0.5")
+
+
+def test_feedback_with_a_constant_ratio_is_eq170():
+    mix, s = random_mixture(2, (2, 1), seed=9), cosine_schedule(30)
+    cond, uncond = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    log_r, pi = 0.4, 0.6
+    gamma = math.exp(log_r) / (math.exp(log_r) - (1 - pi))
+    fb = feedback_eps_fn(
+        cond, uncond, lambda x, t: torch.full((x.shape[0],), log_r, dtype=x.dtype), pi, 50.0
+    )
+    x, t = torch.randn(20, 2, dtype=torch.float64), torch.full((20,), 11, dtype=torch.long)
+    assert torch.allclose(
+        fb(x, t), classifier_free_eps_fn(cond, uncond, gamma)(x, t), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_feedback_guidance_gives_the_score_of_the_sharper_law_it_assumes():
+    """The premise of feedback guidance: p(x|y) = pi q(x|y) + (1 - pi) p(x). Build q and p(x) as
+    mixtures and p(x|y) as that additive mixture: FBG with the exact ratio p_t(x|y) / p_t(x) then
+    returns the exact noise prediction of q at every level, since noising is linear in the law."""
+    s, pi = cosine_schedule(60), 0.4
+    q = GaussianMixture(
+        torch.tensor([[1.5, 0.5], [2.0, -0.5]], dtype=torch.float64),
+        0.2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2),
+        torch.tensor([0.7, 0.3], dtype=torch.float64),
+        torch.zeros(2, dtype=torch.long),
+    )
+    p = random_mixture(2, (2, 2), seed=12)  # the unconditional law
+    both = GaussianMixture(
+        torch.cat([q.means, p.means]),
+        torch.cat([q.covs, p.covs]),
+        torch.cat([pi * q.weights, (1 - pi) * p.weights]),
+        torch.cat(
+            [torch.zeros(2, dtype=torch.long), torch.ones(p.num_components, dtype=torch.long)]
+        ),
+    )
+    cond = exact_eps_fn(both, s)  # the whole of `both` is p(x|y) here
+    uncond = exact_eps_fn(p, s)
+
+    def log_ratio(x, t):
+        a = float(s.alpha_bar[int(t[0])])
+        return both.diffuse(a).log_prob(x) - p.diffuse(a).log_prob(x)
+
+    fb = feedback_eps_fn(cond, uncond, log_ratio, pi, max_gamma=1e6)
+    x = 2 * torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for step in (0, 15, 40, 59):
+        t = torch.full((300,), step, dtype=torch.long)
+        want = exact_eps_fn(q, s)(x, t)
+        # where q has almost no mass, R - (1 - pi) = pi q / p is lost to rounding: compare elsewhere
+        a = float(s.alpha_bar[step])
+        kept = (math.log(pi) + q.diffuse(a).log_prob(x) - p.diffuse(a).log_prob(x)) > math.log(1e-6)
+        assert kept.double().mean() > 0.5
+        assert ((fb(x, t) - want)[kept].abs().max() / want.abs().max()).item() < 1e-8, step
+
+
+def test_feedback_with_the_mixtures_exact_ratio_guides_uncertain_samples_more():
+    mix, s = random_mixture(2, (1, 1), seed=2), cosine_schedule(40)
+    ratio = exact_log_ratio_fn(mix, s, 0)
+    x = torch.randn(200, 2, dtype=torch.float64) * 2
+    t = torch.full((200,), 5, dtype=torch.long)
+    gamma = feedback_scale(ratio(x, t), 0.5, 10.0)
+    post = mix.diffuse(float(s.alpha_bar[5])).class_log_posterior(x)[:, 0]
+    order = post.argsort()
+    assert (gamma[order].diff() <= 1e-12).all()  # the surer the class, the less guidance
+
+
 # ---- guidance with a per-level scale; CFG++ matched to CFG; rescaled CFG as an eps_fn -------------------
 
 from diffcourse.guidance import (  # noqa: E402
@@ -535,3 +658,199 @@ def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
         apg, noise[:50], s, generator=torch.Generator().manual_seed(1), progress=False
     )  # another size
     assert a.shape == (200, 2) and b.shape == (50, 2)
+
+
+from diffcourse.mixture import tilted_log_prob  # noqa: E402
+
+
+def _tilted_score(mix, x, c, gamma):
+    """grad log (p(x|c)^gamma p(x)^(1 - gamma)) by autograd: the tilted law's score, no eq. 166."""
+    z = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(tilted_log_prob(mix, z, c, gamma).sum(), z)
+    return g
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.5, 8.0])
+def test_eq166_is_the_score_of_the_tilted_law(gamma):
+    """Luo eq. 166 at gamma != 1: grad log p(x) + gamma grad log p(y|x) is the score of
+    p(x) p(y|x)^gamma, here taken by autograd of the tilted log-density."""
+    mix = random_mixture(3, (2, 3), seed=11).diffuse(0.4)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for c in range(mix.num_classes):
+        g166 = classifier_guidance(mix.score(x), mix.classifier_grad(x, c), gamma)
+        ref = _tilted_score(mix, x, c, gamma)
+        assert ((g166 - ref).abs().max() / ref.abs().max()).item() < 1e-8
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.5, 8.0])
+def test_classifier_guided_eps_fn_is_eq166_in_noise_form(gamma):
+    """The noise form, eps_u - gamma sigma_t grad log p(y|x_t), is -sigma_t times the tilted score of
+    the noisy mixture at every step: the factor sigma_t, the sign and gamma all checked."""
+    mix = random_mixture(2, (2, 1), seed=5)
+    s = cosine_schedule(30)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for step in (0, 7, 18, 29):
+        t = torch.full((4,), step)
+        guided = classifier_guided_eps_fn(
+            exact_eps_fn(mix, s), exact_classifier_grad_fn(mix, s, 1), s, gamma
+        )
+        a = float(s.alpha_bar[step])
+        ref = -((1 - a) ** 0.5) * _tilted_score(mix.diffuse(a), x, 1, gamma)
+        assert ((guided(x, t) - ref).abs().max() / ref.abs().max()).item() < 1e-8
+
+
+# ---- the implicit classifier (chapter 5) -----------------------------------------------------------------
+
+from diffcourse.guidance import implicit_classifier_grad_fn  # noqa: E402
+
+
+def test_eq167_implicit_classifier_of_exact_predictors_is_the_exact_classifier_gradient():
+    mix = random_mixture(3, (2, 1, 2), seed=5)
+    s = cosine_schedule(30)
+    x, t = torch.randn(9, 3, dtype=torch.float64), torch.tensor([0, 2, 5, 9, 14, 18, 22, 26, 29])
+    for c in range(mix.num_classes):
+        implicit = implicit_classifier_grad_fn(exact_eps_fn(mix, s, c), exact_eps_fn(mix, s), s)(
+            x, t
+        )
+        exact = exact_classifier_grad_fn(mix, s, c)(x, t)
+        assert torch.allclose(implicit, exact, rtol=1e-8, atol=1e-10)
+
+
+def test_eq168_to_170_classifier_guidance_with_the_implicit_classifier_is_cfg():
+    """Eq. 167 into eq. 166 in noise form: the sigma_t of the implicit classifier cancels the one of
+    classifier guidance, leaving gamma eps_c + (1 - gamma) eps_u, at every gamma (not only 0 and 1)."""
+    model, s = _cfg_model(), cosine_schedule(20)
+    x, t = torch.randn(12, 2), torch.arange(12) + 4
+    y = torch.tensor([0, 1, 2] * 4)
+    implicit = implicit_classifier_grad_fn(model.eps_fn(y), model.eps_fn(), s)
+    with torch.no_grad():
+        cond, uncond = model(x, t, y), model(x, t, None)
+        for gamma in (0.5, 2.5, 4.0, 8.0):
+            cg = classifier_guided_eps_fn(model.eps_fn(), implicit, s, gamma)(x, t)
+            assert torch.allclose(cg, gamma * cond + (1 - gamma) * uncond, rtol=1e-5, atol=1e-5)
+            assert torch.allclose(
+                cg, batched_cfg_eps_fn(model, y, gamma)(x, t), rtol=1e-5, atol=1e-5
+            )
+
+
+def test_implicit_classifier_bad_input():
+    model, s = _cfg_model(), cosine_schedule(20)
+    with pytest.raises(TypeError, match="cond_fn"):
+        implicit_classifier_grad_fn("model", model.eps_fn(), s)
+    with pytest.raises(TypeError, match="uncond_fn"):
+        implicit_classifier_grad_fn(model.eps_fn(), None, s)
+    with pytest.raises(TypeError, match="schedule"):
+        implicit_classifier_grad_fn(model.eps_fn(), model.eps_fn(), 20)
+
+
+# ---- chapter 10: composed conditions and negative prompts ------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+from diffcourse.guidance import composed_eps_fn, negative_prompt_eps_fn  # noqa: E402
+from diffcourse.mixture import composed_log_prob  # noqa: E402
+from diffcourse.targets import score_to_eps  # noqa: E402
+
+
+def _fixed(value):
+    """An eps_fn that returns ``value`` whatever x_t and t, and counts its calls."""
+
+    def fn(x_t, t):
+        fn.calls += 1
+        return value
+
+    fn.calls = 0
+    return fn
+
+
+def test_composed_eps_fn_is_its_formula():
+    g = torch.Generator().manual_seed(0)
+    eu, e1, e2, e3 = (torch.randn(6, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    x, t = torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, dtype=torch.long)
+    for w in ([2.0, 1.5, -0.7], [0.3, 0.2, 0.1], [1.0, -1.0, 0.5]):
+        out = composed_eps_fn(
+            _fixed(eu), [(_fixed(e1), w[0]), (_fixed(e2), w[1]), (_fixed(e3), w[2])]
+        )(x, t)
+        want = eu + w[0] * (e1 - eu) + w[1] * (e2 - eu) + w[2] * (e3 - eu)
+        assert torch.allclose(out, want, rtol=1e-12, atol=1e-12), w
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.5, 7.0])
+def test_one_composed_term_is_eq170(gamma):
+    g = torch.Generator().manual_seed(1)
+    cond, uncond = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    x, t = torch.zeros(5, 2), torch.zeros(5, dtype=torch.long)
+    out = composed_eps_fn(_fixed(uncond), [(_fixed(cond), gamma)])(x, t)
+    assert torch.equal(out, classifier_free_eps_fn(_fixed(cond), _fixed(uncond), gamma)(x, t))
+    assert torch.equal(out, negative_prompt_eps_fn(_fixed(cond), _fixed(uncond), gamma)(x, t))
+
+
+def test_negative_prompt_at_gamma_one_is_the_positive_conditional():
+    """gamma = 1: the negative branch has weight 0 and is never called; the result is eps(y+)."""
+    A = attribute_grid(dtype=torch.float64)
+    schedule = cosine_schedule(50)
+    x = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t = torch.full((30,), 20, dtype=torch.long)
+    pos, neg = exact_eps_fn(A.position, schedule, 0), _fixed(torch.full((30, 2), float("nan")))
+    assert torch.equal(negative_prompt_eps_fn(pos, neg, 1.0)(x, t), pos(x, t))
+    assert neg.calls == 0
+
+
+@pytest.mark.parametrize("colour", ["rows", "diagonal"])
+def test_composed_exact_eps_is_the_score_of_the_composed_law(colour):
+    """At every t, composed_eps_fn of exact noise predictors is -sigma_t times the gradient of
+    composed_log_prob of the *diffused* mixtures (autograd): it follows p_t(x) prod_i (p_t(x|c_i)/p_t(x))^w_i."""
+    A = attribute_grid(colour=colour, dtype=torch.float64)
+    schedule = cosine_schedule(50)
+    x = 2 * torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for step in (0, 15, 35):
+        a = float(schedule.alpha_bar[step])
+        t = torch.full((40,), step, dtype=torch.long)
+        terms = [(A.position, 0, 1.5), (A.colour, 2, -0.6), (A.colour, 1, 0.8)]
+        fn = composed_eps_fn(
+            exact_eps_fn(A.joint, schedule),
+            [(exact_eps_fn(m, schedule, y), w) for m, y, w in terms],
+        )
+        diffused = [(m.diffuse(a), y, w) for m, y, w in terms]
+        xg = x.clone().requires_grad_(True)
+        logq = composed_log_prob(
+            xg, (A.joint.diffuse(a), None), [((m, y), w) for m, y, w in diffused]
+        )
+        (score,) = torch.autograd.grad(logq.sum(), xg)
+        assert torch.allclose(fn(x, t), score_to_eps(score, a), rtol=1e-9, atol=1e-10), step
+
+
+def test_composed_eps_fn_skips_what_has_no_weight():
+    e = torch.ones(2, 2)
+    x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
+    u, a, b = _fixed(2 * e), _fixed(3 * e), _fixed(5 * e)
+    assert torch.equal(
+        composed_eps_fn(u, [(a, 0.25), (b, 0.75)])(x, t), 0.25 * 3 * e + 0.75 * 5 * e
+    )
+    assert u.calls == 0  # weights sum to one: eps_u drops out
+    c = _fixed(7 * e)
+    assert torch.equal(composed_eps_fn(u, [(c, 0.0)])(x, t), 2 * e) and c.calls == 0
+
+
+def test_composed_bad_input_names_it():
+    f = _fixed(torch.zeros(1, 1))
+    with pytest.raises(TypeError, match="terms\\[1\\]: cond_fn"):
+        composed_eps_fn(f, [(f, 1.0), ("eps", 2.0)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, math.inf)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, float("nan"))])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, "2")])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_eps_fn(f, [(f, True)])
+    with pytest.raises(TypeError, match="terms\\[0\\]"):
+        composed_eps_fn(f, [f])
+    with pytest.raises(ValueError, match="terms"):
+        composed_eps_fn(f, [])
+    with pytest.raises(TypeError, match="terms"):
+        composed_eps_fn(f, f)
+    with pytest.raises(TypeError, match="uncond_fn"):
+        composed_eps_fn(None, [(f, 1.0)])
+    with pytest.raises(TypeError, match="negative_fn"):
+        negative_prompt_eps_fn(f, 3, 2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        negative_prompt_eps_fn(f, f, -1.0)

@@ -4,6 +4,7 @@ from another host (links out to papers are fine; scripts, styles, fonts and imag
 `make links` runs it after the strict build, which already fails on a broken cross-reference;
 this checks what the theme and the extensions write around them. On its own it skips when there
 is no build (DIFFCOURSE_REQUIRE_BOOK=1 turns that into a failure)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,16 @@ if not HTML.is_dir():
     pytest.skip("the book is not built (make book)", allow_module_level=True)
 
 # Attributes that make the browser fetch something as the page loads (a plain <a href> does not).
-LOADS = {("script", "src"), ("img", "src"), ("iframe", "src"), ("source", "src"), ("video", "src"),
-         ("audio", "src"), ("embed", "src"), ("link", "href")}
+LOADS = {
+    ("script", "src"),
+    ("img", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("video", "src"),
+    ("audio", "src"),
+    ("embed", "src"),
+    ("link", "href"),
+}
 
 
 class Page(HTMLParser):
@@ -65,7 +74,11 @@ def broken_refs(page: Path) -> list[str]:
             target = target / "index.html"
         if not target.is_file():
             broken.append(f"<{tag} {attr}={url!r}>: no such file")
-        elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in parse(target).ids:
+        elif (
+            parts.fragment
+            and target.suffix == ".html"
+            and unquote(parts.fragment) not in parse(target).ids
+        ):
             broken.append(f"<{tag} {attr}={url!r}>: no such anchor")
     return broken
 
@@ -81,6 +94,10 @@ def test_every_internal_link_resolves(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(HTML)))
 def test_nothing_loads_from_another_host(page):
-    external = [url for tag, attr, url in parse(page).refs
-                if (tag, attr) in LOADS and (urlsplit(url).scheme in ("http", "https") or url.startswith("//"))]
+    external = [
+        url
+        for tag, attr, url in parse(page).refs
+        if (tag, attr) in LOADS
+        and (urlsplit(url).scheme in ("http", "https") or url.startswith("//"))
+    ]
     assert external == []

@@ -141,6 +141,35 @@ def test_image_metrics_keys():
     assert m["frechet"] == pytest.approx(0.0, abs=1e-6) and m["diversity"] == pytest.approx(1.0)
 
 
+# ---- chapter 12: entropy ------------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+from diffcourse.metrics import knn_entropy  # noqa: E402
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_knn_entropy_of_a_gaussian(dim):
+    """H(N(0, S)) = 0.5 log((2 pi e)^D det S)."""
+    gen = torch.Generator().manual_seed(dim)
+    a = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+    cov = a @ a.T + 0.3 * torch.eye(dim, dtype=torch.float64)
+    x = torch.randn(6000, dim, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    exact = 0.5 * (dim * math.log(2 * math.pi * math.e) + torch.logdet(cov).item())
+    assert abs(knn_entropy(x) - exact) < 0.05 * dim
+    # a scale by c adds D log c, exactly: the estimator is built from distances
+    assert abs(knn_entropy(2 * x) - knn_entropy(x) - dim * math.log(2)) < 1e-9
+
+
+def test_knn_entropy_bad_input():
+    with pytest.raises(ValueError, match="x"):
+        knn_entropy(torch.zeros(10))
+    with pytest.raises(ValueError, match="k"):
+        knn_entropy(torch.randn(10, 2), k=10)
+    with pytest.raises(ValueError, match="repeated"):
+        knn_entropy(torch.zeros(10, 2), k=1)
+
+
 # ---- the per-class loop of the 2-D labs, the Fréchet floor ---------------------------------------------
 
 from diffcourse.metrics import (  # noqa: E402
@@ -202,3 +231,207 @@ def test_frechet_floor_of_features():
     assert far.mean > floor.mean + 2.5  # a shift of 1 per feature adds 3
     with pytest.raises(ValueError, match="n"):
         frechet_floor(Judge(), pool, ref, n=401)
+
+
+# ---- the gradient of a classifier against the exact one (chapters 4 and 5) -------------------------------
+
+from functools import partial  # noqa: E402
+
+from diffcourse.guidance import classifier_grad_fn, implicit_classifier_grad_fn  # noqa: E402
+from diffcourse.metrics import relative_grad_error  # noqa: E402
+from diffcourse.mixture import exact_classifier_grad_fn  # noqa: E402
+from diffcourse.models import MLPClassifier  # noqa: E402
+
+
+def test_relative_grad_error_zero_for_exact_gradients_and_one_for_none():
+    mix = three_blobs(dtype=torch.float64)
+    s = cosine_schedule(50)
+    exact = relative_grad_error(
+        lambda y: exact_classifier_grad_fn(mix, s, y), mix, s, [0, 20, 45], n=400
+    )
+    assert (exact < 1e-5).all()
+    implicit = relative_grad_error(
+        lambda y: implicit_classifier_grad_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), s),
+        mix,
+        s,
+        [0, 20, 45],
+        n=400,
+    )
+    assert (implicit < 1e-4).all()
+    none = relative_grad_error(lambda y: lambda x, t: torch.zeros_like(x), mix, s, [5, 30], n=400)
+    assert torch.allclose(none, torch.ones(2, dtype=none.dtype), atol=1e-6)
+    scaled = relative_grad_error(
+        lambda y: lambda x, t: 1.1 * exact_classifier_grad_fn(mix, s, y)(x, t), mix, s, [10], n=400
+    )
+    assert abs(scaled.item() - 0.1) < 1e-5  # a 10% error in scale reads as 0.1
+
+
+def test_relative_grad_error_same_points_for_the_same_seed():
+    mix, s = three_blobs(), cosine_schedule(50)
+    torch.manual_seed(0)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=1)
+    a = relative_grad_error(partial(classifier_grad_fn, clf), mix, s, [3, 30], n=300, seed=4)
+    b = relative_grad_error(partial(classifier_grad_fn, clf), mix, s, [3, 30], n=300, seed=4)
+    assert torch.equal(a, b) and (a > 0).all()
+
+
+def test_relative_grad_error_bad_input():
+    mix, s = three_blobs(), cosine_schedule(50)
+    with pytest.raises(TypeError, match="grad_for"):
+        relative_grad_error("classifier", mix, s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        relative_grad_error(lambda y: None, mix, s, [50])
+    with pytest.raises(ValueError, match="n"):
+        relative_grad_error(lambda y: None, mix, s, [0], n=0)
+
+
+# ---- several samplers against one target law (chapter 6) ------------------------------------------------
+
+from diffcourse.metrics import distances_to_exact, tilted_draw  # noqa: E402
+from diffcourse.mixture import sample_tilted  # noqa: E402
+
+
+def test_distances_to_exact_equal_distance_to_exact_one_by_one():
+    mix = three_blobs()
+    draw = tilted_draw(mix, 0, 3.0)
+    sets = {
+        "tilted": sample_tilted(mix, 0, 3.0, 600, generator=torch.Generator().manual_seed(1)),
+        "p(x|y)": mix.sample(600, 0, generator=torch.Generator().manual_seed(2))[0],
+    }
+    together = distances_to_exact(sets, draw, seed=3)
+    for name, x in sets.items():
+        assert together[name] == distance_to_exact(x, draw, seed=3)
+    assert together["p(x|y)"]["ratio"] > together["tilted"]["ratio"]
+
+
+def test_distances_to_exact_bad_input():
+    draw = mixture_draw(three_blobs(), 0)
+    with pytest.raises(TypeError, match="samples"):
+        distances_to_exact({}, draw)
+    with pytest.raises(ValueError, match="samples"):
+        distances_to_exact({"a": torch.zeros(10, 2), "b": torch.zeros(12, 2)}, draw)
+    with pytest.raises(TypeError, match="draw"):
+        distances_to_exact({"a": torch.zeros(10, 2)}, "draw")
+
+
+from diffcourse.guidance import classifier_free_eps_fn  # noqa: E402
+from diffcourse.metrics import relative_eps_error  # noqa: E402
+from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
+
+
+def test_relative_eps_error_against_the_exact_predictors():
+    mix, s = three_blobs(), cosine_schedule(40)
+    exact_for = lambda y: exact_eps_fn(mix, s, y)  # noqa: E731
+    same = relative_eps_error(exact_for, exact_for, mix, s, [0, 20, 39], n=300)
+    assert (same == 0).all()
+    scaled = relative_eps_error(
+        lambda y: lambda x, t: 1.1 * exact_for(y)(x, t), exact_for, mix, s, [5, 30], n=300
+    )
+    assert torch.allclose(scaled, torch.full((2,), 0.1), atol=1e-5)
+    # eq. 170 at gamma = 3 against the unconditional predictor: an error that grows with gamma
+    guided = relative_eps_error(
+        lambda y: exact_cfg_eps_fn(mix, s, y, 3.0),
+        lambda y: classifier_free_eps_fn(exact_for(y), exact_eps_fn(mix, s), 2.0),
+        mix,
+        s,
+        [10],
+        n=300,
+    )
+    assert guided.item() > 0.01
+    with pytest.raises(TypeError, match="reference_for"):
+        relative_eps_error(exact_for, None, mix, s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        relative_eps_error(exact_for, exact_for, mix, s, [40])
+
+
+def test_frechet_floor_balanced_draws_keep_the_class_shares():
+    class Judge(torch.nn.Module):
+        def features(self, x):
+            return x.flatten(1)
+
+    # two classes far apart in feature space: the random floor's class shares fluctuate, the balanced one's do not
+    gen = torch.Generator().manual_seed(0)
+    y_pool = torch.tensor([0] * 300 + [1] * 100)
+    pool = torch.randn(400, 2, generator=gen) + 10 * y_pool[:, None].float()
+    y_ref = torch.tensor([0] * 100 + [1] * 100)
+    ref = torch.randn(200, 2, generator=gen) + 10 * y_ref[:, None].float()
+    balanced = frechet_floor(Judge(), pool, ref, n=100, draws=8, y_pool=y_pool)
+    random = frechet_floor(Judge(), pool, ref, n=100, draws=8)
+    assert random.mean > 10 * balanced.mean and balanced.mean < 0.5  # 3:1 shares against 1:1
+    from diffcourse.data import balanced_rows
+    from diffcourse.metrics import frechet_distance
+
+    rows = balanced_rows(y_pool, 50, 103)
+    assert balanced.values[3].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-9)
+    one = frechet_floor(Judge(), pool[:50], ref, n=50, draws=1)
+    assert one.values.shape == (1,) and one.std == 0.0 and one.mean == one.values[0].item()
+    with pytest.raises(ValueError, match="n"):
+        frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)  # not a multiple of the 2 classes
+    with pytest.raises(ValueError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool[:10])
+    with pytest.raises(TypeError, match="y_pool"):
+        frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool.float())
+    with pytest.raises(ValueError, match="draws"):
+        frechet_floor(Judge(), pool, ref, n=100, draws=0)
+
+
+def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
+    from diffcourse.metrics import image_metrics_over_seeds
+    from diffcourse.samplers import seeded_noise
+
+    class Judge(torch.nn.Module):  # the class is the sign of the first pixel
+        def forward(self, x):
+            return torch.stack([-x[:, 0, 0, 0], x[:, 0, 0, 0]], 1)
+
+        def features(self, x):
+            return x.flatten(1)[:, :3]
+
+    y = torch.tensor([0, 1] * 20)
+    ref = seeded_noise((40, 1, 2, 2), 99).clamp(-1, 1)
+    seen = []
+
+    def sample(noise, gen):
+        seen.append((noise.clone(), torch.randn(1, generator=gen)))
+        return 3 * noise  # out of range: clamped before judging
+
+    out = image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=3, shape=(1, 2, 2))
+    assert len(out.runs) == 3 and torch.equal(seen[1][0], seeded_noise((40, 1, 2, 2), 1))
+    assert not torch.equal(seen[0][1], seen[1][1])  # each seed its own generator
+    image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=1, shape=(1, 2, 2))
+    assert torch.equal(seen[3][0], seen[0][0]) and torch.equal(
+        seen[3][1], seen[0][1]
+    )  # same seed, same inputs
+    from diffcourse.metrics import image_metrics
+
+    first = image_metrics(Judge(), (3 * seeded_noise((40, 1, 2, 2), 0)).clamp(-1, 1), y, ref, y)
+    assert out.runs[0] == first
+    assert out.mean("frechet") == pytest.approx(out.values("frechet").mean().item())
+    assert out.std("fidelity") >= 0 and set(out.means()) == {"fidelity", "frechet", "diversity"}
+    with pytest.raises(ValueError, match="seeds"):
+        image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=0)
+    with pytest.raises(ValueError, match="sample's images"):
+        image_metrics_over_seeds(Judge(), lambda n, g: n[:5], y, ref, y, shape=(1, 2, 2))
+
+
+def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
+    """Chapter 11's many sets against one law: the draws and the floor made once, the same numbers."""
+    from diffcourse.metrics import distance_to_exact_fn
+
+    mixture = three_blobs()
+    against = distance_to_exact_fn(mixture_draw(mixture, 1), 1000, seed=3)
+    for shift in (0.0, 0.3):
+        x = mixture.sample(1000, 1, generator=torch.Generator().manual_seed(5))[0] + shift
+        assert against(x) == distance_to_exact(x, mixture_draw(mixture, 1), seed=3)
+    with pytest.raises(ValueError, match="samples"):
+        against(x[:10])
+
+
+def test_tilted_draw_is_sample_tilted():
+    from diffcourse.metrics import tilted_draw
+    from diffcourse.mixture import sample_tilted
+
+    mixture = three_blobs()
+    a = tilted_draw(mixture, 0, 3.0)(500, torch.Generator().manual_seed(2))
+    assert torch.equal(
+        a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2))
+    )

@@ -270,6 +270,82 @@ def test_tilted_bad_input():
         grid_sample(lambda p: -p.pow(2).sum(1), 0, -5.0, 5.0)
 
 
+# ---- chapter 12: tilted draws by rejection, class_mixture, the exact log ratio --------------------------
+
+from diffcourse.mixture import class_mixture, exact_log_ratio_fn, sample_tilted_rejection  # noqa: E402
+
+
+@pytest.mark.parametrize("gamma", [0.5, 3.0])
+def test_rejection_draws_match_the_grid_sampler(gamma):
+    """Two independent exact samplers of the tilted law (a fine grid; rejection) agree in mean and
+    covariance, for gamma above one (proposals from p(x|y)) and below (proposals from p(x))."""
+    mix = random_mixture(2, (2, 1), seed=6)
+    n = 60000
+    grid = sample_tilted(mix, 1, gamma, n, generator=torch.Generator().manual_seed(1))
+    rej = sample_tilted_rejection(mix, 1, gamma, n, generator=torch.Generator().manual_seed(2))
+    assert rej.shape == (n, 2) and rej.dtype == mix.dtype
+    se = (torch.cov(grid.T).diagonal() / n).sqrt()
+    assert ((rej.mean(0) - grid.mean(0)).abs() < 6 * se).all(), (rej.mean(0), grid.mean(0))
+    assert torch.allclose(torch.cov(rej.T), torch.cov(grid.T), rtol=0.04, atol=0.01)
+
+
+def test_rejection_at_gamma_one_is_the_class_and_is_seeded():
+    mix = random_mixture(3, (1, 2), seed=3)
+    a = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
+    b = sample_tilted_rejection(mix, 0, 1.0, 500, generator=torch.Generator().manual_seed(5))
+    ref = mix.sample(500, 0, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.equal(a, b) and torch.equal(a, ref)  # every proposal is accepted at gamma = 1
+
+
+def test_rejection_refuses_a_hopeless_acceptance_rate():
+    means = torch.tensor([[0.0], [0.3]], dtype=torch.float64)
+    mix = GaussianMixture(
+        means,
+        torch.ones(2, 1, 1, dtype=torch.float64),
+        torch.tensor([1.0, 1.0], dtype=torch.float64),
+        torch.tensor([0, 1]),
+    )
+    with pytest.raises(ValueError, match="acceptance"):
+        sample_tilted_rejection(
+            mix, 0, 60.0, 100, generator=torch.Generator().manual_seed(0), min_acceptance=0.05
+        )
+    with pytest.raises(ValueError, match="gamma"):
+        sample_tilted_rejection(mix, 0, -1.0, 10)
+    with pytest.raises(ValueError, match="n"):
+        sample_tilted_rejection(mix, 0, 2.0, 0)
+    with pytest.raises(ValueError, match="y"):
+        sample_tilted_rejection(mix, 3, 2.0, 10)
+
+
+def test_class_mixture_has_the_conditional_score_at_every_level():
+    mix = random_mixture(3, (2, 3, 1), seed=4)
+    s = cosine_schedule(50)
+    x = torch.randn(30, 3, dtype=torch.float64)
+    for y in range(3):
+        sub = class_mixture(mix, y)
+        assert sub.num_classes == 1 and sub.num_components == int((mix.labels == y).sum())
+        for step in (0, 20, 49):
+            t = torch.full((30,), step, dtype=torch.long)
+            assert close(exact_eps_fn(sub, s)(x, t), exact_eps_fn(mix, s, y)(x, t), 1e-10)
+        assert close(sub.log_prob(x), mix.log_prob(x, y), 1e-10)
+
+
+def test_exact_log_ratio_is_the_class_posterior_over_the_prior():
+    mix = random_mixture(2, (2, 1, 2), seed=8)
+    s = cosine_schedule(50)
+    x = torch.randn(25, 2, dtype=torch.float64)
+    t = torch.randint(0, 50, (25,), generator=torch.Generator().manual_seed(0))
+    got = exact_log_ratio_fn(mix, s, 2)(x, t)
+    for i in range(25):
+        law = mix.diffuse(float(s.alpha_bar[int(t[i])]))
+        want = law.log_prob(x[i : i + 1], 2) - law.log_prob(
+            x[i : i + 1]
+        )  # Bayes: p_t(y|x)/p(y) = p_t(x|y)/p_t(x)
+        assert abs(got[i].item() - want.item()) < 1e-10
+    with pytest.raises(ValueError, match="y"):
+        exact_log_ratio_fn(mix, s, None)
+
+
 def test_exact_cfg_is_eq170_of_the_exact_predictors():
     from diffcourse.data import three_blobs
     from diffcourse.guidance import classifier_free_guidance
@@ -288,3 +364,85 @@ def test_exact_cfg_is_eq170_of_the_exact_predictors():
         exact_cfg_eps_fn(mix, s, None, 2.0)
     with pytest.raises(ValueError, match="gamma"):
         exact_cfg_eps_fn(mix, s, 0, -2.0)
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.05])
+def test_bayes_rule_in_log_form_eq163_eq164(alpha_bar):
+    """Luo eq. 163-164 on a mixture with unequal class shares and several components per class:
+    log p(x|y) = log p(x) + log p(y|x) - log p(y) point by point; its gradient term by term, each
+    by autograd of its own log term (grad log p(y) = 0); and p(y) unchanged by the noise."""
+    base = random_mixture(3, (3, 1, 2), seed=5)
+    mix = base.diffuse(alpha_bar)
+    assert torch.equal(mix.class_weights, base.class_weights)
+    assert (mix.class_weights.max() - mix.class_weights.min()).item() > 0.05
+    x = 2.0 * torch.randn(60, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(6))
+    post = lambda z: mix.class_log_posterior(z).gather(1, y[:, None])[:, 0]  # noqa: E731
+    log_py = mix.class_weights.log()[y]
+    assert close(mix.log_prob(x) + post(x) - log_py, mix.log_prob(x, y), rtol=1e-12)
+    lhs = autograd_score(lambda z: mix.log_prob(z, y), x)
+    assert close(autograd_score(mix.log_prob, x) + autograd_score(post, x), lhs)
+
+
+# ---- chapter 10: composed laws on two attributes ---------------------------------------------------------
+from diffcourse.data import attribute_grid  # noqa: E402
+from diffcourse.mixture import composed_log_prob, sample_composed  # noqa: E402
+
+
+def _and(A):
+    """position 0 AND colour 1 over p(x)."""
+    return (A.joint, None), [((A.position, 0), 1.0), ((A.colour, 1), 1.0)]
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.1])
+def test_independent_attributes_compose_exactly_at_every_noise_level(alpha_bar):
+    """rows: position on x1, colour on x2, p(x) = p(x1) p(x2), so p_t(x|a) p_t(x|b) / p_t(x) is p_t(x|a, b)
+    at every t: the composed log density differs from the joint's by a constant. diagonal: it does not."""
+    x = 3 * torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for colour, exact in (("rows", True), ("diagonal", False)):
+        A = attribute_grid(colour=colour, dtype=torch.float64)
+        A = type(A)(*(m.diffuse(alpha_bar) for m in A))
+        uncond, terms = _and(A)
+        gap = composed_log_prob(x, uncond, terms) - A.joint.log_prob(x, A.pair(0, 1))
+        assert (gap.max() - gap.min() < 1e-9) == exact, (colour, gap.max() - gap.min())
+
+
+def test_composed_log_prob_is_the_tilted_law_for_one_term():
+    mix = random_mixture(2, (2, 1), seed=6)
+    x = torch.randn(9, 2, dtype=torch.float64)
+    assert torch.allclose(
+        composed_log_prob(x, (mix, None), [((mix, 0), 2.5)]), tilted_log_prob(mix, x, 0, 2.5)
+    )
+    # a negative prompt: p(x|1)^gamma p(x|0)^(1 - gamma)
+    neg = composed_log_prob(x, (mix, 0), [((mix, 1), 3.0)])
+    assert torch.allclose(neg, 3.0 * mix.log_prob(x, 1) - 2.0 * mix.log_prob(x, 0))
+
+
+def test_sample_composed_of_independent_attributes_is_the_joint_conditional():
+    A = attribute_grid(dtype=torch.float64)
+    n = 100000
+    x = sample_composed(*_and(A), n, generator=torch.Generator().manual_seed(1))
+    ref, _ = A.joint.sample(n, A.pair(0, 1), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(x.mean(0), ref.mean(0), atol=0.01)
+    assert torch.allclose(torch.cov(x.T), torch.cov(ref.T), atol=0.01)
+
+
+def test_composed_bad_input():
+    A = attribute_grid(dtype=torch.float64)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="uncond"):
+        composed_log_prob(x, A.joint, [((A.position, 0), 1.0)])
+    with pytest.raises(ValueError, match="y"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 7), 1.0)])
+    with pytest.raises(ValueError, match="terms\\[0\\] weight"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 0), float("inf"))])
+    with pytest.raises(TypeError, match="terms\\[0\\] weight"):
+        composed_log_prob(x, (A.joint, None), [((A.position, 0), None)])
+    with pytest.raises(ValueError, match="terms"):
+        composed_log_prob(x, (A.joint, None), [])
+    with pytest.raises(ValueError, match="dim"):
+        sample_composed(
+            (random_mixture(3, (1, 1), seed=1), None),
+            [((random_mixture(3, (1, 1), seed=1), 0), 1.0)],
+            5,
+        )

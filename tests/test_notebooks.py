@@ -1,4 +1,5 @@
 """The notebooks are committed without outputs (the book executes them) and each imports diffcourse."""
+
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ def test_committed_without_outputs(path):
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert not cell.get("outputs"), f"{path.name}: a cell has outputs"
-            assert cell.get("execution_count") is None, f"{path.name}: a cell has an execution count"
+            assert cell.get("execution_count") is None, (
+                f"{path.name}: a cell has an execution count"
+            )
     source = "".join("".join(c["source"]) for c in nb["cells"])
     assert "diffcourse" in source and "get_device()" in source
     assert ".cuda()" not in source
@@ -43,7 +46,9 @@ def test_first_cell_installs_diffcourse_from_the_repository(path):
     package is there (a clone after `make setup`, nbval, the book build) it does nothing."""
     source = first_code_cell(path)
     assert f'REPOSITORY = "{REPOSITORY}"' in source
-    assert "%pip" not in source and "!pip" not in source, "plain Python: the labs also run as scripts"
+    assert "%pip" not in source and "!pip" not in source, (
+        "plain Python: the labs also run as scripts"
+    )
     ran: list[list[str]] = []
     fake_run = lambda args, **kwargs: ran.append(args)  # noqa: E731
     with mock.patch("subprocess.run", fake_run):

@@ -83,7 +83,10 @@ def frames_of(anim: JSAnimation) -> list:
 def fake_run(collector, steps=20, n=90, seed=0):
     """A made-up trajectory from noise (t = steps) to three clusters (t = 0), through the callback."""
     g = torch.Generator().manual_seed(seed)
-    noise, x0 = torch.randn(n, 2, generator=g), torch.tensor([[-2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]).repeat(n // 3, 1)
+    noise, x0 = (
+        torch.randn(n, 2, generator=g),
+        torch.tensor([[-2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]).repeat(n // 3, 1),
+    )
     for step in range(steps - 1, -1, -1):
         w = step / steps
         x_t = w * noise + (1 - w) * x0
@@ -94,9 +97,9 @@ def fake_run(collector, steps=20, n=90, seed=0):
 
 def test_frame_collector_keeps_every_kth_step_as_book_time():
     keep, x0 = fake_run(FrameCollector(every=3), steps=10)
-    assert keep.times == [10, 7, 4, 1, 0]                 # steps 9, 6, 3, 0 are t = 10, 7, 4, 1; then x_0
+    assert keep.times == [10, 7, 4, 1, 0]  # steps 9, 6, 3, 0 are t = 10, 7, 4, 1; then x_0
     assert torch.equal(keep.x_t[-1], x0) and torch.equal(keep.x0_hat[0], x0)
-    assert keep.x_t[0].abs().max() < 10                   # copied before the sampler's in-place update
+    assert keep.x_t[0].abs().max() < 10  # copied before the sampler's in-place update
     assert keep.x_t[0].dtype == torch.float32 and keep.x_t[0].device.type == "cpu"
     with pytest.raises(TypeError, match="every"):
         FrameCollector(every=2.0)
@@ -114,10 +117,10 @@ def test_animate_samples_is_small_offline_html_with_a_frame_per_kept_step():
     frames = frames_of(anim)
     assert anim.frames == len(frames) == 6 and isinstance(anim._repr_html_(), str)
     assert frames[0].size == frames[-1].size and frames[0].tobytes() != frames[-1].tobytes()
-    assert "slider" in anim.html and "<i class=" not in anim.html     # controls, no icon font
-    assert not re.search(r'(src|href)="(https?:)?//', anim.html)      # nothing from another host
+    assert "slider" in anim.html and "<i class=" not in anim.html  # controls, no icon font
+    assert not re.search(r'(src|href)="(https?:)?//', anim.html)  # nothing from another host
     assert anim.nbytes < 200_000, anim
-    assert plt.get_fignums() == []                                     # no still left for the notebook
+    assert plt.get_fignums() == []  # no still left for the notebook
 
 
 def test_animate_samples_shows_the_times_it_was_given():
@@ -149,9 +152,16 @@ def test_animate_images_shows_each_panel_denoising():
     keep = FrameCollector(every=2)
     clean = torch.linspace(-1, 1, 6 * 64).reshape(6, 1, 8, 8)
     for step in range(9, -1, -1):
-        keep(step, clean + step / 5 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(step)), clean)
+        keep(
+            step,
+            clean
+            + step / 5 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(step)),
+            clean,
+        )
     keep.finish(clean)
-    anim = animate_images({"x_t": keep.x_t, "x0_hat": keep.x0_hat}, rows=2, times=keep.times, max_frames=4)
+    anim = animate_images(
+        {"x_t": keep.x_t, "x0_hat": keep.x0_hat}, rows=2, times=keep.times, max_frames=4
+    )
     frames = frames_of(anim)
     assert anim.frames == len(frames) == 4 and frames[0].tobytes() != frames[-1].tobytes()
     assert anim.nbytes < 200_000 and plt.get_fignums() == []
@@ -173,7 +183,49 @@ def test_frame_collector_is_a_sampler_callback():
         pytest.skip("ddpm_sample has no callback yet")
     mix, schedule = three_blobs(), cosine_schedule(20)
     keep = FrameCollector()
-    x = ddpm_sample(exact_eps_fn(mix, schedule), (30, 2), schedule, generator=torch.Generator().manual_seed(0),
-                    progress=False, callback=keep)
+    x = ddpm_sample(
+        exact_eps_fn(mix, schedule),
+        (30, 2),
+        schedule,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        callback=keep,
+    )
     keep.finish(x)
     assert keep.times == list(range(20, -1, -1)) and torch.equal(keep.x_t[-1], x)
+
+
+from diffcourse.plots import line_plot, samples_grid  # noqa: E402
+
+
+def test_line_plot_draws_each_curve_with_labels():
+    ax = line_plot(
+        [1, 2, 4],
+        {"a": [1.0, 2.0, 3.0], "b": torch.tensor([3.0, 2.0, 1.0])},
+        "gamma",
+        "error",
+        title="t",
+        logy=True,
+        styles={"b": "--o"},
+    )
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert ax.get_xlabel() == "gamma" and ax.get_ylabel() == "error" and ax.get_yscale() == "log"
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="curves"):
+        line_plot([1, 2], {"a": [1.0]}, "x", "y")
+    with pytest.raises(TypeError, match="curves"):
+        line_plot([1, 2], [1.0, 2.0], "x", "y")
+
+
+def test_samples_grid_one_panel_per_entry():
+    mix = three_blobs()
+    x, y = mix.sample(90, generator=torch.Generator().manual_seed(0))
+    fig = samples_grid(
+        density_grid(mix, cells=30), {"a": {"1": x, "2": x}, "b": {"3": x, "4": x}}, y, per_class=10
+    )
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["1", "2", "3", "4"]
+    assert axes[2].get_xlabel() == "$x_1$" and axes[0].get_ylabel() == "$x_2$"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="rows"):
+        samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})

@@ -39,7 +39,7 @@ def test_names_budgets_and_aliases():
     ):
         assert name in names
     quick, full = recipes.get("ch7-unet", "quick"), recipes.get("ch7-unet", "full")
-    assert (quick.steps, quick.model_args["width"]) == (1200, 32) and (
+    assert (quick.steps, quick.model_args["width"]) == (900, 32) and (
         full.steps,
         full.model_args["width"],
     ) == (6000, 64)
@@ -203,3 +203,52 @@ def test_the_command_line_trains_any_recipe(tmp_path):
         main(
             ["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")]
         )
+
+
+# ---- chapter 10: a caption model and a super-resolution model ------------------------------------------
+from diffcourse.conditioned import CaptionUNet, SuperResUNet, low_resolution  # noqa: E402
+from diffcourse.text import caption_mask, detokenize  # noqa: E402
+
+
+def test_chapter_10_recipes_and_their_data():
+    for name, cls in (("ch10-captions", CaptionUNet), ("ch10-superres", SuperResUNet)):
+        assert name in recipes.names()
+        quick, full = recipes.get(name, "quick"), recipes.get(name, "full")
+        assert full.steps > quick.steps and full.model_args["width"] > quick.model_args["width"]
+        model = recipes.trained(name, "quick", CPU, cache=False, progress=False, **SMALL)
+        assert isinstance(model, cls) and not model.training
+    x, tokens = recipes.get("ch10-captions", "quick").make_data(CPU)
+    split = load_digits_split(holdout=0.25, seed=0)
+    n = split.y_train.numel()
+    assert x.shape == (recipes.CAPTION_COPIES * n, 1, 8, 8) and tokens.shape[0] == x.shape[0]
+    labels = split.y_train.repeat(recipes.CAPTION_COPIES)
+    assert caption_mask(detokenize(tokens))[
+        torch.arange(len(labels)), labels
+    ].all()  # every caption is true
+    x, low = recipes.get("ch10-superres", "quick").make_data(CPU)
+    assert torch.equal(low, low_resolution(x))
+
+
+def test_the_caption_recipe_is_the_labs_code():
+    x, tokens = recipes.get("ch10-captions", "quick").make_data(CPU)
+    torch.manual_seed(0)
+    by_hand = CaptionUNet(width=16, text_dim=32, text_layers=1)
+    train_denoiser(
+        by_hand,
+        (x, tokens),
+        recipes.get("ch10-captions").make_schedule(),
+        steps=3,
+        batch_size=32,
+        lr=4e-3,
+        p_uncond=0.1,
+        seed=0,
+        progress=False,
+    )
+    recipe = recipes.trained("ch10-captions", "quick", CPU, cache=False, progress=False, **SMALL)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(by_hand.state_dict().values(), recipe.state_dict().values())
+    )
+
+
+from diffcourse.data import load_digits_split  # noqa: E402

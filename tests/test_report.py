@@ -67,3 +67,37 @@ def test_glue(monkeypatch):
     assert glue("y", 3) == 3
     with pytest.raises(TypeError, match="name"):
         glue("", 1.0)
+
+
+def test_glue_table_glues_html_for_another_page(monkeypatch):
+    from diffcourse.report import glue_table
+
+    md = table([[1, 2.5]], ["a", "b"], show=False)
+    assert glue_table("t", md) == md  # a script: nothing glued
+    glued = []
+    monkeypatch.setattr(report, "_in_kernel", lambda: True)
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display: glued.append((name, value, display))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    assert glue_table("t", md) == md
+    ((name, value, display),) = glued
+    html = value._repr_html_() if hasattr(value, "_repr_html_") else value.data
+    assert name == "t" and display is False
+    assert "<table>" in html and "<td>2.500</td>" in html.replace(' style="text-align:right"', "")
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: myst-nb missing
+    assert glue_table("t", md) == md and len(glued) == 1
+    with pytest.raises(TypeError, match="name"):
+        glue_table("", md)
+    with pytest.raises(TypeError, match="markdown"):
+        glue_table("t", 3)
+
+
+def test_table_prints_mean_and_std_pairs():
+    md = table(
+        [["a", (0.3012, torch.tensor(0.0345)), (1, 2)]],
+        ["x", "m", "pair"],
+        floatfmt=".2f",
+        show=False,
+    )
+    assert "| a | 0.30 ± 0.03 | 1.00 ± 2.00 |" in md
+    assert "| a | (0.3, 0.1) |" in table([["a", (0.3, 0.1)]], ["x", "m"], floatfmt=None, show=False)

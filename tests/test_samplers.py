@@ -506,4 +506,5 @@ def test_direct_calls_still_check_their_input():
         exact(x, torch.full((4,), 20))
     mixed = exact(x, torch.tensor([0, 5, 5, 19]))  # rows at several steps: read from t
     for i, step in enumerate((0, 5, 5, 19)):
-        assert torch.equal(mixed[i], exact(x, torch.full((4,), step))[i])
+        # equal up to rounding: the mixture's batched solve groups its sums by the batch's shape
+        torch.testing.assert_close(mixed[i], exact(x, torch.full((4,), step))[i])

@@ -71,3 +71,22 @@ def test_ddim_levels():
     assert all(a > b for a, b in zip(levels, levels[1:]))
     with pytest.raises(ValueError, match="steps"):
         ddim_levels(10, 0)
+
+
+def test_nsr_interval_brackets_the_ratio():
+    from diffcourse.schedules import nsr_interval
+
+    for schedule in (linear_schedule(1000), cosine_schedule(200)):
+        lo, hi = nsr_interval(schedule)
+        ab = schedule.alpha_bar.double()
+        nsr = ((1 - ab) / ab).sqrt()
+        assert 1 / 3 <= nsr[lo] and nsr[hi] <= 3  # the ends are inside
+        assert (lo == 0 or nsr[lo - 1] < 1 / 3) and (hi == len(ab) - 1 or nsr[hi + 1] > 3)
+        assert ((nsr[lo : hi + 1] >= 1 / 3) & (nsr[lo : hi + 1] <= 3)).all()
+    assert nsr_interval(cosine_schedule(200), 0.0, 1e9) == (0, 199)
+    with pytest.raises(ValueError, match="high"):
+        nsr_interval(cosine_schedule(200), 3.0, 1.0)
+    with pytest.raises(ValueError, match="low and high"):
+        nsr_interval(cosine_schedule(200), 1e6, 1e7)
+    with pytest.raises(TypeError, match="schedule"):
+        nsr_interval("cosine")

@@ -1,0 +1,380 @@
+"""The measurements behind chapter 12's claims, each a loop over scales, dimensions or samplers
+with exact scores on a Gaussian mixture. The lab calls them, shows their tables and asserts what the
+chapter states; the claims themselves, and what counts as holding, live in the chapter and its lab.
+
+Every function draws its starting noise from :func:`~diffcourse.samplers.seeded_noise` and its
+sampler noise from a generator seeded alike, so the same arguments give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from .checks import check_int, check_real
+from .data import round_mixture
+from .guidance import classifier_free_eps_fn, interval_cfg_eps_fn
+from .leaderboard import mode_coverage
+from .metrics import knn_entropy
+from .mixture import GaussianMixture, class_mixture, exact_eps_fn
+from .samplers import ddim_sample, ddpm_sample, seeded_noise
+from .schedules import Schedule
+
+Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def samplers(
+    schedule: Schedule, levels: int = 25, seed: int = 2
+) -> Dict[str, Callable[[Fn, torch.Tensor], torch.Tensor]]:
+    """``{"DDPM": run, "DDIM": run}``: ancestral DDPM on every level (its noise seeded by ``seed``)
+    and DDIM (eta = 0) on ``levels`` levels, each ``run(eps_fn, x_T) -> x_0``."""
+
+    def ddpm(eps_fn: Fn, x: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        return ddpm_sample(eps_fn, x, schedule, generator=gen, progress=False)
+
+    def ddim(eps_fn: Fn, x: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(eps_fn, x, schedule, steps=levels, progress=False)
+
+    return {"DDPM": ddpm, "DDIM": ddim}
+
+
+def exact_cfg(
+    mixture: GaussianMixture, schedule: Schedule, y: int, gamma: float, cond: Optional[Fn] = None
+) -> Fn:
+    """Eq. 170 on the mixture's exact predictions (the conditional one from class y's components
+    alone), or with ``cond`` in place of the exact conditional prediction."""
+    cond = cond if cond is not None else exact_eps_fn(class_mixture(mixture, y), schedule)
+    return classifier_free_eps_fn(cond, exact_eps_fn(mixture, schedule), gamma)
+
+
+# ---- claim 1: dimension ------------------------------------------------------------------------------
+
+
+def two_classes(d: int, mu: float = 0.5, dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """N(m, I) (class 0) and N(-m, I) (class 1) in ``d`` dimensions, m = ``mu`` in every coordinate,
+    so |m| = mu sqrt(d): the setting in which Pavasovic et al. (2025) study guidance as d grows."""
+    d = check_int(d, "d", low=1)
+    m = torch.full((d,), check_real(mu, "mu"), dtype=torch.float64)
+    return round_mixture(torch.stack([m, -m]), 1.0, [0, 1], dtype)
+
+
+def reduction_gap(
+    d: int,
+    schedule: Schedule,
+    gamma: float,
+    mu: float = 0.5,
+    n: int = 256,
+    seed: int = 3,
+    device=None,
+) -> float:
+    """Largest difference between a d-dimensional guided DDIM run of :func:`two_classes`, projected on
+    m / |m|, and the one-dimensional run with separation mu sqrt(d) from the projected noise. Orthogonal
+    to m both exact scores are -x, so guidance acts along m alone: the difference is rounding."""
+    z = seeded_noise((n, d), seed, device, torch.float64)
+    unit = torch.full((d, 1), d**-0.5, dtype=torch.float64, device=z.device)
+    run = samplers(schedule)["DDIM"]
+    full = run(exact_cfg(two_classes(d, mu).to(z.device), schedule, 0, gamma), z) @ unit
+    line = run(
+        exact_cfg(two_classes(1, mu * math.sqrt(d)).to(z.device), schedule, 0, gamma), z @ unit
+    )
+    return (full - line).abs().max().item()
+
+
+def dimension_sweep(
+    dims: Sequence[int],
+    schedule: Schedule,
+    gamma: float,
+    mu: float = 0.5,
+    n: int = 20000,
+    seed: int = 4,
+    device=None,
+) -> Dict[Tuple[int, str], Tuple[float, float]]:
+    """For each d: guided samples of class 0 of :func:`two_classes` (through the exact 1-D reduction,
+    separation mu sqrt(d)), with DDPM and with DDIM on every level: ``{(d, sampler): (shift, std)}``,
+    shift = their mean along m beyond the class mean, std = their standard deviation along m (both
+    in units of the class's standard deviation, 1)."""
+    z = seeded_noise((n, 1), seed, device, torch.float64)
+    runs = samplers(schedule, levels=schedule.T)
+    out = {}
+    for d in dims:
+        sep = mu * math.sqrt(check_int(d, "dims", low=1))
+        fn = exact_cfg(two_classes(1, sep).to(z.device), schedule, 0, gamma)
+        for name, run in runs.items():
+            u = run(fn, z)
+            out[d, name] = (u.mean().item() - sep, u.std().item())
+    return out
+
+
+# ---- claim 2: confidence and entropy ------------------------------------------------------------------
+
+
+def confidence_and_entropy(
+    mixture: GaussianMixture,
+    y: int,
+    gammas: Sequence[float],
+    schedule: Schedule,
+    n: int = 4000,
+    seed: int = 5,
+    levels: int = 25,
+) -> Dict[Tuple[str, float], Tuple[float, float]]:
+    """``{(sampler, gamma): (confidence, entropy)}`` of eq. 170's samples of class y: the mean exact
+    p(y|x) over the samples, and their differential entropy (:func:`~diffcourse.metrics.knn_entropy`)."""
+    z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
+    out = {}
+    for name, run in samplers(schedule, levels).items():
+        for g in gammas:
+            x = run(exact_cfg(mixture, schedule, y, g), z)
+            out[name, g] = (
+                mixture.class_log_posterior(x)[:, y].exp().mean().item(),
+                knn_entropy(x),
+            )
+    return out
+
+
+# ---- claim 3: the edge of the support ---------------------------------------------------------------
+
+
+def interval_classes(components: int = 21, std: float = 0.02) -> GaussianMixture:
+    """One dimension: class 0 spread evenly over [1, 2], class 1 over [-2, -1], each a chain of
+    ``components`` narrow Gaussians of standard deviation ``std``: classes with a compact support
+    (to a few std), as in Chidambaram et al. (2024), whose exact scores are still known."""
+    ends = torch.linspace(1, 2, check_int(components, "components", low=2))
+    return round_mixture(
+        torch.cat([ends, -ends])[:, None], std, [0] * components + [1] * components
+    )
+
+
+def edge_and_support(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    gammas: Sequence[float],
+    errors: Sequence[float],
+    far: Tuple[float, float],
+    support: Tuple[float, float],
+    n: int = 4000,
+    seed: int = 6,
+    levels: int = 100,
+) -> Dict[Tuple[float, str, float], Tuple[float, float]]:
+    """Eq. 170 for class 0 of a 1-D mixture, with a constant ``error`` added to the exact conditional
+    noise prediction: ``{(error, sampler, gamma): (share in far, share outside support)}``, the
+    intervals given as (low, high)."""
+    z = seeded_noise((n, 1), seed, mixture.device, mixture.dtype)
+    cond = exact_eps_fn(class_mixture(mixture, 0), schedule)
+    out = {}
+    for err in errors:
+        wrong = (lambda e: lambda x, t: cond(x, t) + e)(err)
+        for name, run in samplers(schedule, levels).items():
+            for g in gammas:
+                x = run(exact_cfg(mixture, schedule, 0, g, wrong), z)
+                inside_far = ((x > far[0]) & (x <= far[1])).double().mean().item()
+                outside = ((x < support[0]) | (x > support[1])).double().mean().item()
+                out[err, name, g] = (inside_far, outside)
+    return out
+
+
+# ---- claim 4: modes -----------------------------------------------------------------------------------
+
+
+def noise_to_signal_levels(schedule: Schedule, low: float, high: float) -> Tuple[int, int]:
+    """The first and last 0-based levels whose noise-to-signal ratio sqrt((1 - a) / a) lies in
+    [low, high]."""
+    ab = schedule.alpha_bar
+    inside = ((((1 - ab) / ab).sqrt() >= low) & (((1 - ab) / ab).sqrt() <= high)).nonzero()[:, 0]
+    if not len(inside):
+        raise ValueError(f"no level has a noise-to-signal ratio in [{low}, {high}]")
+    return int(inside[0]), int(inside[-1])
+
+
+def coverage_by_span(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    schedule: Schedule,
+    spans: Dict[str, Optional[Tuple[int, int]]],
+    n: int = 4000,
+    seed: int = 7,
+    levels: int = 25,
+) -> Dict[str, float]:
+    """Mode coverage (:func:`~diffcourse.leaderboard.mode_coverage`) of class y's DDIM samples with
+    eq. 170 at ``gamma`` on the levels of each span (t_low, t_high), the conditional prediction
+    elsewhere; a span of None guides nowhere."""
+    z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
+    cond, uncond = (
+        exact_eps_fn(class_mixture(mixture, y), schedule),
+        exact_eps_fn(mixture, schedule),
+    )
+    run = samplers(schedule, levels)["DDIM"]
+    return {
+        name: mode_coverage(
+            run(cond if span is None else interval_cfg_eps_fn(cond, uncond, gamma, *span), z),
+            mixture,
+            y,
+        )
+        for name, span in spans.items()
+    }
+
+
+# ---- claim 5: feedback guidance's premise -----------------------------------------------------------
+
+
+def additive_world(
+    sharp: GaussianMixture, unconditional: GaussianMixture, pi: float
+) -> GaussianMixture:
+    """The conditional law feedback guidance assumes, p(x|y) = pi q(x|y) + (1 - pi) p(x), as one
+    mixture (every component labelled 0) from q = ``sharp`` and p = ``unconditional``."""
+    pi = check_real(pi, "pi", low=0, high=1, low_open=True)
+    return GaussianMixture(
+        torch.cat([sharp.means, unconditional.means]),
+        torch.cat([sharp.covs, unconditional.covs]),
+        torch.cat([pi * sharp.weights, (1 - pi) * unconditional.weights]),
+        torch.zeros(
+            sharp.num_components + unconditional.num_components,
+            dtype=torch.long,
+            device=sharp.device,
+        ),
+    )
+
+
+def ratio_of_laws_fn(top: GaussianMixture, bottom: GaussianMixture, schedule: Schedule) -> Fn:
+    """``log_ratio(x_t, t) = log top_t(x_t) - log bottom_t(x_t)`` (one step per call, as samplers
+    call it): the ratio feedback guidance needs, here p_t(x|y) / p_t(x) of two separate mixtures."""
+
+    def log_ratio(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = float(schedule.alpha_bar[int(t[0])])
+        return top.diffuse(a).log_prob(x_t) - bottom.diffuse(a).log_prob(x_t)
+
+    return log_ratio
+
+
+def feedback_check(
+    sharp: GaussianMixture,
+    unconditional: GaussianMixture,
+    pi: float,
+    caps: Sequence[float],
+    schedule: Schedule,
+    n: int = 4000,
+    seed: int = 8,
+    levels: int = 100,
+) -> Dict[str, float]:
+    """Feedback guidance in the world it assumes (:func:`additive_world`), with the exact ratio.
+
+    Returns ``"score error"``: the median relative difference between feedback guidance's noise
+    prediction (the largest cap) and q's exact one, on draws from q diffused to level 31 (where q has
+    its mass); and, for each cap and for eq. 170 at the constant scale 1 / pi, the distance of DDIM
+    samples (``levels`` levels) to exact draws from q over its noise floor."""
+    from .guidance import feedback_eps_fn
+    from .metrics import distance_to_exact, mixture_draw
+
+    world = additive_world(sharp, unconditional, pi)
+    cond, uncond, target = (exact_eps_fn(m, schedule) for m in (world, unconditional, sharp))
+    ratio = ratio_of_laws_fn(world, unconditional, schedule)
+    runs = {f"feedback, cap {c:g}": feedback_eps_fn(cond, uncond, ratio, pi, c) for c in caps}
+    runs["eq. 170, gamma = 1/pi"] = classifier_free_eps_fn(cond, uncond, 1 / pi)
+    gen = torch.Generator(device=sharp.device).manual_seed(seed)
+    x_t = sharp.diffuse(float(schedule.alpha_bar[30])).sample(2000, None, gen)[0]
+    t = torch.full((2000,), 30, dtype=torch.long, device=sharp.device)
+    best = runs[f"feedback, cap {max(caps):g}"](x_t, t)
+    out = {
+        "score error": ((best - target(x_t, t)).norm(dim=1) / target(x_t, t).norm(dim=1))
+        .median()
+        .item()
+    }
+    z = seeded_noise((n, sharp.dim), seed, sharp.device, sharp.dtype)
+    run = samplers(schedule, levels)["DDIM"]
+    for name, fn in runs.items():
+        out[name] = distance_to_exact(run(fn, z), mixture_draw(sharp), seed=seed + 1)["ratio"]
+    return out
+
+
+# ---- claim 7: a random label for the null one -------------------------------------------------------
+
+
+def stand_in_error(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    levels: Sequence[int],
+    n: int = 2000,
+    seed: int = 13,
+) -> torch.Tensor:
+    """At each level: the relative error (:func:`~diffcourse.metrics.relative_score_error`) of the
+    exact prediction at a random label (uniform, one per point, independent of x_t), taken as a
+    stand-in for the unconditional prediction, over x_t from the forward process."""
+    from .metrics import relative_score_error
+
+    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    labels = torch.randint(0, mixture.num_classes, (n,), generator=gen, device=mixture.device)
+    return relative_score_error(
+        exact_eps_fn(mixture, schedule, labels), mixture, schedule, levels, n=n
+    )
+
+
+def learned_icg(
+    model,
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    schedule: Schedule,
+    n: int = 500,
+    seed: int = 16,
+    levels: int = 25,
+) -> Dict[str, Tuple[float, float]]:
+    """A trained conditional image denoiser with a null label (``model``) on a 64-D mixture's draws:
+    its DDIM samples of class y unguided, with eq. 170 and with ICG at ``gamma``, from one starting
+    noise: ``{name: (class agreement, spread)}`` against the mixture's exact classifier and draws."""
+    from .guidance import batched_cfg_eps_fn, independent_condition_eps_fn
+    from .metrics import agreement_and_spread
+
+    dev = mixture.device
+    labels = torch.full((n,), y, dtype=torch.long, device=dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    rules = {
+        "unguided": batched_cfg_eps_fn(model, labels, 1.0),
+        "eq. 170": batched_cfg_eps_fn(model, labels, gamma),
+        "ICG": independent_condition_eps_fn(model, labels, gamma, model.num_classes, gen),
+    }
+    refs = {y: mixture.sample(n, y, generator=gen)[0]}
+    z = seeded_noise((n, model.channels, model.size, model.size), seed, dev)
+    return {
+        name: agreement_and_spread(
+            ddim_sample(fn, z, schedule, steps=levels, progress=False).reshape(n, -1),
+            labels,
+            mixture,
+            refs,
+        )
+        for name, fn in rules.items()
+    }
+
+
+# ---- claim 6, read off the leaderboard ----------------------------------------------------------------
+
+
+def ddpm_against_ddim(
+    rows: Sequence[dict], kept: Dict[str, Dict[str, torch.Tensor]], sizes: Dict[str, int]
+) -> Dict[str, Tuple[list, list]]:
+    """For each mixture of a leaderboard run (:func:`~diffcourse.leaderboard.evaluate` rows and kept
+    samples, ``sizes`` its n per seed): the seed gaps between eq. 170's DDIM and DDPM samples
+    (:func:`~diffcourse.leaderboard.seed_gaps`), and which of the two samplers the exact tilted draws
+    beat on every seed on the distance to the tilted law."""
+    from .leaderboard import robust_pairs, seed_gaps
+
+    out = {}
+    for name, samples in kept.items():
+        gaps = seed_gaps(samples["eq. 170, DDIM"], samples["eq. 170, DDPM"], sizes[name])
+        pairs = robust_pairs(rows, "to_tilted", name)
+        beaten = [
+            s
+            for s in ("DDPM", "DDIM")
+            if ("exact draws from the tilted law", f"eq. 170, {s}") in pairs
+        ]
+        out[name] = (gaps, beaten)
+    return out
+
+
+def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool = True) -> bool:
+    """Whether ``values`` rise (or fall, ``increasing=False``) from each one to the next, strictly or not."""
+    sign = 1 if increasing else -1
+    steps = [sign * (b - a) for a, b in zip(values, values[1:])]
+    return all(s > 0 for s in steps) if strict else all(s >= 0 for s in steps)

@@ -1,0 +1,224 @@
+"""Denoisers whose condition is not a class label (chapter 10): a caption, read by a text encoder and
+cross-attention (:class:`CaptionUNet`), or a low-resolution image, fed by concatenation
+(:class:`SuperResUNet`). Both are chapter 7's :class:`~diffcourse.models.UNet` with the label table
+replaced by the new condition, and both have a **null condition** for classifier-free guidance: the
+empty caption, an image of zeros. ``model.null_condition(cond)`` returns it for a batch like ``cond``,
+which is what condition dropout in training and the null branch of eq. 170 use.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .guidance import negative_prompt_eps_fn
+from .metrics import diversity, fidelity
+from .models import UNet, _check_images
+from .samplers import ddim_sample
+from .schedules import Schedule, check_steps
+from .text import MAX_TOKENS, PAD, START, CrossAttention, TextEncoder, check_tokens
+
+
+def low_resolution(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """The low-resolution view of images [N, C, H, W]: the mean of each factor x factor block
+    (8x8 digits -> 4x4 for factor 2)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be images [N, C, H, W], got {tuple(getattr(x, 'shape', ()))}")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be a positive int, got {factor!r}")
+    if x.shape[2] % factor or x.shape[3] % factor:
+        raise ValueError(
+            f"the image size {tuple(x.shape[2:])} must be divisible by factor={factor}"
+        )
+    return F.avg_pool2d(x, factor)
+
+
+class _ConditionedUNet(UNet):
+    """The U-Net of chapter 7 (unconditional build: no label table), with ``extra_channels`` more input
+    channels and optional cross-attention after the middle block and after the last up block."""
+
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        T: int,
+        width: int,
+        mults: Sequence[int],
+        extra_channels: int = 0,
+        context_dim: int = 0,
+        heads: int = 2,
+    ):
+        super().__init__(channels=channels, size=size, T=T, num_classes=0, width=width, mults=mults)
+        if extra_channels:
+            self.inp = nn.Conv2d(channels + extra_channels, width, 3, padding=1)
+        widths = [width * m for m in mults]
+        self.attn = (
+            nn.ModuleList(
+                [
+                    CrossAttention(widths[-1], context_dim, heads),
+                    CrossAttention(width, context_dim, heads),
+                ]
+            )
+            if context_dim
+            else None
+        )
+
+    def _run(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        context: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.mid(h, emb)
+        if self.attn is not None:
+            h = self.attn[0](h, context, mask)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if i < len(self.unpool):
+                h = self.unpool[i](h)
+        if self.attn is not None:
+            h = self.attn[1](h, context, mask)
+        return self.out(h)
+
+    def eps_fn(self, cond: torch.Tensor):
+        """This network as a sampler's ``eps_fn(x_t, t)``, its condition fixed (``null_condition`` for
+        the unconditional branch)."""
+        return lambda x_t, t: self(x_t, t, cond)
+
+
+class CaptionUNet(_ConditionedUNet):
+    """eps_theta(x_t, t, caption) for 8x8 digits. The caption's tokens go through a
+    :class:`~diffcourse.text.TextEncoder`; the mean of their features joins the time embedding (a
+    summary every residual block sees, as GLIDE adds its caption to the time embedding), and two
+    cross-attention blocks let the 4x4 and 8x8 feature maps read every token (Rombach et al. 2022).
+    The null condition is the empty caption: ``<start>`` and padding."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        T: int = 1000,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+        text_dim: int = 32,
+        text_layers: int = 2,
+        heads: int = 2,
+    ):
+        super().__init__(channels, size, T, width, mults, context_dim=text_dim, heads=heads)
+        self.text = TextEncoder(dim=text_dim, layers=text_layers, heads=heads)
+        self.text_emb = nn.Linear(text_dim, 4 * width)
+
+    def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """The empty caption's tokens, shaped like ``cond``."""
+        null = torch.full_like(cond, PAD)
+        null[:, 0] = START
+        return null
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        _check_images(x_t, (self.channels, self.size, self.size), self.out[-1].weight)
+        check_steps(t, x_t.shape[0], self.T)
+        check_tokens(tokens, x_t.shape[0], x_t.device, MAX_TOKENS)
+        context, mask = self.text(tokens)
+        summary = (context * mask[..., None]).sum(1) / mask.sum(
+            1, keepdim=True
+        )  # mean over the tokens
+        emb = self.embed(t, None, x_t.dtype) + self.text_emb(summary)
+        return self._run(self.inp(x_t), emb, context, mask)
+
+
+class SuperResUNet(_ConditionedUNet):
+    """eps_theta(x_t, t, low) for super-resolution: ``low`` is the low-resolution image
+    [N, channels, size / factor, size / factor], upsampled to full size (nearest neighbour) and
+    concatenated to x_t as extra input channels, the conditioning of cascaded diffusion models
+    (Ho et al. 2022, "Cascaded Diffusion Models"; Saharia et al. 2023's SR3). The null condition is
+    an image of zeros."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 8,
+        factor: int = 2,
+        T: int = 1000,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+    ):
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or size % factor:
+            raise ValueError(f"factor must be a positive int dividing size={size}, got {factor!r}")
+        super().__init__(channels, size, T, width, mults, extra_channels=channels)
+        self.factor = factor
+
+    @property
+    def low_shape(self):
+        return (self.channels, self.size // self.factor, self.size // self.factor)
+
+    def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """An image of zeros shaped like ``cond``."""
+        return torch.zeros_like(cond)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        _check_images(x_t, (self.channels, self.size, self.size), self.inp.weight)
+        check_steps(t, x_t.shape[0], self.T)
+        _check_images(
+            low, self.low_shape, self.inp.weight, name="low (the low-resolution condition)"
+        )
+        if low.shape[0] != x_t.shape[0]:
+            raise ValueError(f"low has {low.shape[0]} rows but x_t has {x_t.shape[0]}")
+        up = F.interpolate(low, scale_factor=self.factor, mode="nearest")
+        return self._run(self.inp(torch.cat([x_t, up], dim=1)), self.embed(t, None, x_t.dtype))
+
+
+# ---- sampling and measuring --------------------------------------------------------------------------------
+
+
+def guided_sample(
+    model: _ConditionedUNet,
+    cond: torch.Tensor,
+    gamma: float,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    steps: int,
+    negative: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """DDIM samples (``steps`` levels, from ``x_T``) of a conditioned network under eq. 170, its
+    second branch the null condition, or the ``negative`` condition (a negative prompt), clamped
+    to [-1, 1]: gamma eps(x_t, t, cond) + (1 - gamma) eps(x_t, t, negative or null)."""
+    second = model.null_condition(cond) if negative is None else negative
+    eps_fn = negative_prompt_eps_fn(model.eps_fn(cond), model.eps_fn(second), gamma)
+    return ddim_sample(eps_fn, x_T, schedule, steps=steps, progress=False).clamp(-1, 1)
+
+
+def superres_metrics(
+    judge: nn.Module,
+    x: torch.Tensor,
+    low: torch.Tensor,
+    labels: torch.Tensor,
+    group: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+) -> Dict[str, float]:
+    """The three measurements of super-resolution samples ``x`` drawn from conditions ``low``:
+    **consistency**, the RMSE between each sample's low-resolution view and its condition;
+    **agreement**, the share the judge reads as ``labels`` (the class of each condition's source);
+    **diversity**, the mean distance between samples of one condition (``group``) over that
+    between reference images of one class (``ref_x``, ``ref_y``)."""
+    if not isinstance(low, torch.Tensor) or low.ndim != 4 or x.shape[0] != low.shape[0]:
+        raise ValueError(
+            f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}"
+        )
+    factor = x.shape[-1] // low.shape[-1]
+    consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()
+    return {
+        "consistency": consistency,
+        "agreement": fidelity(judge, x, labels),
+        "diversity": diversity(x, group, ref_x, ref_y),
+    }

@@ -1,0 +1,484 @@
+"""Every guidance rule of the course scored against the exact answer on Gaussian mixtures (chapter 12).
+
+A :class:`Rule` is one entry of a list: a name, a function that draws samples for a
+:class:`Setting` (a mixture, a schedule, the asked class y, the scale gamma, the DDIM levels), and
+its cost in network evaluations per sample. :func:`evaluate` runs a list of rules on one setting
+over several seeds and scores each seed's samples with :func:`score_samples`:
+
+- ``to_cond``: sliced-W2 distance to exact draws from p(x|y), over its noise floor (the same
+  distance between two independent sets of exact draws, chapter 1);
+- ``to_tilted``: the same against exact draws from the tilted law p(x|y)^gamma p(x)^(1-gamma) / Z
+  (:func:`~diffcourse.mixture.sample_tilted_rejection`);
+- ``agreement``: the share of samples the exact Bayes classifier assigns to y;
+- ``spread``: trace of the samples' covariance over that of exact draws from p(x|y);
+- ``modes``: 1 minus the total-variation distance between the shares of class y's components among
+  the samples (each sample counted in the component most responsible for it) and their weights;
+  1 when every mode gets its share;
+- ``nfe``: network evaluations per sample.
+
+:func:`robust_pairs` keeps the pairs of rules whose order on a metric holds on every seed: the
+only part of a ranking a text should state. :func:`package_rules` lists the package's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import guidance
+from .metrics import class_agreement, sample_distance, spread
+from .mixture import (
+    GaussianMixture,
+    class_mixture,
+    exact_eps_fn,
+    exact_log_ratio_fn,
+    sample_tilted_rejection,
+)
+from .samplers import ddim_sample, ddpm_sample, pc_sample
+from .schedules import Schedule, ddim_levels
+
+Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+METRICS = ("to_cond", "to_tilted", "agreement", "spread", "modes", "nfe")
+LOWER_IS_BETTER = {
+    "to_cond": True,
+    "to_tilted": True,
+    "agreement": False,
+    "spread": False,
+    "modes": False,
+    "nfe": True,
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a rule samples: class ``y`` of ``mixture`` at scale ``gamma``, on ``schedule``; rules
+    that skip levels use DDIM (eta = 0) on ``levels`` of them. The exact noise predictors are built
+    once and shared by every rule."""
+
+    mixture: GaussianMixture
+    schedule: Schedule
+    y: int
+    gamma: float
+    levels: Optional[int] = None  # default: 25, or every level of a shorter chain
+    name: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.mixture, GaussianMixture):
+            raise TypeError("mixture must be a GaussianMixture")
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError("schedule must be a Schedule")
+        self.mixture._check_y(self.y, 1)
+        guidance._check_gamma(self.gamma)
+        if self.levels is None:
+            object.__setattr__(self, "levels", min(25, self.schedule.T))
+        if (
+            isinstance(self.levels, bool)
+            or not isinstance(self.levels, int)
+            or not 2 <= self.levels <= self.schedule.T
+        ):
+            raise ValueError(f"levels must be an int in 2..{self.schedule.T}, got {self.levels!r}")
+
+    @cached_property
+    def cond(self) -> Fn:
+        """eps(x_t, t, y), exact: the score of class y's components alone (same numbers, less work)."""
+        return exact_eps_fn(class_mixture(self.mixture, self.y), self.schedule)
+
+    @cached_property
+    def uncond(self) -> Fn:
+        return exact_eps_fn(self.mixture, self.schedule)
+
+    def cfg(self, gamma: Optional[float] = None) -> Fn:
+        """Eq. 170 with the exact predictors, at ``gamma`` (default: the setting's)."""
+        return guidance.classifier_free_eps_fn(
+            self.cond, self.uncond, self.gamma if gamma is None else gamma
+        )
+
+    def ddim(self, eps_fn, noise: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(eps_fn, noise, self.schedule, steps=self.levels, progress=False)
+
+    @cached_property
+    def interval(self) -> Tuple[int, int]:
+        """The levels whose noise-to-signal ratio sigma_t / sqrt(alpha_bar_t) lies in [1/3, 3]
+        (chapter 8's choice): (t_low, t_high)."""
+        ab = self.schedule.alpha_bar
+        inside = ((((1 - ab) / ab).sqrt() >= 1 / 3) & (((1 - ab) / ab).sqrt() <= 3)).nonzero()[:, 0]
+        return int(inside.min()), int(inside.max())
+
+    @cached_property
+    def interval_levels(self) -> int:
+        low, high = self.interval
+        return sum(low <= t <= high for t in ddim_levels(self.schedule.T, self.levels))
+
+    @cached_property
+    def cfgpp_lambda(self) -> float:
+        """CFG++'s lambda whose DDIM step at the middle visited level equals eq. 170's at gamma
+        (chapter 8, :func:`~diffcourse.guidance.lam_matching`), at most 1 (CFG++'s range)."""
+        return min(guidance.lam_matching(self.schedule, self.levels, self.gamma), 1.0)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the leaderboard. ``sample(setting, noise, generator)`` returns samples from the
+    starting noise; ``nfe(setting)`` their cost in network evaluations per sample; ``applies(setting)``
+    says whether the rule makes sense there (rescaling and thresholding need image-like data)."""
+
+    name: str
+    sample: Callable[[Setting, torch.Tensor, torch.Generator], torch.Tensor]
+    nfe: Callable[[Setting], float]
+    applies: Callable[[Setting], bool] = field(default=lambda setting: True)
+
+
+def _weakened(mixture: GaussianMixture, factor: float) -> GaussianMixture:
+    """The same mixture with every covariance multiplied by ``factor``: a stand-in for a weaker model."""
+    return GaussianMixture(mixture.means, factor * mixture.covs, mixture.weights, mixture.labels)
+
+
+def package_rules(
+    pc_steps: int = 1,
+    snr: float = 0.1,
+    phi: float = 0.7,
+    apg_eta: float = 0.0,
+    apg_beta: float = -0.5,
+    weak_factor: float = 2.0,
+    fbg_max_gamma: float = 10.0,
+) -> List[Rule]:
+    """Every guidance rule of ``diffcourse.guidance`` as a :class:`Rule`, with chapter 8's settings.
+
+    All but the first two and the predictor-corrector run DDIM (eta = 0) on ``setting.levels`` levels.
+    Feedback guidance takes pi = 1 / gamma, so that where x_t says nothing about the class (R = 1) its
+    scale is gamma; autoguidance's weak model is the exact conditional law with every covariance
+    multiplied by ``weak_factor``. ICG draws its random labels uniformly from the generator.
+    """
+    T = lambda s: s.schedule.T
+    image_like = lambda s: s.mixture.dim > 2
+
+    def icg(s: Setting, noise, gen):
+        model = lambda x, t, labels: exact_eps_fn(s.mixture, s.schedule, labels)(x, t)
+        y = torch.full((noise.shape[0],), s.y, dtype=torch.long, device=noise.device)
+        return s.ddim(
+            guidance.independent_condition_eps_fn(model, y, s.gamma, s.mixture.num_classes, gen),
+            noise,
+        )
+
+    def feedback(s: Setting, noise, gen):
+        ratio = exact_log_ratio_fn(s.mixture, s.schedule, s.y)
+        return s.ddim(
+            guidance.feedback_eps_fn(s.cond, s.uncond, ratio, 1 / max(s.gamma, 1.0), fbg_max_gamma),
+            noise,
+        )
+
+    def auto(s: Setting, noise, gen):
+        weak = exact_eps_fn(class_mixture(_weakened(s.mixture, weak_factor), s.y), s.schedule)
+        return s.ddim(guidance.autoguidance_eps_fn(s.cond, weak, s.gamma), noise)
+
+    def rescaled(s: Setting, noise, gen):
+        return s.ddim(guidance.rescaled_cfg_eps_fn(s.cond, s.uncond, s.gamma, phi), noise)
+
+    def interval(s: Setting, noise, gen):
+        return s.ddim(guidance.interval_cfg_eps_fn(s.cond, s.uncond, s.gamma, *s.interval), noise)
+
+    return [
+        Rule("conditional, gamma = 1", lambda s, z, g: s.ddim(s.cond, z), lambda s: s.levels),
+        Rule(
+            "eq. 170, DDPM",
+            lambda s, z, g: ddpm_sample(s.cfg(), z, s.schedule, generator=g, progress=False),
+            lambda s: 2 * T(s),
+        ),
+        Rule("eq. 170, DDIM", lambda s, z, g: s.ddim(s.cfg(), z), lambda s: 2 * s.levels),
+        Rule(
+            f"predictor-corrector, K = {pc_steps}",
+            lambda s, z, g: pc_sample(
+                s.cfg(),
+                z,
+                s.schedule,
+                corrector_steps=pc_steps,
+                snr=snr,
+                generator=g,
+                progress=False,
+            ),
+            lambda s: 2 * (T(s) + (T(s) - 1) * pc_steps),
+        ),
+        Rule("interval", interval, lambda s: s.levels + s.interval_levels),
+        Rule(f"rescaled, phi = {phi:g}", rescaled, lambda s: 2 * s.levels, image_like),
+        Rule(
+            f"APG, eta = {apg_eta:g}, beta = {apg_beta:g}",
+            lambda s, z, g: s.ddim(
+                guidance.apg_eps_fn(
+                    s.cond, s.uncond, s.schedule, s.gamma, eta=apg_eta, beta=apg_beta
+                ),
+                z,
+            ),
+            lambda s: 2 * s.levels,
+        ),
+        Rule(
+            "CFG++, lambda matched",
+            lambda s, z, g: s.ddim(guidance.cfgpp_eps_fn(s.cond, s.uncond, s.cfgpp_lambda), z),
+            lambda s: 2 * s.levels,
+        ),
+        Rule(
+            "dynamic thresholding",
+            lambda s, z, g: s.ddim(guidance.dynamic_threshold_eps_fn(s.cfg(), s.schedule), z),
+            lambda s: 2 * s.levels,
+            image_like,
+        ),
+        Rule(f"autoguidance, weak = covariances x {weak_factor:g}", auto, lambda s: 2 * s.levels),
+        Rule("independent condition (ICG)", icg, lambda s: 2 * s.levels),
+        Rule("feedback (FBG), pi = 1/gamma", feedback, lambda s: 2 * s.levels),
+        # Chapters 10 and 11 add their rules here when they land (composed conditions, velocity CFG,
+        # CFG-Zero*): one Rule each, nothing else changes.
+    ]
+
+
+def reference_rules() -> List[Rule]:
+    """Two rows that are not guidance rules but set the scale: exact draws from p(x|y) and from the
+    tilted law. A perfect sampler of either law sits near 1 on its own distance (the noise floor)."""
+
+    def tilted(s: Setting, noise, gen):
+        return sample_tilted_rejection(s.mixture, s.y, s.gamma, noise.shape[0], generator=gen).to(
+            noise.dtype
+        )
+
+    return [
+        Rule(
+            "exact draws from p(x|y)",
+            lambda s, z, g: s.mixture.sample(z.shape[0], s.y, generator=g)[0],
+            lambda s: 0,
+        ),
+        Rule("exact draws from the tilted law", tilted, lambda s: 0),
+    ]
+
+
+# ---- scoring ---------------------------------------------------------------------------------------------
+
+
+def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
+    """1 - total variation between the shares of class y's components among ``x`` and their weights
+    within the class: each sample counts for the component of class y with the largest
+    responsibility for it. 1 when every mode of the class gets its due share; a class with one
+    component always scores 1."""
+    law = class_mixture(mixture, y)
+    x = x.to(law.device, law.dtype)
+    nearest = law._component_log_joint(x).argmax(1)
+    shares = torch.bincount(nearest, minlength=law.num_components).double() / max(x.shape[0], 1)
+    return 1 - 0.5 * (shares - law.weights.double()).abs().sum().item()
+
+
+class References:
+    """Exact draws per seed, and the noise floors, for one setting: drawn once, shared by every rule.
+
+    For a seed and a target law (p(x|y), or the tilted law), ``draws`` are n exact points and
+    ``floor`` is the sliced-W2 distance between two further independent sets of n exact points,
+    over ``repeats`` chunks (:func:`~diffcourse.metrics.sample_distance`): the distance a perfect
+    sampler reaches by chance."""
+
+    def __init__(self, setting: Setting, n: int, repeats: int = 5, projections: int = 256):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2 * repeats:
+            raise ValueError(f"n must be an int >= 2 * repeats, got {n!r}")
+        self.setting, self.n, self.repeats, self.projections = setting, n, repeats, projections
+        self._cache: Dict[Tuple[str, int], Tuple[torch.Tensor, float]] = {}
+
+    def _draw(self, target: str, n: int, gen: torch.Generator) -> torch.Tensor:
+        s = self.setting
+        if target == "cond":
+            return s.mixture.sample(n, s.y, generator=gen)[0]
+        return sample_tilted_rejection(s.mixture, s.y, s.gamma, n, generator=gen)
+
+    def get(self, target: str, seed: int) -> Tuple[torch.Tensor, float]:
+        """(exact draws, noise floor) for ``target`` in ("cond", "tilted") and ``seed``."""
+        if target not in ("cond", "tilted"):
+            raise ValueError(f"target must be 'cond' or 'tilted', got {target!r}")
+        key = (target, seed)
+        if key not in self._cache:
+            gen = torch.Generator(device=self.setting.mixture.device).manual_seed(10_000 + seed)
+            draws, a, b = (self._draw(target, self.n, gen).cpu().double() for _ in range(3))
+            floor = sample_distance(a, b, self.repeats, self.projections, seed)
+            self._cache[key] = (draws, floor)
+        return self._cache[key]
+
+
+def score_samples(x: torch.Tensor, refs: References, seed: int) -> Dict[str, float]:
+    """The leaderboard's metrics (less ``nfe``) of one seed's samples ``x`` [n, D]."""
+    s = refs.setting
+    x = x.detach().cpu().double()
+    if x.shape != (refs.n, s.mixture.dim):
+        raise ValueError(f"x must have shape ({refs.n}, {s.mixture.dim}), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the samples hold NaN or infinite values")
+    out = {}
+    for target in ("cond", "tilted"):
+        draws, floor = refs.get(target, seed)
+        out[f"to_{target}"] = (
+            sample_distance(x, draws, refs.repeats, refs.projections, seed) / floor
+        )
+    cond_draws = refs.get("cond", seed)[0]
+    out["agreement"] = class_agreement(x.to(s.mixture.dtype), s.y, s.mixture.to("cpu"))
+    out["spread"] = spread(x, cond_draws)
+    out["modes"] = mode_coverage(x, s.mixture.to("cpu"), s.y)
+    return out
+
+
+def evaluate(
+    rules: Sequence[Rule],
+    setting: Setting,
+    n: int,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    refs: Optional[References] = None,
+    keep_samples: bool = False,
+    progress: bool = False,
+):
+    """Run every rule that applies on ``setting`` for each seed and score it.
+
+    Each seed has its own starting noise (n points from ``torch.Generator().manual_seed(seed)``);
+    the seeds are stacked into one batch so that a rule's per-level cost is paid once, and the
+    sampler's own noise comes from one generator seeded by the first seed. Returns a list of rows
+    ``{"mixture", "rule", "seed", <metric>: value}``, and with ``keep_samples`` also a dict
+    rule name -> samples [len(seeds) * n, D] (seed-major).
+    """
+    if not rules or not all(isinstance(r, Rule) for r in rules):
+        raise TypeError("rules must be a non-empty sequence of Rule")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be a non-empty sequence of distinct ints")
+    refs = refs if refs is not None else References(setting, n)
+    if refs.setting is not setting or refs.n != n:
+        raise ValueError("refs must belong to this setting and n")
+    dev, dtype = setting.mixture.device, setting.mixture.dtype
+    noise = torch.cat(
+        [
+            torch.randn(
+                n, setting.mixture.dim, generator=torch.Generator().manual_seed(seed), dtype=dtype
+            )
+            for seed in seeds
+        ]
+    ).to(dev)
+    rows, kept = [], {}
+    for rule in rules:
+        if not rule.applies(setting):
+            continue
+        gen = torch.Generator(device=dev).manual_seed(seeds[0])
+        x = rule.sample(setting, noise, gen)
+        nfe = float(rule.nfe(setting))
+        for i, seed in enumerate(seeds):
+            row = {"mixture": setting.name, "rule": rule.name, "seed": seed}
+            row.update(score_samples(x[i * n : (i + 1) * n], refs, seed))
+            row["nfe"] = nfe
+            rows.append(row)
+        if keep_samples:
+            kept[rule.name] = x.detach().cpu()
+        if progress:
+            print(f"{setting.name}: {rule.name} done")
+    return (rows, kept) if keep_samples else rows
+
+
+def summarize(
+    rows: Sequence[dict], metrics: Sequence[str] = METRICS
+) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
+    """(mixture, rule) -> metric -> (mean over seeds, standard deviation over seeds)."""
+    groups: Dict[Tuple[str, str], List[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["mixture"], row["rule"]), []).append(row)
+    out = {}
+    for key, group in groups.items():
+        out[key] = {}
+        for m in metrics:
+            values = torch.tensor([r[m] for r in group], dtype=torch.float64)
+            std = values.std().item() if len(values) > 1 else 0.0
+            out[key][m] = (values.mean().item(), std)
+    return out
+
+
+def robust_pairs(
+    rows: Sequence[dict], metric: str, mixture: Optional[str] = None
+) -> List[Tuple[str, str]]:
+    """Pairs (a, b) of rules such that a beats b on ``metric`` on every seed (lower is better for
+    distances and NFE, higher for agreement, spread and modes), within one mixture. A ranking's
+    robust part: what the data say whatever the seed."""
+    if metric not in LOWER_IS_BETTER:
+        raise ValueError(f"metric must be one of {sorted(LOWER_IS_BETTER)}, got {metric!r}")
+    if mixture is None and len({row["mixture"] for row in rows}) > 1:
+        raise ValueError("rows hold several mixtures: name one with mixture=...")
+    table: Dict[str, Dict[int, float]] = {}
+    for row in rows:
+        if mixture is None or row["mixture"] == mixture:
+            table.setdefault(row["rule"], {})[row["seed"]] = row[metric]
+    names = list(table)
+    sign = 1 if LOWER_IS_BETTER[metric] else -1
+    pairs = []
+    for a in names:
+        for b in names:
+            seeds = set(table[a]) & set(table[b])
+            if a != b and seeds and all(sign * table[a][s] < sign * table[b][s] for s in seeds):
+                pairs.append((a, b))
+    return pairs
+
+
+# ---- reading the board ------------------------------------------------------------------------------------
+
+
+def show(rows: Sequence[dict]) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
+    """One table per mixture, a row per rule: NFE, the means over the seeds of the metrics, and the
+    standard deviation over the seeds of the distance to the tilted law. Returns :func:`summarize`."""
+    from .report import table
+
+    board = summarize(rows)
+    header = ["rule", "NFE", "to p(x|y)", "to tilted", "sd", "agreement", "spread", "modes"]
+    for name in dict.fromkeys(mix for mix, _ in board):
+        cells = [
+            [
+                rule,
+                *[board[mix, rule][c][0] for c in ("nfe", "to_cond", "to_tilted")],
+                board[mix, rule]["to_tilted"][1],
+                *[board[mix, rule][c][0] for c in ("agreement", "spread", "modes")],
+            ]
+            for mix, rule in board
+            if mix == name
+        ]
+        table(
+            cells,
+            header,
+            floatfmt=[None, ".0f", ".2f", ".2f", ".2f", ".3f", ".3f", ".3f"],
+            title=f"{name}: means over the seeds (sd: of 'to tilted')",
+        )
+    return board
+
+
+def common_robust_pairs(rows: Sequence[dict], metric: str) -> List[Tuple[str, str]]:
+    """The pairs of :func:`robust_pairs` that hold on every mixture in ``rows``, sorted."""
+    names = list(dict.fromkeys(row["mixture"] for row in rows))
+    sets = [set(robust_pairs([r for r in rows if r["mixture"] == name], metric)) for name in names]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def floor_calibration(
+    setting: Setting, n: int, seeds: Sequence[int] = tuple(range(100, 140))
+) -> float:
+    """A perfect sampler's distance over the floor, averaged: for each seed, fresh exact draws from
+    p(x|y) against that seed's reference set, summed over the seeds and divided by the sum of the
+    seeds' floors. Near 1 when the floor is what it claims to be; a floor off by a factor shows
+    here as that factor."""
+    refs = References(setting, n)
+    distance = floor = 0.0
+    for seed in seeds:
+        gen = torch.Generator(device=setting.mixture.device).manual_seed(20_000 + seed)
+        draws, seed_floor = refs.get("cond", seed)
+        x = setting.mixture.sample(n, setting.y, generator=gen)[0].cpu().double()
+        distance += sample_distance(x, draws, refs.repeats, refs.projections, seed)
+        floor += seed_floor
+    return distance / floor
+
+
+def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[float]:
+    """How far two rules' samples (stacked seed by seed, n per seed, as :func:`evaluate` keeps them)
+    lie apart, against chance: for each seed i, the distance between a's and b's samples of that seed
+    over the distance between b's samples of seeds i and i + 1. Near 1 when a and b sample one law."""
+    a, b = samples_a.split(n), samples_b.split(n)
+    if len(a) != len(b) or len(b) < 2 or a[-1].shape[0] != n:
+        raise ValueError(
+            "samples_a and samples_b must hold the same number (>= 2) of seeds of n samples"
+        )
+    return [
+        sample_distance(a[i], b[i]) / sample_distance(b[i], b[(i + 1) % len(b)])
+        for i in range(len(b))
+    ]

@@ -1,0 +1,122 @@
+"""The measurements of chapter 12's claims, on small cases whose answer is known."""
+
+import pytest
+import torch
+
+from diffcourse import claims
+from diffcourse.data import round_mixture, three_blobs
+from diffcourse.schedules import cosine_schedule
+
+S = cosine_schedule(40)
+
+
+def test_two_classes_and_the_reduction_to_one_dimension():
+    m = claims.two_classes(16, 0.5)
+    assert m.dim == 16 and torch.allclose(m.means[0], torch.full((16,), 0.5, dtype=torch.float64))
+    assert claims.reduction_gap(16, S, 3.0, n=64) < 1e-9
+    with pytest.raises(ValueError, match="d"):
+        claims.two_classes(0)
+
+
+def test_dimension_sweep_at_gamma_one_samples_the_class():
+    """Unguided, the sampler draws the class: no shift, unit spread (up to DDPM's 40 coarse levels)."""
+    out = claims.dimension_sweep([4, 64], S, 1.0, n=8000)
+    for (d, name), (shift, std) in out.items():
+        assert abs(shift) < 0.06 and abs(std - 1) < 0.08, (d, name)
+    guided = claims.dimension_sweep([4], S, 4.0, n=4000)
+    assert guided[4, "DDPM"][0] > 0.3  # guidance pushes along m, away from the other class
+
+
+def test_confidence_and_entropy_shapes_and_the_unguided_value():
+    m = three_blobs(dtype=torch.float64)
+    out = claims.confidence_and_entropy(m, 0, [1.0, 3.0], S, n=1500, levels=20)
+    assert set(out) == {(s, g) for s in ("DDPM", "DDIM") for g in (1.0, 3.0)}
+    exact_conf = m.class_log_posterior(
+        m.sample(20000, 0, generator=torch.Generator().manual_seed(0))[0]
+    )[:, 0]
+    assert abs(out["DDPM", 1.0][0] - exact_conf.exp().mean().item()) < 0.02
+    assert out["DDIM", 3.0][1] < out["DDIM", 1.0][1]
+
+
+def test_interval_classes_and_the_edge():
+    chain = claims.interval_classes(11, 0.03)
+    assert chain.num_components == 22 and chain.dim == 1
+    out = claims.edge_and_support(
+        chain, S, [1.0], [0.0], (1.9, 2.09), (0.91, 2.09), n=4000, levels=40
+    )
+    far, off = out[0.0, "DDPM", 1.0]
+    assert abs(far - 0.1) < 0.03 and off < 0.01  # unguided: a tenth of the class in its far tenth
+
+
+def test_noise_to_signal_levels_and_coverage():
+    low, high = claims.noise_to_signal_levels(S, 1 / 3, 3.0)
+    ab = S.alpha_bar
+    ratio = ((1 - ab) / ab).sqrt()
+    assert (
+        ratio[low] >= 1 / 3 and ratio[high] <= 3 and ratio[low - 1] < 1 / 3 and ratio[high + 1] > 3
+    )
+    with pytest.raises(ValueError, match="noise-to-signal"):
+        claims.noise_to_signal_levels(S, 1e6, 1e7)
+    two = round_mixture([[-2, 0], [1, 0], [2.5, 0]], 0.3, [0, 0, 1])
+    cover = claims.coverage_by_span(
+        two, 0, 3.0, S, {"none": None, "all": (0, 39)}, n=2000, levels=20
+    )
+    assert cover["none"] > 0.95 and cover["all"] < cover["none"] - 0.1
+
+
+def test_feedback_check_in_its_own_world():
+    sharp = round_mixture([[0.3, 1.4], [-0.3, 1.0]], 0.2, [0, 0])
+    out = claims.feedback_check(
+        sharp,
+        three_blobs(dtype=torch.float64),
+        0.3,
+        [200.0],
+        cosine_schedule(60),
+        n=2000,
+        levels=60,
+    )
+    assert out["score error"] < 1e-8
+    assert out["feedback, cap 200"] < out["eq. 170, gamma = 1/pi"] / 3
+    world = claims.additive_world(sharp, three_blobs(dtype=torch.float64), 0.3)
+    assert abs(world.weights[:2].sum().item() - 0.3) < 1e-12
+    with pytest.raises(ValueError, match="pi"):
+        claims.additive_world(sharp, sharp, 0.0)
+
+
+def test_stand_in_error_is_small_at_high_noise_and_large_at_low():
+    err = claims.stand_in_error(three_blobs(dtype=torch.float64), S, [0, 39], n=1000)
+    assert err[0] > 1 and err[1] < 0.1
+
+
+def test_is_monotone():
+    assert claims.is_monotone([1, 2, 3]) and not claims.is_monotone([1, 2, 2])
+    assert claims.is_monotone([1, 2, 2], strict=False)
+    assert claims.is_monotone([3, 1, 0], increasing=False) and not claims.is_monotone(
+        [3, 4], increasing=False
+    )
+
+
+def test_ddpm_against_ddim_reads_the_board():
+    from diffcourse.leaderboard import Setting, evaluate, package_rules, reference_rules
+
+    setting = Setting(three_blobs(), S, 0, 3.0, levels=10, name="blobs")
+    rules = [
+        r
+        for r in package_rules() + reference_rules()
+        if r.name in ("eq. 170, DDPM", "eq. 170, DDIM", "exact draws from the tilted law")
+    ]
+    rows, kept = evaluate(rules, setting, 600, seeds=(0, 1, 2), keep_samples=True)
+    out = claims.ddpm_against_ddim(rows, {"blobs": kept}, {"blobs": 600})
+    gaps, beaten = out["blobs"]
+    assert len(gaps) == 3 and min(gaps) > 1.5 and beaten == ["DDPM", "DDIM"]
+
+
+def test_learned_icg_runs_a_network_three_ways():
+    from diffcourse.data import digits_mixture
+    from diffcourse.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(channels=1, size=8, T=40, num_classes=10, width=8).eval()
+    out = claims.learned_icg(net, digits_mixture(), 3, 3.0, S, n=20, levels=5)
+    assert set(out) == {"unguided", "eq. 170", "ICG"}
+    assert all(0 <= a <= 1 and s > 0 for a, s in out.values())
