@@ -203,7 +203,8 @@ def train_classifier(
         stop_after=stop_after,
         config=config,
     )
-    _check_model(classifier, schedule, settings)
+    _check_model(classifier, schedule, settings, name="classifier")
+    _check_data_labels(data, getattr(classifier, "num_classes", None))
 
     def loss(
         net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
@@ -398,12 +399,33 @@ def fit(
     return losses
 
 
-def _check_model(model: nn.Module, schedule: Optional[Schedule], settings: Settings) -> None:
-    check_module(model)
+def _check_model(
+    model: nn.Module, schedule: Optional[Schedule], settings: Settings, name: str = "model"
+) -> None:
+    check_module(model, name)
     if schedule is not None:
         check_schedule(schedule)
         if getattr(model, "T", schedule.T) != schedule.T:
-            raise ValueError(f"schedule has T={schedule.T} but the model was built for T={model.T}")
+            raise ValueError(
+                f"schedule has T={schedule.T} but the {name} was built for T={model.T}"
+            )
+
+
+def _check_data_labels(data: Data, num_classes: Optional[int]) -> None:
+    """A classifier's labelled tensor data: integer labels in 0..C-1, checked once before training
+    (the loss would fail inside torch, or a label of another class would train silently)."""
+    if not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[1], torch.Tensor):
+        return
+    y = data[1]
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"data: y must be an integer tensor of class labels, got dtype {y.dtype}")
+    if num_classes and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"data: y must lie in 0..{num_classes - 1} (the classifier's num_classes), "
+                f"got labels in {lo}..{hi}"
+            )
 
 
 def _restore(

@@ -523,3 +523,30 @@ def test_condition_dropout_puts_the_models_null_on_dropped_rows(shape):
     assert abs(dropped.double().mean().item() - 0.3) < 0.03
     # the kept rows are the data's own conditions: constant across the row, a valid index
     assert (seen[kept].flatten(1).std(1) == 0).all()
+
+
+# ---- bad input (issue 17): a classifier's labels, and what is not a model ----------------------------------
+def test_a_classifier_is_named_and_its_labels_checked_before_training():
+    from diffcourse.models import MLPClassifier
+
+    s = cosine_schedule(50)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=1)
+    x = torch.randn(64, 2)
+    for bad in (3, -1):  # outside 0..C-1: failed inside the loss, or trained silently
+        y = torch.zeros(64, dtype=torch.long)
+        y[7] = bad
+        with pytest.raises(ValueError, match=r"^data: y must lie in 0\.\.2"):
+            train_classifier(clf, (x, y), s, 2, batch_size=64, progress=False)
+    with pytest.raises(TypeError, match="^data: y must be an integer tensor"):
+        train_classifier(clf, (x, torch.zeros(64)), s, 2, batch_size=64, progress=False)
+    import numpy as np
+
+    for thing in ("classifier", np.zeros(3), lambda x, t: x):
+        with pytest.raises(TypeError, match="^classifier must be a torch.nn.Module"):
+            train_classifier(thing, (x, torch.zeros(64, dtype=torch.long)), s, 2, progress=False)
+    for generator in ("seed", np.random.default_rng(0)):
+        with pytest.raises(TypeError, match="^generator must be a torch.Generator"):
+            three_blobs().sample(4, generator=generator)
+    for schedule in ("cosine", np.linspace(0.9, 0.1, 50)):
+        with pytest.raises(TypeError, match="^schedule must be a diffcourse Schedule"):
+            train_denoiser(_model(), three_blobs(), schedule, 2, progress=False)
