@@ -173,6 +173,14 @@ def check_same(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> No
         )
 
 
+def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """torch.float32 or torch.float64: the dtypes a Gaussian mixture is built in (its Cholesky
+    factors and densities need the precision; float16 fails as "not positive definite")."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
+
+
 def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
     """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError)."""
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -282,11 +290,51 @@ def check_steps(t, n: int, T: int, name: str = "t") -> torch.Tensor:
         raise TypeError(f"{name} must be a LongTensor of 0-based steps, got dtype {t.dtype}")
     if t.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
-    if n and not values_checked_already():
+    return check_step_range(t, T, name)
+
+
+def check_step_range(t: torch.Tensor, T: int, name: str = "t", built_for: str = "") -> torch.Tensor:
+    """Every step of ``t`` in 0..T-1: from the sampler's step where it passed this ``t``
+    (:func:`known_step`), else read from the device where :func:`values_checked_already` is False.
+    ``built_for`` names what has T steps (the schedule a guidance rule was built with), for the
+    message."""
+    if not t.numel():
+        return t
+    step = known_step(t)
+    if step is not None:
+        ext = [step, step]
+    elif values_checked_already():
+        return t
+    else:
         ext = _extrema(t)
-        if ext is not None and (ext[0] < 0 or ext[1] >= T):
-            raise ValueError(f"{name} must lie in 0..{T - 1}, got values in {ext[0]}..{ext[1]}")
+    if ext is not None and (ext[0] < 0 or ext[1] >= T):
+        where = f" ({built_for} has T={T} steps)" if built_for else ""
+        raise ValueError(f"{name} must lie in 0..{T - 1}{where}, got values in {ext[0]}..{ext[1]}")
     return t
+
+
+def check_alpha_bar(
+    alpha_bar, name: str = "alpha_bar", *, zero: bool = True, one: bool = True
+) -> object:
+    """A noise level alpha_bar in [0, 1], as a real number or a floating-point tensor, with 0
+    excluded where ``zero`` is False (a formula divides by sqrt(alpha_bar)) and 1 where ``one`` is
+    False (it divides by 1 - alpha_bar). A tensor's range is read from the device where
+    :func:`values_checked_already` is False (once per sampling run)."""
+    if not isinstance(alpha_bar, torch.Tensor):
+        return check_real(alpha_bar, name, low=0, high=1, low_open=not zero, high_open=not one)
+    if not alpha_bar.is_floating_point():
+        raise TypeError(
+            f"{name} must be a real number or a floating-point tensor, got dtype {alpha_bar.dtype}"
+        )
+    if alpha_bar.numel() and not values_checked_already():
+        ext = _extrema(alpha_bar)
+        if ext is not None:
+            lo, hi = ext
+            bad = not (lo >= 0 and hi <= 1) or (not zero and lo <= 0) or (not one and hi >= 1)
+            if bad:  # NaN fails every comparison, so it lands here too
+                ends = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
+                raise ValueError(f"{name} must lie in {ends}, got values in {lo}..{hi}")
+    return alpha_bar
 
 
 def check_labels(

@@ -14,7 +14,7 @@ from typing import NamedTuple, Tuple, Union
 import numpy as np
 import torch
 
-from .checks import check_choice, check_int, check_real, check_tensor
+from .checks import check_choice, check_float_dtype, check_int, check_real, check_tensor
 from .mixture import GaussianMixture
 
 
@@ -22,6 +22,7 @@ def three_blobs(
     radius: float = 1.2, std: float = 0.5, dtype: torch.dtype = torch.float32
 ) -> GaussianMixture:
     """Three classes, one round Gaussian each, centred on a circle: they overlap a little."""
+    check_float_dtype(dtype)
     radius = check_real(radius, "radius", low=0)
     std = check_real(std, "std", low=0, low_open=True)
     angles = torch.tensor([90.0, 210.0, 330.0], dtype=torch.float64) * math.pi / 180
@@ -37,6 +38,7 @@ def two_moons(
 ) -> GaussianMixture:
     """Two interleaved half-circles, each class a chain of ``components`` small Gaussians:
     a sharp, curved shape whose exact score is still known. Centred near the origin."""
+    check_float_dtype(dtype)
     components = check_int(components, "components", low=1)
     std = check_real(std, "std", low=0, low_open=True)
     theta = torch.linspace(0, math.pi, components, dtype=torch.float64)
@@ -55,6 +57,7 @@ def checkerboard(
 ) -> GaussianMixture:
     """A cells x cells grid of small Gaussians whose class alternates like a chessboard's squares:
     both classes cover the same region, so p(y|x) changes on the scale of one square."""
+    check_float_dtype(dtype)
     cells = check_int(cells, "cells", low=2)
     spacing = check_real(spacing, "spacing", low=0, low_open=True)
     std = check_real(std, "std", low=0, low_open=True)

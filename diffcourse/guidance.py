@@ -99,6 +99,12 @@ def classifier_grad_fn(classifier: torch.nn.Module, y: torch.Tensor) -> Fn:
     ``classifier.log_prob(x_t, t, y)`` gives log p_phi(y | x_t, t); gradients are taken even inside a
     sampler's ``torch.no_grad()``, and only with respect to x_t."""
 
+    check_module(classifier, "classifier")
+    if not callable(getattr(classifier, "log_prob", None)):
+        raise TypeError(
+            "classifier must have a log_prob(x_t, t, y) method (a noise-aware classifier)"
+        )
+
     def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
@@ -119,7 +125,10 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     """
     gamma = _check_gamma(gamma)
     _check_fns(eps_fn=eps_fn, grad_fn=grad_fn)
-    sigma = StepTable((1 - check_schedule(schedule).alpha_bar).sqrt())
+    sigma = StepTable(
+        (1 - check_schedule(schedule).alpha_bar).sqrt(),
+        "the schedule classifier_guided_eps_fn was built with",
+    )
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
@@ -184,8 +193,14 @@ def rescaled_cfg(
     every phi. Lin et al. apply it to v-predictions; diffusers applies it to noise predictions."""
     phi = check_real(phi, "phi", low=0, high=1)
     guided = classifier_free_guidance(cond, uncond, gamma)
+    if phi == 0:  # eq. 170 itself: no spread to compute
+        return guided
     dims = tuple(range(1, cond.ndim))
-    scale = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
+    # a sample of one number has no spread: nothing to rescale (its unbiased std would be NaN)
+    correction = 1 if cond[:1].numel() > 1 else 0
+    c_std = cond.std(dim=dims, keepdim=True, correction=correction)
+    g_std = guided.std(dim=dims, keepdim=True, correction=correction)
+    scale = torch.where(g_std > 0, c_std / g_std.clamp(min=1e-12), torch.ones_like(g_std))
     return phi * guided * scale + (1 - phi) * guided
 
 
@@ -469,10 +484,13 @@ def implicit_classifier_grad_fn(cond_fn: Fn, uncond_fn: Fn, schedule: Schedule) 
     sigma_t here cancels the one there.
     """
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
-    sigma = (1 - check_schedule(schedule).alpha_bar).sqrt()
+    sigma = StepTable(
+        (1 - check_schedule(schedule).alpha_bar).sqrt(),
+        "the schedule implicit_classifier_grad_fn was built with",
+    )
 
     def grad_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / _gather(sigma, t, x_t)
+        return (uncond_fn(x_t, t) - cond_fn(x_t, t)) / sigma.at(t, x_t)
 
     return grad_fn
 

@@ -15,6 +15,7 @@ import torch
 
 from .checks import (
     check_callable,
+    check_float_dtype,
     check_generator,
     check_int,
     check_labels,
@@ -47,6 +48,7 @@ class GaussianMixture:
         self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
     ):
         check_tensor(means, "means", floating=True)
+        check_float_dtype(means.dtype, "means: its dtype")  # float16 is not positive definite
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means must have shape [K, D], got {tuple(means.shape)}")
         if not torch.isfinite(means).all():
@@ -159,16 +161,22 @@ class GaussianMixture:
 
     # ---- densities -----------------------------------------------------------------------------
     def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K]."""
+        """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K], in float64 (except on
+        MPS, which has none): the squared distance overflows float32 far from the data (|x| ~ 1e20),
+        where the responsibilities, the score and log p(y|x) are still finite. (There the means are
+        below float32's resolution of x - mu_k: equal covariances give equal responsibilities,
+        and the score -Sigma^-1 x is right to float precision.) Callers convert their result
+        back to the mixture's dtype."""
         diff = x[:, None, :] - self.means[None]  # [N, K, D]
         # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
         # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
         z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(
             2, 0, 1
         )
-        maha = (z * z).sum(-1)
-        log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet)
-        return torch.log(self.weights) + log_norm - 0.5 * maha
+        wide = self.dtype if x.device.type == "mps" else torch.float64
+        maha = z.to(wide).square().sum(-1)
+        log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet.to(wide))
+        return torch.log(self.weights).to(wide) + log_norm - 0.5 * maha
 
     def _log_joint_masked(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """Component log joints with components outside class ``labels`` (checked) set to -inf
@@ -188,8 +196,8 @@ class GaussianMixture:
         labels = None if y is None else self._check_y(y, x.shape[0])
         out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
         if labels is not None:
-            out = out - torch.log(self.class_weights)[labels]
-        return out
+            out = out - torch.log(self.class_weights).to(out.dtype)[labels]
+        return out.to(self.dtype)
 
     def score(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
         """grad_x log p(x) (or log p(x|y)) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x): [N, D].
@@ -201,7 +209,7 @@ class GaussianMixture:
 
     def _score(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """:meth:`score` of checked inputs."""
-        resp = torch.softmax(self._log_joint_masked(x, labels), dim=1)  # [N, K]
+        resp = torch.softmax(self._log_joint_masked(x, labels), dim=1).to(self.dtype)  # [N, K]
         diff = self.means[None] - x[:, None, :]  # [N, K, D]
         comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
         return (resp[..., None] * comp_scores).sum(1)
@@ -214,10 +222,13 @@ class GaussianMixture:
         """
         x = self._check_x(x)
         lj = self._component_log_joint(x)  # [N, K]
+        # shifted by the row's largest first: far from the data (|lj| ~ 1e40) the log of the
+        # number of components would vanish in the rounding of lj itself
+        lj = lj - lj.amax(dim=1, keepdim=True)
         per_class = torch.logsumexp(
             lj[:, None, :].masked_fill(~self._member[None], float("-inf")), dim=2
         )
-        return per_class - torch.logsumexp(lj, dim=1, keepdim=True)
+        return (per_class - torch.logsumexp(lj, dim=1, keepdim=True)).to(self.dtype)
 
     def classifier_grad(self, x: torch.Tensor, y: Label) -> torch.Tensor:
         """grad_x log p(y|x) = grad log p(x|y) - grad log p(x)  (Luo eq. 165 rearranged, as in eq. 167): [N, D]."""

@@ -212,19 +212,21 @@ def _any_nonzero(t: torch.Tensor) -> bool:
     return bool(checks.read_values((t != 0).any()))
 
 
-def _check_mults(mults, width: int) -> tuple:
+def _check_mults(mults, width: int, skips: bool = False) -> tuple:
     """The channel multipliers of the levels; every level's channels (width * mult) must suit a
-    GroupNorm of min(8, channels) groups: fewer than 8, or a multiple of 8."""
+    GroupNorm of min(8, channels) groups: fewer than 8, or a multiple of 8. With ``skips`` (a
+    U-Net) twice each too: the way up normalises a level's channels concatenated with its skip."""
     if isinstance(mults, (str, bytes)) or not hasattr(mults, "__iter__"):
         raise TypeError(f"mults must be a sequence of ints, got {type(mults).__name__}")
     mults = tuple(check_int(m, "mults", low=1) for m in mults)
     if not mults:
         raise ValueError("mults must not be empty")
-    for c in (width * m for m in mults):
+    for c in (width * m * k for m in mults for k in ((1, 2) if skips else (1,))):
         if c > 8 and c % 8:
+            twice = " (and twice each, the skips' concatenation)" if skips else ""
             raise ValueError(
-                f"width * mults must each be below 8 or a multiple of 8 (GroupNorm groups), "
-                f"got width={width}, mults={mults}"
+                f"width * mults{twice} must each be below 8 or a multiple of 8 (GroupNorm "
+                f"groups), got width={width}, mults={mults}"
             )
     return mults
 
@@ -295,7 +297,7 @@ class UNet(_NullLabel, nn.Module):
             for k, v in (("channels", channels), ("size", size), ("T", T), ("width", width))
         )
         num_classes = check_int(num_classes, "num_classes", low=0)
-        mults = _check_mults(mults, width)
+        mults = _check_mults(mults, width, skips=True)
         if size % 2 ** (len(mults) - 1):
             raise ValueError(
                 f"size {size} must be divisible by 2^(len(mults) - 1) = {2 ** (len(mults) - 1)}"

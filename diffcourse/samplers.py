@@ -171,10 +171,12 @@ def langevin_step(
     """One Langevin corrector step x + delta score + sqrt(2 delta) z towards the law whose score is
     ``score`` (Song et al. 2021, Algorithm 5), with the step delta = 2 alpha (snr |z| / |score|)^2 set
     by a signal-to-noise ratio, the norms averaged over the batch so that every row takes the same
-    step."""
+    step. A score of zero (a mean norm below 1e-12) gives no direction and no step size: x is
+    returned as it is, where the formula would take a step of ~1e22."""
     z_norm = noise.flatten(1).norm(dim=1).mean()
-    s_norm = score.flatten(1).norm(dim=1).mean().clamp(min=1e-12)
-    delta = 2 * alpha * (snr * z_norm / s_norm) ** 2
+    s_norm = score.flatten(1).norm(dim=1).mean()
+    delta = 2 * alpha * (snr * z_norm / s_norm.clamp(min=1e-12)) ** 2
+    delta = torch.where(s_norm > 1e-12, delta, torch.zeros_like(delta))  # no read of the device
     return x + delta * score + (2 * delta) ** 0.5 * noise
 
 

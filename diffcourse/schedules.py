@@ -12,7 +12,14 @@ from typing import List, Tuple
 
 import torch
 
-from .checks import check_generator, check_int, check_real, check_steps, check_tensor
+from .checks import (
+    check_generator,
+    check_int,
+    check_real,
+    check_step_range,
+    check_steps,
+    check_tensor,
+)
 
 __all__ = [
     "Schedule",
@@ -46,7 +53,7 @@ class Schedule:
         if name not in ("betas", "alphas", "alpha_bar"):
             raise ValueError(f"name must be 'betas', 'alphas' or 'alpha_bar', got {name!r}")
         if name not in self._tables:
-            self._tables[name] = StepTable(getattr(self, name))
+            self._tables[name] = StepTable(getattr(self, name), "the schedule")
         return self._tables[name].at(t, like)
 
     @property
@@ -106,12 +113,15 @@ class StepTable:
     dtype: after the first read on a device no copy is made (a copy from the host waits for the
     device). The same numbers as indexing the values and converting them."""
 
-    def __init__(self, values: torch.Tensor):
+    def __init__(self, values: torch.Tensor, built_for: str = ""):
         self.values = values
+        self.built_for = built_for  # what uses the table, for the message of a step beyond it
         self._copies: dict = {}
 
     def at(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """values[t] reshaped to broadcast against ``like`` (batch first), in its dtype and device."""
+        """values[t] reshaped to broadcast against ``like`` (batch first), in its dtype and device.
+        A step beyond the table (a schedule of another length) is a ValueError naming ``t``."""
+        check_step_range(t, self.values.shape[0], "t", self.built_for)
         key = (like.device, like.dtype)
         table = self._copies.get(key)
         if table is None:

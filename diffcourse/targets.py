@@ -10,36 +10,52 @@ from __future__ import annotations
 
 import torch
 
+from .checks import check_alpha_bar, check_tensor
+
+
+def _checked(alpha_bar, zero: bool, one: bool, **tensors: torch.Tensor):
+    """The conversions' checks: floating-point tensors (an integer tensor would be truncated), and
+    alpha_bar in [0, 1] with the ends the formula divides by excluded."""
+    for name, value in tensors.items():
+        check_tensor(value, name, floating=True)
+    return check_alpha_bar(alpha_bar, zero=zero, one=one)
+
 
 def eps_to_score(eps: torch.Tensor, alpha_bar) -> torch.Tensor:
     """score = -eps / sqrt(1 - alpha_bar)  (Luo eq. 151)."""
+    alpha_bar = _checked(alpha_bar, True, False, eps=eps)
     return -eps / torch.as_tensor(1 - alpha_bar, dtype=eps.dtype, device=eps.device).sqrt()
 
 
 def score_to_eps(score: torch.Tensor, alpha_bar) -> torch.Tensor:
     """eps = -sqrt(1 - alpha_bar) score, the inverse of :func:`eps_to_score`."""
+    alpha_bar = _checked(alpha_bar, True, True, score=score)
     return -score * torch.as_tensor(1 - alpha_bar, dtype=score.dtype, device=score.device).sqrt()
 
 
 def score_to_x0(x_t: torch.Tensor, score: torch.Tensor, alpha_bar) -> torch.Tensor:
     """x0 = (x_t + (1 - alpha_bar) score) / sqrt(alpha_bar)  (Tweedie; Luo eq. 133)."""
+    alpha_bar = _checked(alpha_bar, False, True, x_t=x_t, score=score)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t + (1 - a) * score) / a.sqrt()
 
 
 def x0_to_score(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
     """score = -(x_t - sqrt(alpha_bar) x0) / (1 - alpha_bar), the inverse of :func:`score_to_x0`."""
+    alpha_bar = _checked(alpha_bar, True, False, x_t=x_t, x0=x0)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return -(x_t - a.sqrt() * x0) / (1 - a)
 
 
 def eps_to_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
     """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)  (Luo eq. 115)."""
+    alpha_bar = _checked(alpha_bar, False, True, x_t=x_t, eps=eps)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def x0_to_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
     """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."""
+    alpha_bar = _checked(alpha_bar, True, False, x_t=x_t, x0=x0)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()

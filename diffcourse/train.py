@@ -203,7 +203,8 @@ def train_classifier(
         stop_after=stop_after,
         config=config,
     )
-    _check_model(classifier, schedule, settings)
+    _check_model(classifier, schedule, settings, name="classifier")
+    _check_data_labels(data, getattr(classifier, "num_classes", None))
 
     def loss(
         net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draw: "Draws"
@@ -398,18 +399,40 @@ def fit(
     return losses
 
 
-def _check_model(model: nn.Module, schedule: Optional[Schedule], settings: Settings) -> None:
-    check_module(model)
+def _check_model(
+    model: nn.Module, schedule: Optional[Schedule], settings: Settings, name: str = "model"
+) -> None:
+    check_module(model, name)
     if schedule is not None:
         check_schedule(schedule)
         if getattr(model, "T", schedule.T) != schedule.T:
-            raise ValueError(f"schedule has T={schedule.T} but the model was built for T={model.T}")
+            raise ValueError(
+                f"schedule has T={schedule.T} but the {name} was built for T={model.T}"
+            )
+
+
+def _check_data_labels(data: Data, num_classes: Optional[int]) -> None:
+    """A classifier's labelled tensor data: integer labels in 0..C-1, checked once before training
+    (the loss would fail inside torch, or a label of another class would train silently)."""
+    if not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[1], torch.Tensor):
+        return
+    y = data[1]
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"data: y must be an integer tensor of class labels, got dtype {y.dtype}")
+    if num_classes and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"data: y must lie in 0..{num_classes - 1} (the classifier's num_classes), "
+                f"got labels in {lo}..{hi}"
+            )
 
 
 def _restore(
     resume: State, model: nn.Module, opt, sched, generator: torch.Generator, steps: int
 ) -> int:
     """Load a checkpoint's state into the run; returns the step it had reached."""
+    _check_fits(resume["model"], model.state_dict())
     model.load_state_dict(resume["model"])
     opt.load_state_dict(resume["optimizer"])
     sched.load_state_dict(resume["scheduler"])
@@ -420,6 +443,24 @@ def _restore(
             f"resume: the checkpoint is at step {start}, outside a run of {steps} steps"
         )
     return start
+
+
+def _check_fits(stored: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
+    """A checkpoint's weights must be this model's: the same names and shapes (one line naming the
+    first difference, instead of load_state_dict's list of every tensor)."""
+    if not isinstance(stored, dict):
+        raise ValueError("resume: the checkpoint holds no model weights")
+    for key in [*own, *stored]:
+        if key not in stored or key not in own:
+            where = "the model" if key not in own else "the checkpoint"
+            raise ValueError(
+                f"resume: the checkpoint is of another model: {where} has no weight {key!r}"
+            )
+        if tuple(stored[key].shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"resume: the checkpoint is of another model size: {key} is "
+                f"{tuple(stored[key].shape)} there and {tuple(own[key].shape)} here"
+            )
 
 
 def _batches(
@@ -542,8 +583,19 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
         raise ValueError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        raise ValueError(f"checkpoint {path} is corrupt or truncated: {err}") from None
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err):  # objects beyond tensors and plain containers: not ours
+            raise ValueError(
+                f"checkpoint {path} is not a diffcourse training checkpoint: it holds objects "
+                "other than tensors and plain containers, which are never loaded"
+            ) from None
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(err)})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or truncated ({_first_line(err)})"
+        ) from None
     missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(
         state if isinstance(state, dict) else ()
     )
@@ -554,18 +606,76 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
     return state
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, without torch's advice on ``weights_only``."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if "weights_only" not in text else type(err).__name__
+
+
 # ---- the command line: the labs' settings, on one device or many ------------------------------------
+
+
+class UsageError(Exception):
+    """A mistake in the command line's arguments: :func:`main` prints it on one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block and no traceback
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
+# the settings --resume must find as the checkpoint wrote them: (config key, option), a mismatch
+# would change the run (the learning-rate schedule, the batches, the noise)
+_RESUMED = (
+    ("steps", "--steps"),
+    ("batch_size", "--batch-size"),
+    ("seed", "--seed"),
+    ("init_seed", "--seed"),
+)
+
+
+def _check_resumable(stored: dict, recipe, out: Path) -> None:
+    """Refuse to resume a checkpoint into a run whose settings differ from the ones it was written
+    with, naming the first setting that differs and both values."""
+    wanted = {"name": recipe.name, **recipe.config()}
+    for key, option in (("budget", "DIFFCOURSE_BUDGET"), *_RESUMED):
+        if key in stored and stored[key] != wanted[key]:
+            raise UsageError(
+                f"--resume: checkpoint {out} was written with {option} {stored[key]}, this run "
+                f"asks for {wanted[key]}; resume with the same setting or write a new --out"
+            )
+    for key in sorted(set(stored) | set(wanted)):
+        if key != "name" and stored.get(key) != wanted.get(key):
+            raise UsageError(
+                f"--resume: checkpoint {out} was written with {key}={stored.get(key)!r}, this "
+                f"recipe has {key}={wanted.get(key)!r}"
+            )
 
 
 def main(argv: Optional[List[str]] = None) -> Path:
     """``python -m diffcourse.train --config NAME [--steps N] [--out PATH] [--resume]``, alone or under
     ``torchrun --nproc_per_node W``: trains a named recipe of :mod:`diffcourse.recipes` (the labs'
     models; ``blobs`` and ``blobs-cfg`` are chapter 4's denoiser and chapter 5's network) and
-    returns the checkpoint's path."""
+    returns the checkpoint's path. ``--resume`` continues the run a checkpoint was written by: its
+    steps, batch size and seed, unless given (then they must match). A mistake in the arguments
+    (a bad value, a missing, corrupt or mismatched checkpoint) prints one line and exits with 2."""
     from . import recipes
     from .device import get_device
 
-    parser = argparse.ArgumentParser(prog="python -m diffcourse.train", description=main.__doc__)
+    parser = _Parser(prog="python -m diffcourse.train", description=main.__doc__)
     parser.add_argument(
         "--config",
         required=True,
@@ -574,9 +684,15 @@ def main(argv: Optional[List[str]] = None) -> Path:
         help="the recipe: " + ", ".join(recipes.names(aliases=True)),
     )
     parser.add_argument(
-        "--steps", type=int, help="training steps (default: the recipe's, by budget)"
+        "--steps",
+        type=_int_at_least(1, ">= 1"),
+        help="training steps (default: the recipe's, by budget)",
     )
-    parser.add_argument("--batch-size", type=int, help="the global batch (default: the recipe's)")
+    parser.add_argument(
+        "--batch-size",
+        type=_int_at_least(1, ">= 1"),
+        help="the global batch (default: the recipe's)",
+    )
     parser.add_argument(
         "--out", type=Path, help="checkpoint path (default: checkpoints/<config>.pt)"
     )
@@ -584,10 +700,15 @@ def main(argv: Optional[List[str]] = None) -> Path:
         "--resume", action="store_true", help="continue from the checkpoint at --out"
     )
     parser.add_argument(
-        "--save-every", type=int, default=500, help="checkpoint every this many steps"
+        "--save-every",
+        type=_int_at_least(0, ">= 0 (0: only at the end)"),
+        default=500,
+        help="checkpoint every this many steps (0: only at the end)",
     )
     parser.add_argument(
-        "--stop-after", type=int, help="stop after this many steps, as if interrupted"
+        "--stop-after",
+        type=_int_at_least(0, ">= 0"),
+        help="stop after this many steps, as if interrupted",
     )
     parser.add_argument(
         "--seed",
@@ -596,13 +717,6 @@ def main(argv: Optional[List[str]] = None) -> Path:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    recipe = recipes.get(
-        args.config,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        init_seed=args.seed,
-    )
     out = args.out or Path("checkpoints") / f"{args.config}.pt"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -616,14 +730,30 @@ def main(argv: Optional[List[str]] = None) -> Path:
     else:
         device = get_device()
     try:
-        resume = None
-        if args.resume:
-            resume = load_checkpoint(out, map_location=device)
-            written_by = resume.get("config", {}).get("name")
-            if recipes.ALIASES.get(written_by, written_by) != recipe.name:
-                raise ValueError(
-                    f"checkpoint {out} was written by config {written_by!r}, not {args.config!r}"
-                )
+        try:  # everything the user's arguments decide, before any training
+            resume = None
+            given = dict(
+                steps=args.steps, batch_size=args.batch_size, seed=args.seed, init_seed=args.seed
+            )
+            if args.resume:
+                resume = load_checkpoint(out, map_location=device)
+                stored = resume.get("config") or {}
+                written_by = stored.get("name")
+                if recipes.ALIASES.get(written_by, written_by) != recipes.ALIASES.get(
+                    args.config, args.config
+                ):
+                    raise UsageError(
+                        f"--resume: checkpoint {out} was written by config {written_by!r}, "
+                        f"not {args.config!r}"
+                    )
+                for key in given:  # not given: as the checkpoint was written
+                    if given[key] is None:
+                        given[key] = stored.get(key)
+            recipe = recipes.get(args.config, **given)
+            if resume is not None:
+                _check_resumable(resume.get("config") or {}, recipe, out)
+        except (UsageError, ValueError, TypeError) as err:
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
         # the recipe seeds the initial weights, the same on every rank
         recipe.train(
             device,

@@ -854,3 +854,39 @@ def test_composed_bad_input_names_it():
         negative_prompt_eps_fn(f, 3, 2.0)
     with pytest.raises(ValueError, match="gamma"):
         negative_prompt_eps_fn(f, f, -1.0)
+
+
+# ---- bad input (issue 17) -------------------------------------------------------------------------------
+
+
+def test_rescaled_cfg_on_one_number_per_sample_is_finite():
+    """A sample of one number has no spread: phi = 0 is eq. 170 exactly, and phi > 0 leaves it as
+    eq. 170 too (its unbiased std was NaN). Wider samples are rescaled as before."""
+    cond, uncond = torch.randn(5, 1), torch.randn(5, 1)
+    plain = classifier_free_guidance(cond, uncond, 3.0)
+    for phi in (0.0, 0.7, 1.0):
+        assert torch.equal(rescaled_cfg(cond, uncond, 3.0, phi), plain), phi
+    wide_c, wide_u = torch.randn(5, 4), torch.randn(5, 4)
+    g = classifier_free_guidance(wide_c, wide_u, 3.0)
+    expected = g * wide_c.std(1, keepdim=True) / g.std(1, keepdim=True)
+    torch.testing.assert_close(rescaled_cfg(wide_c, wide_u, 3.0, 1.0), expected)
+
+
+def test_guidance_built_for_one_chain_called_at_another_steps_is_named():
+    """A guidance rule built with a schedule of T steps, run on a longer chain: a ValueError naming
+    t and the T it was built for, not an IndexError from inside."""
+    mix, short, long = random_mixture(2, (1, 1), seed=0), cosine_schedule(20), cosine_schedule(40)
+    eps, grad = exact_eps_fn(mix, long), exact_classifier_grad_fn(mix, long, 0)
+    x, t = torch.zeros(3, 2, dtype=mix.dtype), torch.full((3,), 30, dtype=torch.long)
+    built = {
+        "classifier_guided_eps_fn": classifier_guided_eps_fn(eps, grad, short, 2.0),
+        "implicit_classifier_grad_fn": implicit_classifier_grad_fn(eps, eps, short),
+        "the schedule": dynamic_threshold_eps_fn(eps, short),
+    }
+    for name, fn in built.items():
+        with pytest.raises(ValueError, match=rf"^t must lie in 0\.\.19 \(.*{name}.* T=20"):
+            fn(x, t)
+    with pytest.raises(ValueError, match="^t must lie in 0..19"):
+        ddpm_sample(built["classifier_guided_eps_fn"], (3, 2), long, progress=False)
+    with pytest.raises(TypeError, match="^classifier must"):
+        classifier_grad_fn("classifier", torch.zeros(3, dtype=torch.long))

@@ -446,3 +446,48 @@ def test_composed_bad_input():
             [((random_mixture(3, (1, 1), seed=1), 0), 1.0)],
             5,
         )
+
+
+# ---- bad input (issue 17) --------------------------------------------------------------------------------
+from diffcourse.data import three_blobs, two_moons  # noqa: E402
+
+
+def test_a_mixture_of_nan_or_inf_means_or_half_precision_is_refused():
+    base = three_blobs()
+    for value in (math.nan, math.inf):
+        means = base.means.clone()
+        means[1, 0] = value
+        with pytest.raises(ValueError, match="^means must be finite"):
+            GaussianMixture(means, base.covs, base.weights, base.labels)
+    for kw in (dict(radius=math.nan), dict(radius=math.inf), dict(std=math.nan)):
+        with pytest.raises(ValueError, match=f"^{next(iter(kw))}"):
+            three_blobs(**kw)
+    for dtype in (torch.float16, torch.bfloat16):  # not "not positive definite"
+        with pytest.raises(TypeError, match="^dtype must be torch.float32 or torch.float64"):
+            three_blobs(dtype=dtype)
+        with pytest.raises(TypeError, match="^dtype must be"):
+            two_moons(dtype=dtype)
+        with pytest.raises(TypeError, match="^means: its dtype must be torch.float32"):
+            base.to(dtype=dtype)
+
+
+def test_far_from_the_data_the_score_and_posterior_stay_finite_and_right():
+    """At |x| ~ 1e20 the squared distances overflow float32 (log p(x) itself is below -1e40, -inf
+    in float32), but the score and log p(y|x) are finite: the score is sum_k r_k (mu_k - x) / std^2,
+    which is -x / std^2 up to |mu_k| / std^2 whichever component is responsible, and p(y|x) is a
+    distribution (there the means are below float32's resolution of x, so no class can win)."""
+    mix = three_blobs()  # std 0.5: the score is -4 (x - mu_k)
+    x = torch.tensor([[1e20, 0.0], [-1e20, 1e20], [0.0, -3e19], [1e10, -1e10]])
+    for score in (mix.score(x), mix.score(x, 1)):
+        assert torch.isfinite(score).all()
+        torch.testing.assert_close(score, -4 * x, rtol=1e-6, atol=5.0)  # 4 |mu_k| < 5
+    post = mix.class_log_posterior(x)
+    assert torch.isfinite(post).all() and (post <= 0).all()
+    torch.testing.assert_close(post.exp().sum(1), torch.ones(4))
+    assert torch.isfinite(mix.classifier_grad(x, 2)).all()
+    near = mix.sample(64, generator=torch.Generator().manual_seed(0))[0]
+    exact = mix.to(dtype=torch.float64)  # near the data nothing changed: float64 agrees
+    torch.testing.assert_close(mix.score(near), exact.score(near.double()).float())
+    torch.testing.assert_close(
+        mix.class_log_posterior(near), exact.class_log_posterior(near.double()).float()
+    )

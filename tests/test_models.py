@@ -166,3 +166,20 @@ def test_the_null_label_is_one_spelling():
     assert uncond.null_label is None
     with pytest.raises(ValueError, match="null_labels"):
         uncond.null_labels(2)
+
+
+# ---- bad input (issue 17): sizes torch cannot build are named before torch fails -------------------------
+
+
+def test_unsupported_widths_and_embedding_sizes_are_named():
+    """A U-Net's GroupNorm needs every level's channels, and twice them on the way up (the skip is
+    concatenated), below 8 or a multiple of 8: width 3 (12 channels up) failed inside GroupNorm."""
+    x, t = torch.randn(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    for width in (3, 12, 20):
+        with pytest.raises(ValueError, match="^width \\* mults"):
+            UNet(T=10, width=width)
+    assert UNet(T=10, width=4)(x, t).shape == x.shape  # 4, 8 down; 8, 16 up
+    ConvClassifier(T=10, width=3)  # no skips: 3 and 6 channels are fine
+    for emb_dim, error in ((0, ValueError), (3, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="^emb_dim"):
+            MLPDenoiser(dim=2, T=10, hidden=8, depth=1, emb_dim=emb_dim)

@@ -508,3 +508,40 @@ def test_direct_calls_still_check_their_input():
     for i, step in enumerate((0, 5, 5, 19)):
         # equal up to rounding: the mixture's batched solve groups its sums by the batch's shape
         torch.testing.assert_close(mixed[i], exact(x, torch.full((4,), step))[i])
+
+
+# ---- bad input (issue 17) ------------------------------------------------------------------------------
+import math  # noqa: E402
+
+
+def test_sampler_settings_that_mean_nothing_are_named():
+    """eta and snr NaN or infinite, a step outside the chain (never Python's negative indexing)."""
+    s, fn = cosine_schedule(10), lambda x, t: torch.zeros_like(x)
+    for eta in (math.nan, math.inf, -1.0):
+        with pytest.raises(ValueError, match="^eta"):
+            ddim_sample(fn, (4, 2), s, 5, eta=eta, progress=False)
+    for snr in (math.nan, math.inf, 0.0):
+        with pytest.raises(ValueError, match="^snr"):
+            pc_sample(fn, (4, 2), s, snr=snr, progress=False)
+    x = torch.randn(4, 2)
+    for step in (-1, 10):
+        with pytest.raises(ValueError, match="^step must be an int in"):
+            ddpm_step(x, x, step, s, None)
+
+
+def test_a_zero_score_takes_no_langevin_step():
+    """Song et al.'s step 2 alpha (snr |z| / |score|)^2 has no size when the score is zero: the
+    corrector leaves x where it is (a clamped norm made it jump by ~1e11), and a whole PC run with
+    a zero predictor ends on the scale of plain DDPM's run (which alone grows x by
+    1 / sqrt(alpha_bar_0))."""
+    gen = torch.Generator().manual_seed(0)
+    x, z = torch.randn(4, 2, generator=gen), torch.randn(4, 2, generator=gen)
+    assert torch.equal(langevin_step(x, torch.zeros_like(x), 0.9, 0.1, z), x)
+    assert torch.equal(langevin_step(x, torch.full_like(x, 1e-30), 0.9, 0.1, z), x)
+    moved = langevin_step(x, -x, 0.9, 0.1, z)  # a real score still moves it
+    assert not torch.equal(moved, x) and moved.abs().max() < 10
+    zero, s = (lambda x_t, t: torch.zeros_like(x_t)), cosine_schedule(20)
+    out = pc_sample(zero, (4096, 2), s, generator=gen, progress=False)
+    plain = ddpm_sample(zero, (4096, 2), s, generator=gen, progress=False)
+    assert torch.isfinite(out).all()
+    assert 0.8 < out.std() / plain.std() < 1.25, (out.std(), plain.std())

@@ -39,3 +39,45 @@ def test_tweedie_on_one_gaussian():
     gain = (a**0.5) * cov @ torch.linalg.inv(S_t)
     expected = mu + (x_t - a**0.5 * mu) @ gain.T
     assert torch.allclose(x0_hat, expected)
+
+
+# ---- bad input (issue 17): alpha_bar where a formula divides by zero, integer tensors -------------
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+# the conversions and the ends of [0, 1] each needs open: 1 where it divides by 1 - alpha_bar,
+# 0 where it divides by sqrt(alpha_bar)
+_CONVERSIONS = [
+    ("eps_to_score", 1, (0.0, 0.5)),
+    ("score_to_eps", 1, (0.0, 0.5, 1.0)),
+    ("score_to_x0", 2, (0.5, 1.0)),
+    ("x0_to_score", 2, (0.0, 0.5)),
+    ("eps_to_x0", 2, (0.5, 1.0)),
+    ("x0_to_eps", 2, (0.0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("name, n_tensors, valid", _CONVERSIONS, ids=[c[0] for c in _CONVERSIONS])
+def test_conversions_refuse_levels_they_cannot_use_and_integer_tensors(name, n_tensors, valid):
+    fn = getattr(targets, name)
+    args = [torch.randn(4, 2) for _ in range(n_tensors)]
+    for a in (-0.5, 0.0, 1.0, 1.5, math.nan, math.inf):
+        if a in valid:
+            assert torch.isfinite(fn(*args, a)).all(), (name, a)
+            continue
+        with pytest.raises(ValueError, match="^alpha_bar must"):
+            fn(*args, a)
+    ends = torch.tensor([[min(valid)], [max(valid)]]).expand(2, 2).reshape(4, 1)
+    assert torch.isfinite(fn(*args, ends)).all()  # a tensor at the ends allowed
+    if len(valid) < 3:  # a tensor holding the end that is refused
+        bad = torch.tensor([[0.5], [0.5], [1.0 if 1.0 not in valid else 0.0], [0.5]])
+        with pytest.raises(ValueError, match="^alpha_bar must lie in"):
+            fn(*args, bad)
+    with pytest.raises(TypeError, match="^alpha_bar"):
+        fn(*args, torch.tensor([1]))  # an integer tensor of levels
+    with pytest.raises(TypeError, match="^alpha_bar"):
+        fn(*args, "0.5")
+    ints = [a.round().long() for a in args]  # integer data would be truncated
+    with pytest.raises(TypeError, match="must be a floating-point tensor"):
+        fn(*ints, 0.5)

@@ -109,13 +109,22 @@ def _same(a, b, atol):
 
 
 def test_resume_continues_to_the_same_weights(tmp_path):
-    common = ["--config", "blobs-cfg", "--steps", "40", "--batch-size", "64", "--no-progress"]
-    main(common + ["--out", str(tmp_path / "whole.pt")])
-    main(
-        common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"]
-    )  # interrupted at step 15
-    assert load_checkpoint(tmp_path / "split.pt")["step"] == 15
-    main(common + ["--out", str(tmp_path / "split.pt"), "--resume"])
+    """Kill and resume at the CLI's default batch (512) with 2 threads: stopping at step 15 and
+    resuming to step 40 gives the weights of 40 steps in one go, bit for bit (issue 17)."""
+    common = ["--config", "blobs-cfg", "--steps", "40", "--batch-size", "512", "--no-progress"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        main(common + ["--out", str(tmp_path / "whole.pt")])
+        main(common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"])  # interrupted
+        assert load_checkpoint(tmp_path / "split.pt")["step"] == 15
+        # --steps, --batch-size and --seed left out: the checkpoint's
+        main(
+            ["--config", "blobs-cfg", "--no-progress", "--out", str(tmp_path / "split.pt")]
+            + ["--resume"]
+        )
+    finally:
+        torch.set_num_threads(before)
     assert load_checkpoint(tmp_path / "split.pt")["step"] == 40
     assert _same(_weights(tmp_path / "whole.pt"), _weights(tmp_path / "split.pt"), atol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -148,7 +157,7 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     save_checkpoint(tmp_path / "other.pt", {"weights": torch.zeros(2)})
     with pytest.raises(ValueError, match="not a diffcourse training checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="config"):
+    with pytest.raises(SystemExit):
         main(
             [
                 "--config",
@@ -163,6 +172,95 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
                 "--resume",
             ]
         )
+
+
+def _cli_error(capsys, argv) -> str:
+    """Run the command line on ``argv``; it must exit with 2 and print one line: returns it."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert err.startswith("python -m diffcourse.train: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--steps", "0"), ("--batch-size", "0"), ("--stop-after", "-3"), ("--save-every", "-1")],
+)
+def test_the_command_line_refuses_bad_numbers(tmp_path, capsys, option, value):
+    """0 is not "not given", and a negative count is not a count (issue 17)."""
+    out = tmp_path / "x.pt"
+    err = _cli_error(capsys, ["--config", "blobs", option, value, "--out", str(out)])
+    assert f"argument {option}: must be" in err and f"got {value}" in err
+    assert not out.exists()
+
+
+def test_resume_refuses_another_run(tmp_path, capsys, monkeypatch):
+    """--resume with other --steps, --batch-size or --seed than the checkpoint's, or a checkpoint of
+    the other budget (another model size), or a corrupt one: one line naming what differs."""
+    out = str(tmp_path / "run.pt")
+    monkeypatch.setenv("DIFFCOURSE_BUDGET", "quick")
+    common = ["--config", "blobs-cfg", "--no-progress", "--out", out]
+    main(common + ["--steps", "4", "--batch-size", "32", "--seed", "3", "--stop-after", "2"])
+    stored = tmp_path.joinpath("run.pt").read_bytes()
+    for option, value, was in (("--steps", "5", 4), ("--batch-size", "16", 32), ("--seed", "4", 3)):
+        err = _cli_error(capsys, common + ["--resume", option, value])
+        assert f"written with {option} {was}, this run asks for {value}" in err
+    assert tmp_path.joinpath("run.pt").read_bytes() == stored  # left as it was
+    monkeypatch.setenv("DIFFCOURSE_BUDGET", "full")  # the other model size
+    err = _cli_error(capsys, common + ["--resume"])
+    assert "written with DIFFCOURSE_BUDGET quick, this run asks for full" in err
+    monkeypatch.setenv("DIFFCOURSE_BUDGET", "bogus")
+    assert "DIFFCOURSE_BUDGET must be one of" in _cli_error(capsys, common)
+    monkeypatch.setenv("DIFFCOURSE_BUDGET", "quick")
+    main(common + ["--resume"])  # the same settings, from the checkpoint: it continues to step 4
+    assert load_checkpoint(out)["step"] == 4
+    tmp_path.joinpath("cut.pt").write_bytes(stored[: len(stored) // 2])
+    err = _cli_error(capsys, [*common[:-1], str(tmp_path / "cut.pt"), "--resume"])
+    assert "corrupt or truncated" in err and "weights_only" not in err
+    assert "does not exist" in _cli_error(
+        capsys, [*common[:-1], str(tmp_path / "no.pt"), "--resume"]
+    )
+
+
+def test_a_checkpoint_of_another_size_or_with_foreign_objects_is_refused(tmp_path):
+    s = cosine_schedule(50)
+    path = tmp_path / "small.pt"
+    train_denoiser(_model(), three_blobs(), s, 2, batch_size=8, progress=False, checkpoint=path)
+    torch.manual_seed(0)
+    bigger = MLPDenoiser(dim=2, T=50, hidden=64, depth=2)
+    with pytest.raises(ValueError, match=r"another model size: .* \(32, .*\) there and \(64, "):
+        train_denoiser(
+            bigger, three_blobs(), s, 2, batch_size=8, progress=False, resume=load_checkpoint(path)
+        )
+    torch.save({"model": Path("x"), "step": 0}, tmp_path / "foreign.pt")  # an object beyond tensors
+    with pytest.raises(ValueError, match="not a diffcourse training checkpoint") as err:
+        load_checkpoint(tmp_path / "foreign.pt")
+    assert "weights_only" not in str(err.value)
+
+
+def test_the_command_line_help_and_its_module_import(tmp_path):
+    """--help prints even with a bad DIFFCOURSE_BUDGET, and `python -m diffcourse.train` gives no
+    "found in sys.modules" RuntimeWarning (the package imports train lazily)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "DIFFCOURSE_BUDGET": "bogus",
+    }
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "diffcourse.train", "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and "usage: python -m diffcourse.train" in run.stdout, run.stderr
+    assert "RuntimeWarning" not in run.stderr, run.stderr
 
 
 def test_two_processes_reach_the_single_process_weights(tmp_path):
@@ -425,3 +523,30 @@ def test_condition_dropout_puts_the_models_null_on_dropped_rows(shape):
     assert abs(dropped.double().mean().item() - 0.3) < 0.03
     # the kept rows are the data's own conditions: constant across the row, a valid index
     assert (seen[kept].flatten(1).std(1) == 0).all()
+
+
+# ---- bad input (issue 17): a classifier's labels, and what is not a model ----------------------------------
+def test_a_classifier_is_named_and_its_labels_checked_before_training():
+    from diffcourse.models import MLPClassifier
+
+    s = cosine_schedule(50)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=1)
+    x = torch.randn(64, 2)
+    for bad in (3, -1):  # outside 0..C-1: failed inside the loss, or trained silently
+        y = torch.zeros(64, dtype=torch.long)
+        y[7] = bad
+        with pytest.raises(ValueError, match=r"^data: y must lie in 0\.\.2"):
+            train_classifier(clf, (x, y), s, 2, batch_size=64, progress=False)
+    with pytest.raises(TypeError, match="^data: y must be an integer tensor"):
+        train_classifier(clf, (x, torch.zeros(64)), s, 2, batch_size=64, progress=False)
+    import numpy as np
+
+    for thing in ("classifier", np.zeros(3), lambda x, t: x):
+        with pytest.raises(TypeError, match="^classifier must be a torch.nn.Module"):
+            train_classifier(thing, (x, torch.zeros(64, dtype=torch.long)), s, 2, progress=False)
+    for generator in ("seed", np.random.default_rng(0)):
+        with pytest.raises(TypeError, match="^generator must be a torch.Generator"):
+            three_blobs().sample(4, generator=generator)
+    for schedule in ("cosine", np.linspace(0.9, 0.1, 50)):
+        with pytest.raises(TypeError, match="^schedule must be a diffcourse Schedule"):
+            train_denoiser(_model(), three_blobs(), schedule, 2, progress=False)
