@@ -107,6 +107,29 @@ def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
     return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
 
 
+def _forward_points(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int,
+    seed: int,
+    y: Label = None,
+):
+    """The points the relative errors below are measured on, step by step: for each checked step,
+    (step, t [n] on the CPU, x_t on the mixture's device, labels), with x_0 and its labels drawn
+    from the mixture (class ``y`` only, if given) and x_t from the forward process, all from one
+    generator seeded with ``seed``: the same seed, the same points, whatever is measured on them."""
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    for step in steps:
+        x0, labels = mixture.sample(n, y, generator=gen)
+        t = torch.full((n,), step, dtype=torch.long)
+        yield step, t, q_sample(x0.cpu(), t, schedule, generator=gen).to(mixture.device), labels
+
+
 @torch.no_grad()
 def relative_score_error(
     eps_fn,
@@ -124,18 +147,9 @@ def relative_score_error(
     per-point ratios, which blow up where the exact score is near zero.
     """
     check_callable(eps_fn, "eps_fn")
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
-    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
-    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
-    device = mixture.device
     out = []
-    for step in steps:
-        x0, labels = mixture.sample(n, y, generator=gen)
-        t = torch.full((n,), int(step), dtype=torch.long)
-        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(device)
-        a = float(schedule.alpha_bar[int(step)])
+    for step, t, x_t, labels in _forward_points(mixture, schedule, steps, n, seed, y):
+        a = float(schedule.alpha_bar[step])
         exact = mixture.diffuse(a).score(x_t, None if y is None else labels)
         probe = x_t.float()
         learned = eps_to_score(eps_fn(probe, t.to(probe.device)), a).to(exact.dtype)
@@ -421,18 +435,9 @@ def relative_grad_error(
     the same x_t, so two classifiers are compared on the same points.
     """
     check_callable(grad_for, "grad_for")
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
-    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
-    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
-    device = mixture.device
     out = []
-    for step in steps:
-        x0, y = mixture.sample(n, generator=gen)
-        t = torch.full((n,), int(step), dtype=torch.long)
-        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(device)
-        exact = mixture.diffuse(float(schedule.alpha_bar[int(step)])).classifier_grad(x_t, y)
+    for step, t, x_t, y in _forward_points(mixture, schedule, steps, n, seed):
+        exact = mixture.diffuse(float(schedule.alpha_bar[step])).classifier_grad(x_t, y)
         probe = x_t.float()
         g = grad_for(y.to(probe.device))(probe, t.to(probe.device)).to(exact.dtype)
         out.append(((g - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt().item())
@@ -488,16 +493,9 @@ def relative_eps_error(
     relative error of their scores. The same ``seed`` gives the same points."""
     check_callable(eps_for, "eps_for")
     check_callable(reference_for, "reference_for")
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
-    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
-    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     out = []
-    for step in steps:
-        x0, y = mixture.sample(n, generator=gen)
-        t = torch.full((n,), int(step), dtype=torch.long)
-        x_t = q_sample(x0.cpu(), t, schedule, generator=gen).to(mixture.device).float()
+    for _, t, x_t, y in _forward_points(mixture, schedule, steps, n, seed):
+        x_t = x_t.float()
         t, y = t.to(x_t.device), y.to(x_t.device)
         ref = reference_for(y)(x_t, t)
         err = eps_for(y)(x_t, t).to(ref.dtype) - ref
