@@ -482,16 +482,33 @@ def sample_tilted(
     so a CPU generator serves a mixture on a GPU (as :func:`~diffcourse.metrics.distance_to_exact` needs)."""
     if mixture.dim != 2:
         raise ValueError(f"sample_tilted works on 2-D mixtures, got dim={mixture.dim}")
-    y_t = mixture._check_y(y, 1)
-    reach = margin * torch.linalg.eigvalsh(mixture.covs.double()).max().sqrt().item()
-    low = min(mixture.means.min().item(), 0.0) - reach
-    high = max(mixture.means.max().item(), 0.0) + reach
-    # the draws are made on the generator's device, as in GaussianMixture.sample; the density on the mixture's
-    device = generator.device if generator is not None else mixture.device
+    y = int(mixture._check_y(y, 1)[0])
+    log_prob = lambda pts: tilted_log_prob(mixture, pts, y, gamma)  # noqa: E731
+    return _grid_draws(log_prob, [mixture], n, generator, cells, margin)
+
+
+def _grid_draws(
+    log_prob: Callable[[torch.Tensor], torch.Tensor],
+    mixtures: Sequence[GaussianMixture],
+    n: int,
+    generator: Optional[torch.Generator],
+    cells: int,
+    margin: float,
+) -> torch.Tensor:
+    """n draws of the normalised ``log_prob`` of 2-D points by :func:`grid_sample`, on a square that
+    covers every component's mean of ``mixtures`` (and the origin) by ``margin`` of the largest
+    standard deviation among them. The draws are made on the generator's device (as in
+    GaussianMixture.sample), the density on the first mixture's, and returned in its dtype and on
+    its device: a CPU generator serves a mixture on a GPU."""
+    first = mixtures[0]
+    reach = margin * max(
+        torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures
+    )
+    low = min(min(m.means.min().item() for m in mixtures), 0.0) - reach
+    high = max(max(m.means.max().item() for m in mixtures), 0.0) + reach
+    device = generator.device if generator is not None else first.device
     x = grid_sample(
-        lambda pts: tilted_log_prob(
-            mixture, pts.to(mixture.device, mixture.dtype), int(y_t[0]), gamma
-        ),
+        lambda pts: log_prob(pts.to(first.device, first.dtype)),
         n,
         low,
         high,
@@ -500,7 +517,7 @@ def sample_tilted(
         dtype=torch.float64,
         device=device,
     )
-    return x.to(mixture.device, mixture.dtype)
+    return x.to(first.device, first.dtype)
 
 
 # ---- composed conditions (chapter 10) ---------------------------------------------------------------------
@@ -577,23 +594,8 @@ def sample_composed(
     mixtures = [mix_u] + [c[0] for c, _ in checked]
     if mix_u.dim != 2:
         raise ValueError(f"sample_composed works on 2-D mixtures, got dim={mix_u.dim}")
-    reach = margin * max(
-        torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures
-    )
-    low = min(min(m.means.min().item() for m in mixtures), 0.0) - reach
-    high = max(max(m.means.max().item() for m in mixtures), 0.0) + reach
-    device = generator.device if generator is not None else mix_u.device
-    x = grid_sample(
-        lambda pts: composed_log_prob(pts.to(mix_u.device, mix_u.dtype), uncond, terms),
-        n,
-        low,
-        high,
-        cells,
-        generator,
-        dtype=torch.float64,
-        device=device,
-    )
-    return x.to(mix_u.device, mix_u.dtype)
+    log_prob = lambda pts: composed_log_prob(pts, uncond, terms)  # noqa: E731
+    return _grid_draws(log_prob, mixtures, n, generator, cells, margin)
 
 
 # ---- the rectified-flow path (chapter 11) ------------------------------------------------------------------
