@@ -73,22 +73,10 @@ class _ConditionedUNet(UNet):
         context: Optional[torch.Tensor] = None,
         mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            h = block(h, emb)
-            skips.append(h)
-            if i < len(self.pool):
-                h = self.pool[i](h)
-        h = self.mid(h, emb)
-        if self.attn is not None:
-            h = self.attn[0](h, context, mask)
-        for i, block in enumerate(self.up):
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
-            if i < len(self.unpool):
-                h = self.unpool[i](h)
-        if self.attn is not None:
-            h = self.attn[1](h, context, mask)
-        return self.out(h)
+        """The U-Net's trunk, with cross-attention to ``context`` where the network has it."""
+        if self.attn is None:
+            return self._trunk(h, emb)
+        return self._trunk(h, emb, lambda k, h: self.attn[k](h, context, mask))
 
     def eps_fn(self, cond: torch.Tensor):
         """This network as a sampler's ``eps_fn(x_t, t)``, its condition fixed (``null_condition`` for

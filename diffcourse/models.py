@@ -9,7 +9,7 @@ or the null label C (an extra embedding row) that stands for "no condition". The
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -333,18 +333,32 @@ class UNet(_NullLabel, nn.Module):
             y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device)
         elif y is not None:
             raise ValueError("y was given but the model is unconditional (num_classes=0)")
-        emb = self.embed(t, y, x_t.dtype)
-        h, skips = self.inp(x_t), []
+        return self._trunk(self.inp(x_t), self.embed(t, y, x_t.dtype))
+
+    def _trunk(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        attend: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """Down, middle, up (each level's skip concatenated), out, from the input features ``h``.
+        ``attend(k, h)``, where given, rewrites the features after the middle block (k = 0) and after
+        the last up block (k = 1): where chapter 10's networks read their condition."""
+        skips = []
         for i, block in enumerate(self.down):
             h = block(h, emb)
             skips.append(h)
             if i < len(self.pool):
                 h = self.pool[i](h)
         h = self.mid(h, emb)
+        if attend is not None:
+            h = attend(0, h)
         for i, block in enumerate(self.up):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if i < len(self.unpool):
                 h = self.unpool[i](h)
+        if attend is not None:
+            h = attend(1, h)
         return self.out(h)
 
     def eps_fn(self, y: Optional[torch.Tensor] = None):
