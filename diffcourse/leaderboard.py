@@ -283,7 +283,7 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     component always scores 1."""
     law = class_mixture(mixture, y)
     x = x.to(law.device, law.dtype)
-    nearest = law._component_log_joint(x).argmax(1)
+    nearest = law._component_log_joint(x)[0].argmax(1)
     shares = torch.bincount(nearest, minlength=law.num_components).double() / max(x.shape[0], 1)
     return 1 - 0.5 * (shares - law.weights.double()).abs().sum().item()
 

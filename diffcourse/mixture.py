@@ -93,15 +93,24 @@ class GaussianMixture:
             labels,
             chol,
             labels[None, :] == torch.arange(C, device=device)[:, None],
+            means.abs().amax().item(),
+            bool((covs == covs[:1]).all()),
         )
 
-    def _set(self, means, covs, weights, labels, chol, member) -> None:
+    def _set(self, means, covs, weights, labels, chol, member, mu_max, shared) -> None:
+        """Store a checked mixture; ``mu_max`` = max |mu_ki| and ``shared`` (one covariance for all
+        components) are given, not read back from the device (diffuse runs at every step)."""
         self.means, self.covs, self.labels = means, covs, labels
         self.weights = weights / weights.sum()
         self._chol = chol
         self._prec = torch.cholesky_inverse(chol)
         self._logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
         self._member = member
+        # beyond this |x_i| the means are taken apart from x (see _component_log_joint)
+        self._mu_max, self._far, self._shared = mu_max, 1e4 * (1 + mu_max), shared
+        wide = torch.float64 if means.device.type != "mps" else means.dtype
+        self._prec_mu = torch.einsum("kij,kj->ki", self._prec, means).to(wide)  # Sigma^-1 mu_k
+        self._mu_prec_mu = (means.to(wide) * self._prec_mu).sum(-1)  # mu_k^T Sigma^-1 mu_k
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -160,13 +169,22 @@ class GaussianMixture:
         return check_labels(y, n, self.num_classes, self.device, allow_int=True)
 
     # ---- densities -----------------------------------------------------------------------------
-    def _component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(x; mu_k, Sigma_k) for every component: [N, K], in float64 (except on
-        MPS, which has none): the squared distance overflows float32 far from the data (|x| ~ 1e20),
-        where the responsibilities, the score and log p(y|x) are still finite. (There the means are
-        below float32's resolution of x - mu_k: equal covariances give equal responsibilities,
-        and the score -Sigma^-1 x is right to float precision.) Callers convert their result
-        back to the mixture's dtype."""
+    def _component_log_joint(
+        self, x: torch.Tensor, keep: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """log w_k + log N(x; mu_k, Sigma_k) for every component as ``base[:, None] + lj``: ``lj``
+        [N, K] and ``base`` [N], in float64 (except on MPS, which has none), with the components
+        that ``keep`` [N, K] (bool) leaves out at -inf. Callers convert their result back to the
+        mixture's dtype.
+
+        Near the data ``base`` is 0 and ``lj`` the log joint itself. Far from it two things break
+        in the squared distance maha_k = |L_k^-1 (x - mu_k)|^2, and both are mended without a host
+        read (samplers call this at every step): it overflows (float64 beyond |x| ~ 1e150), so
+        ``base`` takes -maha/2 of the nearest component, which alone may be -inf, and ``lj`` the
+        differences; and x - mu_k loses mu_k in the rounding of x (|x| ~ 1e20: every class would
+        look alike), so with a shared covariance the differences come from the expanded form
+        maha_k - maha_j = -2 x^T Sigma^-1 (mu_k - mu_j) + mu_k^T Sigma^-1 mu_k - mu_j^T Sigma^-1 mu_j.
+        """
         diff = x[:, None, :] - self.means[None]  # [N, K, D]
         # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
         # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
@@ -174,17 +192,36 @@ class GaussianMixture:
             2, 0, 1
         )
         wide = self.dtype if x.device.type == "mps" else torch.float64
-        maha = z.to(wide).square().sum(-1)
+        z = z.to(wide)
+        # a power of two per row, 1 unless |z|^2 would overflow: exact, so near rows are untouched
+        half = math.log2(torch.finfo(wide).max) // 2 - 8
+        s = torch.exp2((torch.log2(z.abs().amax(dim=(1, 2))).ceil() - half).clamp(min=0))
+        maha = (z / s[:, None, None]).square().sum(-1)  # maha / s^2
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet.to(wide))
-        return torch.log(self.weights).to(wide) + log_norm - 0.5 * maha
+        log_w = torch.log(self.weights).to(wide) + log_norm
+        if keep is not None:
+            maha = maha.masked_fill(~keep, float("inf"))
+        near = -0.5 * maha + log_w  # the log joint where s = 1 and x is near the data
+        ref = maha.argmin(dim=1, keepdim=True)  # the nearest component kept
+        gap = s[:, None] * (s[:, None] * (maha - maha.gather(1, ref)))  # maha_k - maha_ref
+        far = x.abs().amax(dim=1) > self._far
+        if self._shared:
+            xs = x.to(wide) / s[:, None]
+            lin = s[:, None] * (-2 * xs @ self._prec_mu.T) + self._mu_prec_mu  # maha - x^T P x
+            gap = torch.where(far[:, None], lin - lin.gather(1, ref), gap)
+        rel = log_w - 0.5 * gap
+        if keep is not None:
+            rel = rel.masked_fill(~keep, float("-inf"))
+        split = far | (s > 1)
+        base = torch.where(split, -0.5 * s * (s * maha.gather(1, ref)[:, 0]), 0.0)
+        return torch.where(split[:, None], rel, near), base
 
-    def _log_joint_masked(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        """Component log joints with components outside class ``labels`` (checked) set to -inf
-        (None: all kept)."""
-        lj = self._component_log_joint(x)
-        if labels is None:
-            return lj
-        return lj.masked_fill(~self._member[labels], float("-inf"))
+    def _log_joint_masked(
+        self, x: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_component_log_joint` with components outside class ``labels`` (checked) set to
+        -inf (None: all kept)."""
+        return self._component_log_joint(x, None if labels is None else self._member[labels])
 
     def log_prob(self, x: torch.Tensor, y: Label = None) -> torch.Tensor:
         """log p(x), or log p(x|y) = log sum_{k in y} w_k N_k(x) - log p(y): [N].
@@ -194,7 +231,8 @@ class GaussianMixture:
         """
         x = self._check_x(x)
         labels = None if y is None else self._check_y(y, x.shape[0])
-        out = torch.logsumexp(self._log_joint_masked(x, labels), dim=1)
+        lj, base = self._log_joint_masked(x, labels)
+        out = torch.logsumexp(lj, dim=1) + base  # -inf only where log p(x) is below float64's range
         if labels is not None:
             out = out - torch.log(self.class_weights).to(out.dtype)[labels]
         return out.to(self.dtype)
@@ -209,7 +247,14 @@ class GaussianMixture:
 
     def _score(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """:meth:`score` of checked inputs."""
-        resp = torch.softmax(self._log_joint_masked(x, labels), dim=1).to(self.dtype)  # [N, K]
+        return self._score_from(x, self._responsibilities(x, labels))
+
+    def _responsibilities(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """r_k(x), within class ``labels`` when given: [N, K]."""
+        return torch.softmax(self._log_joint_masked(x, labels)[0], dim=1).to(self.dtype)
+
+    def _score_from(self, x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+        """sum_k r_k Sigma_k^-1 (mu_k - x)."""
         diff = self.means[None] - x[:, None, :]  # [N, K, D]
         comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
         return (resp[..., None] * comp_scores).sum(1)
@@ -221,7 +266,7 @@ class GaussianMixture:
         (Luo eq. 163-164); its gradient is the classifier gradient of eq. 165.
         """
         x = self._check_x(x)
-        lj = self._component_log_joint(x)  # [N, K]
+        lj = self._component_log_joint(x)[0]  # [N, K], up to a shift per row
         # shifted by the row's largest first: far from the data (|lj| ~ 1e40) the log of the
         # number of components would vanish in the rounding of lj itself
         lj = lj - lj.amax(dim=1, keepdim=True)
@@ -240,7 +285,14 @@ class GaussianMixture:
         return self._classifier_grad(x, self._check_y(y, x.shape[0]))
 
     def _classifier_grad(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._score(x, labels) - self._score(x, None)
+        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
+        grad = self._score_from(x, resp_y) - self._score_from(x, resp)
+        if self._shared:
+            # sum_k (r_k(x|y) - r_k(x)) Sigma^-1 (mu_k - x) with the x part gone (the differences of
+            # responsibilities sum to 0): far away the two scores agree in every digit of x
+            pull = ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)
+            grad = torch.where((x.abs().amax(dim=1) > self._far)[:, None], pull, grad)
+        return grad
 
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
@@ -264,6 +316,8 @@ class GaussianMixture:
             self.labels,
             torch.linalg.cholesky_ex(covs)[0],
             self._member,
+            math.sqrt(a) * self._mu_max,
+            self._shared,  # a Sigma + (1 - a) I: equal where the Sigma are
         )
         return out
 

@@ -472,19 +472,40 @@ def test_a_mixture_of_nan_or_inf_means_or_half_precision_is_refused():
 
 
 def test_far_from_the_data_the_score_and_posterior_stay_finite_and_right():
-    """At |x| ~ 1e20 the squared distances overflow float32 (log p(x) itself is below -1e40, -inf
-    in float32), but the score and log p(y|x) are finite: the score is sum_k r_k (mu_k - x) / std^2,
-    which is -x / std^2 up to |mu_k| / std^2 whichever component is responsible, and p(y|x) is a
-    distribution (there the means are below float32's resolution of x, so no class can win)."""
-    mix = three_blobs()  # std 0.5: the score is -4 (x - mu_k)
-    x = torch.tensor([[1e20, 0.0], [-1e20, 1e20], [0.0, -3e19], [1e10, -1e10]])
-    for score in (mix.score(x), mix.score(x, 1)):
+    """At |x| ~ 1e20 the means are below the resolution of x - mu_k and the squared distances
+    overflow float32 (log p(x) itself is below -1e40, -inf in float32); at 1e200 they overflow
+    float64. The score, log p(y|x) and the classifier gradient are still finite and right: with the
+    shared covariance of three_blobs (std 0.5) the nearest class in the direction of x takes all of
+    p(y|x) (log p(y|x) differs between classes by 4 x . (mu_a - mu_b), huge), the score is
+    -4 (x - mu_y) for that class y, and grad log p(y'|x) = 4 (mu_y' - mu_y)."""
+    for dtype, big in ((torch.float32, 1e20), (torch.float64, 1e20), (torch.float64, 1e200)):
+        mix = three_blobs(dtype=dtype)
+        mu = mix.means
+        x = big * torch.tensor([[0.1, 1.0], [-1.0, -0.2], [0.9, -0.5], [-0.3, 0.0]], dtype=dtype)
+        nearest = (x @ mu.T).argmax(1)  # the class whose mean points most along x
+        post = mix.class_log_posterior(x)
+        assert torch.isfinite(post).all() and (post <= 0).all()
+        torch.testing.assert_close(post.exp(), torch.eye(3, dtype=dtype)[nearest])
+        score = mix.score(x)
         assert torch.isfinite(score).all()
-        torch.testing.assert_close(score, -4 * x, rtol=1e-6, atol=5.0)  # 4 |mu_k| < 5
-    post = mix.class_log_posterior(x)
-    assert torch.isfinite(post).all() and (post <= 0).all()
-    torch.testing.assert_close(post.exp().sum(1), torch.ones(4))
-    assert torch.isfinite(mix.classifier_grad(x, 2)).all()
+        torch.testing.assert_close(score, -4 * (x - mu[nearest]), rtol=1e-6, atol=0.0)
+        torch.testing.assert_close(mix.score(x, 1), -4 * (x - mu[1]), rtol=1e-6, atol=0.0)
+        for y in range(3):  # O(1) answers from two scores of size 4 |x|
+            grad = mix.classifier_grad(x, y)
+            torch.testing.assert_close(grad, 4 * (mu[y] - mu[nearest]), rtol=1e-5, atol=1e-5)
+        log_p = mix.log_prob(x)  # -2 |x|^2: -inf only where that is beyond the dtype's range
+        assert (log_p < 0).all() and (
+            torch.isfinite(log_p).all() == (big < 1e30 and dtype == torch.float64)
+        )
+    # components of different covariances: the broadest wins far away, and its own score is used
+    mix = three_blobs(dtype=torch.float64)
+    covs = torch.stack([torch.eye(2) * 0.25, torch.eye(2), torch.diag(torch.tensor([0.5, 2.0]))])
+    wide = GaussianMixture(mix.means, covs.double(), torch.ones(3).double(), torch.arange(3))
+    x = torch.tensor([[1e200, 5e199], [1e20, 5e19]], dtype=torch.float64)
+    torch.testing.assert_close(wide.class_log_posterior(x).exp()[:, 1], torch.ones(2).double())
+    torch.testing.assert_close(wide.score(x), -(x - mix.means[1]))
+    torch.testing.assert_close(wide.classifier_grad(x, 0), -3 * x, rtol=1e-12, atol=0.0)
+    mix = three_blobs()
     near = mix.sample(64, generator=torch.Generator().manual_seed(0))[0]
     exact = mix.to(dtype=torch.float64)  # near the data nothing changed: float64 agrees
     torch.testing.assert_close(mix.score(near), exact.score(near.double()).float())
