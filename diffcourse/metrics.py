@@ -8,6 +8,7 @@ from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from . import targets
 from .checks import (
     check_callable,
     check_generator,
@@ -578,3 +579,73 @@ def distance_to_exact_fn(
         return {"distance": d, "floor": floor, "ratio": d / floor}
 
     return distance
+
+
+# ---- chapter 1: Tweedie's formula by brute force, one chunk's noise floor ------------------------
+
+
+@torch.no_grad()
+def tweedie_errors(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    pool_size: int = 40000,
+    n: int = 128,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Dict[str, float]]:
+    """``{step: {conversion: relative error}}``: a pool of ``pool_size`` data draws x0_j, then at
+    each step n points x_t from the forward process (x_0 from the mixture, then x_t), all from
+    ``generator`` in that order; each of the six conversions of :mod:`diffcourse.targets` fed with
+    the exact score of p_t or with the brute-force averages over the pool
+    (:func:`~diffcourse.targets.posterior_means`) is held against the brute-force answer (or the
+    exact score): |u - v| / |v| over all n points. Checks Tweedie's formula (Luo eq. 133) and
+    eq. 151 with no network; what is left is the Monte Carlo error of the pool."""
+    check_schedule(schedule)
+    pool_size = check_int(pool_size, "pool_size", low=1)
+    n = check_int(n, "n", low=1)
+    check_generator(generator)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    pool, _ = mixture.sample(pool_size, generator=generator)
+    out = {}
+    for step in steps:
+        a = float(schedule.alpha_bar[step])
+        x0, _ = mixture.sample(n, generator=generator)
+        t = torch.full((n,), step, device=x0.device)
+        x_t = q_sample(x0, t, schedule, generator=generator)
+        x0_mean, eps_mean = targets.posterior_means(x_t, pool, a)
+        score = mixture.diffuse(a).score(x_t)  # the exact score of p_t
+        pairs = {
+            "score_to_eps": (targets.score_to_eps(score, a), eps_mean),
+            "eps_to_score": (targets.eps_to_score(eps_mean, a), score),
+            "score_to_x0": (targets.score_to_x0(x_t, score, a), x0_mean),
+            "x0_to_score": (targets.x0_to_score(x_t, x0_mean, a), score),
+            "eps_to_x0": (targets.eps_to_x0(x_t, eps_mean, a), x0_mean),
+            "x0_to_eps": (targets.x0_to_eps(x_t, x0_mean, a), eps_mean),
+        }
+        out[step] = {k: ((u - v).norm() / v.norm()).item() for k, (u, v) in pairs.items()}
+    return out
+
+
+def chunk_floors(
+    draw: Draw,
+    n: int,
+    seeds: int = 10,
+    seed: int = 100,
+    projections: int = 256,
+    device=None,
+) -> list:
+    """One chunk's noise floor, seed by seed: :func:`sliced_w2` between two independent sets of n
+    exact draws, for k = 0 .. seeds - 1 (both sets from a generator on ``device`` seeded
+    ``seed + k``, the directions from a CPU generator seeded k). Their spread is how much a sample
+    distance on one chunk moves by chance alone (chapter 1), which is why
+    :func:`distance_to_exact` averages chunks."""
+    check_callable(draw, "draw")
+    n, seeds = check_int(n, "n", low=2), check_int(seeds, "seeds", low=1)
+    seed = check_int(seed, "seed")
+    g, directions = torch.Generator(device=device or "cpu"), torch.Generator()
+    out = []
+    for k in range(seeds):
+        g.manual_seed(seed + k)
+        directions.manual_seed(k)
+        out.append(sliced_w2(draw(n, g), draw(n, g), projections, directions))
+    return out

@@ -435,3 +435,61 @@ def test_tilted_draw_is_sample_tilted():
     assert torch.equal(
         a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2))
     )
+
+
+# ---- chapter 1: Tweedie by brute force, one chunk's floor; chapter 2: agreement, label gain -------
+from diffcourse import targets  # noqa: E402
+from diffcourse.metrics import (  # noqa: E402
+    chunk_floors,
+    tweedie_errors,
+)
+from diffcourse.schedules import q_sample  # noqa: E402
+
+
+def test_tweedie_errors_are_chapter_1_labs_loop():
+    """The lab's former loop, written out on a small input, gives the same numbers."""
+    mix, s = three_blobs(), cosine_schedule(50)
+    got = tweedie_errors(
+        mix, s, (10, 30), pool_size=3000, n=16, generator=torch.Generator().manual_seed(0)
+    )
+    gen = torch.Generator().manual_seed(0)
+    pool, _ = mix.sample(3000, generator=gen)
+    for step in (10, 30):
+        a = float(s.alpha_bar[step])
+        x0, _ = mix.sample(16, generator=gen)
+        x_t = q_sample(x0, torch.full((16,), step), s, generator=gen)
+        eps_j = (x_t[:, None] - a**0.5 * pool[None]) / (1 - a) ** 0.5
+        w = torch.softmax(-eps_j.pow(2).sum(-1) / 2, dim=1)
+        x0_mean, eps_mean = w @ pool, (w[..., None] * eps_j).sum(1)
+        score = mix.diffuse(a).score(x_t)
+        u, v = targets.score_to_x0(x_t, score, a), x0_mean
+        assert got[step]["score_to_x0"] == ((u - v).norm() / v.norm()).item()
+        u, v = targets.eps_to_score(eps_mean, a), score
+        assert got[step]["eps_to_score"] == ((u - v).norm() / v.norm()).item()
+        assert set(got[step]) == {
+            "score_to_eps",
+            "eps_to_score",
+            "score_to_x0",
+            "x0_to_score",
+            "eps_to_x0",
+            "x0_to_eps",
+        }
+        assert got[step]["eps_to_x0"] < 1e-5  # the definition of eps, rearranged
+    with pytest.raises(ValueError, match="^steps"):
+        tweedie_errors(mix, s, (50,), pool_size=10)
+    with pytest.raises(TypeError, match="^pool_size"):
+        tweedie_errors(mix, s, (10,), pool_size=torch.randn(10, 2))
+
+
+def test_chunk_floors_are_seeded_sliced_w2_of_two_draws():
+    mix = three_blobs()
+    draw = lambda n, g: mix.sample(n, generator=g)[0]  # noqa: E731
+    got = chunk_floors(draw, 200, seeds=3, seed=7)
+    assert len(got) == 3 and len(set(got)) == 3
+    g = torch.Generator().manual_seed(7 + 2)
+    a, b = draw(200, g), draw(200, g)
+    assert got[2] == sliced_w2(a, b, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="^n"):
+        chunk_floors(draw, 1)
+    with pytest.raises(TypeError, match="^draw"):
+        chunk_floors("draw", 200)

@@ -229,3 +229,56 @@ def test_samples_grid_one_panel_per_entry():
     plt.close(fig)
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
+
+
+# ---- chapters 1 and 2: forward process, score error curve, point clouds, class panels -------------
+from diffcourse.plots import (  # noqa: E402
+    forward_process,
+    point_clouds,
+    score_error_curve,
+)
+from diffcourse.schedules import cosine_schedule, q_sample  # noqa: E402
+
+
+def test_forward_process_one_panel_per_step_drawn_in_order():
+    mix, s = three_blobs(), cosine_schedule(20)
+    fig = forward_process(mix, s, [0, 19], n=50, generator=torch.Generator().manual_seed(0))
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == [
+        f"t = {k + 1}, alpha_bar = {float(s.alpha_bar[k]):.3f}" for k in (0, 19)
+    ]
+    # the last panel's dots are x_t of the same 50 data points, drawn after the first panel's
+    g = torch.Generator().manual_seed(0)
+    x0, _ = mix.sample(50, generator=g)
+    q_sample(x0, torch.full((50,), 0), s, generator=g)
+    x_t = q_sample(x0, torch.full((50,), 19), s, generator=g)
+    dots = [c.get_offsets() for c in axes[1].collections if len(c.get_offsets()) == 50]
+    assert torch.allclose(torch.tensor(dots[0]), x_t.double(), atol=1e-6)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="^steps"):
+        forward_process(mix, s, [20])
+
+
+def test_score_error_curve_marks_the_mean_past_the_stiff_steps():
+    errors = torch.tensor([1.0, 0.5, 0.1, 0.2, 0.3])
+    ax = score_error_curve(errors, skip=2)
+    mean_line = [ln for ln in ax.get_lines() if ln.get_label().startswith("mean")][0]
+    assert abs(mean_line.get_ydata()[0] - 0.2) < 1e-7 and ax.get_xscale() == "log"
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="^skip"):
+        score_error_curve(errors, skip=5)
+    with pytest.raises(TypeError, match="^errors"):
+        score_error_curve([1.0, 2.0], skip=0)
+
+
+def test_point_clouds_one_panel_per_set():
+    x = torch.randn(30, 2)
+    fig = point_clouds({"a": x, "b": x + 1}, per_panel=10, xlim=2.0, ylim=1.0)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    assert len(axes[1].collections[0].get_offsets()) == 10 and axes[0].get_ylim() == (-1.0, 1.0)
+    plt.close(fig)
+    with pytest.raises(TypeError, match="^panels"):
+        point_clouds([x])
+    with pytest.raises(ValueError, match="^panels\\['a'\\]"):
+        point_clouds({"a": torch.randn(5, 3)})
