@@ -7,6 +7,7 @@ from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tupl
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import targets
 from .checks import (
@@ -17,7 +18,7 @@ from .checks import (
     check_schedule,
     check_tensor,
 )
-from .mixture import GaussianMixture, Label, sample_tilted
+from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
 from .schedules import Schedule, q_sample
 from .targets import eps_to_score
 
@@ -649,3 +650,67 @@ def chunk_floors(
         directions.manual_seed(k)
         out.append(sliced_w2(draw(n, g), draw(n, g), projections, directions))
     return out
+
+
+# ---- chapter 2: the class agreement class by class, and what the label is worth to the loss -------
+
+
+def per_class_agreement(
+    x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture
+) -> Dict[int, float]:
+    """``{c: class agreement of the samples asked for c}`` for each class c in ``y``: the agreements
+    of :func:`per_class_agreement_and_spread`, without the spread."""
+    return {c: a for c, (a, _) in per_class_agreement_and_spread(x, y, mixture).items()}
+
+
+class LabelGain(NamedTuple):
+    """What :func:`label_gain` returns: point by point at each step ([steps, n]) the gain by the
+    formula and the difference of the two losses; per step ([steps], float32) the two minimal
+    losses, summed over coordinates."""
+
+    formula: torch.Tensor
+    direct: torch.Tensor
+    loss_u: torch.Tensor
+    loss_c: torch.Tensor
+
+
+@torch.no_grad()
+def label_gain(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 2000,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+) -> LabelGain:
+    """What knowing the label is worth to the noise-prediction loss, two ways on the same points.
+
+    At each step, n labelled x_0 from the mixture and fresh noise eps (both from ``generator``),
+    x_t from the forward process. ``direct``: |eps - E[eps|x_t]|^2 - |eps - E[eps|x_t, y]|^2 with
+    the two exact noise predictors (:func:`~diffcourse.mixture.exact_eps_fn` without and with y);
+    their means are the minimal losses ``loss_u`` and ``loss_c`` (without and with y). ``formula``:
+    the gain G_t = (1 - alpha_bar_t) |grad log p_t(y | x_t)|^2 that chapter 2 derives from the
+    eps-score link (Luo eq. 151) and Bayes' rule for scores (Luo eq. 165). The two share no
+    formula, so their agreement tests the derivation."""
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    check_generator(generator)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    exact_u = exact_eps_fn(mixture, schedule)
+    formula, direct, loss_u, loss_c = [], [], [], []
+    for step in tqdm(steps, desc="label gain", disable=not progress, leave=False):
+        a = float(schedule.alpha_bar[step])
+        x0, y0 = mixture.sample(n, generator=generator)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = torch.full((n,), step, device=x0.device)
+        x_t = q_sample(x0, t, schedule, eps=eps)
+        err_u = (eps - exact_u(x_t, t)).pow(2).sum(1)
+        err_c = (eps - exact_eps_fn(mixture, schedule, y0)(x_t, t)).pow(2).sum(1)
+        grad = mixture.diffuse(a).classifier_grad(x_t, y0)
+        formula.append((1 - a) * grad.pow(2).sum(1))
+        direct.append(err_u - err_c)
+        loss_u.append(err_u.mean().item())
+        loss_c.append(err_c.mean().item())
+    return LabelGain(
+        torch.stack(formula), torch.stack(direct), torch.tensor(loss_u), torch.tensor(loss_c)
+    )

@@ -650,3 +650,79 @@ def point_clouds(
     axes[0, 0].set_ylabel("$x_2$")
     fig.tight_layout()
     return fig
+
+
+def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Optional[str] = None):
+    """Side by side scatter plots of labelled 2-D points, one panel per entry of ``panels`` (title ->
+    (x [N, 2], y [N])), each class c in its colour of the coolwarm map (blue for class 0, red for
+    the last of ``num_classes``), the same in every panel. ``legend``: a format string for a class's
+    entry (e.g. "asked y = {}"), shown on the last panel; None for no legend. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    _check_panels_dict(panels, "(x, y)")
+    num_classes = check_int(num_classes, "num_classes", low=2)
+    if legend is not None and not isinstance(legend, str):
+        raise TypeError(f"legend must be a format string or None, got {type(legend).__name__}")
+    k = len(panels)
+    fig, axes = plt.subplots(
+        1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (title, pair) in zip(axes[0], panels.items()):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"panels[{title!r}] must be a pair (x, y)")
+        x = check_tensor(pair[0], f"panels[{title!r}] x", floating=True, shape=(None, 2))
+        y = check_tensor(pair[1], f"panels[{title!r}] y", floating=False, shape=(x.shape[0],))
+        x, y = x.detach().cpu(), y.cpu()
+        for c in range(num_classes):
+            if (y == c).any():
+                color = plt.cm.coolwarm(c / (num_classes - 1))
+                label = legend.format(c) if legend else None
+                ax.scatter(*x[y == c].T, s=2, color=color, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+    axes[0, 0].set_ylabel("$x_2$")
+    if legend:
+        axes[0, -1].legend(markerscale=5, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax=None):
+    """The two minimal noise-prediction losses against the step t (1-based), without and with the
+    label, the band between them shaded (the gain of knowing y), and the gain by chapter 2's formula
+    G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line, which should run along
+    the band's width. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    check_tensor(loss_u, "loss_u", floating=True, ndim=1)
+    n = len(loss_u)
+    check_tensor(loss_c, "loss_c", floating=True, shape=(n,))
+    check_tensor(gain, "gain", floating=True, shape=(n,))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    steps = range(1, n + 1)
+    ax.plot(steps, loss_u, label="minimal loss without y")
+    ax.plot(steps, loss_c, label="minimal loss with y")
+    ax.fill_between(steps, loss_c, loss_u, color="C2", alpha=0.3, label="gain")
+    ax.plot(steps, gain, color="k", lw=0.8, ls="--", label="gain by the formula")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("expected noise-prediction loss")
+    ax.set_title("What knowing y is worth to the loss, at each noise level")
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax
+
+
+def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 2000, generator=None):
+    """A labelled 2-D mixture in pictures (:func:`class_panels`): n draws from p(x) coloured by
+    their class, then ``per_class`` draws from each p(x | y = c), all from ``generator`` in that
+    order. Returns the figure."""
+    n, per_class = check_int(n, "n", low=1), check_int(per_class, "per_class", low=1)
+    panels = {"p(x), coloured by class": mixture.sample(n, generator=generator)}
+    for c in range(mixture.num_classes):
+        panels[f"p(x | y = {c})"] = mixture.sample(per_class, c, generator=generator)
+    return class_panels(panels, mixture.num_classes, size=(4.0, 4.0))

@@ -441,8 +441,11 @@ def test_tilted_draw_is_sample_tilted():
 from diffcourse import targets  # noqa: E402
 from diffcourse.metrics import (  # noqa: E402
     chunk_floors,
+    label_gain,
+    per_class_agreement,
     tweedie_errors,
 )
+from diffcourse.mixture import GaussianMixture  # noqa: E402
 from diffcourse.schedules import q_sample  # noqa: E402
 
 
@@ -493,3 +496,57 @@ def test_chunk_floors_are_seeded_sliced_w2_of_two_draws():
         chunk_floors(draw, 1)
     with pytest.raises(TypeError, match="^draw"):
         chunk_floors("draw", 200)
+
+
+def test_per_class_agreement_by_hand():
+    mix = three_blobs(dtype=torch.float64)
+    x = mix.means[mix.labels.argsort()].repeat_interleave(2, 0)  # 2 points at each class's means
+    y = mix.labels.sort().values.repeat_interleave(2)
+    got = per_class_agreement(x, y, mix)
+    assert got == {c: 1.0 for c in range(mix.num_classes)}
+    flipped = per_class_agreement(x, (y + 1) % mix.num_classes, mix)
+    assert all(v == 0.0 for v in flipped.values())
+    rows = per_class_agreement_and_spread(x, y, mix)
+    assert got == {c: a for c, (a, _) in rows.items()}
+    with pytest.raises(TypeError, match="^y"):
+        per_class_agreement(x, y.double(), mix)
+
+
+def _twin_classes(s2: float = 0.5) -> GaussianMixture:
+    """Two classes with the same Gaussian N(0, s2 I): the label carries nothing."""
+    z = torch.zeros(2, 2, dtype=torch.float64)
+    covs = s2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    return GaussianMixture(z, covs, torch.ones(2, dtype=torch.float64), torch.tensor([0, 1]))
+
+
+def test_label_gain_is_zero_when_the_label_says_nothing_and_loss_matches_closed_form():
+    s, s2 = cosine_schedule(20), 0.5
+    gain = label_gain(
+        _twin_classes(s2),
+        s,
+        (3, 12),
+        n=4000,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    assert gain.formula.abs().max() < 1e-12 and gain.direct.abs().max() < 1e-9
+    for i, step in enumerate((3, 12)):
+        a = float(s.alpha_bar[step])
+        v = a * s2 + 1 - a  # x_t ~ N(0, v I): L*_u = d (1 - (1 - a) / v)
+        assert abs(gain.loss_u[i].item() - 2 * (1 - (1 - a) / v)) < 0.08
+    assert gain.loss_u.dtype == torch.float32 and gain.formula.shape == (2, 4000)
+
+
+def test_label_gain_formula_is_the_loss_difference():
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(20)
+    gain = label_gain(
+        mix, s, (2, 8), n=3000, generator=torch.Generator().manual_seed(1), progress=False
+    )
+    gap = gain.direct - gain.formula
+    assert gain.formula.mean() > 0.01  # labels help here
+    assert abs(gap.mean()) < 4 * gap.std() / gap.numel() ** 0.5
+    assert torch.allclose(gain.loss_u - gain.loss_c, gain.direct.mean(1).float(), atol=1e-5)
+    with pytest.raises(ValueError, match="^n"):
+        label_gain(mix, s, (2,), n=0)
+    with pytest.raises(TypeError, match="^generator"):
+        label_gain(mix, s, (2,), generator=0)

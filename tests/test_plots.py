@@ -233,7 +233,10 @@ def test_samples_grid_one_panel_per_entry():
 
 # ---- chapters 1 and 2: forward process, score error curve, point clouds, class panels -------------
 from diffcourse.plots import (  # noqa: E402
+    class_panels,
     forward_process,
+    gain_band,
+    mixture_classes,
     point_clouds,
     score_error_curve,
 )
@@ -282,3 +285,32 @@ def test_point_clouds_one_panel_per_set():
         point_clouds([x])
     with pytest.raises(ValueError, match="^panels\\['a'\\]"):
         point_clouds({"a": torch.randn(5, 3)})
+
+
+def test_class_panels_colour_each_class_alike_and_mixture_classes():
+    x, y = torch.randn(40, 2), torch.arange(2).repeat(20)
+    fig = class_panels({"both": (x, y), "one": (x[y == 1], y[y == 1])}, 2, legend="y = {}")
+    a, b = fig.get_axes()
+    assert [c.get_label() for c in a.collections] == ["y = 0", "y = 1"]
+    red = b.collections[0].get_facecolor()[0]
+    assert (red == a.collections[1].get_facecolor()[0]).all()  # class 1 red in both panels
+    assert len(b.collections[0].get_offsets()) == 20
+    plt.close(fig)
+    with pytest.raises(TypeError, match="pair"):
+        class_panels({"a": x}, 2)
+    fig = mixture_classes(
+        three_blobs(), n=30, per_class=10, generator=torch.Generator().manual_seed(0)
+    )
+    assert [ax.get_title() for ax in fig.get_axes()][1:] == [f"p(x | y = {c})" for c in range(3)]
+    plt.close(fig)
+
+
+def test_gain_band_draws_both_losses_the_band_and_the_formula():
+    u, c = torch.tensor([1.0, 0.9, 0.8]), torch.tensor([0.9, 0.85, 0.8])
+    ax = gain_band(u, c, u - c)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert labels == ["minimal loss without y", "minimal loss with y", "gain by the formula"]
+    assert list(ax.get_lines()[2].get_xdata()) == [1, 2, 3]
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="^loss_c"):
+        gain_band(u, c[:2], u - c)
