@@ -7,7 +7,9 @@ from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tupl
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from . import targets
 from .checks import (
     check_callable,
     check_generator,
@@ -16,7 +18,7 @@ from .checks import (
     check_schedule,
     check_tensor,
 )
-from .mixture import GaussianMixture, Label, sample_tilted
+from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
 from .schedules import Schedule, q_sample
 from .targets import eps_to_score
 
@@ -578,3 +580,137 @@ def distance_to_exact_fn(
         return {"distance": d, "floor": floor, "ratio": d / floor}
 
     return distance
+
+
+# ---- chapter 1: Tweedie's formula by brute force, one chunk's noise floor ------------------------
+
+
+@torch.no_grad()
+def tweedie_errors(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    pool_size: int = 40000,
+    n: int = 128,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Dict[str, float]]:
+    """``{step: {conversion: relative error}}``: a pool of ``pool_size`` data draws x0_j, then at
+    each step n points x_t from the forward process (x_0 from the mixture, then x_t), all from
+    ``generator`` in that order; each of the six conversions of :mod:`diffcourse.targets` fed with
+    the exact score of p_t or with the brute-force averages over the pool
+    (:func:`~diffcourse.targets.posterior_means`) is held against the brute-force answer (or the
+    exact score): |u - v| / |v| over all n points. Checks Tweedie's formula (Luo eq. 133) and
+    eq. 151 with no network; what is left is the Monte Carlo error of the pool."""
+    check_schedule(schedule)
+    pool_size = check_int(pool_size, "pool_size", low=1)
+    n = check_int(n, "n", low=1)
+    check_generator(generator)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    pool, _ = mixture.sample(pool_size, generator=generator)
+    out = {}
+    for step in steps:
+        a = float(schedule.alpha_bar[step])
+        x0, _ = mixture.sample(n, generator=generator)
+        t = torch.full((n,), step, device=x0.device)
+        x_t = q_sample(x0, t, schedule, generator=generator)
+        x0_mean, eps_mean = targets.posterior_means(x_t, pool, a)
+        score = mixture.diffuse(a).score(x_t)  # the exact score of p_t
+        pairs = {
+            "score_to_eps": (targets.score_to_eps(score, a), eps_mean),
+            "eps_to_score": (targets.eps_to_score(eps_mean, a), score),
+            "score_to_x0": (targets.score_to_x0(x_t, score, a), x0_mean),
+            "x0_to_score": (targets.x0_to_score(x_t, x0_mean, a), score),
+            "eps_to_x0": (targets.eps_to_x0(x_t, eps_mean, a), x0_mean),
+            "x0_to_eps": (targets.x0_to_eps(x_t, x0_mean, a), eps_mean),
+        }
+        out[step] = {k: ((u - v).norm() / v.norm()).item() for k, (u, v) in pairs.items()}
+    return out
+
+
+def chunk_floors(
+    draw: Draw,
+    n: int,
+    seeds: int = 10,
+    seed: int = 100,
+    projections: int = 256,
+    device=None,
+) -> list:
+    """One chunk's noise floor, seed by seed: :func:`sliced_w2` between two independent sets of n
+    exact draws, for k = 0 .. seeds - 1 (both sets from a generator on ``device`` seeded
+    ``seed + k``, the directions from a CPU generator seeded k). Their spread is how much a sample
+    distance on one chunk moves by chance alone (chapter 1), which is why
+    :func:`distance_to_exact` averages chunks."""
+    check_callable(draw, "draw")
+    n, seeds = check_int(n, "n", low=2), check_int(seeds, "seeds", low=1)
+    seed = check_int(seed, "seed")
+    g, directions = torch.Generator(device=device or "cpu"), torch.Generator()
+    out = []
+    for k in range(seeds):
+        g.manual_seed(seed + k)
+        directions.manual_seed(k)
+        out.append(sliced_w2(draw(n, g), draw(n, g), projections, directions))
+    return out
+
+
+# ---- chapter 2: the class agreement class by class, and what the label is worth to the loss -------
+
+
+def per_class_agreement(
+    x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture
+) -> Dict[int, float]:
+    """``{c: class agreement of the samples asked for c}`` for each class c in ``y``: the agreements
+    of :func:`per_class_agreement_and_spread`, without the spread."""
+    return {c: a for c, (a, _) in per_class_agreement_and_spread(x, y, mixture).items()}
+
+
+class LabelGain(NamedTuple):
+    """What :func:`label_gain` returns: point by point at each step ([steps, n]) the gain by the
+    formula and the difference of the two losses; per step ([steps], float32) the two minimal
+    losses, summed over coordinates."""
+
+    formula: torch.Tensor
+    direct: torch.Tensor
+    loss_u: torch.Tensor
+    loss_c: torch.Tensor
+
+
+@torch.no_grad()
+def label_gain(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 2000,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+) -> LabelGain:
+    """What knowing the label is worth to the noise-prediction loss, two ways on the same points.
+
+    At each step, n labelled x_0 from the mixture and fresh noise eps (both from ``generator``),
+    x_t from the forward process. ``direct``: |eps - E[eps|x_t]|^2 - |eps - E[eps|x_t, y]|^2 with
+    the two exact noise predictors (:func:`~diffcourse.mixture.exact_eps_fn` without and with y);
+    their means are the minimal losses ``loss_u`` and ``loss_c`` (without and with y). ``formula``:
+    the gain G_t = (1 - alpha_bar_t) |grad log p_t(y | x_t)|^2 that chapter 2 derives from the
+    eps-score link (Luo eq. 151) and Bayes' rule for scores (Luo eq. 165). The two share no
+    formula, so their agreement tests the derivation."""
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    check_generator(generator)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    exact_u = exact_eps_fn(mixture, schedule)
+    formula, direct, loss_u, loss_c = [], [], [], []
+    for step in tqdm(steps, desc="label gain", disable=not progress, leave=False):
+        a = float(schedule.alpha_bar[step])
+        x0, y0 = mixture.sample(n, generator=generator)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = torch.full((n,), step, device=x0.device)
+        x_t = q_sample(x0, t, schedule, eps=eps)
+        err_u = (eps - exact_u(x_t, t)).pow(2).sum(1)
+        err_c = (eps - exact_eps_fn(mixture, schedule, y0)(x_t, t)).pow(2).sum(1)
+        grad = mixture.diffuse(a).classifier_grad(x_t, y0)
+        formula.append((1 - a) * grad.pow(2).sum(1))
+        direct.append(err_u - err_c)
+        loss_u.append(err_u.mean().item())
+        loss_c.append(err_c.mean().item())
+    return LabelGain(
+        torch.stack(formula), torch.stack(direct), torch.tensor(loss_u), torch.tensor(loss_c)
+    )

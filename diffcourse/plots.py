@@ -546,3 +546,183 @@ def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
         title=title,
     )
     ax.legend()
+
+
+# ---- chapters 1 and 2: the forward process, a score error curve, point clouds, classes -----------
+
+
+def _check_panels_dict(panels, what: str) -> None:
+    if not isinstance(panels, dict) or not panels:
+        raise TypeError(
+            f"panels must be a non-empty dict title -> {what}, got {type(panels).__name__}"
+        )
+
+
+def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, generator=None):
+    """The forward process in pictures, one panel per step of ``steps`` (0-based): the exact density
+    of x_t (shaded, ``mixture.diffuse(alpha_bar_t)``, :func:`density_grid`) under n draws from
+    q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Luo eq. 70) of the same n data
+    points x_0. The data points, then each panel's noise, come from ``generator`` in that order.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_schedule
+    from .schedules import q_sample
+
+    check_schedule(schedule)
+    n = check_int(n, "n", low=1)
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    if not steps:
+        raise ValueError("steps must name at least one step")
+    x_data, _ = mixture.sample(n, generator=generator)
+    fig, axes = plt.subplots(
+        1, len(steps), figsize=(3.5 * len(steps), 3.6), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, step in zip(axes[0], steps):
+        a = float(schedule.alpha_bar[step])
+        t = torch.full((n,), step, device=x_data.device)
+        x_t = q_sample(x_data, t, schedule, generator=generator)
+        grid = density_grid(mixture, alpha_bar=a)
+        title = f"t = {step + 1}, alpha_bar = {a:.3f}"
+        samples_over_density(ax, grid, x_t, title=title, per_class=n, filled=True)
+        ax.set_xlabel("$x_1$")
+    axes[0, 0].set_ylabel("$x_2$")
+    fig.suptitle(
+        "The forward process: exact density of $x_t$ (shading) and draws from $q(x_t|x_0)$ (dots)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
+    """A relative score error at every step (``errors[t]``, 0-based; book steps 1..T on the axis),
+    both axes logarithmic, with the first ``skip`` stiff steps shaded and the mean error past them
+    drawn as a dashed line: chapter 1's picture of a learned score against the exact one. Returns
+    the axes."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    check_tensor(errors, "errors", floating=True, ndim=1)
+    skip = check_int(skip, "skip", low=0, high=len(errors) - 1)
+    mean = errors[skip:].mean().item()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(range(1, len(errors) + 1), errors.numpy(), marker=".", lw=1)
+    ax.axvspan(0.8, skip + 0.5, color="0.85", label=f"first {skip} steps")
+    ax.axhline(mean, color="C3", ls="--", label=f"mean past them: {mean:.1%}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step t (log scale)")
+    ax.set_ylabel("RMS score error / RMS exact score")
+    ax.set_title("Learned score against the exact score")
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax
+
+
+def point_clouds(
+    panels: dict, per_panel: int = 4000, xlim: float = 2.2, ylim: float = 1.6, size=(13 / 3, 4.2)
+):
+    """Side by side scatter plots of 2-D point sets, one panel per entry of ``panels`` (title ->
+    points [N, 2]), the first ``per_panel`` points of each, on one box [-xlim, xlim] x [-ylim,
+    ylim] with labelled axes: samples set beside exact draws to be compared by eye. Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    _check_panels_dict(panels, "points")
+    per_panel = check_int(per_panel, "per_panel", low=1)
+    xlim = check_real(xlim, "xlim", low=0, low_open=True)
+    ylim = check_real(ylim, "ylim", low=0, low_open=True)
+    k = len(panels)
+    fig, axes = plt.subplots(
+        1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (title, pts) in zip(axes[0], panels.items()):
+        pts = check_tensor(pts, f"panels[{title!r}]", floating=True, shape=(None, 2)).detach().cpu()
+        ax.scatter(pts[:per_panel, 0], pts[:per_panel, 1], s=1, alpha=0.4)
+        ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+        ax.set_xlim(-xlim, xlim)
+        ax.set_ylim(-ylim, ylim)
+    axes[0, 0].set_ylabel("$x_2$")
+    fig.tight_layout()
+    return fig
+
+
+def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Optional[str] = None):
+    """Side by side scatter plots of labelled 2-D points, one panel per entry of ``panels`` (title ->
+    (x [N, 2], y [N])), each class c in its colour of the coolwarm map (blue for class 0, red for
+    the last of ``num_classes``), the same in every panel. ``legend``: a format string for a class's
+    entry (e.g. "asked y = {}"), shown on the last panel; None for no legend. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    _check_panels_dict(panels, "(x, y)")
+    num_classes = check_int(num_classes, "num_classes", low=2)
+    if legend is not None and not isinstance(legend, str):
+        raise TypeError(f"legend must be a format string or None, got {type(legend).__name__}")
+    k = len(panels)
+    fig, axes = plt.subplots(
+        1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (title, pair) in zip(axes[0], panels.items()):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"panels[{title!r}] must be a pair (x, y)")
+        x = check_tensor(pair[0], f"panels[{title!r}] x", floating=True, shape=(None, 2))
+        y = check_tensor(pair[1], f"panels[{title!r}] y", floating=False, shape=(x.shape[0],))
+        x, y = x.detach().cpu(), y.cpu()
+        for c in range(num_classes):
+            if (y == c).any():
+                color = plt.cm.coolwarm(c / (num_classes - 1))
+                label = legend.format(c) if legend else None
+                ax.scatter(*x[y == c].T, s=2, color=color, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+    axes[0, 0].set_ylabel("$x_2$")
+    if legend:
+        axes[0, -1].legend(markerscale=5, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax=None):
+    """The two minimal noise-prediction losses against the step t (1-based), without and with the
+    label, the band between them shaded (the gain of knowing y), and the gain by chapter 2's formula
+    G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line, which should run along
+    the band's width. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_tensor
+
+    check_tensor(loss_u, "loss_u", floating=True, ndim=1)
+    n = len(loss_u)
+    check_tensor(loss_c, "loss_c", floating=True, shape=(n,))
+    check_tensor(gain, "gain", floating=True, shape=(n,))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    steps = range(1, n + 1)
+    ax.plot(steps, loss_u, label="minimal loss without y")
+    ax.plot(steps, loss_c, label="minimal loss with y")
+    ax.fill_between(steps, loss_c, loss_u, color="C2", alpha=0.3, label="gain")
+    ax.plot(steps, gain, color="k", lw=0.8, ls="--", label="gain by the formula")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("expected noise-prediction loss")
+    ax.set_title("What knowing y is worth to the loss, at each noise level")
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax
+
+
+def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 2000, generator=None):
+    """A labelled 2-D mixture in pictures (:func:`class_panels`): n draws from p(x) coloured by
+    their class, then ``per_class`` draws from each p(x | y = c), all from ``generator`` in that
+    order. Returns the figure."""
+    n, per_class = check_int(n, "n", low=1), check_int(per_class, "per_class", low=1)
+    panels = {"p(x), coloured by class": mixture.sample(n, generator=generator)}
+    for c in range(mixture.num_classes):
+        panels[f"p(x | y = {c})"] = mixture.sample(per_class, c, generator=generator)
+    return class_panels(panels, mixture.num_classes, size=(4.0, 4.0))

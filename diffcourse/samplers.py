@@ -408,3 +408,35 @@ def labels_and_noise(
     ``[num_classes * per_class, *sample_shape]``, the paired inputs of a guidance sweep."""
     y = balanced_labels(num_classes, per_class, device)
     return y, seeded_noise((y.shape[0], *sample_shape), seed, device, dtype)
+
+
+def ddpm_sample_each(
+    eps_fns: dict[str, EpsFn],
+    noise: torch.Tensor,
+    schedule: Schedule,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """``{name: samples}``: :func:`ddpm_sample` (Ho et al. 2020, Algorithm 2) run with each noise
+    predictor of ``eps_fns`` from the same starting noise ``noise`` and with the same noise at
+    every step (a generator on noise's device seeded with ``seed`` for each run): paired runs, so
+    their samples differ by the predictors alone (a learned one against the exact one, a weak
+    model against a strong one)."""
+    from collections.abc import Mapping
+
+    from .checks import check_tensor
+
+    if not isinstance(eps_fns, Mapping) or not eps_fns:
+        raise TypeError(
+            f"eps_fns must be a non-empty mapping name -> eps_fn, got {type(eps_fns).__name__}"
+        )
+    for name, fn in eps_fns.items():
+        check_callable(fn, f"eps_fns[{name!r}]")
+    check_tensor(noise, "noise", floating=True)
+    seed = check_int(seed, "seed")
+    return {
+        name: ddpm_sample(
+            fn, noise, schedule, torch.Generator(noise.device).manual_seed(seed), progress
+        )
+        for name, fn in eps_fns.items()
+    }

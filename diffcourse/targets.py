@@ -59,3 +59,21 @@ def x0_to_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
     alpha_bar = _checked(alpha_bar, True, False, x_t=x_t, x0=x0)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+def posterior_means(x_t: torch.Tensor, pool: torch.Tensor, alpha_bar) -> tuple:
+    """(E[x0 | x_t], E[eps | x_t]) straight from their definitions, with no score in sight: each
+    data draw x0_j of ``pool`` [M, D] is weighted by how likely it is to have produced x_t,
+    q(x_t | x0_j) = N(sqrt(alpha_bar) x0_j, (1 - alpha_bar) I) (Luo eq. 70), normalised over the
+    pool, and the averages are of x0_j and of the noise eps_j = (x_t - sqrt(alpha_bar) x0_j) /
+    sqrt(1 - alpha_bar) that takes x0_j to x_t. The brute-force answer that Tweedie's formula
+    (Luo eq. 133) and eq. 151 are held against; exact as the pool grows. Memory: [N, M, D]."""
+    a = _checked(alpha_bar, True, False, x_t=x_t, pool=pool)
+    if x_t.ndim != 2 or pool.ndim != 2 or x_t.shape[1] != pool.shape[1]:
+        raise ValueError(
+            f"x_t and pool must be [N, D] and [M, D] with one D, got {tuple(x_t.shape)} and "
+            f"{tuple(pool.shape)}"
+        )
+    eps_j = (x_t[:, None] - a**0.5 * pool[None]) / (1 - a) ** 0.5
+    w = torch.softmax(-eps_j.pow(2).sum(-1) / 2, dim=1)  # q(x_t | x0_j), normalised
+    return w @ pool, (w[..., None] * eps_j).sum(1)

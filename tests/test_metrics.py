@@ -435,3 +435,118 @@ def test_tilted_draw_is_sample_tilted():
     assert torch.equal(
         a, sample_tilted(mixture, 0, 3.0, 500, generator=torch.Generator().manual_seed(2))
     )
+
+
+# ---- chapter 1: Tweedie by brute force, one chunk's floor; chapter 2: agreement, label gain -------
+from diffcourse import targets  # noqa: E402
+from diffcourse.metrics import (  # noqa: E402
+    chunk_floors,
+    label_gain,
+    per_class_agreement,
+    tweedie_errors,
+)
+from diffcourse.mixture import GaussianMixture  # noqa: E402
+from diffcourse.schedules import q_sample  # noqa: E402
+
+
+def test_tweedie_errors_are_chapter_1_labs_loop():
+    """The lab's former loop, written out on a small input, gives the same numbers."""
+    mix, s = three_blobs(), cosine_schedule(50)
+    got = tweedie_errors(
+        mix, s, (10, 30), pool_size=3000, n=16, generator=torch.Generator().manual_seed(0)
+    )
+    gen = torch.Generator().manual_seed(0)
+    pool, _ = mix.sample(3000, generator=gen)
+    for step in (10, 30):
+        a = float(s.alpha_bar[step])
+        x0, _ = mix.sample(16, generator=gen)
+        x_t = q_sample(x0, torch.full((16,), step), s, generator=gen)
+        eps_j = (x_t[:, None] - a**0.5 * pool[None]) / (1 - a) ** 0.5
+        w = torch.softmax(-eps_j.pow(2).sum(-1) / 2, dim=1)
+        x0_mean, eps_mean = w @ pool, (w[..., None] * eps_j).sum(1)
+        score = mix.diffuse(a).score(x_t)
+        u, v = targets.score_to_x0(x_t, score, a), x0_mean
+        assert got[step]["score_to_x0"] == ((u - v).norm() / v.norm()).item()
+        u, v = targets.eps_to_score(eps_mean, a), score
+        assert got[step]["eps_to_score"] == ((u - v).norm() / v.norm()).item()
+        assert set(got[step]) == {
+            "score_to_eps",
+            "eps_to_score",
+            "score_to_x0",
+            "x0_to_score",
+            "eps_to_x0",
+            "x0_to_eps",
+        }
+        assert got[step]["eps_to_x0"] < 1e-5  # the definition of eps, rearranged
+    with pytest.raises(ValueError, match="^steps"):
+        tweedie_errors(mix, s, (50,), pool_size=10)
+    with pytest.raises(TypeError, match="^pool_size"):
+        tweedie_errors(mix, s, (10,), pool_size=torch.randn(10, 2))
+
+
+def test_chunk_floors_are_seeded_sliced_w2_of_two_draws():
+    mix = three_blobs()
+    draw = lambda n, g: mix.sample(n, generator=g)[0]  # noqa: E731
+    got = chunk_floors(draw, 200, seeds=3, seed=7)
+    assert len(got) == 3 and len(set(got)) == 3
+    g = torch.Generator().manual_seed(7 + 2)
+    a, b = draw(200, g), draw(200, g)
+    assert got[2] == sliced_w2(a, b, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="^n"):
+        chunk_floors(draw, 1)
+    with pytest.raises(TypeError, match="^draw"):
+        chunk_floors("draw", 200)
+
+
+def test_per_class_agreement_by_hand():
+    mix = three_blobs(dtype=torch.float64)
+    x = mix.means[mix.labels.argsort()].repeat_interleave(2, 0)  # 2 points at each class's means
+    y = mix.labels.sort().values.repeat_interleave(2)
+    got = per_class_agreement(x, y, mix)
+    assert got == {c: 1.0 for c in range(mix.num_classes)}
+    flipped = per_class_agreement(x, (y + 1) % mix.num_classes, mix)
+    assert all(v == 0.0 for v in flipped.values())
+    rows = per_class_agreement_and_spread(x, y, mix)
+    assert got == {c: a for c, (a, _) in rows.items()}
+    with pytest.raises(TypeError, match="^y"):
+        per_class_agreement(x, y.double(), mix)
+
+
+def _twin_classes(s2: float = 0.5) -> GaussianMixture:
+    """Two classes with the same Gaussian N(0, s2 I): the label carries nothing."""
+    z = torch.zeros(2, 2, dtype=torch.float64)
+    covs = s2 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    return GaussianMixture(z, covs, torch.ones(2, dtype=torch.float64), torch.tensor([0, 1]))
+
+
+def test_label_gain_is_zero_when_the_label_says_nothing_and_loss_matches_closed_form():
+    s, s2 = cosine_schedule(20), 0.5
+    gain = label_gain(
+        _twin_classes(s2),
+        s,
+        (3, 12),
+        n=4000,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    assert gain.formula.abs().max() < 1e-12 and gain.direct.abs().max() < 1e-9
+    for i, step in enumerate((3, 12)):
+        a = float(s.alpha_bar[step])
+        v = a * s2 + 1 - a  # x_t ~ N(0, v I): L*_u = d (1 - (1 - a) / v)
+        assert abs(gain.loss_u[i].item() - 2 * (1 - (1 - a) / v)) < 0.08
+    assert gain.loss_u.dtype == torch.float32 and gain.formula.shape == (2, 4000)
+
+
+def test_label_gain_formula_is_the_loss_difference():
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(20)
+    gain = label_gain(
+        mix, s, (2, 8), n=3000, generator=torch.Generator().manual_seed(1), progress=False
+    )
+    gap = gain.direct - gain.formula
+    assert gain.formula.mean() > 0.01  # labels help here
+    assert abs(gap.mean()) < 4 * gap.std() / gap.numel() ** 0.5
+    assert torch.allclose(gain.loss_u - gain.loss_c, gain.direct.mean(1).float(), atol=1e-5)
+    with pytest.raises(ValueError, match="^n"):
+        label_gain(mix, s, (2,), n=0)
+    with pytest.raises(TypeError, match="^generator"):
+        label_gain(mix, s, (2,), generator=0)

@@ -229,3 +229,88 @@ def test_samples_grid_one_panel_per_entry():
     plt.close(fig)
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
+
+
+# ---- chapters 1 and 2: forward process, score error curve, point clouds, class panels -------------
+from diffcourse.plots import (  # noqa: E402
+    class_panels,
+    forward_process,
+    gain_band,
+    mixture_classes,
+    point_clouds,
+    score_error_curve,
+)
+from diffcourse.schedules import cosine_schedule, q_sample  # noqa: E402
+
+
+def test_forward_process_one_panel_per_step_drawn_in_order():
+    mix, s = three_blobs(), cosine_schedule(20)
+    fig = forward_process(mix, s, [0, 19], n=50, generator=torch.Generator().manual_seed(0))
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == [
+        f"t = {k + 1}, alpha_bar = {float(s.alpha_bar[k]):.3f}" for k in (0, 19)
+    ]
+    # the last panel's dots are x_t of the same 50 data points, drawn after the first panel's
+    g = torch.Generator().manual_seed(0)
+    x0, _ = mix.sample(50, generator=g)
+    q_sample(x0, torch.full((50,), 0), s, generator=g)
+    x_t = q_sample(x0, torch.full((50,), 19), s, generator=g)
+    dots = [c.get_offsets() for c in axes[1].collections if len(c.get_offsets()) == 50]
+    assert torch.allclose(torch.tensor(dots[0]), x_t.double(), atol=1e-6)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="^steps"):
+        forward_process(mix, s, [20])
+
+
+def test_score_error_curve_marks_the_mean_past_the_stiff_steps():
+    errors = torch.tensor([1.0, 0.5, 0.1, 0.2, 0.3])
+    ax = score_error_curve(errors, skip=2)
+    mean_line = [ln for ln in ax.get_lines() if ln.get_label().startswith("mean")][0]
+    assert abs(mean_line.get_ydata()[0] - 0.2) < 1e-7 and ax.get_xscale() == "log"
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="^skip"):
+        score_error_curve(errors, skip=5)
+    with pytest.raises(TypeError, match="^errors"):
+        score_error_curve([1.0, 2.0], skip=0)
+
+
+def test_point_clouds_one_panel_per_set():
+    x = torch.randn(30, 2)
+    fig = point_clouds({"a": x, "b": x + 1}, per_panel=10, xlim=2.0, ylim=1.0)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    assert len(axes[1].collections[0].get_offsets()) == 10 and axes[0].get_ylim() == (-1.0, 1.0)
+    plt.close(fig)
+    with pytest.raises(TypeError, match="^panels"):
+        point_clouds([x])
+    with pytest.raises(ValueError, match="^panels\\['a'\\]"):
+        point_clouds({"a": torch.randn(5, 3)})
+
+
+def test_class_panels_colour_each_class_alike_and_mixture_classes():
+    x, y = torch.randn(40, 2), torch.arange(2).repeat(20)
+    fig = class_panels({"both": (x, y), "one": (x[y == 1], y[y == 1])}, 2, legend="y = {}")
+    a, b = fig.get_axes()
+    assert [c.get_label() for c in a.collections] == ["y = 0", "y = 1"]
+    red = b.collections[0].get_facecolor()[0]
+    assert (red == a.collections[1].get_facecolor()[0]).all()  # class 1 red in both panels
+    assert len(b.collections[0].get_offsets()) == 20
+    plt.close(fig)
+    with pytest.raises(TypeError, match="pair"):
+        class_panels({"a": x}, 2)
+    fig = mixture_classes(
+        three_blobs(), n=30, per_class=10, generator=torch.Generator().manual_seed(0)
+    )
+    assert [ax.get_title() for ax in fig.get_axes()][1:] == [f"p(x | y = {c})" for c in range(3)]
+    plt.close(fig)
+
+
+def test_gain_band_draws_both_losses_the_band_and_the_formula():
+    u, c = torch.tensor([1.0, 0.9, 0.8]), torch.tensor([0.9, 0.85, 0.8])
+    ax = gain_band(u, c, u - c)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert labels == ["minimal loss without y", "minimal loss with y", "gain by the formula"]
+    assert list(ax.get_lines()[2].get_xdata()) == [1, 2, 3]
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="^loss_c"):
+        gain_band(u, c[:2], u - c)

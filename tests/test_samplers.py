@@ -545,3 +545,26 @@ def test_a_zero_score_takes_no_langevin_step():
     plain = ddpm_sample(zero, (4096, 2), s, generator=gen, progress=False)
     assert torch.isfinite(out).all()
     assert 0.8 < out.std() / plain.std() < 1.25, (out.std(), plain.std())
+
+
+# ---- ddpm_sample_each: paired runs from the same noise -------------------------------------------
+from diffcourse.samplers import ddpm_sample_each  # noqa: E402
+
+
+def test_ddpm_sample_each_is_seeded_ddpm_per_predictor():
+    mix, s = random_mixture(2, (1, 2), seed=2), cosine_schedule(20)
+    noise = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fns = {
+        "all": exact_eps_fn(mix, s),
+        "class 0": exact_eps_fn(mix, s, 0),
+        "again": exact_eps_fn(mix, s),
+    }
+    got = ddpm_sample_each(fns, noise, s, seed=5, progress=False)
+    assert list(got) == ["all", "class 0", "again"]
+    expected = ddpm_sample(fns["class 0"], noise, s, torch.Generator().manual_seed(5), False)
+    assert torch.equal(got["class 0"], expected)
+    assert torch.equal(got["all"], got["again"]) and not torch.equal(got["all"], got["class 0"])
+    with pytest.raises(TypeError, match="^eps_fns"):
+        ddpm_sample_each({}, noise, s)
+    with pytest.raises(TypeError, match="eps_fns\\['x'\\]"):
+        ddpm_sample_each({"x": 1.0}, noise, s)

@@ -81,3 +81,42 @@ def test_conversions_refuse_levels_they_cannot_use_and_integer_tensors(name, n_t
     ints = [a.round().long() for a in args]  # integer data would be truncated
     with pytest.raises(TypeError, match="must be a floating-point tensor"):
         fn(*ints, 0.5)
+
+
+# ---- posterior_means: the brute-force E[x0 | x_t] and E[eps | x_t] of chapter 1's lab --------------
+from diffcourse.targets import posterior_means  # noqa: E402
+
+
+def test_posterior_means_of_two_points_by_hand():
+    """Two pool points: the weights are the two Gaussian likelihoods q(x_t | x0_j), normalised."""
+    a = 0.6
+    pool = torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
+    x_t = torch.tensor([[0.3, 0.2], [0.9, -0.4]], dtype=torch.float64)
+    lik = torch.exp(-((x_t[:, None] - a**0.5 * pool[None]) ** 2).sum(-1) / (2 * (1 - a)))
+    w = lik / lik.sum(1, keepdim=True)
+    x0_mean, eps_mean = posterior_means(x_t, pool, a)
+    assert torch.allclose(x0_mean, w @ pool)
+    assert torch.allclose(eps_mean, (x_t - a**0.5 * (w @ pool)) / (1 - a) ** 0.5)
+
+
+def test_posterior_means_match_tweedie_on_one_gaussian():
+    """A large pool from N(mu, s^2 I): the averages approach Tweedie's answer from the exact score."""
+    mix = random_mixture(2, (1,), seed=3)
+    pool, _ = mix.sample(20000, generator=torch.Generator().manual_seed(0))
+    x_t = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a = 0.3
+    x0_mean, eps_mean = posterior_means(x_t, pool, a)
+    score = mix.diffuse(a).score(x_t)
+    exact_x0, exact_eps = targets.score_to_x0(x_t, score, a), targets.score_to_eps(score, a)
+    assert (x0_mean - exact_x0).norm() / exact_x0.norm() < 0.03
+    assert (eps_mean - exact_eps).norm() / exact_eps.norm() < 0.03
+
+
+def test_posterior_means_bad_input():
+    x = torch.randn(3, 2)
+    with pytest.raises(TypeError, match="^pool"):
+        posterior_means(x, torch.ones(4, 2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="^x_t and pool"):
+        posterior_means(x, torch.randn(4, 3), 0.5)
+    with pytest.raises(ValueError, match="^alpha_bar"):
+        posterior_means(x, torch.randn(4, 2), 1.0)
