@@ -229,3 +229,23 @@ def test_samples_grid_one_panel_per_entry():
     plt.close(fig)
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
+
+
+def test_tradeoff_places_each_method_with_its_label():
+    from diffcourse.plots import tradeoff
+
+    rows = {f"m{i}": {"d": float(i + 1), "s": 0.1 * i, "NFE": 10 * i} for i in range(12)}
+    ax = tradeoff(rows, "d", "s", floor=1.5, logx=True, ylabel="spread")
+    points = [c.get_offsets()[0].tolist() for c in ax.collections]
+    assert points == [[i + 1.0, 0.1 * i] for i in range(12)]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[0] == "m0, 0 NFE" and "noise floor" in labels
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "d" and ax.get_ylabel() == "spread"
+    assert ax.lines[0].get_xdata()[0] == 1.5
+    markers = {c.get_paths()[0].vertices.shape[0] for c in ax.collections[9:11]}
+    assert len(markers) == 2  # the eleventh point has another marker
+    plt.close("all")
+    with pytest.raises(TypeError, match="rows"):
+        tradeoff([1, 2], "d", "s")
+    with pytest.raises(ValueError, match="NFE"):
+        tradeoff({"a": {"d": 1.0, "s": 2.0}}, "d", "s")
