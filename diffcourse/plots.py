@@ -604,3 +604,40 @@ def tradeoff(
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     return ax
+
+
+def image_panels(
+    panels,
+    rows: int,
+    *,
+    row_labels: Optional[list] = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    figsize=None,
+):
+    """A row of :func:`image_grid` panels, one per entry of ``panels`` (title -> images
+    [N, 1, H, W] in [-1, 1], N a multiple of ``rows``), each with ``rows`` rows labelled
+    ``row_labels`` (default: their numbers) and the x label ``xlabel``; the first panel's y axis
+    labelled ``ylabel``. Returns the figure: real digits beside samples, or samples at several
+    scales from the same noise."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(panels, dict) or not panels:
+        raise TypeError(
+            f"panels must be a non-empty dict title -> images, got {type(panels).__name__}"
+        )
+    rows = check_int(rows, "rows", low=1)
+    for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=figsize or (4.2 * len(panels), 4.5), squeeze=False
+    )
+    for ax, (title, x) in zip(axes[0], panels.items()):
+        image_grid(ax, x, rows, title=title, row_labels=row_labels)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+    if ylabel:
+        axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig

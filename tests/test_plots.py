@@ -249,3 +249,22 @@ def test_tradeoff_places_each_method_with_its_label():
         tradeoff([1, 2], "d", "s")
     with pytest.raises(ValueError, match="NFE"):
         tradeoff({"a": {"d": 1.0, "s": 2.0}}, "d", "s")
+
+
+def test_image_panels_draws_one_grid_per_panel():
+    from diffcourse.plots import image_panels
+
+    a = torch.linspace(-1, 1, 6 * 16).reshape(6, 1, 4, 4)
+    fig = image_panels({"a": a, "b": -a}, 3, row_labels=["x", "y", "z"], ylabel="rows")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    assert axes[0].get_ylabel() == "rows" and axes[1].get_ylabel() == ""
+    assert [t.get_text() for t in axes[1].get_yticklabels()] == ["x", "y", "z"]
+    img = axes[0].images[0].get_array()
+    assert img.shape == (3 * 6, 2 * 6)  # 3 rows of 2 images, each 4 + 2 gutter pixels
+    assert img[1, 1] == a[0, 0, 0, 0].item()
+    plt.close("all")
+    with pytest.raises(TypeError, match="panels"):
+        image_panels([a], 3)
+    with pytest.raises(ValueError, match="rows"):
+        image_panels({"a": a}, 4)
