@@ -9,11 +9,11 @@ sampler noise from a generator seeded alike, so the same arguments give the same
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .checks import check_int, check_real
+from .checks import check_int, check_real, check_tensor
 from .data import round_mixture
 from .guidance import classifier_free_eps_fn, interval_cfg_eps_fn
 from .leaderboard import mode_coverage
@@ -378,3 +378,178 @@ def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool =
     sign = 1 if increasing else -1
     steps = [sign * (b - a) for a, b in zip(values, values[1:])]
     return all(s > 0 for s in steps) if strict else all(s >= 0 for s in steps)
+
+
+# ---- chapter 8: each guidance variant against its formula, at one step -------------------------
+
+
+class VariantGaps(NamedTuple):
+    """What :func:`variant_formula_gaps` returns: the largest gap of each variant's ``eps_fn`` to the
+    formula written out, and the fraction of images that dynamic thresholding clips at that step."""
+
+    gaps: Dict[str, float]
+    clipped: float
+
+
+@torch.no_grad()
+def variant_formula_gaps(
+    model: torch.nn.Module,
+    weak: torch.nn.Module,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    schedule: Schedule,
+    steps: int,
+    gamma: float,
+) -> VariantGaps:
+    """Chapter 8's variants as :func:`~diffcourse.guidance.model_variants` builds them for a DDIM
+    run on ``steps`` levels, each held at one step against its formula written out here.
+
+    ``model`` is a conditional noise predictor with a null label, ``weak`` a weaker one of the same
+    task (autoguidance); x0 (held-out images) and their labels y are noised (seeded by the level)
+    to the middle step t of the interval [lo, hi] of :func:`~diffcourse.schedules.nsr_interval`,
+    and to lo // 2 below it. With c, u, w the conditional, null and weak predictions there and
+    D(e) = (x_t - sqrt(1 - alpha_bar_t) e) / sqrt(alpha_bar_t), chapter 1's clean estimate:
+
+    - eq. 170, cfg = gamma c + (1 - gamma) u (Luo eq. 170); the interval's eps_fn is cfg inside,
+      c below it;
+    - rescaled: phi cfg std(c) / std(cfg) + (1 - phi) cfg, phi = 0.7, std per image (Lin et al.);
+    - autoguidance: gamma c + (1 - gamma) w (Karras et al.);
+    - APG, eta = 0, beta = -0.5: D = D(c) + (gamma - 1)(Delta - Delta_par), Delta = D(c) - D(u) and
+      Delta_par its projection on D(c); on a second call the momentum halves Delta (Sadat et al.);
+    - CFG++ at lam = :func:`~diffcourse.guidance.lam_matching`: the pair (u + lam (c - u), u);
+    - thresholding: D(cfg) clipped to [-s, s] and divided by s, s = max(1, the 99.5th percentile
+      of |D(cfg)|) per image (Saharia et al.).
+
+    Returns each gap (largest absolute difference) by name and the fraction of images whose s > 1."""
+    from .guidance import lam_matching, model_variants
+    from .schedules import nsr_interval, q_sample_at
+
+    check_tensor(x0, "x0", floating=True, ndim=4)
+    y = check_tensor(y, "y", floating=False, shape=(x0.shape[0],))
+    gamma = check_real(gamma, "gamma", low=0)
+    fn = {k: v.eps_fn for k, v in model_variants(model, weak, y, schedule, steps, gamma).items()}
+    c_fn, u_fn = fn["conditional"], model.eps_fn(model.null_labels(len(y)))
+    lo, hi = nsr_interval(schedule)
+    lam = lam_matching(schedule, steps, gamma)
+    x_t, t = q_sample_at(x0, (lo + hi) // 2, schedule)
+    x_low, t_low = q_sample_at(x0, lo // 2, schedule)
+    ab = schedule.alpha_bar[(lo + hi) // 2]
+
+    def per_image(v: torch.Tensor) -> torch.Tensor:  # one number per image, over its pixels
+        return v.reshape(-1, 1, 1, 1)
+
+    def std(e: torch.Tensor) -> torch.Tensor:
+        return per_image(e.flatten(1).std(1))
+
+    def to_x0(eps: torch.Tensor) -> torch.Tensor:
+        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    c, u, w = c_fn(x_t, t), u_fn(x_t, t), weak.eps_fn(y)(x_t, t)
+    cfg, auto = gamma * c + (1 - gamma) * u, gamma * c + (1 - gamma) * w  # eq. 170 twice
+    x0_c, delta, x0_cfg = to_x0(c), to_x0(c) - to_x0(u), to_x0(cfg)
+    unit = x0_c / per_image(x0_c.flatten(1).norm(dim=1))
+    par = per_image((delta * unit).flatten(1).sum(1)) * unit
+    apg = x0_c + (gamma - 1) * (delta - par)  # eta_par = 0: no part along D(c)
+    apg_m = x0_c + (gamma - 1) * (delta - par) / 2  # momentum: Delta - Delta / 2
+    tau = per_image(x0_cfg.abs().flatten(1).quantile(0.995, 1).clamp(min=1))
+    clip = torch.where(tau > 1, torch.clamp(x0_cfg, -tau, tau) / tau, x0_cfg)
+    pp = fn["CFG++"](x_t, t)
+    checks = [  # (variant, its eps_fn's answer, the formula)
+        ("interval, inside", fn["interval"](x_t, t), cfg),
+        ("interval, below", fn["interval"](x_low, t_low), c_fn(x_low, t_low)),
+        ("rescaled", fn["rescaled"](x_t, t), 0.7 * cfg * std(c) / std(cfg) + 0.3 * cfg),
+        ("autoguidance", fn["autoguidance"](x_t, t), auto),
+        ("APG, first call", to_x0(fn["APG"](x_t, t)), apg),
+        ("APG, momentum", to_x0(fn["APG"](x_t, t)), apg_m),
+        ("CFG++, x0 branch", pp[0], u + lam * (c - u)),
+        ("CFG++, direction", pp[1], u),
+        ("thresholding", to_x0(fn["thresholding"](x_t, t)), clip),
+    ]
+    gaps = {name: (a - b).abs().max().item() for name, a, b in checks}
+    return VariantGaps(gaps, (tau > 1).double().mean().item())
+
+
+def variant_identities(
+    cond_fn: Fn,
+    uncond_fn: Fn,
+    schedule: Schedule,
+    noise: torch.Tensor,
+    gamma: float,
+    lam: float,
+    levels: int = 20,
+) -> Dict[str, float]:
+    """Chapter 8's identities between variants of eq. 170, each the largest gap
+    (:func:`~diffcourse.samplers.ddim_gap`) between two DDIM runs on ``levels`` levels from the same
+    ``noise``, run against run:
+
+    - "APG, all changes off: eq. 170": APG with eta = 1, r = inf, beta = 0 against eq. 170 (Luo
+      eq. 170) at ``gamma``: the same sampler, up to float rounding (it goes through x0 and back);
+    - "CFG++ at lam: gamma_eff": CFG++ at ``lam`` against eq. 170 with the per-level scale
+      :func:`~diffcourse.guidance.cfgpp_gamma_eff`: the same sampler;
+    - "CFG++ at lam: eq. 170 at lam": against eq. 170 at gamma = lam: not the same sampler."""
+    from .guidance import apg_eps_fn, cfgpp_eps_fn, cfgpp_gamma_eff, per_level_cfg_eps_fn
+    from .samplers import ddim_gap
+
+    gamma, lam = check_real(gamma, "gamma", low=0), check_real(lam, "lam", low=0, high=1)
+    levels = check_int(levels, "levels", low=1)
+    pp = cfgpp_eps_fn(cond_fn, uncond_fn, lam)
+    g_eff = cfgpp_gamma_eff(schedule, levels, lam)
+    pairs = {
+        "APG, all changes off: eq. 170": (
+            apg_eps_fn(cond_fn, uncond_fn, schedule, gamma, eta=1.0),
+            classifier_free_eps_fn(cond_fn, uncond_fn, gamma),
+        ),
+        f"CFG++ at {lam:g}: gamma_eff": (pp, per_level_cfg_eps_fn(cond_fn, uncond_fn, g_eff)),
+        f"CFG++ at {lam:g}: eq. 170 at {lam:g}": (
+            pp,
+            classifier_free_eps_fn(cond_fn, uncond_fn, lam),
+        ),
+    }
+    return {name: ddim_gap(a, b, noise, schedule, levels) for name, (a, b) in pairs.items()}
+
+
+def variants_on_mixture(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: int,
+    gamma: float,
+    noise: torch.Tensor,
+    steps: int,
+    weak_fn: Fn,
+    reference: torch.Tensor,
+    seed: int = 2,
+) -> Dict[str, Dict[str, float]]:
+    """Chapter 8's comparison on a 2-D mixture with exact scores: the variants of eq. 170 that apply
+    to it (:func:`~diffcourse.guidance.variant_eps_fns`: all but rescaling and thresholding, with
+    ``weak_fn`` for autoguidance) at ``gamma``, each a DDIM run (eta = 0) on ``steps`` levels from
+    ``noise``; then ancestral DDPM with eq. 170 on every level from the same noise (its generator
+    seeded ``seed``) and exact draws from the tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z (chapter
+    6, seeded ``seed + 1``). Each row: class agreement, spread over that of ``reference`` (exact
+    draws of p(x|y)), the distance to the tilted law over its noise floor (``"tilted"``,
+    :func:`~diffcourse.metrics.sample_set_metrics` with ``seed + 2``) and the network evaluations
+    per sample (``"NFE"``)."""
+    from .guidance import variant_eps_fns
+    from .metrics import sample_set_metrics, tilted_draw
+    from .mixture import sample_tilted
+
+    check_tensor(noise, "noise", floating=True, ndim=2)
+    seed, gamma = check_int(seed, "seed", low=0), check_real(gamma, "gamma", low=0)
+    cond_fn, uncond_fn = exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule)
+    names = ("conditional", "CFG", "interval", "autoguidance", "APG", "CFG++")
+    variants = variant_eps_fns(
+        cond_fn, uncond_fn, schedule, steps, gamma, weak_fn=weak_fn, names=names
+    )
+    runs = {
+        name: ddim_sample(v.eps_fn, noise, schedule, steps, progress=False)
+        for name, v in variants.items()
+    }
+    nfe = {name: v.nfe for name, v in variants.items()}
+    gen = torch.Generator(noise.device).manual_seed(seed)
+    cfg = classifier_free_eps_fn(cond_fn, uncond_fn, gamma)
+    runs["DDPM"] = ddpm_sample(cfg, noise, schedule, generator=gen, progress=False)
+    n = noise.shape[0]
+    runs["exact tilted"] = sample_tilted(mixture, y, gamma, n, generator=gen.manual_seed(seed + 1))
+    nfe |= {"DDPM": schedule.T * (1 if gamma in (0, 1) else 2), "exact tilted": 0}
+    laws = {"tilted": tilted_draw(mixture, y, gamma)}
+    rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed + 2)
+    return {name: row | {"NFE": nfe[name]} for name, row in rows.items()}

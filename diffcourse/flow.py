@@ -581,3 +581,46 @@ def train_student(
     finally:
         for p, flag in zip(teacher.parameters(), flags):
             p.requires_grad_(flag)
+
+
+def velocity_gap_to_score(
+    v_fn: VelocityFn, mixture, y, x: torch.Tensor, times: Sequence[float]
+) -> float:
+    """The largest gap between ``v_fn`` and the velocity of a mixture's score taken by autograd,
+    over the points ``x`` and the ``times``: at each t, the score grad log p_t(x | y) of the law of
+    x_t (``mixture.flow_marginal(t)``, its log-density by Cholesky) turned into a velocity by
+    :func:`score_to_velocity`, -(x_t + t score) / (1 - t). Nothing is shared with the closed-form
+    velocity (``exact_velocity_fn``), so a small gap checks it independently (times < 1)."""
+    check_callable(v_fn, "v_fn")
+    check_tensor(x, "x", floating=True, ndim=2)
+    worst = 0.0
+    for t in times:
+        t = check_real(t, "times", low=0, high=1, high_open=True)
+        probe = x.detach().clone().requires_grad_(True)
+        (score,) = torch.autograd.grad(mixture.flow_marginal(t).log_prob(probe, y).sum(), probe)
+        tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            gap = v_fn(x, tt) - score_to_velocity(score, x, tt)
+        worst = max(worst, gap.abs().max().item())
+    return worst
+
+
+def velocity_gap_to_eps(
+    v_fn: VelocityFn, eps_fn: Callable, schedule, x: torch.Tensor, steps: Sequence[int]
+) -> float:
+    """The largest gap between ``v_fn`` on the straight path and ``eps_fn`` on a diffusion chain,
+    over the points ``x`` and the chain's 0-based ``steps``: at each step, the matched time and
+    scale t, c = :func:`matched_time` of alpha_bar (x on the path is x / c on the chain) and the
+    noise prediction there turned into a velocity by :func:`eps_to_velocity`. Small where the two
+    are the same rule in two parametrisations (eq. 170 on exact velocities and on exact noise)."""
+    check_callable(v_fn, "v_fn")
+    check_callable(eps_fn, "eps_fn")
+    check_tensor(x, "x", floating=True, ndim=2)
+    n, worst = x.shape[0], 0.0
+    for step in steps:
+        step = check_int(step, "steps", low=0, high=schedule.T - 1)
+        t, c = matched_time(schedule.alpha_bar[step])
+        tt = torch.full((n,), t.item(), dtype=x.dtype, device=x.device)
+        eps = eps_fn(x / c, torch.full((n,), step, device=x.device))
+        worst = max(worst, (v_fn(x, tt) - eps_to_velocity(eps, x, tt)).abs().max().item())
+    return worst

@@ -27,7 +27,7 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -648,3 +648,109 @@ def feedback_eps_fn(
         return gamma * cond + (1 - gamma) * uncond  # eq. 170, one gamma per row
 
     return guided
+
+
+# ---- the variants side by side (chapter 8's comparison) -----------------------------------------
+
+
+class Variant(NamedTuple):
+    """One row of chapter 8's comparison: a sampler's ``eps_fn`` and its network evaluations (NFE)
+    per sample over a DDIM run."""
+
+    eps_fn: Callable
+    nfe: int
+
+
+VARIANTS = (
+    "conditional",
+    "CFG",
+    "interval",
+    "rescaled",
+    "autoguidance",
+    "APG",
+    "CFG++",
+    "thresholding",
+)
+
+
+def variant_eps_fns(
+    cond_fn: Fn,
+    uncond_fn: Fn,
+    schedule: Schedule,
+    steps: int,
+    gamma: float,
+    *,
+    weak_fn: Fn,
+    cfg_fn: Optional[Fn] = None,
+    beta: float = -0.5,
+    phi: float = 0.7,
+    percentile: float = 0.995,
+    names: Optional[Sequence[str]] = None,
+) -> Dict[str, Variant]:
+    """Chapter 8's variants of eq. 170 at one scale ``gamma``, for a DDIM run on ``steps`` levels:
+    ``{name: Variant(eps_fn, nfe)}`` for the ``names`` asked, in their order (default: all of
+    :data:`VARIANTS`).
+
+    - "conditional": ``cond_fn`` itself (gamma = 1), ``steps`` evaluations;
+    - "CFG": eq. 170, ``cfg_fn`` if given (e.g. :func:`batched_cfg_eps_fn`'s one-pass form of the
+      same rule), else :func:`classifier_free_eps_fn`;
+    - "interval": :func:`interval_cfg_eps_fn` on the levels whose noise-to-signal ratio lies in
+      [1/3, 3] (:func:`~diffcourse.schedules.nsr_interval`): one extra evaluation per level inside;
+    - "rescaled": :func:`rescaled_cfg_eps_fn` with ``phi`` (Lin et al. 2024);
+    - "autoguidance": :func:`autoguidance_eps_fn` with ``weak_fn`` (Karras et al. 2024);
+    - "APG": :func:`apg_eps_fn` with eta = 0 and momentum ``beta`` (Sadat et al. 2025);
+    - "CFG++": :func:`cfgpp_eps_fn` at the lam of :func:`lam_matching` (Chung et al. 2025);
+    - "thresholding": :func:`dynamic_threshold_eps_fn` around "CFG" (Saharia et al. 2022).
+
+    Every guided row but the interval costs two evaluations per level."""
+    from .schedules import nsr_interval
+
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn, weak_fn=weak_fn)
+    steps, gamma = check_int(steps, "steps", low=1), _check_gamma(gamma)
+    names = VARIANTS if names is None else names
+    if isinstance(names, str) or not all(name in VARIANTS for name in names):
+        raise ValueError(f"names must be a sequence of names from {VARIANTS}, got {names!r}")
+    cfg = classifier_free_eps_fn(cond_fn, uncond_fn, gamma) if cfg_fn is None else cfg_fn
+    check_callable(cfg, "cfg_fn")
+    lo, hi = nsr_interval(schedule)
+    inside = sum(lo <= s <= hi for s in ddim_levels(schedule.T, steps))
+    lam = lam_matching(schedule, steps, gamma)
+    build = {
+        "conditional": lambda: Variant(cond_fn, steps),
+        "CFG": lambda: Variant(cfg, 2 * steps),
+        "interval": lambda: Variant(
+            interval_cfg_eps_fn(cond_fn, uncond_fn, gamma, lo, hi), steps + inside
+        ),
+        "rescaled": lambda: Variant(rescaled_cfg_eps_fn(cond_fn, uncond_fn, gamma, phi), 2 * steps),
+        "autoguidance": lambda: Variant(autoguidance_eps_fn(cond_fn, weak_fn, gamma), 2 * steps),
+        "APG": lambda: Variant(
+            apg_eps_fn(cond_fn, uncond_fn, schedule, gamma, beta=beta), 2 * steps
+        ),
+        "CFG++": lambda: Variant(cfgpp_eps_fn(cond_fn, uncond_fn, lam), 2 * steps),
+        "thresholding": lambda: Variant(
+            dynamic_threshold_eps_fn(cfg, schedule, percentile), 2 * steps
+        ),
+    }
+    return {name: build[name]() for name in names}
+
+
+def model_variants(
+    model: torch.nn.Module,
+    weak: torch.nn.Module,
+    y: torch.Tensor,
+    schedule: Schedule,
+    steps: int,
+    gamma: float,
+    **options,
+) -> Dict[str, Variant]:
+    """:func:`variant_eps_fns` for trained networks: the conditional and null predictions of
+    ``model`` (a conditional noise predictor with a null label) for labels ``y``, eq. 170 in its
+    one-pass form (:func:`batched_cfg_eps_fn`), and the conditional predictions of ``weak`` (a
+    weaker model of the same task) for autoguidance. ``options``: those of :func:`variant_eps_fns`."""
+    check_module(model)
+    check_module(weak)
+    cond_fn, uncond_fn = model.eps_fn(y), model.eps_fn(model.null_labels(len(y)))
+    cfg_fn = batched_cfg_eps_fn(model, y, gamma)
+    return variant_eps_fns(
+        cond_fn, uncond_fn, schedule, steps, gamma, weak_fn=weak.eps_fn(y), cfg_fn=cfg_fn, **options
+    )

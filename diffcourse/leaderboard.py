@@ -504,3 +504,30 @@ def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[
         sample_distance(a[i], b[i]) / sample_distance(b[i], b[(i + 1) % len(b)])
         for i in range(len(b))
     ]
+
+
+def evaluate_mixtures(
+    rules: Sequence[Rule],
+    mixtures: Dict[str, Tuple[GaussianMixture, int, int]],
+    schedule: Schedule,
+    gamma: float,
+    device=None,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+) -> Tuple[List[dict], Dict[str, Dict[str, torch.Tensor]]]:
+    """:func:`evaluate` (samples kept) of every rule on several mixtures, one board: ``mixtures``
+    maps a name to (mixture, asked class y, n samples per seed), each run as
+    ``Setting(mixture, schedule, y, gamma, name=name)`` (on ``device`` where given). Returns all the
+    rows, mixture after mixture, and ``{name: {rule: samples}}``."""
+    if not isinstance(mixtures, dict) or not mixtures:
+        raise TypeError(
+            f"mixtures must be a non-empty dict name -> (mixture, y, n), got {type(mixtures).__name__}"
+        )
+    rows, kept = [], {}
+    for name, entry in mixtures.items():
+        if not isinstance(entry, tuple) or len(entry) != 3:
+            raise ValueError(f"mixtures[{name!r}] must be (mixture, y, n), got {entry!r}")
+        m, y, n = entry
+        setting = Setting(m if device is None else m.to(device), schedule, y, gamma, name=name)
+        r, kept[name] = evaluate(rules, setting, n, seeds, keep_samples=True)
+        rows += r
+    return rows, kept

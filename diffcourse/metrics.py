@@ -15,6 +15,7 @@ from .checks import (
     check_generator,
     check_int,
     check_module,
+    check_real,
     check_schedule,
     check_tensor,
 )
@@ -714,3 +715,121 @@ def label_gain(
     return LabelGain(
         torch.stack(formula), torch.stack(direct), torch.tensor(loss_u), torch.tensor(loss_c)
     )
+
+
+# ---- several methods side by side (chapter 8's tables) ------------------------------------------
+
+
+def sample_set_metrics(
+    samples: Mapping[str, torch.Tensor],
+    mixture: GaussianMixture,
+    y: int,
+    reference: torch.Tensor,
+    laws: Mapping[str, Draw],
+    seed: int = 0,
+) -> Dict[str, Dict[str, float]]:
+    """For each named set of 2-D samples asked for class ``y`` of ``mixture``:
+    ``{"agreement": class_agreement, "spread": spread over reference's, law: ratio, ...}``, where
+    for each entry of ``laws`` (name -> exact ``draw``, e.g. :func:`tilted_draw`) the ratio is
+    :func:`distance_to_exact`'s, the sample distance to exact draws over its noise floor. The
+    numbers are those functions' own (``distance_to_exact(x, draw, seed=seed)["ratio"]``); sets of
+    one shape and dtype share the exact draws (:func:`distances_to_exact`)."""
+    if not isinstance(samples, Mapping) or not samples:
+        raise TypeError(
+            f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}"
+        )
+    if not isinstance(laws, Mapping):
+        raise TypeError(f"laws must be a mapping name -> draw, got {type(laws).__name__}")
+    for name, x in samples.items():
+        check_tensor(x, f"samples[{name!r}]", floating=True, ndim=2)
+    check_tensor(reference, "reference", floating=True, ndim=2)
+    groups: Dict[tuple, Dict[str, torch.Tensor]] = {}
+    for name, x in samples.items():  # distances_to_exact wants one shape and dtype
+        groups.setdefault((tuple(x.shape), x.dtype), {})[name] = x
+    ratios = {law: {} for law in laws}
+    for law, draw in laws.items():
+        for group in groups.values():
+            for name, d in distances_to_exact(group, draw, seed=seed).items():
+                ratios[law][name] = d["ratio"]
+    out = {}
+    for name, x in samples.items():
+        out[name] = {
+            "agreement": class_agreement(x, y, mixture),
+            "spread": spread(x, reference),
+        }
+        out[name] |= {law: ratios[law][name] for law in laws}
+    return out
+
+
+def ddim_image_metrics(
+    classifier: torch.nn.Module,
+    eps_fns: Mapping[str, Callable],
+    schedule: Schedule,
+    steps: int,
+    y: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+    seeds: int = 1,
+    shape: Sequence[int] = (1, 8, 8),
+) -> Dict[str, Dict[str, float]]:
+    """:func:`image_metrics_over_seeds` of several samplers' images, each a DDIM run (eta = 0, Song
+    et al. 2021 eq. 12) on ``steps`` levels of ``schedule`` with one ``eps_fn`` of ``eps_fns``
+    (name -> eps_fn): ``{name: {"fidelity", "frechet", "diversity"}}``, each averaged over ``seeds``
+    starting noises shared by all the methods. An entry that is a
+    :class:`~diffcourse.guidance.Variant` (eps_fn, nfe) adds its "NFE" to its row."""
+    from tqdm.auto import tqdm
+
+    from .samplers import ddim_sample
+
+    if not isinstance(eps_fns, Mapping) or not eps_fns:
+        raise TypeError(
+            f"eps_fns must be a non-empty mapping name -> eps_fn, got {type(eps_fns).__name__}"
+        )
+    nfe = {name: fn.nfe for name, fn in eps_fns.items() if hasattr(fn, "nfe")}
+    eps_fns = {name: getattr(fn, "eps_fn", fn) for name, fn in eps_fns.items()}
+    for name, fn in eps_fns.items():
+        check_callable(fn, f"eps_fns[{name!r}]")
+    check_schedule(schedule)
+    steps = check_int(steps, "steps", low=1, high=schedule.T)
+    out = {}
+    for name, fn in tqdm(eps_fns.items(), desc="methods", leave=False):
+
+        def sample(z: torch.Tensor, g: torch.Generator, fn=fn) -> torch.Tensor:
+            return ddim_sample(fn, z, schedule, steps, progress=False)
+
+        runs = image_metrics_over_seeds(classifier, sample, y, ref_x, ref_y, seeds, shape)
+        out[name] = runs.means() | ({"NFE": nfe[name]} if name in nfe else {})
+    return out
+
+
+@torch.no_grad()
+def rescale_factors(
+    cond_fn: Callable,
+    uncond_fn: Callable,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    levels: Sequence[int],
+    gamma: float,
+) -> Dict[int, float]:
+    """Rescaled CFG's factor std(eps_c) / std(eps_cfg) (Lin et al. 2024, Algorithm 2; eps_cfg is
+    Luo eq. 170 at ``gamma``) at each level of ``levels``, averaged over the rows of ``x0`` noised
+    to that level (:func:`~diffcourse.schedules.q_sample_at`, seeded by the level): each row's
+    standard deviation over its entries. ``{level: factor}``; a factor near 1 means rescaling
+    changes little there."""
+    from .schedules import q_sample_at
+
+    check_callable(cond_fn, "cond_fn")
+    check_callable(uncond_fn, "uncond_fn")
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 2 or x0[0].numel() < 2:
+        raise ValueError(
+            f"x0 must be [N, ...] with at least 2 entries per row, got {tuple(x0.shape)}"
+        )
+    gamma = check_real(gamma, "gamma", low=0)
+    out = {}
+    for step in levels:
+        c = cond_fn(*q_sample_at(x0, step, schedule))
+        u = uncond_fn(*q_sample_at(x0, step, schedule))
+        guided = gamma * c + (1 - gamma) * u
+        out[step] = (c.flatten(1).std(1) / guided.flatten(1).std(1)).mean().item()
+    return out

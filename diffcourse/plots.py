@@ -726,3 +726,98 @@ def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 20
     for c in range(mixture.num_classes):
         panels[f"p(x | y = {c})"] = mixture.sample(per_class, c, generator=generator)
     return class_panels(panels, mixture.num_classes, size=(4.0, 4.0))
+
+
+def tradeoff(
+    rows,
+    x: str,
+    y: str,
+    *,
+    xlabel: Optional[str] = None,
+    ylabel: Optional[str] = None,
+    title: str = "",
+    floor: Optional[float] = None,
+    floor_label: str = "noise floor",
+    logx: bool = False,
+    note: Optional[str] = "NFE",
+    ax=None,
+    figsize=(6.5, 4.5),
+):
+    """Each method of ``rows`` (name -> {column: value}, a comparison table) as one point at
+    (row[x], row[y]), labelled with its name and, with ``note``, that column ("CFG, 50 NFE"); a
+    dotted vertical line at ``floor`` (a distance's noise floor) where given. The axes are labelled
+    ``xlabel`` and ``ylabel``, by default the columns' names. Colours follow
+    matplotlib's cycle of ten, the marker changes with each further ten. Returns the axes: chapter
+    8's picture of guidance variants on their trade-off."""
+    import matplotlib.pyplot as plt
+
+    xlabel, ylabel = x if xlabel is None else xlabel, y if ylabel is None else ylabel
+    if (
+        not isinstance(rows, dict)
+        or not rows
+        or not all(isinstance(r, dict) for r in rows.values())
+    ):
+        raise TypeError("rows must be a non-empty dict name -> dict column -> value")
+    for name, value in (
+        ("x", x),
+        ("y", y),
+        ("xlabel", xlabel),
+        ("ylabel", ylabel),
+        ("title", title),
+    ):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    for name, row in rows.items():
+        missing = [k for k in (x, y, note) if k is not None and k not in row]
+        if missing:
+            raise ValueError(f"rows[{name!r}] has no column {missing[0]!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    for i, (name, row) in enumerate(rows.items()):
+        label = name if note is None else f"{name}, {row[note]} {note}"
+        ax.scatter(row[x], row[y], marker="os^D"[i // 10 % 4], label=label)
+    if floor is not None:
+        ax.axvline(float(floor), color="gray", ls=":", label=floor_label)
+    if logx:
+        ax.set(xscale="log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax
+
+
+def image_panels(
+    panels,
+    rows: int,
+    *,
+    row_labels: Optional[list] = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    figsize=None,
+):
+    """A row of :func:`image_grid` panels, one per entry of ``panels`` (title -> images
+    [N, 1, H, W] in [-1, 1], N a multiple of ``rows``), each with ``rows`` rows labelled
+    ``row_labels`` (default: their numbers) and the x label ``xlabel``; the first panel's y axis
+    labelled ``ylabel``. Returns the figure: real digits beside samples, or samples at several
+    scales from the same noise."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(panels, dict) or not panels:
+        raise TypeError(
+            f"panels must be a non-empty dict title -> images, got {type(panels).__name__}"
+        )
+    rows = check_int(rows, "rows", low=1)
+    for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=figsize or (4.2 * len(panels), 4.5), squeeze=False
+    )
+    for ax, (title, x) in zip(axes[0], panels.items()):
+        image_grid(ax, x, rows, title=title, row_labels=row_labels)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+    if ylabel:
+        axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig

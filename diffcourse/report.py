@@ -188,3 +188,23 @@ def glue_key(name: str) -> str:
             f"name {name!r} gives the glue key {key!r}, with characters a page cannot read"
         )
     return key
+
+
+def glue_rows(
+    prefix: str, rows: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
+) -> Mapping[str, Mapping[str, Any]]:
+    """:func:`glue` each ``rows[name][key]`` of a comparison table (name -> {column: value}) under
+    ``f"{prefix}_{key}_{glue_key(name)}"`` ("mix_spread_cfgpp"), row by row, for the chapter's text
+    to quote. Returns ``rows``."""
+    if not isinstance(prefix, str) or not prefix:
+        raise TypeError(f"prefix must be a non-empty str, got {prefix!r}")
+    if not isinstance(rows, Mapping):
+        raise TypeError(f"rows must be a mapping name -> row, got {type(rows).__name__}")
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of column names, not one str")
+    for name, row in rows.items():
+        for key in keys:
+            if key not in row:
+                raise ValueError(f"keys: rows[{name!r}] has no column {key!r}")
+            glue(f"{prefix}_{key}_{glue_key(name)}", row[key])
+    return rows

@@ -33,6 +33,7 @@ from .checks import (
     check_int,
     check_real,
     check_schedule,
+    check_tensor,
     sampling_run,
 )
 from .schedules import Schedule, ddim_levels
@@ -440,3 +441,20 @@ def ddpm_sample_each(
         )
         for name, fn in eps_fns.items()
     }
+
+
+def ddim_gap(
+    eps_a: PairEpsFn,
+    eps_b: PairEpsFn,
+    noise: torch.Tensor,
+    schedule: Schedule,
+    steps: Optional[int] = None,
+) -> float:
+    """The largest absolute difference between two deterministic DDIM runs (eta = 0, Song et al.
+    2021 eq. 12, :func:`ddim_sample`) on ``steps`` levels from the same starting ``noise``, one
+    with ``eps_a`` and one with ``eps_b``: about the float rounding where two rules are the same
+    sampler (an identity between guidance rules), larger where they differ."""
+    check_tensor(noise, "noise", floating=True)
+    a = ddim_sample(eps_a, noise, schedule, steps, progress=False)
+    b = ddim_sample(eps_b, noise, schedule, steps, progress=False)
+    return (a - b).abs().max().item()

@@ -175,3 +175,20 @@ def q_sample(
             )
     a = schedule.gather("alpha_bar", t, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def q_sample_at(
+    x0: torch.Tensor, step: int, schedule: Schedule, seed: int | None = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every row of ``x0`` noised to one 0-based level ``step`` by :func:`q_sample` (Luo eq. 70),
+    its noise drawn from a generator on x0's device seeded with ``seed`` (default: ``step`` itself,
+    so each level has its own reproducible noise). Returns ``(x_t, t)``, t the steps as a
+    LongTensor, ready for ``eps_fn(x_t, t)``."""
+    check_tensor(x0, "x0", floating=True)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    step = check_int(step, "step", low=0, high=schedule.T - 1)
+    seed = step if seed is None else check_int(seed, "seed")
+    t = torch.full((x0.shape[0],), step, device=x0.device)
+    gen = torch.Generator(x0.device).manual_seed(seed)
+    return q_sample(x0, t, schedule, generator=gen), t

@@ -120,3 +120,82 @@ def test_learned_icg_runs_a_network_three_ways():
     out = claims.learned_icg(net, digits_mixture(), 3, 3.0, S, n=20, levels=5)
     assert set(out) == {"unguided", "eq. 170", "ICG"}
     assert all(0 <= a <= 1 and s > 0 for a, s in out.values())
+
+
+# ---- chapter 8's variants ---------------------------------------------------------------------
+
+
+def _small_unets():
+    from diffcourse.models import UNet
+
+    torch.manual_seed(0)
+    good = UNet(channels=1, size=8, T=100, num_classes=10, width=8).eval()
+    weak = UNet(channels=1, size=8, T=100, num_classes=10, width=8).eval()
+    return good, weak
+
+
+def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
+    from diffcourse import guidance
+    from diffcourse.schedules import linear_schedule
+
+    good, weak = _small_unets()
+    x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    y = torch.arange(6)
+    s = linear_schedule(100)
+    out = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0)
+    assert len(out.gaps) == 9 and max(out.gaps.values()) < 1e-4
+    assert 0 <= out.clipped <= 1
+    rescaled = guidance.rescaled_cfg  # a wrong factor in one rule shows in its gap only
+    monkeypatch.setattr(guidance, "rescaled_cfg", lambda *a: 1.1 * rescaled(*a))
+    wrong = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0).gaps
+    assert wrong["rescaled"] > 1e-2 and wrong["interval, inside"] < 1e-4
+    with pytest.raises(TypeError, match="y"):
+        claims.variant_formula_gaps(good, weak, x0, y.float(), s, 10, 3.0)
+
+
+def test_variant_identities_two_hold_one_does_not():
+    from diffcourse.mixture import exact_eps_fn
+
+    m = three_blobs()
+    z = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    c, u = exact_eps_fn(m, S, 0), exact_eps_fn(m, S)
+    out = claims.variant_identities(c, u, S, z, 3.0, 0.3, levels=10)
+    assert list(out) == [
+        "APG, all changes off: eq. 170",
+        "CFG++ at 0.3: gamma_eff",
+        "CFG++ at 0.3: eq. 170 at 0.3",
+    ]
+    first, second, third = out.values()
+    assert first < 1e-4 and second < 1e-4 and third > 0.1
+    with pytest.raises(ValueError, match="lam"):
+        claims.variant_identities(c, u, S, z, 3.0, 1.5)
+
+
+def test_variants_on_mixture_rows():
+    from diffcourse.metrics import class_agreement
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.samplers import ddim_sample
+
+    m = three_blobs()
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    ref = m.sample(300, 0, generator=torch.Generator().manual_seed(7))[0]
+    weak = exact_eps_fn(m, S, 0)  # the exact model as its own weak one: autoguidance = it
+    out = claims.variants_on_mixture(m, S, 0, 3.0, z, 10, weak, ref)
+    assert list(out) == [
+        "conditional",
+        "CFG",
+        "interval",
+        "autoguidance",
+        "APG",
+        "CFG++",
+        "DDPM",
+        "exact tilted",
+    ]
+    assert out["DDPM"]["NFE"] == 80 and out["exact tilted"]["NFE"] == 0
+    assert out["conditional"]["NFE"] == 10
+    x = ddim_sample(exact_eps_fn(m, S, 0), z, S, 10, progress=False)
+    assert out["conditional"]["agreement"] == class_agreement(x, 0, m)
+    assert out["autoguidance"]["spread"] == pytest.approx(out["conditional"]["spread"], rel=1e-4)
+    assert out["exact tilted"]["tilted"] < out["conditional"]["tilted"]
+    with pytest.raises(TypeError, match="noise"):
+        claims.variants_on_mixture(m, S, 0, 3.0, z.long(), 10, weak, ref)

@@ -581,3 +581,30 @@ def test_exact_cfg_velocity_fn_and_counted_calls():
     assert cond.calls == uncond.calls == 1 + 6
     with pytest.raises(TypeError, match="y"):
         exact_cfg_velocity_fn(mixture, None, 2.0)
+
+
+def test_velocity_gap_to_score_is_tiny_for_the_exact_velocity_and_not_for_a_wrong_one():
+    m = three_blobs(dtype=torch.float64)
+    x = 2 * torch.randn(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    times = (0.0, 0.3, 0.9)
+    v = exact_velocity_fn(m, 0)
+    assert flow.velocity_gap_to_score(v, m, 0, x, times) < 1e-9
+    wrong = lambda x_t, t: 1.1 * v(x_t, t)  # noqa: E731
+    assert flow.velocity_gap_to_score(wrong, m, 0, x, times) > 1e-2
+    with pytest.raises(ValueError, match="times"):
+        flow.velocity_gap_to_score(v, m, 0, x, (0.5, 1.0))
+    with pytest.raises(TypeError, match="x"):
+        flow.velocity_gap_to_score(v, m, 0, x.long(), times)
+
+
+def test_velocity_gap_to_eps_of_eq_170_in_both_forms():
+    from diffcourse.mixture import exact_cfg_eps_fn, exact_cfg_velocity_fn
+
+    m, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    x = torch.randn(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v3, e3 = exact_cfg_velocity_fn(m, 0, 3.0), exact_cfg_eps_fn(m, s, 0, 3.0)
+    assert flow.velocity_gap_to_eps(v3, e3, s, x, range(0, 50, 7)) < 1e-9
+    e2 = exact_cfg_eps_fn(m, s, 0, 2.0)  # another scale: another rule
+    assert flow.velocity_gap_to_eps(v3, e2, s, x, [10, 25]) > 1e-2
+    with pytest.raises(ValueError, match="steps"):
+        flow.velocity_gap_to_eps(v3, e3, s, x, [50])

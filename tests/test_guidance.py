@@ -890,3 +890,69 @@ def test_guidance_built_for_one_chain_called_at_another_steps_is_named():
         ddpm_sample(built["classifier_guided_eps_fn"], (3, 2), long, progress=False)
     with pytest.raises(TypeError, match="^classifier must"):
         classifier_grad_fn("classifier", torch.zeros(3, dtype=torch.long))
+
+
+# ---- chapter 8's variants side by side (issue 18: lab 8b/8c's rows from the package) -------------
+
+
+def test_variant_eps_fns_are_the_single_rules_with_their_nfe():
+    from diffcourse.guidance import VARIANTS, variant_eps_fns
+    from diffcourse.schedules import nsr_interval
+
+    mix = random_mixture(2, (2, 1), seed=4)
+    s = cosine_schedule(100)
+    c, u = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s)
+    wider = GaussianMixture(mix.means, 2 * mix.covs, mix.weights, mix.labels)
+    w = exact_eps_fn(wider, s, 0)
+    out = variant_eps_fns(c, u, s, 10, 3.0, weak_fn=w)
+    assert tuple(out) == VARIANTS
+    lo, hi = nsr_interval(s)
+    inside = len([t for t in ddim_levels(100, 10) if lo <= t <= hi])  # by hand
+    assert 0 < inside < 10
+    assert {k: v.nfe for k, v in out.items()} == {
+        **{k: 20 for k in VARIANTS},
+        "conditional": 10,
+        "interval": 10 + inside,
+    }
+    x = torch.randn(30, 2, dtype=torch.float64)
+    mid = torch.full((30,), (lo + hi) // 2)
+    lam = lam_matching(s, 10, 3.0)
+    single = {
+        "conditional": c,
+        "CFG": classifier_free_eps_fn(c, u, 3.0),
+        "interval": interval_cfg_eps_fn(c, u, 3.0, lo, hi),
+        "rescaled": lambda x, t: rescaled_cfg(c(x, t), u(x, t), 3.0, 0.7),
+        "autoguidance": classifier_free_eps_fn(c, w, 3.0),
+        "APG": apg_eps_fn(c, u, s, 3.0, beta=-0.5),
+        "CFG++": lambda x, t: cfgpp_eps_fn(c, u, lam)(x, t)[0],
+        "thresholding": dynamic_threshold_eps_fn(classifier_free_eps_fn(c, u, 3.0), s),
+    }
+    for name, fn in single.items():
+        got = out[name].eps_fn(x, mid)
+        got = got[0] if isinstance(got, tuple) else got
+        assert torch.allclose(got, fn(x, mid), atol=1e-12), name
+    picked = variant_eps_fns(c, u, s, 10, 3.0, weak_fn=w, names=("APG", "CFG"))
+    assert tuple(picked) == ("APG", "CFG")
+    with pytest.raises(ValueError, match="names"):
+        variant_eps_fns(c, u, s, 10, 3.0, weak_fn=w, names=("CFG", "bogus"))
+    with pytest.raises(ValueError, match="steps"):
+        variant_eps_fns(c, u, s, 0, 3.0, weak_fn=w)
+    with pytest.raises(TypeError, match="weak_fn"):
+        variant_eps_fns(c, u, s, 10, 3.0, weak_fn=None)
+
+
+def test_model_variants_use_the_networks_predictions():
+    from diffcourse.guidance import model_variants
+
+    torch.manual_seed(0)
+    model = MLPDenoiser(dim=2, T=50, hidden=16, depth=2, num_classes=3).eval()
+    weak = MLPDenoiser(dim=2, T=50, hidden=8, depth=1, num_classes=3).eval()
+    y = torch.tensor([0, 1, 2, 1])
+    x, t = torch.randn(4, 2), torch.full((4,), 20)
+    out = model_variants(model, weak, y, cosine_schedule(50), 5, 2.0, names=("CFG", "autoguidance"))
+    with torch.no_grad():
+        c, u, w = model(x, t, y), model(x, t, model.null_labels(4)), weak(x, t, y)
+        assert torch.allclose(out["CFG"].eps_fn(x, t), 2 * c - u, atol=1e-5)
+        assert torch.allclose(out["autoguidance"].eps_fn(x, t), 2 * c - w, atol=1e-6)
+    with pytest.raises(TypeError):
+        model_variants("model", weak, y, cosine_schedule(50), 5, 2.0)

@@ -212,3 +212,27 @@ def test_show_prints_one_table_per_mixture(capsys):
     board = show(rows)
     assert ("blobs", "exact draws from p(x|y)") in board
     assert "blobs: means over the seeds" in capsys.readouterr().out
+
+
+def test_evaluate_mixtures_is_evaluate_mixture_after_mixture():
+    from diffcourse.leaderboard import evaluate_mixtures
+
+    s = cosine_schedule(20)
+    shrink = Rule(
+        "shrunk",
+        lambda st, z, g: 0.5 * st.mixture.sample(z.shape[0], st.y, generator=g)[0],
+        lambda st: 1,
+    )
+    mixtures = {"blobs": (three_blobs(), 0, 200), "modes": (two_modes(), 1, 100)}
+    rows, kept = evaluate_mixtures([shrink], mixtures, s, 2.0, seeds=(0, 1))
+    assert [r["mixture"] for r in rows] == ["blobs"] * 2 + ["modes"] * 2
+    for name, (m, y, n) in mixtures.items():
+        alone, samples = evaluate(
+            [shrink], Setting(m, s, y, 2.0, name=name), n, (0, 1), keep_samples=True
+        )
+        assert [r for r in rows if r["mixture"] == name] == alone
+        assert torch.equal(kept[name]["shrunk"], samples["shrunk"])
+    with pytest.raises(TypeError, match="mixtures"):
+        evaluate_mixtures([shrink], [three_blobs()], s, 2.0)
+    with pytest.raises(ValueError, match="mixtures"):
+        evaluate_mixtures([shrink], {"blobs": three_blobs()}, s, 2.0)

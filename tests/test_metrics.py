@@ -550,3 +550,89 @@ def test_label_gain_formula_is_the_loss_difference():
         label_gain(mix, s, (2,), n=0)
     with pytest.raises(TypeError, match="^generator"):
         label_gain(mix, s, (2,), generator=0)
+
+
+# ---- several methods side by side (issue 18: labs 8b/8c's tables from the package) -------------
+
+
+def test_sample_set_metrics_are_the_single_metrics():
+    from diffcourse.metrics import class_agreement, sample_set_metrics, spread
+
+    mixture = three_blobs()
+    gen = torch.Generator().manual_seed(0)
+    ref = mixture.sample(200, 0, generator=gen)[0]
+    sets = {
+        "exact": mixture.sample(200, 0, generator=gen)[0],
+        "shifted": mixture.sample(200, 0, generator=gen)[0] + 0.5,
+        "double": mixture.sample(200, 0, generator=gen)[0].double(),  # its own group
+    }
+    laws = {"p(x|0)": mixture_draw(mixture, 0), "p(x|1)": mixture_draw(mixture, 1)}
+    out = sample_set_metrics(sets, mixture, 0, ref, laws, seed=4)
+    for name, x in sets.items():
+        assert list(out[name]) == ["agreement", "spread", "p(x|0)", "p(x|1)"]
+        assert out[name]["agreement"] == class_agreement(x, 0, mixture)
+        assert out[name]["spread"] == spread(x, ref)
+        for law, draw in laws.items():
+            assert out[name][law] == pytest.approx(
+                distance_to_exact(x, draw, seed=4)["ratio"], rel=1e-12
+            )
+    assert out["shifted"]["p(x|0)"] > 2 * out["exact"]["p(x|0)"]
+    assert out["exact"]["p(x|1)"] > 2 * out["exact"]["p(x|0)"]
+    with pytest.raises(TypeError, match="samples"):
+        sample_set_metrics([sets["exact"]], mixture, 0, ref, laws)
+    with pytest.raises(TypeError, match="laws"):
+        sample_set_metrics(sets, mixture, 0, ref, [mixture_draw(mixture, 0)])
+
+
+def test_ddim_image_metrics_is_image_metrics_of_ddim_samples():
+    from diffcourse.guidance import Variant
+    from diffcourse.metrics import ddim_image_metrics, image_metrics_over_seeds
+    from diffcourse.samplers import ddim_sample
+
+    class Judge(torch.nn.Module):  # the class is the sign of the first pixel
+        def forward(self, x):
+            return torch.stack([-x[:, 0, 0, 0], x[:, 0, 0, 0]], 1)
+
+        def features(self, x):
+            return x.flatten(1)[:, :3]
+
+    s = cosine_schedule(20)
+    y = torch.tensor([0, 1] * 10)
+    ref = torch.randn(20, 1, 2, 2, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    shrink = lambda x, t: 0.5 * x  # noqa: E731
+    fns = {"zero": lambda x, t: torch.zeros_like(x), "shrink": Variant(shrink, 7)}
+    out = ddim_image_metrics(Judge(), fns, s, 5, y, ref, y, seeds=2, shape=(1, 2, 2))
+    by_hand = image_metrics_over_seeds(
+        Judge(),
+        lambda z, g: ddim_sample(shrink, z, s, 5, progress=False),
+        y,
+        ref,
+        y,
+        seeds=2,
+        shape=(1, 2, 2),
+    )
+    assert out["shrink"] == {**by_hand.means(), "NFE": 7}
+    assert "NFE" not in out["zero"] and out["zero"] != by_hand.means()
+    with pytest.raises(TypeError, match="eps_fns"):
+        ddim_image_metrics(Judge(), {}, s, 5, y, ref, y)
+    with pytest.raises(ValueError, match="steps"):
+        ddim_image_metrics(Judge(), fns, s, 50, y, ref, y)
+
+
+def test_rescale_factors_closed_form():
+    """cond = 2 x_t, uncond = x_t: eq. 170 is (1 + gamma) x_t, so the factor is 2 / (1 + gamma)."""
+    from diffcourse.metrics import rescale_factors
+
+    s = cosine_schedule(50)
+    x0 = torch.randn(6, 1, 3, 3, generator=torch.Generator().manual_seed(1))
+    out = rescale_factors(lambda x, t: 2 * x, lambda x, t: x, x0, s, [5, 30], 3.0)
+    assert list(out) == [5, 30]
+    assert all(abs(f - 0.5) < 1e-6 for f in out.values())
+    gap = rescale_factors(lambda x, t: 2 * x, lambda x, t: 0 * x, x0, s, [5], 1.5)[5]
+    assert abs(gap - 2 / 3) < 1e-6  # 2 x_t against 1.5 * 2 x_t
+    with pytest.raises(TypeError, match="x0"):
+        rescale_factors(lambda x, t: x, lambda x, t: x, x0.long(), s, [5], 3.0)
+    with pytest.raises(ValueError, match="gamma"):
+        rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [5], -1.0)
+    with pytest.raises(ValueError, match="step"):
+        rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [50], 3.0)

@@ -314,3 +314,42 @@ def test_gain_band_draws_both_losses_the_band_and_the_formula():
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="^loss_c"):
         gain_band(u, c[:2], u - c)
+
+
+def test_tradeoff_places_each_method_with_its_label():
+    from diffcourse.plots import tradeoff
+
+    rows = {f"m{i}": {"d": float(i + 1), "s": 0.1 * i, "NFE": 10 * i} for i in range(12)}
+    ax = tradeoff(rows, "d", "s", floor=1.5, logx=True, ylabel="spread")
+    points = [c.get_offsets()[0].tolist() for c in ax.collections]
+    assert points == [[i + 1.0, 0.1 * i] for i in range(12)]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[0] == "m0, 0 NFE" and "noise floor" in labels
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "d" and ax.get_ylabel() == "spread"
+    assert ax.lines[0].get_xdata()[0] == 1.5
+    markers = {c.get_paths()[0].vertices.shape[0] for c in ax.collections[9:11]}
+    assert len(markers) == 2  # the eleventh point has another marker
+    plt.close("all")
+    with pytest.raises(TypeError, match="rows"):
+        tradeoff([1, 2], "d", "s")
+    with pytest.raises(ValueError, match="NFE"):
+        tradeoff({"a": {"d": 1.0, "s": 2.0}}, "d", "s")
+
+
+def test_image_panels_draws_one_grid_per_panel():
+    from diffcourse.plots import image_panels
+
+    a = torch.linspace(-1, 1, 6 * 16).reshape(6, 1, 4, 4)
+    fig = image_panels({"a": a, "b": -a}, 3, row_labels=["x", "y", "z"], ylabel="rows")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    assert axes[0].get_ylabel() == "rows" and axes[1].get_ylabel() == ""
+    assert [t.get_text() for t in axes[1].get_yticklabels()] == ["x", "y", "z"]
+    img = axes[0].images[0].get_array()
+    assert img.shape == (3 * 6, 2 * 6)  # 3 rows of 2 images, each 4 + 2 gutter pixels
+    assert img[1, 1] == a[0, 0, 0, 0].item()
+    plt.close("all")
+    with pytest.raises(TypeError, match="panels"):
+        image_panels([a], 3)
+    with pytest.raises(ValueError, match="rows"):
+        image_panels({"a": a}, 4)

@@ -112,3 +112,19 @@ def test_glue_key_of_the_labs_row_names():
         report.glue_key(3)
     with pytest.raises(ValueError, match="glue key"):
         report.glue_key("p(x|y)")
+
+
+def test_glue_rows_glues_each_cell_under_its_key(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        report, "glue", lambda name, value, display=False: seen.append((name, value))
+    )
+    rows = {"CFG++": {"spread": 0.5, "NFE": 100}, "CFG 1.5": {"spread": 0.7, "NFE": 50}}
+    assert report.glue_rows("mix", rows, ("spread",)) is rows
+    assert seen == [("mix_spread_cfgpp", 0.5), ("mix_spread_cfg_1p5", 0.7)]
+    with pytest.raises(ValueError, match="keys"):
+        report.glue_rows("mix", rows, ("tilted",))
+    with pytest.raises(TypeError, match="keys"):
+        report.glue_rows("mix", rows, "spread")
+    with pytest.raises(TypeError, match="prefix"):
+        report.glue_rows("", rows, ("spread",))

@@ -568,3 +568,17 @@ def test_ddpm_sample_each_is_seeded_ddpm_per_predictor():
         ddpm_sample_each({}, noise, s)
     with pytest.raises(TypeError, match="eps_fns\\['x'\\]"):
         ddpm_sample_each({"x": 1.0}, noise, s)
+
+
+def test_ddim_gap_is_the_largest_difference_of_two_runs():
+    from diffcourse.samplers import ddim_gap
+
+    mix = random_mixture(2, (1, 2), seed=5)
+    s = cosine_schedule(30)
+    a, b = exact_eps_fn(mix, s, 0), exact_eps_fn(mix, s, 1)
+    z = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert ddim_gap(a, a, z, s, 10) == 0.0
+    by_hand = ddim_sample(a, z, s, 10, progress=False) - ddim_sample(b, z, s, 10, progress=False)
+    assert ddim_gap(a, b, z, s, 10) == by_hand.abs().max().item() > 0.1
+    with pytest.raises(TypeError, match="noise"):
+        ddim_gap(a, b, z.long(), s, 10)

@@ -90,3 +90,21 @@ def test_nsr_interval_brackets_the_ratio():
         nsr_interval(cosine_schedule(200), 1e6, 1e7)
     with pytest.raises(TypeError, match="schedule"):
         nsr_interval("cosine")
+
+
+def test_q_sample_at_is_q_sample_seeded_by_the_level():
+    from diffcourse.schedules import q_sample_at
+
+    s = linear_schedule(100)
+    x0 = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    x_t, t = q_sample_at(x0, 40, s)
+    assert t.dtype == torch.long and t.tolist() == [40] * 5
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(40))
+    a = s.alpha_bar[40]
+    assert torch.allclose(x_t, a.sqrt() * x0 + (1 - a).sqrt() * eps)  # Luo eq. 70 by hand
+    again, _ = q_sample_at(x0, 40, s, seed=7)
+    assert not torch.equal(again, x_t)
+    with pytest.raises(ValueError, match="step"):
+        q_sample_at(x0, 100, s)
+    with pytest.raises(TypeError, match="schedule"):
+        q_sample_at(x0, 4, "linear")
