@@ -888,3 +888,22 @@ def tilted_mean_along(
     along = grid @ direction.to(grid.device, grid.dtype)
     w = torch.softmax(tilted_log_prob(m64, grid, y, gamma), dim=0)
     return (w * along).sum().item()
+
+
+def marginal_spread(mixture: GaussianMixture) -> float:
+    """The :func:`spread` of exact draws from p(x) against exact draws from p(x|y), in closed form,
+    for a mixture with one component per class and one covariance Sigma shared by all: by the law of
+    total variance tr Cov p(x) = tr Sigma + sum_k w_k |mu_k - mu_bar|^2 and tr Cov p(x|y) = tr Sigma,
+    so the spread is 1 + (between-class over within-class variance). It is what guidance with
+    gamma = 0 gives, whose samples follow p(x) whatever label was asked."""
+    _check_mixture(mixture)
+    if mixture.num_components != mixture.num_classes:
+        raise ValueError(
+            f"mixture must have one component per class, got {mixture.num_components} components "
+            f"for {mixture.num_classes} classes"
+        )
+    if not torch.equal(mixture.covs, mixture.covs[:1].expand_as(mixture.covs)):
+        raise ValueError("mixture: every component must have the same covariance")
+    w, mu = mixture.weights[:, None], mixture.means
+    between = (w * (mu - (w * mu).sum(0)).pow(2)).sum() / mixture.covs[0].trace()
+    return 1 + between.item()
