@@ -833,3 +833,332 @@ def rescale_factors(
         guided = gamma * c + (1 - gamma) * u
         out[step] = (c.flatten(1).std(1) / guided.flatten(1).std(1)).mean().item()
     return out
+
+
+# ---- chapters 3 and 4: Bayes' rule for scores on exact mixtures, and noisy classifiers -------------
+# Each function loops over noise levels, drawing its points from ``generator`` in a fixed order, so
+# one generator passed through several calls gives the same points as the labs' loops did.
+
+
+def _check_mixture(mixture) -> GaussianMixture:
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    return mixture
+
+
+def _check_levels(schedule: Schedule, steps: Sequence[int]) -> list:
+    """The 0-based steps as Python ints in 0..T-1 (a non-empty sequence)."""
+    check_schedule(schedule)
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"steps must be a sequence of ints, got {type(steps).__name__}")
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    if not steps:
+        raise ValueError("steps must hold at least one step")
+    return [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+
+
+def _labelled_x_t(mixture: GaussianMixture, schedule: Schedule, step: int, n: int, generator):
+    """n labelled x_t from the forward process at ``step`` (x_0 and y from the mixture, then the
+    noise, both from ``generator``), the steps t, and the mixture of x_t."""
+    x0, y = mixture.sample(n, generator=generator)
+    t = torch.full((n,), step, device=mixture.device)
+    x_t = q_sample(x0, t, schedule, generator=generator)
+    return x_t, t, y, mixture.diffuse(float(schedule.alpha_bar[step]))
+
+
+def _autograd(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The gradient of f(x), summed over the batch, by automatic differentiation."""
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        return torch.autograd.grad(f(x).sum(), x)[0]
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> float:
+    """The largest |a - b| over the largest |scale|: one figure for an identity a = b."""
+    return ((a - b).abs().max() / scale.abs().max()).item()
+
+
+def _log_posterior_of(m_t: GaussianMixture, y: torch.Tensor):
+    """x -> log p_t(y | x) of the labels y, for autograd."""
+    return lambda x: m_t.class_log_posterior(x).gather(1, y[:, None])
+
+
+def bayes_log_form_errors(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 4000,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Tuple[float, float, bool]]:
+    """Bayes' rule in log form and its gradient, checked on n labelled x_t at each step:
+    ``{step: (eq. 163 error, eq. 164 error, p(y) kept)}``.
+
+    Eq. 163 (Luo 2022): log p_t(x|y) = log p_t(x) + log p_t(y|x) - log p(y), each term a method of
+    the noisy mixture; its error is the largest gap over the largest |log p_t(x|y)|. Eq. 164: the
+    gradient of the same, with grad log p(y) = 0; the three gradients are taken by autograd of the
+    log-densities, and the error is relative to the largest conditional score. The last entry says
+    whether ``diffuse`` kept the class shares p(y) exactly. Use a float64 mixture: in float64 both
+    errors are rounding, about 1e-15."""
+    from functools import partial
+
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_generator(generator)
+    out = {}
+    for step in steps:
+        x_t, _, y, m_t = _labelled_x_t(mixture, schedule, step, n, generator)
+        log_py = m_t.class_weights.log()[y]
+        lhs = m_t.log_prob(x_t, y)
+        post = m_t.class_log_posterior(x_t).gather(1, y[:, None])[:, 0]
+        eq163 = _max_rel(m_t.log_prob(x_t) + post - log_py, lhs, lhs)
+        g_cond = _autograd(partial(m_t.log_prob, y=y), x_t)
+        g_uncond = _autograd(m_t.log_prob, x_t)
+        g_post = _autograd(_log_posterior_of(m_t, y), x_t)
+        eq164 = _max_rel(g_uncond + g_post, g_cond, g_cond)
+        same_py = (m_t.class_weights == mixture.class_weights).all().item()
+        out[step] = (eq163, eq164, same_py)
+    return out
+
+
+def bayes_score_errors(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 4000,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Tuple[float, float]]:
+    """Bayes' rule for scores (Luo 2022 eq. 165), checked on n labelled x_t at each step:
+    ``{step: (eq. 165 error, classifier_grad error)}``.
+
+    The classifier gradient grad log p_t(y|x) is taken by autograd of the exact log posterior (which
+    never forms a score), so eq. 165, score(x, y) = score(x) + grad log p_t(y|x), is not checked
+    against itself; the second figure holds ``classifier_grad`` (eq. 165 read backwards) against the
+    same autograd gradient. Both are the largest gap over the largest conditional score."""
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_generator(generator)
+    out = {}
+    for step in steps:
+        x_t, _, y, m_t = _labelled_x_t(mixture, schedule, step, n, generator)
+        by_autograd = _autograd(_log_posterior_of(m_t, y), x_t)
+        lhs = m_t.score(x_t, y)
+        eq165 = _max_rel(m_t.score(x_t) + by_autograd, lhs, lhs)
+        backwards = _max_rel(m_t.classifier_grad(x_t, y), by_autograd, lhs)
+        out[step] = (eq165, backwards)
+    return out
+
+
+def mean_class_posterior(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 20000,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+    """The mean of p_t(y | x_t) over n draws x_t ~ p_t, and its standard error, for every class:
+    ``{step: (mean [C], standard error [C])}``. Averaging Bayes' rule over x_t gives
+    E[p_t(y | x_t)] = p(y) at every t (Luo 2022 eq. 164's last term: the shares do not depend on
+    x_t), so the means must sit within a few standard errors of the class shares."""
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=2)
+    check_generator(generator)
+    out = {}
+    for step in steps:
+        m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
+        x_t, _ = m_t.sample(n, generator=generator)
+        post = m_t.class_log_posterior(x_t).exp()
+        out[step] = (post.mean(0), post.std(0) / n**0.5)
+    return out
+
+
+def class_signal(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 2000,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """How much the noisy point still says about its class, at each step: (mean norm of the exact
+    classifier gradient |grad log p_t(y | x_t)| (Luo 2022 eq. 165), accuracy of the exact Bayes
+    classifier argmax_c p_t(c | x_t)), each over n draws from p_t(x | y) per class y and averaged
+    over the classes. Both as float32 tensors [len(steps)]."""
+    from tqdm.auto import tqdm
+
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_generator(generator)
+    norms, accuracy = [], []
+    for step in tqdm(steps, desc="class signal", disable=not progress, leave=False):
+        m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
+        n_c, a_c = [], []
+        for c in range(mixture.num_classes):
+            x_t, _ = m_t.sample(n, c, generator=generator)
+            n_c.append(m_t.classifier_grad(x_t, c).norm(dim=1).mean())
+            guess = m_t.class_log_posterior(x_t).argmax(1)
+            a_c.append((guess == c).double().mean())
+        norms.append(torch.stack(n_c).mean().item())
+        accuracy.append(torch.stack(a_c).mean().item())
+    return torch.tensor(norms), torch.tensor(accuracy)
+
+
+class NoisyClassifierCheck(NamedTuple):
+    """What :func:`noisy_classifier_check` returns, each a float32 tensor with one entry per step."""
+
+    accuracy: torch.Tensor  # of the learned classifier
+    bayes_accuracy: torch.Tensor  # of the exact Bayes classifier
+    grad_rms: torch.Tensor  # RMS norm of the exact gradient
+    error_rms: torch.Tensor  # RMS norm of learned minus exact gradient
+
+
+@torch.no_grad()
+def noisy_classifier_check(
+    classifier: torch.nn.Module,
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 6000,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+) -> NoisyClassifierCheck:
+    """A noise-aware classifier p_phi(y | x_t, t) against the exact Bayes classifier at each step,
+    on n labelled x_t from the forward process: both accuracies, and the RMS norms of the exact
+    classifier gradient grad log p_t(y | x_t) (Luo 2022 eq. 166's guidance term) and of the learned
+    gradient's error (``guidance.classifier_grad_fn``, by autograd)."""
+    from tqdm.auto import tqdm
+
+    from .guidance import classifier_grad_fn
+
+    check_module(classifier, "classifier")
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_generator(generator)
+    rows = []
+    for step in tqdm(steps, desc="classifier check", disable=not progress, leave=False):
+        x_t, t, y, m_t = _labelled_x_t(mixture, schedule, step, n, generator)
+        acc = (classifier(x_t, t).argmax(1) == y).float().mean().item()
+        bayes = (m_t.class_log_posterior(x_t).argmax(1) == y).float().mean().item()
+        exact = m_t.classifier_grad(x_t, y)
+        learned = classifier_grad_fn(classifier, y)(x_t, t)
+        error = (learned - exact).pow(2).sum(1).mean().sqrt().item()
+        rows.append((acc, bayes, exact.pow(2).sum(1).mean().sqrt().item(), error))
+    return NoisyClassifierCheck(*(torch.tensor(column) for column in zip(*rows)))
+
+
+def classifier_guidance_check(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    gamma: float,
+    n: int = 3000,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[int, Tuple[float, float, float]]:
+    """Classifier guidance (Luo 2022 eq. 166) with exact parts, checked on n labelled x_t ~ p_t at
+    each step: ``{step: (eq. 166 error, shift / formula, D&N / shift)}``.
+
+    - eq. 166 error: ``classifier_guided_eps_fn`` against -sqrt(1 - alpha_bar_t) times the score of
+      the tilted law p_t(x) p_t(y|x)^gamma, taken by autograd of ``tilted_log_prob`` (no eq. 166
+      involved): the largest gap over the largest reference.
+    - shift / formula: the change guidance makes to the mean of a DDPM step, projected on
+      gamma grad log p_t(y|x_t), over the chapter's beta_t / sqrt(alpha_t): 1 when the step moves
+      by gamma beta_t / sqrt(alpha_t) times the gradient.
+    - D&N / shift: Dhariwal and Nichol's shift, the posterior variance
+      beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t), over the measured one."""
+    from .checks import check_real
+    from .guidance import classifier_guided_eps_fn
+    from .mixture import exact_classifier_grad_fn, exact_eps_fn, tilted_log_prob
+    from .samplers import ddpm_step
+
+    _check_mixture(mixture)
+    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    gamma = check_real(gamma, "gamma", low=0, low_open=True)
+    check_generator(generator)
+    alpha_bar, betas = schedule.alpha_bar.tolist(), schedule.betas.tolist()
+    exact_eps = exact_eps_fn(mixture, schedule)
+    out = {}
+    for step in steps:
+        m_t = mixture.diffuse(alpha_bar[step])
+        x_t, y = m_t.sample(n, generator=generator)
+        t = torch.full((n,), step, device=mixture.device)
+        grad_fn = exact_classifier_grad_fn(mixture, schedule, y)
+        eps = classifier_guided_eps_fn(exact_eps, grad_fn, schedule, gamma)(x_t, t)
+        x = x_t.detach().clone().requires_grad_(True)
+        log_p = sum(
+            tilted_log_prob(m_t, x[y == c], c, gamma).sum() for c in range(mixture.num_classes)
+        )
+        ref = -((1 - alpha_bar[step]) ** 0.5) * torch.autograd.grad(log_p, x)[0]
+        err = (eps - ref).norm(dim=1).max() / ref.norm(dim=1).max()
+        # the shift of the DDPM mean that guidance causes, per unit of gamma * grad
+        plain = ddpm_step(x_t, exact_eps(x_t, t), step, schedule, None)
+        shift, g = ddpm_step(x_t, eps, step, schedule, None) - plain, grad_fn(x_t, t)
+        ours = ((shift * g).sum() / (gamma * g.pow(2).sum())).item()
+        beta, a_prev = betas[step], alpha_bar[step - 1] if step else 1.0
+        dn = beta * (1 - a_prev) / (1 - alpha_bar[step]) / ours
+        out[step] = (err.item(), ours / (beta / (1 - beta) ** 0.5), dn)
+    return out
+
+
+def class_distance_ratios(
+    x: torch.Tensor, y: torch.Tensor, mixture: GaussianMixture
+) -> Dict[int, float]:
+    """For each class c asked for in ``y``: the sample distance of the samples asked for c to exact
+    draws from p(x|c), over its noise floor (:func:`distance_to_exact` with seed c): near 1 for a
+    sampler of p(x|c), chapter 1's bar for a learned model is 2."""
+    _check_mixture(mixture)
+    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    return {
+        c: distance_to_exact(x[y == c], mixture_draw(mixture, c), seed=c)["ratio"]
+        for c in torch.unique(y.cpu()).tolist()
+    }
+
+
+def tilted_mean_along(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    direction: torch.Tensor,
+    lim: float = 6.0,
+    cells: int = 601,
+) -> float:
+    """The mean of <x, direction> under the tilted law p(x) p(y|x)^gamma / Z of a 2-D mixture (the
+    law that classifier guidance with scale gamma would sample at t = 0, Luo 2022 eq. 166; the
+    density of ``mixture.tilted_log_prob``), normalised on a ``cells`` x ``cells`` grid over
+    [-lim, lim]^2, in float64. With ``direction`` the unit vector of class y's mean it says how far
+    out along its class the law sits."""
+    from .checks import check_real
+    from .mixture import tilted_log_prob
+
+    _check_mixture(mixture)
+    if mixture.dim != 2:
+        raise ValueError(f"tilted_mean_along works on 2-D mixtures, got dim={mixture.dim}")
+    y = int(mixture._check_y(y, 1)[0])
+    gamma = check_real(gamma, "gamma", low=0)
+    check_tensor(direction, "direction", floating=True, shape=(2,))
+    lim = check_real(lim, "lim", low=0, low_open=True)
+    cells = check_int(cells, "cells", low=2)
+    m64 = mixture.to(dtype=torch.float64)
+    axis = torch.linspace(-lim, lim, cells, dtype=torch.float64, device=mixture.device)
+    grid = torch.cartesian_prod(axis, axis)  # the points of a cells x cells grid
+    along = grid @ direction.to(grid.device, grid.dtype)
+    w = torch.softmax(tilted_log_prob(m64, grid, y, gamma), dim=0)
+    return (w * along).sum().item()
+
+
+def marginal_spread(mixture: GaussianMixture) -> float:
+    """The :func:`spread` of exact draws from p(x) against exact draws from p(x|y), in closed form,
+    for a mixture with one component per class and one covariance Sigma shared by all: by the law of
+    total variance tr Cov p(x) = tr Sigma + sum_k w_k |mu_k - mu_bar|^2 and tr Cov p(x|y) = tr Sigma,
+    so the spread is 1 + (between-class over within-class variance). It is what guidance with
+    gamma = 0 gives, whose samples follow p(x) whatever label was asked."""
+    _check_mixture(mixture)
+    if mixture.num_components != mixture.num_classes:
+        raise ValueError(
+            f"mixture must have one component per class, got {mixture.num_components} components "
+            f"for {mixture.num_classes} classes"
+        )
+    if not torch.equal(mixture.covs, mixture.covs[:1].expand_as(mixture.covs)):
+        raise ValueError("mixture: every component must have the same covariance")
+    w, mu = mixture.weights[:, None], mixture.means
+    between = (w * (mu - (w * mu).sum(0)).pow(2)).sum() / mixture.covs[0].trace()
+    return 1 + between.item()

@@ -487,8 +487,8 @@ def samples_grid(
     grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2
 ):
     """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
-    {panel title: samples [N, 2]}, the same number of panels in every row), over ``grid``'s contour
-    lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
+    {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
+    row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
     the top-right panel carries the legend; without, each row has its own colour. The outer axes
     are labelled x_1 and x_2. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -513,6 +513,9 @@ def samples_grid(
     )
     for i, panels in enumerate(rows.values()):
         for j, (title, x) in enumerate(panels.items()):
+            if x is None:  # an empty panel (nothing sampled there): no axes
+                axes[i, j].axis("off")
+                continue
             samples_over_density(
                 axes[i, j],
                 grid,
@@ -819,5 +822,144 @@ def image_panels(
             ax.set_xlabel(xlabel)
     if ylabel:
         axes[0, 0].set_ylabel(ylabel)
+
+
+# ---- chapters 3 and 4: the classifier term of Bayes' rule for scores ----------------------------------
+
+
+def bayes_fields(
+    mixture: GaussianMixture,
+    schedule,
+    steps,
+    y: int,
+    lim: float = 3.0,
+    arrows: int = 21,
+    cells: int = 150,
+):
+    """Eq. 165 (Luo 2022) as a picture: for class ``y`` of a 2-D mixture, one row per step of
+    ``steps`` (0-based), the unconditional score, the classifier gradient and the conditional score
+    (left + middle = right) as unit arrows on an ``arrows`` x ``arrows`` grid over [-lim, lim]^2,
+    coloured by the log10 of their length, over the shading of p_t(x), p_t(y|x) and p_t(x|y) on a
+    ``cells`` x ``cells`` grid. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .checks import check_schedule
+
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    if mixture.dim != 2:
+        raise ValueError(f"mixture must be 2-D for bayes_fields, got dim={mixture.dim}")
+    check_schedule(schedule)
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__") or not list(steps):
+        raise TypeError("steps must be a non-empty sequence of ints")
+    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    y = check_int(y, "y", low=0, high=mixture.num_classes - 1)
+    lim = check_real(lim, "lim", low=0, low_open=True)
+    arrows, cells = check_int(arrows, "arrows", low=2), check_int(cells, "cells", low=2)
+
+    def square(k: int):
+        axis = torch.linspace(-lim, lim, k, dtype=mixture.dtype)
+        gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+        return gx, gy, torch.stack([gx.flatten(), gy.flatten()], 1).to(mixture.device)
+
+    (gx, gy, pts), (fx, fy, fine_pts) = square(arrows), square(cells)
+    titles = [
+        "unconditional score  $\\nabla \\log p_t(x)$",
+        "classifier gradient  $\\nabla \\log p_t(y|x)$",
+        "conditional score  $\\nabla \\log p_t(x|y)$",
+    ]
+    fig, axes = plt.subplots(
+        len(steps), 3, figsize=(12, 4 * len(steps)), sharex=True, sharey=True, squeeze=False
+    )
+    for row, step in enumerate(steps):
+        m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
+        fields = [
+            (m_t.score(pts), m_t.log_prob(fine_pts)),
+            (m_t.classifier_grad(pts, y), m_t.class_log_posterior(fine_pts)[:, y]),
+            (m_t.score(pts, y), m_t.log_prob(fine_pts, y)),
+        ]
+        for col, (v, shade) in enumerate(fields):
+            ax = axes[row, col]
+            shade = shade.exp().reshape(cells, cells).cpu()
+            ax.contourf(fx, fy, shade, levels=15, cmap="Blues", alpha=0.5)
+            length = v.norm(dim=1).clamp(min=1e-12)
+            u = (v / length[:, None]).cpu()
+            colour = torch.log10(length).cpu()
+            q = ax.quiver(
+                gx,
+                gy,
+                u[:, 0],
+                u[:, 1],
+                colour,
+                cmap="plasma",
+                clim=(-2, 1.5),
+                pivot="mid",
+                scale=28,
+                width=0.005,
+            )
+            if row == 0:
+                ax.set_title(titles[col], fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"t = {step + 1}\n$x_2$")
+            if row == len(steps) - 1:
+                ax.set_xlabel("$x_1$")
+    fig.colorbar(q, ax=axes, shrink=0.6, label="log10 of the arrow's length")
+    fig.suptitle(
+        f"Eq. 165 as a picture: left + middle = right (class y = {y}). "
+        "Shading: p_t(x), p_t(y|x), p_t(x|y)"
+    )
+    return fig
+
+
+def class_signal(t, grad_norm, accuracy, chance: float):
+    """The class signal against the step t: the mean norm of the classifier gradient
+    |grad log p_t(y | x_t)| (left axis) and the exact Bayes classifier's accuracy (right axis, with
+    the chance level ``chance`` dotted), as :func:`diffcourse.metrics.class_signal` measures them.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    chance = check_real(chance, "chance", low=0, high=1)
+    if not len(t) == len(grad_norm) == len(accuracy):
+        raise ValueError(
+            f"t, grad_norm and accuracy must have one value per step, got {len(t)}, "
+            f"{len(grad_norm)} and {len(accuracy)}"
+        )
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(t, grad_norm, color="C0", label="mean norm of the classifier gradient")
+    ax1.set_xlabel("step t")
+    ax1.set_ylabel("mean $|\\nabla \\log p_t(y|x_t)|$", color="C0")
+    ax2 = ax1.twinx()
+    ax2.plot(t, accuracy, color="C1", ls="--", label="exact Bayes accuracy")
+    ax2.axhline(chance, color="C1", lw=0.8, ls=":")
+    ax2.set_ylabel("Bayes classifier accuracy", color="C1")
+    ax1.set_title("The class signal fades as noise grows")
+    fig.legend(loc="lower left", bbox_to_anchor=(0.12, 0.15))
+    fig.tight_layout()
+    return fig
+
+
+def noisy_classifier_check(t, check, chance: float):
+    """A noise-aware classifier against the exact Bayes classifier, against the step t, from
+    :func:`diffcourse.metrics.noisy_classifier_check`: left, both accuracies on x_t with the chance
+    level ``chance``; right, the RMS norms of the exact classifier gradient and of the learned
+    one's error (log scale). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    chance = check_real(chance, "chance", low=0, high=1)
+    if not hasattr(check, "_fields") or "bayes_accuracy" not in check._fields:
+        raise TypeError(f"check must be a metrics.NoisyClassifierCheck, got {type(check).__name__}")
+    if any(len(v) != len(t) for v in check):
+        raise ValueError(f"check must have one value per step of t ({len(t)})")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(t, check.bayes_accuracy, label="exact Bayes classifier")
+    left.plot(t, check.accuracy, ls="--", label="learned $p_\\phi(y|x_t, t)$")
+    left.axhline(chance, color="gray", lw=0.8, ls=":", label="chance")
+    left.set(xlabel="step t", ylabel="accuracy on $x_t$", title="Accuracy")
+    right.plot(t, check.grad_rms, label="exact gradient (RMS norm)")
+    right.plot(t, check.error_rms, ls="--", label="learned minus exact (RMS norm)")
+    right.set(xlabel="step t", ylabel="RMS norm over $x_t$", yscale="log")
+    right.set_title("Learned vs exact $\\nabla \\log p_t(y|x_t)$")
+    left.legend()
+    right.legend()
     fig.tight_layout()
     return fig

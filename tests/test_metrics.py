@@ -636,3 +636,184 @@ def test_rescale_factors_closed_form():
         rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [5], -1.0)
     with pytest.raises(ValueError, match="step"):
         rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [50], 3.0)
+
+
+# ---- chapters 3 and 4: Bayes' rule for scores, noisy classifiers, the tilted law ----------------
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_bayes_rule_errors_are_rounding_and_match_a_hand_computation():
+    from diffcourse.metrics import bayes_log_form_errors, bayes_score_errors
+    from diffcourse.schedules import q_sample
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    log_form = bayes_log_form_errors(mix, s, [0, 25, 49], n=300, generator=_gen())
+    assert list(log_form) == [0, 25, 49]
+    assert all(a < 1e-12 and b < 1e-10 and kept for a, b, kept in log_form.values())
+    scores = bayes_score_errors(mix, s, [0, 25, 49], n=300, generator=_gen())
+    assert all(a < 1e-10 and b < 1e-10 for a, b in scores.values())
+    # eq. 165 by hand on the same points (same generator, same order of draws)
+    ((e165, _),) = bayes_score_errors(mix, s, [10], n=200, generator=_gen(1)).values()
+    gen = _gen(1)
+    x0, y = mix.sample(200, generator=gen)
+    x_t = q_sample(x0, torch.full((200,), 10), s, generator=gen)
+    m_t = mix.diffuse(float(s.alpha_bar[10]))
+    x = x_t.clone().requires_grad_(True)
+    g = torch.autograd.grad(m_t.class_log_posterior(x).gather(1, y[:, None]).sum(), x)[0]
+    lhs = m_t.score(x_t, y)
+    assert e165 == ((m_t.score(x_t) + g - lhs).abs().max() / lhs.abs().max()).item()
+
+
+def test_bayes_rule_errors_bad_input():
+    from diffcourse.metrics import bayes_log_form_errors, bayes_score_errors
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    with pytest.raises(TypeError, match="mixture"):
+        bayes_log_form_errors("three_blobs", s, [0])
+    with pytest.raises(ValueError, match="steps"):
+        bayes_score_errors(mix, s, [50])
+    with pytest.raises(ValueError, match="n"):
+        bayes_score_errors(mix, s, [0], n=0)
+    with pytest.raises(TypeError, match="generator"):
+        bayes_log_form_errors(mix, s, [0], generator=0)
+
+
+def test_mean_class_posterior_is_the_class_share_and_matches_a_hand_computation():
+    from diffcourse.data import checkerboard
+    from diffcourse.metrics import mean_class_posterior
+
+    board, s = checkerboard(dtype=torch.float64), cosine_schedule(50)
+    out = mean_class_posterior(board, s, [0, 49], n=4000, generator=_gen())
+    for mean, se in out.values():  # E[p_t(y | x_t)] = p(y) at every t
+        assert ((mean - board.class_weights).abs() < 4 * se + 1e-12).all()
+    gen = _gen()
+    x, _ = board.diffuse(float(s.alpha_bar[0])).sample(4000, generator=gen)
+    post = board.diffuse(float(s.alpha_bar[0])).class_log_posterior(x).exp()
+    assert torch.equal(out[0][0], post.mean(0))
+    assert torch.equal(out[0][1], post.std(0) / 4000**0.5)
+    with pytest.raises(ValueError, match="n"):
+        mean_class_posterior(board, s, [0], n=1)
+
+
+def test_class_signal_fades_with_noise_and_matches_a_hand_loop():
+    from diffcourse.metrics import class_signal
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    norms, acc = class_signal(mix, s, [0, 49], n=400, generator=_gen(), progress=False)
+    assert norms.dtype == acc.dtype == torch.float32 and norms.shape == (2,)
+    assert acc[0] > 0.9 and abs(acc[1] - 1 / 3) < 0.1 and norms[1] < 0.05 * norms[0]
+    gen, m_t = _gen(), mix.diffuse(float(s.alpha_bar[0]))
+    n_c, a_c = [], []
+    for c in range(3):
+        x, _ = m_t.sample(400, c, generator=gen)
+        n_c.append(m_t.classifier_grad(x, c).norm(dim=1).mean().item())
+        a_c.append((m_t.class_log_posterior(x).argmax(1) == c).double().mean().item())
+    assert abs(norms[0].item() - sum(n_c) / 3) < 1e-6
+    assert abs(acc[0].item() - sum(a_c) / 3) < 1e-6
+    with pytest.raises(TypeError, match="steps"):
+        class_signal(mix, s, 3)
+
+
+class _BayesClassifier(torch.nn.Module):
+    """The exact p_t(y | x_t) of a mixture as a noise-aware classifier (one step per batch)."""
+
+    def __init__(self, mixture, schedule, flip: bool = False):
+        super().__init__()
+        self.mixture, self.schedule, self.flip = mixture, schedule, flip
+
+    def forward(self, x, t):
+        logits = self.mixture.diffuse(float(self.schedule.alpha_bar[int(t[0])]))
+        logits = logits.class_log_posterior(x)
+        return -logits if self.flip else logits
+
+    def log_prob(self, x, t, y):
+        return torch.log_softmax(self(x, t), 1).gather(1, y[:, None])[:, 0]
+
+
+def test_noisy_classifier_check_of_the_bayes_classifier_itself():
+    from diffcourse.metrics import noisy_classifier_check
+
+    mix, s = three_blobs(), cosine_schedule(50)
+    exact = noisy_classifier_check(
+        _BayesClassifier(mix, s), mix, s, [0, 20, 49], n=500, generator=_gen(), progress=False
+    )
+    assert torch.equal(exact.accuracy, exact.bayes_accuracy)
+    assert (exact.error_rms < 1e-4 * exact.grad_rms).all()
+    assert exact.bayes_accuracy[0] > 0.9
+    wrong = noisy_classifier_check(
+        _BayesClassifier(mix, s, flip=True), mix, s, [0], n=500, generator=_gen(), progress=False
+    )
+    assert wrong.accuracy[0] < 0.1 and wrong.error_rms[0] > wrong.grad_rms[0]
+    with pytest.raises(TypeError, match="classifier"):
+        noisy_classifier_check(lambda x, t: x, mix, s, [0])
+
+
+def test_classifier_guidance_check_shift_and_posterior_variance_ratio():
+    from diffcourse.metrics import classifier_guidance_check
+
+    mix, s = three_blobs(), cosine_schedule(50)
+    out = classifier_guidance_check(mix, s, [0, 5, 30], 4.0, n=500, generator=_gen())
+    a, b = s.alpha_bar.tolist(), s.betas.tolist()
+    for step, (err, shift, dn) in out.items():
+        assert err < 1e-4 and abs(shift - 1) < 1e-3
+        # D&N's shift is the posterior variance; ours beta_t / sqrt(alpha_t)
+        a_prev = a[step - 1] if step else 1.0
+        expected = (1 - a_prev) / (1 - a[step]) * (1 - b[step]) ** 0.5
+        assert abs(dn - expected) < 1e-3 * max(expected, 1e-3)
+    assert out[0][2] == 0.0
+    with pytest.raises(ValueError, match="gamma"):
+        classifier_guidance_check(mix, s, [0], 0.0)
+
+
+def test_class_distance_ratios_near_one_for_exact_draws_and_large_for_wrong_ones():
+    from diffcourse.metrics import class_distance_ratios
+
+    mix = three_blobs()
+    y = torch.arange(3).repeat_interleave(1000)
+    x = torch.cat([mix.sample(1000, c, generator=_gen(c + 5))[0] for c in range(3)])
+    ratios = class_distance_ratios(x, y, mix)
+    assert list(ratios) == [0, 1, 2] and max(ratios.values()) < 1.8
+    assert min(class_distance_ratios(1.3 * x, y, mix).values()) > 2
+    with pytest.raises(TypeError, match="y"):
+        class_distance_ratios(x, y.float(), mix)
+
+
+def test_tilted_mean_along_in_closed_form():
+    from diffcourse.metrics import tilted_mean_along
+
+    mix = three_blobs(dtype=torch.float64)
+    unit = mix.means[0] / mix.means[0].norm()
+    # gamma = 1: p(x) p(y|x) = p(y) p(x|y), the class's own mean along its direction
+    assert abs(tilted_mean_along(mix, 0, 1.0, unit, cells=301) - 1.2) < 1e-3
+    # gamma = 0: p(x), whose mean is the weighted mean of the means (0 here) along any direction
+    assert abs(tilted_mean_along(mix, 0, 0.0, unit, cells=301)) < 1e-3
+    assert tilted_mean_along(mix, 0, 8.0, unit, cells=301) > 1.25  # beyond the class mean
+    with pytest.raises(ValueError, match="direction"):
+        tilted_mean_along(mix, 0, 1.0, torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="gamma"):
+        tilted_mean_along(mix, 0, -1.0, unit)
+
+
+def test_marginal_spread_in_closed_form_and_against_draws():
+    from diffcourse.metrics import marginal_spread, spread
+    from diffcourse.mixture import GaussianMixture
+
+    mix = three_blobs(radius=1.2, std=0.5, dtype=torch.float64)
+    # means on a circle around 0: between-class variance 1.2^2, within-class tr = 2 * 0.5^2
+    assert abs(marginal_spread(mix) - (1 + 1.2**2 / (2 * 0.5**2))) < 1e-12
+    x, _ = mix.sample(40000, generator=_gen())
+    ref, _ = mix.sample(40000, 0, generator=_gen(1))
+    assert abs(spread(x, ref) / marginal_spread(mix) - 1) < 0.03
+    two = GaussianMixture(mix.means, mix.covs, mix.weights, torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="one component per class"):
+        marginal_spread(two)
+    uneven = GaussianMixture(
+        mix.means, mix.covs * torch.tensor([1.0, 2.0, 1.0])[:, None, None], mix.weights, mix.labels
+    )
+    with pytest.raises(ValueError, match="covariance"):
+        marginal_spread(uneven)
+    with pytest.raises(TypeError, match="mixture"):
+        marginal_spread(None)

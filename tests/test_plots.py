@@ -353,3 +353,69 @@ def test_image_panels_draws_one_grid_per_panel():
         image_panels([a], 3)
     with pytest.raises(ValueError, match="rows"):
         image_panels({"a": a}, 4)
+
+
+# ---- chapters 3 and 4 ------------------------------------------------------------------------------
+
+
+def test_bayes_fields_sum_left_and_middle_to_right():
+    from diffcourse.plots import bayes_fields
+    from diffcourse.schedules import cosine_schedule
+
+    mix, s = three_blobs(dtype=torch.float64), cosine_schedule(50)
+    fig = bayes_fields(mix, s, [0, 30], y=1, arrows=5, cells=20)
+    axes = [ax for ax in fig.axes if ax.collections and ax.get_label() != "<colorbar>"]
+    assert len(axes) == 6  # 2 steps x 3 fields, plus a colourbar
+    quivers = [
+        c for ax in axes for c in ax.collections if type(c).__name__ == "Quiver"
+    ]  # unit arrows, coloured by log10 of the length
+    assert len(quivers) == 6 and all(q.N == 25 for q in quivers)
+    # the arrows' lengths (colour) of the right column: the conditional score at the grid points
+    m_t = mix.diffuse(float(s.alpha_bar[30]))
+    axis = torch.linspace(-3, 3, 5, dtype=torch.float64)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
+    expected = torch.log10(m_t.score(pts, 1).norm(dim=1)).numpy()
+    assert abs(quivers[5].get_array() - expected).max() < 1e-6
+    assert "class y = 1" in fig._suptitle.get_text()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="dim"):
+        bayes_fields(random_mixture(3, (1, 1)), s, [0], y=0)
+    with pytest.raises(ValueError, match="y"):
+        bayes_fields(mix, s, [0], y=3)
+
+
+def test_class_signal_and_noisy_classifier_check_plots():
+    from diffcourse.metrics import NoisyClassifierCheck
+    from diffcourse.plots import class_signal, noisy_classifier_check
+
+    t = [1, 50, 100]
+    fig = class_signal(t, [0.4, 0.9, 0.01], [0.96, 0.6, 0.33], chance=1 / 3)
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [0.4, 0.9, 0.01]
+    assert list(right.lines[0].get_ydata()) == [0.96, 0.6, 0.33]
+    assert right.lines[1].get_ydata()[0] == 1 / 3  # the chance level
+    plt.close(fig)
+    check = NoisyClassifierCheck(*(torch.tensor([0.9, 0.5, 0.3]) for _ in range(4)))
+    fig = noisy_classifier_check(t, check, chance=1 / 3)
+    acc, grads = fig.axes
+    assert len(acc.lines) == 3 and len(grads.lines) == 2 and grads.get_yscale() == "log"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one value per step"):
+        class_signal(t, [0.4, 0.9], [0.96, 0.6, 0.33], chance=1 / 3)
+    with pytest.raises(TypeError, match="check"):
+        noisy_classifier_check(t, (1, 2, 3, 4), chance=1 / 3)
+    with pytest.raises(ValueError, match="chance"):
+        class_signal(t, t, t, chance=2.0)
+
+
+def test_samples_grid_leaves_a_none_panel_empty():
+    from diffcourse.plots import samples_grid
+
+    mix = three_blobs()
+    x, y = mix.sample(90, generator=torch.Generator().manual_seed(0))
+    rows = {"a": {"one": x, "two": x}, "b": {"three": None, "four": x}}
+    fig = samples_grid(density_grid(mix, cells=30), rows, y)
+    axes = fig.axes
+    assert not axes[2].axison and axes[3].axison and not axes[2].collections
+    plt.close(fig)
