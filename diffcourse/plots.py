@@ -822,6 +822,8 @@ def image_panels(
             ax.set_xlabel(xlabel)
     if ylabel:
         axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
 
 
 # ---- chapters 3 and 4: the classifier term of Bayes' rule for scores ----------------------------------

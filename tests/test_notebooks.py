@@ -1,7 +1,9 @@
 """The notebooks are committed without outputs (the book executes them) and each imports diffcourse."""
 
+import io
 import json
 import sys
+import tokenize
 from pathlib import Path
 from unittest import mock
 
@@ -57,3 +59,28 @@ def test_first_cell_installs_diffcourse_from_the_repository(path):
         with mock.patch.dict(sys.modules, {"diffcourse": None}):  # None: `import diffcourse` fails
             exec(compile(source, path.name, "exec"), {})
     assert len(ran) == 1 and ran[0][-1] == f"git+{REPOSITORY}", ran
+
+
+def code_lines(source: str) -> int:
+    """Lines holding code: a line with a token other than a comment or a line break (every line of
+    a multi-line string counts; comments and blank lines do not)."""
+    lines: set[int] = set()
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in skip and tok.type != tokenize.ENDMARKER:
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines)
+
+
+def test_code_lines_counts_code_not_comments():
+    assert code_lines("# a comment\n\nx = 1  # more\ny = (\n    2\n)\n") == 4
+    assert code_lines('s = """a\nb"""\n') == 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_lab_reads_in_at_most_200_lines(path):
+    """COURSE.md, "Shape of the code": a lab reads top to bottom in under 200 lines; the machinery
+    lives in the tested package."""
+    cells = json.loads(path.read_text())["cells"]
+    n = sum(code_lines("".join(c["source"])) for c in cells if c["cell_type"] == "code")
+    assert n <= 200, f"{path.name}: {n} lines of code"
