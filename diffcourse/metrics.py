@@ -660,6 +660,11 @@ class ImageSweep(dict):
         """``{key: the metric of every seed}`` (a float64 tensor, in seed order)."""
         return {key: r.values(metric) for key, r in self.items()}
 
+    def mean_table(self) -> Dict:
+        """``{key: {metric: mean over seeds}}``, every metric of every sampler (a table for
+        :func:`~diffcourse.report.glue_nested` and :func:`~diffcourse.report.table`)."""
+        return {key: r.means() for key, r in self.items()}
+
 
 def image_sweep(
     classifier: torch.nn.Module,

@@ -513,3 +513,14 @@ def test_image_sweep_is_image_metrics_over_seeds_for_each_sampler():
         image_sweep(_PixelJudge(), {}, y, ref, y)
     with pytest.raises(TypeError, match="samplers"):
         image_sweep(_PixelJudge(), {1.0: "ddim"}, y, ref, y)
+
+
+def test_image_sweep_mean_table_averages_each_metric_over_seeds():
+    from diffcourse.metrics import ImageSweep, SeededImageMetrics
+
+    runs = (
+        {"fidelity": 0.5, "frechet": 2.0},
+        {"fidelity": 1.0, "frechet": 4.0},
+    )
+    sweep = ImageSweep({1.5: SeededImageMetrics(runs)}, {})
+    assert sweep.mean_table() == {1.5: {"fidelity": 0.75, "frechet": 3.0}}
