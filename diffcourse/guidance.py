@@ -754,3 +754,54 @@ def model_variants(
     return variant_eps_fns(
         cond_fn, uncond_fn, schedule, steps, gamma, weak_fn=weak.eps_fn(y), cfg_fn=cfg_fn, **options
     )
+
+
+# ---- the builders held against their equations written out (labs 7, 8) ---------------------------
+
+
+def cfg_gap(
+    model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, gamma: float
+) -> float:
+    """The largest |difference| between :func:`batched_cfg_eps_fn` (one stacked pass) and Luo
+    eq. 170 written out from two separate passes of ``model``:
+    gamma eps(x_t, y) + (1 - gamma) eps(x_t, null). Float rounding (about 1e-6) when the builder
+    is right; test at a gamma other than 0 and 1, where the stacked pass runs."""
+    gamma = _check_gamma(gamma)
+    check_module(model)
+    check_tensor(x_t, "x_t", floating=True)
+    with torch.no_grad():
+        cond = model(x_t, t, y)
+        uncond = model(x_t, t, model.null_labels(x_t.shape[0]))
+        guided = batched_cfg_eps_fn(model, y, gamma)(x_t, t)
+        return (guided - (gamma * cond + (1 - gamma) * uncond)).abs().max().item()
+
+
+def classifier_guidance_gap(
+    classifier: torch.nn.Module,
+    model: torch.nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    schedule: Schedule,
+    gamma: float,
+) -> float:
+    """The largest |difference| between :func:`classifier_guided_eps_fn` (on ``model``'s null-label
+    prediction and :func:`classifier_grad_fn` of ``classifier``) and Luo eq. 166 in noise form
+    written out: eps(x_t, null) - gamma sqrt(1 - alpha_bar_t) grad_{x_t} log p(y | x_t, t), the
+    gradient taken here by autograd. Float rounding when the builder is right."""
+    gamma = _check_gamma(gamma)
+    check_module(classifier, "classifier")
+    check_module(model)
+    check_schedule(schedule)
+    check_tensor(x_t, "x_t", floating=True)
+    x = x_t.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
+    ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
+    sigma = (1 - ab).sqrt().reshape(-1, *[1] * (x_t.ndim - 1))
+    null = model.null_labels(x_t.shape[0])
+    guided_fn = classifier_guided_eps_fn(
+        model.eps_fn(null), classifier_grad_fn(classifier, y), schedule, gamma
+    )
+    with torch.no_grad():
+        written = model(x_t, t, null) - gamma * sigma * grad
+        return (guided_fn(x_t, t) - written).abs().max().item()

@@ -526,6 +526,15 @@ class SeededImageMetrics(NamedTuple):
     def means(self) -> Dict[str, float]:
         return {key: self.mean(key) for key in self.runs[0]}
 
+    def mean_std(self, keys: Optional[Sequence[str]] = None) -> list:
+        """``[(mean, std), ...]`` over seeds for each metric of ``keys`` (default: all, in order),
+        the pairs a :func:`~diffcourse.report.table` cell prints as "mean ± std"."""
+        keys = list(self.runs[0]) if keys is None else list(keys)
+        for key in keys:
+            if key not in self.runs[0]:
+                raise ValueError(f"keys: no metric {key!r}; there are {list(self.runs[0])}")
+        return [(self.mean(key), self.std(key)) for key in keys]
+
 
 def image_metrics_over_seeds(
     classifier: torch.nn.Module,
@@ -1162,3 +1171,113 @@ def marginal_spread(mixture: GaussianMixture) -> float:
     w, mu = mixture.weights[:, None], mixture.means
     between = (w * (mu - (w * mu).sum(0)).pow(2)).sum() / mixture.covs[0].trace()
     return 1 + between.item()
+
+
+# ---- chapter 7's judge, and sweeps of image samplers -----------------------------------------------
+
+
+@torch.no_grad()
+def feature_traces(
+    judge: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(within, total): the trace of the covariance of the judge's features (its penultimate layer)
+    within each class of ``y``, averaged over the classes 0..C-1, and over the whole set, in float64
+    (0-dim tensors). 1 - within / total is the share of the variance that lies between classes,
+    to which the Fréchet distance in these features responds first (chapter 7). ``x`` and ``y``
+    move to the judge's device."""
+    check_module(judge, "judge")
+    check_tensor(x, "x", floating=True)
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    device = next(judge.parameters(), x).device  # the judge's (x's for one without weights)
+    f, y = judge.features(x.to(device)).double(), y.to(device)
+    classes = int(y.max()) + 1
+    if any(int((y == c).sum()) < 2 for c in range(classes)):
+        raise ValueError("y must hold every class 0..C-1 at least twice")
+    per_class = [f[y == c].T.cov().trace() for c in range(classes)]
+    return torch.stack(per_class).mean(), f.T.cov().trace()
+
+
+@torch.no_grad()
+def noisy_accuracy(
+    classifier: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    schedule: Schedule,
+    steps: Sequence[int],
+) -> Dict[int, float]:
+    """``{step: accuracy}``: the share of images ``x`` (labels ``y``) that a noise-aware classifier
+    ``classifier(x_t, t)`` assigns to their label once noised to the 0-based ``step`` by the forward
+    process (Luo eq. 70), the noise of each step from a generator on x's device seeded with the
+    step itself. How much a guide for classifier guidance (Luo eq. 166) knows at each level."""
+    check_module(classifier, "classifier")
+    check_tensor(x, "x", floating=True)
+    check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    check_schedule(schedule)
+    out = {}
+    for step in steps:
+        step = check_int(step, "steps", low=0, high=schedule.T - 1)
+        t = torch.full((x.shape[0],), step, device=x.device)
+        gen = torch.Generator(x.device).manual_seed(step)
+        noisy = q_sample(x, t, schedule, generator=gen)
+        out[step] = (classifier(noisy, t).argmax(1) == y).double().mean().item()
+    return out
+
+
+class ImageSweep(dict):
+    """What :func:`image_sweep` returns: ``{key: SeededImageMetrics}`` in the order of the samplers,
+    with ``first`` (``{key: the first seed's images}``, unclamped) and the per-key views below."""
+
+    def __init__(self, results, first) -> None:
+        super().__init__(results)
+        self.first = dict(first)
+
+    def means(self, metric: str) -> Dict:
+        """``{key: mean over seeds of metric}`` ("fidelity", "frechet" or "diversity")."""
+        return {key: r.mean(metric) for key, r in self.items()}
+
+    def curve(self, metric: str) -> list:
+        """``[(mean, std), ...]`` of ``metric`` over seeds, one pair per key in order: a curve
+        with error bars for :func:`~diffcourse.plots.curve_panels`."""
+        return [(r.mean(metric), r.std(metric)) for r in self.values()]
+
+    def per_seed(self, metric: str) -> Dict:
+        """``{key: the metric of every seed}`` (a float64 tensor, in seed order)."""
+        return {key: r.values(metric) for key, r in self.items()}
+
+    def mean_table(self) -> Dict:
+        """``{key: {metric: mean over seeds}}``, every metric of every sampler (a table for
+        :func:`~diffcourse.report.glue_nested` and :func:`~diffcourse.report.table`)."""
+        return {key: r.means() for key, r in self.items()}
+
+
+def image_sweep(
+    classifier: torch.nn.Module,
+    samplers: Mapping,
+    y: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+    seeds: int = 1,
+    shape: Sequence[int] = (1, 8, 8),
+) -> ImageSweep:
+    """:func:`image_metrics_over_seeds` of every sampler of ``samplers`` (key -> ``sample(noise,
+    generator)``, e.g. :func:`~diffcourse.samplers.sampler_fn`), all on the same ``seeds``
+    starting noises and generator seeds, so that their differences are the methods', not luck's;
+    keeps each sampler's first-seed images for pictures (``result.first[key]``)."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(samplers, Mapping) or not samplers:
+        raise TypeError(
+            f"samplers must be a non-empty mapping key -> sample, got {type(samplers).__name__}"
+        )
+    for key, sample in samplers.items():
+        check_callable(sample, f"samplers[{key!r}]")
+    results, first = {}, {}
+    for key, sample in tqdm(samplers.items(), desc="samplers", leave=False):
+
+        def kept(noise: torch.Tensor, generator, sample=sample, key=key) -> torch.Tensor:
+            x = sample(noise, generator)
+            first.setdefault(key, x)
+            return x
+
+        results[key] = image_metrics_over_seeds(classifier, kept, y, ref_x, ref_y, seeds, shape)
+    return ImageSweep(results, first)

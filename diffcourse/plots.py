@@ -965,3 +965,110 @@ def noisy_classifier_check(t, check, chance: float):
     right.legend()
     fig.tight_layout()
     return fig
+
+
+# ---- chapters 7 and 8: image samples by class, and metrics against a setting ------------------------
+
+
+def class_grids(
+    panels,
+    rows: int,
+    per_row: int = 10,
+    xlabel: str = "",
+    ylabel: str = "",
+    size=(4.0, 4.6),
+    title: str = "{}",
+):
+    """One :func:`image_grid` panel per entry of ``panels`` (key -> images [rows * k, 1, H, W]
+    sorted by class in blocks of k, as :func:`~diffcourse.samplers.balanced_labels` asks for
+    them), side by side, each showing the first ``per_row`` images of every block, one row per
+    class, titled ``title.format(key)``. ``xlabel`` goes under every panel, ``ylabel`` left of
+    the first; ``size`` is one panel's. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(panels, dict) or not panels:
+        raise TypeError(f"panels must be a non-empty dict title -> images, got {panels!r:.60}")
+    rows, per_row = check_int(rows, "rows", low=1), check_int(per_row, "per_row", low=1)
+    for key, x in panels.items():
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] % rows:
+            raise ValueError(
+                f"panels[{key!r}] must be images [N, 1, H, W] with N a multiple of rows={rows}"
+            )
+        if x.shape[0] // rows < per_row:
+            raise ValueError(f"per_row: panels[{key!r}] has {x.shape[0] // rows} per row")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(size[0] * len(panels), size[1]), squeeze=False
+    )
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
+    for ax, (key, x) in zip(axes[0], panels.items()):
+        shown = x.reshape(rows, -1, *x.shape[1:])[:, :per_row].reshape(-1, *x.shape[1:])
+        image_grid(ax, shown, rows=rows, title=title.format(key))
+        ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def _curve(ax, label: str, curve) -> None:
+    """One curve of :func:`curve_panels`: (x, y) or (x, y, style)."""
+    if not isinstance(curve, (tuple, list)) or len(curve) not in (2, 3):
+        raise TypeError(f"curve {label!r} must be (x, y) or (x, y, style), got {curve!r:.60}")
+    x, y, style = (*curve, {}) if len(curve) == 2 else curve
+    style = {"fmt": style} if isinstance(style, str) else dict(style)
+    if len(x) != len(y):
+        raise ValueError(f"curve {label!r} has {len(y)} values for {len(x)} x values")
+    fmt = style.pop("fmt", None)
+    if y and isinstance(y[0], (tuple, list)):  # (mean, std) pairs: error bars
+        means, stds = ([float(v[i]) for v in y] for i in (0, 1))
+        style.setdefault("marker", "o")
+        style.setdefault("capsize", 3)
+        ax.errorbar(x, means, stds, label=label, **style)
+    else:
+        ax.plot(x, [float(v) for v in y], *([fmt] if fmt else []), label=label, **style)
+
+
+def curve_panels(
+    panels,
+    xlabel: str,
+    ylabels,
+    hlines=None,
+    logx: bool = False,
+    logy=(),
+    legend_title: Optional[str] = None,
+    size=(4.3, 3.8),
+):
+    """Panels side by side, one per entry of ``panels`` (each a dict label -> curve), with the
+    y label of ``ylabels`` and ``xlabel`` under every panel. A curve is ``(x, y)`` or
+    ``(x, y, style)``, style a matplotlib format string ("--o") or a dict of plot arguments (with
+    an optional "fmt"); y holding (mean, std) pairs is drawn with error bars. ``hlines`` (panel
+    index -> (y, label) or (y, label, style dict)) adds labelled horizontal reference lines
+    (grey, dashed by default); ``logy`` lists the panels with a log y axis. Every panel has a
+    legend. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
+    import matplotlib.pyplot as plt
+
+    panels, ylabels = list(panels), list(ylabels)
+    if not panels or not all(isinstance(p, dict) and p for p in panels):
+        raise TypeError("panels must be a non-empty list of non-empty dicts label -> curve")
+    if len(ylabels) != len(panels):
+        raise ValueError(f"ylabels must give one label per panel ({len(panels)})")
+    hlines = {} if hlines is None else dict(hlines)
+    for i in [*hlines, *logy]:
+        if not isinstance(i, int) or not 0 <= i < len(panels):
+            raise ValueError(f"hlines/logy: panel index {i!r} out of 0..{len(panels) - 1}")
+    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for i, (ax, curves, ylabel) in enumerate(zip(axes, panels, ylabels)):
+        for label, curve in curves.items():
+            _curve(ax, label, curve)
+        if i in hlines:
+            y, label, *style = hlines[i]
+            ax.axhline(y, label=label, **(style[0] if style else {"color": "gray", "ls": "--"}))
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        if logx:
+            ax.set_xscale("log")
+        if i in logy:
+            ax.set_yscale("log")
+        ax.legend(title=legend_title, fontsize=7)
+    fig.tight_layout()
+    return axes

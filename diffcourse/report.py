@@ -208,3 +208,25 @@ def glue_rows(
                 raise ValueError(f"keys: rows[{name!r}] has no column {key!r}")
             glue(f"{prefix}_{key}_{glue_key(name)}", row[key])
     return rows
+
+
+def glue_nested(template: str, values: Mapping[Any, Mapping[str, Any]]) -> dict:
+    """Glue every value of a table of results, ``values[setting][key]``, under the name
+    ``template.format(*setting, key=key)`` (a setting that is not a tuple is the one argument),
+    with "." turned into "p" so that a page's ``{glue:text}`` role reads it:
+    ``glue_nested("well_{key}_{0:g}", {1.5: {"frechet": 0.8}})`` glues ``well_frechet_1p5``.
+    Returns the same table with plain Python numbers."""
+    if not isinstance(template, str) or "{key" not in template:
+        raise ValueError(f"template must be a str naming {{key}}, got {template!r}")
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping, got {type(values).__name__}")
+    out = {}
+    for setting, row in values.items():
+        if not isinstance(row, Mapping):
+            raise TypeError(f"values[{setting!r}] must be a mapping, got {type(row).__name__}")
+        args = setting if isinstance(setting, tuple) else (setting,)
+        out[setting] = {
+            key: glue(template.format(*args, key=key).replace(".", "p"), value)
+            for key, value in row.items()
+        }
+    return out

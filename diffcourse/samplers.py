@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .checks import (
     SamplingRun,
+    check_alpha_bar,
     check_callable,
     check_generator,
     check_int,
@@ -458,3 +459,52 @@ def ddim_gap(
     a = ddim_sample(eps_a, noise, schedule, steps, progress=False)
     b = ddim_sample(eps_b, noise, schedule, steps, progress=False)
     return (a - b).abs().max().item()
+
+
+# ---- chapter 8: one sampler as a function of its starting noise, and DDIM's dropped variance ------
+
+
+def sampler_fn(
+    eps_fn: PairEpsFn, schedule: Schedule, steps: Optional[int] = None, eta: float = 0.0
+) -> Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]:
+    """``sample(noise, generator) -> x_0``: ancestral DDPM on all T levels when ``steps`` is None
+    (Ho et al. 2020, Algorithm 2; ``eta`` unused), else DDIM on ``steps`` levels with ``eta``
+    (Song, Meng & Ermon 2021, eq. 12), both without a progress bar. The form
+    :func:`~diffcourse.metrics.image_metrics_over_seeds` takes, so that samplers compared on the
+    same noise and generator seeds differ only by their rule."""
+    check_callable(eps_fn, "eps_fn")
+    check_schedule(schedule)
+    if steps is not None:
+        steps = check_int(steps, "steps", low=1, high=schedule.T)
+    eta = check_real(eta, "eta", low=0)
+
+    def sample(noise: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if steps is None:
+            return ddpm_sample(eps_fn, noise, schedule, generator=generator, progress=False)
+        return ddim_sample(eps_fn, noise, schedule, steps, eta, generator, progress=False)
+
+    return sample
+
+
+def ddim_x0_coefficient(alpha_bar_t, alpha_bar_s, eta: float):
+    """a, the coefficient of x_0 in the mean of DDIM's q_xi(x_s | x_t, x_0) once x_t is written as
+    sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Song et al. 2021, eq. 7 and 12; chapter 8):
+    a = sqrt(alpha_bar_s) - sqrt(1 - alpha_bar_s - xi^2) sqrt(alpha_bar_t / (1 - alpha_bar_t)),
+    xi^2 = eta^2 (1 - alpha_bar_s) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_s). One DDIM
+    step drops the variance a^2 Cov[x_0 | x_t]. Elementwise on floats or tensors (s < t)."""
+    eta = check_real(eta, "eta", low=0)
+    alpha_bar_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t", zero=False, one=False)
+    alpha_bar_s = check_alpha_bar(alpha_bar_s, "alpha_bar_s", zero=False)
+    xi2 = eta**2 * (1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)
+    root = (alpha_bar_t / (1 - alpha_bar_t)) ** 0.5
+    return alpha_bar_s**0.5 - (1 - alpha_bar_s - xi2) ** 0.5 * root
+
+
+def ddim_x0_coefficients(schedule: Schedule, steps: int, eta: float) -> torch.Tensor:
+    """:func:`ddim_x0_coefficient` (float64) at every step of a DDIM run of ``steps`` levels
+    (:func:`~diffcourse.schedules.ddim_levels`) from one visited level to the next: ``steps - 1``
+    values; the last step, to the clean data, has a = 1 and is left out."""
+    check_schedule(schedule)
+    levels = ddim_levels(schedule.T, check_int(steps, "steps", low=2, high=schedule.T))
+    alpha_bar = schedule.alpha_bar.double()
+    return ddim_x0_coefficient(alpha_bar[levels[:-1]], alpha_bar[levels[1:]], eta)

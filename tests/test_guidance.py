@@ -956,3 +956,43 @@ def test_model_variants_use_the_networks_predictions():
         assert torch.allclose(out["autoguidance"].eps_fn(x, t), 2 * c - w, atol=1e-6)
     with pytest.raises(TypeError):
         model_variants("model", weak, y, cosine_schedule(50), 5, 2.0)
+
+
+# ---- the builders against eqs. 166 and 170 written out ----------------------------------------------
+from diffcourse import guidance as _guidance  # noqa: E402
+from diffcourse.guidance import cfg_gap, classifier_guidance_gap  # noqa: E402
+
+
+def test_cfg_gap_is_rounding_for_the_builder_and_catches_a_wrong_one(monkeypatch):
+    model = _cfg_model()
+    x, t = torch.randn(9, 2), torch.full((9,), 6)
+    y = torch.arange(3).repeat(3)
+    assert cfg_gap(model, x, t, y, 3.0) < 1e-5
+    with torch.no_grad():  # a builder that scales the difference by 1.1 is off by 0.1 gamma (c - u)
+        c, u = model(x, t, y), model(x, t, None)
+    right = classifier_free_guidance
+    monkeypatch.setattr(_guidance, "classifier_free_guidance", lambda a, b, g: right(a, b, 1.1 * g))
+    expected = (0.1 * 3.0 * (c - u)).abs().max().item()
+    assert abs(cfg_gap(model, x, t, y, 3.0) - expected) < 1e-5
+    with pytest.raises(ValueError, match="gamma"):
+        cfg_gap(model, x, t, y, -1.0)
+    with pytest.raises(TypeError, match="x_t"):
+        cfg_gap(model, x.tolist(), t, y, 3.0)
+
+
+def test_classifier_guidance_gap_is_rounding_and_catches_a_wrong_sign(monkeypatch):
+    torch.manual_seed(0)
+    s = cosine_schedule(20)
+    model = _cfg_model()
+    clf = MLPClassifier(dim=2, T=20, num_classes=3, hidden=16, depth=2)
+    x, t = torch.randn(9, 2), torch.full((9,), 6)
+    y = torch.arange(3).repeat(3)
+    assert classifier_guidance_gap(clf, model, x, t, y, s, 3.0) < 1e-5
+    # a flipped sign on the classifier term: off by 2 gamma sigma |grad|
+    grad = classifier_grad_fn(clf, y)(x, t)
+    sigma = (1 - s.alpha_bar[6]).sqrt().float()
+    monkeypatch.setattr(_guidance, "classifier_guidance", lambda e, g, gm: e - gm * g)
+    expected = (2 * 3.0 * sigma * grad).abs().max().item()
+    assert abs(classifier_guidance_gap(clf, model, x, t, y, s, 3.0) - expected) < 1e-5
+    with pytest.raises(TypeError, match="schedule"):
+        classifier_guidance_gap(clf, model, x, t, y, "cosine", 3.0)

@@ -817,3 +817,92 @@ def test_marginal_spread_in_closed_form_and_against_draws():
         marginal_spread(uneven)
     with pytest.raises(TypeError, match="mixture"):
         marginal_spread(None)
+
+
+# ---- chapter 7's judge, and sweeps of image samplers ----------------------------------------------
+
+
+class _PixelJudge(torch.nn.Module):
+    """Features: the first three pixels; the class: the sign of the first pixel."""
+
+    def forward(self, x, t=None):
+        return torch.stack([-x.flatten(1)[:, 0], x.flatten(1)[:, 0]], 1)
+
+    def features(self, x):
+        return x.flatten(1)[:, :3]
+
+
+def test_feature_traces_by_hand():
+    import numpy as np
+
+    from diffcourse.metrics import feature_traces
+
+    x = torch.randn(30, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(3).repeat(10)
+    within, total = feature_traces(_PixelJudge(), x, y)
+    f = x.flatten(1)[:, :3].double().numpy()
+    per_class = [np.cov(f[(y == c).numpy()].T).trace() for c in range(3)]
+    assert within.item() == pytest.approx(np.mean(per_class))
+    assert total.item() == pytest.approx(np.cov(f.T).trace())
+    with pytest.raises(TypeError, match="y"):
+        feature_traces(_PixelJudge(), x, y.float())
+    with pytest.raises(ValueError, match="every class"):
+        feature_traces(_PixelJudge(), x, torch.tensor([0] * 29 + [1]))
+
+
+def test_noisy_accuracy_from_certain_to_chance():
+    from diffcourse.metrics import noisy_accuracy
+    from diffcourse.schedules import linear_schedule
+
+    y = torch.arange(2).repeat(200)
+    x = (1 - 2 * y).float()[:, None, None, None].expand(-1, 1, 2, 2).contiguous()  # +1 or -1
+    s = linear_schedule(1000)
+
+    class Judge(torch.nn.Module):  # class 0 where the first pixel is > 0
+        def forward(self, x_t, t):
+            return -_PixelJudge()(x_t)
+
+    acc = noisy_accuracy(Judge(), x, y, s, [0, 999])
+    assert list(acc) == [0, 999] and acc[0] == 1.0 and 0.4 < acc[999] < 0.6
+    assert noisy_accuracy(Judge(), x, y, s, [999]) == {999: acc[999]}  # seeded by the step
+    with pytest.raises(ValueError, match="steps"):
+        noisy_accuracy(Judge(), x, y, s, [1000])
+    with pytest.raises(TypeError, match="classifier"):
+        noisy_accuracy(lambda x_t, t: x_t, x, y, s, [0])
+
+
+def test_image_sweep_is_image_metrics_over_seeds_for_each_sampler():
+    from diffcourse.metrics import image_metrics_over_seeds, image_sweep
+    from diffcourse.samplers import seeded_noise
+
+    y = torch.tensor([0, 1] * 20)
+    ref = seeded_noise((40, 1, 2, 2), 99).clamp(-1, 1)
+    samplers = {1.0: lambda z, g: z, 2.0: lambda z, g: 2 * z + torch.randn(z.shape, generator=g)}
+    out = image_sweep(_PixelJudge(), samplers, y, ref, y, seeds=2, shape=(1, 2, 2))
+    assert list(out) == [1.0, 2.0]
+    for key, sample in samplers.items():
+        alone = image_metrics_over_seeds(_PixelJudge(), sample, y, ref, y, 2, (1, 2, 2))
+        assert out[key].runs == alone.runs
+    assert torch.equal(out.first[1.0], seeded_noise((40, 1, 2, 2), 0))  # seed 0, unclamped
+    assert out.means("frechet") == {k: r.mean("frechet") for k, r in out.items()}
+    assert out.curve("diversity")[1] == (out[2.0].mean("diversity"), out[2.0].std("diversity"))
+    assert torch.equal(out.per_seed("fidelity")[2.0], out[2.0].values("fidelity"))
+    assert out[1.0].mean_std(["frechet"]) == [(out[1.0].mean("frechet"), out[1.0].std("frechet"))]
+    assert len(out[1.0].mean_std()) == 3
+    with pytest.raises(ValueError, match="keys"):
+        out[1.0].mean_std(["fid"])
+    with pytest.raises(TypeError, match="samplers"):
+        image_sweep(_PixelJudge(), {}, y, ref, y)
+    with pytest.raises(TypeError, match="samplers"):
+        image_sweep(_PixelJudge(), {1.0: "ddim"}, y, ref, y)
+
+
+def test_image_sweep_mean_table_averages_each_metric_over_seeds():
+    from diffcourse.metrics import ImageSweep, SeededImageMetrics
+
+    runs = (
+        {"fidelity": 0.5, "frechet": 2.0},
+        {"fidelity": 1.0, "frechet": 4.0},
+    )
+    sweep = ImageSweep({1.5: SeededImageMetrics(runs)}, {})
+    assert sweep.mean_table() == {1.5: {"fidelity": 0.75, "frechet": 3.0}}

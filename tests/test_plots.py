@@ -419,3 +419,50 @@ def test_samples_grid_leaves_a_none_panel_empty():
     axes = fig.axes
     assert not axes[2].axison and axes[3].axison and not axes[2].collections
     plt.close(fig)
+
+
+# ---- chapters 7 and 8: class_grids and curve_panels ------------------------------------------------
+
+from diffcourse.plots import class_grids, curve_panels  # noqa: E402
+
+
+def test_class_grids_shows_the_first_images_of_every_class():
+    x = torch.linspace(-1, 1, 3 * 5 * 4).reshape(15, 1, 2, 2)  # 3 classes, 5 images each
+    fig = class_grids({0.5: x, 2.0: -x}, 3, per_row=2, xlabel="2 samples", title="g = {:g}")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["g = 0.5", "g = 2"]
+    shown = axes[0].get_images()[0].get_array()
+    assert shown.shape == (3 * 4, 2 * 4)  # 3 rows of 2 tiles, each 2x2 with a 1-pixel gutter
+    assert shown[1 + 4, 1 + 4] == pytest.approx(x[5 + 1, 0, 0, 0].item())  # class 1, image 1
+    plt.close(fig)
+    with pytest.raises(TypeError, match="panels"):
+        class_grids([x], 3)
+    with pytest.raises(ValueError, match="multiple of rows"):
+        class_grids({"a": x[:14]}, 3)
+    with pytest.raises(ValueError, match="per_row"):
+        class_grids({"a": x}, 3, per_row=6)
+
+
+def test_curve_panels_draws_lines_error_bars_and_references():
+    panels = [
+        {"a": ([1, 2, 3], [0.1, 0.2, 0.3], "--o"), "b": ([1, 2], [(1.0, 0.1), (2.0, 0.2)])},
+        {"c": ([1, 10], [5.0, 6.0], {"fmt": "k*", "ms": 10})},
+    ]
+    refs = {1: (5.5, "ref", {"color": "k"})}
+    axes = curve_panels(panels, "x", ["y0", "y1"], refs, logx=True, logy=[1], legend_title="T")
+    assert [ax.get_ylabel() for ax in axes] == ["y0", "y1"] and axes[0].get_xlabel() == "x"
+    line = axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == [0.1, 0.2, 0.3] and line.get_linestyle() == "--"
+    bars = axes[0].containers[0]  # the error bars of "b"
+    assert list(bars.lines[0].get_ydata()) == [1.0, 2.0]
+    assert axes[1].get_yscale() == "log" and axes[0].get_xscale() == "log"
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["c", "ref"]
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="ylabels"):
+        curve_panels(panels, "x", ["y0"])
+    with pytest.raises(ValueError, match="panel index"):
+        curve_panels(panels, "x", ["y0", "y1"], {2: (1.0, "r")})
+    with pytest.raises(ValueError, match="curve 'a'"):
+        curve_panels([{"a": ([1, 2], [1.0])}], "x", ["y"])
+    with pytest.raises(TypeError, match="panels"):
+        curve_panels([{}], "x", ["y"])

@@ -128,3 +128,26 @@ def test_glue_rows_glues_each_cell_under_its_key(monkeypatch):
         report.glue_rows("mix", rows, "spread")
     with pytest.raises(TypeError, match="prefix"):
         report.glue_rows("", rows, ("spread",))
+
+
+def test_glue_nested_names_each_value_and_returns_plain_numbers(monkeypatch):
+    seen = {}
+
+    def fake_glue(name, value):
+        return seen.setdefault(name, report._plain(value))
+
+    monkeypatch.setattr(report, "glue", fake_glue)
+    table = {1.5: {"frechet": torch.tensor(0.75)}, 5.0: {"frechet": 2.0}}
+    out = report.glue_nested("well_{key}_{0:g}", table)
+    assert seen == {"well_frechet_1p5": 0.75, "well_frechet_5": 2.0}
+    assert out == {1.5: {"frechet": 0.75}, 5.0: {"frechet": 2.0}}
+    seen.clear()
+    report.glue_nested("{key}_{0}_eta{1:g}", {(10, 1.0): {"d1": 3}})
+    assert seen == {"d1_10_eta1": 3}
+
+
+def test_glue_nested_bad_input():
+    with pytest.raises(ValueError, match="template"):
+        report.glue_nested("no_key_{0}", {1: {"a": 1}})
+    with pytest.raises(TypeError, match="values"):
+        report.glue_nested("{key}", [1, 2])

@@ -582,3 +582,57 @@ def test_ddim_gap_is_the_largest_difference_of_two_runs():
     assert ddim_gap(a, b, z, s, 10) == by_hand.abs().max().item() > 0.1
     with pytest.raises(TypeError, match="noise"):
         ddim_gap(a, b, z.long(), s, 10)
+
+
+# ---- chapter 8: sampler_fn and DDIM's x_0 coefficient ---------------------------------------------
+
+from diffcourse.samplers import (  # noqa: E402
+    ddim_x0_coefficient,
+    ddim_x0_coefficients,
+    sampler_fn,
+    seeded_noise,
+)
+from diffcourse.schedules import linear_schedule  # noqa: E402
+
+
+def test_sampler_fn_is_ddpm_or_ddim_with_the_given_generator():
+    s = cosine_schedule(20)
+    eps_fn = exact_eps_fn(random_mixture(2, seed=3, dtype=torch.float32), s)
+    noise = seeded_noise((64, 2), 0)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    ddpm = ddpm_sample(eps_fn, noise, s, generator=gen(), progress=False)
+    assert torch.equal(sampler_fn(eps_fn, s)(noise, gen()), ddpm)
+    ddim = ddim_sample(eps_fn, noise, s, 7, 1.0, gen(), progress=False)
+    assert torch.equal(sampler_fn(eps_fn, s, 7, 1.0)(noise, gen()), ddim)
+    assert not torch.equal(ddim, ddpm)
+    with pytest.raises(ValueError, match="steps"):
+        sampler_fn(eps_fn, s, 0)
+    with pytest.raises(TypeError, match="eps_fn"):
+        sampler_fn("eps", s)
+    with pytest.raises(ValueError, match="eta"):
+        sampler_fn(eps_fn, s, 5, -1.0)
+
+
+def test_ddim_x0_coefficient_against_its_closed_forms():
+    # eta = 0, alpha_bar 0.5 -> 0.8: sqrt(0.8) - sqrt(0.2) * sqrt(0.5 / 0.5)
+    assert ddim_x0_coefficient(0.5, 0.8, 0.0) == pytest.approx(0.8**0.5 - 0.2**0.5)
+    # eta = 1 between neighbouring levels: sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
+    s = linear_schedule(100)
+    ab, beta = s.alpha_bar.double(), s.betas.double()
+    a = ddim_x0_coefficient(ab[1:], ab[:-1], 1.0)
+    assert torch.allclose(a, ab[:-1].sqrt() * beta[1:] / (1 - ab[1:]), atol=1e-12)
+    with pytest.raises(ValueError, match="alpha_bar_t"):
+        ddim_x0_coefficient(1.0, 1.0, 0.0)
+    with pytest.raises(TypeError, match="alpha_bar_s"):
+        ddim_x0_coefficient(0.5, "0.8", 0.0)
+
+
+def test_ddim_x0_coefficients_follow_the_visited_levels():
+    s = cosine_schedule(50)
+    levels, ab = ddim_levels(50, 6), s.alpha_bar.double()
+    out = ddim_x0_coefficients(s, 6, 0.5)
+    pairs = zip(levels, levels[1:])
+    expected = [ddim_x0_coefficient(ab[t], ab[u], 0.5) for t, u in pairs]
+    assert out.shape == (5,) and torch.allclose(out, torch.stack(expected))
+    with pytest.raises(ValueError, match="steps"):
+        ddim_x0_coefficients(s, 1, 0.0)
