@@ -33,6 +33,7 @@ from .checks import (
     check_int,
     check_real,
     check_schedule,
+    check_tensor,
     sampling_run,
 )
 from .schedules import Schedule, ddim_levels
@@ -408,3 +409,24 @@ def labels_and_noise(
     ``[num_classes * per_class, *sample_shape]``, the paired inputs of a guidance sweep."""
     y = balanced_labels(num_classes, per_class, device)
     return y, seeded_noise((y.shape[0], *sample_shape), seed, device, dtype)
+
+
+def seeded_sample(
+    eps_fn: EpsFn,
+    noise: torch.Tensor,
+    schedule: Schedule,
+    seed: int = 2,
+    corrector_steps: int = 0,
+    snr: float = 0.1,
+    callback: Optional[Callback] = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Samples of ``eps_fn`` from the starting noise ``noise``, the noise of every step drawn from a
+    generator seeded with ``seed`` on ``noise``'s device: :func:`pc_sample` with
+    ``corrector_steps`` Langevin steps per level (0: ancestral DDPM, Ho et al. 2020, Algorithm 2).
+    Two predictors run with the same noise and seed differ only by what they predict, so a
+    guidance sweep compares methods, not luck."""
+    check_tensor(noise, "noise", floating=True)
+    seed = check_int(seed, "seed")
+    gen = torch.Generator(device=noise.device).manual_seed(seed)
+    return pc_sample(eps_fn, noise, schedule, corrector_steps, snr, gen, progress, callback)

@@ -545,3 +545,29 @@ def test_a_zero_score_takes_no_langevin_step():
     plain = ddpm_sample(zero, (4096, 2), s, generator=gen, progress=False)
     assert torch.isfinite(out).all()
     assert 0.8 < out.std() / plain.std() < 1.25, (out.std(), plain.std())
+
+
+# ---- seeded_sample (labs 5 and 6) -------------------------------------------------------------------
+from diffcourse.samplers import pc_sample as _pc_sample  # noqa: E402
+from diffcourse.samplers import seeded_sample  # noqa: E402
+
+
+def test_seeded_sample_is_pc_sample_with_a_fresh_seeded_generator():
+    from diffcourse.data import three_blobs
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.schedules import cosine_schedule
+
+    s = cosine_schedule(20)
+    eps_fn = exact_eps_fn(three_blobs(), s, 1)
+    noise = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    for k in (0, 2):
+        gen = torch.Generator().manual_seed(7)
+        expected = _pc_sample(eps_fn, noise, s, k, 0.2, gen, progress=False)
+        got = seeded_sample(eps_fn, noise, s, seed=7, corrector_steps=k, snr=0.2)
+        assert torch.equal(got, expected)
+    other = seeded_sample(eps_fn, noise, s, seed=8)
+    assert not torch.equal(other, seeded_sample(eps_fn, noise, s, seed=7))
+    with pytest.raises(TypeError, match="seed"):
+        seeded_sample(eps_fn, noise, s, seed=2.5)
+    with pytest.raises(TypeError, match="noise"):
+        seeded_sample(eps_fn, (50, 2), s)
