@@ -418,6 +418,22 @@ def tilt_and_noise_variances(
     return torch.tensor([both(ab) for ab in alpha_bars], dtype=torch.float64).T
 
 
+def tilt_and_noise_formula_error(
+    cls_var: float, data_var: float, gamma: float, mean: float, alpha_bars: Sequence[float]
+) -> float:
+    """Chapter 6's check of :func:`tilt_and_noise_variances` against the chapter's two closed forms:
+    tilt then noise, a / (gamma / cls_var + (1 - gamma) / data_var) + 1 - a, and noise then tilt
+    (eq. 170 of the noised laws), 1 / (gamma / (a cls_var + 1 - a) + (1 - gamma) / (a data_var +
+    1 - a)), with a = alpha_bar. Returns the largest absolute difference over ``alpha_bars``."""
+    cls_var = check_real(cls_var, "cls_var", low=0, low_open=True)
+    data_var = check_real(data_var, "data_var", low=0, low_open=True)
+    curves = tilt_and_noise_variances(cls_var, data_var, gamma, mean, alpha_bars)
+    a, g = torch.as_tensor(alpha_bars, dtype=torch.float64), float(gamma)
+    ttn = a / (g / cls_var + (1 - g) / data_var) + 1 - a
+    ntt = 1 / (g / (a * cls_var + 1 - a) + (1 - g) / (a * data_var + 1 - a))
+    return (curves - torch.stack([ttn, ntt])).abs().max().item()
+
+
 def cfg_score_gap(
     mixture: GaussianMixture,
     schedule: Schedule,

@@ -136,6 +136,20 @@ def test_tilt_and_noise_variances_are_the_chapters_closed_forms():
         claims.tilt_and_noise_variances(s2, v2, -1.0, mu, a)
 
 
+def test_tilt_and_noise_formula_error_is_rounding_and_sees_a_wrong_curve(monkeypatch):
+    a = torch.tensor([0.999, 0.5, 0.1], dtype=torch.float64)
+    # by hand at a = 0.5: tilted variance 1 / (8 - 1), noised 0.5 / 7 + 0.5 = 4 / 7
+    assert claims.tilt_and_noise_variances(0.25, 1.0, 2.0, 1.0, [0.5])[0, 0] == pytest.approx(4 / 7)
+    assert claims.tilt_and_noise_formula_error(0.25, 1.0, 2.0, 1.0, a) < 1e-12
+    real = claims.tilt_and_noise_variances
+    monkeypatch.setattr(claims, "tilt_and_noise_variances", lambda *args: real(*args) * 1.01)
+    assert claims.tilt_and_noise_formula_error(0.25, 1.0, 2.0, 1.0, a) > 1e-3
+    with pytest.raises(ValueError, match="cls_var"):
+        claims.tilt_and_noise_formula_error(0.0, 1.0, 2.0, 1.0, a)
+    with pytest.raises(TypeError, match="data_var"):
+        claims.tilt_and_noise_formula_error(0.25, "1", 2.0, 1.0, a)
+
+
 def test_cfg_score_gap_is_rounding_only_and_sees_a_wrong_gamma(monkeypatch):
     mix, s = three_blobs(), cosine_schedule(50)
     assert claims.cfg_score_gap(mix, s, 0, [2.0, 4.0], steps=(5, 30), n=50) < 1e-8
