@@ -12,15 +12,23 @@ import math
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+from tqdm.auto import tqdm
 
 from .checks import check_int, check_real, check_tensor
 from .data import round_mixture
-from .guidance import classifier_free_eps_fn, interval_cfg_eps_fn
+from .guidance import classifier_free_eps_fn, classifier_free_guidance, interval_cfg_eps_fn
 from .leaderboard import mode_coverage
 from .metrics import knn_entropy
-from .mixture import GaussianMixture, class_mixture, exact_eps_fn
-from .samplers import ddim_sample, ddpm_sample, seeded_noise
-from .schedules import Schedule
+from .mixture import (
+    GaussianMixture,
+    class_mixture,
+    exact_cfg_eps_fn,
+    exact_eps_fn,
+    gaussian,
+    tilted_log_prob,
+)
+from .samplers import ddim_sample, ddpm_sample, langevin_step, pc_sample, seeded_noise
+from .schedules import Schedule, q_sample
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -553,3 +561,132 @@ def variants_on_mixture(
     laws = {"tilted": tilted_draw(mixture, y, gamma)}
     rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed + 2)
     return {name: row | {"NFE": nfe[name]} for name, row in rows.items()}
+
+
+# ---- chapter 6: what guidance samples, computed with exact scores -----------------------------------
+
+
+def _slope_variance(cls: GaussianMixture, data: GaussianMixture, gamma: float) -> float:
+    """The variance of the 1-D Gaussian whose score is eq. 170 of the scores of ``cls`` and ``data``:
+    an affine score has slope -1 / V, and two evaluations give the slope."""
+    x = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    f = classifier_free_guidance(cls.score(x), data.score(x), gamma)
+    return (2 / (f[0] - f[1])).item()
+
+
+def tilt_and_noise_variances(
+    cls_var: float, data_var: float, gamma: float, mean: float, alpha_bars: Sequence[float]
+) -> torch.Tensor:
+    """Chapter 6's hand calculation with two 1-D Gaussians, p(x|y) = N(mean, cls_var) and
+    p(x) = N(0, data_var), done by the package: [2, len(alpha_bars)] float64 variances, row 0 the
+    tilted law (eq. 170 on the clean scores) then noised to alpha_bar (``diffuse``), row 1 the law
+    whose score is eq. 170 of the two noised laws (what guided sampling follows). They differ: noise
+    and tilting do not commute."""
+    gamma = check_real(gamma, "gamma", low=0)
+    cls, data = gaussian(mean, cls_var), gaussian(0.0, data_var)
+    tilted = _slope_variance(cls, data, gamma)  # the clean tilted law's variance
+
+    def both(ab) -> Tuple[float, float]:
+        tilt_noise = gaussian(0.0, tilted).diffuse(ab).covs.item()
+        return tilt_noise, _slope_variance(cls.diffuse(ab), data.diffuse(ab), gamma)
+
+    return torch.tensor([both(ab) for ab in alpha_bars], dtype=torch.float64).T
+
+
+def tilt_and_noise_formula_error(
+    cls_var: float, data_var: float, gamma: float, mean: float, alpha_bars: Sequence[float]
+) -> float:
+    """Chapter 6's check of :func:`tilt_and_noise_variances` against the chapter's two closed forms:
+    tilt then noise, a / (gamma / cls_var + (1 - gamma) / data_var) + 1 - a, and noise then tilt
+    (eq. 170 of the noised laws), 1 / (gamma / (a cls_var + 1 - a) + (1 - gamma) / (a data_var +
+    1 - a)), with a = alpha_bar. Returns the largest absolute difference over ``alpha_bars``."""
+    cls_var = check_real(cls_var, "cls_var", low=0, low_open=True)
+    data_var = check_real(data_var, "data_var", low=0, low_open=True)
+    curves = tilt_and_noise_variances(cls_var, data_var, gamma, mean, alpha_bars)
+    a, g = torch.as_tensor(alpha_bars, dtype=torch.float64), float(gamma)
+    ttn = a / (g / cls_var + (1 - g) / data_var) + 1 - a
+    ntt = 1 / (g / (a * cls_var + 1 - a) + (1 - g) / (a * data_var + 1 - a))
+    return (curves - torch.stack([ttn, ntt])).abs().max().item()
+
+
+def cfg_score_gap(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: int,
+    gammas: Sequence[float],
+    steps: Sequence[int] = (10, 60, 110, 160),
+    n: int = 500,
+    seed: int = 0,
+) -> float:
+    """The largest relative difference, over ``steps``, ``gammas`` and n points x_t from the forward
+    process (one generator seeded with ``seed``), between eq. 170 with exact scores turned into a
+    score, -eps / sigma_t, and the autograd gradient of log q_{t,gamma} = gamma log p_t(x|y) +
+    (1 - gamma) log p_t(x) (``tilted_log_prob`` of the noised mixture), in float64: two independent
+    routes to one score (chapter 6). Per step and gamma: max |difference| / max |autograd score|."""
+    n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
+    m64 = mixture.to(dtype=torch.float64)
+    a = schedule.alpha_bar.double()
+    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    worst = 0.0
+    for step in steps:
+        a_t, t = float(a[step]), torch.full((n,), step, device=mixture.device)
+        x0 = m64.sample(n, generator=gen)[0]
+        x_t = q_sample(x0, t, schedule, generator=gen).requires_grad_(True)
+        for gamma in gammas:
+            log_q = tilted_log_prob(m64.diffuse(a_t), x_t, y, gamma)
+            (score,) = torch.autograd.grad(log_q.sum(), x_t)
+            with torch.no_grad():
+                eps = exact_cfg_eps_fn(m64, schedule, y, gamma)(x_t, t)
+            err = (-eps / (1 - a_t) ** 0.5 - score).norm(dim=1).max()
+            worst = max(worst, (err / score.norm(dim=1).max()).item())
+    return worst
+
+
+def langevin_settled(
+    c: float,
+    alpha: float,
+    snr: float,
+    n: int = 200_000,
+    steps: int = 40,
+    dim: int = 2,
+    seed: int = 6,
+    device=None,
+) -> float:
+    """Where the corrector's Langevin steps (``samplers.langevin_step``, step size
+    2 alpha (snr |z| / |score|)^2) settle on q = N(0, c I) with its exact score -x / c: the variance
+    of n float64 points after ``steps`` steps from N(0, I), as a multiple of c (one generator seeded
+    with ``seed`` draws everything). Chapter 6 predicts 1 + alpha snr^2, whatever c."""
+    c = check_real(c, "c", low=0, low_open=True)
+    n, steps, dim = (
+        check_int(n, "n", low=2),
+        check_int(steps, "steps", low=0),
+        check_int(dim, "dim", low=1),
+    )
+    gen = torch.Generator(device=device or "cpu").manual_seed(check_int(seed, "seed"))
+    x = torch.randn(n, dim, generator=gen, device=gen.device, dtype=torch.float64)
+    for _ in tqdm(range(steps), desc="Langevin", leave=False, disable=steps < 100):
+        z = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float64)
+        x = langevin_step(x, -x / c, alpha, snr, z)
+    return x.var(0).mean().item() / c
+
+
+def pc_gaussian_ratio(
+    schedule: Schedule,
+    var: float,
+    corrector_steps: int,
+    snr: float,
+    n: int = 20_000,
+    dim: int = 2,
+    seed: int = 9,
+    device=None,
+) -> float:
+    """The predictor-corrector sampler (``samplers.pc_sample``) run on the Gaussian data law
+    N(0, var I) with its exact scores, from n float64 starting points (one generator seeded with
+    ``seed`` draws them and every step's noise): the samples' variance as a multiple of var. Its
+    last corrector steps run at t = 1, so chapter 6 predicts about 1 + alpha_1 snr^2."""
+    n, dim = check_int(n, "n", low=2), check_int(dim, "dim", low=1)
+    gen = torch.Generator(device=device or "cpu").manual_seed(check_int(seed, "seed"))
+    x_T = torch.randn(n, dim, generator=gen, device=gen.device, dtype=torch.float64)
+    eps_fn = exact_eps_fn(gaussian(0.0, var, dim).to(gen.device), schedule)
+    x = pc_sample(eps_fn, x_T, schedule, corrector_steps, snr, gen, progress=False)
+    return x.var(0).mean().item() / var

@@ -805,3 +805,43 @@ def classifier_guidance_gap(
     with torch.no_grad():
         written = model(x_t, t, null) - gamma * sigma * grad
         return (guided_fn(x_t, t) - written).abs().max().item()
+
+
+# ---- the implicit classifier for any labels (chapter 5's measurements) ----------------------------
+
+
+def implicit_grad_for(eps_for: Callable[..., Fn], schedule: Schedule) -> Callable[..., Fn]:
+    """``grad_for(y)``: the implicit classifier of Luo eq. 167 for labels ``y``,
+    :func:`implicit_classifier_grad_fn` of ``eps_for(y)`` and ``eps_for()``. ``eps_for`` is a
+    conditional model's ``eps_fn`` (no labels: the null label) or
+    ``functools.partial(exact_eps_fn, mixture, schedule)`` (no labels: p_t(x_t)); the result plugs
+    into :func:`diffcourse.metrics.relative_grad_error` like an explicit classifier's gradient."""
+    check_callable(eps_for, "eps_for")
+    check_schedule(schedule)
+    return lambda y: implicit_classifier_grad_fn(eps_for(y), eps_for(), schedule)
+
+
+def batched_against_two(
+    model: torch.nn.Module,
+    y: torch.Tensor,
+    gamma: float,
+    sample: Callable[[Fn], torch.Tensor],
+    batched: Optional[Tuple[float, torch.Tensor]] = None,
+) -> List[float]:
+    """``[seconds batched, seconds two passes, largest gap]``: one run of ``sample(eps_fn)`` guided
+    by eq. 170 with the stacked batch (:func:`batched_cfg_eps_fn`, one forward pass per step) and
+    one with two calls per step (:func:`classifier_free_eps_fn` of ``model.eps_fn(y)`` and
+    ``model.eps_fn()``), each timed device-synchronised, and the largest difference between their
+    samples (float rounding only, when both start from the same noise). ``batched``, a pair
+    (seconds, samples) of a stacked run already made with the same ``sample``, is reused."""
+    from .device import timed
+
+    check_module(model, "model")
+    check_callable(sample, "sample")
+    two = classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(), gamma)
+    s2, x2 = timed(lambda: sample(two))
+    if batched is None:
+        one = batched_cfg_eps_fn(model, y, gamma)
+        batched = timed(lambda: sample(one))
+    s1, x1 = batched
+    return [s1, s2, (x1 - x2).abs().max().item()]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -1281,3 +1282,174 @@ def image_sweep(
 
         results[key] = image_metrics_over_seeds(classifier, kept, y, ref_x, ref_y, seeds, shape)
     return ImageSweep(results, first)
+
+
+# ---- chapters 5 and 6: the branches, the guided prediction, sweeps over gamma -------------------------
+
+
+def branch_errors(
+    models: Mapping,
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 3000,
+    seed: int = 0,
+) -> Dict[Tuple[str, object], torch.Tensor]:
+    """The two branches of classifier-free networks against the exact scores (Luo eq. 170's two
+    terms): ``{("cond", key): ..., ("uncond", key): ...}`` for each ``key, model`` of ``models``,
+    each :func:`relative_eps_error` at ``steps``: the conditional branch ``model.eps_fn(y)`` against
+    the exact predictor of p_t(x_t | y), the unconditional one ``model.eps_fn()`` (the null label)
+    against that of p_t(x_t), all on the same points (same ``seed``)."""
+    from .mixture import exact_eps_fn
+
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError("models must be a non-empty mapping key -> conditional model")
+    exact = lambda y=None: exact_eps_fn(mixture, schedule, y)  # noqa: E731
+    args = (mixture, schedule, steps, n, seed)
+    out = {}
+    for key, model in models.items():
+        check_module(model, f"models[{key!r}]")
+        out["cond", key] = relative_eps_error(model.eps_fn, exact, *args)
+        uncond = lambda y, model=model: model.eps_fn()  # noqa: E731
+        out["uncond", key] = relative_eps_error(uncond, lambda y: exact(), *args)
+    return out
+
+
+def window_means(
+    values: torch.Tensor, t: torch.Tensor, windows: Mapping[str, Tuple[float, float]]
+) -> Dict[str, float]:
+    """``{name: mean of values where lo <= t <= hi}`` for each window ``name: (lo, hi)``: a curve
+    over the steps t summarised over early, middle and late stretches of the chain."""
+    check_tensor(values, "values", ndim=1)
+    check_tensor(t, "t", shape=tuple(values.shape))
+    if not isinstance(windows, Mapping) or not windows:
+        raise TypeError("windows must be a non-empty mapping name -> (lo, hi)")
+    out = {}
+    for name, (lo, hi) in windows.items():
+        inside = (t >= lo) & (t <= hi)
+        if not inside.any():
+            raise ValueError(f"windows[{name!r}] = ({lo}, {hi}) holds none of the steps t")
+        out[name] = values[inside].mean().item()
+    return out
+
+
+class Sweep(NamedTuple):
+    """What :func:`guidance_sweep` returns, each keyed by (kind, gamma): the samples, their
+    (class agreement, spread) and the seconds their sampling took."""
+
+    samples: Dict[Tuple[str, float], torch.Tensor]
+    values: Dict[Tuple[str, float], Tuple[float, Optional[float]]]
+    seconds: Dict[Tuple[str, float], float]
+
+
+def guidance_sweep(
+    builders: Mapping[str, Callable[[float], Callable]],
+    gammas: Union[Sequence[float], Mapping[str, Sequence[float]]],
+    sample: Callable[[Callable], torch.Tensor],
+    y: torch.Tensor,
+    mixture: GaussianMixture,
+    references: Optional[Mapping[int, torch.Tensor]] = None,
+) -> Sweep:
+    """Each guidance rule at each scale, sampled and measured. For every ``kind, build`` of
+    ``builders`` and every gamma (``gammas``, or ``gammas[kind]``): ``x = sample(build(gamma))``
+    (timed, device-synchronised), then :func:`agreement_and_spread` of ``x`` for the asked labels
+    ``y``. ``sample`` should start every run from the same noise with the same step noise
+    (:func:`diffcourse.samplers.seeded_sample`), so the kinds differ only by their rule."""
+    from .device import timed
+
+    if not isinstance(builders, Mapping) or not builders:
+        raise TypeError("builders must be a non-empty mapping kind -> (gamma -> eps_fn)")
+    check_callable(sample, "sample")
+    if isinstance(gammas, Mapping):
+        missing = [k for k in builders if k not in gammas]
+        if missing:
+            raise ValueError(f"gammas has no entry for {missing}")
+    samples, values, seconds = {}, {}, {}
+    for kind, build in builders.items():
+        check_callable(build, f"builders[{kind!r}]")
+        for g in gammas[kind] if isinstance(gammas, Mapping) else gammas:
+            eps_fn = build(g)
+            seconds[kind, g], samples[kind, g] = timed(partial(sample, eps_fn))
+            values[kind, g] = agreement_and_spread(samples[kind, g], y, mixture, references)
+    return Sweep(samples, values, seconds)
+
+
+def guided_eps_errors(
+    models: Mapping,
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    gammas: Sequence[float],
+    steps: Sequence[int],
+    n: int = 3000,
+    seed: int = 0,
+) -> Dict[object, List[float]]:
+    """For each ``key, model`` of ``models`` and each gamma: the mean over ``steps`` of
+    :func:`relative_eps_error` of the network's guided prediction (Luo eq. 170,
+    ``guidance.batched_cfg_eps_fn``) against eq. 170 with exact scores (``exact_cfg_eps_fn``) at the
+    same gamma, on the same points throughout: ``{key: [error at each gamma]}``. CFG multiplies the
+    branches' errors: this is the error it makes."""
+    from .guidance import batched_cfg_eps_fn
+    from .mixture import exact_cfg_eps_fn
+
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError("models must be a non-empty mapping key -> conditional model")
+    out = {}
+    for key, model in models.items():
+        check_module(model, f"models[{key!r}]")
+        out[key] = []
+        for g in gammas:
+            ours = lambda y, g=g, model=model: batched_cfg_eps_fn(model, y, g)  # noqa: E731
+            exact = lambda y, g=g: exact_cfg_eps_fn(mixture, schedule, y, g)  # noqa: E731
+            errors = relative_eps_error(ours, exact, mixture, schedule, steps, n, seed)
+            out[key].append(errors.mean().item())
+    return out
+
+
+def tilted_comparison(
+    samples: Mapping[str, torch.Tensor],
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    reference: Optional[torch.Tensor] = None,
+    seed: int = 4,
+) -> Dict[str, Tuple[float, Optional[float]]]:
+    """``{name: (distance ratio, spread)}`` for samples asked for class ``y`` at scale gamma:
+    the sample distance to exact draws from the tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z as a
+    multiple of its noise floor (:func:`distances_to_exact`, :func:`tilted_draw`; chapter 6), and the
+    :func:`spread` against ``reference`` (exact draws from p(x|y); None without)."""
+    dist = distances_to_exact(samples, tilted_draw(mixture, y, gamma), seed=seed)
+    return {
+        k: (dist[k]["ratio"], None if reference is None else spread(x, reference))
+        for k, x in samples.items()
+    }
+
+
+def exact_draws(
+    mixture: GaussianMixture, y: int, n: int, seed: int = 0, gamma: Optional[float] = None
+) -> torch.Tensor:
+    """n exact draws from p(x|y), or with ``gamma`` from the tilted law
+    p(x|y)^gamma p(x)^(1 - gamma) / Z (``mixture.sample_tilted``, chapter 6), from a generator
+    seeded with ``seed`` on the mixture's device: the references a sampler is held against."""
+    n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
+    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    if gamma is None:
+        return mixture.sample(n, y, generator=gen)[0]
+    return sample_tilted(mixture, y, gamma, n, generator=gen)
+
+
+def relative_grad_errors(
+    grad_fors: Mapping[str, Callable],
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    steps: Sequence[int],
+    n: int = 6000,
+    seed: int = 0,
+) -> Dict[str, torch.Tensor]:
+    """:func:`relative_grad_error` of several classifiers' gradients on the same points:
+    ``{name: errors at steps}`` for each ``name, grad_for`` of ``grad_fors`` (Luo eq. 165-167)."""
+    if not isinstance(grad_fors, Mapping) or not grad_fors:
+        raise TypeError("grad_fors must be a non-empty mapping name -> grad_for")
+    return {
+        name: relative_grad_error(f, mixture, schedule, steps, n, seed)
+        for name, f in grad_fors.items()
+    }

@@ -813,3 +813,40 @@ def class_mixture(mixture: GaussianMixture, y: int) -> GaussianMixture:
         mixture.weights[keep],
         torch.zeros(int(keep.sum()), dtype=torch.long, device=mixture.device),
     )
+
+
+# ---- small exact laws and exact classifier guidance (chapters 5 and 6) -----------------------------
+
+
+def gaussian(
+    mean: float, var: float, dim: int = 1, dtype: torch.dtype = torch.float64
+) -> GaussianMixture:
+    """N(mean e_1, var I) in ``dim`` dimensions as a one-component, one-class mixture, so that every
+    exact tool of the package (``diffuse``, ``score``, ``exact_eps_fn``) applies to one Gaussian.
+    Chapter 6's hand calculation uses two of them."""
+    mean = check_real(mean, "mean")
+    var = check_real(var, "var", low=0, low_open=True)
+    dim = check_int(dim, "dim", low=1)
+    eye = torch.eye(dim, dtype=check_float_dtype(dtype, "dtype"))
+    return GaussianMixture(mean * eye[:1], var * eye[None], eye[0, :1], torch.zeros(1).long())
+
+
+def exact_cg_eps_fn(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: Label,
+    gamma: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier guidance (Luo eq. 166) with exact scores: the exact unconditional noise predictor
+    and the exact classifier gradient, eps*(x_t, t) - gamma sqrt(1 - alpha_bar_t) grad log p_t(y|x_t).
+    By eqs. 167-169 it is :func:`exact_cfg_eps_fn` at the same gamma, up to float rounding."""
+    from .guidance import classifier_guided_eps_fn
+
+    if y is None:
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    return classifier_guided_eps_fn(
+        exact_eps_fn(mixture, schedule),
+        exact_classifier_grad_fn(mixture, schedule, y),
+        schedule,
+        gamma,
+    )

@@ -1072,3 +1072,44 @@ def curve_panels(
         ax.legend(title=legend_title, fontsize=7)
     fig.tight_layout()
     return axes
+
+
+def sweep_grid(
+    grid,
+    samples,
+    values,
+    measures,
+    y: Optional[torch.Tensor] = None,
+    gammas=None,
+    per_class: int = 600,
+):
+    """:func:`samples_grid` of a sweep: one row per kind, one panel per gamma, each titled with the
+    kind, gamma and its two measures, e.g. "CFG, gamma = 4 / agreement 0.99, spread 0.62".
+    ``samples`` and ``values`` are keyed by (kind, gamma) (``values`` holds the measures' numbers,
+    as :func:`diffcourse.metrics.guidance_sweep` returns them); ``gammas`` picks the panels (default:
+    every gamma of ``values``), ``measures`` names the two numbers. Returns the figure."""
+    if not isinstance(values, dict) or not values:
+        raise TypeError("values must be a non-empty dict (kind, gamma) -> measures")
+    if isinstance(measures, str) or len(measures) != 2:
+        raise ValueError(f"measures must name the two numbers of each panel, got {measures!r}")
+    rows = {}
+    for (kind, g), (a, b) in values.items():
+        if gammas is None or g in gammas:
+            title = f"{kind}, $\\gamma$ = {g:g}\n{measures[0]} {a:.2f}, {measures[1]} {b:.2f}"
+            rows.setdefault(kind, {})[title] = samples[kind, g]
+    return samples_grid(grid, rows, y, per_class)
+
+
+def sampled_frames(sample, eps_fns, every: int = 5) -> dict:
+    """``{name: FrameCollector}``: each ``eps_fn`` of ``eps_fns`` run through
+    ``sample(eps_fn, callback=keep)`` with a :class:`FrameCollector` keeping every ``every``-th step,
+    and the finished samples as the last frame: the runs :func:`animate_samples` plays."""
+    if not callable(sample):
+        raise TypeError(f"sample must be callable, got {type(sample).__name__}")
+    if not isinstance(eps_fns, dict) or not eps_fns:
+        raise TypeError("eps_fns must be a non-empty dict name -> eps_fn")
+    out = {}
+    for name, eps_fn in eps_fns.items():
+        keep = FrameCollector(every)
+        out[name] = keep.finish(sample(eps_fn, callback=keep))
+    return out

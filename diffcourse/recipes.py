@@ -547,3 +547,18 @@ def trained(
     mode: one call, trained once and then loaded from the cache (see :func:`train_or_load`).
     ``budget="quick"`` gets the quick recipe at every budget (as lab 8 reuses lab 7's)."""
     return train_or_load(name, budget, device, cache=cache, progress=progress, **overrides).model
+
+
+def summary(runs: Dict[Any, Trained], last: int = 500) -> List[list]:
+    """One row per run of :func:`train_or_load`, as the labs show their networks:
+    ``[key, final loss, training seconds, cached]``, the final loss being the mean training loss
+    (Luo eq. 130's objective) over the last ``last`` steps."""
+    if not isinstance(runs, dict) or not runs:
+        raise TypeError(f"runs must be a non-empty dict key -> Trained, got {type(runs).__name__}")
+    last = check_int(last, "last", low=1)
+    for key, run in runs.items():
+        if not isinstance(run, Trained):
+            raise TypeError(f"runs[{key!r}] must be a Trained, got {type(run).__name__}")
+        if len(run.losses) < last:
+            raise ValueError(f"last: runs[{key!r}] has {len(run.losses)} losses, fewer than {last}")
+    return [[k, sum(r.losses[-last:]) / last, r.seconds, r.cached] for k, r in runs.items()]

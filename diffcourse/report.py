@@ -230,3 +230,64 @@ def glue_nested(template: str, values: Mapping[Any, Mapping[str, Any]]) -> dict:
             for key, value in row.items()
         }
     return out
+
+
+def pivot(
+    values: Mapping[Any, Sequence[Any]],
+    measures: Sequence[str],
+    index: str,
+    label: Any = str,
+) -> tuple:
+    """``(rows, header)`` for :func:`table` from ``values[(kind, key)] = (m_1, ..., m_k)``: one row
+    per key (in first-seen order), and the columns measure by measure, kind by kind, named
+    ``f"{measure} {label(kind)}"``; a (kind, key) pair without values shows as "-". The table of a
+    sweep: rows are the scales gamma, columns each method's measures side by side."""
+    if not isinstance(values, Mapping) or not values:
+        raise TypeError("values must be a non-empty mapping (kind, key) -> measures")
+    if isinstance(measures, str) or not measures:
+        raise TypeError("measures must be a non-empty sequence of names")
+    if not callable(label):
+        raise TypeError(f"label must be callable, got {type(label).__name__}")
+    for pair, got in values.items():
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValueError(f"values: keys must be (kind, key) pairs, got {pair!r}")
+        if len(got) != len(measures):
+            raise ValueError(f"values[{pair!r}] has {len(got)} measures, not {len(measures)}")
+    kinds = list(dict.fromkeys(kind for kind, _ in values))
+    keys = list(dict.fromkeys(key for _, key in values))
+    cols = [(kind, i) for i in range(len(measures)) for kind in kinds]
+    rows = [
+        [key, *[values.get((k, key), [None] * len(measures))[i] for k, i in cols]] for key in keys
+    ]
+    return rows, [index, *[f"{measures[i]} {label(k)}" for k, i in cols]]
+
+
+def glue_all(values: Mapping[Any, Any], *patterns: str) -> Mapping[Any, Any]:
+    """:func:`glue` every entry of ``values`` under a name made from its key:
+    ``pattern.format(*key)`` (a key that is not a tuple counts as a 1-tuple; a nested mapping's keys
+    are joined into one tuple). With several patterns each value is a sequence and ``patterns[i]``
+    names its i-th item, e.g. ``glue_all(result, "agree_{}_{:g}", "spread_{}_{:g}")`` glues
+    ``result["CFG", 4.0] = (0.99, 0.62)`` as ``agree_CFG_4`` and ``spread_CFG_4``. Returns
+    ``values``."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping, got {type(values).__name__}")
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise TypeError("patterns must be one or more non-empty str")
+
+    def flat(mapping: Mapping, prefix: tuple):
+        for key, value in mapping.items():
+            key = prefix + (key if isinstance(key, tuple) else (key,))
+            if isinstance(value, Mapping):
+                yield from flat(value, key)
+            else:
+                yield key, value
+
+    for key, value in flat(values, ()):
+        items = [value] if len(patterns) == 1 else list(value)
+        if len(items) != len(patterns):
+            raise ValueError(
+                f"values[{key!r}] holds {len(items)} items for {len(patterns)} patterns"
+            )
+        for pattern, item in zip(patterns, items):
+            glue(pattern.format(*key), item)
+    return values

@@ -508,3 +508,24 @@ def ddim_x0_coefficients(schedule: Schedule, steps: int, eta: float) -> torch.Te
     levels = ddim_levels(schedule.T, check_int(steps, "steps", low=2, high=schedule.T))
     alpha_bar = schedule.alpha_bar.double()
     return ddim_x0_coefficient(alpha_bar[levels[:-1]], alpha_bar[levels[1:]], eta)
+
+
+def seeded_sample(
+    eps_fn: EpsFn,
+    noise: torch.Tensor,
+    schedule: Schedule,
+    seed: int = 2,
+    corrector_steps: int = 0,
+    snr: float = 0.1,
+    callback: Optional[Callback] = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Samples of ``eps_fn`` from the starting noise ``noise``, the noise of every step drawn from a
+    generator seeded with ``seed`` on ``noise``'s device: :func:`pc_sample` with
+    ``corrector_steps`` Langevin steps per level (0: ancestral DDPM, Ho et al. 2020, Algorithm 2).
+    Two predictors run with the same noise and seed differ only by what they predict, so a
+    guidance sweep compares methods, not luck."""
+    check_tensor(noise, "noise", floating=True)
+    seed = check_int(seed, "seed")
+    gen = torch.Generator(device=noise.device).manual_seed(seed)
+    return pc_sample(eps_fn, noise, schedule, corrector_steps, snr, gen, progress, callback)

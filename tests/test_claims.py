@@ -199,3 +199,57 @@ def test_variants_on_mixture_rows():
     assert out["exact tilted"]["tilted"] < out["conditional"]["tilted"]
     with pytest.raises(TypeError, match="noise"):
         claims.variants_on_mixture(m, S, 0, 3.0, z.long(), 10, weak, ref)
+
+
+# ---- chapter 6's calculations (lab 6) ---------------------------------------------------------------
+
+
+def test_tilt_and_noise_variances_are_the_chapters_closed_forms():
+    s2, v2, g, mu = 0.25, 1.0, 2.0, 1.0
+    a = torch.tensor([0.999, 0.5, 0.1], dtype=torch.float64)
+    curves = claims.tilt_and_noise_variances(s2, v2, g, mu, a)
+    ttn = a / (g / s2 + (1 - g) / v2) + 1 - a
+    ntt = 1 / (g / (a * s2 + 1 - a) + (1 - g) / (a * v2 + 1 - a))
+    assert torch.allclose(curves, torch.stack([ttn, ntt]), atol=1e-12)
+    with pytest.raises(ValueError, match="gamma"):
+        claims.tilt_and_noise_variances(s2, v2, -1.0, mu, a)
+
+
+def test_tilt_and_noise_formula_error_is_rounding_and_sees_a_wrong_curve(monkeypatch):
+    a = torch.tensor([0.999, 0.5, 0.1], dtype=torch.float64)
+    # by hand at a = 0.5: tilted variance 1 / (8 - 1), noised 0.5 / 7 + 0.5 = 4 / 7
+    assert claims.tilt_and_noise_variances(0.25, 1.0, 2.0, 1.0, [0.5])[0, 0] == pytest.approx(4 / 7)
+    assert claims.tilt_and_noise_formula_error(0.25, 1.0, 2.0, 1.0, a) < 1e-12
+    real = claims.tilt_and_noise_variances
+    monkeypatch.setattr(claims, "tilt_and_noise_variances", lambda *args: real(*args) * 1.01)
+    assert claims.tilt_and_noise_formula_error(0.25, 1.0, 2.0, 1.0, a) > 1e-3
+    with pytest.raises(ValueError, match="cls_var"):
+        claims.tilt_and_noise_formula_error(0.0, 1.0, 2.0, 1.0, a)
+    with pytest.raises(TypeError, match="data_var"):
+        claims.tilt_and_noise_formula_error(0.25, "1", 2.0, 1.0, a)
+
+
+def test_cfg_score_gap_is_rounding_only_and_sees_a_wrong_gamma(monkeypatch):
+    mix, s = three_blobs(), cosine_schedule(50)
+    assert claims.cfg_score_gap(mix, s, 0, [2.0, 4.0], steps=(5, 30), n=50) < 1e-8
+    real = claims.exact_cfg_eps_fn
+    monkeypatch.setattr(claims, "exact_cfg_eps_fn", lambda m, s, y, g: real(m, s, y, 1.1 * g))
+    assert claims.cfg_score_gap(mix, s, 0, [2.0], steps=(5, 30), n=50) > 1e-3
+    with pytest.raises(TypeError, match="n"):
+        claims.cfg_score_gap(mix, s, 0, [2.0], n=2.5)
+
+
+def test_langevin_settles_at_the_chapters_variance():
+    alpha, r = 0.98, 0.5
+    settled = claims.langevin_settled(0.3, alpha, r, n=50_000, steps=30)
+    assert abs(settled - (1 + alpha * r**2)) < 5 * (1 + alpha * r**2) / 50_000**0.5
+    with pytest.raises(ValueError, match="c"):
+        claims.langevin_settled(0.0, alpha, r)
+
+
+def test_pc_gaussian_ratio_near_its_excess():
+    s = cosine_schedule(200)  # the lab's chain: its last corrector steps run at t = 1
+    ratio = claims.pc_gaussian_ratio(s, 0.25, 5, 0.1, n=10_000)
+    assert abs(ratio - (1 + float(s.alphas[0]) * 0.01)) < 0.03
+    with pytest.raises(TypeError, match="n"):
+        claims.pc_gaussian_ratio(s, 0.25, 2, 0.1, n=1.5)

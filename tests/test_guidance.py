@@ -996,3 +996,49 @@ def test_classifier_guidance_gap_is_rounding_and_catches_a_wrong_sign(monkeypatc
     assert abs(classifier_guidance_gap(clf, model, x, t, y, s, 3.0) - expected) < 1e-5
     with pytest.raises(TypeError, match="schedule"):
         classifier_guidance_gap(clf, model, x, t, y, "cosine", 3.0)
+
+
+# ---- implicit_grad_for and batched_against_two (lab 5) -----------------------------------------------
+from functools import partial  # noqa: E402
+
+from diffcourse.guidance import batched_against_two, implicit_grad_for  # noqa: E402
+
+
+def test_implicit_grad_for_of_exact_predictors_is_the_exact_gradient():
+    mix = random_mixture(2, (2, 1), seed=5)
+    s = cosine_schedule(30)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([2, 5, 9, 14, 20, 28])
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    grad = implicit_grad_for(partial(exact_eps_fn, mix, s), s)(y)(x, t)
+    assert torch.allclose(grad, exact_classifier_grad_fn(mix, s, y)(x, t), atol=1e-8)
+    xf, yf = x.float(), y  # a network: eq. 167 from its two branches, by hand
+    sigma = (1 - s.alpha_bar[t]).sqrt()[:, None].float()
+    with torch.no_grad():
+        net = MLPDenoiser(dim=2, T=30, hidden=16, depth=2, num_classes=3)
+        by_hand = (net(xf, t, None) - net(xf, t, yf)) / sigma
+        assert torch.allclose(implicit_grad_for(net.eps_fn, s)(yf)(xf, t), by_hand, atol=1e-6)
+    with pytest.raises(TypeError, match="eps_for"):
+        implicit_grad_for(None, s)
+
+
+def test_batched_against_two_times_both_and_measures_their_gap():
+    model = _cfg_model()
+    s = cosine_schedule(20)
+    y = torch.arange(3).repeat(10)
+    noise = torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
+
+    def sample(eps_fn):
+        gen = torch.Generator().manual_seed(1)
+        return ddpm_sample(eps_fn, noise, s, generator=gen, progress=False)
+
+    s1, s2, gap = batched_against_two(model, y, 3.0, sample)
+    assert s1 > 0 and s2 > 0 and gap < 1e-3  # float rounding, through 20 steps
+    x_one = sample(batched_cfg_eps_fn(model, y, 3.0))
+    x_two = sample(classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(), 3.0))
+    assert gap == (x_one - x_two).abs().max().item()
+    # a reused batched run is taken as given
+    reused = batched_against_two(model, y, 3.0, sample, (9.0, x_two + 1))
+    assert reused[0] == 9.0 and abs(reused[2] - 1) < 1e-5
+    with pytest.raises(TypeError, match="sample"):
+        batched_against_two(model, y, 3.0, None)

@@ -906,3 +906,94 @@ def test_image_sweep_mean_table_averages_each_metric_over_seeds():
     )
     sweep = ImageSweep({1.5: SeededImageMetrics(runs)}, {})
     assert sweep.mean_table() == {1.5: {"fidelity": 0.75, "frechet": 3.0}}
+
+
+# ---- chapters 5 and 6's measurements (labs 5 and 6) -------------------------------------------------
+from diffcourse import metrics  # noqa: E402
+from diffcourse.guidance import batched_cfg_eps_fn  # noqa: E402
+from diffcourse.models import MLPDenoiser  # noqa: E402
+from diffcourse.samplers import labels_and_noise, seeded_sample  # noqa: E402
+
+
+def _net(T=20):
+    torch.manual_seed(0)
+    return MLPDenoiser(dim=2, T=T, hidden=16, depth=2, num_classes=3)
+
+
+def test_branch_errors_are_relative_eps_errors_of_each_branch():
+    mix, s, net = three_blobs(), cosine_schedule(20), _net()
+    err = metrics.branch_errors({"a": net}, mix, s, [3, 12], n=200)
+    assert list(err) == [("cond", "a"), ("uncond", "a")]
+    exact = partial(exact_eps_fn, mix, s)
+    cond = metrics.relative_eps_error(net.eps_fn, exact, mix, s, [3, 12], n=200)
+    uncond = metrics.relative_eps_error(
+        lambda y: net.eps_fn(None), lambda y: exact(), mix, s, [3, 12], n=200
+    )
+    assert torch.equal(err["cond", "a"], cond) and torch.equal(err["uncond", "a"], uncond)
+    assert not torch.equal(cond, uncond)
+    with pytest.raises(TypeError, match="models"):
+        metrics.branch_errors(net, mix, s, [3])
+
+
+def test_window_means_by_hand():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0, 6.0])
+    t = torch.tensor([1, 6, 11, 16, 21])
+    out = metrics.window_means(values, t, {"early": (1, 6), "late": (12, 21)})
+    assert out == {"early": 1.5, "late": 5.0}
+    with pytest.raises(ValueError, match="windows"):
+        metrics.window_means(values, t, {"none": (30, 40)})
+
+
+def test_guidance_sweep_measures_each_run_as_the_lab_did():
+    mix, s = three_blobs(), cosine_schedule(20)
+    y, noise = labels_and_noise(3, 20, (2,))
+    sample = partial(seeded_sample, noise=noise, schedule=s, seed=2)
+    builders = {"exact": partial(exact_cfg_eps_fn, mix, s, y)}
+    refs = metrics.class_references(mix, 100)
+    sweep = metrics.guidance_sweep(builders, [1.0, 4.0], sample, y, mix, refs)
+    assert list(sweep.values) == [("exact", 1.0), ("exact", 4.0)]
+    x = sample(exact_cfg_eps_fn(mix, s, y, 4.0))
+    assert torch.equal(sweep.samples["exact", 4.0], x)
+    assert sweep.values["exact", 4.0] == metrics.agreement_and_spread(x, y, mix, refs)
+    assert all(v > 0 for v in sweep.seconds.values())
+    only = metrics.guidance_sweep(builders, {"exact": [2.0]}, sample, y, mix)
+    assert list(only.values) == [("exact", 2.0)] and only.values["exact", 2.0][1] is None
+    with pytest.raises(ValueError, match="gammas"):
+        metrics.guidance_sweep(builders, {"CFG": [1.0]}, sample, y, mix)
+
+
+def test_guided_eps_errors_are_zero_for_a_perfect_rule_and_grow_with_gamma():
+    mix, s, net = three_blobs(), cosine_schedule(20), _net()
+    errors = metrics.guided_eps_errors({"net": net}, mix, s, [1.0, 4.0], [3, 12], n=200)
+    ours = lambda y: batched_cfg_eps_fn(net, y, 4.0)  # noqa: E731
+    exact = lambda y: exact_cfg_eps_fn(mix, s, y, 4.0)  # noqa: E731
+    by_hand = metrics.relative_eps_error(ours, exact, mix, s, [3, 12], n=200).mean().item()
+    assert errors["net"][1] == by_hand
+    with pytest.raises(TypeError, match="models"):
+        metrics.guided_eps_errors({"net": "model"}, mix, s, [1.0], [3])
+
+
+def test_tilted_comparison_and_exact_draws():
+    mix = three_blobs()
+    tilted = metrics.exact_draws(mix, 0, 2000, seed=3, gamma=2.0)
+    expected = sample_tilted(mix, 0, 2.0, 2000, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(tilted, expected)
+    ref = metrics.exact_draws(mix, 0, 2000, seed=7)
+    assert torch.equal(ref, mix.sample(2000, 0, generator=torch.Generator().manual_seed(7))[0])
+    out = metrics.tilted_comparison({"tilted": tilted, "p(x|y)": ref}, mix, 0, 2.0, ref)
+    dist = metrics.distances_to_exact({"tilted": tilted}, metrics.tilted_draw(mix, 0, 2.0), seed=4)
+    assert out["tilted"][0] == dist["tilted"]["ratio"] and out["p(x|y)"][1] == 1.0
+    assert out["p(x|y)"][0] > 1.2 * out["tilted"][0]  # p(x|y) is not the tilted law
+    with pytest.raises(TypeError, match="n"):
+        metrics.exact_draws(mix, 0, 2.5)
+
+
+def test_relative_grad_errors_is_one_call_per_classifier():
+    from diffcourse.guidance import implicit_grad_for
+
+    mix, s = three_blobs(), cosine_schedule(20)
+    grad_for = {"exact": implicit_grad_for(partial(exact_eps_fn, mix, s), s)}
+    out = metrics.relative_grad_errors(grad_for, mix, s, [2, 10], n=300)
+    assert out["exact"].max() < 1e-5
+    with pytest.raises(TypeError, match="grad_fors"):
+        metrics.relative_grad_errors({}, mix, s, [2])

@@ -512,3 +512,43 @@ def test_far_from_the_data_the_score_and_posterior_stay_finite_and_right():
     torch.testing.assert_close(
         mix.class_log_posterior(near), exact.class_log_posterior(near.double()).float()
     )
+
+
+# ---- gaussian and exact classifier guidance (labs 5 and 6) -------------------------------------------
+from diffcourse.mixture import exact_cfg_eps_fn, exact_cg_eps_fn, gaussian  # noqa: E402
+
+
+def test_gaussian_is_one_component_with_the_closed_form_density():
+    g = gaussian(1.5, 0.25, dim=2)
+    x = torch.tensor([[0.0, 0.0], [1.5, 0.0], [1.0, -0.5]], dtype=torch.float64)
+    mean = torch.tensor([1.5, 0.0], dtype=torch.float64)
+    expected = -((x - mean) ** 2).sum(1) / (2 * 0.25) - math.log(2 * math.pi * 0.25)
+    assert torch.allclose(g.log_prob(x), expected, atol=1e-12)
+    assert torch.allclose(g.score(x), -(x - mean) / 0.25, atol=1e-12)
+    assert g.num_classes == 1 and g.dtype == torch.float64
+    with pytest.raises(ValueError, match="var"):
+        gaussian(0.0, 0.0)
+    with pytest.raises(TypeError, match="dim"):
+        gaussian(0.0, 1.0, dim=1.5)
+
+
+def test_exact_cg_is_eq166_by_hand_and_equals_exact_cfg():
+    mix = random_mixture(2, (2, 1), seed=3)
+    s = cosine_schedule(30)
+    x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0, 1, 5, 9, 14, 20, 25, 29])
+    sigma = (1 - s.alpha_bar[t]).sqrt()[:, None].double()
+    by_hand = torch.stack(
+        [
+            exact_eps_fn(mix, s)(x[i : i + 1], t[i : i + 1])[0]
+            - 3.0
+            * sigma[i]
+            * mix.diffuse(float(s.alpha_bar[t[i]])).classifier_grad(x[i : i + 1], 0)[0]
+            for i in range(8)
+        ]
+    )
+    got = exact_cg_eps_fn(mix, s, 0, 3.0)(x, t)
+    assert torch.allclose(got, by_hand, atol=1e-10)
+    assert torch.allclose(got, exact_cfg_eps_fn(mix, s, 0, 3.0)(x, t), atol=1e-9)
+    with pytest.raises(TypeError, match="y"):
+        exact_cg_eps_fn(mix, s, None, 3.0)

@@ -466,3 +466,43 @@ def test_curve_panels_draws_lines_error_bars_and_references():
         curve_panels([{"a": ([1, 2], [1.0])}], "x", ["y"])
     with pytest.raises(TypeError, match="panels"):
         curve_panels([{}], "x", ["y"])
+
+
+# ---- sweep_grid and sampled_frames (labs 5 and 6) ----------------------------------------------------
+from diffcourse.plots import sampled_frames, sweep_grid  # noqa: E402
+
+
+def test_sweep_grid_has_a_row_per_kind_and_titles_with_both_measures():
+    grid = density_grid(three_blobs(), cells=20)
+    gen = torch.Generator().manual_seed(0)
+    samples, values = {}, {}
+    for kind in ("exact", "CFG"):
+        for g in (0.0, 1.0, 4.0):
+            samples[kind, g] = torch.randn(30, 2, generator=gen)
+            values[kind, g] = (0.5 + g / 10, 1.0 - g / 10)
+    y = torch.arange(3).repeat(10)
+    fig = sweep_grid(grid, samples, values, ("agreement", "spread"), y, gammas=[1.0, 4.0])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 4
+    assert titles[1] == "exact, $\\gamma$ = 4\nagreement 0.90, spread 0.60"
+    assert titles[2].startswith("CFG, $\\gamma$ = 1\n")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="measures"):
+        sweep_grid(grid, samples, values, ("agreement",))
+    with pytest.raises(TypeError, match="values"):
+        sweep_grid(grid, samples, {}, ("a", "b"))
+
+
+def test_sampled_frames_keeps_every_fifth_step_and_the_end():
+    def sample(eps_fn, callback):
+        x = torch.zeros(4, 2)
+        for step in range(11, -1, -1):
+            callback(step, x + step, x)
+        return x + eps_fn
+
+    frames = sampled_frames(sample, {"a": 1.0, "b": 2.0}, every=5)
+    assert list(frames) == ["a", "b"]
+    assert frames["a"].times == [12, 7, 2, 0]
+    assert torch.equal(frames["b"].x_t[-1], torch.full((4, 2), 2.0))
+    with pytest.raises(TypeError, match="eps_fns"):
+        sampled_frames(sample, [])

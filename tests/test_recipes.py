@@ -252,3 +252,16 @@ def test_the_caption_recipe_is_the_labs_code():
 
 
 from diffcourse.data import load_digits_split  # noqa: E402
+
+
+def test_summary_rows_are_the_mean_of_the_last_losses():
+    recipe = recipes.get("ch5-cfg-p0.1")
+    runs = {
+        0.1: recipes.Trained(None, [9.0] * 5 + [1.0, 2.0, 3.0], 12.5, True, recipe),
+        0.5: recipes.Trained(None, [0.5, 0.25, 0.75], 3.0, False, recipe),
+    }
+    assert recipes.summary(runs, last=3) == [[0.1, 2.0, 12.5, True], [0.5, 0.5, 3.0, False]]
+    with pytest.raises(ValueError, match="last"):
+        recipes.summary(runs, last=4)
+    with pytest.raises(TypeError, match="runs"):
+        recipes.summary({0.1: "model"})

@@ -151,3 +151,48 @@ def test_glue_nested_bad_input():
         report.glue_nested("no_key_{0}", {1: {"a": 1}})
     with pytest.raises(TypeError, match="values"):
         report.glue_nested("{key}", [1, 2])
+
+
+# ---- pivot and glue_all (labs 5 and 6) ---------------------------------------------------------------
+from diffcourse import report as _report  # noqa: E402
+
+
+def test_pivot_lays_a_sweep_out_by_gamma():
+    values = {("exact", 0.0): (0.3, 1.0), ("exact", 1.0): (0.9, 0.8), ("CFG", 1.0): (0.8, 0.7)}
+    rows, header = _report.pivot(values, ("agree", "spread"), "gamma")
+    assert header == ["gamma", "agree exact", "agree CFG", "spread exact", "spread CFG"]
+    assert rows == [[0.0, 0.3, None, 1.0, None], [1.0, 0.9, 0.8, 0.8, 0.7]]
+    _, short = _report.pivot(values, ("a", "s"), "g", label=str.lower)
+    assert short[1:3] == ["a exact", "a cfg"]
+    with pytest.raises(ValueError, match="measures"):
+        _report.pivot({("exact", 0.0): (1.0,)}, ("agree", "spread"), "gamma")
+    with pytest.raises(TypeError, match="values"):
+        _report.pivot([], ("agree",), "gamma")
+
+
+def test_glue_all_names_every_value(monkeypatch):
+    glued = []
+    monkeypatch.setattr(
+        _report, "glue", lambda name, value, display=False: glued.append((name, value))
+    )
+    values = {("CFG", 4.0): (0.99, 0.6), ("CG", 8.0): (0.98, 0.5)}
+    assert _report.glue_all(values, "agree_{}_{:g}", "spread_{}_{:g}") is values
+    assert glued == [
+        ("agree_CFG_4", 0.99),
+        ("spread_CFG_4", 0.6),
+        ("agree_CG_8", 0.98),
+        ("spread_CG_8", 0.5),
+    ]
+    glued.clear()
+    _report.glue_all(
+        {"explicit": {"early": 0.1, "late": 0.2}, "implicit": {"early": 0.3}}, "grad_{}_{}"
+    )
+    assert glued == [
+        ("grad_explicit_early", 0.1),
+        ("grad_explicit_late", 0.2),
+        ("grad_implicit_early", 0.3),
+    ]
+    with pytest.raises(ValueError, match="patterns"):
+        _report.glue_all({"a": (1, 2, 3)}, "x_{}", "y_{}")
+    with pytest.raises(TypeError, match="values"):
+        _report.glue_all([1], "x_{}")

@@ -636,3 +636,29 @@ def test_ddim_x0_coefficients_follow_the_visited_levels():
     assert out.shape == (5,) and torch.allclose(out, torch.stack(expected))
     with pytest.raises(ValueError, match="steps"):
         ddim_x0_coefficients(s, 1, 0.0)
+
+
+# ---- seeded_sample (labs 5 and 6) -------------------------------------------------------------------
+from diffcourse.samplers import pc_sample as _pc_sample  # noqa: E402
+from diffcourse.samplers import seeded_sample  # noqa: E402
+
+
+def test_seeded_sample_is_pc_sample_with_a_fresh_seeded_generator():
+    from diffcourse.data import three_blobs
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.schedules import cosine_schedule
+
+    s = cosine_schedule(20)
+    eps_fn = exact_eps_fn(three_blobs(), s, 1)
+    noise = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    for k in (0, 2):
+        gen = torch.Generator().manual_seed(7)
+        expected = _pc_sample(eps_fn, noise, s, k, 0.2, gen, progress=False)
+        got = seeded_sample(eps_fn, noise, s, seed=7, corrector_steps=k, snr=0.2)
+        assert torch.equal(got, expected)
+    other = seeded_sample(eps_fn, noise, s, seed=8)
+    assert not torch.equal(other, seeded_sample(eps_fn, noise, s, seed=7))
+    with pytest.raises(TypeError, match="seed"):
+        seeded_sample(eps_fn, noise, s, seed=2.5)
+    with pytest.raises(TypeError, match="noise"):
+        seeded_sample(eps_fn, (50, 2), s)
