@@ -27,7 +27,7 @@ from .checks import (
     read_values,
 )
 from .flow import check_times
-from .guidance import classifier_free_eps_fn
+from .guidance import _check_gamma, classifier_free_eps_fn, classifier_free_guidance
 from .schedules import Schedule
 from .targets import score_to_eps
 
@@ -253,6 +253,19 @@ class GaussianMixture:
         """r_k(x), within class ``labels`` when given: [N, K]."""
         return torch.softmax(self._log_joint_masked(x, labels)[0], dim=1).to(self.dtype)
 
+    def _scores_with_and_without(
+        self, x: torch.Tensor, labels: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(score(x, labels), score(x)) of checked inputs, the components' log joints computed once
+        where the covariance is shared (its far rows' differences stay finite when masked)."""
+        lj = self._component_log_joint(x)[0]
+        if self._shared:
+            lj_y = lj.masked_fill(~self._member[labels], float("-inf"))
+        else:
+            lj_y = self._log_joint_masked(x, labels)[0]
+        resp_y, resp = (torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
+        return self._score_from(x, resp_y), self._score_from(x, resp)
+
     def _score_from(self, x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
         """sum_k r_k Sigma_k^-1 (mu_k - x)."""
         diff = self.means[None] - x[:, None, :]  # [N, K, D]
@@ -451,9 +464,17 @@ def exact_cfg_eps_fn(
     gamma eps*(x_t, t, y) + (1 - gamma) eps*(x_t, t). What a perfectly trained CFG network would do."""
     if y is None:
         raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
-    return classifier_free_eps_fn(
-        exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma
-    )
+    if _check_gamma(gamma) in (0.0, 1.0) or not isinstance(mixture, GaussianMixture):
+        return classifier_free_eps_fn(
+            exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), gamma
+        )
+
+    def value(m: GaussianMixture, a: float, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # both branches from one diffused mixture and one pass over the components
+        cond, uncond = m._scores_with_and_without(x, labels)
+        return classifier_free_guidance(score_to_eps(cond, a), score_to_eps(uncond, a), gamma)
+
+    return _exact_fn(mixture, schedule, y, value, need_y=True)
 
 
 # ---- the tilted law of guidance (chapter 6) --------------------------------------------------------------

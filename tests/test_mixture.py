@@ -552,3 +552,22 @@ def test_exact_cg_is_eq166_by_hand_and_equals_exact_cfg():
     assert torch.allclose(got, exact_cfg_eps_fn(mix, s, 0, 3.0)(x, t), atol=1e-9)
     with pytest.raises(TypeError, match="y"):
         exact_cg_eps_fn(mix, s, None, 3.0)
+
+
+def test_exact_cfg_is_eq_170_of_the_two_exact_predictors_bit_for_bit():
+    """exact_cfg_eps_fn computes both branches in one pass over the components; it must equal
+    classifier_free_eps_fn of the two exact predictors exactly, on a shared-covariance mixture (the
+    one-pass path) and on one with different covariances (two passes), at several steps at once."""
+    from diffcourse.data import three_blobs
+    from diffcourse.guidance import classifier_free_eps_fn
+    from diffcourse.mixture import exact_cfg_eps_fn
+
+    s = cosine_schedule(50)
+    gen = torch.Generator().manual_seed(0)
+    for mix in (three_blobs(), random_mixture(3)):
+        x = torch.randn(40, mix.dim, generator=gen, dtype=mix.dtype)
+        t = torch.randint(0, 50, (40,), generator=gen)
+        y = torch.randint(0, mix.num_classes, (40,), generator=gen)
+        for gamma in (0.5, 3.0):
+            two = classifier_free_eps_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), gamma)
+            assert torch.equal(exact_cfg_eps_fn(mix, s, y, gamma)(x, t), two(x, t))
