@@ -909,8 +909,6 @@ def bayes_log_form_errors(
     log-densities, and the error is relative to the largest conditional score. The last entry says
     whether ``diffuse`` kept the class shares p(y) exactly. Use a float64 mixture: in float64 both
     errors are rounding, about 1e-15."""
-    from functools import partial
-
     _check_mixture(mixture)
     steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)

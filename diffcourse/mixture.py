@@ -108,9 +108,10 @@ class GaussianMixture:
         self._member = member
         # beyond this |x_i| the means are taken apart from x (see _component_log_joint)
         self._mu_max, self._far, self._shared = mu_max, 1e4 * (1 + mu_max), shared
-        wide = torch.float64 if means.device.type != "mps" else means.dtype
-        self._prec_mu = torch.einsum("kij,kj->ki", self._prec, means).to(wide)  # Sigma^-1 mu_k
-        self._mu_prec_mu = (means.to(wide) * self._prec_mu).sum(-1)  # mu_k^T Sigma^-1 mu_k
+        if shared:  # the expanded form's terms, used only with one covariance for all components
+            wide = torch.float64 if means.device.type != "mps" else means.dtype
+            self._prec_mu = torch.einsum("kij,kj->ki", self._prec, means).to(wide)  # Sigma^-1 mu_k
+            self._mu_prec_mu = (means.to(wide) * self._prec_mu).sum(-1)  # mu_k^T Sigma^-1 mu_k
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
