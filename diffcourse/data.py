@@ -74,6 +74,15 @@ def checkerboard(
 # ---- images ------------------------------------------------------------------------------------------
 
 
+def _to_device(sets: NamedTuple, device) -> NamedTuple:
+    """Every tensor of ``sets`` on ``device`` (a torch.device or its name, such as "cuda")."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch.device or a device name, got {device!r}") from err
+    return type(sets)(*(v.to(device) for v in sets))
+
+
 class ImageSplit(NamedTuple):
     """Images [N, C, H, W] in [-1, 1] with labels [N], in a training part and a held-out part."""
 
@@ -81,6 +90,10 @@ class ImageSplit(NamedTuple):
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+    def to(self, device) -> "ImageSplit":
+        """The split with every tensor on ``device``."""
+        return _to_device(self, device)
 
 
 def load_digits_split(holdout: float = 0.25, seed: int = 0) -> ImageSplit:
@@ -134,6 +147,10 @@ class DigitsSets(NamedTuple):
         torch.Tensor
     )  # the held-out split cut to equal class counts: the reference of the metrics
     y_ref: torch.Tensor
+
+    def to(self, device) -> "DigitsSets":
+        """The sets with every tensor on ``device``."""
+        return _to_device(self, device)
 
 
 def digits_eval_sets(floor_per_class: int = 50, seed: int = 0) -> DigitsSets:

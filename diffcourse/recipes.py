@@ -405,6 +405,20 @@ class Trained(NamedTuple):
     cached: bool  # True when loaded from the cache
     recipe: Recipe
 
+    def describe(self, last: int = 500) -> str:
+        """One line for a lab: the network's size, the recipe's steps, where the weights came from
+        and the mean training loss (Luo eq. 130's objective) over the last ``last`` steps."""
+        last = check_int(last, "last", low=1)
+        if len(self.losses) < last:
+            raise ValueError(f"last: the run has {len(self.losses)} losses, fewer than {last}")
+        size = sum(p.numel() for p in self.model.parameters())
+        how = "from the cache" if self.cached else f"trained in {self.seconds:.0f} s"
+        loss = sum(self.losses[-last:]) / last
+        return (
+            f"{self.recipe.name}: {size:,} parameters, {self.recipe.steps:,} steps, {how}; "
+            f"mean loss of the last {last:,}: {loss:.4f}"
+        )
+
 
 def cache_dir() -> Optional[Path]:
     """The cache folder: ``DIFFCOURSE_CACHE``, else ``~/.cache/diffcourse``; None when it is ``off``."""

@@ -144,6 +144,17 @@ def test_digits_eval_sets_split_the_training_digits_and_balance_the_reference():
         digits_eval_sets(floor_per_class=500)
 
 
+def test_the_digit_sets_move_to_a_device_whole():
+    split, sets = load_digits_split(), digits_eval_sets()
+    for before in (split, sets):
+        after = before.to("meta")  # a device with no data: every tensor must have moved
+        assert type(after) is type(before) and after._fields == before._fields
+        assert all(v.device.type == "meta" and v.shape == w.shape for v, w in zip(after, before))
+        assert all(torch.equal(v, w) for v, w in zip(before.to(torch.device("cpu")), before))
+        with pytest.raises(ValueError, match="device"):
+            before.to("nowhere")
+
+
 # ---- chapter 10: two attributes --------------------------------------------------------------------------
 from diffcourse.data import attribute_grid  # noqa: E402
 
