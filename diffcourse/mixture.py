@@ -112,6 +112,9 @@ class GaussianMixture:
             wide = torch.float64 if means.device.type != "mps" else means.dtype
             self._prec_mu = torch.einsum("kij,kj->ki", self._prec, means).to(wide)  # Sigma^-1 mu_k
             self._mu_prec_mu = (means.to(wide) * self._prec_mu).sum(-1)  # mu_k^T Sigma^-1 mu_k
+            # log w_k - mu_k^T Sigma^-1 mu_k / 2: with x^T Sigma^-1 mu_k, the log joint of component
+            # k up to the terms every component shares (see _shared_logits)
+            self._lin_const = torch.log(self.weights).to(wide) - 0.5 * self._mu_prec_mu
 
     # ---- basic facts -------------------------------------------------------------------------
     @property
@@ -250,28 +253,50 @@ class GaussianMixture:
         """:meth:`score` of checked inputs."""
         return self._score_from(x, self._responsibilities(x, labels))
 
+    def _shared_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """With one covariance Sigma for all components: x^T Sigma^-1 mu_k - mu_k^T Sigma^-1 mu_k / 2
+        + log w_k, [N, K] (-inf outside class ``labels`` when given). This is the log joint of
+        component k less -x^T Sigma^-1 x / 2 and the normaliser, which every component of a row
+        shares, so its softmax gives the responsibilities: one product instead of a distance per
+        component, and finite wherever x is, however far from the data."""
+        lj = torch.addmm(self._lin_const, x.to(self._prec_mu.dtype), self._prec_mu.T)
+        return lj if labels is None else lj.masked_fill(~self._member[labels], float("-inf"))
+
     def _responsibilities(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """r_k(x), within class ``labels`` when given: [N, K]."""
-        return torch.softmax(self._log_joint_masked(x, labels)[0], dim=1).to(self.dtype)
+        lj = (
+            self._shared_logits(x, labels) if self._shared else self._log_joint_masked(x, labels)[0]
+        )
+        return torch.softmax(lj, dim=1).to(self.dtype)
 
     def _scores_with_and_without(
         self, x: torch.Tensor, labels: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(score(x, labels), score(x)) of checked inputs, the components' log joints computed once
-        where the covariance is shared (its far rows' differences stay finite when masked)."""
-        lj = self._component_log_joint(x)[0]
+        """(score(x, labels), score(x)) of checked inputs, sharing the work the two have in common:
+        the log joints where the covariance is shared, the components' scores where it is not."""
         if self._shared:
+            lj = self._shared_logits(x, None)
             lj_y = lj.masked_fill(~self._member[labels], float("-inf"))
-        else:
-            lj_y = self._log_joint_masked(x, labels)[0]
-        resp_y, resp = (torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
-        return self._score_from(x, resp_y), self._score_from(x, resp)
+            resp_y, resp = (torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
+            return self._score_from(x, resp_y), self._score_from(x, resp)
+        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
+        comp = self._component_scores(x)
+        return self._score_from(x, resp_y, comp), self._score_from(x, resp, comp)
 
-    def _score_from(self, x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
-        """sum_k r_k Sigma_k^-1 (mu_k - x)."""
-        diff = self.means[None] - x[:, None, :]  # [N, K, D]
-        comp_scores = torch.einsum("kij,nkj->nki", self._prec, diff)
-        return (resp[..., None] * comp_scores).sum(1)
+    def _component_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigma_k^-1 (mu_k - x) for every component: [N, K, D]."""
+        return torch.einsum("kij,nkj->nki", self._prec, self.means[None] - x[:, None, :])
+
+    def _score_from(
+        self, x: torch.Tensor, resp: torch.Tensor, comp: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """sum_k r_k Sigma_k^-1 (mu_k - x); with one Sigma, sum_k r_k Sigma^-1 mu_k - Sigma^-1 x
+        (the responsibilities sum to 1). ``comp``: :meth:`_component_scores`, if computed already."""
+        if self._shared:
+            prec_mu = self._prec_mu.to(self.dtype)
+            return resp @ prec_mu - x @ self._prec[0]  # Sigma^-1 is symmetric
+        comp = self._component_scores(x) if comp is None else comp
+        return (resp[..., None] * comp).sum(1)
 
     def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """log p(y|x) for every class: [N, C] (Bayes' rule over the components).
@@ -280,7 +305,8 @@ class GaussianMixture:
         (Luo eq. 163-164); its gradient is the classifier gradient of eq. 165.
         """
         x = self._check_x(x)
-        lj = self._component_log_joint(x)[0]  # [N, K], up to a shift per row
+        # [N, K], up to a shift per row
+        lj = self._shared_logits(x, None) if self._shared else self._component_log_joint(x)[0]
         # shifted by the row's largest first: far from the data (|lj| ~ 1e40) the log of the
         # number of components would vanish in the rounding of lj itself
         lj = lj - lj.amax(dim=1, keepdim=True)
@@ -300,13 +326,12 @@ class GaussianMixture:
 
     def _classifier_grad(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
-        grad = self._score_from(x, resp_y) - self._score_from(x, resp)
         if self._shared:
             # sum_k (r_k(x|y) - r_k(x)) Sigma^-1 (mu_k - x) with the x part gone (the differences of
             # responsibilities sum to 0): far away the two scores agree in every digit of x
-            pull = ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)
-            grad = torch.where((x.abs().amax(dim=1) > self._far)[:, None], pull, grad)
-        return grad
+            return ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)
+        comp = self._component_scores(x)
+        return self._score_from(x, resp_y, comp) - self._score_from(x, resp, comp)
 
     # ---- the forward process -------------------------------------------------------------------
     def diffuse(self, alpha_bar) -> "GaussianMixture":
