@@ -197,10 +197,14 @@ class GaussianMixture:
         )
         wide = self.dtype if x.device.type == "mps" else torch.float64
         z = z.to(wide)
-        # a power of two per row, 1 unless |z|^2 would overflow: exact, so near rows are untouched
-        half = math.log2(torch.finfo(wide).max) // 2 - 8
-        s = torch.exp2((torch.log2(z.abs().amax(dim=(1, 2))).ceil() - half).clamp(min=0))
-        maha = (z / s[:, None, None]).square().sum(-1)  # maha / s^2
+        if self.dtype == torch.float32 and wide == torch.float64:
+            # z was solved in float32 (|z| < 3.5e38): float64 holds its squares, no scale to find
+            s, maha = torch.ones(1, dtype=wide, device=x.device), z.square().sum(-1)
+        else:
+            # a power of two per row, 1 unless |z|^2 would overflow: exact, so near rows are untouched
+            half = math.log2(torch.finfo(wide).max) // 2 - 8
+            s = torch.exp2((torch.log2(z.abs().amax(dim=(1, 2))).ceil() - half).clamp(min=0))
+            maha = (z / s[:, None, None]).square().sum(-1)  # maha / s^2
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + self._logdet.to(wide))
         log_w = torch.log(self.weights).to(wide) + log_norm
         if keep is not None:
