@@ -21,7 +21,7 @@ from .checks import (
     check_tensor,
 )
 from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
-from .schedules import Schedule, q_sample
+from .schedules import Schedule, q_sample, q_sample_at
 from .targets import eps_to_score
 
 Draw = Callable[[int, torch.Generator], torch.Tensor]
@@ -826,8 +826,6 @@ def rescale_factors(
     to that level (:func:`~diffcourse.schedules.q_sample_at`, seeded by the level): each row's
     standard deviation over its entries. ``{level: factor}``; a factor near 1 means rescaling
     changes little there."""
-    from .schedules import q_sample_at
-
     check_callable(cond_fn, "cond_fn")
     check_callable(uncond_fn, "uncond_fn")
     check_tensor(x0, "x0", floating=True)
@@ -1215,9 +1213,7 @@ def noisy_accuracy(
     out = {}
     for step in steps:
         step = check_int(step, "steps", low=0, high=schedule.T - 1)
-        t = torch.full((x.shape[0],), step, device=x.device)
-        gen = torch.Generator(x.device).manual_seed(step)
-        noisy = q_sample(x, t, schedule, generator=gen)
+        noisy, t = q_sample_at(x, step, schedule)  # the noise seeded with the step
         out[step] = (classifier(noisy, t).argmax(1) == y).double().mean().item()
     return out
 

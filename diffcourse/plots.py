@@ -490,7 +490,7 @@ def samples_grid(
     {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
     row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
     the top-right panel carries the legend; without, each row has its own colour. The outer axes
-    are labelled x_1 and x_2. Returns the figure."""
+    are labelled x_1 and x_2, and span the grid's square. Returns the figure."""
     import matplotlib.pyplot as plt
 
     if (
@@ -502,7 +502,7 @@ def samples_grid(
     cols = {len(r) for r in rows.values()}
     if len(cols) != 1:
         raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
-    cols = cols.pop()
+    cols, lim = cols.pop(), float(grid[0].max())  # the half-width density_grid was given
     fig, axes = plt.subplots(
         len(rows),
         cols,
@@ -523,6 +523,7 @@ def samples_grid(
                 y,
                 title,
                 per_class=per_class,
+                lim=lim,
                 color=None if y is not None else f"C{i}",
             )
     for ax in axes[-1]:

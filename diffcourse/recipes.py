@@ -406,8 +406,8 @@ class Trained(NamedTuple):
     recipe: Recipe
 
     def describe(self, last: int = 500) -> str:
-        """One line for a lab: the network's size, the recipe's steps, where the weights came from
-        and the mean training loss (Luo eq. 130's objective) over the last ``last`` steps."""
+        """Two short lines for a lab: the network's size, the recipe's steps and where the weights
+        came from; the mean training loss (Luo eq. 130's objective) over the last ``last`` steps."""
         last = check_int(last, "last", low=1)
         if len(self.losses) < last:
             raise ValueError(f"last: the run has {len(self.losses)} losses, fewer than {last}")
@@ -415,8 +415,8 @@ class Trained(NamedTuple):
         how = "from the cache" if self.cached else f"trained in {self.seconds:.0f} s"
         loss = sum(self.losses[-last:]) / last
         return (
-            f"{self.recipe.name}: {size:,} parameters, {self.recipe.steps:,} steps, {how}; "
-            f"mean loss of the last {last:,}: {loss:.4f}"
+            f"{self.recipe.name}: {size:,} parameters, {self.recipe.steps:,} steps, {how}\n"
+            f"  mean training loss over the last {last:,} steps: {loss:.4f}"
         )
 
 

@@ -226,7 +226,11 @@ def test_samples_grid_one_panel_per_entry():
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["1", "2", "3", "4"]
     assert axes[2].get_xlabel() == "$x_1$" and axes[0].get_ylabel() == "$x_2$"
+    assert axes[0].get_xlim() == pytest.approx((-3.5, 3.5))  # density_grid's default square
     plt.close(fig)
+    wide = samples_grid(density_grid(mix, lim=6.5, cells=30), {"": {"1": x}})
+    assert wide.get_axes()[0].get_ylim() == pytest.approx((-6.5, 6.5))  # the grid's square
+    plt.close(wide)
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
 

@@ -267,15 +267,16 @@ def test_summary_rows_are_the_mean_of_the_last_losses():
         recipes.summary({0.1: "model"})
 
 
-def test_describe_is_one_line_with_the_mean_of_the_last_losses():
+def test_describe_is_two_short_lines_with_the_mean_of_the_last_losses():
     recipe = recipes.get("ch5-cfg-p0.1")
     net = torch.nn.Linear(3, 2)  # 8 parameters
     run = recipes.Trained(net, [9.0] * 5 + [1.0, 2.0, 3.0], 12.4, False, recipe)
     line = run.describe(last=3)
     assert line == (
-        f"ch5-cfg-p0.1: 8 parameters, {recipe.steps:,} steps, trained in 12 s; "
-        "mean loss of the last 3: 2.0000"
+        f"ch5-cfg-p0.1: 8 parameters, {recipe.steps:,} steps, trained in 12 s\n"
+        "  mean training loss over the last 3 steps: 2.0000"
     )
+    assert all(len(part) <= 79 for part in line.splitlines())  # fits the page
     assert "from the cache" in run._replace(cached=True).describe(last=3)
     with pytest.raises(ValueError, match="last"):
         run.describe(last=9)
