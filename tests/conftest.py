@@ -7,14 +7,21 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 def random_mixture(
-    dim: int, components_per_class=(2, 3), seed: int = 0, dtype=torch.float64
+    dim: int,
+    components_per_class=(2, 3),
+    seed: int = 0,
+    dtype=torch.float64,
+    shared: bool = False,
 ) -> GaussianMixture:
-    """A mixture with full random covariances and several components per class."""
+    """A mixture with full random covariances and several components per class; ``shared``: one
+    random covariance for all components (the mixture takes its other path for those)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.cat([torch.full((k,), c) for c, k in enumerate(components_per_class)])
     K = labels.numel()
     means = 2 * torch.randn(K, dim, generator=g, dtype=torch.float64)
     A = torch.randn(K, dim, dim, generator=g, dtype=torch.float64)
+    if shared:
+        A = A[:1].expand(K, dim, dim)
     covs = 0.3 * A @ A.transpose(1, 2) + 0.2 * torch.eye(dim, dtype=torch.float64)
     weights = torch.rand(K, generator=g, dtype=torch.float64) + 0.2
     return GaussianMixture(means.to(dtype), covs.to(dtype), weights.to(dtype), labels)

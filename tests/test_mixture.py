@@ -35,13 +35,20 @@ def close(a, b, rtol=RTOL):
 
 
 CASES = [
-    (d, cpc, a) for d in (2, 3, 4) for cpc in ((2, 3), (1, 2, 2)) for a in (1.0, 0.7, 0.2, 0.01)
+    (d, cpc, a, shared)
+    for d in (2, 3, 4)
+    for cpc in ((2, 3), (1, 2, 2))
+    for a in (1.0, 0.7, 0.2, 0.01)
+    for shared in (False, True)
 ]
 
 
-@pytest.mark.parametrize("dim,cpc,alpha_bar", CASES)
-def test_against_torch_distributions(dim, cpc, alpha_bar):
-    mix = random_mixture(dim, cpc, seed=dim).diffuse(alpha_bar)
+@pytest.mark.parametrize("dim,cpc,alpha_bar,shared", CASES)
+def test_against_torch_distributions(dim, cpc, alpha_bar, shared):
+    """Both paths: one covariance per component, and one shared by all (then the
+    responsibilities come from x^T Sigma^-1 mu_k, not from the squared distances)."""
+    mix = random_mixture(dim, cpc, seed=dim, shared=shared).diffuse(alpha_bar)
+    assert mix._shared == shared
     x = 2.5 * torch.randn(64, dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref = reference(mix)
     assert close(mix.log_prob(x), ref.log_prob(x))
