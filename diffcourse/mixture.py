@@ -266,6 +266,14 @@ class GaussianMixture:
         lj = torch.addmm(self._lin_const, x.to(self._prec_mu.dtype), self._prec_mu.T)
         return lj if labels is None else lj.masked_fill(~self._member[labels], float("-inf"))
 
+    def _shared_responsibilities(
+        self, x: torch.Tensor, labels: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(r_k(x) within class ``labels``, r_k(x)) of a shared-covariance mixture, from one product."""
+        lj = self._shared_logits(x, None)
+        lj_y = lj.masked_fill(~self._member[labels], float("-inf"))
+        return tuple(torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
+
     def _responsibilities(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """r_k(x), within class ``labels`` when given: [N, K]."""
         lj = (
@@ -279,9 +287,7 @@ class GaussianMixture:
         """(score(x, labels), score(x)) of checked inputs, sharing the work the two have in common:
         the log joints where the covariance is shared, the components' scores where it is not."""
         if self._shared:
-            lj = self._shared_logits(x, None)
-            lj_y = lj.masked_fill(~self._member[labels], float("-inf"))
-            resp_y, resp = (torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
+            resp_y, resp = self._shared_responsibilities(x, labels)
             return self._score_from(x, resp_y), self._score_from(x, resp)
         resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
         comp = self._component_scores(x)
@@ -329,11 +335,12 @@ class GaussianMixture:
         return self._classifier_grad(x, self._check_y(y, x.shape[0]))
 
     def _classifier_grad(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
         if self._shared:
             # sum_k (r_k(x|y) - r_k(x)) Sigma^-1 (mu_k - x) with the x part gone (the differences of
             # responsibilities sum to 0): far away the two scores agree in every digit of x
+            resp_y, resp = self._shared_responsibilities(x, labels)
             return ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)
+        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
         comp = self._component_scores(x)
         return self._score_from(x, resp_y, comp) - self._score_from(x, resp, comp)
 
