@@ -173,8 +173,16 @@ class GaussianMixture:
         return check_labels(y, n, self.num_classes, self.device, allow_int=True)
 
     # ---- densities -----------------------------------------------------------------------------
+    def _solve(self, x: torch.Tensor) -> torch.Tensor:
+        """z_k = L_k^-1 (x - mu_k) for every component, L_k the Cholesky factor of Sigma_k:
+        [N, K, D], in the mixture's dtype. One batched solve per component with the N points as
+        right-hand sides (a batch of N x K single-vector solves is ~30x slower)."""
+        diff = x[:, None, :] - self.means[None]  # [N, K, D]
+        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False)
+        return z.permute(2, 0, 1)
+
     def _component_log_joint(
-        self, x: torch.Tensor, keep: Optional[torch.Tensor] = None
+        self, x: torch.Tensor, keep: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """log w_k + log N(x; mu_k, Sigma_k) for every component as ``base[:, None] + lj``: ``lj``
         [N, K] and ``base`` [N], in float64 (except on MPS, which has none), with the components
@@ -188,13 +196,9 @@ class GaussianMixture:
         differences; and x - mu_k loses mu_k in the rounding of x (|x| ~ 1e20: every class would
         look alike), so with a shared covariance the differences come from the expanded form
         maha_k - maha_j = -2 x^T Sigma^-1 (mu_k - mu_j) + mu_k^T Sigma^-1 mu_k - mu_j^T Sigma^-1 mu_j.
+        ``z``: :meth:`_solve` of x, if computed already (maha = |z|^2).
         """
-        diff = x[:, None, :] - self.means[None]  # [N, K, D]
-        # Solve L z = diff for each component: maha = |z|^2. One batched solve per component with the
-        # N points as right-hand sides (a batch of N x K single-vector solves is ~30x slower).
-        z = torch.linalg.solve_triangular(self._chol, diff.permute(1, 2, 0), upper=False).permute(
-            2, 0, 1
-        )
+        z = self._solve(x) if z is None else z
         wide = self.dtype if x.device.type == "mps" else torch.float64
         z = z.to(wide)
         if self.dtype == torch.float32 and wide == torch.float64:
@@ -255,7 +259,12 @@ class GaussianMixture:
 
     def _score(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """:meth:`score` of checked inputs."""
-        return self._score_from(x, self._responsibilities(x, labels))
+        if self._shared:
+            return self._score_from(x, self._responsibilities(x, labels))
+        z = self._solve(x)  # one solve for the log joints and the components' scores
+        keep = None if labels is None else self._member[labels]
+        resp = torch.softmax(self._component_log_joint(x, keep, z)[0], dim=1).to(self.dtype)
+        return self._score_from(x, resp, self._component_scores(x, z))
 
     def _shared_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """With one covariance Sigma for all components: x^T Sigma^-1 mu_k - mu_k^T Sigma^-1 mu_k / 2
@@ -289,13 +298,28 @@ class GaussianMixture:
         if self._shared:
             resp_y, resp = self._shared_responsibilities(x, labels)
             return self._score_from(x, resp_y), self._score_from(x, resp)
-        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
-        comp = self._component_scores(x)
+        resp_y, resp, comp = self._unshared_parts(x, labels)
         return self._score_from(x, resp_y, comp), self._score_from(x, resp, comp)
 
-    def _component_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Sigma_k^-1 (mu_k - x) for every component: [N, K, D]."""
-        return torch.einsum("kij,nkj->nki", self._prec, self.means[None] - x[:, None, :])
+    def _unshared_parts(
+        self, x: torch.Tensor, labels: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(r_k(x) within class ``labels``, r_k(x), :meth:`_component_scores`) of a mixture with a
+        covariance per component, from one triangular solve."""
+        z = self._solve(x)
+        resp_y, resp = (
+            torch.softmax(self._component_log_joint(x, keep, z)[0], dim=1).to(self.dtype)
+            for keep in (self._member[labels], None)
+        )
+        return resp_y, resp, self._component_scores(x, z)
+
+    def _component_scores(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Sigma_k^-1 (mu_k - x) = -L_k^-T z_k for every component (Sigma_k = L_k L_k^T, z from
+        :meth:`_solve`): [N, K, D]. A second triangular solve, half the work of a product by
+        Sigma_k^-1."""
+        z = self._solve(x) if z is None else z
+        lt = self._chol.transpose(1, 2)
+        return -torch.linalg.solve_triangular(lt, z.permute(1, 2, 0), upper=True).permute(2, 0, 1)
 
     def _score_from(
         self, x: torch.Tensor, resp: torch.Tensor, comp: Optional[torch.Tensor] = None
@@ -340,8 +364,7 @@ class GaussianMixture:
             # responsibilities sum to 0): far away the two scores agree in every digit of x
             resp_y, resp = self._shared_responsibilities(x, labels)
             return ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)
-        resp_y, resp = self._responsibilities(x, labels), self._responsibilities(x, None)
-        comp = self._component_scores(x)
+        resp_y, resp, comp = self._unshared_parts(x, labels)
         return self._score_from(x, resp_y, comp) - self._score_from(x, resp, comp)
 
     # ---- the forward process -------------------------------------------------------------------
