@@ -262,9 +262,7 @@ class GaussianMixture:
         if self._shared:
             return self._score_from(x, self._responsibilities(x, labels))
         z = self._solve(x)  # one solve for the log joints and the components' scores
-        keep = None if labels is None else self._member[labels]
-        resp = torch.softmax(self._component_log_joint(x, keep, z)[0], dim=1).to(self.dtype)
-        return self._score_from(x, resp, self._component_scores(x, z))
+        return self._score_from(x, self._responsibilities(x, labels, z), self._component_scores(z))
 
     def _shared_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """With one covariance Sigma for all components: x^T Sigma^-1 mu_k - mu_k^T Sigma^-1 mu_k / 2
@@ -283,11 +281,16 @@ class GaussianMixture:
         lj_y = lj.masked_fill(~self._member[labels], float("-inf"))
         return tuple(torch.softmax(v, dim=1).to(self.dtype) for v in (lj_y, lj))
 
-    def _responsibilities(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        """r_k(x), within class ``labels`` when given: [N, K]."""
-        lj = (
-            self._shared_logits(x, labels) if self._shared else self._log_joint_masked(x, labels)[0]
-        )
+    def _responsibilities(
+        self, x: torch.Tensor, labels: Optional[torch.Tensor], z: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """r_k(x), within class ``labels`` when given: [N, K]. ``z``: :meth:`_solve` of x, if
+        computed already (a covariance per component)."""
+        if self._shared:
+            lj = self._shared_logits(x, labels)
+        else:
+            keep = None if labels is None else self._member[labels]
+            lj = self._component_log_joint(x, keep, z)[0]
         return torch.softmax(lj, dim=1).to(self.dtype)
 
     def _scores_with_and_without(
@@ -307,17 +310,13 @@ class GaussianMixture:
         """(r_k(x) within class ``labels``, r_k(x), :meth:`_component_scores`) of a mixture with a
         covariance per component, from one triangular solve."""
         z = self._solve(x)
-        resp_y, resp = (
-            torch.softmax(self._component_log_joint(x, keep, z)[0], dim=1).to(self.dtype)
-            for keep in (self._member[labels], None)
-        )
-        return resp_y, resp, self._component_scores(x, z)
+        resp_y, resp = self._responsibilities(x, labels, z), self._responsibilities(x, None, z)
+        return resp_y, resp, self._component_scores(z)
 
-    def _component_scores(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _component_scores(self, z: torch.Tensor) -> torch.Tensor:
         """Sigma_k^-1 (mu_k - x) = -L_k^-T z_k for every component (Sigma_k = L_k L_k^T, z from
-        :meth:`_solve`): [N, K, D]. A second triangular solve, half the work of a product by
+        :meth:`_solve` of x): [N, K, D]. A second triangular solve, half the work of a product by
         Sigma_k^-1."""
-        z = self._solve(x) if z is None else z
         lt = self._chol.transpose(1, 2)
         return -torch.linalg.solve_triangular(lt, z.permute(1, 2, 0), upper=True).permute(2, 0, 1)
 
@@ -325,11 +324,11 @@ class GaussianMixture:
         self, x: torch.Tensor, resp: torch.Tensor, comp: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """sum_k r_k Sigma_k^-1 (mu_k - x); with one Sigma, sum_k r_k Sigma^-1 mu_k - Sigma^-1 x
-        (the responsibilities sum to 1). ``comp``: :meth:`_component_scores`, if computed already."""
+        (the responsibilities sum to 1). ``comp``: :meth:`_component_scores`, needed only with a
+        covariance per component."""
         if self._shared:
             prec_mu = self._prec_mu.to(self.dtype)
             return resp @ prec_mu - x @ self._prec[0]  # Sigma^-1 is symmetric
-        comp = self._component_scores(x) if comp is None else comp
         return (resp[..., None] * comp).sum(1)
 
     def class_log_posterior(self, x: torch.Tensor) -> torch.Tensor:
