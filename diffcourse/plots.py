@@ -1084,20 +1084,30 @@ def sweep_grid(
     gammas=None,
     per_class: int = 600,
 ):
-    """:func:`samples_grid` of a sweep: one row per kind, one panel per gamma, each titled with the
-    kind, gamma and its two measures, e.g. "CFG, gamma = 4 / agreement 0.99, spread 0.62".
+    """:func:`samples_grid` of a sweep: one row per kind, one column per gamma, each panel titled
+    with the kind, gamma and its two measures, e.g. "CFG, gamma = 4 / agreement 0.99, spread 0.62".
     ``samples`` and ``values`` are keyed by (kind, gamma) (``values`` holds the measures' numbers,
-    as :func:`diffcourse.metrics.guidance_sweep` returns them); ``gammas`` picks the panels (default:
-    every gamma of ``values``), ``measures`` names the two numbers. Returns the figure."""
+    as :func:`diffcourse.metrics.guidance_sweep` returns them; only the first two of each are
+    shown); ``gammas`` picks the columns (default: every gamma of ``values``, ascending),
+    ``measures`` names the two numbers. A kind that did not run at a gamma leaves its panel empty.
+    Returns the figure."""
     if not isinstance(values, dict) or not values:
         raise TypeError("values must be a non-empty dict (kind, gamma) -> measures")
     if isinstance(measures, str) or len(measures) != 2:
         raise ValueError(f"measures must name the two numbers of each panel, got {measures!r}")
-    rows = {}
-    for (kind, g), (a, b) in values.items():
-        if gammas is None or g in gammas:
+    kinds = list(dict.fromkeys(kind for kind, _ in values))
+    if gammas is None:
+        gammas = sorted({g for _, g in values})
+    rows = {kind: {} for kind in kinds}
+    for kind in kinds:
+        for g in gammas:
+            if (kind, g) not in values:  # not run here: an empty panel keeps the columns aligned
+                rows[kind][f"{kind}, {g}"] = None
+                continue
+            a, b = values[kind, g][:2]
             title = f"{kind}, $\\gamma$ = {g:g}\n{measures[0]} {a:.2f}, {measures[1]} {b:.2f}"
-            rows.setdefault(kind, {})[title] = samples[kind, g]
+            rows[kind][title] = samples[kind, g]
+    rows = {k: r for k, r in rows.items() if any(x is not None for x in r.values())}
     return samples_grid(grid, rows, y, per_class)
 
 

@@ -491,6 +491,13 @@ def test_sweep_grid_has_a_row_per_kind_and_titles_with_both_measures():
     assert titles[1] == "exact, $\\gamma$ = 4\nagreement 0.90, spread 0.60"
     assert titles[2].startswith("CFG, $\\gamma$ = 1\n")
     plt.close(fig)
+    # a kind run at fewer gammas: its row keeps the columns, with an empty panel where it did not run
+    del values["CFG", 0.0], values["CFG", 4.0]
+    fig = sweep_grid(grid, samples, values, ("agreement", "spread"), y)
+    assert fig.axes[0].get_title().startswith("exact, $\\gamma$ = 0\n")
+    assert [ax.axison for ax in fig.axes] == [True] * 3 + [False, True, False]
+    assert fig.axes[4].get_title() == "CFG, $\\gamma$ = 1\nagreement 0.60, spread 0.90"
+    plt.close(fig)
     with pytest.raises(ValueError, match="measures"):
         sweep_grid(grid, samples, values, ("agreement",))
     with pytest.raises(TypeError, match="values"):
