@@ -899,9 +899,10 @@ def bayes_log_form_errors(
     generator: Optional[torch.Generator] = None,
 ) -> Dict[int, Tuple[float, float, bool]]:
     """Bayes' rule in log form and its gradient, checked on n labelled x_t at each step:
-    ``{step: (eq. 163 error, eq. 164 error, p(y) kept)}``.
+    ``{step: (log-form error, eq. 164 error, p(y) kept)}``.
 
-    Eq. 163 (Luo 2022): log p_t(x|y) = log p_t(x) + log p_t(y|x) - log p(y), each term a method of
+    The log form, eq. 163 (Luo 2022) before its gradient is taken:
+    log p_t(x|y) = log p_t(x) + log p_t(y|x) - log p(y), each term a method of
     the noisy mixture; its error is the largest gap over the largest |log p_t(x|y)|. Eq. 164: the
     gradient of the same, with grad log p(y) = 0; the three gradients are taken by autograd of the
     log-densities, and the error is relative to the largest conditional score. The last entry says
