@@ -336,8 +336,11 @@ def cfg_zero_star_fn(
       first steps and neither branch is evaluated there (:func:`zero_init_time` turns a number of
       Euler steps into t_zero). ``t_zero = 1`` zeroes nothing.
 
-    ``scale=False, t_zero=1`` is :func:`velocity_cfg_fn`. Zero-init alone is the sampler started at
-    t_zero from the same pure noise: a schedule that begins at t_zero < 1 with the law of t = 1.
+    ``scale=False, t_zero=1`` is :func:`velocity_cfg_fn`. With :func:`euler_sample` on
+    ``flow_times(S)`` and ``t_zero = zero_init_time(S, K)``, zero-init alone is the plain sampler on
+    ``flow_times(S)[K:]``: started at the grid time t_K < 1 from the same pure noise, the law of
+    t = 1. (With :func:`heun_sample` the last zeroed step differs: its corrector is evaluated at
+    t_K and moves the point half a step.)
     """
     gamma = _gamma(gamma)
     t_zero = check_real(t_zero, "t_zero", low=0, high=1)

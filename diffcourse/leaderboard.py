@@ -466,6 +466,36 @@ def show(rows: Sequence[dict]) -> Dict[Tuple[str, str], Dict[str, Tuple[float, f
     return board
 
 
+def side_by_side(
+    board: Dict[Tuple[str, str], Dict[str, Tuple[float, float]]],
+    metrics: Sequence[str] = ("to_tilted", "spread"),
+) -> Tuple[List[list], List[str]]:
+    """``(rows, header)`` for :func:`~diffcourse.report.table`: the whole board (what :func:`show`
+    returns) in one table, a row per rule with its NFE, then the means of ``metrics`` mixture by
+    mixture (None where the rule did not run on that mixture)."""
+    if not isinstance(board, dict) or not board:
+        raise TypeError(
+            "board must be a non-empty dict (mixture, rule) -> metrics, as show returns"
+        )
+    if isinstance(metrics, str) or not metrics:
+        raise TypeError("metrics must be a non-empty sequence of metric names")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"metrics: unknown {unknown}; known: {list(METRICS)}")
+    mixtures = list(dict.fromkeys(mix for mix, _ in board))
+    rules = list(dict.fromkeys(rule for _, rule in board))
+    rows = []
+    for rule in rules:
+        ran = [mix for mix in mixtures if (mix, rule) in board]
+        cells = [
+            board[mix, rule][m][0] if (mix, rule) in board else None
+            for mix in mixtures
+            for m in metrics
+        ]
+        rows.append([rule, board[ran[0], rule]["nfe"][0], *cells])
+    return rows, ["rule", "NFE", *[f"{mix}: {m}" for mix in mixtures for m in metrics]]
+
+
 def common_robust_pairs(rows: Sequence[dict], metric: str) -> List[Tuple[str, str]]:
     """The pairs of :func:`robust_pairs` that hold on every mixture in ``rows``, sorted."""
     names = list(dict.fromkeys(row["mixture"] for row in rows))

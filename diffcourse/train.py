@@ -1,4 +1,4 @@
-"""Training: a noise predictor with the simple loss of Ho et al. (2020, Algorithm 1; Luo eq. 130),
+"""Training: a noise predictor with the simple loss of Ho et al. (2020, Algorithm 1; Luo eq. 130 with its weight dropped),
 with condition dropout for classifier-free guidance, and a noise-aware classifier for classifier
 guidance. Read top to bottom: the two losses the course teaches, the two trainers that draw their
 inputs, the one loop they share, then processes, checkpoints and the command line.
@@ -51,7 +51,8 @@ def denoiser_loss(
     drop: Optional[torch.Tensor] = None,
     null_label: Union[int, torch.Tensor, None] = None,
 ) -> torch.Tensor:
-    """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130), with condition dropout:
+    """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130 without its weight), with condition
+    dropout:
 
         x_t  = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps       (Luo eq. 70)
         y    = null_label where ``drop`` is True                      (Ho & Salimans 2022)

@@ -214,6 +214,21 @@ def test_show_prints_one_table_per_mixture(capsys):
     assert "blobs: means over the seeds" in capsys.readouterr().out
 
 
+def test_side_by_side_puts_every_mixture_in_one_row_per_rule():
+    from diffcourse.leaderboard import side_by_side
+
+    stat = lambda v: {m: (v, 0.0) for m in ("to_cond", "to_tilted", "spread", "nfe")}  # noqa: E731
+    board = {("m1", "a"): stat(1.0), ("m1", "b"): stat(2.0), ("m2", "a"): stat(3.0)}
+    rows, header = side_by_side(board)
+    assert header == ["rule", "NFE", "m1: to_tilted", "m1: spread", "m2: to_tilted", "m2: spread"]
+    assert rows == [["a", 1.0, 1.0, 1.0, 3.0, 3.0], ["b", 2.0, 2.0, 2.0, None, None]]
+    assert side_by_side(board, ["to_cond"])[1] == ["rule", "NFE", "m1: to_cond", "m2: to_cond"]
+    with pytest.raises(ValueError, match="metrics"):
+        side_by_side(board, ["distance"])
+    with pytest.raises(TypeError, match="board"):
+        side_by_side({})
+
+
 def test_evaluate_mixtures_is_evaluate_mixture_after_mixture():
     from diffcourse.leaderboard import evaluate_mixtures
 

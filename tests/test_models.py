@@ -104,6 +104,13 @@ def test_unet_shapes_and_null_label():
     assert big(torch.randn(2, 3, 28, 28), torch.tensor([0, 49])).shape == (2, 3, 28, 28)
 
 
+@pytest.mark.parametrize("width, count", [(32, 395_649), (64, 1_573_633)])
+def test_unet_parameter_counts_are_the_ones_chapter_7_states(width, count):
+    """book/07 quotes the digit U-Net's size at the quick (width 32) and full (width 64) budget."""
+    net = UNet(channels=1, size=8, T=1000, num_classes=10, width=width)
+    assert sum(p.numel() for p in net.parameters()) == count
+
+
 def test_unet_rows_are_independent():
     """GroupNorm normalises each image on its own: a row's answer must not depend on the batch."""
     torch.manual_seed(1)
