@@ -193,6 +193,9 @@ def test_ch06_the_chapter_numbers():
     sol = load("ch06")
     assert sol.tilt_then_noise(1.0, 0.25, 1.0, 2.0, 0.5)[1] == pytest.approx(4 / 7)
     assert sol.noise_then_tilt(1.0, 0.25, 1.0, 2.0, 0.5)[1] == pytest.approx(1 / 2.2)
+    # exercise 6.1: the two means, 8/7 and 16/11 of the mean times sqrt(0.5)
+    assert sol.tilt_then_noise(1.0, 0.25, 1.0, 2.0, 0.5)[0] == pytest.approx(8 / 7 * 0.5**0.5)
+    assert sol.noise_then_tilt(1.0, 0.25, 1.0, 2.0, 0.5)[0] == pytest.approx(16 / 11 * 0.5**0.5)
     for gamma in (0.0, 1.0):  # a diffusion: the two orders agree
         for a in (0.9, 0.5, 0.1):
             assert sol.tilt_then_noise(1.0, 0.25, 1.0, gamma, a) == pytest.approx(
@@ -372,7 +375,7 @@ def test_ch10_not_samples_what_was_meant():
 
 @pytest.mark.parametrize("s, t_start", [(0.5, 0.96), (0.3, 0.8), (2.0, 0.9)])
 def test_ch11_zero_init_against_the_sampler(s, t_start):
-    """Fine Euler steps of the exact velocity of one Gaussian, started at t_start from the noise,
+    """Fine Heun steps of the exact velocity of one Gaussian, started at t_start from the noise,
     against the closed form, sample by sample; and the law's two moments."""
     from diffcourse import flow
     from diffcourse.mixture import exact_velocity_fn

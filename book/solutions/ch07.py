@@ -5,7 +5,7 @@ form used by FID).
 d^2 = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2}), where
 Tr (S_a S_b)^{1/2} = Tr (S_a^{1/2} S_b S_a^{1/2})^{1/2}: the two matrices are
 similar, and the second is symmetric positive semi-definite, so its square
-root comes from one symmetric eigendecomposition.
+root, like S_a^{1/2}, comes from a symmetric eigendecomposition.
 """
 
 import torch
