@@ -486,13 +486,13 @@ def side_by_side(
     rules = list(dict.fromkeys(rule for _, rule in board))
     rows = []
     for rule in rules:
-        ran = [mix for mix in mixtures if (mix, rule) in board]
+        first = next(board[mix, rule] for mix in mixtures if (mix, rule) in board)
         cells = [
             board[mix, rule][m][0] if (mix, rule) in board else None
             for mix in mixtures
             for m in metrics
         ]
-        rows.append([rule, board[ran[0], rule]["nfe"][0], *cells])
+        rows.append([rule, first["nfe"][0], *cells])
     return rows, ["rule", "NFE", *[f"{mix}: {m}" for mix in mixtures for m in metrics]]
 
 

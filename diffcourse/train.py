@@ -1,7 +1,8 @@
-"""Training: a noise predictor with the simple loss of Ho et al. (2020, Algorithm 1; Luo eq. 130 with its weight dropped),
-with condition dropout for classifier-free guidance, and a noise-aware classifier for classifier
-guidance. Read top to bottom: the two losses the course teaches, the two trainers that draw their
-inputs, the one loop they share, then processes, checkpoints and the command line.
+"""Training: a noise predictor with the simple loss of Ho et al. (2020, Algorithm 1; Luo eq. 130
+with its weight dropped), with condition dropout for classifier-free guidance, and a noise-aware
+classifier for classifier guidance. Read top to bottom: the two losses the course teaches, the two
+trainers that draw their inputs, the one loop they share, then processes, checkpoints and the
+command line.
 
 The same loop runs on one device or on several under ``torchrun`` (DistributedDataParallel: NCCL on
 GPUs, gloo on CPUs). ``batch_size`` is always the *global* batch: with W processes each takes every
