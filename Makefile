@@ -12,7 +12,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # lab's model loads it; a fresh clone starts empty, and `make clean` empties it.
 export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 
-.PHONY: setup book test lint unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel repository
+.PHONY: setup book test lint unit nbval book-strict built clean chromium links browser screenshots lab lab-check kernel repository planted
 
 setup: $(VENV)/.installed
 
@@ -123,6 +123,11 @@ kernel: setup
 	$(BIN)/python -m ipykernel install --user --name diffcourse --display-name "Python (diffcourse)"
 
 test: lint unit nbval book-strict built links browser lab-check
+
+# Each lab against an error planted on purpose in a formula it teaches (scripts/planted.py lists
+# them): every lab must stop at one of its asserts. About as long as nbval; not part of `make test`.
+planted: setup
+	$(BIN)/python scripts/planted.py
 
 clean:
 	rm -rf _build .pytest_cache

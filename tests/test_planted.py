@@ -1,0 +1,39 @@
+"""scripts/planted.py, without running a lab: every plant still matches the package's code once
+and changes it, each names a lab that exists, and a stale plant is refused by name."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import planted  # noqa: E402
+
+
+@pytest.mark.parametrize("plant", planted.PLANTS, ids=lambda p: p.lab)
+def test_each_plant_matches_the_package_once_and_changes_it(plant, tmp_path):
+    assert (ROOT / "notebooks" / plant.lab).is_file()
+    package = tmp_path / "diffcourse"
+    shutil.copytree(ROOT / "diffcourse", package)
+    before = (package / plant.file).read_text()
+    planted.apply(plant, package)
+    after = (package / plant.file).read_text()
+    assert after != before and after.count(plant.new) == before.count(plant.new) + 1
+    compile(after, plant.file, "exec")  # the mistake is still Python
+
+
+def test_every_lab_has_a_plant():
+    labs = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted({p.lab for p in planted.PLANTS}) == labs
+
+
+def test_a_stale_plant_is_refused_naming_the_file(tmp_path):
+    shutil.copytree(ROOT / "diffcourse", tmp_path / "diffcourse")
+    stale = planted.PLANTS[0]._replace(old="no such code")
+    with pytest.raises(ValueError, match="diffcourse/targets.py"):
+        planted.apply(stale, tmp_path / "diffcourse")
