@@ -3,6 +3,7 @@ and changes it, each names a lab that exists, and a stale plant is refused by na
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -37,3 +38,17 @@ def test_a_stale_plant_is_refused_naming_the_file(tmp_path):
     stale = planted.PLANTS[0]._replace(old="no such code")
     with pytest.raises(ValueError, match="diffcourse/targets.py"):
         planted.apply(stale, tmp_path / "diffcourse")
+
+
+@pytest.mark.parametrize(
+    "cells, status",
+    [(["x = 1", "assert x == 1"], 0), (["x = 1", "assert x == 2"], 3), (["x = 1 / 0"], 4)],
+    ids=["passes", "an assert stops it", "another error"],
+)
+def test_a_lab_run_tells_an_assert_from_other_errors(cells, status, tmp_path, monkeypatch):
+    """Only a failed assert counts as caught: a plant that crashes the lab proves nothing."""
+    monkeypatch.chdir(tmp_path)  # _run_lab moves into the lab's folder
+    cell = [{"cell_type": "code", "source": source} for source in cells]
+    lab = tmp_path / "lab.ipynb"
+    lab.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "# a lab"}, *cell]}))
+    assert planted._run_lab(lab) == status
