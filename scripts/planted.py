@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,7 @@ class Plant(NamedTuple):
     old: str  # exact text that occurs once in that file
     new: str  # the planted mistake
     what: str  # the mistake, in words
+    quick: bool = False  # caught before the lab trains anything: `make test` runs it
 
 
 PLANTS: List[Plant] = [
@@ -49,6 +50,7 @@ PLANTS: List[Plant] = [
         "return (x_t - (1 - a).sqrt() * eps) / a.sqrt()",
         "return (x_t - 1.001 * (1 - a).sqrt() * eps) / a.sqrt()",
         "x0 from eps (Luo eq. 115) with the noise term 0.1% too large",
+        quick=True,
     ),
     Plant(
         "02_conditional.ipynb",
@@ -56,6 +58,7 @@ PLANTS: List[Plant] = [
         "formula.append((1 - a) * grad.pow(2).sum(1))",
         "formula.append((1 - a) ** 0.5 * grad.pow(2).sum(1))",
         "the label's gain G_t with sqrt(1 - alpha_bar) for (1 - alpha_bar)",
+        quick=True,
     ),
     Plant(
         "03_bayes_scores.ipynb",
@@ -63,6 +66,7 @@ PLANTS: List[Plant] = [
         "return ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)",
         "return ((resp_y - 0.99 * resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)",
         "grad log p(y|x) (Luo eq. 165 rearranged) with the unconditional term 1% short",
+        quick=True,
     ),
     Plant(
         "04_classifier_guidance.ipynb",
@@ -84,6 +88,7 @@ PLANTS: List[Plant] = [
         "delta = 2 * alpha * (snr * z_norm",
         "delta = alpha * (snr * z_norm",
         "the corrector's Langevin step size without its factor 2",
+        quick=True,
     ),
     Plant(
         "06_what_guidance_samples.ipynb",
@@ -91,6 +96,7 @@ PLANTS: List[Plant] = [
         "classifier_free_guidance(score_to_eps(cond, a), score_to_eps(uncond, a), gamma)",
         "classifier_free_guidance(score_to_eps(uncond, a), score_to_eps(cond, a), gamma)",
         "exact eq. 170 with its two branches swapped",
+        quick=True,
     ),
     Plant(
         "07_guidance_on_images.ipynb",
@@ -112,6 +118,7 @@ PLANTS: List[Plant] = [
         "return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
         "return 0.9 * eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
         "DDIM's step noise sigma 10% short at eta = 1",
+        quick=True,
     ),
     Plant(
         "08b_guidance_variants.ipynb",
@@ -119,6 +126,7 @@ PLANTS: List[Plant] = [
         "lambda step: gamma if t_low <= step <= t_high else 1.0",
         "lambda step: 1.0 if t_low <= step <= t_high else gamma",
         "interval guidance swapped: guided outside the interval, conditional inside",
+        quick=True,
     ),
     Plant(
         "08b_guidance_variants.ipynb",
@@ -126,6 +134,7 @@ PLANTS: List[Plant] = [
         "(self.gamma - 1) * (delta - parallel + self.eta * parallel)",
         "(self.gamma - 1) * (parallel + self.eta * (delta - parallel))",
         "APG damping the orthogonal part instead of the parallel one",
+        quick=True,
     ),
     Plant(
         "08c_variants_on_digits.ipynb",
@@ -140,6 +149,7 @@ PLANTS: List[Plant] = [
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma - 1)])",
         "a negative prompt's weight read as gamma - 1 (the w of Ho and Salimans)",
+        quick=True,
     ),
     Plant(
         "10_conditions_exact.ipynb",
@@ -147,6 +157,7 @@ PLANTS: List[Plant] = [
         "return x + delta * score + (2 * delta) ** 0.5 * noise",
         "return x + delta * score + delta**0.5 * noise",
         "the Langevin corrector's noise without its factor 2",
+        quick=True,
     ),
     Plant(
         "10_conditions_learned.ipynb",
@@ -222,8 +233,9 @@ def apply(plant: Plant, package: Path, dry_run: bool = False) -> None:
         path.write_text(text.replace(plant.old, plant.new))
 
 
-def check(plant: Plant) -> tuple:
-    """Run ``plant``'s lab against a planted copy of the package: (caught, what it said, seconds)."""
+def check(plant: Plant, timeout: Optional[float] = None) -> tuple:
+    """Run ``plant``'s lab against a planted copy of the package: (caught, what it said, seconds).
+    A lab still running after ``timeout`` seconds is stopped and counts as not caught."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(
             ROOT / "diffcourse",
@@ -235,12 +247,16 @@ def check(plant: Plant) -> tuple:
         env.setdefault("DIFFCOURSE_PLANTED_CACHE", str(ROOT / "_build" / ".planted_cache"))
         env["DIFFCOURSE_CACHE"] = env["DIFFCOURSE_PLANTED_CACHE"]
         start = time.time()
-        run = subprocess.run(
-            [sys.executable, __file__, "--run-lab", str(ROOT / "notebooks" / plant.lab)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        try:
+            run = subprocess.run(
+                [sys.executable, __file__, "--run-lab", str(ROOT / "notebooks" / plant.lab)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return False, f"still running after {timeout:g} s", time.time() - start
         seconds = time.time() - start
     said = [line for line in run.stdout.splitlines() if line.startswith("PLANTED: ")]
     if run.returncode == 3:
@@ -255,11 +271,13 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("labs", nargs="*", help="run only the plants of labs starting so")
     parser.add_argument("--list", action="store_true", help="list the plants, run nothing")
+    parser.add_argument("--quick", action="store_true", help="only the plants make test runs")
     parser.add_argument("--run-lab", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_lab:
         return _run_lab(args.run_lab)
     plants = [p for p in PLANTS if not args.labs or p.lab.startswith(tuple(args.labs))]
+    plants = [p for p in plants if p.quick or not args.quick]
     if not plants:
         parser.error(f"no plant for the labs {args.labs}")
     for plant in plants:  # every plant still matches the package, before any lab runs

@@ -1,5 +1,6 @@
-"""scripts/planted.py, without running a lab: every plant still matches the package's code once
-and changes it, each names a lab that exists, and a stale plant is refused by name."""
+"""scripts/planted.py: every plant still matches the package's code once and changes it, each lab
+has one, a stale plant is refused by name, and the quick plants (those a lab catches before it
+trains anything) stop their labs at an assert here, in `make test`; `make planted` runs them all."""
 
 from __future__ import annotations
 
@@ -52,3 +53,14 @@ def test_a_lab_run_tells_an_assert_from_other_errors(cells, status, tmp_path, mo
     lab = tmp_path / "lab.ipynb"
     lab.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "# a lab"}, *cell]}))
     assert planted._run_lab(lab) == status
+
+
+QUICK = [p for p in planted.PLANTS if p.quick]
+
+
+@pytest.mark.parametrize("plant", QUICK, ids=lambda p: f"{p.lab}: {p.what}")
+def test_a_quick_plant_stops_its_lab_at_an_assert(plant, monkeypatch):
+    """With the model cache off, a lab that got as far as training would overrun the timeout."""
+    monkeypatch.setenv("DIFFCOURSE_PLANTED_CACHE", "off")
+    caught, said, seconds = planted.check(plant, timeout=90)
+    assert caught, f"{plant.lab}: {plant.what}: {said}"
