@@ -125,7 +125,8 @@ kernel: setup
 test: lint unit nbval book-strict built links browser lab-check
 
 # Each lab against an error planted on purpose in a formula it teaches (scripts/planted.py lists
-# them): every lab must stop at one of its asserts. About as long as nbval; not part of `make test`.
+# them): every lab must stop at one of its asserts. About half as long as nbval. `make test` runs
+# only the quick ones (caught before their lab trains anything), in tests/test_planted.py.
 planted: setup
 	$(BIN)/python scripts/planted.py
 

@@ -9,12 +9,14 @@ with some other error, is reported as not caught, and the exit status is 1.
     python scripts/planted.py            # every plant, one lab after another (make planted)
     python scripts/planted.py 04 08b     # the plants of the labs whose names start so
     python scripts/planted.py --list     # what each plant changes, without running anything
+    python scripts/planted.py --quick    # only the plants caught before their lab trains anything
+                                         # (tests/test_planted.py runs them in `make test`)
 
 The repository is never edited: the package is copied into a temporary folder that comes first
 on the lab's import path. The labs train into their own model cache (DIFFCOURSE_PLANTED_CACHE,
 default _build/.planted_cache): a plant in a file that training reads changes the cache's key and
-trains afresh anyway, and the cache `make test` uses stays clean. A run takes about as long as
-nbval on a fresh clone (every lab once).
+trains afresh anyway, and the cache `make test` uses stays clean. A run of every plant takes about
+half as long as nbval on a fresh clone.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ PLANTS: List[Plant] = [
         "mixture.py",
         "return ((resp_y - resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)",
         "return ((resp_y - 0.99 * resp).to(self._prec_mu.dtype) @ self._prec_mu).to(self.dtype)",
-        "grad log p(y|x) (Luo eq. 165 rearranged) with the unconditional term 1% short",
+        "grad log p(y|x) (Luo eq. 165 rearranged) with the unconditional responsibilities 1% short",
         quick=True,
     ),
     Plant(
@@ -80,7 +82,7 @@ PLANTS: List[Plant] = [
         "guidance.py",
         '"uncond")\n    return gamma * cond + (1 - gamma) * uncond',
         '"uncond")\n    return cond + gamma * (cond - uncond)',
-        "eq. 170 in the other convention (w = gamma read as gamma - 1)",
+        "eq. 170 with gamma used as Ho and Salimans' w (which is gamma - 1)",
     ),
     Plant(
         "06_what_guidance_samples.ipynb",
@@ -117,7 +119,7 @@ PLANTS: List[Plant] = [
         "samplers.py",
         "return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
         "return 0.9 * eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
-        "DDIM's step noise sigma 10% short at eta = 1",
+        "DDIM's step noise sigma 10% short at every eta > 0 (eta = 1 no longer DDPM)",
         quick=True,
     ),
     Plant(
@@ -156,7 +158,7 @@ PLANTS: List[Plant] = [
         "samplers.py",
         "return x + delta * score + (2 * delta) ** 0.5 * noise",
         "return x + delta * score + delta**0.5 * noise",
-        "the Langevin corrector's noise without its factor 2",
+        "chapter 6's Langevin corrector, which the lab uses, without its noise's factor 2",
         quick=True,
     ),
     Plant(
@@ -192,29 +194,29 @@ PLANTS: List[Plant] = [
 
 def _run_lab(path: Path) -> int:
     """Run the lab's code cells in this process, in order; the exit status says how it ended:
-    0 every cell passed, 3 an assert failed, 4 another error."""
+    0 every cell passed, 3 an assert of the lab failed, 4 any other error (an AssertionError
+    raised outside the lab's own cells included)."""
     os.chdir(path.parent)
-    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    sources = {}  # a cell's name in tracebacks -> its code
     namespace = {"__name__": "__main__"}
-    for i, cell in enumerate(cells):
-        source = "".join(cell["source"])
+    for i, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
+        name = f"{path.name}, code cell {i + 1}"
+        sources[name] = "".join(cell["source"])
         try:
-            exec(compile(source, f"{path.name}, code cell {i}", "exec"), namespace)
+            exec(compile(sources[name], name, "exec", dont_inherit=True), namespace)
         except AssertionError:
-            line = traceback.extract_tb(sys.exc_info()[2])[-1]
-            at = (
-                source.splitlines()[line.lineno - 1].strip()
-                if line.filename.startswith(path.name)
-                else ""
-            )
-            print(f"PLANTED: assert failed in code cell {i + 1}: {at or line.line}", flush=True)
-            return 3
+            frame = traceback.extract_tb(sys.exc_info()[2])[-1]
+            if frame.filename in sources:
+                at = sources[frame.filename].splitlines()[frame.lineno - 1].strip()
+                print(f"PLANTED: assert failed in {frame.filename[len(path.name) + 2 :]}: {at}")
+                return 3
+            traceback.print_exc()
+            print(f"PLANTED: code cell {i + 1} stopped at an AssertionError outside the lab")
+            return 4
         except Exception:
             traceback.print_exc()
-            print(
-                f"PLANTED: code cell {i + 1} stopped with an error that is not an assert",
-                flush=True,
-            )
+            print(f"PLANTED: code cell {i + 1} stopped with an error that is not an assert")
             return 4
     return 0
 
@@ -223,19 +225,30 @@ def apply(plant: Plant, package: Path, dry_run: bool = False) -> None:
     """Write ``plant`` into the package copy at ``package``; its text must occur there once
     (``dry_run``: only check that)."""
     path = package / plant.file
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if text.count(plant.old) != 1:
         raise ValueError(
             f"{plant.lab}: the text to replace occurs {text.count(plant.old)} times "
             f"in diffcourse/{plant.file}, not once: {plant.old!r}"
         )
     if not dry_run:
-        path.write_text(text.replace(plant.old, plant.new))
+        path.write_text(text.replace(plant.old, plant.new), encoding="utf-8")
 
 
-def check(plant: Plant, timeout: Optional[float] = None) -> tuple:
-    """Run ``plant``'s lab against a planted copy of the package: (caught, what it said, seconds).
-    A lab still running after ``timeout`` seconds is stopped and counts as not caught."""
+class Outcome(NamedTuple):
+    caught: bool  # the lab stopped at one of its own asserts
+    said: str  # that assert, or how the lab ended instead
+    seconds: float
+
+
+def check(plant: Plant, timeout: Optional[float] = None, cache: Optional[Path] = None) -> Outcome:
+    """Run ``plant``'s lab against a planted copy of the package. A lab still running after
+    ``timeout`` seconds is stopped and counts as not caught. ``cache``: the model cache the lab
+    trains into (default: DIFFCOURSE_PLANTED_CACHE, else _build/.planted_cache)."""
+    if cache is None:
+        cache = os.environ.get("DIFFCOURSE_PLANTED_CACHE") or ROOT / "_build" / ".planted_cache"
+    if str(cache) != "off":
+        cache = Path(cache).resolve()  # the lab runs in notebooks/
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(
             ROOT / "diffcourse",
@@ -243,9 +256,9 @@ def check(plant: Plant, timeout: Optional[float] = None) -> tuple:
             ignore=shutil.ignore_patterns("__pycache__"),
         )
         apply(plant, Path(tmp) / "diffcourse")
-        env = dict(os.environ, PYTHONPATH=tmp, MPLBACKEND="Agg")
-        env.setdefault("DIFFCOURSE_PLANTED_CACHE", str(ROOT / "_build" / ".planted_cache"))
-        env["DIFFCOURSE_CACHE"] = env["DIFFCOURSE_PLANTED_CACHE"]
+        path = os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path, MPLBACKEND="Agg", DIFFCOURSE_CACHE=str(cache))
+        env.pop("PYTHONOPTIMIZE", None)  # -O would strip every assert
         start = time.time()
         try:
             run = subprocess.run(
@@ -256,22 +269,27 @@ def check(plant: Plant, timeout: Optional[float] = None) -> tuple:
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            return False, f"still running after {timeout:g} s", time.time() - start
+            return Outcome(False, f"still running after {timeout:g} s", time.time() - start)
         seconds = time.time() - start
-    said = [line for line in run.stdout.splitlines() if line.startswith("PLANTED: ")]
+    said = [
+        line[len("PLANTED: ") :] for line in run.stdout.splitlines() if line.startswith("PLANTED: ")
+    ]
     if run.returncode == 3:
-        return True, said[-1][len("PLANTED: ") :], seconds
+        return Outcome(True, said[-1], seconds)
     if run.returncode == 0:
-        return False, "every cell passed", seconds
-    tail = (run.stdout + run.stderr).strip().splitlines()[-6:]
-    return False, "\n    ".join(["stopped with another error:", *tail]), seconds
+        return Outcome(False, "every cell passed", seconds)
+    tail = run.stderr.strip().splitlines()[-6:]
+    return Outcome(False, "\n    ".join([*said[-1:], *tail]), seconds)
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("labs", nargs="*", help="run only the plants of labs starting so")
     parser.add_argument("--list", action="store_true", help="list the plants, run nothing")
     parser.add_argument("--quick", action="store_true", help="only the plants make test runs")
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds a lab may run (default 900)"
+    )
     parser.add_argument("--run-lab", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_lab:
@@ -279,7 +297,7 @@ def main(argv: List[str] | None = None) -> int:
     plants = [p for p in PLANTS if not args.labs or p.lab.startswith(tuple(args.labs))]
     plants = [p for p in plants if p.quick or not args.quick]
     if not plants:
-        parser.error(f"no plant for the labs {args.labs}")
+        parser.error(f"no {'quick ' if args.quick else ''}plant for the labs {args.labs}")
     for plant in plants:  # every plant still matches the package, before any lab runs
         apply(plant, ROOT / "diffcourse", dry_run=True)
     missed = 0
@@ -291,7 +309,7 @@ def main(argv: List[str] | None = None) -> int:
         )
         if args.list:
             continue
-        caught, said, seconds = check(plant)
+        caught, said, seconds = check(plant, args.timeout)
         missed += not caught
         print(f"    {'caught' if caught else 'NOT CAUGHT'} ({seconds:.0f} s): {said}", flush=True)
     if not args.list:

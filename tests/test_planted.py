@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import planted  # noqa: E402
 
 
-@pytest.mark.parametrize("plant", planted.PLANTS, ids=lambda p: p.lab)
+@pytest.mark.parametrize("plant", planted.PLANTS, ids=lambda p: f"{p.lab}: {p.what}")
 def test_each_plant_matches_the_package_once_and_changes_it(plant, tmp_path):
     assert (ROOT / "notebooks" / plant.lab).is_file()
     package = tmp_path / "diffcourse"
@@ -43,8 +43,20 @@ def test_a_stale_plant_is_refused_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "cells, status",
-    [(["x = 1", "assert x == 1"], 0), (["x = 1", "assert x == 2"], 3), (["x = 1 / 0"], 4)],
-    ids=["passes", "an assert stops it", "another error"],
+    [
+        (["x = 1", "assert x == 1"], 0),
+        (["x = 1", "assert x == 2"], 3),
+        (["def f(x):\n    assert x > 0", "f(1)", "f(-1)"], 3),
+        (["x = 1 / 0"], 4),
+        (["import unittest", "unittest.TestCase().assertEqual(1, 2)"], 4),
+    ],
+    ids=[
+        "passes",
+        "an assert stops it",
+        "an assert of an earlier cell's function",
+        "another error",
+        "an AssertionError raised outside the lab",
+    ],
 )
 def test_a_lab_run_tells_an_assert_from_other_errors(cells, status, tmp_path, monkeypatch):
     """Only a failed assert counts as caught: a plant that crashes the lab proves nothing."""
@@ -59,8 +71,9 @@ QUICK = [p for p in planted.PLANTS if p.quick]
 
 
 @pytest.mark.parametrize("plant", QUICK, ids=lambda p: f"{p.lab}: {p.what}")
-def test_a_quick_plant_stops_its_lab_at_an_assert(plant, monkeypatch):
-    """With the model cache off, a lab that got as far as training would overrun the timeout."""
-    monkeypatch.setenv("DIFFCOURSE_PLANTED_CACHE", "off")
-    caught, said, seconds = planted.check(plant, timeout=90)
+def test_a_quick_plant_stops_its_lab_at_an_assert_before_any_training(plant, tmp_path):
+    """Each run gets an empty model cache: a lab that trained a model would leave it there."""
+    cache = tmp_path / "cache"
+    caught, said, _ = planted.check(plant, timeout=120, cache=cache)
     assert caught, f"{plant.lab}: {plant.what}: {said}"
+    assert not cache.exists() or not any(cache.iterdir()), f"{plant.lab} trained a model"
