@@ -800,6 +800,22 @@ def exact_cfg_velocity_fn(
 # ---- chapter 12: tilted laws in any dimension, and p_t(y | x_t) as a callable ----------------------------
 
 
+def _rejection_plan(mixture: GaussianMixture, y: int, gamma: float, n: int) -> tuple:
+    """The checked label, the power of p(y|x) that keeps a proposal, and the proposal's class
+    (None: from p(x)) of :func:`sample_tilted_rejection`."""
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, (int, float))
+        or not math.isfinite(gamma)
+        or gamma < 0
+    ):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    label = int(mixture._check_y(y, 1)[0])
+    return (label, gamma - 1, label) if gamma >= 1 else (label, gamma, None)
+
+
 def sample_tilted_rejection(
     mixture: GaussianMixture,
     y: int,
@@ -818,19 +834,9 @@ def sample_tilted_rejection(
     where the acceptance rate falls below ``min_acceptance`` a ValueError says so. Draws are made on the
     generator's device and returned on the mixture's.
     """
-    if (
-        isinstance(gamma, bool)
-        or not isinstance(gamma, (int, float))
-        or not math.isfinite(gamma)
-        or gamma < 0
-    ):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    label, power, proposal_y = _rejection_plan(mixture, y, gamma, n)
     if not isinstance(min_acceptance, (int, float)) or not 0 < min_acceptance <= 1:
         raise ValueError(f"min_acceptance must lie in (0, 1], got {min_acceptance!r}")
-    label = int(mixture._check_y(y, 1)[0])
-    power, proposal_y = (gamma - 1, label) if gamma >= 1 else (gamma, None)
     dev = generator.device if generator is not None else mixture.device
     kept, total, proposed = [], 0, 0
     batch = n
@@ -851,6 +857,22 @@ def sample_tilted_rejection(
             )
         batch = min(max(int(1.2 * (n - total) / rate) + 16, 16), 50 * n)
     return torch.cat(kept)[:n]
+
+
+def tilted_acceptance(
+    mixture: GaussianMixture,
+    y: int,
+    gamma: float,
+    n: int,
+    generator: Optional[torch.Generator] = None,
+) -> float:
+    """The share of proposals :func:`sample_tilted_rejection` keeps, averaged over ``n`` proposals:
+    E[p(y|x)^(gamma - 1)] over x ~ p(x|y) for gamma >= 1, E[p(y|x)^gamma] over x ~ p(x) below 1
+    (chapter 12's exercise 12.1 shows it equals p(y)^(gamma - 1) Z_gamma, resp. p(y)^gamma Z_gamma).
+    Close to 1 where the classes barely overlap; 1 exactly at gamma = 1."""
+    label, power, proposal_y = _rejection_plan(mixture, y, gamma, n)
+    x, _ = mixture.sample(n, proposal_y, generator=generator)
+    return (power * mixture.class_log_posterior(x)[:, label].double()).exp().mean().item()
 
 
 def exact_log_ratio_fn(

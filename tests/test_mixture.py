@@ -279,7 +279,12 @@ def test_tilted_bad_input():
 
 # ---- chapter 12: tilted draws by rejection, class_mixture, the exact log ratio --------------------------
 
-from diffcourse.mixture import class_mixture, exact_log_ratio_fn, sample_tilted_rejection  # noqa: E402
+from diffcourse.mixture import (  # noqa: E402
+    class_mixture,
+    exact_log_ratio_fn,
+    sample_tilted_rejection,
+    tilted_acceptance,
+)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 3.0])
@@ -322,6 +327,38 @@ def test_rejection_refuses_a_hopeless_acceptance_rate():
         sample_tilted_rejection(mix, 0, 2.0, 0)
     with pytest.raises(ValueError, match="y"):
         sample_tilted_rejection(mix, 3, 2.0, 10)
+
+
+def test_tilted_acceptance_in_closed_form_and_by_quadrature():
+    """Two classes with the same component: p(y|x) = p(y) everywhere, so the share kept is
+    p(y)^(gamma - 1) above gamma = 1 and p(y)^gamma below. On overlapping 1-D classes it is
+    exercise 12.1's p(y)^(gamma - 1) Z_gamma (p(y)^gamma Z_gamma below 1), Z_gamma the integral of
+    p(x|y)^gamma p(x)^(1 - gamma) on a fine grid."""
+    f64 = dict(dtype=torch.float64)
+    same = GaussianMixture(
+        torch.zeros(2, 1, **f64),
+        torch.ones(2, 1, 1, **f64),
+        torch.tensor([0.3, 0.7], **f64),
+        torch.tensor([0, 1]),
+    )
+    for gamma, want in ((3.0, 0.3**2), (1.0, 1.0), (0.5, 0.3**0.5)):
+        assert abs(tilted_acceptance(same, 0, gamma, 200) - want) < 1e-12, gamma
+    mix = GaussianMixture(
+        torch.tensor([[-1.0], [0.5], [1.5]], **f64),
+        torch.ones(3, 1, 1, **f64),
+        torch.tensor([0.5, 0.3, 0.2], **f64),
+        torch.tensor([0, 1, 1]),
+    )
+    x = torch.linspace(-15, 15, 60001, **f64)[:, None]
+    log_px, log_pxy = mix.log_prob(x), mix.log_prob(x, 1)
+    for gamma in (3.0, 0.5):
+        z = torch.trapezoid((gamma * log_pxy + (1 - gamma) * log_px).exp(), x[:, 0])
+        want = (0.5 ** (gamma - 1 if gamma >= 1 else gamma) * z).item()
+        share = tilted_acceptance(mix, 1, gamma, 400000, torch.Generator().manual_seed(0))
+        assert 0.05 < want < 0.95 and abs(share - want) < 0.005, (gamma, share, want)
+    for bad, match in (((0, -1.0, 10), "gamma"), ((0, 2.0, 0), "n"), ((5, 2.0, 10), "y")):
+        with pytest.raises(ValueError, match=match):
+            tilted_acceptance(mix, *bad)
 
 
 def test_class_mixture_has_the_conditional_score_at_every_level():
