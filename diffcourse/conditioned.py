@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .guidance import negative_prompt_eps_fn
+from .layers import Conv2d, Linear
 from .metrics import diversity, fidelity
 from .models import UNet, _check_images
 from .samplers import ddim_sample
@@ -53,7 +54,7 @@ class _ConditionedUNet(UNet):
     ):
         super().__init__(channels=channels, size=size, T=T, num_classes=0, width=width, mults=mults)
         if extra_channels:
-            self.inp = nn.Conv2d(channels + extra_channels, width, 3, padding=1)
+            self.inp = Conv2d(channels + extra_channels, width, 3, padding=1)
         widths = [width * m for m in mults]
         self.attn = (
             nn.ModuleList(
@@ -104,7 +105,7 @@ class CaptionUNet(_ConditionedUNet):
     ):
         super().__init__(channels, size, T, width, mults, context_dim=text_dim, heads=heads)
         self.text = TextEncoder(dim=text_dim, layers=text_layers, heads=heads)
-        self.text_emb = nn.Linear(text_dim, 4 * width)
+        self.text_emb = Linear(text_dim, 4 * width)
 
     def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """The empty caption's tokens, shaped like ``cond``."""

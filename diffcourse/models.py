@@ -18,6 +18,7 @@ from torch import nn
 from . import checks
 from .checks import check_choice, check_int, check_steps, check_tensor
 from .flow import check_gammas, check_times
+from .layers import Conv2d, GroupNorm
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
@@ -238,15 +239,15 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
         super().__init__()
         self.norm1, self.conv1 = (
-            nn.GroupNorm(min(8, c_in), c_in),
-            nn.Conv2d(c_in, c_out, 3, padding=1),
+            GroupNorm(min(8, c_in), c_in),
+            Conv2d(c_in, c_out, 3, padding=1),
         )
         self.norm2, self.conv2 = (
-            nn.GroupNorm(min(8, c_out), c_out),
-            nn.Conv2d(c_out, c_out, 3, padding=1),
+            GroupNorm(min(8, c_out), c_out),
+            Conv2d(c_out, c_out, 3, padding=1),
         )
         self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
@@ -306,22 +307,22 @@ class UNet(_NullLabel, nn.Module):
         widths = [width * m for m in mults]
         emb_dim = 4 * width
         self.embed = _Embedding(T, emb_dim, num_classes)
-        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.inp = Conv2d(channels, width, 3, padding=1)
         self.down = nn.ModuleList(
             ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths)
         )
-        self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
+        self.pool = nn.ModuleList(Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
         self.mid = ResBlock(widths[-1], widths[-1], emb_dim)
         ups = list(reversed(widths))
         self.up = nn.ModuleList(
             ResBlock(2 * c, c, emb_dim) for c in ups
         )  # input: h and the skip, c each
         self.unpool = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c_next, 3, padding=1))
+            nn.Sequential(nn.Upsample(scale_factor=2), Conv2d(c, c_next, 3, padding=1))
             for c, c_next in zip(ups[:-1], ups[1:])
         )
         self.out = nn.Sequential(
-            nn.GroupNorm(min(8, width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+            GroupNorm(min(8, width), width), nn.SiLU(), Conv2d(width, channels, 3, padding=1)
         )
 
     def forward(
@@ -401,13 +402,13 @@ class ConvClassifier(nn.Module):
         widths = [width * m for m in mults]
         emb_dim = 4 * width if T is not None else 0
         self.embed = _Embedding(T, emb_dim, 0) if T is not None else None
-        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.inp = Conv2d(channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(
             ResBlock(c_in, c, emb_dim) for c_in, c in zip([width] + widths, widths)
         )
-        self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
+        self.pool = nn.ModuleList(Conv2d(c, c, 3, stride=2, padding=1) for c in widths[:-1])
         self.hidden = nn.Sequential(
-            nn.GroupNorm(min(8, widths[-1]), widths[-1]),
+            GroupNorm(min(8, widths[-1]), widths[-1]),
             nn.SiLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),

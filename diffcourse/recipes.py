@@ -52,6 +52,7 @@ SOURCES = (
     "text.py",
     "conditioned.py",
     "flow.py",
+    "layers.py",
 )
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .layers import GroupNorm, LayerNorm, Linear
+
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PAD, START = 0, 1
 VOCAB = (
@@ -284,18 +286,18 @@ class TextEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             nn.ModuleDict(
                 {
-                    "norm1": nn.LayerNorm(dim),
-                    "qkv": nn.Linear(dim, 3 * dim),
-                    "proj": nn.Linear(dim, dim),
-                    "norm2": nn.LayerNorm(dim),
+                    "norm1": LayerNorm(dim),
+                    "qkv": Linear(dim, 3 * dim),
+                    "proj": Linear(dim, dim),
+                    "norm2": LayerNorm(dim),
                     "mlp": nn.Sequential(
-                        nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                        Linear(dim, 2 * dim), nn.GELU(), Linear(2 * dim, dim)
                     ),
                 }
             )
             for _ in range(layers)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         check_tokens(
@@ -327,10 +329,10 @@ class CrossAttention(nn.Module):
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.heads = heads
-        self.norm = nn.GroupNorm(min(8, channels), channels)
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(context_dim, 2 * channels)
-        self.out = nn.Linear(channels, channels)
+        self.norm = GroupNorm(min(8, channels), channels)
+        self.q = Linear(channels, channels)
+        self.kv = Linear(context_dim, 2 * channels)
+        self.out = Linear(channels, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

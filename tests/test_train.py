@@ -479,6 +479,29 @@ def test_the_same_weights_at_any_thread_count(classifier):
     assert torch.equal(two, _weights_after_training(1, classifier))
 
 
+@pytest.mark.parametrize("name", ["ch7-unet", "ch7-guide", "ch10-captions"])
+def test_the_convolutional_networks_too(name):
+    """The U-Net, the noise-aware classifier and the caption U-Net (text encoder and
+    cross-attention), 8 steps of their recipes at batch 128: the same weights at 1 and 2 threads,
+    which their torch.nn layers did not give (diffcourse.layers)."""
+    import dataclasses
+
+    from diffcourse import recipes
+
+    recipe = dataclasses.replace(recipes.get(name), steps=8)
+
+    def weights(threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            model, _ = recipe.train(device="cpu", progress=False)
+            return torch.cat([p.detach().flatten() for p in model.parameters()])
+        finally:
+            torch.set_num_threads(before)
+
+    assert torch.equal(weights(1), weights(2))
+
+
 # ---- chapter 10: condition dropout for any condition -----------------------------------------------------
 from torch import nn as _nn  # noqa: E402
 

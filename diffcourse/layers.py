@@ -1,0 +1,164 @@
+"""Layers that train to the same weights, bit for bit, at 1, 2 or 4 CPU threads.
+
+A weight's gradient is a sum over the batch (and over pixels or tokens). PyTorch's CPU kernels for
+a convolution's weight gradient, a normalisation's backward and a matrix product with a long sum
+split that sum between threads, so the last bits of the weights depend on the thread count. The
+layers below are their ``torch.nn`` namesakes with those sums done in a fixed order: a convolution's
+weight gradient as a forward convolution (:func:`conv2d_weight_grad`), a linear layer's over tokens
+or pixels one sample at a time (``bmm``, then the batch added), the normalisations' backward as plain
+reductions over each sample's groups. Each of these splits between threads by output element, never
+within one sum. The forward passes are their namesakes' (LayerNorm, small in chapter 10's text
+encoder, is written out whole, which moves its output by float rounding); off the CPU each layer is
+its namesake entirely.
+
+Counts that split a tensor off the vector width (3, 5 or 6 threads) still change the last bits:
+PyTorch's elementwise kernels compute each thread's remainder in a scalar loop. README,
+"Reproducibility"; ``tests/test_layers.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _stable(x: torch.Tensor, module: nn.Module) -> bool:
+    return module.training and x.device.type == "cpu" and torch.is_grad_enabled()
+
+
+def conv2d_weight_grad(
+    x: torch.Tensor, g: torch.Tensor, kernel_size: int, stride, padding
+) -> torch.Tensor:
+    """conv2d's weight gradient, sum over n and output pixels p of g[n, o, p] x[n, i, p + k]: itself a
+    forward convolution of x with g as the filter, the batch taking the channels' place. A forward
+    convolution splits its work between threads by output element, and each output here is a whole
+    sum, added in one order at any thread count. A stride becomes the dilation of g; the rows past
+    the kernel, which the last padding adds, are cut."""
+    grad_w = F.conv2d(x.transpose(0, 1), g.transpose(0, 1), padding=padding, dilation=stride)
+    return grad_w[:, :, :kernel_size, :kernel_size].transpose(0, 1)
+
+
+class _Conv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:  # split by output element already
+            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, ctx.stride, ctx.padding)
+        if ctx.needs_input_grad[1]:
+            grad_w = conv2d_weight_grad(x, g, weight.shape[-1], ctx.stride, ctx.padding)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _LinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g @ weight
+        if ctx.needs_input_grad[1]:  # [N, rows, out] and [N, rows, in]: rows are tokens, pixels
+            n = len(x)  # each sample's sum, then the batch's
+            grad_w = torch.bmm(
+                g.reshape(n, -1, g.shape[-1]).transpose(1, 2), x.reshape(n, -1, x.shape[-1])
+            ).sum(0)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.reshape(-1, g.shape[-1]).sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class Conv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` (zero padding, no groups or dilation) whose weight gradient sums
+    the batch in a fixed order while it trains on a CPU."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros":
+            raise ValueError(
+                "Conv2d: groups, dilation and padding_mode must be left at their defaults"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _stable(x, self):
+            return _Conv2dFn.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return super().forward(x)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` whose weight gradient, for inputs [N, ..., in] with rows beyond the
+    batch (tokens, pixels), sums them per sample and then over the batch while it trains on a CPU.
+    On [N, in] the product's sum runs over the batch alone, short enough to stay whole."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 2 and _stable(x, self):
+            return _LinearFn.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class _GroupNormFn(torch.autograd.Function):
+    """PyTorch's own group norm forward (it splits by sample and group, so it is the same at any
+    thread count), with the backward written as plain reductions over each group."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups, eps):
+        n, c = x.shape[:2]
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, rstd = ctx.saved_tensors
+        shape, rstd = (len(x), ctx.groups, -1), rstd[..., None]
+        x_hat = (x.reshape(shape) - mean[..., None]) * rstd  # the normalised x, by group
+        grad_w = (g.reshape(shape) * x_hat).reshape(x.shape).sum((0, 2, 3))
+        grad_b = g.sum((0, 2, 3))
+        # through the normalisation: remove the group means of g' and of g' x_hat, along x_hat
+        gw = (g * weight[:, None, None]).reshape(shape)
+        grad_x = rstd * (
+            gw - gw.mean(-1, keepdim=True) - x_hat * (gw * x_hat).mean(-1, keepdim=True)
+        )
+        return grad_x.reshape(x.shape), grad_w, grad_b, None, None
+
+
+class GroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` (affine, on images [N, C, H, W]) whose backward, on a CPU, is
+    written as plain reductions over each group: the fused CPU backward splits its sums by thread."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and self.affine and x.dim() == 4:
+            return _GroupNormFn.apply(
+                x.contiguous(), self.weight, self.bias, self.num_groups, self.eps
+            )
+        return super().forward(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` written as means and variances over the last dimensions, on a
+    CPU (forward and backward: the fused backward splits its sums for the weights by thread)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        centred = x - x.mean(dims, keepdim=True)
+        h = centred * torch.rsqrt(centred.square().mean(dims, keepdim=True) + self.eps)
+        if not self.elementwise_affine:
+            return h
+        return h * self.weight + (self.bias if self.bias is not None else 0)

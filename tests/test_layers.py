@@ -1,0 +1,133 @@
+"""diffcourse.layers: each layer is its torch.nn namesake (to float rounding), and its weights'
+gradients come out bit for bit the same at 1 and 2 CPU threads, where the namesake's may not."""
+
+import pytest
+import torch
+from torch import nn
+
+from diffcourse import layers
+
+
+def _at_threads(threads: int, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+CASES = {  # (layer kwargs, input shape): the shapes the U-Nets and chapter 10's encoder train
+    "conv 3x3": (
+        nn.Conv2d,
+        layers.Conv2d,
+        dict(in_channels=32, out_channels=32, kernel_size=3, padding=1),
+        (128, 32, 8, 8),
+    ),
+    "conv stride 2": (
+        nn.Conv2d,
+        layers.Conv2d,
+        dict(in_channels=32, out_channels=16, kernel_size=3, stride=2, padding=1),
+        (64, 32, 8, 8),
+    ),
+    "conv 1x1, no bias": (
+        nn.Conv2d,
+        layers.Conv2d,
+        dict(in_channels=24, out_channels=8, kernel_size=1, bias=False),
+        (64, 24, 4, 4),
+    ),
+    "conv to 1 channel": (
+        nn.Conv2d,
+        layers.Conv2d,
+        dict(in_channels=32, out_channels=1, kernel_size=3, padding=1),
+        (128, 32, 8, 8),
+    ),
+    "linear on tokens": (
+        nn.Linear,
+        layers.Linear,
+        dict(in_features=32, out_features=96),
+        (128, 64, 32),
+    ),
+    "linear on rows": (nn.Linear, layers.Linear, dict(in_features=16, out_features=8), (64, 16)),
+    "group norm": (
+        nn.GroupNorm,
+        layers.GroupNorm,
+        dict(num_groups=8, num_channels=32),
+        (128, 32, 8, 8),
+    ),
+    "layer norm": (nn.LayerNorm, layers.LayerNorm, dict(normalized_shape=32), (128, 16, 32)),
+}
+
+
+def _grads(cls, kwargs, shape, seed=0):
+    """The layer's output and every gradient (input and parameters) for a fixed input and g."""
+    torch.manual_seed(seed)
+    layer = cls(**kwargs)
+    for p in layer.parameters():  # away from nn's initial ones and zeros
+        nn.init.normal_(p)
+    x = (torch.randn(shape) * 2 + 0.5).requires_grad_()
+    out = layer(x)
+    out.backward(torch.randn_like(out))
+    return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_layer_is_its_namesake(case):
+    ours, theirs = (_grads(cls, CASES[case][2], CASES[case][3]) for cls in CASES[case][:2])
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):  # float32 sums of up to 8,192 terms, added in another order
+        assert (a - b).abs().max() <= 2e-5 * b.abs().max()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_same_bits_at_one_and_two_threads(case):
+    _, cls, kwargs, shape = CASES[case]
+    one = _at_threads(1, lambda: _grads(cls, kwargs, shape))
+    two = _at_threads(2, lambda: _grads(cls, kwargs, shape))
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_the_namesakes_do_differ():
+    """What the layers are for: nn.Conv2d's own weight gradient, at this size, is not the same at 1
+    and 2 threads on this CPU (skipped where the machine has one core or the kernel happens to agree)."""
+    if torch.get_num_threads() < 2 and _at_threads(2, torch.get_num_threads) < 2:
+        pytest.skip("one thread only")
+    nn_conv, _, kwargs, shape = CASES["conv 3x3"]
+    one = _at_threads(1, lambda: _grads(nn_conv, kwargs, shape))
+    two = _at_threads(2, lambda: _grads(nn_conv, kwargs, shape))
+    if torch.equal(one[2], two[2]):
+        pytest.skip("this CPU's convolution kernel sums the same way at 1 and 2 threads")
+    assert torch.equal(one[0], two[0])  # the forward pass agrees; the weight gradient does not
+
+
+def test_the_weight_gradient_is_a_forward_convolution():
+    torch.manual_seed(2)
+    for stride, padding, k in ((1, 1, 3), (2, 1, 3), (1, 0, 1), (2, 0, 3)):
+        x = torch.randn(5, 3, 9, 9, dtype=torch.float64)
+        w = torch.randn(4, 3, k, k, dtype=torch.float64, requires_grad=True)
+        out = torch.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+        g = torch.randn_like(out)
+        (expected,) = torch.autograd.grad(out, w, g)
+        got = layers.conv2d_weight_grad(x, g, k, (stride, stride), (padding, padding))
+        torch.testing.assert_close(got, expected)
+
+
+def test_outside_training_the_layers_are_their_namesakes():
+    torch.manual_seed(3)
+    conv, lin = layers.Conv2d(4, 4, 3, padding=1).eval(), layers.Linear(4, 4).eval()
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.equal(conv(x), nn.Conv2d.forward(conv, x))
+    assert torch.equal(
+        lin(x.flatten(2).transpose(1, 2)), nn.Linear.forward(lin, x.flatten(2).transpose(1, 2))
+    )
+    with torch.no_grad():
+        assert torch.equal(
+            layers.GroupNorm(2, 4)(x), nn.GroupNorm.forward(layers.GroupNorm(2, 4), x)
+        )
+
+
+def test_conv2d_refuses_what_its_gradient_does_not_cover():
+    for kwargs in (dict(groups=2), dict(dilation=2), dict(padding_mode="reflect")):
+        with pytest.raises(ValueError, match="groups, dilation and padding_mode"):
+            layers.Conv2d(4, 4, 3, padding=1, **kwargs)
