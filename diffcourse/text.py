@@ -290,9 +290,7 @@ class TextEncoder(nn.Module):
                     "qkv": Linear(dim, 3 * dim),
                     "proj": Linear(dim, dim),
                     "norm2": LayerNorm(dim),
-                    "mlp": nn.Sequential(
-                        Linear(dim, 2 * dim), nn.GELU(), Linear(2 * dim, dim)
-                    ),
+                    "mlp": nn.Sequential(Linear(dim, 2 * dim), nn.GELU(), Linear(2 * dim, dim)),
                 }
             )
             for _ in range(layers)
