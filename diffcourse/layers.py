@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_tensor
+
 
 def _stable(x: torch.Tensor, module: nn.Module) -> bool:
     return module.training and x.device.type == "cpu" and torch.is_grad_enabled()
@@ -35,6 +37,16 @@ def conv2d_weight_grad(
     convolution splits its work between threads by output element, and each output here is a whole
     sum, added in one order at any thread count. A stride becomes the dilation of g; the rows past
     the kernel, which the last padding adds, are cut."""
+    check_tensor(x, "x", floating=True, ndim=4)
+    check_tensor(
+        g,
+        "g",
+        floating=True,
+        shape=(len(x), None, None, None),
+        dtype=x.dtype,
+        device=x.device,
+        owner="x",
+    )
     grad_w = F.conv2d(x.transpose(0, 1), g.transpose(0, 1), padding=padding, dilation=stride)
     return grad_w[:, :, :kernel_size, :kernel_size].transpose(0, 1)
 

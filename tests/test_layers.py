@@ -131,3 +131,13 @@ def test_conv2d_refuses_what_its_gradient_does_not_cover():
     for kwargs in (dict(groups=2), dict(dilation=2), dict(padding_mode="reflect")):
         with pytest.raises(ValueError, match="groups, dilation and padding_mode"):
             layers.Conv2d(4, 4, 3, padding=1, **kwargs)
+
+
+def test_the_weight_gradient_names_a_bad_argument():
+    x, g = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        layers.conv2d_weight_grad(x[0], g, 3, (1, 1), (1, 1))
+    with pytest.raises(ValueError, match="g must have shape"):
+        layers.conv2d_weight_grad(x, g[:1], 3, (1, 1), (1, 1))
+    with pytest.raises(TypeError, match="g has dtype"):
+        layers.conv2d_weight_grad(x, g.double(), 3, (1, 1), (1, 1))
