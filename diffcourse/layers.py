@@ -137,15 +137,25 @@ class _GroupNormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
-        shape, rstd = (len(x), ctx.groups, -1), rstd[..., None]
-        x_hat = (x.reshape(shape) - mean[..., None]) * rstd  # the normalised x, by group
-        grad_w = (g.reshape(shape) * x_hat).reshape(x.shape).sum((0, 2, 3))
-        grad_b = g.sum((0, 2, 3))
-        # through the normalisation: remove the group means of g' and of g' x_hat, along x_hat
-        gw = (g * weight[:, None, None]).reshape(shape)
-        grad_x = rstd * (
-            gw - gw.mean(-1, keepdim=True) - x_hat * (gw * x_hat).mean(-1, keepdim=True)
-        )
+        n, c = x.shape[:2]
+        k = c // ctx.groups  # channels per group
+        xf, gf = x.reshape(n, c, -1), g.reshape(n, c, -1)
+        mean, rstd = mean.repeat_interleave(k, 1), rstd.repeat_interleave(k, 1)  # [N, C]
+        # per sample and channel, sums over the pixels: of g, and of g x_hat
+        g_sum = gf.sum(-1)
+        gx_sum = ((gf * xf).sum(-1) - mean * g_sum) * rstd
+        grad_w, grad_b = gx_sum.sum(0), g_sum.sum(0)
+        # dx = rstd (w g - mean(w g) - x_hat mean(w g x_hat)), the means over the group's
+        # elements, written as coef_g g + coef_x x + const per sample and channel
+        size = k * xf.shape[-1]
+
+        def group_mean(v):  # [N, C] sums over pixels -> the mean over each group, per channel
+            return v.reshape(n, -1, k).sum(-1).repeat_interleave(k, 1) / size
+
+        coef_x = -rstd * rstd * group_mean(weight * gx_sum)
+        const = -rstd * group_mean(weight * g_sum) - coef_x * mean
+        grad_x = (coef_x[..., None] * xf).add_(const[..., None])
+        grad_x.addcmul_((rstd * weight)[..., None], gf)
         return grad_x.reshape(x.shape), grad_w, grad_b, None, None
 
 

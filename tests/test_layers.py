@@ -1,6 +1,8 @@
 """diffcourse.layers: each layer is its torch.nn namesake (to float rounding), and its weights'
 gradients come out bit for bit the same at 1 and 2 CPU threads, where the namesake's may not."""
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -141,3 +143,21 @@ def test_the_weight_gradient_names_a_bad_argument():
         layers.conv2d_weight_grad(x, g[:1], 3, (1, 1), (1, 1))
     with pytest.raises(TypeError, match="g has dtype"):
         layers.conv2d_weight_grad(x, g.double(), 3, (1, 1), (1, 1))
+
+
+def test_the_backward_passes_are_the_derivatives():
+    """gradcheck in float64: each hand-written backward against finite differences."""
+    torch.manual_seed(4)
+
+    def inputs(*shapes):
+        return [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes]
+
+    x, w, b = inputs((3, 4, 5, 5), (6, 4, 3, 3), (6,))
+    for stride, padding in (((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 1), (0, 0))):
+        conv = partial(layers._Conv2dFn.apply, stride=stride, padding=padding)
+        assert torch.autograd.gradcheck(conv, (x, w, b))
+    x, w, b = inputs((3, 7, 4), (5, 4), (5,))
+    assert torch.autograd.gradcheck(layers._LinearFn.apply, (x, w, b))
+    x, w, b = inputs((3, 8, 4, 4), (8,), (8,))
+    fn = lambda x, w, b: layers._GroupNormFn.apply(x, w, b, 4, 1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
