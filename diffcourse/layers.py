@@ -1,26 +1,31 @@
 """Layers that train to the same weights, bit for bit, at 1, 2 or 4 CPU threads.
 
-A weight's gradient is a sum over the batch (and over pixels or tokens). PyTorch's CPU kernels for
-a convolution's weight gradient, a normalisation's backward and a matrix product with a long sum
+A weight's gradient is a sum over the batch (and over pixels or tokens). On a CPU, PyTorch's kernels
+for a convolution's weight gradient, a group norm's backward and a matrix product with a long sum
 split that sum between threads, so the last bits of the weights depend on the thread count. The
-layers below are their ``torch.nn`` namesakes with those sums done in a fixed order: a convolution's
-weight gradient as a forward convolution (:func:`conv2d_weight_grad`), a linear layer's over tokens
-or pixels one sample at a time (``bmm``, then the batch added), the normalisations' backward as plain
-reductions over each sample's groups. Each of these splits between threads by output element, never
-within one sum. The forward passes are their namesakes' (LayerNorm, small in chapter 10's text
-encoder, is written out whole, which moves its output by float rounding); off the CPU each layer is
-its namesake entirely.
+layers below are their ``torch.nn`` namesakes with those sums done another way: a convolution's
+weight gradient as a forward convolution (:func:`conv2d_weight_grad`), a linear layer's over
+tokens or pixels one sample at a time (``bmm``, then the batch added), the normalisations'
+backward as plain reductions over each sample's channels. For the shapes the course trains, each of
+these splits its work between threads by output element, never within one sum
+(``tests/test_layers.py`` checks 1, 2 and 4 threads). The forward passes are their namesakes'
+(LayerNorm, small in chapter 10's text encoder, is written out whole, which moves its output by
+float rounding); off the CPU each layer is its namesake entirely.
 
-Counts that split a tensor off the vector width (3, 5 or 6 threads) still change the last bits:
-PyTorch's elementwise kernels compute each thread's remainder in a scalar loop. README,
-"Reproducibility"; ``tests/test_layers.py``.
+Some counts (3, 5 or 6 threads) still change the last bits: PyTorch's elementwise kernels compute
+the remainder of each thread's share in a scalar loop, so a tensor split off the vector width rounds
+differently. So may other sizes: a sum of 32,768 elements or more into one output (a bias with one
+channel, say) is split between threads. README, "Reproducibility".
 """
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .checks import check_tensor
 
@@ -30,13 +35,18 @@ def _stable(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 def conv2d_weight_grad(
-    x: torch.Tensor, g: torch.Tensor, kernel_size: int, stride, padding
+    x: torch.Tensor,
+    g: torch.Tensor,
+    kernel_size: int,
+    stride: Tuple[int, int],
+    padding: Tuple[int, int],
 ) -> torch.Tensor:
-    """conv2d's weight gradient, sum over n and output pixels p of g[n, o, p] x[n, i, p + k]: itself a
-    forward convolution of x with g as the filter, the batch taking the channels' place. A forward
-    convolution splits its work between threads by output element, and each output here is a whole
-    sum, added in one order at any thread count. A stride becomes the dilation of g; the rows past
-    the kernel, which the last padding adds, are cut."""
+    """conv2d's weight gradient for input x and output gradient g, the sum over n and output
+    pixels p of g[n, o, p] x[n, i, s p + k]: itself a forward convolution of x with g as the filter,
+    the batch taking the channels' place. A forward convolution splits its work between threads by
+    output element, and each output here is a whole sum, added in one order. The stride s becomes
+    g's dilation; where the padded size less the kernel is not a multiple of s, the result has rows
+    and columns past the kernel, which are cut."""
     check_tensor(x, "x", floating=True, ndim=4)
     check_tensor(
         g,
@@ -61,14 +71,15 @@ class _Conv2dFn(torch.autograd.Function):
         return F.conv2d(x, weight, bias, stride, padding)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:  # split by output element already
+        if ctx.needs_input_grad[0]:  # oneDNN's: split by output element already
             grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, ctx.stride, ctx.padding)
         if ctx.needs_input_grad[1]:
             grad_w = conv2d_weight_grad(x, g, weight.shape[-1], ctx.stride, ctx.padding)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.has_bias and ctx.needs_input_grad[2]:  # 8,192 terms a channel for 8x8 digits
             grad_b = g.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None
 
@@ -81,6 +92,7 @@ class _LinearFn(torch.autograd.Function):
         return F.linear(x, weight, bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
@@ -97,14 +109,19 @@ class _LinearFn(torch.autograd.Function):
 
 
 class Conv2d(nn.Conv2d):
-    """:class:`torch.nn.Conv2d` (zero padding, no groups or dilation) whose weight gradient sums
-    the batch in a fixed order while it trains on a CPU."""
+    """:class:`torch.nn.Conv2d` (a square kernel, zero padding given in pixels, no groups or
+    dilation) whose weight gradient sums the batch in a fixed order while it trains on a CPU."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros":
             raise ValueError(
                 "Conv2d: groups, dilation and padding_mode must be left at their defaults"
+            )
+        if self.kernel_size[0] != self.kernel_size[1] or isinstance(self.padding, str):
+            raise ValueError(
+                f"Conv2d: kernel_size must be square and padding a number of pixels, got "
+                f"kernel_size={self.kernel_size}, padding={self.padding!r}"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,18 +142,20 @@ class Linear(nn.Linear):
 
 
 class _GroupNormFn(torch.autograd.Function):
-    """PyTorch's own group norm forward (it splits by sample and group, so it is the same at any
-    thread count), with the backward written as plain reductions over each group."""
+    """PyTorch's own group norm forward (split by sample and group, the same at 1, 2 and 4
+    threads), with the backward written as plain reductions over each channel's pixels."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, groups, eps):
         n, c = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), groups, eps)
+        pixels = x.shape[2:].numel()
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, pixels, groups, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.groups = groups
         return y
 
     @staticmethod
+    @once_differentiable  # mean and rstd are saved as constants: no second derivative
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
         n, c = x.shape[:2]
@@ -147,6 +166,8 @@ class _GroupNormFn(torch.autograd.Function):
         g_sum = gf.sum(-1)
         gx_sum = ((gf * xf).sum(-1) - mean * g_sum) * rstd
         grad_w, grad_b = gx_sum.sum(0), g_sum.sum(0)
+        if not ctx.needs_input_grad[0]:
+            return None, grad_w, grad_b, None, None
         # dx = rstd (w g - mean(w g) - x_hat mean(w g x_hat)), the means over the group's
         # elements, written as coef_g g + coef_x x + const per sample and channel
         size = k * xf.shape[-1]
@@ -163,7 +184,10 @@ class _GroupNormFn(torch.autograd.Function):
 
 class GroupNorm(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` (affine, on images [N, C, H, W]) whose backward, on a CPU, is
-    written as plain reductions over each group: the fused CPU backward splits its sums by thread."""
+    written as plain reductions: the fused CPU backward splits its sums for x's gradient by thread.
+    Unlike Conv2d and Linear it takes this path in eval mode too, whenever a gradient is being
+    recorded: classifier guidance differentiates a classifier with respect to x_t, and its samples
+    should not move with the thread count either."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and torch.is_grad_enabled() and self.affine and x.dim() == 4:

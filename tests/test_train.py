@@ -479,11 +479,12 @@ def test_the_same_weights_at_any_thread_count(classifier):
     assert torch.equal(two, _weights_after_training(1, classifier))
 
 
-@pytest.mark.parametrize("name", ["ch7-unet", "ch7-guide", "ch10-captions"])
+@pytest.mark.parametrize("name", ["ch7-unet", "ch7-guide", "ch10-captions", "ch10-superres"])
 def test_the_convolutional_networks_too(name):
-    """The U-Net, the noise-aware classifier and the caption U-Net (text encoder and
-    cross-attention), 8 steps of their recipes at batch 128: the same weights at 1 and 2 threads,
-    which their torch.nn layers did not give (diffcourse.layers)."""
+    """The U-Net, the noise-aware classifier, the caption U-Net (text encoder and
+    cross-attention) and the super-resolution U-Net, 8 steps of their recipes at batch 128:
+    the same weights at 1 and 2 threads, which their torch.nn layers did not give
+    (diffcourse.layers)."""
     import dataclasses
 
     from diffcourse import recipes
