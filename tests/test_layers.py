@@ -19,52 +19,27 @@ def _at_threads(threads: int, fn):
         torch.set_num_threads(before)
 
 
-CASES = {  # (layer kwargs, input shape): the shapes the U-Nets and chapter 10's encoder train
-    "conv 3x3": (
-        nn.Conv2d,
-        layers.Conv2d,
-        dict(in_channels=32, out_channels=32, kernel_size=3, padding=1),
-        (128, 32, 8, 8),
-    ),
-    "conv stride 2": (
-        nn.Conv2d,
-        layers.Conv2d,
-        dict(in_channels=32, out_channels=16, kernel_size=3, stride=2, padding=1),
-        (64, 32, 8, 8),
-    ),
-    "conv 1x1, no bias": (
-        nn.Conv2d,
-        layers.Conv2d,
-        dict(in_channels=24, out_channels=8, kernel_size=1, bias=False),
-        (64, 24, 4, 4),
-    ),
-    "conv to 1 channel": (
-        nn.Conv2d,
-        layers.Conv2d,
-        dict(in_channels=32, out_channels=1, kernel_size=3, padding=1),
-        (128, 32, 8, 8),
-    ),
-    "linear on tokens": (
-        nn.Linear,
-        layers.Linear,
-        dict(in_features=32, out_features=96),
-        (128, 64, 32),
-    ),
-    "linear on rows": (nn.Linear, layers.Linear, dict(in_features=16, out_features=8), (64, 16)),
-    "group norm": (
-        nn.GroupNorm,
-        layers.GroupNorm,
-        dict(num_groups=8, num_channels=32),
-        (128, 32, 8, 8),
-    ),
-    "layer norm": (nn.LayerNorm, layers.LayerNorm, dict(normalized_shape=32), (128, 16, 32)),
+CASES = {  # each layer, built as the U-Nets and chapter 10's encoder build it, and its input
+    "conv 3x3": (partial(layers.Conv2d, 32, 32, 3, padding=1), (128, 32, 8, 8)),
+    "conv stride 2": (partial(layers.Conv2d, 32, 16, 3, stride=2, padding=1), (64, 32, 8, 8)),
+    "conv 1x1, no bias": (partial(layers.Conv2d, 24, 8, 1, bias=False), (64, 24, 4, 4)),
+    "conv to 1 channel": (partial(layers.Conv2d, 32, 1, 3, padding=1), (128, 32, 8, 8)),
+    "linear on tokens": (partial(layers.Linear, 32, 96), (128, 64, 32)),
+    "linear on rows": (partial(layers.Linear, 16, 8), (64, 16)),
+    "group norm": (partial(layers.GroupNorm, 8, 32), (128, 32, 8, 8)),
+    "layer norm": (partial(layers.LayerNorm, 32), (128, 16, 32)),
 }
 
 
-def _grads(cls, kwargs, shape, seed=0):
+def _namesake(build: partial) -> partial:
+    """The torch.nn layer a diffcourse.layers one derives from, with the same arguments."""
+    return partial(build.func.__bases__[0], *build.args, **build.keywords)
+
+
+def _grads(build, shape, seed=0):
     """The layer's output and every gradient (input and parameters) for a fixed input and g."""
     torch.manual_seed(seed)
-    layer = cls(**kwargs)
+    layer = build()
     for p in layer.parameters():  # away from nn's initial ones and zeros
         nn.init.normal_(p)
     x = (torch.randn(shape) * 2 + 0.5).requires_grad_()
@@ -75,7 +50,8 @@ def _grads(cls, kwargs, shape, seed=0):
 
 @pytest.mark.parametrize("case", CASES)
 def test_each_layer_is_its_namesake(case):
-    ours, theirs = (_grads(cls, CASES[case][2], CASES[case][3]) for cls in CASES[case][:2])
+    build, shape = CASES[case]
+    ours, theirs = _grads(build, shape), _grads(_namesake(build), shape)
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):  # float32 sums of up to 8,192 terms, added in another order
         assert (a - b).abs().max() <= 2e-5 * b.abs().max()
@@ -83,10 +59,10 @@ def test_each_layer_is_its_namesake(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_same_bits_at_one_two_and_four_threads(case):
-    _, cls, kwargs, shape = CASES[case]
-    one = _at_threads(1, lambda: _grads(cls, kwargs, shape))
+    build, shape = CASES[case]
+    one = _at_threads(1, lambda: _grads(build, shape))
     for threads in (2, 4):
-        other = _at_threads(threads, lambda: _grads(cls, kwargs, shape))
+        other = _at_threads(threads, lambda: _grads(build, shape))
         for a, b in zip(one, other):
             assert torch.equal(a, b), threads
 
@@ -94,9 +70,9 @@ def test_the_same_bits_at_one_two_and_four_threads(case):
 def test_the_namesakes_do_differ():
     """What the layers are for: nn.Conv2d's own weight gradient, at this size, is not the same at 1
     and 2 threads on this CPU (skipped where another CPU's kernel happens to agree)."""
-    nn_conv, _, kwargs, shape = CASES["conv 3x3"]
-    one = _at_threads(1, lambda: _grads(nn_conv, kwargs, shape))
-    two = _at_threads(2, lambda: _grads(nn_conv, kwargs, shape))
+    build, shape = CASES["conv 3x3"]
+    one = _at_threads(1, lambda: _grads(_namesake(build), shape))
+    two = _at_threads(2, lambda: _grads(_namesake(build), shape))
     if torch.equal(one[2], two[2]):
         pytest.skip("this CPU's convolution kernel sums the same way at 1 and 2 threads")
     assert torch.equal(one[0], two[0])  # the forward pass agrees; the weight gradient does not
