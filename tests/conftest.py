@@ -1,9 +1,22 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from diffcourse.mixture import GaussianMixture
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """Run the block with torch at ``threads`` CPU threads, then put the count back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def random_mixture(

@@ -5,18 +5,15 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import torch_threads
 from torch import nn
 
 from diffcourse import layers
 
 
 def _at_threads(threads: int, fn):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return fn()
-    finally:
-        torch.set_num_threads(before)
 
 
 CASES = {  # each layer, built as the U-Nets and chapter 10's encoder build it, and its input

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import torch_threads
 
 from diffcourse.data import three_blobs
 from diffcourse.models import MLPDenoiser
@@ -112,9 +113,7 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     """Kill and resume at the CLI's default batch (512) with 2 threads: stopping at step 15 and
     resuming to step 40 gives the weights of 40 steps in one go, bit for bit (issue 17)."""
     common = ["--config", "blobs-cfg", "--steps", "40", "--batch-size", "512", "--no-progress"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         main(common + ["--out", str(tmp_path / "whole.pt")])
         main(common + ["--out", str(tmp_path / "split.pt"), "--stop-after", "15"])  # interrupted
         assert load_checkpoint(tmp_path / "split.pt")["step"] == 15
@@ -123,8 +122,6 @@ def test_resume_continues_to_the_same_weights(tmp_path):
             ["--config", "blobs-cfg", "--no-progress", "--out", str(tmp_path / "split.pt")]
             + ["--resume"]
         )
-    finally:
-        torch.set_num_threads(before)
     assert load_checkpoint(tmp_path / "split.pt")["step"] == 40
     assert _same(_weights(tmp_path / "whole.pt"), _weights(tmp_path / "split.pt"), atol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -451,9 +448,7 @@ def test_a_condition_other_than_a_label_drops_to_its_null():
 
 
 def _weights_after_training(threads: int, classifier: bool) -> torch.Tensor:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         s = cosine_schedule(200)
         if classifier:
@@ -465,8 +460,6 @@ def _weights_after_training(threads: int, classifier: bool) -> torch.Tensor:
             model = MLPDenoiser(dim=2, T=200, hidden=128, depth=4, num_classes=3)
             train_denoiser(model, three_blobs(), s, steps=20, batch_size=512, progress=False)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("classifier", [False, True])
@@ -492,13 +485,9 @@ def test_the_convolutional_networks_too(name):
     recipe = dataclasses.replace(recipes.get(name), steps=8)
 
     def weights(threads):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             model, _ = recipe.train(device="cpu", progress=False)
-            return torch.cat([p.detach().flatten() for p in model.parameters()])
-        finally:
-            torch.set_num_threads(before)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(weights(1), weights(2))
 
