@@ -288,29 +288,31 @@ def velocity_cfg_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float) ->
 
 
 def optimized_scale(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
-    """CFG-Zero*'s scale (Fan et al. 2025, arXiv:2503.18886): per sample, the s that minimises
-    || v_c - s v_u ||^2, the least-squares coefficient s* = <v_c, v_u> / ||v_u||^2 over all non-batch
-    dimensions, shaped [N, 1, ...] to broadcast. Where v_u = 0 (no direction to project on) s* = 1."""
+    """CFG-Zero*'s scale (Fan et al. 2025, arXiv:2503.18886, who call it s*; chapter 11 writes omega,
+    keeping s for the score): per sample, the omega that minimises || v_c - omega v_u ||^2, the
+    least-squares coefficient omega* = <v_c, v_u> / ||v_u||^2 over all non-batch dimensions, shaped
+    [N, 1, ...] to broadcast. Where v_u = 0 (no direction to project on) omega* = 1."""
     _check_like(uncond, "uncond", cond, "cond")
     c, u = cond.flatten(1), uncond.flatten(1)
     norm2 = (u * u).sum(1)
-    s = torch.where(
+    omega = torch.where(
         norm2 > 0,
         (c * u).sum(1) / norm2.clamp(min=torch.finfo(u.dtype).tiny),
         torch.ones_like(norm2),
     )
-    return s.reshape(-1, *[1] * (cond.ndim - 1))
+    return omega.reshape(-1, *[1] * (cond.ndim - 1))
 
 
 def cfg_zero_star(
     cond: torch.Tensor, uncond: torch.Tensor, gamma: float, scale: bool = True
 ) -> torch.Tensor:
-    """CFG-Zero*'s guided velocity (Fan et al. 2025): gamma v_c + (1 - gamma) s* v_u, that is
-    s* v_u + gamma (v_c - s* v_u), with s* from :func:`optimized_scale`; ``scale=False`` puts s* = 1,
-    which is eq. 170. The unconditional branch is first shrunk to its best fit of the conditional one."""
+    """CFG-Zero*'s guided velocity (Fan et al. 2025): gamma v_c + (1 - gamma) omega* v_u, that
+    is omega* v_u + gamma (v_c - omega* v_u), with omega* from :func:`optimized_scale`;
+    ``scale=False`` puts omega* = 1, which is eq. 170. The unconditional branch is first shrunk to
+    its best fit of the conditional one."""
     gamma = _gamma(gamma)
-    s = optimized_scale(cond, uncond) if scale else 1.0
-    return gamma * cond + (1 - gamma) * s * uncond
+    omega = optimized_scale(cond, uncond) if scale else 1.0
+    return gamma * cond + (1 - gamma) * omega * uncond
 
 
 def zero_init_time(steps: int, zeroed: int) -> float:
@@ -331,7 +333,7 @@ def cfg_zero_star_fn(
 ) -> VelocityFn:
     """CFG-Zero* (Fan et al. 2025) as a ``v_fn``: its two parts, each of which can be switched off.
 
-    - the optimised scale (``scale``): :func:`cfg_zero_star`, eq. 170 with v_u replaced by s* v_u;
+    - the optimised scale (``scale``): :func:`cfg_zero_star`, eq. 170 with v_u replaced by omega* v_u;
     - zero-init: the velocity is 0 wherever t > ``t_zero``, so the sampler does not move over the
       first steps and neither branch is evaluated there (:func:`zero_init_time` turns a number of
       Euler steps into t_zero). ``t_zero = 1`` zeroes nothing.
@@ -477,29 +479,12 @@ def train_velocity(
     loop every trainer of the course shares (``train.fit``: AdamW, warm-up and cosine decay,
     clipping, DDP, checkpoints; the settings are ``train.Settings``'s). Returns the loss of every step."""
     # imported here: train imports mixture, which imports this module
-    from .train import DEFAULT_P_UNCOND, Settings, fit
+    from .train import Settings, dropout_rate, fit
 
-    settings = Settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        save_every=save_every,
-        stop_after=stop_after,
-        config=config,
-    )
+    settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     check_module(model)
     conditional = getattr(model, "num_classes", 0) > 0
-    p_uncond = (
-        (DEFAULT_P_UNCOND if conditional else 0.0)
-        if p_uncond is None
-        else check_real(p_uncond, "p_uncond", low=0, high=1)
-    )
-    if p_uncond > 0 and not conditional:
-        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    p_uncond = dropout_rate(p_uncond, conditional)
 
     def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws) -> torch.Tensor:
         t, eps = draws.uniform().to(x0.dtype), draws.normal(x0)  # t ~ U[0, 1], eps ~ N(0, I)
@@ -537,18 +522,7 @@ def train_student(
     are :func:`train_velocity`'s). Returns the loss of every step."""
     from .train import Settings, fit
 
-    settings = Settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        save_every=save_every,
-        stop_after=stop_after,
-        config=config,
-    )
+    settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     check_module(student, "student")
     check_module(teacher, "teacher")
     if not getattr(student, "guidance_input", False):

@@ -445,9 +445,9 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
     |x0_hat|, 1); x0_hat is clipped to [-s, s] and divided by s, then turned back into noise.
 
     Large gamma pushes x0_hat out of the data's range [-1, 1] and saturates the samples; this pulls
-    the outliers in without flattening the rest. Samples with s = 1 (their quantile is within 1) keep
-    their prediction bit for bit, even where a few entries past the quantile exceed 1; percentile = 1
-    takes the max and bounds every entry. With DDPM it is Imagen's sampler; DDIM then uses the
+    the outliers in without flattening the rest. Where the quantile is within 1, s = 1 and the rule
+    is Imagen's static thresholding, a clip to [-1, 1]; a sample with every entry of x0_hat inside
+    [-1, 1] keeps its prediction bit for bit. With DDPM it is Imagen's sampler; DDIM then uses the
     thresholded noise for its direction too.
     """
     p = check_real(percentile, "percentile", low=0, high=1, low_open=True)
@@ -464,7 +464,9 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
             .view(-1, *[1] * (x_t.ndim - 1))
         )
         clipped = torch.maximum(torch.minimum(x0, s), -s) / s
-        return torch.where(s > 1, x0_to_eps(x_t, clipped, a), eps)  # untouched rows: no round trip
+        # a sample with every |x0_hat| <= 1 (so s = 1) is not changed: its eps, without a round trip
+        touched = (x0.abs() > 1).flatten(1).any(1).view_as(s)
+        return torch.where(touched, x0_to_eps(x_t, clipped, a), eps)
 
     return thresholded
 

@@ -18,7 +18,7 @@ import math
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -92,6 +92,17 @@ def classifier_loss(
 # ---- the two trainers: what each step draws ---------------------------------------------------------
 
 
+def dropout_rate(p_uncond: Optional[float], conditional: bool) -> float:
+    """Condition dropout's rate, checked: ``p_uncond``, or where it is None ``DEFAULT_P_UNCOND``
+    for a conditional model and 0 for an unconditional one (which has no null label to drop to)."""
+    if p_uncond is None:
+        return DEFAULT_P_UNCOND if conditional else 0.0
+    p_uncond = check_probability(p_uncond, "p_uncond")
+    if p_uncond > 0 and not conditional:
+        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    return p_uncond
+
+
 def train_denoiser(
     model: nn.Module,
     data: Data,
@@ -128,27 +139,12 @@ def train_denoiser(
             run would, leaving a checkpoint to resume from.
         The other settings are :class:`Settings`'s.
     """
-    settings = Settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        save_every=save_every,
-        stop_after=stop_after,
-        config=config,
-    )
+    settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     _check_model(model, schedule, settings)
     # a class label (num_classes > 0), or another condition whose null the model gives (chapter 10)
     other_condition = callable(getattr(model, "null_condition", None))
     conditional = getattr(model, "num_classes", 0) > 0 or other_condition
-    if p_uncond is None:
-        p_uncond = DEFAULT_P_UNCOND if conditional else 0.0
-    p_uncond = check_probability(p_uncond, "p_uncond")
-    if p_uncond > 0 and not conditional:
-        raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
+    p_uncond = dropout_rate(p_uncond, conditional)
     null_label = getattr(model, "null_label", None)
     if p_uncond > 0 and null_label is None and not other_condition:
         raise ValueError(
@@ -193,18 +189,7 @@ def train_classifier(
     """Fit a noise-aware classifier p_phi(y | x_t, t) with :func:`classifier_loss` at uniform t;
     ``schedule=None`` trains on the clean data instead (the evaluation classifier of the image
     metrics, which takes no t). The other arguments are :func:`train_denoiser`'s."""
-    settings = Settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        save_every=save_every,
-        stop_after=stop_after,
-        config=config,
-    )
+    settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     _check_model(classifier, schedule, settings, name="classifier")
     _check_data_labels(data, getattr(classifier, "num_classes", None))
 
@@ -240,6 +225,12 @@ class Settings:
     save_every: int = 0
     stop_after: Optional[int] = None
     config: Optional[dict] = None
+
+    @classmethod
+    def of(cls, args: Dict[str, object]) -> "Settings":
+        """The settings among a trainer's arguments: ``Settings.of(locals())``, first thing in a
+        trainer whose keyword arguments carry the fields' names."""
+        return cls(**{f.name: args[f.name] for f in fields(cls)})
 
     def __post_init__(self):
         check_int(self.steps, "steps", low=1)
@@ -508,47 +499,6 @@ def _batches(
             idx = order[k * local : (k + 1) * local].to(x_all.device)
             yield x_all[idx].to(device), None if y_all is None else y_all[idx].to(device)
         epoch, skip = epoch + 1, 0
-
-
-# ---- the loop's earlier interface, kept for trainers written against it ------------------------------
-
-
-def _check_common(
-    model: nn.Module, schedule: Optional[Schedule], steps: int, batch_size: int
-) -> None:
-    """The earlier checks of a trainer's common arguments (:class:`Settings` does them now)."""
-    _check_model(model, schedule, Settings(steps=steps, batch_size=batch_size))
-
-
-def _train(model, data, schedule, steps, batch_size, lr, seed, progress, warmup, desc, make_loss, resume,
-           checkpoint, save_every, stop_after, config) -> List[float]:  # fmt: skip
-    """:func:`fit` with the earlier interface, for code written against it: ``make_loss(net,
-    next_batch, draw)`` returns ``batch_loss()``, which takes this rank's (x0, y) from
-    ``next_batch()`` and its random inputs from ``draw(shape, kind, high=0, dtype)``
-    (:meth:`Draws.draw`). New trainers call :func:`fit` with a ``loss(net, x0, y, draws)``."""
-    settings = Settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        save_every=save_every,
-        stop_after=stop_after,
-        config=config,
-    )
-    held: Dict[str, object] = {}
-
-    def loss(
-        net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws: Draws
-    ) -> torch.Tensor:
-        held["batch"] = (x0, y)
-        if "batch_loss" not in held:
-            held["batch_loss"] = make_loss(net, lambda: held["batch"], draws.draw)
-        return held["batch_loss"]()
-
-    return fit(model, data, loss, settings, resume=resume, desc=desc)
 
 
 # ---- processes, checkpoints ------------------------------------------------------------------------

@@ -373,8 +373,8 @@ def test_ch10_not_samples_what_was_meant():
 # ---- chapter 11: what zero-init samples ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("s, t_start", [(0.5, 0.96), (0.3, 0.8), (2.0, 0.9)])
-def test_ch11_zero_init_against_the_sampler(s, t_start):
+@pytest.mark.parametrize("ell, t_start", [(0.5, 0.96), (0.3, 0.8), (2.0, 0.9)])
+def test_ch11_zero_init_against_the_sampler(ell, t_start):
     """Fine Heun steps of the exact velocity of one Gaussian, started at t_start from the noise,
     against the closed form, sample by sample; and the law's two moments."""
     from diffcourse import flow
@@ -384,7 +384,7 @@ def test_ch11_zero_init_against_the_sampler(s, t_start):
     mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
     one = GaussianMixture(
         mu[None],
-        s**2 * torch.eye(2, dtype=torch.float64)[None],
+        ell**2 * torch.eye(2, dtype=torch.float64)[None],
         torch.ones(1, dtype=torch.float64),
         torch.zeros(1, dtype=torch.long),
     )
@@ -392,8 +392,8 @@ def test_ch11_zero_init_against_the_sampler(s, t_start):
     x = flow.heun_sample(
         exact_velocity_fn(one), noise, times=flow.flow_times(200, t_start), progress=False
     )
-    torch.testing.assert_close(x, sol.zero_init_map(noise, mu, s, t_start), rtol=0, atol=1e-3)
-    mean, std = sol.zero_init_law(mu, s, t_start)
+    torch.testing.assert_close(x, sol.zero_init_map(noise, mu, ell, t_start), rtol=0, atol=1e-3)
+    mean, std = sol.zero_init_law(mu, ell, t_start)
     assert (x.mean(0) - mean).abs().max() < 4 * std / 20_000**0.5
     assert abs(x.std(0).mean().item() / std - 1) < 0.02
 

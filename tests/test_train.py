@@ -385,31 +385,22 @@ def test_settings_are_checked():
         )  # settings are keyword-only
 
 
-def test_the_earlier_loop_interface_gives_the_same_weights():
-    """_train(..., make_loss, ...) (kept for trainers written against it) is fit() underneath."""
-    from diffcourse.schedules import q_sample
-    from diffcourse.train import _check_common, _train
+def test_settings_of_a_trainers_arguments_and_the_dropout_rate():
+    """Settings.of takes the fields from a trainer's locals() and checks them; dropout_rate is
+    condition dropout's default and its checks, shared by the denoiser and velocity trainers."""
+    from diffcourse.train import DEFAULT_P_UNCOND, Settings, dropout_rate
 
-    s = cosine_schedule(50)
-
-    def make_loss(net, next_batch, draw):
-        def batch_loss():
-            x0, _ = next_batch()
-            t = draw((), "int", high=s.T)
-            eps = draw(tuple(x0.shape[1:]), "normal", dtype=x0.dtype)
-            return torch.mean((net(q_sample(x0, t, s, eps), t) - eps) ** 2)
-
-        return batch_loss
-
-    a, b = _model(), _model()
-    _check_common(a, s, 30, 64)
-    la = _train(
-        a, three_blobs(), s, 30, 64, 3e-3, 0, False, 100, "x", make_loss, None, None, 0, None, None
-    )
-    lb = train_denoiser(b, three_blobs(), s, 30, batch_size=64, lr=3e-3, progress=False)
-    assert la == lb and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    args = dict(steps=7, batch_size=8, lr=1e-3, warmup=2, seed=3, progress=False)
+    args |= dict(checkpoint=None, save_every=0, stop_after=None, config=None)
+    assert Settings.of({**args, "model": "not a field"}) == Settings(**args)
     with pytest.raises(ValueError, match="steps"):
-        _check_common(a, s, 0, 64)
+        Settings.of({**args, "steps": 0})
+    assert dropout_rate(None, True) == DEFAULT_P_UNCOND == 0.1
+    assert dropout_rate(None, False) == 0.0 and dropout_rate(0.3, True) == 0.3
+    with pytest.raises(ValueError, match="conditional"):
+        dropout_rate(0.1, False)
+    with pytest.raises(ValueError, match="p_uncond"):
+        dropout_rate(1.5, True)
 
 
 def test_a_condition_other_than_a_label_drops_to_its_null():
