@@ -27,6 +27,7 @@ from .checks import (
     check_int,
     check_module,
     check_real,
+    check_same,
     check_tensor,
     read_values,
     sampling_run,
@@ -66,10 +67,7 @@ def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _check_like(x: torch.Tensor, name: str, other: torch.Tensor, other_name: str) -> None:
     check_tensor(other, other_name, floating=True)
     check_tensor(x, name, floating=True)
-    if x.shape != other.shape:
-        raise ValueError(
-            f"{name} {tuple(x.shape)} and {other_name} {tuple(other.shape)} must have the same shape"
-        )
+    check_same(other, x, other_name, name, dtype=False)
 
 
 def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

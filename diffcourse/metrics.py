@@ -19,6 +19,7 @@ from .checks import (
     check_real,
     check_schedule,
     check_tensor,
+    read_values,
 )
 from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
 from .schedules import Schedule, q_sample, q_sample_at
@@ -156,7 +157,9 @@ def relative_score_error(
         a = float(schedule.alpha_bar[step])
         exact = mixture.diffuse(a).score(x_t, None if y is None else labels)
         probe = x_t.float()
-        learned = eps_to_score(eps_fn(probe, t.to(probe.device)), a).to(exact.dtype)
+        eps = eps_fn(probe, t.to(probe.device))
+        check_tensor(eps, "eps_fn's output", floating=True, shape=tuple(probe.shape))
+        learned = eps_to_score(eps, a).to(exact.dtype)
         out.append(((learned - exact).pow(2).mean() / exact.pow(2).mean()).sqrt().item())
     return torch.tensor(out)
 
@@ -216,6 +219,15 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def _check_label_range(y: torch.Tensor, classifier) -> None:
+    """Labels within the classifier's classes: a label it cannot predict would count as a miss."""
+    num_classes = getattr(classifier, "num_classes", None)
+    if num_classes and y.numel():
+        lo, hi = read_values(torch.stack([y.min(), y.max()]))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"y must lie in 0..{num_classes - 1}, got labels in {lo}..{hi}")
+
+
 def fidelity(
     classifier: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
 ) -> float:
@@ -224,6 +236,7 @@ def fidelity(
     check_module(classifier, "classifier")
     check_tensor(x, "x", floating=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    _check_label_range(y, classifier)
     batch_size = check_int(batch_size, "batch_size", low=1)
     pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(batch_size)])
     return (pred == y.to(pred.device)).double().mean().item()
@@ -1210,6 +1223,7 @@ def noisy_accuracy(
     check_module(classifier, "classifier")
     check_tensor(x, "x", floating=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    _check_label_range(y, classifier)
     check_schedule(schedule)
     out = {}
     for step in steps:

@@ -546,6 +546,8 @@ def tilted_log_prob(
     commuted with noise: gamma log p(x|y) + (1 - gamma) log p(x), equal to log p(x) p(y|x)^gamma up
     to a constant. For gamma >= 0 it is normalisable, since p(y|x) <= 1."""
     gamma = check_real(gamma, "gamma", low=0)
+    if y is None:  # log p(x | None) would be log p(x): the tilt would silently vanish
+        raise TypeError("y must be a class label (an int or a tensor of labels), got None")
     return gamma * mixture.log_prob(x, y) + (1 - gamma) * mixture.log_prob(x)
 
 

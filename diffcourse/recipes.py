@@ -468,10 +468,13 @@ def cache_path(recipe: Recipe, device: torch.device) -> Optional[Path]:
 
 def _load(path: Path, recipe: Recipe, device: torch.device) -> Optional[Trained]:
     """The cached model, or None (with a warning) when the file is damaged or not this recipe's."""
+    from .train import check_archive
+
     try:
+        check_archive(path, "the file")  # every part's checksum: a flipped bit is not loaded
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception:  # noqa: BLE001 - truncated, not a torch file, or holding more than weights
-        state, reason = None, "it cannot be read as a weights file"
+        state, reason = None, "it cannot be read as a weights file, or fails its checksum"
     else:
         reason = None
         if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:

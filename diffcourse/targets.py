@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_alpha_bar, check_tensor
+from .checks import check_alpha_bar, check_same, check_tensor
 
 
 def _checked(alpha_bar, zero: bool, one: bool, **tensors: torch.Tensor):
-    """The conversions' checks: floating-point tensors (an integer tensor would be truncated), and
-    alpha_bar in [0, 1] with the ends the formula divides by excluded."""
+    """The conversions' checks: floating-point tensors (an integer tensor would be truncated) of one
+    shape, on one device, and alpha_bar in [0, 1] with the ends the formula divides by excluded."""
     for name, value in tensors.items():
         check_tensor(value, name, floating=True)
+    (first, a), *rest = tensors.items()
+    for name, value in rest:  # x_t and the prediction: one shape and device, no broadcasting
+        check_same(a, value, first, name, dtype=False)
     return check_alpha_bar(alpha_bar, zero=zero, one=one)
 
 
@@ -68,7 +71,8 @@ def posterior_means(x_t: torch.Tensor, pool: torch.Tensor, alpha_bar) -> tuple:
     pool, and the averages are of x0_j and of the noise eps_j = (x_t - sqrt(alpha_bar) x0_j) /
     sqrt(1 - alpha_bar) that takes x0_j to x_t. The brute-force answer that Tweedie's formula
     (Luo eq. 133) and eq. 151 are held against; exact as the pool grows. Memory: [N, M, D]."""
-    a = _checked(alpha_bar, True, False, x_t=x_t, pool=pool)
+    a = _checked(alpha_bar, True, False, x_t=x_t)
+    check_tensor(pool, "pool", floating=True)
     if x_t.ndim != 2 or pool.ndim != 2 or x_t.shape[1] != pool.shape[1]:
         raise ValueError(
             f"x_t and pool must be [N, D] and [M, D] with one D, got {tuple(x_t.shape)} and "

@@ -28,7 +28,15 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from .checks import check_int, check_module, check_probability, check_real, check_schedule
+from .checks import (
+    check_int,
+    check_labels,
+    check_module,
+    check_probability,
+    check_real,
+    check_schedule,
+    check_tensor,
+)
 from .mixture import GaussianMixture
 from .schedules import Schedule, q_sample
 
@@ -83,7 +91,14 @@ def classifier_loss(
 ) -> torch.Tensor:
     """Cross-entropy of a noise-aware classifier p_phi(y | x_t, t) on x_t from the forward process,
     as guided diffusion trains its classifier (Dhariwal & Nichol 2021); without ``schedule`` on the
-    clean x0 (the evaluation classifier of the image metrics, which takes no t)."""
+    clean x0 (the evaluation classifier of the image metrics, which takes no t). ``y`` holds one
+    class in 0..C-1 per row (cross-entropy would read -100 as "ignore this row", and a float y as
+    soft labels)."""
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes:
+        check_labels(y, x0.shape[0], num_classes, x0.device)
+    else:
+        check_tensor(y, "y", floating=False, shape=(x0.shape[0],))
     if schedule is None:
         return nn.functional.cross_entropy(model(x0), y)
     return nn.functional.cross_entropy(model(q_sample(x0, t, schedule, eps), t), y)
@@ -145,6 +160,8 @@ def train_denoiser(
     other_condition = callable(getattr(model, "null_condition", None))
     conditional = getattr(model, "num_classes", 0) > 0 or other_condition
     p_uncond = dropout_rate(p_uncond, conditional)
+    if conditional and not other_condition:  # labelled data: 0..C-1 (C, the null label, is not one)
+        _check_data_labels(data, getattr(model, "num_classes", None), "model")
     null_label = getattr(model, "null_label", None)
     if p_uncond > 0 and null_label is None and not other_condition:
         raise ValueError(
@@ -243,6 +260,13 @@ class Settings:
             check_int(self.stop_after, "stop_after", low=0)
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a path, got {type(self.checkpoint).__name__}")
+        if self.checkpoint is not None:  # refused now, not after the whole run
+            path = Path(self.checkpoint)
+            if path.is_dir():
+                raise ValueError(f"checkpoint {path} is a folder; give a file name in it")
+            blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            if blocked is not None:
+                raise ValueError(f"checkpoint {path}: {blocked} is a file, not a folder")
         if self.config is not None and not isinstance(self.config, dict):
             raise TypeError(f"config must be a dict, got {type(self.config).__name__}")
         world = rank_and_world()[1]
@@ -377,12 +401,17 @@ def fit(
     for i in bar:
         x0, y = next(batches)
         batch_loss = loss(net, x0, y, draws)
+        losses.append(batch_loss.item())
+        if not math.isfinite(losses[-1]):  # stop before the step and any save spread it
+            raise ValueError(
+                f"{desc}: the loss is {losses[-1]} at step {i + 1}: non-finite data, or a learning "
+                "rate too large for this model (no step taken and nothing saved from it)"
+            )
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(batch_loss.item())
         if (i - start) % 100 == 0:
             bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
         if settings.save_every and (i + 1) % settings.save_every == 0 and i + 1 < end:
@@ -404,9 +433,9 @@ def _check_model(
             )
 
 
-def _check_data_labels(data: Data, num_classes: Optional[int]) -> None:
-    """A classifier's labelled tensor data: integer labels in 0..C-1, checked once before training
-    (the loss would fail inside torch, or a label of another class would train silently)."""
+def _check_data_labels(data: Data, num_classes: Optional[int], owner: str = "classifier") -> None:
+    """Labelled tensor data: integer labels in 0..C-1, checked once before training (the loss would
+    fail inside torch, or a label of another class, or the null label, would train silently)."""
     if not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[1], torch.Tensor):
         return
     y = data[1]
@@ -416,7 +445,7 @@ def _check_data_labels(data: Data, num_classes: Optional[int]) -> None:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
-                f"data: y must lie in 0..{num_classes - 1} (the classifier's num_classes), "
+                f"data: y must lie in 0..{num_classes - 1} (the {owner}'s num_classes), "
                 f"got labels in {lo}..{hi}"
             )
 
@@ -424,18 +453,42 @@ def _check_data_labels(data: Data, num_classes: Optional[int]) -> None:
 def _restore(
     resume: State, model: nn.Module, opt, sched, generator: torch.Generator, steps: int
 ) -> int:
-    """Load a checkpoint's state into the run; returns the step it had reached."""
+    """Load a checkpoint's state into the run; returns the step it had reached. Everything is
+    checked before anything is loaded, so a refused checkpoint leaves the model as it was."""
+    _check_state(resume, "resume")
     _check_fits(resume["model"], model.state_dict())
-    model.load_state_dict(resume["model"])
-    opt.load_state_dict(resume["optimizer"])
-    sched.load_state_dict(resume["scheduler"])
-    generator.set_state(resume["generator"])
-    start = int(resume["step"])
+    start = resume["step"]
     if not 0 <= start <= steps:
         raise ValueError(
             f"resume: the checkpoint is at step {start}, outside a run of {steps} steps"
         )
+    model.load_state_dict(resume["model"])
+    opt.load_state_dict(resume["optimizer"])
+    sched.load_state_dict(resume["scheduler"])
+    generator.set_state(resume["generator"])
     return start
+
+
+_STATE_KEYS = ("model", "optimizer", "scheduler", "step", "generator")
+
+
+def _check_state(state, what: str) -> None:
+    """A training state as :func:`fit` saves it: a dict with the model's weights, the optimizer's
+    and the scheduler's states (dicts), the step (an int) and the generator's state (a uint8
+    tensor)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{what} must be a training state (a dict), got {type(state).__name__}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{what} is not a diffcourse training checkpoint (missing {missing})")
+    for key in ("model", "optimizer", "scheduler"):
+        if not isinstance(state[key], dict):
+            raise ValueError(f"{what}: its {key!r} must be a dict, got {type(state[key]).__name__}")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int):
+        raise ValueError(f"{what}: its step must be an int, got {state['step']!r}")
+    gen = state["generator"]
+    if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8:
+        raise ValueError(f"{what}: its generator state must be a uint8 tensor")
 
 
 def _check_fits(stored: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
@@ -514,6 +567,8 @@ def rank_and_world() -> Tuple[int, int]:
 def save_checkpoint(path: Union[str, Path], state: State) -> None:
     """Write ``state`` to ``path`` atomically (a temporary file in the same folder, then a rename), so
     that an interrupted save never leaves half a checkpoint. Only rank 0 writes."""
+    if not isinstance(state, dict):  # torch.save would write it, and load_checkpoint refuse it
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
     if rank_and_world()[0] != 0:
         return
     path = Path(path)
@@ -533,6 +588,7 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
+    check_archive(path, f"checkpoint {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -548,14 +604,23 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
         raise ValueError(
             f"checkpoint {path} is corrupt or truncated ({_first_line(err)})"
         ) from None
-    missing = {"model", "optimizer", "scheduler", "step", "generator"} - set(
-        state if isinstance(state, dict) else ()
-    )
-    if missing:
-        raise ValueError(
-            f"checkpoint {path} is not a diffcourse training checkpoint (missing {sorted(missing)})"
-        )
+    try:
+        _check_state(state, f"checkpoint {path}")
+    except TypeError as err:
+        raise ValueError(str(err)) from None
     return state
+
+
+def check_archive(path: Union[str, Path], what: str) -> None:
+    """``torch.save`` writes a zip archive with a CRC-32 checksum per member: read them all, so a
+    file with a flipped bit inside a tensor is refused instead of loading wrong weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{what} is corrupt or truncated ({_first_line(err)})") from None
+    if bad is not None:
+        raise ValueError(f"{what} is corrupt: its part {bad!r} fails its checksum")
 
 
 def _first_line(err: BaseException) -> str:

@@ -19,6 +19,17 @@ def torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
+def flip_a_byte_of(path, tensor: torch.Tensor) -> None:
+    """Flip one bit in the middle of ``tensor``'s bytes where ``torch.save`` stored them in ``path``
+    (the damage a bad disk or a copy does), leaving the archive's layout intact."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.detach().cpu().contiguous().numpy().tobytes()
+    at = data.find(raw)
+    assert at >= 0, "the tensor's bytes are not in the file"
+    data[at + len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
 def random_mixture(
     dim: int,
     components_per_class=(2, 3),

@@ -239,8 +239,8 @@ from diffcourse.targets import eps_to_x0, x0_to_eps  # noqa: E402
 
 
 def _eps_with_x0(x0: torch.Tensor, s):
-    """An eps_fn whose clean estimate x0_hat is ``x0`` at every x_t and t."""
-    return lambda x_t, t: x0_to_eps(x_t, x0, _gather(s.alpha_bar, t, x_t))
+    """An eps_fn whose clean estimate x0_hat is ``x0`` (one row: every row) at every x_t and t."""
+    return lambda x_t, t: x0_to_eps(x_t, x0.expand_as(x_t), _gather(s.alpha_bar, t, x_t))
 
 
 def _x0_of(eps, x_t, t, s):

@@ -997,3 +997,22 @@ def test_relative_grad_errors_is_one_call_per_classifier():
     assert out["exact"].max() < 1e-5
     with pytest.raises(TypeError, match="grad_fors"):
         metrics.relative_grad_errors({}, mix, s, [2])
+
+
+def test_a_wrong_shaped_eps_fn_or_a_label_the_classifier_lacks_is_refused():
+    """Found by fuzzing: an eps_fn returning [N, 1] broadcast into a plausible error of 0.99; a
+    label the classifier cannot predict counted as a miss."""
+    from diffcourse.metrics import noisy_accuracy, relative_score_error
+
+    mix, s = three_blobs(), cosine_schedule(10)
+    eps = exact_eps_fn(mix, s)
+    with pytest.raises(ValueError, match=r"^eps_fn's output must have shape"):
+        relative_score_error(lambda x, t: eps(x, t)[:, :1], mix, s, [5], n=16)
+    clf = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    x = torch.randn(12, 1, 8, 8)
+    for y in (torch.full((12,), 99), torch.full((12,), -1)):
+        with pytest.raises(ValueError, match=r"^y must lie in 0\.\.9"):
+            fidelity(clf, x, y)
+    noisy = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=10)
+    with pytest.raises(ValueError, match=r"^y must lie in 0\.\.9"):
+        noisy_accuracy(noisy, x, torch.full((12,), 10), s, [3])

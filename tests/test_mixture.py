@@ -267,6 +267,8 @@ def test_tilted_bad_input():
     mix = random_mixture(2, (1, 1), seed=1)
     with pytest.raises(ValueError, match="gamma"):
         tilted_log_prob(mix, torch.zeros(3, 2, dtype=torch.float64), 0, -1.0)
+    with pytest.raises(TypeError, match="^y must be a class label"):  # not log p(x), gamma lost
+        tilted_log_prob(mix, torch.zeros(3, 2, dtype=torch.float64), None, 3.0)
     with pytest.raises(ValueError, match="y"):
         sample_tilted(mix, 5, 2.0, 10)
     with pytest.raises(ValueError, match="dim"):

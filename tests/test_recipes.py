@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import flip_a_byte_of
 
 from diffcourse import recipes
 from diffcourse.data import three_blobs
@@ -138,12 +139,14 @@ def test_the_key_holds_device_torch_and_sources():
     assert key["recipe"]["steps"] == 3000 and "threads" in key
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "other-key"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "other-key", "flipped bit"])
 def test_a_damaged_or_foreign_cache_file_is_trained_again_with_a_warning(cache, damage):
     first = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
     path = recipes.cache_path(first.recipe, CPU)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:200])
+    elif damage == "flipped bit":  # torch.load would read the wrong weight without a word
+        flip_a_byte_of(path, first.model.inp.weight)
     elif damage == "garbage":
         path.write_bytes(b"not a torch file at all")
     elif damage == "foreign":

@@ -662,3 +662,27 @@ def test_seeded_sample_is_pc_sample_with_a_fresh_seeded_generator():
         seeded_sample(eps_fn, noise, s, seed=2.5)
     with pytest.raises(TypeError, match="noise"):
         seeded_sample(eps_fn, (50, 2), s)
+
+
+def test_a_public_steps_tensors_must_match_x_t_not_broadcast():
+    """eps [N, 1] against x_t [N, 2] would broadcast into a plausible x_{t-1}; it is refused."""
+    s, x = cosine_schedule(10), torch.randn(4, 2)
+    thin = torch.randn(4, 1)
+    with pytest.raises(
+        ValueError, match=r"^x_t \(4, 2\) and eps \(4, 1\) must have the same shape"
+    ):
+        ddpm_step(x, thin, 5, s, None)
+    with pytest.raises(ValueError, match="and noise"):
+        ddpm_step(x, x, 5, s, thin)
+    for kwargs in ({"noise": thin, "eta": 1.0}, {"eps_direction": thin}):
+        with pytest.raises(ValueError, match="must have the same shape"):
+            ddim_step(x, x, 5, 2, s, **kwargs)
+    with pytest.raises(ValueError, match="and eps"):
+        ddim_step(x, thin, 5, 2, s)
+    with pytest.raises(ValueError, match="and score"):
+        langevin_step(x, thin, 0.9, 0.1, x)
+    for name, value in (("alpha", -1.0), ("snr", float("nan"))):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            langevin_step(x, x, **{"alpha": 0.9, "snr": 0.1, name: value}, noise=x)
+    with pytest.raises(ValueError, match="and eps"):
+        eps_to_x0(x, thin, 0.5)

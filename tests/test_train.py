@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import torch_threads
+from conftest import flip_a_byte_of, torch_threads
 
 from diffcourse.data import three_blobs
 from diffcourse.models import MLPDenoiser
@@ -554,3 +554,92 @@ def test_a_classifier_is_named_and_its_labels_checked_before_training():
     for schedule in ("cosine", np.linspace(0.9, 0.1, 50)):
         with pytest.raises(TypeError, match="^schedule must be a diffcourse Schedule"):
             train_denoiser(_model(), three_blobs(), schedule, 2, progress=False)
+
+
+# ---- what the fuzzing of the public functions found: refused, not trained or loaded silently ----
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_refused(tmp_path):
+    """torch.load reads a weight whose byte was flipped without a word; its CRC does not match."""
+    net, path = _model(), tmp_path / "run.pt"
+    train_denoiser(net, three_blobs(), cosine_schedule(50), 2, batch_size=32, progress=False,
+                   checkpoint=path)  # fmt: skip
+    assert load_checkpoint(path)["step"] == 2
+    flip_a_byte_of(path, net.inp.weight)
+    with pytest.raises(ValueError, match="corrupt: its part .* fails its checksum"):
+        load_checkpoint(path)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "text.pt")
+    with pytest.raises(TypeError, match="^state must be a dict"):
+        save_checkpoint(tmp_path / "five.pt", 5)
+    assert not (tmp_path / "five.pt").exists()
+
+
+def test_a_non_finite_loss_stops_the_run_before_its_step_and_its_save(tmp_path):
+    x, path = torch.randn(64, 2), tmp_path / "run.pt"
+    x[5, 1] = float("nan")
+    net = _model()
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match="^training denoiser: the loss is nan at step 1"):
+        train_denoiser(net, x, cosine_schedule(50), 3, batch_size=64, progress=False,
+                       checkpoint=path)  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())) and not path.exists()
+    with pytest.raises(ValueError, match="the loss is (inf|nan) at step 1"):
+        train_denoiser(_model(), torch.full((64, 2), float("inf")), cosine_schedule(50), 1,
+                       batch_size=64, progress=False)  # fmt: skip
+
+
+def test_a_denoisers_labelled_data_holds_classes_not_the_null_label():
+    x, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)
+    y[3] = 3  # C: the null label of a model with 3 classes, not a class of the data
+    with pytest.raises(
+        ValueError, match=r"^data: y must lie in 0\.\.2 \(the model's num_classes\)"
+    ):
+        train_denoiser(_model(3), (x, y), cosine_schedule(50), 1, batch_size=8, progress=False)
+
+
+def test_a_refused_resume_leaves_the_model_as_it_was(tmp_path):
+    net, path = _model(), tmp_path / "run.pt"
+    train_denoiser(net, three_blobs(), cosine_schedule(50), 4, batch_size=32, progress=False,
+                   checkpoint=path)  # fmt: skip
+    other = _model()
+    torch.nn.init.zeros_(other.inp.weight)
+    before = [p.clone() for p in other.parameters()]
+    with pytest.raises(ValueError, match="at step 4, outside a run of 2 steps"):
+        train_denoiser(other, three_blobs(), cosine_schedule(50), 2, batch_size=32,
+                       progress=False, resume=load_checkpoint(path))  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))
+    state = load_checkpoint(path)
+    for key, bad in (("step", "4"), ("generator", torch.zeros(3)), ("optimizer", None)):
+        with pytest.raises(ValueError, match=f"^resume: its (step|generator|{key!r})"):
+            train_denoiser(other, three_blobs(), cosine_schedule(50), 5, batch_size=32,
+                           progress=False, resume={**state, key: bad})  # fmt: skip
+    with pytest.raises(ValueError, match=r"^resume is not a diffcourse training checkpoint"):
+        train_denoiser(other, three_blobs(), cosine_schedule(50), 5, progress=False, resume={})
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    for where, message in ((tmp_path / "file" / "run.pt", "is a file, not a folder"),
+                           (tmp_path, "is a folder")):  # fmt: skip
+        net = _model()
+        before = [p.clone() for p in net.parameters()]
+        with pytest.raises(ValueError, match=message):  # not after the run, its work lost
+            train_denoiser(net, three_blobs(), cosine_schedule(50), 2, batch_size=32,
+                           progress=False, checkpoint=where)  # fmt: skip
+        assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_classifier_loss_takes_classes_only():
+    from diffcourse.models import MLPClassifier
+    from diffcourse.train import classifier_loss
+
+    s, x = cosine_schedule(50), torch.randn(4, 2)
+    clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=1)
+    t, eps = torch.zeros(4, dtype=torch.long), torch.randn(4, 2)
+    for y, error in ((torch.tensor([0, 1, -100, 2]), ValueError), (torch.tensor([0, 1, 3, 2]), ValueError),
+                     (torch.rand(4, 3), TypeError)):  # fmt: skip
+        with pytest.raises(error, match="^y "):
+            classifier_loss(clf, x, y, t=t, eps=eps, schedule=s)
+    assert classifier_loss(clf, x, torch.tensor([0, 1, 2, 2]), t=t, eps=eps, schedule=s) > 0
