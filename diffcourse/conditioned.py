@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_int
 from .guidance import negative_prompt_eps_fn
 from .layers import Conv2d, Linear
 from .metrics import diversity, fidelity
@@ -28,8 +29,7 @@ def low_resolution(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     (8x8 digits -> 4x4 for factor 2)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"x must be images [N, C, H, W], got {tuple(getattr(x, 'shape', ()))}")
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive int, got {factor!r}")
+    factor = check_int(factor, "factor", low=1)
     if x.shape[2] % factor or x.shape[3] % factor:
         raise ValueError(
             f"the image size {tuple(x.shape[2:])} must be divisible by factor={factor}"

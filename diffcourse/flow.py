@@ -440,6 +440,7 @@ def relative_velocity_error(
     mixture's data, x_t = (1 - t) x_0 + t eps, x_0 from p(x) or from p(x | y). Chapter 1's score error
     in velocity form: a ratio of root-mean-squares, so points where the velocity is near zero do not
     blow it up. Both callables are called on a batch of ``n`` rows (build them for n rows of label y)."""
+    n = check_int(n, "n", low=1)
     gen = torch.Generator().manual_seed(seed)
     out = []
     for t in times:

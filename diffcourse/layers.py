@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import check_tensor
+from .checks import check_int, check_tensor
 
 
 def _stable(x: torch.Tensor, module: nn.Module) -> bool:
@@ -48,6 +48,7 @@ def conv2d_weight_grad(
     g's dilation; where the padded size less the kernel is not a multiple of s, the result has rows
     and columns past the kernel, which are cut."""
     check_tensor(x, "x", floating=True, ndim=4)
+    kernel_size = check_int(kernel_size, "kernel_size", low=1)
     check_tensor(
         g,
         "g",
@@ -204,7 +205,13 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        dims = tuple(range(-len(self.normalized_shape), 0))
+        k = len(self.normalized_shape)
+        if tuple(x.shape[x.ndim - k :]) != tuple(self.normalized_shape) or x.ndim < k:
+            raise ValueError(
+                f"LayerNorm: x's last dimensions must be {tuple(self.normalized_shape)}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        dims = tuple(range(-k, 0))
         centred = x - x.mean(dims, keepdim=True)
         h = centred * torch.rsqrt(centred.square().mean(dims, keepdim=True) + self.eps)
         if not self.elementwise_affine:

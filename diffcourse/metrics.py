@@ -292,8 +292,7 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
     Wu et al. (2024) measure it: guidance lowers it."""
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a tensor [N, D], got {tuple(getattr(x, 'shape', ()))}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < x.shape[0]:
-        raise ValueError(f"k must be an int in 1..N-1, got {k!r}")
+    k = check_int(k, "k", low=1, high=x.shape[0] - 1)  # the k-th neighbour of each of N points
     x = x.detach().double().cpu()
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values")

@@ -23,6 +23,9 @@ from .layers import Conv2d, GroupNorm
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     """Sinusoidal features of t/T at geometric frequencies (Vaswani et al. 2017; Ho et al. 2020)."""
+    if check_int(dim, "dim", low=2) % 2:
+        raise ValueError(f"dim must be even (a sine and a cosine per frequency), got {dim}")
+    check_int(T, "T", low=1)
     half = dim // 2
     freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
     angles = (t.float() / T * 1000.0)[:, None] * freqs[None]
@@ -566,6 +569,8 @@ def flat_eps_fn(model: nn.Module, label: Optional[int] = None):
     flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
     coordinates (chapter 12)."""
     shape = (getattr(model, "channels", 1), getattr(model, "size", 8), getattr(model, "size", 8))
+    if label is not None:  # an int class, not 2.7 or True read as one
+        label = check_int(label, "label", low=0, high=getattr(model, "num_classes", 1) - 1)
 
     def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         labels = (

@@ -510,9 +510,15 @@ def ddim_x0_coefficient(alpha_bar_t, alpha_bar_s, eta: float):
     eta = check_real(eta, "eta", low=0)
     alpha_bar_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t", zero=False, one=False)
     alpha_bar_s = check_alpha_bar(alpha_bar_s, "alpha_bar_s", zero=False)
+    if torch.as_tensor(alpha_bar_s <= alpha_bar_t).any():  # s is the earlier, less noisy level
+        raise ValueError("alpha_bar_s must exceed alpha_bar_t (the step goes from t to s < t)")
     xi2 = eta**2 * (1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)
+    rest = 1 - alpha_bar_s - xi2  # the direction's variance; past 0 the root is complex
+    if torch.as_tensor(rest < -1e-9).any():
+        raise ValueError(f"eta={eta} makes the step's variance exceed 1 - alpha_bar_s")
+    rest = rest.clamp(min=0) if isinstance(rest, torch.Tensor) else max(rest, 0.0)  # rounding
     root = (alpha_bar_t / (1 - alpha_bar_t)) ** 0.5
-    return alpha_bar_s**0.5 - (1 - alpha_bar_s - xi2) ** 0.5 * root
+    return alpha_bar_s**0.5 - rest**0.5 * root
 
 
 def ddim_x0_coefficients(schedule: Schedule, steps: int, eta: float) -> torch.Tensor:

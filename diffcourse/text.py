@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_int, read_values, values_checked_already
 from .layers import GroupNorm, LayerNorm, Linear
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -212,8 +213,7 @@ def tokenize(
     """Word-level token ids [N, length]: ``<start>``, one id per word, then ``<pad>``. The null
     caption "" is ``<start>`` alone. An unknown word raises ValueError naming it and the vocabulary."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
+    length = check_int(length, "length", low=1)
     out = torch.full((len(captions), length), PAD, dtype=torch.long)
     for i, c in enumerate(captions):
         ids = [START] + [_INDEX[w] for w in _words(c)]
@@ -237,6 +237,10 @@ def check_tokens(
         )
     if tokens.device != device:
         raise ValueError(f"tokens are on {tokens.device} but the model is on {device}")
+    if tokens.numel() and not values_checked_already():  # an id past the vocabulary: IndexError
+        lo, hi = read_values(torch.stack([tokens.min(), tokens.max()]))
+        if lo < 0 or hi >= len(VOCAB):
+            raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got {lo}..{hi}")
     return tokens
 
 
@@ -248,6 +252,8 @@ def detokenize(tokens: torch.Tensor) -> List[str]:
     for row in tokens.tolist():
         if not row or row[0] != START:
             raise ValueError("every row of tokens must start with <start>")
+        if not all(0 <= i < len(VOCAB) for i in row):
+            raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got the row {row}")
         words = [VOCAB[i] for i in row[1:] if i != PAD]
         out.append(" ".join(words))
     return out
@@ -261,6 +267,8 @@ def masked_attention(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over the keys where ``mask`` is True, per head (Vaswani et al. 2017):
     q [N, Lq, D], k and v [N, Lk, D], mask [N, Lk]; masked keys get weight exactly zero."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:  # a float mask is a bias
+        raise TypeError("mask must be a bool tensor [N, Lk]: True where a key may be attended")
     n, lq, d = q.shape
     split = lambda z: z.reshape(n, z.shape[1], heads, d // heads).transpose(1, 2)
     out = F.scaled_dot_product_attention(

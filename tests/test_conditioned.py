@@ -133,3 +133,10 @@ def test_superres_metrics_on_the_sources_themselves():
     assert abs(noisy["consistency"] - 0.1) < 1e-6
     with pytest.raises(ValueError, match="low"):
         superres_metrics(_Reader(), x, low_resolution(x)[:3], labels, group, x, labels)
+
+
+def test_low_resolution_factor_is_an_int():
+    with pytest.raises(TypeError, match="^factor must be an int"):
+        low_resolution(torch.randn(2, 1, 8, 8), 2.0)
+    with pytest.raises(ValueError, match="^factor must be an int >= 1"):
+        low_resolution(torch.randn(2, 1, 8, 8), 0)

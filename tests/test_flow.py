@@ -608,3 +608,12 @@ def test_velocity_gap_to_eps_of_eq_170_in_both_forms():
     assert flow.velocity_gap_to_eps(v3, e2, s, x, [10, 25]) > 1e-2
     with pytest.raises(ValueError, match="steps"):
         flow.velocity_gap_to_eps(v3, e3, s, x, [50])
+
+
+def test_relative_velocity_error_needs_points():
+    """Found by fuzzing: n = 0 returned NaN."""
+    from diffcourse.data import three_blobs
+
+    v = lambda x, t: x  # noqa: E731
+    with pytest.raises(ValueError, match="^n must be an int >= 1"):
+        flow.relative_velocity_error(v, v, three_blobs(), [0.5], n=0)

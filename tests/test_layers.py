@@ -164,3 +164,12 @@ def test_image_samples_are_the_same_at_one_two_and_four_threads():
     for threads in (2, 4):
         for a, b in zip(one, _at_threads(threads, samples)):
             assert torch.equal(a, b), threads
+
+
+def test_layer_norm_and_the_weight_gradient_refuse_what_torch_nn_refuses():
+    """Found by fuzzing: the written-out LayerNorm broadcast [2, 1] against its 4 weights."""
+    with pytest.raises(ValueError, match=r"^LayerNorm: x's last dimensions must be \(4,\)"):
+        layers.LayerNorm(4)(torch.randn(2, 1))
+    x, g = torch.randn(2, 3, 8, 8), torch.randn(2, 5, 8, 8)
+    with pytest.raises(ValueError, match="^kernel_size must be an int >= 1"):
+        layers.conv2d_weight_grad(x, g, -1, (1, 1), (1, 1))

@@ -1016,3 +1016,11 @@ def test_a_wrong_shaped_eps_fn_or_a_label_the_classifier_lacks_is_refused():
     noisy = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=10)
     with pytest.raises(ValueError, match=r"^y must lie in 0\.\.9"):
         noisy_accuracy(noisy, x, torch.full((12,), 10), s, [3])
+
+
+def test_knn_entropy_k_is_an_int():
+    x = torch.randn(20, 2)
+    with pytest.raises(TypeError, match="^k must be an int"):
+        knn_entropy(x, k=2.0)
+    with pytest.raises(ValueError, match="^k must be an int in"):
+        knn_entropy(x, k=20)

@@ -190,3 +190,21 @@ def test_unsupported_widths_and_embedding_sizes_are_named():
     for emb_dim, error in ((0, ValueError), (3, ValueError), (2.0, TypeError)):
         with pytest.raises(error, match="^emb_dim"):
             MLPDenoiser(dim=2, T=10, hidden=8, depth=1, emb_dim=emb_dim)
+
+
+def test_the_time_embedding_and_a_flat_eps_fns_label_are_checked():
+    """Found by fuzzing: T = 0 gave NaN features, an odd dim one feature short; a label of 2.7 or
+    True was read as class 2 or 1."""
+    from diffcourse.models import flat_eps_fn, timestep_embedding
+
+    t = torch.arange(4)
+    assert timestep_embedding(t, 4, 10).shape == (4, 4)
+    with pytest.raises(ValueError, match="^T must be an int >= 1"):
+        timestep_embedding(t, 4, 0)
+    with pytest.raises(ValueError, match="^dim must be even"):
+        timestep_embedding(t, 3, 10)
+    unet = UNet(channels=1, size=8, T=10, num_classes=3, width=8)
+    for label, error in ((2.7, TypeError), (True, TypeError), (3, ValueError), (-1, ValueError)):
+        with pytest.raises(error, match="^label"):
+            flat_eps_fn(unet, label)
+    assert flat_eps_fn(unet, 2)(torch.randn(2, 64), torch.tensor([3, 3])).shape == (2, 64)

@@ -686,3 +686,13 @@ def test_a_public_steps_tensors_must_match_x_t_not_broadcast():
             langevin_step(x, x, **{"alpha": 0.9, "snr": 0.1, name: value}, noise=x)
     with pytest.raises(ValueError, match="and eps"):
         eps_to_x0(x, thin, 0.5)
+
+
+def test_ddim_x0_coefficient_refuses_a_step_backwards_or_too_much_noise():
+    """Found by fuzzing: alpha_bar_s and alpha_bar_t swapped were taken, and eta = 5 returned a
+    complex number."""
+    assert 0 < ddim_x0_coefficient(0.5, 0.9, 1.0) < 0.9**0.5
+    with pytest.raises(ValueError, match="^alpha_bar_s must exceed alpha_bar_t"):
+        ddim_x0_coefficient(0.9, 0.5, 0.0)
+    with pytest.raises(ValueError, match="^eta=5.0 makes the step's variance exceed"):
+        ddim_x0_coefficient(0.5, 0.9, 5.0)

@@ -169,3 +169,23 @@ def test_caption_references_floor_and_ceiling():
     assert torch.equal(wrong.ceiling, torch.zeros(2)) and torch.equal(wrong.floor, ref.floor)
     with pytest.raises(ValueError, match="satisfies"):
         caption_references(_Oracle(), ["seven"], x[:5], y[:5])
+
+
+def test_token_ids_past_the_vocabulary_and_float_masks_are_refused():
+    """Found by fuzzing: an id past the vocabulary reached nn.Embedding (IndexError), a negative one
+    read as the last word; a float mask became an additive bias."""
+    from diffcourse.text import masked_attention
+
+    enc = TextEncoder(dim=8, layers=1)
+    for bad in (len(VOCAB), -1):
+        tokens = tokenize(["one"] * 2)
+        tokens[1, 1] = bad
+        with pytest.raises(ValueError, match=r"^tokens must be ids in 0\.\."):
+            enc(tokens)
+        with pytest.raises(ValueError, match=r"^tokens must be ids in 0\.\."):
+            detokenize(tokens)
+    with pytest.raises(TypeError, match="^length must be an int"):
+        tokenize("one", length=2.0)
+    q = torch.randn(2, 3, 8)
+    with pytest.raises(TypeError, match="^mask must be a bool tensor"):
+        masked_attention(q, q, q, torch.ones(2, 3), heads=2)
