@@ -352,8 +352,7 @@ def digits_mixture(
     class, so p(y) is the data's class frequency. Component k belongs to class k // components.
     Draws reshape to images with ``x.reshape(-1, 1, 8, 8)``.
     """
-    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 20:
-        raise ValueError(f"components must be an int in 1..20, got {components!r}")
+    components = check_int(components, "components", low=1, high=20)
     if (
         isinstance(reg_covar, bool)
         or not isinstance(reg_covar, (int, float))
@@ -381,8 +380,7 @@ def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64)
     means = torch.as_tensor(means, dtype=torch.float64)
     if means.ndim != 2:
         raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-        raise ValueError(f"std must be a number > 0, got {std!r}")
+    std = check_real(std, "std", low=0, low_open=True)
     k, d = means.shape
     covs = std**2 * torch.eye(d, dtype=torch.float64).expand(k, d, d)
     return GaussianMixture(

@@ -169,6 +169,8 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
     (``argmax_c p(c|x)`` at t = 0) assigns to y. Ceiling: exact draws from p(x|y); floor:
     unconditional draws (about p(y) when y is fixed)."""
     check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    if not len(x):  # a share of nothing: NaN
+        raise ValueError("x must hold at least one sample")
     x = x.to(mixture.device, mixture.dtype)
     y = mixture._check_y(y, x.shape[0])
     return (mixture.class_log_posterior(x).argmax(1) == y).double().mean().item()
@@ -236,6 +238,8 @@ def fidelity(
     check_module(classifier, "classifier")
     check_tensor(x, "x", floating=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    if not len(x):  # a share of nothing: NaN
+        raise ValueError("x must hold at least one image")
     _check_label_range(y, classifier)
     batch_size = check_int(batch_size, "batch_size", low=1)
     pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(batch_size)])

@@ -241,6 +241,8 @@ def check_tokens(
         lo, hi = read_values(torch.stack([tokens.min(), tokens.max()]))
         if lo < 0 or hi >= len(VOCAB):
             raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got {lo}..{hi}")
+        if not all(v == START for v in read_values(tokens[:, 0])):  # else attention has no key
+            raise ValueError("every row of tokens must start with <start> (see tokenize)")
     return tokens
 
 
@@ -332,6 +334,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, channels: int, context_dim: int, heads: int = 2):
         super().__init__()
+        channels, heads = check_int(channels, "channels", low=1), check_int(heads, "heads", low=1)
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.heads = heads

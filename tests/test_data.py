@@ -266,3 +266,14 @@ def test_digits_mixture_bad_input():
         digits_mixture(dtype=torch.long)
     with pytest.raises(ValueError, match="holdout"):
         digits_mixture(holdout=1.5)
+    with pytest.raises(TypeError, match="^components must be an int"):  # not a ValueError
+        digits_mixture(components="2")
+
+
+def test_round_mixture_std_is_a_positive_number():
+    from diffcourse.data import round_mixture
+
+    with pytest.raises(TypeError, match="^std must be a real number"):
+        round_mixture([[0.0, 0.0]], "1", [0])
+    with pytest.raises(ValueError, match="^std must be"):
+        round_mixture([[0.0, 0.0]], 0.0, [0])

@@ -1024,3 +1024,14 @@ def test_knn_entropy_k_is_an_int():
         knn_entropy(x, k=2.0)
     with pytest.raises(ValueError, match="^k must be an int in"):
         knn_entropy(x, k=20)
+
+
+def test_an_empty_sample_has_no_share():
+    """Found by fuzzing: class_agreement and fidelity of no samples were NaN."""
+    from diffcourse.metrics import class_agreement
+
+    with pytest.raises(ValueError, match="^x must hold at least one sample"):
+        class_agreement(torch.zeros(0, 2), 0, three_blobs())
+    clf = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    with pytest.raises(ValueError, match="^x must hold at least one image"):
+        fidelity(clf, torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))

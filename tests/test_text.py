@@ -189,3 +189,15 @@ def test_token_ids_past_the_vocabulary_and_float_masks_are_refused():
     q = torch.randn(2, 3, 8)
     with pytest.raises(TypeError, match="^mask must be a bool tensor"):
         masked_attention(q, q, q, torch.ones(2, 3), heads=2)
+
+
+def test_a_caption_must_start_with_its_start_token_and_heads_be_positive():
+    """Found by fuzzing: a row without <start> left the attention no key (NaN); heads = 0 divided
+    by zero."""
+    enc = TextEncoder(dim=8, layers=1)
+    tokens = tokenize(["one", "two"])
+    tokens[0, 0] = PAD
+    with pytest.raises(ValueError, match="^every row of tokens must start with <start>"):
+        enc(tokens)
+    with pytest.raises(ValueError, match="^heads must be an int >= 1"):
+        CrossAttention(8, 8, heads=0)
