@@ -15,11 +15,11 @@ from .checks import (
     check_callable,
     check_generator,
     check_int,
+    check_labels,
     check_module,
     check_real,
     check_schedule,
     check_tensor,
-    read_values,
 )
 from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
 from .schedules import Schedule, q_sample, q_sample_at
@@ -223,11 +223,8 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def _check_label_range(y: torch.Tensor, classifier) -> None:
     """Labels within the classifier's classes: a label it cannot predict would count as a miss."""
-    num_classes = getattr(classifier, "num_classes", None)
-    if num_classes and y.numel():
-        lo, hi = read_values(torch.stack([y.min(), y.max()]))
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"y must lie in 0..{num_classes - 1}, got labels in {lo}..{hi}")
+    if getattr(classifier, "num_classes", None):
+        check_labels(y, len(y), classifier.num_classes, allow_int=True)
 
 
 def fidelity(
