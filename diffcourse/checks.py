@@ -87,8 +87,15 @@ def check_probability(value, name: str) -> float:
 
 
 def check_choice(value, name: str, choices: Sequence) -> object:
-    """One of ``choices`` (compared with ==): a ValueError lists them."""
+    """One of ``choices`` (compared with ==): a ValueError lists them, or a TypeError where every
+    choice is of one type and ``value`` is not (a number where a name is asked for)."""
     if value not in choices:
+        kinds = {type(c) for c in choices}
+        if len(kinds) == 1 and not isinstance(value, tuple(kinds)):
+            raise TypeError(
+                f"{name} must be a {kinds.pop().__name__}, one of {tuple(choices)}, "
+                f"got {type(value).__name__}"
+            )
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
@@ -199,6 +206,27 @@ def check_schedule(schedule, name: str = "schedule"):
     if not isinstance(schedule, Schedule):
         raise TypeError(f"{name} must be a diffcourse Schedule, got {type(schedule).__name__}")
     return schedule
+
+
+def check_levels(schedule, steps, name: str = "steps") -> list:
+    """0-based steps of ``schedule`` as Python ints in 0..T-1: a non-empty sequence (a list, a range,
+    a 1-D tensor), not a single int."""
+    check_schedule(schedule)
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {type(steps).__name__}")
+    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
+    if not steps:
+        raise ValueError(f"{name} must hold at least one step")
+    return [check_int(s, name, low=0, high=schedule.T - 1) for s in steps]
+
+
+def check_mixture(mixture, name: str = "mixture"):
+    """A :class:`~diffcourse.mixture.GaussianMixture`."""
+    from .mixture import GaussianMixture
+
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"{name} must be a GaussianMixture, got {type(mixture).__name__}")
+    return mixture
 
 
 def check_module(model, name: str = "model") -> torch.nn.Module:

@@ -14,7 +14,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_int, check_real, check_tensor
+from .checks import check_int, check_levels, check_mixture, check_real, check_schedule, check_tensor
 from .data import round_mixture
 from .guidance import classifier_free_eps_fn, classifier_free_guidance, interval_cfg_eps_fn
 from .leaderboard import mode_coverage
@@ -38,6 +38,8 @@ def samplers(
 ) -> Dict[str, Callable[[Fn, torch.Tensor], torch.Tensor]]:
     """``{"DDPM": run, "DDIM": run}``: ancestral DDPM on every level (its noise seeded by ``seed``)
     and DDIM (eta = 0) on ``levels`` levels, each ``run(eps_fn, x_T) -> x_0``."""
+    check_schedule(schedule)
+    levels, seed = check_int(levels, "levels", low=1, high=schedule.T), check_int(seed, "seed")
 
     def ddpm(eps_fn: Fn, x: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -130,7 +132,8 @@ def confidence_and_entropy(
 ) -> Dict[Tuple[str, float], Tuple[float, float]]:
     """``{(sampler, gamma): (confidence, entropy)}`` of eq. 170's samples of class y: the mean exact
     p(y|x) over the samples, and their differential entropy (:func:`~diffcourse.metrics.knn_entropy`)."""
-    z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
+    n = check_int(n, "n", low=1)
+    z = seeded_noise((n, check_mixture(mixture).dim), seed, mixture.device, mixture.dtype)
     out = {}
     for name, run in samplers(schedule, levels).items():
         for g in gammas:
@@ -627,7 +630,7 @@ def cfg_score_gap(
     (1 - gamma) log p_t(x) (``tilted_log_prob`` of the noised mixture), in float64: two independent
     routes to one score (chapter 6). Per step and gamma: max |difference| / max |autograd score|."""
     n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
-    m64 = mixture.to(dtype=torch.float64)
+    steps, m64 = check_levels(schedule, steps), check_mixture(mixture).to(dtype=torch.float64)
     a = schedule.alpha_bar.double()
     gen = torch.Generator(device=mixture.device).manual_seed(seed)
     worst = 0.0

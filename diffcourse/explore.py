@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .checks import check_int, check_real
+from .checks import check_int, check_mixture, check_real
 from .guidance import classifier_free_eps_fn
 from .metrics import spread
 from .mixture import GaussianMixture, exact_eps_fn, tilted_log_prob
@@ -28,9 +28,7 @@ LEVELS = (0.05, 0.2, 0.4, 0.6, 0.8)  # contour lines, as fractions of each law's
 
 
 def _check(mixture: GaussianMixture, y: int, gamma: float, corrector_steps: int, n: int) -> None:
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    if mixture.dim != 2:
+    if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D, got dim={mixture.dim}")
     check_int(y, "y", low=0, high=mixture.num_classes - 1)
     check_real(gamma, "gamma", low=0)

@@ -346,7 +346,7 @@ def cfg_zero_star_fn(
     t_zero = check_real(t_zero, "t_zero", low=0, high=1)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        zero = t > t_zero
+        zero = check_times(t, x_t.shape[0]) > t_zero  # integer steps would all look > t_zero
         if bool(zero.all()):
             return torch.zeros_like(x_t)  # zero-init: no network pass at all
         v = cfg_zero_star(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, scale)

@@ -582,12 +582,8 @@ def independent_condition_eps_fn(
     y_rand = y it is the conditional prediction for every gamma. Two evaluations per level.
     """
     gamma = _check_gamma(gamma)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.ndim != 1:
-        raise TypeError("y must be a LongTensor [N] of labels")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"y must lie in 0..{num_classes - 1}")
+    num_classes = check_int(num_classes, "num_classes", low=1)
+    y = check_labels(check_tensor(y, "y", ndim=1), len(y), num_classes)
     device = generator.device if generator is not None else y.device
     y_rand = torch.randint(0, num_classes, y.shape, generator=generator, device=device).to(y.device)
 
@@ -717,6 +713,11 @@ def variant_eps_fns(
     lo, hi = nsr_interval(schedule)
     inside = sum(lo <= s <= hi for s in ddim_levels(schedule.T, steps))
     lam = lam_matching(schedule, steps, gamma)
+    if "CFG++" in names and lam > 1:  # the caller gave gamma, not lam: name what they gave
+        raise ValueError(
+            f"gamma = {gamma:g} on {steps} levels matches CFG++'s lam = {lam:.3g}, past its range"
+            " [0, 1]: ask for a smaller gamma, or leave 'CFG++' out of names"
+        )
     build = {
         "conditional": lambda: Variant(cond_fn, steps),
         "CFG": lambda: Variant(cfg, 2 * steps),

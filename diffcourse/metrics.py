@@ -16,6 +16,8 @@ from .checks import (
     check_generator,
     check_int,
     check_labels,
+    check_levels,
+    check_mixture,
     check_module,
     check_real,
     check_schedule,
@@ -96,19 +98,29 @@ def distance_to_exact(
     gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     ref, ref2, ref3 = (draw(n, gen).to(samples.dtype).cpu() for _ in range(3))
     distance = sample_distance(samples.cpu(), ref, repeats, projections, seed)
-    floor = sample_distance(ref2, ref3, repeats, projections, seed)
+    floor = _floor(ref2, ref3, repeats, projections, seed)
     return {"distance": distance, "floor": floor, "ratio": distance / floor}
+
+
+def _floor(ref2: torch.Tensor, ref3: torch.Tensor, *args) -> float:
+    """The noise floor: the sample distance between two sets of exact draws, never 0."""
+    floor = sample_distance(ref2, ref3, *args)
+    if floor == 0:  # two identical sets: a constant draw, or one that ignores its generator
+        raise ValueError("draw must return random draws: two calls gave the same points (floor 0)")
+    return floor
 
 
 def mixture_draw(mixture: GaussianMixture, y: Label = None) -> Draw:
     """``draw(n, generator)`` for :func:`distance_to_exact`: exact draws from p(x) or p(x|y)."""
+    check_mixture(mixture)._check_label(y)
     return lambda n, gen: mixture.sample(n, y, generator=gen)[0]
 
 
 def tilted_draw(mixture: GaussianMixture, y: int, gamma: float) -> Draw:
     """``draw(n, generator)`` for :func:`distance_to_exact`: draws from the tilted law
     p(x|y)^gamma p(x)^(1 - gamma) / Z of a 2-D mixture (chapter 6; ``mixture.sample_tilted``)."""
-
+    check_mixture(mixture)._check_y(y, 1)
+    check_real(gamma, "gamma", low=0)
     return lambda n, gen: sample_tilted(mixture, y, gamma, n, generator=gen)
 
 
@@ -124,10 +136,8 @@ def _forward_points(
     (step, t [n] on the CPU, x_t on the mixture's device, labels), with x_0 and its labels drawn
     from the mixture (class ``y`` only, if given) and x_t from the forward process, all from one
     generator seeded with ``seed``: the same seed, the same points, whatever is measured on them."""
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
-    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     for step in steps:
         x0, labels = mixture.sample(n, y, generator=gen)
@@ -168,7 +178,7 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
     """Share of samples ``x`` asked for label(s) ``y`` that the exact Bayes classifier
     (``argmax_c p(c|x)`` at t = 0) assigns to y. Ceiling: exact draws from p(x|y); floor:
     unconditional draws (about p(y) when y is fixed)."""
-    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
     if not len(x):  # a share of nothing: NaN
         raise ValueError("x must hold at least one sample")
     x = x.to(mixture.device, mixture.dtype)
@@ -317,6 +327,7 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
 def class_references(mixture: GaussianMixture, n: int, seed: int = 10) -> Dict[int, torch.Tensor]:
     """``{c: n exact draws from p(x|c)}`` for every class, class c drawn with seed ``seed + c`` on
     the mixture's device: the references :func:`spread` compares with."""
+    check_mixture(mixture)
     n, seed = check_int(n, "n", low=2), check_int(seed, "seed")
     return {
         c: mixture.sample(
@@ -335,7 +346,7 @@ def per_class_agreement_and_spread(
     """For each class c asked for in ``y``: (class agreement of the samples asked for c, their
     spread against ``references[c]``; None without references). See :func:`class_agreement` and
     :func:`spread`."""
-    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     y_host = y.cpu()
     out = {}
@@ -596,7 +607,7 @@ def distance_to_exact_fn(
     n = check_int(n, "n", low=2)
     gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     ref, ref2, ref3 = (draw(n, gen).cpu() for _ in range(3))
-    floor = sample_distance(ref2, ref3, repeats, projections, seed)
+    floor = _floor(ref2, ref3, repeats, projections, seed)
 
     def distance(samples: torch.Tensor) -> Dict[str, float]:
         check_tensor(samples, "samples", floating=True, shape=(n, ref.shape[1]))
@@ -625,11 +636,11 @@ def tweedie_errors(
     (:func:`~diffcourse.targets.posterior_means`) is held against the brute-force answer (or the
     exact score): |u - v| / |v| over all n points. Checks Tweedie's formula (Luo eq. 133) and
     eq. 151 with no network; what is left is the Monte Carlo error of the pool."""
-    check_schedule(schedule)
+    check_mixture(mixture)
+    steps = check_levels(schedule, steps)
     pool_size = check_int(pool_size, "pool_size", low=1)
     n = check_int(n, "n", low=1)
     check_generator(generator)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
     pool, _ = mixture.sample(pool_size, generator=generator)
     out = {}
     for step in steps:
@@ -716,10 +727,9 @@ def label_gain(
     the gain G_t = (1 - alpha_bar_t) |grad log p_t(y | x_t)|^2 that chapter 2 derives from the
     eps-score link (Luo eq. 151) and Bayes' rule for scores (Luo eq. 165). The two share no
     formula, so their agreement tests the derivation."""
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
     exact_u = exact_eps_fn(mixture, schedule)
     formula, direct, loss_u, loss_c = [], [], [], []
     for step in tqdm(steps, desc="label gain", disable=not progress, leave=False):
@@ -861,23 +871,6 @@ def rescale_factors(
 # one generator passed through several calls gives the same points as the labs' loops did.
 
 
-def _check_mixture(mixture) -> GaussianMixture:
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    return mixture
-
-
-def _check_levels(schedule: Schedule, steps: Sequence[int]) -> list:
-    """The 0-based steps as Python ints in 0..T-1 (a non-empty sequence)."""
-    check_schedule(schedule)
-    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
-        raise TypeError(f"steps must be a sequence of ints, got {type(steps).__name__}")
-    steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
-    if not steps:
-        raise ValueError("steps must hold at least one step")
-    return [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
-
-
 def _labelled_x_t(mixture: GaussianMixture, schedule: Schedule, step: int, n: int, generator):
     """n labelled x_t from the forward process at ``step`` (x_0 and y from the mixture, then the
     noise, both from ``generator``), the steps t, and the mixture of x_t."""
@@ -921,8 +914,8 @@ def bayes_log_form_errors(
     log-densities, and the error is relative to the largest conditional score. The last entry says
     whether ``diffuse`` kept the class shares p(y) exactly. Use a float64 mixture: in float64 both
     errors are rounding, about 1e-15."""
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     out = {}
     for step in steps:
@@ -954,8 +947,8 @@ def bayes_score_errors(
     never forms a score), so eq. 165, score(x, y) = score(x) + grad log p_t(y|x), is not checked
     against itself; the second figure holds ``classifier_grad`` (eq. 165 read backwards) against the
     same autograd gradient. Both are the largest gap over the largest conditional score."""
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     out = {}
     for step in steps:
@@ -979,8 +972,8 @@ def mean_class_posterior(
     ``{step: (mean [C], standard error [C])}``. Averaging Bayes' rule over x_t gives
     E[p_t(y | x_t)] = p(y) at every t (Luo 2022 eq. 164's last term: the shares do not depend on
     x_t), so the means must sit within a few standard errors of the class shares."""
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=2)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=2)
     check_generator(generator)
     out = {}
     for step in steps:
@@ -1005,8 +998,8 @@ def class_signal(
     over the classes. Both as float32 tensors [len(steps)]."""
     from tqdm.auto import tqdm
 
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     norms, accuracy = [], []
     for step in tqdm(steps, desc="class signal", disable=not progress, leave=False):
@@ -1050,8 +1043,8 @@ def noisy_classifier_check(
     from .guidance import classifier_grad_fn
 
     check_module(classifier, "classifier")
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     rows = []
     for step in tqdm(steps, desc="classifier check", disable=not progress, leave=False):
@@ -1089,8 +1082,8 @@ def classifier_guidance_check(
     from .mixture import exact_classifier_grad_fn, exact_eps_fn, tilted_log_prob
     from .samplers import ddpm_step
 
-    _check_mixture(mixture)
-    steps, n = _check_levels(schedule, steps), check_int(n, "n", low=1)
+    check_mixture(mixture)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     gamma = check_real(gamma, "gamma", low=0, low_open=True)
     check_generator(generator)
     alpha_bar, betas = schedule.alpha_bar.tolist(), schedule.betas.tolist()
@@ -1124,7 +1117,7 @@ def class_distance_ratios(
     """For each class c asked for in ``y``: the sample distance of the samples asked for c to exact
     draws from p(x|c), over its noise floor (:func:`distance_to_exact` with seed c): near 1 for a
     sampler of p(x|c), chapter 1's bar for a learned model is 2."""
-    _check_mixture(mixture)
+    check_mixture(mixture)
     check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     return {
@@ -1149,7 +1142,7 @@ def tilted_mean_along(
     from .checks import check_real
     from .mixture import tilted_log_prob
 
-    _check_mixture(mixture)
+    check_mixture(mixture)
     if mixture.dim != 2:
         raise ValueError(f"tilted_mean_along works on 2-D mixtures, got dim={mixture.dim}")
     y = int(mixture._check_y(y, 1)[0])
@@ -1171,7 +1164,7 @@ def marginal_spread(mixture: GaussianMixture) -> float:
     total variance tr Cov p(x) = tr Sigma + sum_k w_k |mu_k - mu_bar|^2 and tr Cov p(x|y) = tr Sigma,
     so the spread is 1 + (between-class over within-class variance). It is what guidance with
     gamma = 0 gives, whose samples follow p(x) whatever label was asked."""
-    _check_mixture(mixture)
+    check_mixture(mixture)
     if mixture.num_components != mixture.num_classes:
         raise ValueError(
             f"mixture must have one component per class, got {mixture.num_components} components "
@@ -1201,7 +1194,10 @@ def feature_traces(
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     device = next(judge.parameters(), x).device  # the judge's (x's for one without weights)
     f, y = judge.features(x.to(device)).double(), y.to(device)
-    classes = int(y.max()) + 1
+    low, high = (int(v) for v in y.aminmax())
+    if low < 0:
+        raise ValueError(f"y must lie in 0..C-1, got {low}")
+    classes = high + 1
     if any(int((y == c).sum()) < 2 for c in range(classes)):
         raise ValueError("y must hold every class 0..C-1 at least twice")
     per_class = [f[y == c].T.cov().trace() for c in range(classes)]
@@ -1440,7 +1436,7 @@ def exact_draws(
     p(x|y)^gamma p(x)^(1 - gamma) / Z (``mixture.sample_tilted``, chapter 6), from a generator
     seeded with ``seed`` on the mixture's device: the references a sampler is held against."""
     n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
-    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    gen = torch.Generator(device=check_mixture(mixture).device).manual_seed(seed)
     if gamma is None:
         return mixture.sample(n, y, generator=gen)[0]
     return sample_tilted(mixture, y, gamma, n, generator=gen)

@@ -19,6 +19,7 @@ from .checks import (
     check_generator,
     check_int,
     check_labels,
+    check_mixture,
     check_real,
     check_schedule,
     check_steps,
@@ -171,6 +172,12 @@ class GaussianMixture:
     def _check_y(self, y, n: int) -> torch.Tensor:
         """y as a LongTensor[n] of labels in 0..C-1 on the mixture's device (an int: all rows)."""
         return check_labels(y, n, self.num_classes, self.device, allow_int=True)
+
+    def _check_label(self, y: Label) -> None:
+        """A builder's label argument checked when it is given, not at the first call of what it
+        builds: None, an int, or labels [N]."""
+        if y is not None:
+            self._check_y(y, y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else 1)
 
     # ---- densities -----------------------------------------------------------------------------
     def _solve(self, x: torch.Tensor) -> torch.Tensor:
@@ -432,8 +439,7 @@ def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, nee
     Checks the mixture, schedule and labels once, here. Inside a sampling run the step comes from
     the sampler (:func:`~diffcourse.checks.known_step`) and nothing is read back from the device;
     called directly, t is read to find its distinct steps."""
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_mixture(mixture)
     check_schedule(schedule)
     if y is None and need_y:
         raise TypeError(
@@ -545,6 +551,7 @@ def tilted_log_prob(
     """Unnormalised log of p(x|y)^gamma p(x)^(1 - gamma), the law eq. 170 would sample if guidance
     commuted with noise: gamma log p(x|y) + (1 - gamma) log p(x), equal to log p(x) p(y|x)^gamma up
     to a constant. For gamma >= 0 it is normalisable, since p(y|x) <= 1."""
+    check_mixture(mixture)
     gamma = check_real(gamma, "gamma", low=0)
     if y is None:  # log p(x | None) would be log p(x): the tilt would silently vanish
         raise TypeError("y must be a class label (an int or a tensor of labels), got None")
@@ -616,7 +623,7 @@ def sample_tilted(
     :func:`grid_sample` on a square that covers every component's mean by ``margin`` of its largest
     standard deviation. Returned in the mixture's dtype and on its device; drawn on the generator's device,
     so a CPU generator serves a mixture on a GPU (as :func:`~diffcourse.metrics.distance_to_exact` needs)."""
-    if mixture.dim != 2:
+    if check_mixture(mixture).dim != 2:
         raise ValueError(f"sample_tilted works on 2-D mixtures, got dim={mixture.dim}")
     y = int(mixture._check_y(y, 1)[0])
     log_prob = lambda pts: tilted_log_prob(mixture, pts, y, gamma)  # noqa: E731
@@ -753,6 +760,7 @@ def exact_velocity_fn(
     diagonal, with variances (1 - t)^2 lambda + t^2 > 0 at every t in [0, 1]: v* is finite at both
     ends, v*(x, 0) = -x and v*(x, 1) = x - E[x_0 (| y)].
     """
+    check_mixture(mixture)._check_label(y)
     lam, basis = torch.linalg.eigh(mixture.covs)  # [K, D], [K, D, D]
     log_w = torch.log(mixture.weights)
 
@@ -805,16 +813,9 @@ def exact_cfg_velocity_fn(
 def _rejection_plan(mixture: GaussianMixture, y: int, gamma: float, n: int) -> tuple:
     """The checked label, the power of p(y|x) that keeps a proposal, and the proposal's class
     (None: from p(x)) of :func:`sample_tilted_rejection`."""
-    if (
-        isinstance(gamma, bool)
-        or not isinstance(gamma, (int, float))
-        or not math.isfinite(gamma)
-        or gamma < 0
-    ):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    label = int(mixture._check_y(y, 1)[0])
+    gamma = check_real(gamma, "gamma", low=0)
+    n = check_int(n, "n", low=1)
+    label = int(check_mixture(mixture)._check_y(y, 1)[0])
     return (label, gamma - 1, label) if gamma >= 1 else (label, gamma, None)
 
 
@@ -837,8 +838,7 @@ def sample_tilted_rejection(
     generator's device and returned on the mixture's.
     """
     label, power, proposal_y = _rejection_plan(mixture, y, gamma, n)
-    if not isinstance(min_acceptance, (int, float)) or not 0 < min_acceptance <= 1:
-        raise ValueError(f"min_acceptance must lie in (0, 1], got {min_acceptance!r}")
+    check_real(min_acceptance, "min_acceptance", low=0, low_open=True, high=1)
     dev = generator.device if generator is not None else mixture.device
     kept, total, proposed = [], 0, 0
     batch = n
@@ -885,8 +885,11 @@ def exact_log_ratio_fn(
     """log p_t(y | x_t) - log p(y) = log p_t(x_t | y) - log p_t(x_t) as a callable ``ratio_fn(x_t, t)``
     returning [N]: how much more likely the class has become at x_t than it was a priori. Feedback
     guidance (``guidance.feedback_eps_fn``) sets its scale from it."""
+    check_mixture(mixture)
+    check_schedule(schedule)
     if y is None:
-        raise ValueError("y is required for exact_log_ratio_fn")
+        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
+    mixture._check_label(y)
     log_prior = torch.log(mixture.class_weights)
 
     def ratio_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -909,7 +912,7 @@ def class_mixture(mixture: GaussianMixture, y: int) -> GaussianMixture:
     Its score is ``mixture.score(x, y)`` at every noise level, at a fraction of the cost when the
     mixture has many classes (only class y's components are evaluated): the conditional branch of
     exact guidance in high dimension uses it."""
-    label = int(mixture._check_y(y, 1)[0])
+    label = int(check_mixture(mixture)._check_y(y, 1)[0])
     keep = mixture.labels == label
     return GaussianMixture(
         mixture.means[keep],

@@ -241,6 +241,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
         super().__init__()
+        c_in, c_out = check_int(c_in, "c_in", low=1), check_int(c_out, "c_out", low=1)
+        emb_dim = check_int(emb_dim, "emb_dim", low=0)
         self.norm1, self.conv1 = (
             GroupNorm(min(8, c_in), c_in),
             Conv2d(c_in, c_out, 3, padding=1),

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .checks import check_int, check_real
+from .checks import check_int, check_levels, check_mixture, check_real
 from .mixture import GaussianMixture
 
 
@@ -26,9 +26,7 @@ def density_grid(
     ``contourf``. p is the mixture's density, or with ``alpha_bar`` the density of the noisy
     x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (``mixture.diffuse(alpha_bar)``): the
     forward process's pictures of chapter 1."""
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    if mixture.dim != 2:
+    if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D for density_grid, got dim={mixture.dim}")
     lim = check_real(lim, "lim", low=0, low_open=True)
     cells = check_int(cells, "cells", low=2)
@@ -570,15 +568,10 @@ def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, ge
     Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .checks import check_schedule
     from .schedules import q_sample
 
-    check_schedule(schedule)
-    n = check_int(n, "n", low=1)
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
-    if not steps:
-        raise ValueError("steps must name at least one step")
-    x_data, _ = mixture.sample(n, generator=generator)
+    steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
+    x_data, _ = check_mixture(mixture).sample(n, generator=generator)
     fig, axes = plt.subplots(
         1, len(steps), figsize=(3.5 * len(steps), 3.6), sharex=True, sharey=True, squeeze=False
     )
@@ -726,7 +719,7 @@ def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 20
     their class, then ``per_class`` draws from each p(x | y = c), all from ``generator`` in that
     order. Returns the figure."""
     n, per_class = check_int(n, "n", low=1), check_int(per_class, "per_class", low=1)
-    panels = {"p(x), coloured by class": mixture.sample(n, generator=generator)}
+    panels = {"p(x), coloured by class": check_mixture(mixture).sample(n, generator=generator)}
     for c in range(mixture.num_classes):
         panels[f"p(x | y = {c})"] = mixture.sample(per_class, c, generator=generator)
     return class_panels(panels, mixture.num_classes, size=(4.0, 4.0))
@@ -846,16 +839,9 @@ def bayes_fields(
     ``cells`` x ``cells`` grid. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .checks import check_schedule
-
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    if mixture.dim != 2:
+    if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D for bayes_fields, got dim={mixture.dim}")
-    check_schedule(schedule)
-    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__") or not list(steps):
-        raise TypeError("steps must be a non-empty sequence of ints")
-    steps = [check_int(s, "steps", low=0, high=schedule.T - 1) for s in steps]
+    steps = check_levels(schedule, steps)
     y = check_int(y, "y", low=0, high=mixture.num_classes - 1)
     lim = check_real(lim, "lim", low=0, low_open=True)
     arrows, cells = check_int(arrows, "arrows", low=2), check_int(cells, "cells", low=2)

@@ -216,8 +216,10 @@ def glue_nested(template: str, values: Mapping[Any, Mapping[str, Any]]) -> dict:
     with "." turned into "p" so that a page's ``{glue:text}`` role reads it:
     ``glue_nested("well_{key}_{0:g}", {1.5: {"frechet": 0.8}})`` glues ``well_frechet_1p5``.
     Returns the same table with plain Python numbers."""
-    if not isinstance(template, str) or "{key" not in template:
-        raise ValueError(f"template must be a str naming {{key}}, got {template!r}")
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a str, got {type(template).__name__}")
+    if "{key" not in template:
+        raise ValueError(f"template must name {{key}}, got {template!r}")
     if not isinstance(values, Mapping):
         raise TypeError(f"values must be a mapping, got {type(values).__name__}")
     out = {}

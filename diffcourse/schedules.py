@@ -16,6 +16,7 @@ from .checks import (
     check_generator,
     check_int,
     check_real,
+    check_schedule,
     check_step_range,
     check_steps,
     check_tensor,
@@ -134,8 +135,7 @@ def nsr_interval(schedule: "Schedule", low: float = 1 / 3, high: float = 3.0) ->
     sqrt(alpha_bar_t) lies in [low, high]: where neither the noise nor the signal dominates, the
     interval chapter 8 guides on (Kynkaanniemi et al. 2024 choose theirs by search). The ratio grows
     with t, so the steps in between are all inside. No step inside raises ValueError."""
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    check_schedule(schedule)
     low = check_real(low, "low", low=0)
     high = check_real(high, "high", low=low)
     ab = schedule.alpha_bar.double()
@@ -162,7 +162,7 @@ def q_sample(
     check_tensor(x0, "x0", floating=True)
     if x0.ndim < 1:
         raise ValueError("x0 must have a batch dimension")
-    check_steps(t, x0.shape[0], schedule.T)
+    check_steps(t, x0.shape[0], check_schedule(schedule).T)
     if eps is None:
         eps = torch.randn(
             x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype
@@ -185,8 +185,7 @@ def q_sample_at(
     so each level has its own reproducible noise). Returns ``(x_t, t)``, t the steps as a
     LongTensor, ready for ``eps_fn(x_t, t)``."""
     check_tensor(x0, "x0", floating=True)
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    check_schedule(schedule)
     step = check_int(step, "step", low=0, high=schedule.T - 1)
     seed = step if seed is None else check_int(seed, "seed")
     t = torch.full((x0.shape[0],), step, device=x0.device)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_int, read_values, values_checked_already
+from .checks import check_int, check_labels, check_tensor, read_values, values_checked_already
 from .layers import GroupNorm, LayerNorm, Linear
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -391,12 +391,8 @@ def caption_references(
     ``y_real``: the **floor** (what a generator that ignores the caption scores), the **ceiling**
     (what the judge lets real digits score), and, for diversity, the digits that satisfy each caption."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    if (
-        not isinstance(y_real, torch.Tensor)
-        or y_real.ndim != 1
-        or y_real.shape[0] != x_real.shape[0]
-    ):
-        raise ValueError("y_real must hold one label per image of x_real")
+    check_tensor(x_real, "x_real", floating=True)
+    y_real = check_labels(y_real, x_real.shape[0], 10, name="y_real")  # digits 0..9
     true = caption_mask(captions).to(y_real.device)[:, y_real]  # [K, N]
     read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real)]  # [K, N]
     if not true.any(1).all():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from diffcourse import checks
+from diffcourse import checks, claims, metrics, mixture, plots
 from diffcourse.checks import (
     check_choice,
     check_generator,
@@ -68,6 +68,8 @@ def test_check_int():
     assert check_choice("a", "mode", ("a", "b")) == "a"
     with pytest.raises(ValueError, match="^mode must be one of"):
         check_choice("c", "mode", ("a", "b"))
+    with pytest.raises(TypeError, match="^mode must be a str, one of"):  # a number for a name
+        check_choice(5, "mode", ("a", "b"))
 
 
 def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
@@ -160,6 +162,7 @@ CASES = [
     (lambda: q_sample([0.0], T0, S), TypeError, "x0"),
     (lambda: q_sample(X, T0.float(), S), TypeError, "t"),
     (lambda: q_sample(X, T0 + 10, S), ValueError, "t"),
+    (lambda: q_sample(X, T0, "schedule"), TypeError, "schedule"),
     # mixture
     (lambda: MIX.score([[0.0, 0.0]]), TypeError, "x"),
     (lambda: MIX.score(X.double()), TypeError, "x"),
@@ -220,6 +223,28 @@ CASES = [
     (lambda: class_agreement(X.long(), 0, MIX), TypeError, "x"),
     (lambda: spread(X, [[0.0, 0.0]]), TypeError, "reference"),
     (lambda: frechet_distance(X, "b"), TypeError, "b"),
+    # found by fuzzing: an AttributeError ("'str' object has no attribute 'dim'") or "'int' object
+    # is not iterable" where a mixture, a schedule or a sequence of steps was due
+    (lambda: metrics.class_references("mixture", 10), TypeError, "mixture"),
+    (lambda: metrics.per_class_agreement(X, Y, "mixture"), TypeError, "mixture"),
+    (lambda: metrics.mixture_draw("mixture"), TypeError, "mixture"),
+    (lambda: metrics.mixture_draw(MIX, "0"), TypeError, "y"),
+    (lambda: metrics.exact_draws("mixture", 0, 10), TypeError, "mixture"),
+    (lambda: metrics.relative_score_error(FN, "mixture", S, [0]), TypeError, "mixture"),
+    (lambda: metrics.relative_score_error(FN, MIX, S, 3), TypeError, "steps"),
+    (lambda: metrics.tweedie_errors(MIX, S, 3), TypeError, "steps"),
+    (lambda: metrics.label_gain(MIX, S, 3, progress=False), TypeError, "steps"),
+    (lambda: mixture.exact_velocity_fn("mixture"), TypeError, "mixture"),
+    (lambda: mixture.exact_velocity_fn(MIX, "0"), TypeError, "y"),
+    (lambda: mixture.exact_log_ratio_fn(MIX, "schedule", 0), TypeError, "schedule"),
+    (lambda: mixture.exact_log_ratio_fn(MIX, S, 5), ValueError, "y"),
+    (lambda: tilted_log_prob("mixture", X, 0, 2.0), TypeError, "mixture"),
+    (lambda: claims.cfg_score_gap(MIX, "schedule", 0, [2.0]), TypeError, "schedule"),
+    (lambda: claims.cfg_score_gap(MIX, S, 0, [2.0], steps=3), TypeError, "steps"),
+    (lambda: claims.confidence_and_entropy("mixture", 0, [2.0], S), TypeError, "mixture"),
+    (lambda: claims.samplers("schedule"), TypeError, "schedule"),
+    (lambda: plots.forward_process(MIX, S, 3), TypeError, "steps"),
+    (lambda: plots.mixture_classes("mixture"), TypeError, "mixture"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),

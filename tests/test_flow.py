@@ -356,6 +356,11 @@ def test_zero_init_skips_both_branches():
     )
     mixed = v(torch.ones(2, 2), torch.tensor([0.95, 0.5]))
     assert torch.equal(mixed[0], torch.zeros(2)) and len(calls) == 2
+    # found by fuzzing: integer steps (5 > t_zero) returned zeros without a word
+    with pytest.raises(TypeError, match="t"):
+        v(torch.ones(2, 2), torch.tensor([5, 3]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        v(torch.ones(2, 2), torch.tensor([5.0, 3.0]))
 
 
 # ---- the model, flow matching, guidance distillation -------------------------------------------------------

@@ -473,6 +473,10 @@ def test_icg_bad_input():
         independent_condition_eps_fn(model, y.float(), 2.0, 3)
     with pytest.raises(ValueError, match="y"):
         independent_condition_eps_fn(model, y + 3, 2.0, 3)
+    with pytest.raises(ValueError, match="y"):
+        independent_condition_eps_fn(model, y - 1, 2.0, 3)
+    with pytest.raises(TypeError, match="^num_classes must be an int"):  # was a ValueError
+        independent_condition_eps_fn(model, y, 2.0, 3.0)
 
 
 def test_feedback_scale_formula_and_clamp():
@@ -940,6 +944,11 @@ def test_variant_eps_fns_are_the_single_rules_with_their_nfe():
         variant_eps_fns(c, u, s, 0, 3.0, weak_fn=w)
     with pytest.raises(TypeError, match="weak_fn"):
         variant_eps_fns(c, u, s, 10, 3.0, weak_fn=None)
+    # found by fuzzing: a large gamma failed inside cfgpp_eps_fn, naming lam, which the caller never
+    # passed; it is the gamma they gave that CFG++ cannot match, and only if they ask for CFG++
+    with pytest.raises(ValueError, match="^gamma = 100 on 10 levels matches CFG\\+\\+'s lam"):
+        variant_eps_fns(c, u, s, 10, 100.0, weak_fn=w)
+    assert tuple(variant_eps_fns(c, u, s, 10, 100.0, weak_fn=w, names=("CFG",))) == ("CFG",)
 
 
 def test_model_variants_use_the_networks_predictions():

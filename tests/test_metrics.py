@@ -424,6 +424,15 @@ def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
         assert against(x) == distance_to_exact(x, mixture_draw(mixture, 1), seed=3)
     with pytest.raises(ValueError, match="samples"):
         against(x[:10])
+    # found by fuzzing: a draw that returns the same points every time made the floor 0 (a
+    # ZeroDivisionError in distance_to_exact, a ratio of inf from distance_to_exact_fn)
+    constant = lambda n, gen: torch.zeros(n, 2)  # noqa: E731
+    for call in (
+        lambda: distance_to_exact(x, constant),
+        lambda: distance_to_exact_fn(constant, 50),
+    ):
+        with pytest.raises(ValueError, match="^draw must return random draws"):
+            call()
 
 
 def test_tilted_draw_is_sample_tilted():
@@ -848,6 +857,8 @@ def test_feature_traces_by_hand():
         feature_traces(_PixelJudge(), x, y.float())
     with pytest.raises(ValueError, match="every class"):
         feature_traces(_PixelJudge(), x, torch.tensor([0] * 29 + [1]))
+    with pytest.raises(ValueError, match="0..C-1"):  # found by fuzzing: -1 was left out
+        feature_traces(_PixelJudge(), x, torch.cat([y[:-1], torch.tensor([-1])]))
 
 
 def test_noisy_accuracy_from_certain_to_chance():

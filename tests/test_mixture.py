@@ -329,6 +329,15 @@ def test_rejection_refuses_a_hopeless_acceptance_rate():
         sample_tilted_rejection(mix, 0, 2.0, 0)
     with pytest.raises(ValueError, match="y"):
         sample_tilted_rejection(mix, 3, 2.0, 10)
+    # found by fuzzing: a wrong type was a ValueError
+    with pytest.raises(TypeError, match="^n must be an int"):
+        sample_tilted_rejection(mix, 0, 2.0, 3.0)
+    with pytest.raises(TypeError, match="^gamma must be a real number"):
+        sample_tilted_rejection(mix, 0, "2", 3)
+    with pytest.raises(TypeError, match="^min_acceptance"):
+        sample_tilted_rejection(mix, 0, 2.0, 3, min_acceptance="0.1")
+    with pytest.raises(ValueError, match="^min_acceptance"):
+        sample_tilted_rejection(mix, 0, 2.0, 3, min_acceptance=0.0)
 
 
 def test_tilted_acceptance_in_closed_form_and_by_quadrature():
@@ -388,8 +397,10 @@ def test_exact_log_ratio_is_the_class_posterior_over_the_prior():
             x[i : i + 1]
         )  # Bayes: p_t(y|x)/p(y) = p_t(x|y)/p_t(x)
         assert abs(got[i].item() - want.item()) < 1e-10
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(TypeError, match="^y must be"):
         exact_log_ratio_fn(mix, s, None)
+    with pytest.raises(ValueError, match="^y must lie"):  # found by fuzzing: failed at the call
+        exact_log_ratio_fn(mix, s, 5)
 
 
 def test_exact_cfg_is_eq170_of_the_exact_predictors():

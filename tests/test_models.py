@@ -190,6 +190,11 @@ def test_unsupported_widths_and_embedding_sizes_are_named():
     for emb_dim, error in ((0, ValueError), (3, ValueError), (2.0, TypeError)):
         with pytest.raises(error, match="^emb_dim"):
             MLPDenoiser(dim=2, T=10, hidden=8, depth=1, emb_dim=emb_dim)
+    from diffcourse.models import ResBlock  # found by fuzzing: c_in = 0 was a ZeroDivisionError
+
+    for args, error, name in (((0, 8, 4), ValueError, "c_in"), ((8, 2.0, 4), TypeError, "c_out")):
+        with pytest.raises(error, match=f"^{name}"):
+            ResBlock(*args)
 
 
 def test_the_time_embedding_and_a_flat_eps_fns_label_are_checked():

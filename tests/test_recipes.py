@@ -52,6 +52,8 @@ def test_names_budgets_and_aliases():
         recipes.get("ch99")
     with pytest.raises(ValueError, match="budget"):
         recipes.get("ch1-denoiser", "huge")
+    with pytest.raises(TypeError, match="^budget must be a str"):  # found by fuzzing
+        recipes.get("ch1-denoiser", 5)
     with pytest.raises(ValueError, match="steps"):
         recipes.get("ch1-denoiser", steps=0)
     with pytest.raises(TypeError, match="hidden"):

@@ -151,6 +151,8 @@ def test_glue_nested_bad_input():
         report.glue_nested("no_key_{0}", {1: {"a": 1}})
     with pytest.raises(TypeError, match="values"):
         report.glue_nested("{key}", [1, 2])
+    with pytest.raises(TypeError, match="^template must be a str"):  # was a ValueError
+        report.glue_nested(None, {1: {"a": 1}})
 
 
 # ---- pivot and glue_all (labs 5 and 6) ---------------------------------------------------------------

@@ -169,6 +169,15 @@ def test_caption_references_floor_and_ceiling():
     assert torch.equal(wrong.ceiling, torch.zeros(2)) and torch.equal(wrong.floor, ref.floor)
     with pytest.raises(ValueError, match="satisfies"):
         caption_references(_Oracle(), ["seven"], x[:5], y[:5])
+    # found by fuzzing: a negative label indexed the caption mask from its end
+    with pytest.raises(ValueError, match="y_real"):
+        caption_references(_Oracle(), caps, x, torch.cat([y[:-1], torch.tensor([-3])]))
+    with pytest.raises(ValueError, match="y_real"):
+        caption_references(_Oracle(), caps, x, torch.cat([y[:-1], torch.tensor([10])]))
+    with pytest.raises(TypeError, match="y_real"):
+        caption_references(_Oracle(), caps, x, y.tolist())
+    with pytest.raises(ValueError, match="y_real"):
+        caption_references(_Oracle(), caps, x, y[:-1])
 
 
 def test_token_ids_past_the_vocabulary_and_float_masks_are_refused():
