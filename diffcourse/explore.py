@@ -27,6 +27,14 @@ MAX_CORRECTOR_STEPS = 5  # chapter 6's K; K = 5 costs six times the steps of K =
 LEVELS = (0.05, 0.2, 0.4, 0.6, 0.8)  # contour lines, as fractions of each law's peak density
 
 
+class Sliders(dict):
+    """What :func:`explore_guidance` returns: its sliders by name. They are on the page already,
+    so a cell that ends with the call shows nothing more (a plain dict would print its repr)."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def _check(mixture: GaussianMixture, y: int, gamma: float, corrector_steps: int, n: int) -> None:
     if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D, got dim={mixture.dim}")
@@ -127,7 +135,7 @@ def explore_guidance(
     """Show :func:`plot_guidance` at ``gamma`` (and ``corrector_steps``, 0 when None) and, where
     ipywidgets is installed, a gamma slider (and a slider for the corrector steps when
     ``corrector_steps`` is given) that redraws the same figure in place when released. Returns the
-    sliders (a dict, empty without ipywidgets)."""
+    sliders (a :class:`Sliders` dict, empty without ipywidgets)."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
@@ -140,17 +148,19 @@ def explore_guidance(
         import ipywidgets as widgets
     except ImportError:
         print("To move gamma yourself, open this lab in JupyterLab with `make lab`.")
-        return {}
-    sliders = {
-        "gamma": widgets.FloatSlider(
-            value=gamma,
-            min=GAMMA_RANGE[0],
-            max=GAMMA_RANGE[1],
-            step=0.25,
-            description="gamma",
-            continuous_update=False,
-        )
-    }
+        return Sliders()
+    sliders = Sliders(
+        {
+            "gamma": widgets.FloatSlider(
+                value=gamma,
+                min=GAMMA_RANGE[0],
+                max=GAMMA_RANGE[1],
+                step=0.25,
+                description="gamma",
+                continuous_update=False,
+            )
+        }
+    )
     if corrector_steps is not None:
         sliders["corrector_steps"] = widgets.IntSlider(
             value=k,

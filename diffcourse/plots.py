@@ -366,12 +366,18 @@ def animate_samples(
         dots.append(
             [
                 ax.scatter(
-                    *frames[0][idx].T, s=4, alpha=0.7, color=f"C{c}" if y is not None else "C0"
+                    *frames[0][idx].T,
+                    s=4,
+                    alpha=0.7,
+                    color=f"C{c}" if y is not None else "C0",
+                    label=f"asked y = {c}",
                 )
                 for c, idx in keep
             ]
         )
     axes[0][0].set_ylabel("$x_2$")
+    if y is not None:  # which colour is which label
+        axes[0][-1].legend(fontsize=6, markerscale=2, loc="lower right", framealpha=0.9)
     caption = fig.suptitle("", fontsize=10)
 
     def update(i: int):
@@ -392,6 +398,7 @@ def animate_images(
     max_frames: int = 30,
     dpi: int = 72,
     interval: int = 150,
+    ylabel: str = "",
 ) -> JSAnimation:
     """Image grids denoising step by step, one panel per entry of ``panels`` side by side (for
     instance ``{"x_t": keep.x_t, "x0_hat": keep.x0_hat}`` from one :class:`FrameCollector`).
@@ -401,6 +408,8 @@ def animate_images(
             [-1, 1], the same number of frames in every panel; shown as :func:`image_grid` shows
             them (``rows`` rows, one per class when the batch is sorted by label).
         times: the book's t of each frame; by default the first collector's ``times``.
+        row_labels: the rows' tick labels (default 0, 1, ...), named by ``ylabel`` on the first
+            panel (for instance "asked digit y").
         max_frames: at most this many frames, evenly spread, the first and the last kept.
     """
     runs = _check_panels(panels, 4, "[N, 1, H, W]")
@@ -426,6 +435,7 @@ def animate_images(
     for ax, (title, frames) in zip(axes[0], runs):
         image_grid(ax, frames[0], rows, title=title, row_labels=row_labels)
         shown.append(ax.get_images()[0])
+    axes[0][0].set_ylabel(ylabel, fontsize=8)
     caption = fig.suptitle("", fontsize=10)
 
     def update(i: int):
@@ -524,10 +534,16 @@ def samples_grid(
                 lim=lim,
                 color=None if y is not None else f"C{i}",
             )
-    for ax in axes[-1]:
-        ax.set_xlabel("$x_1$")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("$x_2$")
+    # the outer axes are labelled, and so is every panel beside an empty one (shared axes hide
+    # the tick labels of inner panels, which would leave those without any)
+    empty = [[x is None for x in panels.values()] for panels in rows.values()]
+    for i, j in ((i, j) for i in range(len(rows)) for j in range(cols) if not empty[i][j]):
+        if i == len(rows) - 1 or empty[i + 1][j]:
+            axes[i, j].set_xlabel("$x_1$")
+            axes[i, j].tick_params(labelbottom=True)
+        if j == 0 or empty[i][j - 1]:
+            axes[i, j].set_ylabel("$x_2$")
+            axes[i, j].tick_params(labelleft=True)
     if y is not None:
         axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -680,17 +696,20 @@ def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Option
         ax.set_title(title)
         ax.set_xlabel("$x_1$")
     axes[0, 0].set_ylabel("$x_2$")
-    if legend:
-        axes[0, -1].legend(markerscale=5, loc="upper right")
+    if legend:  # on the last panel that shows the most classes
+        drawn = [len(ax.collections) for ax in axes[0]]
+        axes[0, max(i for i, d in enumerate(drawn) if d == max(drawn))].legend(
+            markerscale=5, loc="upper right"
+        )
     fig.tight_layout()
     return fig
 
 
 def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax=None):
     """The two minimal noise-prediction losses against the step t (1-based), without and with the
-    label, the band between them shaded (the gain of knowing y), and the gain by chapter 2's formula
-    G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line, which should run along
-    the band's width. Returns the axes."""
+    label, the band between them shaded (the gain of knowing y), and the loss with y plus the gain
+    by chapter 2's formula G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line,
+    which should trace the band's upper edge. Returns the axes."""
     import matplotlib.pyplot as plt
 
     from .checks import check_tensor
@@ -705,7 +724,9 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
     ax.plot(steps, loss_u, label="minimal loss without y")
     ax.plot(steps, loss_c, label="minimal loss with y")
     ax.fill_between(steps, loss_c, loss_u, color="C2", alpha=0.3, label="gain")
-    ax.plot(steps, gain, color="k", lw=0.8, ls="--", label="gain by the formula")
+    ax.plot(
+        steps, loss_c + gain, color="k", lw=0.8, ls="--", label="loss with y + gain by the formula"
+    )
     ax.set_xlabel("step t")
     ax.set_ylabel("expected noise-prediction loss")
     ax.set_title("What knowing y is worth to the loss, at each noise level")
@@ -722,7 +743,7 @@ def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 20
     panels = {"p(x), coloured by class": check_mixture(mixture).sample(n, generator=generator)}
     for c in range(mixture.num_classes):
         panels[f"p(x | y = {c})"] = mixture.sample(per_class, c, generator=generator)
-    return class_panels(panels, mixture.num_classes, size=(4.0, 4.0))
+    return class_panels(panels, mixture.num_classes, size=(4.0, 4.0), legend="y = {}")
 
 
 def tradeoff(
@@ -870,7 +891,9 @@ def bayes_fields(
         for col, (v, shade) in enumerate(fields):
             ax = axes[row, col]
             shade = shade.exp().reshape(cells, cells).cpu()
-            ax.contourf(fx, fy, shade, levels=15, cmap="Blues", alpha=0.5)
+            # p_t(y|x) on one fixed scale, 0 to 1, so the flattening toward p(y) shows row by row
+            levels = torch.linspace(0, 1, 11).tolist() if col == 1 else 15
+            filled = ax.contourf(fx, fy, shade, levels=levels, cmap="Blues", alpha=0.5)
             length = v.norm(dim=1).clamp(min=1e-12)
             u = (v / length[:, None]).cpu()
             colour = torch.log10(length).cpu()
@@ -892,7 +915,17 @@ def bayes_fields(
                 ax.set_ylabel(f"t = {step + 1}\n$x_2$")
             if row == len(steps) - 1:
                 ax.set_xlabel("$x_1$")
-    fig.colorbar(q, ax=axes, shrink=0.6, label="log10 of the arrow's length")
+            if col == 1:
+                middle = filled
+    fig.colorbar(q, ax=axes, shrink=0.6, label="log10 of the vector's length (arrows: unit length)")
+    fig.colorbar(
+        middle,
+        ax=axes,
+        orientation="horizontal",
+        shrink=0.3,
+        pad=0.06,
+        label="middle column's shading: $p_t(y|x)$",
+    )
     fig.suptitle(
         f"Eq. 165 as a picture: left + middle = right (class y = {y}). "
         "Shading: p_t(x), p_t(y|x), p_t(x|y)"
@@ -919,9 +952,9 @@ def class_signal(t, grad_norm, accuracy, chance: float):
     ax1.set_ylabel("mean $|\\nabla \\log p_t(y|x_t)|$", color="C0")
     ax2 = ax1.twinx()
     ax2.plot(t, accuracy, color="C1", ls="--", label="exact Bayes accuracy")
-    ax2.axhline(chance, color="C1", lw=0.8, ls=":")
+    ax2.axhline(chance, color="C1", lw=0.8, ls=":", label=f"chance ({chance:.2f})")
     ax2.set_ylabel("Bayes classifier accuracy", color="C1")
-    ax1.set_title("The class signal fades as noise grows")
+    ax1.set_title("The class signal peaks at middle noise, then fades")
     fig.legend(loc="lower left", bbox_to_anchor=(0.12, 0.15))
     fig.tight_layout()
     return fig

@@ -129,6 +129,23 @@ def test_animate_samples_shows_the_times_it_was_given():
     assert anim.frames == len(keep.times) == 5
 
 
+def test_the_animations_name_their_colours_and_rows(monkeypatch):
+    from diffcourse import plots
+
+    monkeypatch.setattr(plots, "_to_html", lambda fig, *args: fig)  # the figure, not its HTML
+    keep = fake_run(FrameCollector(every=5))[0]
+    grid = density_grid(three_blobs(), cells=30)
+    fig = animate_samples({"a": keep, "b": keep}, grid, y=torch.arange(90) % 3)
+    legend = fig.get_axes()[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [f"asked y = {c}" for c in range(3)]
+    assert animate_samples({"a": keep}, grid).get_axes()[0].get_legend() is None  # one colour
+    images = FrameCollector()
+    images(0, torch.zeros(6, 1, 8, 8), torch.zeros(6, 1, 8, 8))
+    fig = animate_images({"$x_t$": images}, rows=2, ylabel="asked digit y")
+    assert fig.get_axes()[0].get_ylabel() == "asked digit y"
+    plt.close("all")
+
+
 def test_animate_samples_bad_input():
     keep = fake_run(FrameCollector(every=5))[0]
     grid = density_grid(three_blobs(), cells=30)
@@ -233,6 +250,17 @@ def test_samples_grid_one_panel_per_entry():
     plt.close(wide)
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
+    # a row with empty panels (lab 4's learned pair at two of five gammas): the panels above an
+    # empty one keep their x axis, those right of an empty one their y axis
+    fig = samples_grid(
+        density_grid(mix, cells=30),
+        {"a": {"1": x, "2": x, "3": x}, "b": {"4": None, "5": x, "6": None}},
+    )
+    a1, a2, a3, b5 = fig.get_axes()[:3] + [fig.get_axes()[4]]
+    assert a1.get_xlabel() == a3.get_xlabel() == b5.get_xlabel() == "$x_1$" and not a2.get_xlabel()
+    assert b5.get_ylabel() == "$x_2$" and not a3.get_ylabel()
+    assert a1.xaxis.get_tick_params()["labelbottom"] and b5.yaxis.get_tick_params()["labelleft"]
+    plt.close(fig)
 
 
 # ---- chapters 1 and 2: forward process, score error curve, point clouds, class panels -------------
@@ -299,6 +327,8 @@ def test_class_panels_colour_each_class_alike_and_mixture_classes():
     red = b.collections[0].get_facecolor()[0]
     assert (red == a.collections[1].get_facecolor()[0]).all()  # class 1 red in both panels
     assert len(b.collections[0].get_offsets()) == 20
+    # the legend sits on a panel that shows every class, not on the last one, which shows one
+    assert a.get_legend() is not None and b.get_legend() is None
     plt.close(fig)
     with pytest.raises(TypeError, match="pair"):
         class_panels({"a": x}, 2)
@@ -306,6 +336,8 @@ def test_class_panels_colour_each_class_alike_and_mixture_classes():
         three_blobs(), n=30, per_class=10, generator=torch.Generator().manual_seed(0)
     )
     assert [ax.get_title() for ax in fig.get_axes()][1:] == [f"p(x | y = {c})" for c in range(3)]
+    legend = fig.get_axes()[0].get_legend()  # p(x)'s colours are named
+    assert [t.get_text() for t in legend.get_texts()] == ["y = 0", "y = 1", "y = 2"]
     plt.close(fig)
 
 
@@ -313,8 +345,11 @@ def test_gain_band_draws_both_losses_the_band_and_the_formula():
     u, c = torch.tensor([1.0, 0.9, 0.8]), torch.tensor([0.9, 0.85, 0.8])
     ax = gain_band(u, c, u - c)
     labels = [ln.get_label() for ln in ax.get_lines()]
-    assert labels == ["minimal loss without y", "minimal loss with y", "gain by the formula"]
+    formula = "loss with y + gain by the formula"
+    assert labels == ["minimal loss without y", "minimal loss with y", formula]
     assert list(ax.get_lines()[2].get_xdata()) == [1, 2, 3]
+    # drawn on top of the loss with y, so that a right formula traces the loss without y
+    assert torch.equal(torch.as_tensor(ax.get_lines()[2].get_ydata()), u)
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="^loss_c"):
         gain_band(u, c[:2], u - c)
@@ -382,6 +417,11 @@ def test_bayes_fields_sum_left_and_middle_to_right():
     expected = torch.log10(m_t.score(pts, 1).norm(dim=1)).numpy()
     assert abs(quivers[5].get_array() - expected).max() < 1e-6
     assert "class y = 1" in fig._suptitle.get_text()
+    # p_t(y|x) is shaded on one scale, 0 to 1, in every row, and a colour bar reads it
+    bars = [ax.get_xlabel() + ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert any("p_t(y|x)" in b for b in bars) and any("unit length" in b for b in bars)
+    for ax in axes[1::3]:
+        assert list(ax.collections[0].levels) == pytest.approx([i / 10 for i in range(11)])
     plt.close(fig)
     with pytest.raises(ValueError, match="dim"):
         bayes_fields(random_mixture(3, (1, 1)), s, [0], y=0)
@@ -398,7 +438,8 @@ def test_class_signal_and_noisy_classifier_check_plots():
     left, right = fig.axes
     assert list(left.lines[0].get_ydata()) == [0.4, 0.9, 0.01]
     assert list(right.lines[0].get_ydata()) == [0.96, 0.6, 0.33]
-    assert right.lines[1].get_ydata()[0] == 1 / 3  # the chance level
+    assert right.lines[1].get_ydata()[0] == 1 / 3  # the chance level, named in the legend
+    assert "chance (0.33)" in [t.get_text() for t in fig.legends[0].get_texts()]
     plt.close(fig)
     check = NoisyClassifierCheck(*(torch.tensor([0.9, 0.5, 0.3]) for _ in range(4)))
     fig = noisy_classifier_check(t, check, chance=1 / 3)
