@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextvars
 import math
 import numbers
+import zipfile
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -424,3 +426,24 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.device.type != "meta" and not read_values(torch.isfinite(x).all()):
         raise ValueError(f"{name} holds NaN or infinite values")
     return x
+
+
+# ---- files ----------------------------------------------------------------------------------------
+
+
+def check_archive(path: Union[str, Path], what: str) -> None:
+    """``torch.save`` writes a zip archive with a CRC-32 checksum per member: read them all, so a
+    file with a flipped bit inside a tensor is refused instead of loading wrong weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{what} is corrupt or truncated ({_first_line(err)})") from None
+    if bad is not None:
+        raise ValueError(f"{what} is corrupt: its part {bad!r} fails its checksum")
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, without torch's advice on ``weights_only``."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if "weights_only" not in text else type(err).__name__

@@ -32,7 +32,7 @@ from torch import nn
 
 from . import data as datasets
 from . import models
-from .checks import check_choice, check_int, check_probability, check_real
+from .checks import check_archive, check_choice, check_int, check_probability, check_real
 from .device import BUDGETS, get_device
 from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
@@ -468,8 +468,6 @@ def cache_path(recipe: Recipe, device: torch.device) -> Optional[Path]:
 
 def _load(path: Path, recipe: Recipe, device: torch.device) -> Optional[Trained]:
     """The cached model, or None (with a warning) when the file is damaged or not this recipe's."""
-    from .train import check_archive
-
     try:
         check_archive(path, "the file")  # every part's checksum: a flipped bit is not loaded
         state = torch.load(path, map_location=device, weights_only=True)

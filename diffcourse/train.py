@@ -29,6 +29,8 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from .checks import (
+    _first_line,
+    check_archive,
     check_int,
     check_labels,
     check_module,
@@ -609,24 +611,6 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
     except TypeError as err:
         raise ValueError(str(err)) from None
     return state
-
-
-def check_archive(path: Union[str, Path], what: str) -> None:
-    """``torch.save`` writes a zip archive with a CRC-32 checksum per member: read them all, so a
-    file with a flipped bit inside a tensor is refused instead of loading wrong weights."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"{what} is corrupt or truncated ({_first_line(err)})") from None
-    if bad is not None:
-        raise ValueError(f"{what} is corrupt: its part {bad!r} fails its checksum")
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's message, without torch's advice on ``weights_only``."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text if "weights_only" not in text else type(err).__name__
 
 
 # ---- the command line: the labs' settings, on one device or many ------------------------------------

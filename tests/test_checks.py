@@ -277,3 +277,18 @@ def test_value_checks_go_through_one_read():
 def test_meta_tensors_have_no_values_to_check():
     check_steps(torch.zeros(3, dtype=torch.long, device="meta"), 3, 5)
     check_labels(torch.zeros(3, dtype=torch.long, device="meta"), 3, 2)
+
+
+def test_check_archive_reads_every_parts_checksum(tmp_path):
+    from conftest import flip_a_byte_of
+
+    weights = torch.linspace(-1, 1, 256)
+    path = tmp_path / "w.pt"
+    torch.save({"w": weights}, path)
+    checks.check_archive(path, "w.pt")  # intact: no error
+    flip_a_byte_of(path, weights)  # torch.load alone would return a changed weight
+    with pytest.raises(ValueError, match="^w.pt is corrupt: its part .* fails its checksum"):
+        checks.check_archive(path, "w.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="^w.pt is corrupt or truncated"):
+        checks.check_archive(path, "w.pt")

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import sys
 import tokenize
 from pathlib import Path
@@ -84,3 +85,36 @@ def test_a_lab_reads_in_at_most_200_lines(path):
     cells = json.loads(path.read_text())["cells"]
     n = sum(code_lines("".join(c["source"])) for c in cells if c["cell_type"] == "code")
     assert n <= 200, f"{path.name}: {n} lines of code"
+
+
+# A cell that draws: it shows a figure, calls a drawing function of diffcourse.plots (not the
+# helpers that only compute: density_grid, FrameCollector, sampled_frames), or runs an animation or
+# the explorer.
+DRAWS = re.compile(
+    r"plt\.show\(\)|plots\.(?!density_grid|FrameCollector|sampled_frames)\w+\(|samples_grid\("
+    r"|image_panels\(|class_grids\(|animate_\w+\(|explore_guidance\("
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_caption_that_says_what_to_see(path):
+    """The course's rule: a figure comes with a caption that says what to see in it, the markdown
+    cell right after it (or, for an animation read while it plays, right before it)."""
+    cells = json.loads(path.read_text())["cells"]
+
+    def caption(i: int) -> bool:
+        return (
+            0 <= i < len(cells)
+            and cells[i]["cell_type"] == "markdown"
+            and "**What to see" in "".join(cells[i]["source"])
+        )
+
+    bare = [
+        i
+        for i, cell in enumerate(cells)
+        if cell["cell_type"] == "code"
+        and DRAWS.search("".join(cell["source"]))
+        and not caption(i + 1)
+        and not ("animate_" in "".join(cell["source"]) and caption(i - 1))
+    ]
+    assert not bare, f"{path.name}: cells {bare} draw a figure with no 'What to see' caption"
