@@ -696,12 +696,13 @@ def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Option
         ax.set_title(title)
         ax.set_xlabel("$x_1$")
     axes[0, 0].set_ylabel("$x_2$")
-    if legend:  # on the last panel that shows the most classes
+    if legend:  # below the panels, from one that shows the most classes: no data covered
         drawn = [len(ax.collections) for ax in axes[0]]
-        axes[0, max(i for i, d in enumerate(drawn) if d == max(drawn))].legend(
-            markerscale=5, loc="upper right"
-        )
-    fig.tight_layout()
+        handles = axes[0, drawn.index(max(drawn))].get_legend_handles_labels()
+        fig.legend(*handles, markerscale=5, loc="lower center", ncol=num_classes)
+        fig.tight_layout(rect=(0, 0.09, 1, 1), w_pad=2.0)  # room for it, and between panels
+    else:
+        fig.tight_layout(w_pad=2.0)
     return fig
 
 

@@ -327,8 +327,8 @@ def test_class_panels_colour_each_class_alike_and_mixture_classes():
     red = b.collections[0].get_facecolor()[0]
     assert (red == a.collections[1].get_facecolor()[0]).all()  # class 1 red in both panels
     assert len(b.collections[0].get_offsets()) == 20
-    # the legend sits on a panel that shows every class, not on the last one, which shows one
-    assert a.get_legend() is not None and b.get_legend() is None
+    # one legend, below the panels, naming every class (the last panel shows only one)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["y = 0", "y = 1"]
     plt.close(fig)
     with pytest.raises(TypeError, match="pair"):
         class_panels({"a": x}, 2)
@@ -336,7 +336,7 @@ def test_class_panels_colour_each_class_alike_and_mixture_classes():
         three_blobs(), n=30, per_class=10, generator=torch.Generator().manual_seed(0)
     )
     assert [ax.get_title() for ax in fig.get_axes()][1:] == [f"p(x | y = {c})" for c in range(3)]
-    legend = fig.get_axes()[0].get_legend()  # p(x)'s colours are named
+    legend = fig.legends[0]  # p(x)'s colours are named
     assert [t.get_text() for t in legend.get_texts()] == ["y = 0", "y = 1", "y = 2"]
     plt.close(fig)
 
