@@ -317,7 +317,7 @@ def animate_samples(
     max_frames: int = 30,
     per_class: int = 120,
     lim: float = 3.5,
-    dpi: int = 80,
+    dpi: int = 100,
     interval: int = 150,
 ) -> JSAnimation:
     """2-D samples travelling from noise to data, one panel per run side by side (for instance
@@ -396,7 +396,7 @@ def animate_images(
     times=None,
     row_labels: Optional[list] = None,
     max_frames: int = 30,
-    dpi: int = 72,
+    dpi: int = 100,
     interval: int = 150,
     ylabel: str = "",
 ) -> JSAnimation:
