@@ -214,8 +214,15 @@ def check_levels(schedule, steps, name: str = "steps") -> list:
     """0-based steps of ``schedule`` as Python ints in 0..T-1: a non-empty sequence (a list, a range,
     a 1-D tensor), not a single int."""
     check_schedule(schedule)
-    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
-        raise TypeError(f"{name} must be a sequence of ints, got {type(steps).__name__}")
+    if (
+        isinstance(steps, (str, bytes))
+        or not hasattr(steps, "__iter__")
+        or (isinstance(steps, torch.Tensor) and steps.ndim != 1)
+    ):
+        what = (
+            f"a {steps.ndim}-D tensor" if isinstance(steps, torch.Tensor) else type(steps).__name__
+        )
+        raise TypeError(f"{name} must be a sequence of ints, got {what}")
     steps = steps.tolist() if isinstance(steps, torch.Tensor) else list(steps)
     if not steps:
         raise ValueError(f"{name} must hold at least one step")

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import guidance
+from .checks import check_mixture, check_schedule
 from .flow import cfg_zero_star_fn, euler_sample, zero_init_time
 from .metrics import class_agreement, sample_distance, spread
 from .mixture import (
@@ -69,11 +70,8 @@ class Setting:
     name: str = ""
 
     def __post_init__(self):
-        if not isinstance(self.mixture, GaussianMixture):
-            raise TypeError("mixture must be a GaussianMixture")
-        if not isinstance(self.schedule, Schedule):
-            raise TypeError("schedule must be a Schedule")
-        self.mixture._check_y(self.y, 1)
+        check_mixture(self.mixture)._check_y(self.y, 1)
+        check_schedule(self.schedule)
         guidance._check_gamma(self.gamma)
         if self.levels is None:
             object.__setattr__(self, "levels", min(25, self.schedule.T))

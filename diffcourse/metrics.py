@@ -496,7 +496,7 @@ def distances_to_exact(
     n = first.shape[0]
     gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     ref, ref2, ref3 = (draw(n, gen).to(first.dtype).cpu() for _ in range(3))
-    floor = sample_distance(ref2, ref3, repeats, projections, seed)
+    floor = _floor(ref2, ref3, repeats, projections, seed)
     out = {}
     for name, x in samples.items():
         distance = sample_distance(x.cpu(), ref, repeats, projections, seed)

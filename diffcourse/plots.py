@@ -496,9 +496,10 @@ def samples_grid(
 ):
     """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
     {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
-    row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples) points are coloured by label and
-    the top-right panel carries the legend; without, each row has its own colour. The outer axes
-    are labelled x_1 and x_2, and span the grid's square. Returns the figure."""
+    row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples)
+    points are coloured by label and the top-right panel carries the legend; without, each row has
+    its own colour. The outer axes, and those of every panel beside an empty one, are labelled x_1
+    and x_2; all span the grid's square. Returns the figure."""
     import matplotlib.pyplot as plt
 
     if (
@@ -669,7 +670,8 @@ def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Option
     """Side by side scatter plots of labelled 2-D points, one panel per entry of ``panels`` (title ->
     (x [N, 2], y [N])), each class c in its colour of the coolwarm map (blue for class 0, red for
     the last of ``num_classes``), the same in every panel. ``legend``: a format string for a class's
-    entry (e.g. "asked y = {}"), shown on the last panel; None for no legend. Returns the figure."""
+    entry (e.g. "asked y = {}"), one legend for the figure, below the panels; None for no legend.
+    Returns the figure."""
     import matplotlib.pyplot as plt
 
     from .checks import check_tensor

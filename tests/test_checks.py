@@ -233,6 +233,7 @@ CASES = [
     (lambda: metrics.relative_score_error(FN, "mixture", S, [0]), TypeError, "mixture"),
     (lambda: metrics.relative_score_error(FN, MIX, S, 3), TypeError, "steps"),
     (lambda: metrics.tweedie_errors(MIX, S, 3), TypeError, "steps"),
+    (lambda: metrics.tweedie_errors(MIX, S, torch.tensor(3)), TypeError, "steps"),
     (lambda: metrics.label_gain(MIX, S, 3, progress=False), TypeError, "steps"),
     (lambda: mixture.exact_velocity_fn("mixture"), TypeError, "mixture"),
     (lambda: mixture.exact_velocity_fn(MIX, "0"), TypeError, "y"),

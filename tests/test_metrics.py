@@ -426,10 +426,13 @@ def test_distance_to_exact_fn_gives_distance_to_exact_numbers():
         against(x[:10])
     # found by fuzzing: a draw that returns the same points every time made the floor 0 (a
     # ZeroDivisionError in distance_to_exact, a ratio of inf from distance_to_exact_fn)
+    from diffcourse.metrics import distances_to_exact
+
     constant = lambda n, gen: torch.zeros(n, 2)  # noqa: E731
     for call in (
         lambda: distance_to_exact(x, constant),
         lambda: distance_to_exact_fn(constant, 50),
+        lambda: distances_to_exact({"a": x}, constant),
     ):
         with pytest.raises(ValueError, match="^draw must return random draws"):
             call()
