@@ -1,5 +1,6 @@
 """The notebooks are committed without outputs (the book executes them) and each imports diffcourse."""
 
+import ast
 import io
 import json
 import re
@@ -118,3 +119,37 @@ def test_every_figure_has_a_caption_that_says_what_to_see(path):
         and not ("animate_" in "".join(cell["source"]) and caption(i - 1))
     ]
     assert not bare, f"{path.name}: cells {bare} draw a figure with no 'What to see' caption"
+
+
+# The calls a cell may end with: their value shows nothing, or is the figure the cell is for.
+QUIET_ENDINGS = {
+    "show",
+    "print",
+    "table",
+    "glue_table",
+    "animate_samples",
+    "animate_images",
+    "explore_guidance",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_ends_with_a_value_the_book_would_print(path):
+    """A cell whose last line is an expression shows that value under it on the page: glue(...)
+    returns the glued number (a stray '0.9644166666666667' under lab 4's table), a drawing function
+    its figure (shown a second time), and a closing ';' does not hide either under nbval, whose
+    outputs the book renders (it runs cells without storing history, which the ';' check reads)."""
+    loud = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        code = [line for line in lines if not line.lstrip().startswith(("%", "!"))]
+        body = ast.parse("\n".join(code)).body
+        if body and isinstance(body[-1], ast.Expr):
+            call = body[-1].value
+            fn = call.func if isinstance(call, ast.Call) else None
+            name = getattr(fn, "attr", getattr(fn, "id", None))
+            if name not in QUIET_ENDINGS:
+                loud.append((i, ast.unparse(call)[:40]))
+    assert not loud, f"{path.name}: cells end with a value the book would print: {loud}"
