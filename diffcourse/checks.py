@@ -201,6 +201,19 @@ def check_generator(generator, name: str = "generator") -> Optional[torch.Genera
     return generator
 
 
+def check_alike(**tensors: Optional[torch.Tensor]) -> None:
+    """Tensors that enter one formula together (None: not given): each of a floating dtype (an
+    integer one would be truncated), each of the first's shape and on its device, so that a stray
+    [N, 1] never broadcasts into a plausible answer. Their dtypes may differ (float32 and float64
+    promote, as an exact predictor of a float64 mixture meets float32 samples)."""
+    given = [(name, value) for name, value in tensors.items() if value is not None]
+    for name, value in given:
+        check_tensor(value, name, floating=True)
+    (first, a), *rest = given
+    for name, value in rest:
+        check_same(a, value, first, name, dtype=False)
+
+
 def check_schedule(schedule, name: str = "schedule"):
     """A :class:`~diffcourse.schedules.Schedule`."""
     from .schedules import Schedule

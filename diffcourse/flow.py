@@ -23,11 +23,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checks import (
+    check_alike,
     check_callable,
     check_int,
     check_module,
     check_real,
-    check_same,
     check_tensor,
     read_values,
     sampling_run,
@@ -64,17 +64,11 @@ def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.to(like.device, like.dtype).reshape(-1, *[1] * (like.ndim - 1))
 
 
-def _check_like(x: torch.Tensor, name: str, other: torch.Tensor, other_name: str) -> None:
-    check_tensor(other, other_name, floating=True)
-    check_tensor(x, name, floating=True)
-    check_same(other, x, other_name, name, dtype=False)
-
-
 def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t = (1 - t) x_0 + t eps: the straight path from the data (t = 0) to the noise (t = 1)
     (rectified flow, Liu et al. 2023; the optimal-transport path of Lipman et al. 2023 with
     sigma_min = 0). Its velocity dx_t/dt = eps - x_0 is the network's target."""
-    _check_like(eps, "eps", x0, "x0")
+    check_alike(x0=x0, eps=eps)
     c = _col(check_times(t, x0.shape[0]), x0)
     return (1 - c) * x0 + c * eps
 
@@ -101,13 +95,13 @@ def flow_matching_loss(
 
 def velocity_to_x0(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0_hat = x_t - t v: from x_t = (1 - t) x_0 + t eps and v = eps - x_0."""
-    _check_like(v, "v", x_t, "x_t")
+    check_alike(x_t=x_t, v=v)
     return x_t - _col(check_times(t, x_t.shape[0]), x_t) * v
 
 
 def velocity_to_eps(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """eps_hat = x_t + (1 - t) v, the other half of the same two equations."""
-    _check_like(v, "v", x_t, "x_t")
+    check_alike(x_t=x_t, v=v)
     return x_t + (1 - _col(check_times(t, x_t.shape[0]), x_t)) * v
 
 
@@ -120,7 +114,7 @@ def _below_one(t: torch.Tensor, n: int) -> torch.Tensor:
 
 def eps_to_velocity(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """v = (eps - x_t) / (1 - t), for t < 1: x_0 = (x_t - t eps) / (1 - t) put into v = eps - x_0."""
-    _check_like(eps, "eps", x_t, "x_t")
+    check_alike(x_t=x_t, eps=eps)
     return (eps - x_t) / (1 - _col(_below_one(t, x_t.shape[0]), x_t))
 
 
@@ -128,14 +122,14 @@ def score_to_velocity(score: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -
     """v = -(x_t + t score) / (1 - t), for t < 1: Tweedie's formula on this path gives
     E[eps | x_t] = -t score, and :func:`eps_to_velocity` does the rest. Affine in the score with
     the same coefficients for every branch, so eq. 170 commutes with it."""
-    _check_like(score, "score", x_t, "x_t")
+    check_alike(x_t=x_t, score=score)
     c = _col(_below_one(t, x_t.shape[0]), x_t)
     return -(x_t + c * score) / (1 - c)
 
 
 def velocity_to_score(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """score = -(x_t + (1 - t) v) / t, for t > 0: the inverse of :func:`score_to_velocity`."""
-    _check_like(v, "v", x_t, "x_t")
+    check_alike(x_t=x_t, v=v)
     c = _col(check_times(t, x_t.shape[0]), x_t)
     if x_t.shape[0] and read_values((c <= 0).any()):
         raise ValueError("t must be > 0 here: at t = 0 the velocity does not fix the score")
@@ -290,7 +284,7 @@ def optimized_scale(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
     keeping s for the score): per sample, the omega that minimises || v_c - omega v_u ||^2, the
     least-squares coefficient omega* = <v_c, v_u> / ||v_u||^2 over all non-batch dimensions, shaped
     [N, 1, ...] to broadcast. Where v_u = 0 (no direction to project on) omega* = 1."""
-    _check_like(uncond, "uncond", cond, "cond")
+    check_alike(cond=cond, uncond=uncond)
     c, u = cond.flatten(1), uncond.flatten(1)
     norm2 = (u * u).sum(1)
     omega = torch.where(

@@ -93,13 +93,7 @@ def distance_to_exact(
     sampler sits near 1.
     """
     check_tensor(samples, "samples", floating=True, ndim=2)
-    check_callable(draw, "draw")
-    n = samples.shape[0]
-    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
-    ref, ref2, ref3 = (draw(n, gen).to(samples.dtype).cpu() for _ in range(3))
-    distance = sample_distance(samples.cpu(), ref, repeats, projections, seed)
-    floor = _floor(ref2, ref3, repeats, projections, seed)
-    return {"distance": distance, "floor": floor, "ratio": distance / floor}
+    return distances_to_exact({"samples": samples}, draw, repeats, projections, seed)["samples"]
 
 
 def _floor(ref2: torch.Tensor, ref3: torch.Tensor, *args) -> float:

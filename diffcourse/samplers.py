@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from .checks import (
     SamplingRun,
+    check_alike,
     check_alpha_bar,
     check_callable,
     check_generator,
     check_int,
     check_real,
-    check_same,
     check_schedule,
     check_tensor,
     sampling_run,
@@ -99,15 +99,6 @@ def _ddpm_update(
     return mean + var**0.5 * noise
 
 
-def _check_step_tensors(x: torch.Tensor, name: str, **others: Optional[torch.Tensor]) -> None:
-    """A public step's tensors: floating point, each of the others (None: not given) of x's shape
-    and on its device, so that a stray [N, 1] never broadcasts into a plausible answer."""
-    check_tensor(x, name, floating=True)
-    for other_name, other in others.items():
-        if other is not None:
-            check_same(x, other, name, other_name, dtype=False)
-
-
 def ddpm_step(
     x_t: torch.Tensor,
     eps: torch.Tensor,
@@ -122,7 +113,7 @@ def ddpm_step(
     (``step`` = 0) or where ``noise`` is None.
     """
     step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
-    _check_step_tensors(x_t, "x_t", eps=eps, noise=noise)
+    check_alike(x_t=x_t, eps=eps, noise=noise)
     betas, alpha_bar = schedule.betas, schedule.alpha_bar
     a_prev = float(alpha_bar[step - 1]) if step > 0 else None
     return _ddpm_update(x_t, eps, float(betas[step]), float(alpha_bar[step]), a_prev, noise)
@@ -171,7 +162,7 @@ def ddim_step(
     if prev_step is not None:
         prev_step = check_int(prev_step, "prev_step", low=0, high=step - 1 if step else -1)
     eta = check_real(eta, "eta", low=0)
-    _check_step_tensors(x_t, "x_t", eps=eps, noise=noise, eps_direction=eps_direction)
+    check_alike(x_t=x_t, eps=eps, noise=noise, eps_direction=eps_direction)
     alpha_bar = schedule.alpha_bar
     a_t, a_s = float(alpha_bar[step]), 1.0 if prev_step is None else float(alpha_bar[prev_step])
     sigma = _ddim_sigma(a_t, a_s, eta)
@@ -187,7 +178,7 @@ def langevin_step(
     by a signal-to-noise ratio, the norms averaged over the batch so that every row takes the same
     step. A score of zero (a mean norm below 1e-12) gives no direction and no step size: x is
     returned as it is, where the formula would take a step of ~1e22."""
-    _check_step_tensors(x, "x", score=score, noise=noise)
+    check_alike(x=x, score=score, noise=noise)
     alpha = check_real(alpha, "alpha", low=0, low_open=True)
     snr = check_real(snr, "snr", low=0, low_open=True)
     z_norm = noise.flatten(1).norm(dim=1).mean()

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_alpha_bar, check_same, check_tensor
+from .checks import check_alike, check_alpha_bar, check_tensor
 
 
 def _checked(alpha_bar, zero: bool, one: bool, **tensors: torch.Tensor):
     """The conversions' checks: floating-point tensors (an integer tensor would be truncated) of one
     shape, on one device, and alpha_bar in [0, 1] with the ends the formula divides by excluded."""
-    for name, value in tensors.items():
-        check_tensor(value, name, floating=True)
-    (first, a), *rest = tensors.items()
-    for name, value in rest:  # x_t and the prediction: one shape and device, no broadcasting
-        check_same(a, value, first, name, dtype=False)
+    check_alike(**tensors)  # x_t and the prediction: one shape and device, no broadcasting
     return check_alpha_bar(alpha_bar, zero=zero, one=one)
 
 

@@ -293,3 +293,14 @@ def test_check_archive_reads_every_parts_checksum(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="^w.pt is corrupt or truncated"):
         checks.check_archive(path, "w.pt")
+
+
+def test_check_alike_one_shape_and_device_any_float_dtype():
+    x = torch.zeros(4, 2)
+    checks.check_alike(x_t=x, eps=x.double(), noise=None)  # float64 meets float32; None: not given
+    with pytest.raises(
+        ValueError, match=r"^x_t \(4, 2\) and eps \(4, 1\) must have the same shape"
+    ):
+        checks.check_alike(x_t=x, eps=torch.zeros(4, 1))  # would broadcast
+    with pytest.raises(TypeError, match="^eps"):
+        checks.check_alike(x_t=x, eps=x.long())
