@@ -135,13 +135,21 @@ def explore_guidance(
     """Show :func:`plot_guidance` at ``gamma`` (and ``corrector_steps``, 0 when None) and, where
     ipywidgets is installed, a gamma slider (and a slider for the corrector steps when
     ``corrector_steps`` is given) that redraws the same figure in place when released. Returns the
-    sliders (a :class:`Sliders` dict, empty without ipywidgets)."""
+    sliders (a :class:`Sliders` dict, empty without ipywidgets or outside a notebook: run as a
+    script, it shows the figure with matplotlib and needs neither IPython nor ipywidgets)."""
     import matplotlib.pyplot as plt
-    from IPython.display import display
+
+    from .report import _in_kernel
 
     k = 0 if corrector_steps is None else corrector_steps
     _check(mixture, y, gamma, k, n)
     fig = plot_guidance(mixture, schedule, y, gamma, k, n, seed)
+    if not _in_kernel():  # a script (a lab run with python): no sliders to show
+        plt.show()
+        plt.close(fig)
+        return Sliders()
+    from IPython.display import display
+
     handle = display(fig, display_id=True)
     plt.close(fig)
     try:

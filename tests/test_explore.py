@@ -83,6 +83,7 @@ def test_sliders_redraw_the_figure_in_place():
     with (
         mock.patch.dict(sys.modules, {"ipywidgets": _fake_widgets()}),
         mock.patch("IPython.display.display", display),
+        mock.patch("diffcourse.report._in_kernel", return_value=True),
     ):
         sliders = explore_guidance(MIX, SCHEDULE, 0, gamma=2.0, corrector_steps=0, n=50)
         assert set(sliders) == {"gamma", "corrector_steps"}
@@ -99,6 +100,7 @@ def test_without_ipywidgets_the_figure_stays_and_a_note_says_how():
         mock.patch.dict(sys.modules, {"ipywidgets": None}),
         mock.patch("IPython.display.display") as display,
         mock.patch("builtins.print") as printed,
+        mock.patch("diffcourse.report._in_kernel", return_value=True),
     ):
         sliders = explore_guidance(MIX, SCHEDULE, 2, gamma=1.0, n=50)
     assert sliders == {} and display.call_count == 1 and "make lab" in printed.call_args[0][0]
@@ -106,6 +108,14 @@ def test_without_ipywidgets_the_figure_stays_and_a_note_says_how():
     from IPython.core.formatters import DisplayFormatter
 
     assert DisplayFormatter().format(sliders) == ({}, {})
+
+
+def test_in_a_script_the_figure_shows_without_ipython():
+    # a lab run with python (CI's image has no Jupyter): matplotlib shows the figure
+    blocked = {"IPython": None, "IPython.display": None, "ipywidgets": None}
+    with mock.patch.dict(sys.modules, blocked), mock.patch("matplotlib.pyplot.show") as show:
+        sliders = explore_guidance(MIX, SCHEDULE, 2, gamma=1.0, n=50)
+    assert sliders == {} and show.call_count == 1
 
 
 @pytest.mark.parametrize(
