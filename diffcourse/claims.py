@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_int, check_levels, check_mixture, check_real, check_schedule, check_tensor
 from .data import round_mixture
+from .device import full_precision
 from .guidance import classifier_free_eps_fn, classifier_free_guidance, interval_cfg_eps_fn
 from .leaderboard import mode_coverage
 from .metrics import knn_entropy
@@ -404,6 +405,7 @@ class VariantGaps(NamedTuple):
 
 
 @torch.no_grad()
+@full_precision()  # the formulas to float rounding: no TF32, whose rounding depends on the batch
 def variant_formula_gaps(
     model: torch.nn.Module,
     weak: torch.nn.Module,

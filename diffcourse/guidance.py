@@ -44,6 +44,7 @@ from .checks import (
     known_step,
     read_values,
 )
+from .device import full_precision
 from .schedules import Schedule, StepTable, _gather, ddim_levels  # noqa: F401 (_gather: old import path)
 from .targets import eps_to_x0, x0_to_eps
 
@@ -772,7 +773,7 @@ def cfg_gap(
     gamma = _check_gamma(gamma)
     check_module(model)
     check_tensor(x_t, "x_t", floating=True)
-    with torch.no_grad():
+    with torch.no_grad(), full_precision():  # no TF32: its rounding depends on the batch
         cond = model(x_t, t, y)
         uncond = model(x_t, t, model.null_labels(x_t.shape[0]))
         guided = batched_cfg_eps_fn(model, y, gamma)(x_t, t)
@@ -797,17 +798,18 @@ def classifier_guidance_gap(
     check_module(model)
     check_schedule(schedule)
     check_tensor(x_t, "x_t", floating=True)
-    x = x_t.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
-    ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
-    sigma = (1 - ab).sqrt().reshape(-1, *[1] * (x_t.ndim - 1))
-    null = model.null_labels(x_t.shape[0])
-    guided_fn = classifier_guided_eps_fn(
-        model.eps_fn(null), classifier_grad_fn(classifier, y), schedule, gamma
-    )
-    with torch.no_grad():
-        written = model(x_t, t, null) - gamma * sigma * grad
-        return (guided_fn(x_t, t) - written).abs().max().item()
+    with full_precision():  # no TF32 (see cfg_gap)
+        x = x_t.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
+        ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
+        sigma = (1 - ab).sqrt().reshape(-1, *[1] * (x_t.ndim - 1))
+        null = model.null_labels(x_t.shape[0])
+        guided_fn = classifier_guided_eps_fn(
+            model.eps_fn(null), classifier_grad_fn(classifier, y), schedule, gamma
+        )
+        with torch.no_grad():
+            written = model(x_t, t, null) - gamma * sigma * grad
+            return (guided_fn(x_t, t) - written).abs().max().item()
 
 
 # ---- the implicit classifier for any labels (chapter 5's measurements) ----------------------------

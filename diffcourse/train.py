@@ -467,7 +467,7 @@ def _restore(
     model.load_state_dict(resume["model"])
     opt.load_state_dict(resume["optimizer"])
     sched.load_state_dict(resume["scheduler"])
-    generator.set_state(resume["generator"])
+    generator.set_state(resume["generator"].cpu())  # a ByteTensor on the CPU, whatever map_location
     return start
 
 
@@ -721,12 +721,19 @@ def main(argv: Optional[List[str]] = None) -> Path:
     out = args.out or Path("checkpoints") / f"{args.config}.pt"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and torch.cuda.is_available() and local >= torch.cuda.device_count():
+        parser.error(
+            f"--nproc_per_node: process {local} of this node has no GPU of its own "
+            f"({torch.cuda.device_count()} found): start one process per GPU, or hide the GPUs "
+            "(CUDA_VISIBLE_DEVICES=) to train on the CPU"
+        )
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
     rank = rank_and_world()[0]
     if torch.cuda.is_available() and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:
         device = get_device()

@@ -142,7 +142,14 @@ def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
     x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     y = torch.arange(6)
     s = linear_schedule(100)
-    out = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0)
+    seen = []  # run in full float32 (no TF32 on a GPU, whose rounding depends on the batch)
+    good.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+    before, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, True
+    try:
+        out = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0)
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert seen and not any(seen)
     assert len(out.gaps) == 9 and max(out.gaps.values()) < 1e-4
     assert 0 <= out.clipped <= 1
     rescaled = guidance.rescaled_cfg  # a wrong factor in one rule shows in its gap only

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffcourse.device import budget, get_device, pick
+from diffcourse.device import budget, full_precision, get_device, pick
 
 
 def test_get_device_is_usable():
@@ -38,3 +38,18 @@ def test_timer_and_timed():
     synchronize(torch.device("cpu"))
     with pytest.raises(TypeError, match="fn"):
         timed(3)
+
+
+def test_full_precision_turns_tf32_off_and_puts_it_back():
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # the GPU's
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with full_precision():
+                assert [f.allow_tf32 for f in flags] == [False, False]
+                raise RuntimeError("inside")
+        assert [f.allow_tf32 for f in flags] == [True, True]  # back, after an error too
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value

@@ -990,6 +990,24 @@ def test_cfg_gap_is_rounding_for_the_builder_and_catches_a_wrong_one(monkeypatch
         cfg_gap(model, x.tolist(), t, y, 3.0)
 
 
+def test_the_gaps_run_the_networks_without_tf32():
+    """On a GPU, TF32 convolutions round differently at the stacked pass's batch size (lab 7's gap
+    was 1e-3 on an H200): the checks of a formula run in full float32."""
+    seen = []
+    model, clf = _cfg_model(), MLPClassifier(dim=2, T=20, num_classes=3, hidden=16, depth=2)
+    for net in (model, clf):
+        net.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+    x, t, y = torch.randn(3, 2), torch.full((3,), 6), torch.arange(3)
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        cfg_gap(model, x, t, y, 3.0)
+        classifier_guidance_gap(clf, model, x, t, y, cosine_schedule(20), 3.0)
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert len(seen) >= 5 and not any(seen)
+
+
 def test_classifier_guidance_gap_is_rounding_and_catches_a_wrong_sign(monkeypatch):
     torch.manual_seed(0)
     s = cosine_schedule(20)

@@ -70,6 +70,8 @@ def test_glue(monkeypatch):
 
 
 def test_glue_table_glues_html_for_another_page(monkeypatch):
+    pytest.importorskip("IPython")  # a kernel's display types (installed with the book's set-up)
+    pytest.importorskip("markdown_it")
     from diffcourse.report import glue_table
 
     md = table([[1, 2.5]], ["a", "b"], show=False)

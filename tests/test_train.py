@@ -263,7 +263,13 @@ def test_the_command_line_help_and_its_module_import(tmp_path):
 def test_two_processes_reach_the_single_process_weights(tmp_path):
     """torchrun, 2 CPU processes with gloo, the same global batch: the same weights as one process,
     and exactly one checkpoint."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # on the CPU (gloo) even where GPUs are: the claim is about the CPU's arithmetic
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     common = [
         "-m",
         "diffcourse.train",
@@ -643,3 +649,16 @@ def test_classifier_loss_takes_classes_only():
         with pytest.raises(error, match="^y "):
             classifier_loss(clf, x, y, t=t, eps=eps, schedule=s)
     assert classifier_loss(clf, x, torch.tensor([0, 1, 2, 2]), t=t, eps=eps, schedule=s) > 0
+
+
+def test_more_processes_than_gpus_is_refused_by_name(monkeypatch, capsys):
+    """torchrun --nproc_per_node 2 on a machine with one GPU: process 1 has no cuda:1 (CUDA's own
+    error said only "invalid device ordinal"); it stops before joining the process group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit):
+        main(["--config", "blobs", "--steps", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert "--nproc_per_node" in err and "1 found" in err and "CUDA_VISIBLE_DEVICES" in err
