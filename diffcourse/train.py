@@ -38,6 +38,7 @@ from .checks import (
     check_real,
     check_schedule,
     check_tensor,
+    sampling_run,
 )
 from .mixture import GaussianMixture
 from .schedules import Schedule, q_sample
@@ -352,7 +353,8 @@ def fit(
     ``loss(net, x0, y, draws)``, and makes one AdamW step with the gradient clipped to norm 1 and
     the learning rate of :func:`lr_factor`. DDP across processes, a progress bar on rank 0,
     checkpoints (:func:`save_checkpoint`) every ``save_every`` steps and at the end. Returns the
-    loss of every step run."""
+    loss of every step run. The models' range checks of t and y run at the first step only (each
+    reads the device); ``loss`` gets its labels from ``data``, checked before training."""
     rank, world = rank_and_world()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -400,24 +402,29 @@ def fit(
         initial=start,
         total=settings.steps,
     )
-    for i in bar:
-        x0, y = next(batches)
-        batch_loss = loss(net, x0, y, draws)
-        losses.append(batch_loss.item())
-        if not math.isfinite(losses[-1]):  # stop before the step and any save spread it
-            raise ValueError(
-                f"{desc}: the loss is {losses[-1]} at step {i + 1}: non-finite data, or a learning "
-                "rate too large for this model (no step taken and nothing saved from it)"
-            )
-        opt.zero_grad(set_to_none=True)
-        batch_loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (i - start) % 100 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-        if settings.save_every and (i + 1) % settings.save_every == 0 and i + 1 < end:
-            save(i + 1)
+    # The range checks of t and y that read the device (on a GPU, a wait per read) run at the first
+    # step only, as in a sampling run: every later batch comes from the same data, checked before
+    # training, and every t from Draws.steps. The loss is read each step, to stop on a NaN.
+    with sampling_run() as run:
+        for i in bar:
+            x0, y = next(batches)
+            batch_loss = loss(net, x0, y, draws)
+            run.first = False
+            losses.append(batch_loss.item())
+            if not math.isfinite(losses[-1]):  # stop before the step and any save spread it
+                raise ValueError(
+                    f"{desc}: the loss is {losses[-1]} at step {i + 1}: non-finite data, or a learning "
+                    "rate too large for this model (no step taken and nothing saved from it)"
+                )
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if (i - start) % 100 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
+            if settings.save_every and (i + 1) % settings.save_every == 0 and i + 1 < end:
+                save(i + 1)
     save(end)
     model.eval()
     return losses

@@ -662,3 +662,46 @@ def test_more_processes_than_gpus_is_refused_by_name(monkeypatch, capsys):
         main(["--config", "blobs", "--steps", "3", "--no-progress"])
     err = capsys.readouterr().err
     assert "--nproc_per_node" in err and "1 found" in err and "CUDA_VISIBLE_DEVICES" in err
+
+
+def test_range_checks_read_the_device_at_the_first_step_only(monkeypatch):
+    """On a GPU each read of t's or y's range waits for the device: training reads them at its
+    first step, as a sampler at its first call (the labels were checked before training)."""
+    from diffcourse import checks
+    from diffcourse.models import UNet
+
+    calls = []
+    original = checks.read_values
+    monkeypatch.setattr(checks, "read_values", lambda x: calls.append(1) or original(x))
+    counts = []
+    for steps in (2, 6):
+        calls.clear()
+        model = MLPDenoiser(dim=2, T=50, hidden=16, depth=2, num_classes=3)
+        train_denoiser(
+            model,
+            three_blobs(),
+            cosine_schedule(50),
+            steps,
+            batch_size=32,
+            p_uncond=0.2,
+            progress=False,
+        )
+        counts.append(len(calls))
+    images = (torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 3)
+    for steps in (2, 6):
+        calls.clear()
+        unet = UNet(channels=1, size=8, T=50, num_classes=3, width=8)
+        train_denoiser(
+            unet, images, cosine_schedule(50), steps, batch_size=4, p_uncond=0.2, progress=False
+        )
+        counts.append(len(calls))
+    from diffcourse.models import MLPClassifier
+
+    for steps in (2, 6):
+        calls.clear()
+        clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=2)
+        train_classifier(
+            clf, three_blobs(), cosine_schedule(50), steps, batch_size=32, progress=False
+        )
+        counts.append(len(calls))
+    assert counts[0::2] == counts[1::2] and min(counts) > 0, counts
