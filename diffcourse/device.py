@@ -87,7 +87,8 @@ def full_precision() -> Iterator[None]:
     """Float32 as written, inside the block. On an NVIDIA GPU PyTorch lets cuDNN's convolutions
     round their inputs to TensorFloat-32 (10 bits of mantissa) by default, so one network gives
     answers about 1e-3 apart at two batch sizes: a check that two ways of computing one formula
-    agree to float rounding runs in here. Settings are put back on exit; on a CPU nothing changes."""
+    agree to float rounding runs in here. Settings are put back on exit; a CPU's arithmetic does not
+    read them."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

@@ -353,8 +353,9 @@ def fit(
     ``loss(net, x0, y, draws)``, and makes one AdamW step with the gradient clipped to norm 1 and
     the learning rate of :func:`lr_factor`. DDP across processes, a progress bar on rank 0,
     checkpoints (:func:`save_checkpoint`) every ``save_every`` steps and at the end. Returns the
-    loss of every step run. The models' range checks of t and y run at the first step only (each
-    reads the device); ``loss`` gets its labels from ``data``, checked before training."""
+    loss of every step run. The models' range checks of t and y (and a caption model's tokens) run
+    at the first step only, since each reads the device: later batches come from the same data (a
+    mixture's own labels, or tensors whose labels are checked before training)."""
     rank, world = rank_and_world()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)

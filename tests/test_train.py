@@ -670,7 +670,7 @@ def test_range_checks_read_the_device_at_the_first_step_only(monkeypatch):
     from diffcourse import checks
     from diffcourse.models import UNet
 
-    calls = []
+    calls = []  # the models' and q_sample's checks read through checks.read_values
     original = checks.read_values
     monkeypatch.setattr(checks, "read_values", lambda x: calls.append(1) or original(x))
     counts = []
