@@ -780,6 +780,7 @@ def cfg_gap(
         return (guided - (gamma * cond + (1 - gamma) * uncond)).abs().max().item()
 
 
+@full_precision()  # no TF32 (see cfg_gap)
 def classifier_guidance_gap(
     classifier: torch.nn.Module,
     model: torch.nn.Module,
@@ -798,18 +799,17 @@ def classifier_guidance_gap(
     check_module(model)
     check_schedule(schedule)
     check_tensor(x_t, "x_t", floating=True)
-    with full_precision():  # no TF32 (see cfg_gap)
-        x = x_t.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
-        ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
-        sigma = (1 - ab).sqrt().reshape(-1, *[1] * (x_t.ndim - 1))
-        null = model.null_labels(x_t.shape[0])
-        guided_fn = classifier_guided_eps_fn(
-            model.eps_fn(null), classifier_grad_fn(classifier, y), schedule, gamma
-        )
-        with torch.no_grad():
-            written = model(x_t, t, null) - gamma * sigma * grad
-            return (guided_fn(x_t, t) - written).abs().max().item()
+    x = x_t.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
+    ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
+    sigma = (1 - ab).sqrt().reshape(-1, *[1] * (x_t.ndim - 1))
+    null = model.null_labels(x_t.shape[0])
+    guided_fn = classifier_guided_eps_fn(
+        model.eps_fn(null), classifier_grad_fn(classifier, y), schedule, gamma
+    )
+    with torch.no_grad():
+        written = model(x_t, t, null) - gamma * sigma * grad
+        return (guided_fn(x_t, t) - written).abs().max().item()
 
 
 # ---- the implicit classifier for any labels (chapter 5's measurements) ----------------------------

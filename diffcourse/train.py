@@ -403,10 +403,7 @@ def fit(
         initial=start,
         total=settings.steps,
     )
-    # The range checks of t and y that read the device (on a GPU, a wait per read) run at the first
-    # step only, as in a sampling run: every later batch comes from the same data, checked before
-    # training, and every t from Draws.steps. The loss is read each step, to stop on a NaN.
-    with sampling_run() as run:
+    with sampling_run() as run:  # range checks at step 1 only (docstring; t from Draws.steps)
         for i in bar:
             x0, y = next(batches)
             batch_loss = loss(net, x0, y, draws)

@@ -990,7 +990,7 @@ def test_cfg_gap_is_rounding_for_the_builder_and_catches_a_wrong_one(monkeypatch
         cfg_gap(model, x.tolist(), t, y, 3.0)
 
 
-def test_the_gaps_run_the_networks_without_tf32():
+def test_the_gaps_run_the_networks_without_tf32(monkeypatch):
     """On a GPU, TF32 convolutions round differently at the stacked pass's batch size (lab 7's gap
     was 1e-3 on an H200): the checks of a formula run in full float32."""
     seen = []
@@ -998,13 +998,9 @@ def test_the_gaps_run_the_networks_without_tf32():
     for net in (model, clf):
         net.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
     x, t, y = torch.randn(3, 2), torch.full((3,), 6), torch.arange(3)
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True
-    try:
-        cfg_gap(model, x, t, y, 3.0)
-        classifier_guidance_gap(clf, model, x, t, y, cosine_schedule(20), 3.0)
-    finally:
-        torch.backends.cudnn.allow_tf32 = before
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # a GPU's default
+    cfg_gap(model, x, t, y, 3.0)
+    classifier_guidance_gap(clf, model, x, t, y, cosine_schedule(20), 3.0)
     assert len(seen) >= 5 and not any(seen)
 
 

@@ -668,40 +668,45 @@ def test_range_checks_read_the_device_at_the_first_step_only(monkeypatch):
     """On a GPU each read of t's or y's range waits for the device: training reads them at its
     first step, as a sampler at its first call (the labels were checked before training)."""
     from diffcourse import checks
-    from diffcourse.models import UNet
+    from diffcourse.models import MLPClassifier, UNet
 
     calls = []  # the models' and q_sample's checks read through checks.read_values
     original = checks.read_values
     monkeypatch.setattr(checks, "read_values", lambda x: calls.append(1) or original(x))
-    counts = []
-    for steps in (2, 6):
-        calls.clear()
-        model = MLPDenoiser(dim=2, T=50, hidden=16, depth=2, num_classes=3)
-        train_denoiser(
-            model,
-            three_blobs(),
-            cosine_schedule(50),
-            steps,
+    s, blobs = cosine_schedule(50), three_blobs()
+    images = (torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 3)
+    runs = {  # name: steps -> a training run of that many steps
+        "MLP": lambda n: train_denoiser(
+            MLPDenoiser(dim=2, T=50, hidden=16, depth=2, num_classes=3),
+            blobs,
+            s,
+            n,
             batch_size=32,
             p_uncond=0.2,
             progress=False,
-        )
-        counts.append(len(calls))
-    images = (torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 3)
-    for steps in (2, 6):
-        calls.clear()
-        unet = UNet(channels=1, size=8, T=50, num_classes=3, width=8)
-        train_denoiser(
-            unet, images, cosine_schedule(50), steps, batch_size=4, p_uncond=0.2, progress=False
-        )
-        counts.append(len(calls))
-    from diffcourse.models import MLPClassifier
-
-    for steps in (2, 6):
-        calls.clear()
-        clf = MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=2)
-        train_classifier(
-            clf, three_blobs(), cosine_schedule(50), steps, batch_size=32, progress=False
-        )
-        counts.append(len(calls))
-    assert counts[0::2] == counts[1::2] and min(counts) > 0, counts
+        ),
+        "U-Net": lambda n: train_denoiser(
+            UNet(channels=1, size=8, T=50, num_classes=3, width=8),
+            images,
+            s,
+            n,
+            batch_size=4,
+            p_uncond=0.2,
+            progress=False,
+        ),
+        "classifier": lambda n: train_classifier(
+            MLPClassifier(dim=2, T=50, num_classes=3, hidden=16, depth=2),
+            blobs,
+            s,
+            n,
+            batch_size=32,
+            progress=False,
+        ),
+    }
+    for name, run in runs.items():
+        counts = []
+        for steps in (2, 6):
+            calls.clear()
+            run(steps)
+            counts.append(len(calls))
+        assert counts[0] == counts[1] > 0, (name, counts)
