@@ -200,9 +200,12 @@ def _run_lab(path: Path) -> int:
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     sources = {}  # a cell's name in tracebacks -> its code
     namespace = {"__name__": "__main__"}
+    # as IPython runs a cell: its magics (the install cell's %pip) turned into Python
+    from IPython.core.inputtransformer2 import TransformerManager
+
     for i, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
         name = f"{path.name}, code cell {i + 1}"
-        sources[name] = "".join(cell["source"])
+        sources[name] = TransformerManager().transform_cell("".join(cell["source"]))
         try:
             exec(compile(sources[name], name, "exec", dont_inherit=True), namespace)
         except AssertionError:

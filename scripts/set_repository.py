@@ -5,8 +5,8 @@ lab runs with no checkout beside it; this script copies it there.
     python scripts/set_repository.py           # rewrite the labs' install cells from _config.yml
     python scripts/set_repository.py --check   # only say which labs disagree (exit status 1 if any)
 
-Only the line `REPOSITORY = "..."` of each lab's first code cell changes, byte for byte in place:
-the rest of the notebook, its formatting included, stays as it was.
+Only the address in the line `%pip install -q git+ADDRESS` of each lab's first code cell changes,
+byte for byte in place: the rest of the notebook, its formatting included, stays as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-LINE = re.compile(r'^(\s*REPOSITORY = ")([^"]*)(")', re.M)
+LINE = re.compile(r"^\s*%pip install -q git\+(\S+)$", re.M)
 
 
 def configured(config: Path = ROOT / "_config.yml") -> str:
@@ -38,9 +38,10 @@ def install_cell_address(path: Path) -> str:
     found = LINE.findall(source)
     if len(found) != 1:
         raise ValueError(
-            f"{path.name}: the first code cell must set REPOSITORY once, found {len(found)}"
+            f"{path.name}: the first code cell must install from the repository once"
+            f" (`%pip install -q git+ADDRESS`), found {len(found)}"
         )
-    return found[0][1]
+    return found[0]
 
 
 def set_address(path: Path, url: str) -> bool:
@@ -50,7 +51,7 @@ def set_address(path: Path, url: str) -> bool:
         return False
     text = path.read_text(encoding="utf-8")
     # The line as json.dumps writes it inside the notebook (quotes escaped).
-    before, after = (json.dumps(f'REPOSITORY = "{u}"')[1:-1] for u in (old, url))
+    before, after = (json.dumps(f"%pip install -q git+{u}")[1:-1] for u in (old, url))
     if text.count(before) != 1:
         raise ValueError(
             f"{path.name}: expected the install line once in the file, found {text.count(before)}"
