@@ -18,7 +18,7 @@ from torch import nn
 from . import checks
 from .checks import check_choice, check_int, check_steps, check_tensor
 from .flow import check_gammas, check_times
-from .layers import Conv2d, GroupNorm
+from .layers import Conv2d, GroupNorm, Linear
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
@@ -417,10 +417,10 @@ class ConvClassifier(nn.Module):
             nn.SiLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(widths[-1], features),
+            Linear(widths[-1], features),
             nn.SiLU(),
         )
-        self.head = nn.Linear(features, num_classes)
+        self.head = Linear(features, num_classes)
 
     def features(self, x_t: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The penultimate layer [N, features]."""

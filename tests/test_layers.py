@@ -23,6 +23,8 @@ CASES = {  # each layer, built as the U-Nets and chapter 10's encoder build it, 
     "conv to 1 channel": (partial(layers.Conv2d, 32, 1, 3, padding=1), (128, 32, 8, 8)),
     "linear on tokens": (partial(layers.Linear, 32, 96), (128, 64, 32)),
     "linear on rows": (partial(layers.Linear, 16, 8), (64, 16)),
+    # the evaluation classifier's head: few outputs, whose batch sum a matrix product split
+    "linear, ten logits": (partial(layers.Linear, 64, 10), (128, 64)),
     "group norm": (partial(layers.GroupNorm, 8, 32), (128, 32, 8, 8)),
     "layer norm": (partial(layers.LayerNorm, 32), (128, 16, 32)),
 }
