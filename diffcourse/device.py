@@ -18,14 +18,22 @@ R = TypeVar("R")
 BUDGETS = ("quick", "full")
 
 
-def get_device() -> torch.device:
-    """CUDA when present, else Apple's MPS, else the CPU."""
+def get_device(announce: bool = False) -> torch.device:
+    """CUDA when present, else Apple's MPS, else the CPU.
+
+    ``announce=True`` also prints the device and the labs' :func:`budget`, as each lab's first cell
+    does, so a reader sees at once what the run will do.
+    """
+    if not isinstance(announce, bool):
+        raise TypeError(f"announce must be a bool, got {type(announce).__name__}")
+    device = torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    if announce:
+        print(f"device: {device}, budget: {budget()}")
+    return device
 
 
 def budget() -> str:

@@ -53,3 +53,12 @@ def test_full_precision_turns_tf32_off_and_puts_it_back():
     finally:
         for f, value in zip(flags, before):
             f.allow_tf32 = value
+
+
+def test_get_device_announces_device_and_budget(capsys, monkeypatch):
+    monkeypatch.setenv("DIFFCOURSE_BUDGET", "full")
+    d = get_device(announce=True)
+    assert capsys.readouterr().out == f"device: {d}, budget: full\n"
+    assert get_device() == d and capsys.readouterr().out == ""
+    with pytest.raises(TypeError, match="announce"):
+        get_device(announce="yes")
