@@ -30,7 +30,8 @@ def test_committed_without_outputs(path):
                 f"{path.name}: a cell has an execution count"
             )
     source = "".join("".join(c["source"]) for c in nb["cells"])
-    assert "diffcourse" in source and "get_device()" in source
+    # the device through the one helper, announced with the budget in the first cells
+    assert "diffcourse" in source and "get_device(announce=True)" in source
     assert ".cuda()" not in source
 
 
