@@ -82,7 +82,7 @@ def reduction_gap(
     device=None,
 ) -> float:
     """Largest difference between a d-dimensional guided DDIM run of :func:`two_classes`, projected on
-    m / |m|, and the one-dimensional run with separation mu sqrt(d) from the projected noise. Orthogonal
+    m / |m|, and the one-dimensional run with classes at +-mu sqrt(d) from the projected noise. Orthogonal
     to m both exact scores are -x, so guidance acts along m alone: the difference is rounding."""
     z = seeded_noise((n, d), seed, device, torch.float64)
     unit = torch.full((d, 1), d**-0.5, dtype=torch.float64, device=z.device)
@@ -104,7 +104,7 @@ def dimension_sweep(
     device=None,
 ) -> Dict[Tuple[int, str], Tuple[float, float]]:
     """For each d: guided samples of class 0 of :func:`two_classes` (through the exact 1-D reduction,
-    separation mu sqrt(d)), with DDPM and with DDIM on every level: ``{(d, sampler): (shift, std)}``,
+    classes at +-mu sqrt(d)), with DDPM and with DDIM on every level: ``{(d, sampler): (shift, std)}``,
     shift = their mean along m beyond the class mean, std = their standard deviation along m (both
     in units of the class's standard deviation, 1)."""
     z = seeded_noise((n, 1), seed, device, torch.float64)
