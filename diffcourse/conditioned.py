@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_int
+from .checks import check_int, check_tensor
 from .guidance import negative_prompt_eps_fn
 from .layers import Conv2d, Linear
 from .metrics import diversity, fidelity
@@ -27,8 +27,7 @@ from .text import MAX_TOKENS, PAD, START, CrossAttention, TextEncoder, check_tok
 def low_resolution(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     """The low-resolution view of images [N, C, H, W]: the mean of each factor x factor block
     (8x8 digits -> 4x4 for factor 2)."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"x must be images [N, C, H, W], got {tuple(getattr(x, 'shape', ()))}")
+    check_tensor(x, "x", ndim=4)  # images [N, C, H, W]
     factor = check_int(factor, "factor", low=1)
     if x.shape[2] % factor or x.shape[3] % factor:
         raise ValueError(
@@ -141,8 +140,8 @@ class SuperResUNet(_ConditionedUNet):
         width: int = 32,
         mults: Sequence[int] = (1, 2),
     ):
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or size % factor:
-            raise ValueError(f"factor must be a positive int dividing size={size}, got {factor!r}")
+        if size % check_int(factor, "factor", low=1):
+            raise ValueError(f"factor must divide size={size}, got {factor}")
         super().__init__(channels, size, T, width, mults, extra_channels=channels)
         self.factor = factor
 
@@ -200,7 +199,7 @@ def superres_metrics(
     **agreement**, the share the judge reads as ``labels`` (the class of each condition's source);
     **diversity**, the mean distance between samples of one condition (``group``) over that
     between reference images of one class (``ref_x``, ``ref_y``)."""
-    if not isinstance(low, torch.Tensor) or low.ndim != 4 or x.shape[0] != low.shape[0]:
+    if check_tensor(low, "low").ndim != 4 or x.shape[0] != low.shape[0]:
         raise ValueError(
             f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}"
         )

@@ -353,12 +353,7 @@ def digits_mixture(
     Draws reshape to images with ``x.reshape(-1, 1, 8, 8)``.
     """
     components = check_int(components, "components", low=1, high=20)
-    if (
-        isinstance(reg_covar, bool)
-        or not isinstance(reg_covar, (int, float))
-        or not (math.isfinite(reg_covar) and reg_covar > 0)
-    ):
-        raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
+    reg_covar = check_real(reg_covar, "reg_covar", low=0, low_open=True)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
     means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)

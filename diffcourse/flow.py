@@ -180,10 +180,11 @@ def _velocity(v_fn: VelocityFn, x: torch.Tensor, t: float, run, step: int) -> to
     tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
     with run.at(step, None):  # None: no diffusion step here, checks.known_step stays silent
         v = v_fn(x, tt)
-    if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v_fn must return a torch.Tensor, got {type(v).__name__}")
+    if v.shape != x.shape:
         raise ValueError(
-            f"v_fn must return a tensor of x_t's shape {tuple(x.shape)}, "
-            f"got {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
+            f"v_fn must return a tensor of x_t's shape {tuple(x.shape)}, got {tuple(v.shape)}"
         )
     return v
 

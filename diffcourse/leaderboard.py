@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import guidance
-from .checks import check_mixture, check_schedule
+from .checks import check_int, check_mixture, check_schedule
 from .flow import cfg_zero_star_fn, euler_sample, zero_init_time
 from .metrics import class_agreement, sample_distance, spread
 from .mixture import (
@@ -295,8 +295,8 @@ class References:
     sampler reaches by chance."""
 
     def __init__(self, setting: Setting, n: int, repeats: int = 5, projections: int = 256):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2 * repeats:
-            raise ValueError(f"n must be an int >= 2 * repeats, got {n!r}")
+        repeats = check_int(repeats, "repeats", low=1)
+        n = check_int(n, "n", low=2 * repeats)  # each of the repeats chunks needs two points
         self.setting, self.n, self.repeats, self.projections = setting, n, repeats, projections
         self._cache: Dict[Tuple[str, int], Tuple[torch.Tensor, float]] = {}
 

@@ -295,8 +295,7 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
     nearest neighbour and V_D the volume of the unit ball in D dimensions. Consistent as N grows; in
     two dimensions a few thousand points give it to a few hundredths of a nat. Diversity as
     Wu et al. (2024) measure it: guidance lowers it."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError(f"x must be a tensor [N, D], got {tuple(getattr(x, 'shape', ()))}")
+    check_tensor(x, "x", ndim=2)  # [N, D]
     k = check_int(k, "k", low=1, high=x.shape[0] - 1)  # the k-th neighbour of each of N points
     x = x.detach().double().cpu()
     if not torch.isfinite(x).all():

@@ -6,8 +6,9 @@ progress=True, callback=None)``, as k-diffusion keeps one for all of its sampler
 x_t, x0_hat)``, when given, is called once per level visited with the 0-based step, the current
 x_t and the clean estimate x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) of that
 step's prediction: animations and diagnostics watch a run through it instead of copying a sampler.
-The steps themselves are small public functions: :func:`ddpm_step`, :func:`ddim_step`,
-:func:`langevin_step`.
+The samplers: :func:`ddpm_sample`, :func:`pc_sample` (DDPM with Langevin correctors),
+:func:`langevin_sample` (annealed Langevin dynamics) and :func:`ddim_sample`. The steps themselves
+are small public functions: :func:`ddpm_step`, :func:`ddim_step`, :func:`langevin_step`.
 
 Arguments are checked once per run: the samplers check theirs before the first step, and a
 model's range checks of t and y (which read the device) run at the run's first call of ``eps_fn``
@@ -106,7 +107,8 @@ def ddpm_step(
     schedule: Schedule,
     noise: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; Luo eq. 84-85):
+    """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; the mean is Luo eq. 125, the
+    variance eq. 85):
 
     mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), variance = the posterior's
     beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); no noise on the last step
@@ -120,7 +122,8 @@ def ddpm_step(
 
 
 def _ddim_sigma(a_t: float, a_s: float, eta: float) -> float:
-    """sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)."""
+    """sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    (Song, Meng & Ermon 2021, eq. 16)."""
     return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
 
 
@@ -151,7 +154,8 @@ def ddim_step(
 
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
     x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
-    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s).
+    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    (their eq. 16).
 
     eta = 0 is deterministic; eta = 1 between neighbouring levels is :func:`ddpm_step`. ``noise``
     is z (None: the step without its noise term); ``eps_direction`` replaces eps in the direction
@@ -330,6 +334,48 @@ def pc_sample(
 
 
 @torch.no_grad()
+def langevin_sample(
+    eps_fn: EpsFn,
+    shape_or_noise: Union[Sequence[int], torch.Tensor],
+    schedule: Schedule,
+    steps_per_level: int = 5,
+    snr: float = 0.1,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callback] = None,
+) -> torch.Tensor:
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; the corrector-only sampler of
+    Song et al. 2021): from x_T ~ N(0, I), at each level t = T-1, ..., 0 in turn,
+    ``steps_per_level`` Langevin steps (:func:`langevin_step`) on that level's score
+    -eps_fn(x, t) / sqrt(1 - alpha_bar_t). Nothing moves the samples from one level to the next but
+    those steps: each level's law is close to the one before, so a few steps keep up with it. Any
+    score serves, guided ones included (eq. 166, eq. 170): the sampler Luo has in mind for them.
+
+    Network evaluations: T * steps_per_level, many more than DDPM's T for the same quality: the
+    price of a sampler that uses nothing but the score. ``callback`` sees each level once, before
+    its first step.
+    """
+    steps_per_level = check_int(steps_per_level, "steps_per_level", low=1)
+    snr = check_real(snr, "snr", low=0, low_open=True)
+    x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
+    alphas = schedule.alphas.tolist()
+    with sampling_run() as run:
+        for step in tqdm(
+            range(schedule.T - 1, -1, -1),
+            desc="annealed Langevin",
+            disable=not progress,
+            leave=False,
+        ):
+            sigma = (1 - alpha_bar[step]) ** 0.5
+            for k in range(steps_per_level):
+                eps = _predict(eps_fn, x, step, run)
+                if k == 0 and callback is not None:
+                    callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
+                x = langevin_step(x, -eps / sigma, alphas[step], snr, _randn_like(x, generator))
+    return x
+
+
+@torch.no_grad()
 def ddim_sample(
     eps_fn: PairEpsFn,
     shape_or_noise: Union[Sequence[int], torch.Tensor],
@@ -346,7 +392,8 @@ def ddim_sample(
     From level t to the previous kept level s (the clean data after the last):
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
     x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
-    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s).
+    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    (their eq. 16).
     eta = 0 is deterministic given x_T; eta = 1 on all T levels is ancestral DDPM, step for step.
     Network evaluations: ``steps`` (default T).
 

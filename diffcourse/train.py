@@ -66,13 +66,16 @@ def denoiser_loss(
     """The simple loss (Ho et al. 2020, Algorithm 1; Luo eq. 130 without its weight), with condition
     dropout:
 
-        x_t  = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps       (Luo eq. 70)
+        x_t  = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps       (Luo eq. 69)
         y    = null_label where ``drop`` is True                      (Ho & Salimans 2022)
         loss = mean over the batch and the coordinates of (eps_theta(x_t, t, y) - eps)^2
 
     t uniform over the chain and eps ~ N(0, I) are drawn by the caller; ``y=None`` trains an
     unconditional model. ``y`` is a label per row, or any condition with the batch first (a caption,
-    an image, chapter 10); ``null_label`` is then the null condition, shaped like ``y``."""
+    an image, chapter 10); ``null_label`` is then the null condition: an int for class labels, else
+    a tensor shaped like ``y`` (the model's ``null_condition(y)``)."""
+    if drop is not None and y is not None and null_label is None:
+        raise ValueError("null_label is needed where drop is given: the condition that replaces y")
     x_t = q_sample(x0, t, schedule, eps)
     if y is None:
         eps_hat = model(x_t, t)

@@ -72,6 +72,8 @@ def test_super_resolution_condition_of_the_wrong_size_names_the_expected_size():
         model(x, t, torch.zeros(3, 1, 4, 4))
     with pytest.raises(ValueError, match="factor"):
         SuperResUNet(size=8, factor=3)
+    with pytest.raises(TypeError, match="^factor must be an int"):
+        SuperResUNet(size=8, factor=2.0)
 
 
 def test_low_resolution_is_the_block_mean():
@@ -79,8 +81,10 @@ def test_low_resolution_is_the_block_mean():
     assert torch.equal(low_resolution(x), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
     with pytest.raises(ValueError, match="factor"):
         low_resolution(x, 3)
-    with pytest.raises(ValueError, match="images"):
+    with pytest.raises(ValueError, match="^x must have 4 dimensions"):
         low_resolution(torch.zeros(4, 4))
+    with pytest.raises(TypeError, match="^x must be a torch.Tensor"):  # not a ValueError
+        low_resolution(x.tolist())
 
 
 # ---- sampling and measuring ------------------------------------------------------------------------------
@@ -133,6 +137,8 @@ def test_superres_metrics_on_the_sources_themselves():
     assert abs(noisy["consistency"] - 0.1) < 1e-6
     with pytest.raises(ValueError, match="low"):
         superres_metrics(_Reader(), x, low_resolution(x)[:3], labels, group, x, labels)
+    with pytest.raises(TypeError, match="^low must be a torch.Tensor"):
+        superres_metrics(_Reader(), x, low_resolution(x).tolist(), labels, group, x, labels)
 
 
 def test_low_resolution_factor_is_an_int():

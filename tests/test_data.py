@@ -262,6 +262,8 @@ def test_digits_mixture_bad_input():
         digits_mixture(components=0)
     with pytest.raises(ValueError, match="reg_covar"):
         digits_mixture(reg_covar=0.0)
+    with pytest.raises(TypeError, match="^reg_covar must be a real number"):
+        digits_mixture(reg_covar="1e-3")
     with pytest.raises(TypeError, match="dtype"):
         digits_mixture(dtype=torch.long)
     with pytest.raises(ValueError, match="holdout"):

@@ -505,6 +505,8 @@ def test_other_bad_input():
         flow.heun_sample(exact_velocity_fn(mixture), x, steps=3, times=[1.0, 0.0])
     with pytest.raises(ValueError, match="v_fn"):
         flow.euler_sample(lambda x_t, t: x_t[:, :1], x, steps=2)
+    with pytest.raises(TypeError, match="^v_fn must return a torch.Tensor"):  # a wrong type
+        flow.euler_sample(lambda x_t, t: x_t.tolist(), x, steps=2)
     with pytest.raises(ValueError, match="zeroed"):
         flow.zero_init_time(10, 11)
     student = VelocityMLP(dim=2, hidden=8, depth=1, num_classes=3, guidance_input=True)

@@ -182,8 +182,10 @@ def test_setting_bad_input():
         Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=50)
     with pytest.raises(ValueError, match="y"):
         Setting(three_blobs(), cosine_schedule(20), 7, 2.0)
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be an int >= 10"):
         References(Setting(three_blobs(), cosine_schedule(20), 0, 2.0), 3)
+    with pytest.raises(TypeError, match="^n must be an int"):  # a wrong type
+        References(Setting(three_blobs(), cosine_schedule(20), 0, 2.0), 100.0)
 
 
 def test_seed_gaps_floor_calibration_and_common_pairs():

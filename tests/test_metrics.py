@@ -164,6 +164,8 @@ def test_knn_entropy_of_a_gaussian(dim):
 def test_knn_entropy_bad_input():
     with pytest.raises(ValueError, match="x"):
         knn_entropy(torch.zeros(10))
+    with pytest.raises(TypeError, match="^x must be a torch.Tensor"):
+        knn_entropy([[0.0, 1.0], [1.0, 0.0]])
     with pytest.raises(ValueError, match="k"):
         knn_entropy(torch.randn(10, 2), k=10)
     with pytest.raises(ValueError, match="repeated"):

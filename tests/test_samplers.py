@@ -3,7 +3,14 @@ import torch
 from conftest import random_mixture
 
 from diffcourse.mixture import exact_eps_fn
-from diffcourse.samplers import ddim_sample, ddpm_sample, ddpm_step, langevin_step, pc_sample
+from diffcourse.samplers import (
+    ddim_sample,
+    ddpm_sample,
+    ddpm_step,
+    langevin_sample,
+    langevin_step,
+    pc_sample,
+)
 from diffcourse.schedules import cosine_schedule
 from diffcourse.targets import eps_to_x0
 
@@ -119,6 +126,41 @@ def test_pc_bad_input():
         pc_sample(lambda x, t: x, (4, 2), s, corrector_steps=-1)
     with pytest.raises(ValueError, match="snr"):
         pc_sample(lambda x, t: x, (4, 2), s, snr=0.0)
+
+
+def test_annealed_langevin_reaches_a_gaussian_target():
+    """Langevin steps alone, level after level with no predictor between them, carry N(0, I) down
+    the chain to the data law, to the corrector's excess width 1 + alpha r^2 (chapter 6: 2.6% at
+    r = 0.16). They need many steps per level: with one, the samples lag far behind the levels."""
+    mix = random_mixture(2, (1,), seed=3)
+    s = cosine_schedule(50)
+    noise = torch.randn(20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    runs = {
+        k: langevin_sample(
+            exact_eps_fn(mix, s),
+            noise,
+            s,
+            steps_per_level=k,
+            snr=0.16,
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+        )
+        for k in (1, 20)
+    }
+    _assert_gaussian_moments(runs[20], mix, cov_atol=0.03)
+    assert (runs[1].mean(0) - mix.means[0]).abs().max() > 0.3  # 50 steps in all: far too few
+
+
+def test_langevin_sample_bad_input():
+    s = cosine_schedule(10)
+    with pytest.raises(ValueError, match="^steps_per_level"):
+        langevin_sample(lambda x, t: x, (4, 2), s, steps_per_level=0)
+    with pytest.raises(TypeError, match="^steps_per_level"):
+        langevin_sample(lambda x, t: x, (4, 2), s, steps_per_level=2.0)
+    with pytest.raises(ValueError, match="^snr"):
+        langevin_sample(lambda x, t: x, (4, 2), s, snr=-0.1)
+    with pytest.raises(TypeError, match="pair"):
+        langevin_sample(lambda x, t: (x, x), (4, 2), s, progress=False)
 
 
 # ---- DDIM --------------------------------------------------------------------------------------------
@@ -263,7 +305,7 @@ from diffcourse.samplers import ddim_step  # noqa: E402
 from diffcourse.schedules import ddim_levels  # noqa: E402
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "pc", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "langevin", "ddim"])
 def test_callback_sees_every_level_and_changes_nothing(sampler):
     mix = random_mixture(2, (2, 1), seed=4)
     s = cosine_schedule(30)
@@ -272,6 +314,7 @@ def test_callback_sees_every_level_and_changes_nothing(sampler):
     run = {
         "ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
         "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+        "langevin": lambda **kw: langevin_sample(fn, noise, s, steps_per_level=2, **kw),
         "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=7, eta=0.5, **kw),
     }[sampler]
     seen = []
@@ -423,7 +466,7 @@ def _count_host_reads():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("sampler", ["ddpm", "pc", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "langevin", "ddim"])
 def test_no_host_reads_after_the_first_step(kind, sampler):
     """The checks that read tensors run at a run's first call of eps_fn; every later step reads
     nothing back (on a GPU each such read waits for the device)."""
@@ -436,6 +479,7 @@ def test_no_host_reads_after_the_first_step(kind, sampler):
     run = {
         "ddpm": lambda **kw: ddpm_sample(fn, noise, s, **kw),
         "pc": lambda **kw: pc_sample(fn, noise, s, corrector_steps=1, **kw),
+        "langevin": lambda **kw: langevin_sample(fn, noise, s, steps_per_level=2, **kw),
         "ddim": lambda **kw: ddim_sample(fn, noise, s, steps=8, eta=0.5, **kw),
     }[sampler]
     with _count_host_reads() as reads:

@@ -364,6 +364,8 @@ def test_denoiser_loss_is_the_simple_loss_with_condition_dropout():
     torch.testing.assert_close(
         denoiser_loss(m, x0, t, eps, s, y=y, drop=drop, null_label=m.null_label), by_hand
     )
+    with pytest.raises(ValueError, match="^null_label is needed"):  # dropped to what?
+        denoiser_loss(m, x0, t, eps, s, y=y, drop=drop)
     u = _model()
     torch.testing.assert_close(denoiser_loss(u, x0, t, eps, s), ((u(x_t, t) - eps) ** 2).mean())
     from diffcourse.models import MLPClassifier
