@@ -13,6 +13,7 @@ from typing import List, Tuple
 import torch
 
 from .checks import (
+    check_alike,
     check_generator,
     check_int,
     check_real,
@@ -27,6 +28,8 @@ __all__ = [
     "linear_schedule",
     "cosine_schedule",
     "q_sample",
+    "posterior_mean",
+    "posterior_variance",
     "check_steps",
     "ddim_levels",
     "nsr_interval",
@@ -191,3 +194,27 @@ def q_sample_at(
     t = torch.full((x0.shape[0],), step, device=x0.device)
     gen = torch.Generator(x0.device).manual_seed(seed)
     return q_sample(x0, t, schedule, generator=gen), t
+
+
+def posterior_variance(step: int, schedule: Schedule) -> float:
+    """sigma_q^2(t) = (1 - alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t), the variance of the
+    true denoising step q(x_{t-1} | x_t, x_0) (Luo eq. 85), at the 0-based ``step`` (the book's
+    t = step + 1). It depends on t alone; at step 0 (alpha_bar_{t-1} = 1) it is 0."""
+    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
+    a_t, ab_t = float(schedule.alphas[step]), float(schedule.alpha_bar[step])
+    ab_prev = float(schedule.alpha_bar[step - 1]) if step > 0 else 1.0
+    return (1 - a_t) * (1 - ab_prev) / (1 - ab_t)
+
+
+def posterior_mean(
+    x_t: torch.Tensor, x0: torch.Tensor, step: int, schedule: Schedule
+) -> torch.Tensor:
+    """mu_q(x_t, x_0) = (sqrt(alpha_t) (1 - alpha_bar_{t-1}) x_t + sqrt(alpha_bar_{t-1}) (1 - alpha_t)
+    x_0) / (1 - alpha_bar_t), the mean of the true denoising step q(x_{t-1} | x_t, x_0) (Luo eq. 93;
+    the step is eq. 84), at the 0-based ``step``. At step 0 it is x_0. With x_0 estimated from the
+    noise prediction, it is the sampler's mean, Luo eq. 125 (``samplers.ddpm_step``)."""
+    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
+    check_alike(x_t=x_t, x0=x0)
+    a_t, ab_t = float(schedule.alphas[step]), float(schedule.alpha_bar[step])
+    ab_prev = float(schedule.alpha_bar[step - 1]) if step > 0 else 1.0
+    return (a_t**0.5 * (1 - ab_prev) * x_t + ab_prev**0.5 * (1 - a_t) * x0) / (1 - ab_t)

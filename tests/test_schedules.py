@@ -108,3 +108,46 @@ def test_q_sample_at_is_q_sample_seeded_by_the_level():
         q_sample_at(x0, 100, s)
     with pytest.raises(TypeError, match="schedule"):
         q_sample_at(x0, 4, "linear")
+
+
+def _log_normal(x, mean, var):
+    """log N(x; mean, var I) per row, float64."""
+    d = x.shape[-1]
+    return -0.5 * ((x - mean) ** 2).sum(-1) / var - 0.5 * d * math.log(2 * math.pi * var)
+
+
+@pytest.mark.parametrize("step", [1, 7, 30, 49])
+def test_posterior_is_bayes_rule_on_the_forward_steps(step):
+    """q(x_t | x_{t-1}) q(x_{t-1} | x_0) / N(x_{t-1}; mu_q, sigma_q^2 I) is the same for every
+    x_{t-1}, and equals q(x_t | x_0): eqs. 84, 85 and 93 are Bayes' rule on two Gaussians."""
+    from diffcourse.schedules import posterior_mean, posterior_variance
+
+    s = cosine_schedule(50)
+    g = torch.Generator().manual_seed(step)
+    x0, x_t = (
+        torch.randn(1, 3, generator=g, dtype=torch.float64),
+        torch.randn(1, 3, generator=g).double(),
+    )
+    z = torch.randn(500, 3, generator=g, dtype=torch.float64)  # candidate x_{t-1}
+    a_t, ab_t, ab_prev = (
+        float(v) for v in (s.alphas[step], s.alpha_bar[step], s.alpha_bar[step - 1])
+    )
+    joint = _log_normal(x_t, a_t**0.5 * z, 1 - a_t) + _log_normal(z, ab_prev**0.5 * x0, 1 - ab_prev)
+    post = _log_normal(z, posterior_mean(x_t, x0, step, s), posterior_variance(step, s))
+    evidence = _log_normal(x_t, ab_t**0.5 * x0, 1 - ab_t)
+    assert (joint - post - evidence).abs().max() < 1e-9
+
+
+def test_posterior_at_the_last_step_and_bad_input():
+    from diffcourse.schedules import posterior_mean, posterior_variance
+
+    s = cosine_schedule(10)
+    x_t, x0 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    assert posterior_variance(0, s) == 0  # alpha_bar_0 is 1 before the first step
+    torch.testing.assert_close(posterior_mean(x_t, x0, 0, s), x0, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="^step"):
+        posterior_variance(10, s)
+    with pytest.raises(ValueError, match="x0"):
+        posterior_mean(x_t, x0[:3], 3, s)
+    with pytest.raises(TypeError, match="^step"):
+        posterior_mean(x_t, x0, 2.0, s)
