@@ -14,7 +14,7 @@ def test_two_classes_and_the_reduction_to_one_dimension():
     m = claims.two_classes(16, 0.5)
     assert m.dim == 16 and torch.allclose(m.means[0], torch.full((16,), 0.5, dtype=torch.float64))
     assert claims.reduction_gap(16, S, 3.0, n=64) < 1e-9
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match="^d must be an int >= 1"):
         claims.two_classes(0)
 
 
@@ -247,13 +247,15 @@ def test_langevin_settles_at_the_chapters_variance():
     alpha, r = 0.98, 0.5
     settled = claims.langevin_settled(0.3, alpha, r, n=50_000, steps=30)
     assert abs(settled - (1 + alpha * r**2)) < 5 * (1 + alpha * r**2) / 50_000**0.5
-    with pytest.raises(ValueError, match="c"):
+    with pytest.raises(ValueError, match="^c must be"):
         claims.langevin_settled(0.0, alpha, r)
 
 
 def test_pc_gaussian_ratio_near_its_excess():
     s = cosine_schedule(200)  # the lab's chain: its last corrector steps run at t = 1
-    ratio = claims.pc_gaussian_ratio(s, 0.25, 5, 0.1, n=10_000)
-    assert abs(ratio - (1 + float(s.alphas[0]) * 0.01)) < 0.03
+    # at r = 0.5 the excess, alpha r^2 = 0.25, stands far above the ratio's sampling noise (0.01);
+    # at the lab's r = 0.1 it would be 0.01, the size of that noise
+    ratio = claims.pc_gaussian_ratio(s, 0.25, 5, 0.5, n=20_000)
+    assert abs(ratio - (1 + float(s.alphas[0]) * 0.25)) < 0.02
     with pytest.raises(TypeError, match="n"):
         claims.pc_gaussian_ratio(s, 0.25, 2, 0.1, n=1.5)

@@ -231,7 +231,7 @@ def test_frechet_floor_of_features():
     assert floor.mean == pytest.approx(floor.values.mean().item()) and floor.std > 0
     far = frechet_floor(Judge(), pool + 1.0, ref, n=100, draws=5)
     assert far.mean > floor.mean + 2.5  # a shift of 1 per feature adds 3
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be an int"):
         frechet_floor(Judge(), pool, ref, n=401)
 
 
@@ -283,7 +283,7 @@ def test_relative_grad_error_bad_input():
         relative_grad_error("classifier", mix, s, [0])
     with pytest.raises(ValueError, match="steps"):
         relative_grad_error(lambda y: None, mix, s, [50])
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be an int"):
         relative_grad_error(lambda y: None, mix, s, [0], n=0)
 
 
@@ -367,7 +367,7 @@ def test_frechet_floor_balanced_draws_keep_the_class_shares():
     assert balanced.values[3].item() == pytest.approx(frechet_distance(pool[rows], ref), rel=1e-9)
     one = frechet_floor(Judge(), pool[:50], ref, n=50, draws=1)
     assert one.values.shape == (1,) and one.std == 0.0 and one.mean == one.values[0].item()
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be a multiple of the number of classes"):
         frechet_floor(Judge(), pool, ref, n=101, y_pool=y_pool)  # not a multiple of the 2 classes
     with pytest.raises(ValueError, match="y_pool"):
         frechet_floor(Judge(), pool, ref, n=100, y_pool=y_pool[:10])
@@ -408,7 +408,10 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
     first = image_metrics(Judge(), (3 * seeded_noise((40, 1, 2, 2), 0)).clamp(-1, 1), y, ref, y)
     assert out.runs[0] == first
     assert out.mean("frechet") == pytest.approx(out.values("frechet").mean().item())
-    assert out.std("fidelity") >= 0 and set(out.means()) == {"fidelity", "frechet", "diversity"}
+    v = [run["frechet"] for run in out.runs]  # the sample standard deviation, by hand
+    by_hand = (sum((a - sum(v) / len(v)) ** 2 for a in v) / (len(v) - 1)) ** 0.5
+    assert by_hand > 0 and out.std("frechet") == pytest.approx(by_hand)
+    assert set(out.means()) == {"fidelity", "frechet", "diversity"}
     with pytest.raises(ValueError, match="seeds"):
         image_metrics_over_seeds(Judge(), sample, y, ref, y, seeds=0)
     with pytest.raises(ValueError, match="sample's images"):
@@ -689,7 +692,7 @@ def test_bayes_rule_errors_bad_input():
         bayes_log_form_errors("three_blobs", s, [0])
     with pytest.raises(ValueError, match="steps"):
         bayes_score_errors(mix, s, [50])
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be an int"):
         bayes_score_errors(mix, s, [0], n=0)
     with pytest.raises(TypeError, match="generator"):
         bayes_log_form_errors(mix, s, [0], generator=0)
@@ -708,7 +711,7 @@ def test_mean_class_posterior_is_the_class_share_and_matches_a_hand_computation(
     post = board.diffuse(float(s.alpha_bar[0])).class_log_posterior(x).exp()
     assert torch.equal(out[0][0], post.mean(0))
     assert torch.equal(out[0][1], post.std(0) / 4000**0.5)
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="^n must be an int"):
         mean_class_posterior(board, s, [0], n=1)
 
 
@@ -978,9 +981,31 @@ def test_guidance_sweep_measures_each_run_as_the_lab_did():
         metrics.guidance_sweep(builders, {"CFG": [1.0]}, sample, y, mix)
 
 
+class _ExactBranches(torch.nn.Module):
+    """A "network" whose two branches are the mixture's exact ones, each scaled by a factor (1:
+    exact): with both 1, eq. 170 on it is exact CFG."""
+
+    num_classes, null_label = 3, 3
+
+    def __init__(self, mix, s, cond_factor=1.0, uncond_factor=1.0):
+        super().__init__()
+        self.mix, self.s, self.factors = mix, s, (cond_factor, uncond_factor)
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # where the guidance reads the device
+
+    def forward(self, x, t, y):
+        cond = self.factors[0] * exact_eps_fn(self.mix, self.s, y.clamp(max=2))(x, t)
+        uncond = self.factors[1] * exact_eps_fn(self.mix, self.s)(x, t)
+        return torch.where((y == 3)[:, None], uncond, cond)
+
+
 def test_guided_eps_errors_are_zero_for_a_perfect_rule_and_grow_with_gamma():
     mix, s, net = three_blobs(), cosine_schedule(20), _net()
-    errors = metrics.guided_eps_errors({"net": net}, mix, s, [1.0, 4.0], [3, 12], n=200)
+    off = _ExactBranches(mix, s, 1.02, 0.97)  # each branch off by a few percent
+    models = {"net": net, "exact": _ExactBranches(mix, s), "off": off}
+    errors = metrics.guided_eps_errors(models, mix, s, [1.0, 4.0], [3, 12], n=200)
+    assert max(errors["exact"]) < 1e-5  # a perfect pair of branches: no error at any gamma
+    assert abs(errors["off"][0] - 0.02) < 1e-4  # gamma = 1: the conditional branch's error
+    assert errors["off"][1] > 3 * errors["off"][0]  # eq. 170 multiplies the branches' errors
     ours = lambda y: batched_cfg_eps_fn(net, y, 4.0)  # noqa: E731
     exact = lambda y: exact_cfg_eps_fn(mix, s, y, 4.0)  # noqa: E731
     by_hand = metrics.relative_eps_error(ours, exact, mix, s, [3, 12], n=200).mean().item()
