@@ -140,7 +140,8 @@ class SuperResUNet(_ConditionedUNet):
         width: int = 32,
         mults: Sequence[int] = (1, 2),
     ):
-        if size % check_int(factor, "factor", low=1):
+        factor = check_int(factor, "factor", low=1)
+        if size % factor:
             raise ValueError(f"factor must divide size={size}, got {factor}")
         super().__init__(channels, size, T, width, mults, extra_channels=channels)
         self.factor = factor
@@ -201,7 +202,7 @@ def superres_metrics(
     between reference images of one class (``ref_x``, ``ref_y``)."""
     if check_tensor(low, "low").ndim != 4 or x.shape[0] != low.shape[0]:
         raise ValueError(
-            f"low must hold one condition per sample ({x.shape[0]}), got {tuple(getattr(low, 'shape', ()))}"
+            f"low must hold one condition per sample ({x.shape[0]}), got {tuple(low.shape)}"
         )
     factor = x.shape[-1] // low.shape[-1]
     consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()

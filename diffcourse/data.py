@@ -356,7 +356,7 @@ def digits_mixture(
     reg_covar = check_real(reg_covar, "reg_covar", low=0, low_open=True)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    means, covs, weights, labels = _fit_digits(components, float(reg_covar), holdout, seed)
+    means, covs, weights, labels = _fit_digits(components, reg_covar, holdout, seed)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
     covs = as_tensor(covs)
     covs = 0.5 * (covs + covs.transpose(1, 2))  # exactly symmetric in any dtype

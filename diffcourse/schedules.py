@@ -196,13 +196,19 @@ def q_sample_at(
     return q_sample(x0, t, schedule, generator=gen), t
 
 
+def _posterior_levels(step: int, schedule: Schedule) -> Tuple[float, float, float]:
+    """alpha_t, alpha_bar_t and alpha_bar_{t-1} at the 0-based ``step`` (alpha_bar_{t-1} = 1 before
+    the first step), checked, as the posterior's formulas read them."""
+    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
+    ab_prev = float(schedule.alpha_bar[step - 1]) if step > 0 else 1.0
+    return float(schedule.alphas[step]), float(schedule.alpha_bar[step]), ab_prev
+
+
 def posterior_variance(step: int, schedule: Schedule) -> float:
     """sigma_q^2(t) = (1 - alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t), the variance of the
     true denoising step q(x_{t-1} | x_t, x_0) (Luo eq. 85), at the 0-based ``step`` (the book's
     t = step + 1). It depends on t alone; at step 0 (alpha_bar_{t-1} = 1) it is 0."""
-    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
-    a_t, ab_t = float(schedule.alphas[step]), float(schedule.alpha_bar[step])
-    ab_prev = float(schedule.alpha_bar[step - 1]) if step > 0 else 1.0
+    a_t, ab_t, ab_prev = _posterior_levels(step, schedule)
     return (1 - a_t) * (1 - ab_prev) / (1 - ab_t)
 
 
@@ -213,8 +219,6 @@ def posterior_mean(
     x_0) / (1 - alpha_bar_t), the mean of the true denoising step q(x_{t-1} | x_t, x_0) (Luo eq. 93;
     the step is eq. 84), at the 0-based ``step``. At step 0 it is x_0. With x_0 estimated from the
     noise prediction, it is the sampler's mean, Luo eq. 125 (``samplers.ddpm_step``)."""
-    step = check_int(step, "step", low=0, high=check_schedule(schedule).T - 1)
+    a_t, ab_t, ab_prev = _posterior_levels(step, schedule)
     check_alike(x_t=x_t, x0=x0)
-    a_t, ab_t = float(schedule.alphas[step]), float(schedule.alpha_bar[step])
-    ab_prev = float(schedule.alpha_bar[step - 1]) if step > 0 else 1.0
     return (a_t**0.5 * (1 - ab_prev) * x_t + ab_prev**0.5 * (1 - a_t) * x0) / (1 - ab_t)
