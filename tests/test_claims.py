@@ -79,7 +79,7 @@ def test_feedback_check_in_its_own_world():
     assert out["feedback, cap 200"] < out["eq. 170, gamma = 1/pi"] / 3
     world = claims.additive_world(sharp, three_blobs(dtype=torch.float64), 0.3)
     assert abs(world.weights[:2].sum().item() - 0.3) < 1e-12
-    with pytest.raises(ValueError, match="pi"):
+    with pytest.raises(ValueError, match="^pi must be in"):
         claims.additive_world(sharp, sharp, 0.0)
 
 
@@ -112,14 +112,34 @@ def test_ddpm_against_ddim_reads_the_board():
 
 
 def test_learned_icg_runs_a_network_three_ways():
+    from diffcourse import guidance
     from diffcourse.data import digits_mixture
+    from diffcourse.metrics import agreement_and_spread
     from diffcourse.models import UNet
+    from diffcourse.samplers import ddim_sample, seeded_noise
 
     torch.manual_seed(0)
     net = UNet(channels=1, size=8, T=40, num_classes=10, width=8).eval()
-    out = claims.learned_icg(net, digits_mixture(), 3, 3.0, S, n=20, levels=5)
+    mixture = digits_mixture()
+    out = claims.learned_icg(net, mixture, 3, 3.0, S, n=20, seed=16, levels=5)
     assert set(out) == {"unguided", "eq. 170", "ICG"}
     assert all(0 <= a <= 1 and s > 0 for a, s in out.values())
+    # by hand, from the same noise and draws: the three rules at their own scales
+    labels = torch.full((20,), 3, dtype=torch.long)
+    gen = torch.Generator().manual_seed(16)
+    icg = guidance.independent_condition_eps_fn(net, labels, 3.0, 10, gen)
+    refs = {3: mixture.sample(20, 3, generator=gen)[0]}
+    z = seeded_noise((20, 1, 8, 8), 16, "cpu")
+    rules = {
+        "unguided": lambda x, t: net(x, t, labels),
+        "eq. 170": lambda x, t: 3.0 * net(x, t, labels) - 2.0 * net(x, t, net.null_labels(20)),
+        "ICG": lambda x, t: 3.0 * net(x, t, labels) - 2.0 * net(x, t, icg.labels),
+    }
+    for name, fn in rules.items():
+        x = ddim_sample(fn, z, S, steps=5, progress=False).reshape(20, -1)
+        agree, spread = agreement_and_spread(x, labels, mixture, refs)
+        assert abs(agree - out[name][0]) < 1e-6 and abs(spread - out[name][1]) < 1e-4, name
+    assert len({s for _, s in out.values()}) == 3  # three different rules, three spreads
 
 
 # ---- chapter 8's variants ---------------------------------------------------------------------
@@ -153,7 +173,7 @@ def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
     monkeypatch.setattr(guidance, "rescaled_cfg", lambda *a: 1.1 * rescaled(*a))
     wrong = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0).gaps
     assert wrong["rescaled"] > 1e-2 and wrong["interval, inside"] < 1e-4
-    with pytest.raises(TypeError, match="y"):
+    with pytest.raises(TypeError, match="^y must be an integer tensor"):
         claims.variant_formula_gaps(good, weak, x0, y.float(), s, 10, 3.0)
 
 
@@ -239,7 +259,7 @@ def test_cfg_score_gap_is_rounding_only_and_sees_a_wrong_gamma(monkeypatch):
     real = claims.exact_cfg_eps_fn
     monkeypatch.setattr(claims, "exact_cfg_eps_fn", lambda m, s, y, g: real(m, s, y, 1.1 * g))
     assert claims.cfg_score_gap(mix, s, 0, [2.0], steps=(5, 30), n=50) > 1e-3
-    with pytest.raises(TypeError, match="n"):
+    with pytest.raises(TypeError, match="^n must be an int"):
         claims.cfg_score_gap(mix, s, 0, [2.0], n=2.5)
 
 
@@ -257,5 +277,5 @@ def test_pc_gaussian_ratio_near_its_excess():
     # at the lab's r = 0.1 it would be 0.01, the size of that noise
     ratio = claims.pc_gaussian_ratio(s, 0.25, 5, 0.5, n=20_000)
     assert abs(ratio - (1 + float(s.alphas[0]) * 0.25)) < 0.02
-    with pytest.raises(TypeError, match="n"):
+    with pytest.raises(TypeError, match="^n must be an int"):
         claims.pc_gaussian_ratio(s, 0.25, 2, 0.1, n=1.5)

@@ -119,9 +119,9 @@ def test_balanced_rows_hold_equal_class_counts_and_are_seeded():
     assert any(not torch.equal(balanced_rows(y, 3, seed=s), rows) for s in range(5, 10))
     with pytest.raises(ValueError, match="per_class"):
         balanced_rows(y, 4)  # class 1 has only 3 rows
-    with pytest.raises(TypeError, match="y"):
+    with pytest.raises(TypeError, match="^y must be an integer"):
         balanced_rows(y.float(), 2)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must hold labels"):
         balanced_rows(torch.tensor([0, -1, 1]), 1)
     with pytest.raises(TypeError, match="per_class"):
         balanced_rows(y, 2.0)

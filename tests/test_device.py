@@ -36,7 +36,7 @@ def test_timer_and_timed():
     assert out == 3.0 and seconds >= 0
     synchronize()
     synchronize(torch.device("cpu"))
-    with pytest.raises(TypeError, match="fn"):
+    with pytest.raises(TypeError, match="^fn must be callable"):
         timed(3)
 
 

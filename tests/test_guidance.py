@@ -174,11 +174,11 @@ def test_cfg_wrappers_bad_input():
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="model"):
         batched_cfg_eps_fn(MLPDenoiser(dim=2, T=20, hidden=8, depth=1), y, 2.0)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must lie in"):
         batched_cfg_eps_fn(
             model, torch.full((4,), 3), 2.0
         )  # the null label is not a class to ask for
-    with pytest.raises(TypeError, match="y"):
+    with pytest.raises(TypeError, match="^y must be a LongTensor"):
         batched_cfg_eps_fn(model, torch.zeros(4), 2.0)
     with pytest.raises(ValueError, match="gamma"):
         batched_cfg_eps_fn(model, y, -1.0)
@@ -469,11 +469,11 @@ def test_icg_bad_input():
         independent_condition_eps_fn(model, y, -1.0, 3)
     with pytest.raises(ValueError, match="num_classes"):
         independent_condition_eps_fn(model, y, 2.0, 0)
-    with pytest.raises(TypeError, match="y"):
+    with pytest.raises(TypeError, match="^y must be a LongTensor"):
         independent_condition_eps_fn(model, y.float(), 2.0, 3)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must lie in"):
         independent_condition_eps_fn(model, y + 3, 2.0, 3)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must lie in"):
         independent_condition_eps_fn(model, y - 1, 2.0, 3)
     with pytest.raises(TypeError, match="^num_classes must be an int"):  # was a ValueError
         independent_condition_eps_fn(model, y, 2.0, 3.0)
@@ -491,7 +491,7 @@ def test_feedback_scale_formula_and_clamp():
     for bad in ({"pi": 0.0}, {"pi": 1.5}, {"max_gamma": 1.0}, {"max_gamma": float("inf")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             feedback_scale(log_r, **{"pi": 0.5, "max_gamma": 5.0, **bad})
-    with pytest.raises(TypeError, match="pi"):
+    with pytest.raises(TypeError, match="^pi must be a real"):
         feedback_scale(log_r, "0.5")
 
 

@@ -173,6 +173,34 @@ def test_package_rules_run_and_reduce_where_they_should():
     assert t_zero > 0.8 and torch.allclose(outs["CFG-Zero*, Euler"], late, atol=1e-12)
 
 
+def test_interval_and_autoguidance_rules_against_their_formulas_at_gamma_3():
+    """At gamma = 3, where the second branch counts: the interval rule is eq. 170 on the levels
+    inside chapter 8's interval and the conditional prediction outside it; autoguidance is
+    3 eps(y) - 2 eps_weak(y), the weak model being class y with its covariances doubled."""
+    from diffcourse.mixture import class_mixture, exact_eps_fn
+
+    mixture, schedule = three_blobs(dtype=torch.float64), cosine_schedule(20)
+    s = Setting(mixture, schedule, 0, 3.0, levels=5)
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rules = {r.name: r for r in package_rules()}
+    run = lambda name: rules[name].sample(s, z, torch.Generator().manual_seed(1))
+    lo, hi = s.interval
+    assert 0 < s.interval_levels < s.levels  # some visited levels inside, some outside
+
+    def interval_by_hand(x, t):
+        inside = ((t >= lo) & (t <= hi))[:, None]
+        return torch.where(inside, 3 * s.cond(x, t) - 2 * s.uncond(x, t), s.cond(x, t))
+
+    interval = run("interval")
+    assert torch.allclose(interval, s.ddim(interval_by_hand, z), atol=1e-10)
+    for other in (s.ddim(s.cond, z), s.ddim(s.cfg(), z)):  # neither of its two parts alone
+        assert (interval - other).abs().max() > 1e-3
+    weak_mixture = GaussianMixture(mixture.means, 2 * mixture.covs, mixture.weights, mixture.labels)
+    weak = exact_eps_fn(class_mixture(weak_mixture, 0), schedule)
+    auto = s.ddim(lambda x, t: 3 * s.cond(x, t) - 2 * weak(x, t), z)
+    assert torch.allclose(run("autoguidance, weak = covariances x 2"), auto, atol=1e-10)
+
+
 def test_setting_bad_input():
     with pytest.raises(TypeError, match="mixture"):
         Setting("blobs", cosine_schedule(20), 0, 2.0)
@@ -180,7 +208,7 @@ def test_setting_bad_input():
         Setting(three_blobs(), cosine_schedule(20), 0, -2.0)
     with pytest.raises(ValueError, match="levels"):
         Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=50)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must lie in"):
         Setting(three_blobs(), cosine_schedule(20), 7, 2.0)
     with pytest.raises(ValueError, match="^n must be an int >= 10"):
         References(Setting(three_blobs(), cosine_schedule(20), 0, 2.0), 3)

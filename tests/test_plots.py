@@ -105,7 +105,7 @@ def test_frame_collector_keeps_every_kth_step_as_book_time():
         FrameCollector(every=2.0)
     with pytest.raises(ValueError, match="every"):
         FrameCollector(every=0)
-    with pytest.raises(ValueError, match="x0"):
+    with pytest.raises(ValueError, match="^x0 has shape"):
         keep.finish(torch.zeros(3, 2))
 
 
@@ -159,7 +159,7 @@ def test_animate_samples_bad_input():
         animate_samples({"a": [torch.zeros(5, 3)]}, grid)
     with pytest.raises(ValueError, match="times"):
         animate_samples({"a": keep}, grid, times=[1, 0])
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must be a tensor"):
         animate_samples({"a": keep}, grid, y=torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="max_frames"):
         animate_samples({"a": keep}, grid, max_frames=1)
@@ -425,7 +425,7 @@ def test_bayes_fields_sum_left_and_middle_to_right():
     plt.close(fig)
     with pytest.raises(ValueError, match="dim"):
         bayes_fields(random_mixture(3, (1, 1)), s, [0], y=0)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match="^y must be an int"):
         bayes_fields(mix, s, [0], y=3)
 
 

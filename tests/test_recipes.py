@@ -204,7 +204,7 @@ def test_the_command_line_trains_any_recipe(tmp_path):
         and state["config"]["name"] == "ch7-judge"
         and state["config"]["trainer"] == "classifier"
     )
-    with pytest.raises(SystemExit, match="2"):  # a usage error (tests/test_train.py)
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error (tests/test_train.py)
         main(
             ["--config", "blobs", "--steps", "0", "--no-progress", "--out", str(tmp_path / "x.pt")]
         )

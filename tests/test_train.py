@@ -39,7 +39,7 @@ def test_bad_input():
         train_denoiser(_model(3), three_blobs(), s, steps=1, p_uncond=1.5)
     with pytest.raises(ValueError, match="p_uncond"):
         train_denoiser(_model(), three_blobs(), s, steps=1, p_uncond=0.1)
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(ValueError, match="^schedule has T="):
         train_denoiser(_model(), three_blobs(), cosine_schedule(40), steps=1)
     with pytest.raises(ValueError, match="conditional"):
         train_denoiser(_model(3), torch.randn(10, 2), s, steps=1, batch_size=4, progress=False)
@@ -385,7 +385,7 @@ def test_settings_are_checked():
         train_denoiser(
             _model(), three_blobs(), cosine_schedule(50), 5, stop_after=-3, progress=False
         )
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match="^lr must be >"):
         train_denoiser(_model(), three_blobs(), cosine_schedule(50), 5, lr=0.0, progress=False)
     with pytest.raises(TypeError):
         train_denoiser(
