@@ -24,7 +24,7 @@ from .checks import (
     check_tensor,
 )
 from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
-from .schedules import Schedule, q_sample, q_sample_at
+from .schedules import Schedule, posterior_variance, q_sample, q_sample_at
 from .targets import eps_to_score
 
 Draw = Callable[[int, torch.Generator], torch.Tensor]
@@ -1098,8 +1098,8 @@ def classifier_guidance_check(
         plain = ddpm_step(x_t, exact_eps(x_t, t), step, schedule, None)
         shift, g = ddpm_step(x_t, eps, step, schedule, None) - plain, grad_fn(x_t, t)
         ours = ((shift * g).sum() / (gamma * g.pow(2).sum())).item()
-        beta, a_prev = betas[step], alpha_bar[step - 1] if step else 1.0
-        dn = beta * (1 - a_prev) / (1 - alpha_bar[step]) / ours
+        beta = betas[step]
+        dn = posterior_variance(step, schedule) / ours  # Luo eq. 85
         out[step] = (err.item(), ours / (beta / (1 - beta) ** 0.5), dn)
     return out
 

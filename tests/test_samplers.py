@@ -25,9 +25,9 @@ def test_step_mean_is_the_posterior_mean():
     mu_q = ((1 - beta) ** 0.5 * (1 - ab_prev) * x_t + ab_prev**0.5 * beta * x0) / (1 - ab)
     assert torch.allclose(ddpm_step(x_t, eps, t, s, None), mu_q)
     assert torch.allclose(posterior_mean(x_t, x0, t, s), mu_q)  # eq. 93, the package's
-    assert math.isclose(posterior_variance(t, s), beta * (1 - ab_prev) / (1 - ab))  # eq. 85
-    z = torch.randn(5, 2, dtype=torch.float64)
     var = beta * (1 - ab_prev) / (1 - ab)
+    assert math.isclose(posterior_variance(t, s), var)  # eq. 85
+    z = torch.randn(5, 2, dtype=torch.float64)
     assert torch.allclose(ddpm_step(x_t, eps, t, s, z) - mu_q, var**0.5 * z)
 
 

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from diffcourse.schedules import Schedule, cosine_schedule, linear_schedule, q_sample
+from diffcourse.schedules import (
+    Schedule,
+    cosine_schedule,
+    linear_schedule,
+    posterior_mean,
+    posterior_variance,
+    q_sample,
+)
 
 
 def test_linear_matches_definition():
@@ -120,8 +127,6 @@ def _log_normal(x, mean, var):
 def test_posterior_is_bayes_rule_on_the_forward_steps(step):
     """q(x_t | x_{t-1}) q(x_{t-1} | x_0) / N(x_{t-1}; mu_q, sigma_q^2 I) is the same for every
     x_{t-1}, and equals q(x_t | x_0): eqs. 84, 85 and 93 are Bayes' rule on two Gaussians."""
-    from diffcourse.schedules import posterior_mean, posterior_variance
-
     s = cosine_schedule(50)
     g = torch.Generator().manual_seed(step)
     x0, x_t = (
@@ -139,8 +144,6 @@ def test_posterior_is_bayes_rule_on_the_forward_steps(step):
 
 
 def test_posterior_at_the_last_step_and_bad_input():
-    from diffcourse.schedules import posterior_mean, posterior_variance
-
     s = cosine_schedule(10)
     x_t, x0 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     assert posterior_variance(0, s) == 0  # alpha_bar_0 is 1 before the first step
