@@ -132,11 +132,6 @@ class Rule:
     applies: Callable[[Setting], bool] = field(default=lambda setting: True)
 
 
-def _weakened(mixture: GaussianMixture, factor: float) -> GaussianMixture:
-    """The same mixture with every covariance multiplied by ``factor``: a stand-in for a weaker model."""
-    return GaussianMixture(mixture.means, factor * mixture.covs, mixture.weights, mixture.labels)
-
-
 def package_rules(
     pc_steps: int = 1,
     snr: float = 0.1,
@@ -176,7 +171,7 @@ def package_rules(
         )
 
     def auto(s: Setting, noise, gen):
-        weak = exact_eps_fn(class_mixture(_weakened(s.mixture, weak_factor), s.y), s.schedule)
+        weak = exact_eps_fn(class_mixture(s.mixture.widened(weak_factor), s.y), s.schedule)
         return s.ddim(guidance.autoguidance_eps_fn(s.cond, weak, s.gamma), noise)
 
     def rescaled(s: Setting, noise, gen):

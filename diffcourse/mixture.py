@@ -400,6 +400,13 @@ class GaussianMixture:
         )
         return out
 
+    def widened(self, factor: float) -> "GaussianMixture":
+        """The same mixture with every covariance multiplied by ``factor`` (means, weights and
+        labels kept): chapter 8's stand-in for a weaker model of the same data, whose prediction
+        autoguidance subtracts."""
+        factor = check_real(factor, "factor", low=0, low_open=True)
+        return GaussianMixture(self.means, factor * self.covs, self.weights, self.labels)
+
     def flow_marginal(self, t) -> "GaussianMixture":
         """The law of x_t = (1 - t) x_0 + t eps on chapter 11's straight path, t in [0, 1]: again a
         mixture, with means (1 - t) mu_k and covariances (1 - t)^2 Sigma_k + t^2 I."""

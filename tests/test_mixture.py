@@ -93,6 +93,21 @@ def test_diffuse_moments():
     assert torch.equal(mix.diffuse(1.0).covs, mix.covs)
 
 
+def test_widened_scales_only_the_covariances():
+    mix = random_mixture(2, seed=3)
+    wide = mix.widened(2.0)
+    assert torch.equal(wide.covs, 2.0 * mix.covs) and torch.equal(wide.means, mix.means)
+    assert torch.equal(wide.labels, mix.labels) and torch.equal(wide.weights, mix.weights)
+    x = torch.zeros(1, 2, dtype=torch.float64)  # a wider Gaussian: a lower peak, by 2^(d/2)
+    one = GaussianMixture(mix.means[:1], mix.covs[:1], torch.ones(1, dtype=torch.float64), [0])
+    peak = one.log_prob(one.means) - one.widened(2.0).log_prob(one.means)
+    assert torch.allclose(peak, torch.tensor([math.log(2.0)], dtype=torch.float64))
+    assert torch.isfinite(wide.log_prob(x)).all()
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="^factor"):
+            mix.widened(bad)
+
+
 def test_sample_matches_class_means():
     mix = random_mixture(2, (2, 3), seed=4)
     n = 40000
