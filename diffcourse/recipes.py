@@ -391,7 +391,27 @@ def get(name: str, budget: Optional[str] = None, **overrides) -> Recipe:
         elif value is not None:
             value = check_probability(value, key)
         spec[key] = value
+    shift = seed_shift()  # 0 unless a run checks the labs against other training seeds
+    for key in ("init_seed", "seed"):
+        spec[key] = spec.get(key, 0) + shift
     return Recipe(name=canonical, budget=budget, **spec)
+
+
+def seed_shift() -> int:
+    """``DIFFCOURSE_SEED_SHIFT`` (default 0), added by :func:`get` to every recipe's ``init_seed`` and
+    ``seed``. With 1, 2, ... every network trains from other seeds, so a run of the labs checks that
+    their claims do not hang on one training run: on another CPU the same seeds train slightly
+    different networks (floating-point sums run in another order)."""
+    value = os.environ.get("DIFFCOURSE_SEED_SHIFT", "").strip()
+    if not value:
+        return 0
+    try:
+        shift = int(value)
+    except ValueError:
+        raise ValueError(f"DIFFCOURSE_SEED_SHIFT must be an int, got {value!r}") from None
+    if shift < 0:
+        raise ValueError(f"DIFFCOURSE_SEED_SHIFT must be 0 or more, got {shift}")
+    return shift
 
 
 # ---- the cache ------------------------------------------------------------------------------------

@@ -287,3 +287,19 @@ def test_describe_is_two_short_lines_with_the_mean_of_the_last_losses():
         run.describe(last=9)
     with pytest.raises(ValueError, match="last"):
         run.describe(last=0)
+
+
+def test_seed_shift_moves_every_recipes_seeds(monkeypatch):
+    base = {name: recipes.get(name, "quick") for name in recipes.names()}
+    monkeypatch.setenv("DIFFCOURSE_SEED_SHIFT", "2")
+    for name, recipe in base.items():
+        shifted = recipes.get(name, "quick")
+        assert (shifted.init_seed, shifted.seed) == (recipe.init_seed + 2, recipe.seed + 2)
+        assert shifted.config() != recipe.config()  # so the cache keeps the two apart
+    assert recipes.get("ch4-denoiser", "quick", seed=5).seed == 7
+    for bad in ("one", "-1", "1.5"):
+        monkeypatch.setenv("DIFFCOURSE_SEED_SHIFT", bad)
+        with pytest.raises(ValueError, match="^DIFFCOURSE_SEED_SHIFT must be"):
+            recipes.get("ch4-denoiser", "quick")
+    monkeypatch.setenv("DIFFCOURSE_SEED_SHIFT", " ")
+    assert recipes.get("ch4-denoiser", "quick") == base["ch4-denoiser"]
