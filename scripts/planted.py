@@ -176,6 +176,13 @@ PLANTS: List[Plant] = [
         "Heun's second slope taken at the step's start time t, not its end s",
     ),
     Plant(
+        "11_flow_matching.ipynb",
+        "flow.py",
+        "g = _col(check_gammas(gamma, n), x_t)",
+        "g = 0.9 * _col(check_gammas(gamma, n), x_t)",
+        "guidance distillation's target at 0.9 times the student's gamma",
+    ),
+    Plant(
         "12_claims_checked.ipynb",
         "guidance.py",
         "torch.expm1(math.log(1 - pi) - log_ratio",
