@@ -98,11 +98,11 @@ def test_widened_scales_only_the_covariances():
     wide = mix.widened(2.0)
     assert torch.equal(wide.covs, 2.0 * mix.covs) and torch.equal(wide.means, mix.means)
     assert torch.equal(wide.labels, mix.labels) and torch.equal(wide.weights, mix.weights)
-    x = torch.zeros(1, 2, dtype=torch.float64)  # a wider Gaussian: a lower peak, by 2^(d/2)
+    assert torch.isfinite(wide.log_prob(torch.zeros(1, 2, dtype=torch.float64))).all()
+    # one Gaussian, covariance doubled: its peak lower by a factor 2^(d/2) = 2 in 2-D
     one = GaussianMixture(mix.means[:1], mix.covs[:1], torch.ones(1, dtype=torch.float64), [0])
     peak = one.log_prob(one.means) - one.widened(2.0).log_prob(one.means)
     assert torch.allclose(peak, torch.tensor([math.log(2.0)], dtype=torch.float64))
-    assert torch.isfinite(wide.log_prob(x)).all()
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="^factor"):
             mix.widened(bad)
