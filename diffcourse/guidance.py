@@ -140,6 +140,27 @@ def classifier_guided_eps_fn(eps_fn: Fn, grad_fn: Fn, schedule: Schedule, gamma:
     return guided
 
 
+def skip_first_step(grad_fn: Fn, schedule: Schedule) -> Fn:
+    """``grad_fn`` with 0 at the sampler's first level, t = T (0-based T - 1), and unchanged elsewhere
+    (chapter 4, "The first step of sampling").
+
+    There alpha_bar_T is nearly 0: x_T says almost nothing about y and the exact gradient is nearly
+    0. But the DDPM step moves its mean by gamma beta_T / sqrt(alpha_T) times the gradient (253 at
+    gamma = 8 for ``cosine_schedule(200)``, whose beta_T is clipped at 0.999), so a learned
+    classifier's small error there throws the samples far out."""
+    _check_fns(grad_fn=grad_fn)
+    T = check_schedule(schedule).T
+    keep = torch.ones(T)
+    keep[-1] = 0.0
+    keep = StepTable(keep, "the schedule skip_first_step was built with")
+
+    def grad(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        g = grad_fn(x_t, t)
+        return g * keep.at(t, g)
+
+    return grad
+
+
 def classifier_free_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float) -> Fn:
     """Classifier-free guidance (Luo eq. 170) from two noise predictors, as a sampler's ``eps_fn``:
     gamma eps(x_t, t, y) + (1 - gamma) eps(x_t, t, null). Two calls per step; for exact scores,

@@ -55,10 +55,16 @@ def test_bad_input(fn):
 
 
 # ---- the wrappers -----------------------------------------------------------------------------------
-from diffcourse.guidance import classifier_grad_fn, classifier_guided_eps_fn  # noqa: E402
+import math  # noqa: E402
+
+from diffcourse.guidance import (  # noqa: E402
+    classifier_grad_fn,
+    classifier_guided_eps_fn,
+    skip_first_step,
+)
 from diffcourse.mixture import exact_classifier_grad_fn, exact_eps_fn  # noqa: E402
 from diffcourse.models import MLPClassifier, MLPDenoiser  # noqa: E402
-from diffcourse.samplers import ddpm_sample  # noqa: E402
+from diffcourse.samplers import ddpm_sample, ddpm_step  # noqa: E402
 from diffcourse.schedules import cosine_schedule  # noqa: E402
 
 
@@ -122,6 +128,37 @@ def test_guided_eps_fn_bad_gamma():
     s = cosine_schedule(10)
     with pytest.raises(ValueError, match="gamma"):
         classifier_guided_eps_fn(lambda x, t: x, lambda x, t: x, s, -0.5)
+
+
+def test_skip_first_step_zeroes_the_gradient_at_t_equal_T_only():
+    s = cosine_schedule(20)
+    grad = lambda x, t: x + t[:, None, None, None]  # noqa: E731 (image-shaped)
+    x, t = torch.ones(4, 1, 2, 2), torch.tensor([0, 7, 18, 19])
+    out = skip_first_step(grad, s)(x, t)
+    assert torch.equal(out[:3], grad(x, t)[:3]) and torch.equal(out[3], torch.zeros(1, 2, 2))
+    with pytest.raises(TypeError, match="^grad_fn"):
+        skip_first_step("grad", s)
+    with pytest.raises(TypeError, match="schedule"):
+        skip_first_step(grad, 20)
+    with pytest.raises(ValueError, match=r"^t must lie in 0\.\.19"):
+        skip_first_step(grad, s)(x, torch.full((4,), 20))
+
+
+def test_the_first_step_multiplies_the_gradient_by_gamma_beta_T_over_sqrt_alpha_T():
+    """Why skip_first_step exists: on cosine_schedule(200) (beta_T clipped at 0.999) the guided DDPM
+    step from x_T moves its mean by gamma beta_T / sqrt(alpha_T) times the gradient, 253 at gamma = 8."""
+    s = cosine_schedule(200)
+    const = lambda x, t: torch.full_like(x, 0.01)  # noqa: E731
+    eps = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    x, t = torch.zeros(3, 2, dtype=torch.float64), torch.full((3,), 199)
+    moved = {}
+    for name, g in {"all": const, "skip": skip_first_step(const, s)}.items():
+        guided = classifier_guided_eps_fn(eps, g, s, 8.0)
+        moved[name] = ddpm_step(x, guided(x, t), 199, s, None)
+    factor = 8.0 * 0.999 / math.sqrt(1 - 0.999)
+    assert 252 < factor < 253
+    assert torch.allclose(moved["all"], torch.full_like(x, 0.01 * factor))
+    assert torch.equal(moved["skip"], torch.zeros_like(x))
 
 
 # ---- classifier-free guidance wrappers ----------------------------------------------------------------
@@ -230,8 +267,6 @@ def test_autoguidance_is_eq170_with_a_weak_model():
 
 
 # ---- CFG++, adaptive projected guidance, dynamic thresholding -------------------------------------------
-import math  # noqa: E402
-
 from diffcourse.guidance import apg_eps_fn, cfgpp_eps_fn, dynamic_threshold_eps_fn  # noqa: E402
 from diffcourse.samplers import ddim_sample  # noqa: E402
 from diffcourse.schedules import _gather  # noqa: E402
