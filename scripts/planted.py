@@ -78,6 +78,13 @@ PLANTS: List[Plant] = [
         "eq. 166 in noise units scaled by 1 - alpha_bar instead of its square root",
     ),
     Plant(
+        "04_classifier_guidance.ipynb",
+        "guidance.py",
+        "    keep[-1] = 0.0\n",
+        "    keep[0] = 0.0\n",
+        "skip_first_step leaves the last step of sampling (t = 1) unguided instead of the first",
+    ),
+    Plant(
         "05_classifier_free_guidance.ipynb",
         "guidance.py",
         '"uncond")\n    return gamma * cond + (1 - gamma) * uncond',
