@@ -774,7 +774,7 @@ def test_classifier_guidance_check_shift_and_posterior_variance_ratio():
     from diffcourse.metrics import classifier_guidance_check
 
     mix, s = three_blobs(), cosine_schedule(50)
-    out = classifier_guidance_check(mix, s, [0, 5, 30], 4.0, n=500, generator=_gen())
+    out = classifier_guidance_check(mix, s, [0, 5, 30, 49], 4.0, n=500, generator=_gen())
     a, b = s.alpha_bar.tolist(), s.betas.tolist()
     for step, (err, shift, dn) in out.items():
         assert err < 1e-4 and abs(shift - 1) < 1e-3
@@ -783,6 +783,8 @@ def test_classifier_guidance_check_shift_and_posterior_variance_ratio():
         expected = (1 - a_prev) / (1 - a[step]) * (1 - b[step]) ** 0.5
         assert abs(dn - expected) < 1e-3 * max(expected, 1e-3)
     assert out[0][2] == 0.0
+    # at t = T, beta_T = 0.999 and sigma_q^2(T) is nearly beta_T: the ratio is about sqrt(alpha_T)
+    assert abs(out[49][2] / s.alphas[-1].item() ** 0.5 - 1) < 0.01
     with pytest.raises(ValueError, match="gamma"):
         classifier_guidance_check(mix, s, [0], 0.0)
 
