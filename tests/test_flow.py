@@ -418,7 +418,7 @@ def test_flow_matching_loss_is_least_at_the_exact_velocity():
     assert best < flow.flow_matching_loss(Exact(), x0, eps, t)  # knowing y lowers the loss
 
 
-def test_distilled_student_at_gamma_one_is_trained_toward_the_conditional_velocity():
+def test_distilled_student_is_trained_toward_the_teachers_guided_velocity():
     torch.manual_seed(1)
     teacher = VelocityMLP(dim=2, hidden=32, depth=2, num_classes=3).double()
     student = VelocityMLP(dim=2, hidden=32, depth=2, num_classes=3, guidance_input=True).double()
@@ -444,6 +444,16 @@ def test_distilled_student_at_gamma_one_is_trained_toward_the_conditional_veloci
         3 * teacher(x_t, t, y) - 2 * teacher(x_t, t, None),
         rtol=1e-12,
         atol=1e-12,
+    )
+    # a gamma per row (the training draws): the loss's target is eq. 170 row by row, and the
+    # student is asked at each row's gamma (its gamma layer made non-zero so the input counts)
+    torch.nn.init.normal_(student.gamma_mlp[2].weight, generator=g)
+    gam = 1 + 3 * torch.rand(64, generator=g, dtype=F64)
+    col = gam[:, None]
+    target = col * teacher(x_t, t, y) + (1 - col) * teacher(x_t, t, None)
+    torch.testing.assert_close(
+        flow.distillation_loss(student, teacher, x0, eps, t, y, gam),
+        torch.mean((student(x_t, t, y, gam) - target) ** 2),
     )
     # the student's sampler uses its gamma input at the scale it is given
     v = flow.student_velocity_fn(student, y, 3.0)

@@ -396,8 +396,17 @@ def test_apg_momentum_and_reset():
     assert torch.allclose(
         second, d_c + 2 * 0.5 * (d_c - d_u)
     )  # Delta + beta Delta_prev = Delta / 2
+    # a running average: Delta_prev is the previous call's replaced update, Delta / 2, so the third
+    # is Delta - Delta / 4 = 3/4 Delta (a look-back to the raw Delta would give Delta / 2 again)
+    assert torch.allclose(_x0_of(apg(x, t), x, t, s), d_c + 2 * 0.75 * (d_c - d_u))
     apg.reset()
     assert torch.allclose(_x0_of(apg(x, t), x, t, s), first)
+    # clipped to r = 1 (|Delta| = sqrt 2): the momentum keeps the unclipped update, so the second
+    # call is Delta / 2 (inside the ball), not Delta - Delta / (2 sqrt 2); the third, 3/4 Delta,
+    # is clipped back to Delta / sqrt 2
+    clip = apg_eps_fn(_eps_with_x0(d_c, s), _eps_with_x0(d_u, s), s, 3.0, eta=1.0, r=1.0, beta=-0.5)
+    for factor in (2**-0.5, 0.5, 2**-0.5):
+        assert torch.allclose(_x0_of(clip(x, t), x, t, s), d_c + 2 * factor * (d_c - d_u))
     with pytest.raises(ValueError, match="reset"):
         apg(torch.randn(3, 2, dtype=torch.float64), torch.full((3,), 5))
 
@@ -438,6 +447,9 @@ def test_dynamic_thresholding(shape):
     assert torch.equal(dynamic_threshold_eps_fn(inside, s)(x, t), inside(x, t))
     back = _x0_of(out, x, t, s)[1]
     assert back.abs().max() <= 1 + 1e-9 and back.abs().max() >= 1 - 1e-9
+    # s pinned: the 99.5% quantile of |x0_hat| (not of x0_hat), at least 1 (it is well above 1 here)
+    s1 = torch.quantile(x0[1].abs().flatten(), 0.995).clamp(min=1)
+    torch.testing.assert_close(back, x0[1].clamp(-s1, s1) / s1, rtol=0, atol=1e-9)
     assert torch.allclose(back.sign(), x0[1].sign())
     with_max = dynamic_threshold_eps_fn(eps_fn, s, percentile=1.0)(
         x, t

@@ -44,6 +44,9 @@ def test_relative_score_error_is_zero_for_the_exact_predictor_and_one_for_zero()
     assert (err < 1e-5).all()
     zero = relative_score_error(lambda x, t: torch.zeros_like(x), mix, s, [0, 25], n=500)
     assert torch.allclose(zero, torch.ones(2), atol=1e-6)
+    # 1.1 x the exact eps: RMS(0.1 s) / RMS(s) = 0.1 (a ratio of mean squares would be 0.01)
+    off = relative_score_error(lambda x, t: 1.1 * exact(x.double(), t), mix, s, [0, 25], n=500)
+    assert torch.allclose(off, torch.full((2,), 0.1, dtype=off.dtype), atol=1e-6)
 
 
 def test_bad_input():
@@ -457,7 +460,6 @@ def test_tilted_draw_is_sample_tilted():
 
 
 # ---- chapter 1: Tweedie by brute force, one chunk's floor; chapter 2: agreement, label gain -------
-from diffcourse import targets  # noqa: E402
 from diffcourse.metrics import (  # noqa: E402
     chunk_floors,
     label_gain,
@@ -484,18 +486,19 @@ def test_tweedie_errors_are_chapter_1_labs_loop():
         w = torch.softmax(-eps_j.pow(2).sum(-1) / 2, dim=1)
         x0_mean, eps_mean = w @ pool, (w[..., None] * eps_j).sum(1)
         score = mix.diffuse(a).score(x_t)
-        u, v = targets.score_to_x0(x_t, score, a), x0_mean
-        assert got[step]["score_to_x0"] == ((u - v).norm() / v.norm()).item()
-        u, v = targets.eps_to_score(eps_mean, a), score
-        assert got[step]["eps_to_score"] == ((u - v).norm() / v.norm()).item()
-        assert set(got[step]) == {
-            "score_to_eps",
-            "eps_to_score",
-            "score_to_x0",
-            "x0_to_score",
-            "eps_to_x0",
-            "x0_to_eps",
+        r, q = (1 - a) ** 0.5, a**0.5  # each conversion written out, against its reference
+        pairs = {
+            "score_to_eps": (-r * score, eps_mean),
+            "eps_to_score": (-eps_mean / r, score),
+            "score_to_x0": ((x_t + r**2 * score) / q, x0_mean),
+            "x0_to_score": (-(x_t - q * x0_mean) / r**2, score),
+            "eps_to_x0": ((x_t - r * eps_mean) / q, x0_mean),
+            "x0_to_eps": ((x_t - q * x0_mean) / r, eps_mean),
         }
+        assert set(got[step]) == set(pairs)
+        for key, (u, v) in pairs.items():  # float32: the same numbers to rounding
+            expected = ((u - v).norm() / v.norm()).item()
+            assert got[step][key] == pytest.approx(expected, rel=1e-5, abs=1e-6), key
         assert got[step]["eps_to_x0"] < 1e-5  # the definition of eps, rearranged
     with pytest.raises(ValueError, match="^steps"):
         tweedie_errors(mix, s, (50,), pool_size=10)
@@ -649,6 +652,10 @@ def test_rescale_factors_closed_form():
     assert all(abs(f - 0.5) < 1e-6 for f in out.values())
     gap = rescale_factors(lambda x, t: 2 * x, lambda x, t: 0 * x, x0, s, [5], 1.5)[5]
     assert abs(gap - 2 / 3) < 1e-6  # 2 x_t against 1.5 * 2 x_t
+    # cond = 2 x_t + 1, uncond = x_t: eq. 170 is 4 x_t + 3; a std ignores the shifts, so the factor
+    # is still 2 / 4 (a root-mean-square, which counts them, is not)
+    shifted = rescale_factors(lambda x, t: 2 * x + 1, lambda x, t: x, x0, s, [5, 30], 3.0)
+    assert all(abs(f - 0.5) < 1e-6 for f in shifted.values())
     with pytest.raises(TypeError, match="^x0 must be a floating-point"):
         rescale_factors(lambda x, t: x, lambda x, t: x, x0.long(), s, [5], 3.0)
     with pytest.raises(ValueError, match="gamma"):

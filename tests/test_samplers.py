@@ -98,6 +98,17 @@ def test_langevin_step_samples_a_fixed_gaussian():
     assert torch.allclose(x.std(0), sd, rtol=0.05)
 
 
+def test_langevin_step_size_by_hand():
+    """One step at alpha = 0.9, snr = 0.2: delta = 2 alpha (snr mean|z| / mean|score|)^2, the row
+    norms averaged first: mean|score| = (5 + 1) / 2 = 3, mean|z| = (1 + 2) / 2 = 1.5, so delta =
+    2 * 0.9 * (0.2 * 1.5 / 3)^2 = 0.018 (Song et al. 2021, Algorithm 5)."""
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    score = torch.tensor([[3.0, 4.0], [0.0, 1.0]], dtype=torch.float64)
+    z = torch.tensor([[1.0, 0.0], [0.0, -2.0]], dtype=torch.float64)
+    expected = x + 0.018 * score + 0.036**0.5 * z
+    torch.testing.assert_close(langevin_step(x, score, 0.9, 0.2, z), expected, rtol=1e-12, atol=0)
+
+
 def test_corrector_repairs_a_short_chain():
     """At T = 50 plain DDPM shrinks a Gaussian's variance; Langevin correction at each level undoes
     most of it."""
@@ -168,17 +179,27 @@ def test_langevin_sample_bad_input():
 # ---- DDIM --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["pc_sample without corrector", "ddim_sample with eta = 1 on every level"]
-)
+def _ddpm_by_hand(eps_fn, shape_or_noise, schedule, generator, progress):
+    """Ho et al.'s Algorithm 2 as a loop of ddpm_step, one z from the generator per step but the
+    last (which adds no noise), in the sampler's order."""
+    x = shape_or_noise
+    for step in range(schedule.T - 1, -1, -1):
+        eps = eps_fn(x, torch.full((x.shape[0],), step, dtype=torch.long))
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if step else None
+        x = ddpm_step(x, eps, step, schedule, z)
+    return x
+
+
+@pytest.mark.parametrize("name", ["a loop of ddpm_step", "ddim_sample with eta = 1 on every level"])
 def test_samplers_that_reduce_to_ddpm(name):
-    """Predictor-corrector with no corrector steps is DDPM draw for draw; DDIM with eta = 1 on all
-    levels is DDPM step for step (to rounding)."""
+    """DDPM is its one-step rule looped draw for draw (pc_sample without corrector is the same
+    code, so it pins nothing); DDIM with eta = 1 on all levels is DDPM step for step (to
+    rounding)."""
     mix = random_mixture(2, (2, 1), seed=4)
     s = cosine_schedule(40)
     noise = torch.randn(200, 2, dtype=torch.float64)
     other = {
-        "pc_sample without corrector": lambda **kw: pc_sample(corrector_steps=0, **kw),
+        "a loop of ddpm_step": _ddpm_by_hand,
         "ddim_sample with eta = 1 on every level": lambda **kw: ddim_sample(eta=1.0, **kw),
     }[name]
     a = ddpm_sample(
@@ -192,7 +213,7 @@ def test_samplers_that_reduce_to_ddpm(name):
         progress=False,
     )
     assert torch.allclose(a, b, rtol=0, atol=1e-9)
-    if name.startswith("pc_sample"):
+    if name.startswith("a loop"):
         assert torch.equal(a, b)
 
 
@@ -374,6 +395,19 @@ def test_ddim_step_is_the_samplers_step():
         ddim_step(noise, eps, 40, None, s)
     with pytest.raises(ValueError, match="step"):
         ddpm_step(noise, eps, -1, s, None)
+
+
+def test_ddim_step_at_eta_one_half_by_hand():
+    """eta strictly between 0 and 1, where eta^2 for eta (or a missing root) shows: Song et al.'s
+    eq. 12 with sigma = eta sqrt((1 - a_s) / (1 - a_t)) sqrt(1 - a_t / a_s) (their eq. 16)."""
+    s = cosine_schedule(40)
+    g = torch.Generator().manual_seed(3)
+    x, eps, z = (torch.randn(5, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    a_t, a_s = float(s.alpha_bar[30]), float(s.alpha_bar[10])
+    sigma = 0.5 * ((1 - a_s) / (1 - a_t)) ** 0.5 * (1 - a_t / a_s) ** 0.5
+    x0_hat = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    x_s = a_s**0.5 * x0_hat + (1 - a_s - sigma**2) ** 0.5 * eps + sigma * z
+    torch.testing.assert_close(ddim_step(x, eps, 30, 10, s, eta=0.5, noise=z), x_s)
 
 
 # ---- checks once per run; no host-device synchronisation inside the loop ----------------------------------
@@ -667,6 +701,9 @@ def test_ddim_x0_coefficient_against_its_closed_forms():
     ab, beta = s.alpha_bar.double(), s.betas.double()
     a = ddim_x0_coefficient(ab[1:], ab[:-1], 1.0)
     assert torch.allclose(a, ab[:-1].sqrt() * beta[1:] / (1 - ab[1:]), atol=1e-12)
+    # eta = 0.5, alpha_bar 0.5 -> 0.8: xi^2 = 0.25 * (0.2 / 0.5) * (1 - 0.5 / 0.8) = 0.0375
+    xi2 = 0.25 * (0.2 / 0.5) * (1 - 0.5 / 0.8)
+    assert ddim_x0_coefficient(0.5, 0.8, 0.5) == pytest.approx(0.8**0.5 - (0.2 - xi2) ** 0.5)
     with pytest.raises(ValueError, match="alpha_bar_t"):
         ddim_x0_coefficient(1.0, 1.0, 0.0)
     with pytest.raises(TypeError, match="alpha_bar_s"):
