@@ -539,14 +539,16 @@ def variants_on_mixture(
     to it (:func:`~diffcourse.guidance.variant_eps_fns`: all but rescaling and thresholding, with
     ``weak_fn`` for autoguidance) at ``gamma``, each a DDIM run (eta = 0) on ``steps`` levels from
     ``noise``; then ancestral DDPM with eq. 170 on every level from the same noise (its generator
-    seeded ``seed``) and exact draws from the tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z (chapter
-    6, seeded ``seed + 1``). Each row: class agreement, spread over that of ``reference`` (exact
-    draws of p(x|y)), the distance to the tilted law over its noise floor (``"tilted"``,
-    :func:`~diffcourse.metrics.sample_set_metrics` with ``seed + 2``) and the network evaluations
-    per sample (``"NFE"``)."""
+    seeded ``seed``) and exact draws from the tilted law p(x|y)^gamma p(x)^(1 - gamma) / Z by
+    rejection (chapter 12's :func:`~diffcourse.mixture.sample_tilted_rejection`, seeded
+    ``seed + 1``). Each row: class agreement, spread over that of ``reference`` (exact draws of
+    p(x|y)), the distance to the tilted law over its noise floor (``"tilted"``, drawn on chapter 6's
+    grid, :func:`~diffcourse.metrics.sample_set_metrics` with ``seed + 2``; so the rejection row
+    holds two independent exact samplers against each other) and the network evaluations per sample
+    (``"NFE"``)."""
     from .guidance import variant_eps_fns
     from .metrics import sample_set_metrics, tilted_draw
-    from .mixture import sample_tilted
+    from .mixture import sample_tilted_rejection
 
     check_tensor(noise, "noise", floating=True, ndim=2)
     seed, gamma = check_int(seed, "seed", low=0), check_real(gamma, "gamma", low=0)
@@ -564,7 +566,7 @@ def variants_on_mixture(
     cfg = classifier_free_eps_fn(cond_fn, uncond_fn, gamma)
     runs["DDPM"] = ddpm_sample(cfg, noise, schedule, generator=gen, progress=False)
     n = noise.shape[0]
-    runs["exact tilted"] = sample_tilted(mixture, y, gamma, n, generator=gen.manual_seed(seed + 1))
+    runs["exact tilted"] = sample_tilted_rejection(mixture, y, gamma, n, gen.manual_seed(seed + 1))
     nfe |= {"DDPM": schedule.T * (1 if gamma in (0, 1) else 2), "exact tilted": 0}
     laws = {"tilted": tilted_draw(mixture, y, gamma)}
     rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed + 2)
