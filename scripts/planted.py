@@ -191,6 +191,14 @@ PLANTS: List[Plant] = [
     ),
     Plant(
         "12_claims_checked.ipynb",
+        "mixture.py",
+        "return self._score_from(x, resp_y, comp) - self._score_from(x, resp, comp)",
+        "return self._score_from(x, resp_y, comp) - 0.99 * self._score_from(x, resp, comp)",
+        "grad log p(y|x) with one covariance per component (the digits'): the score of p(x) 1% short",
+        quick=True,
+    ),
+    Plant(
+        "12_claims_checked.ipynb",
         "guidance.py",
         "torch.expm1(math.log(1 - pi) - log_ratio",
         "torch.expm1(math.log(pi) - log_ratio",
