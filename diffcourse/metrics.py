@@ -446,8 +446,10 @@ def relative_grad_error(
     seed: int = 0,
 ) -> torch.Tensor:
     """At each step t: RMS |g - g*| / RMS |g*| over labelled x_t from the forward process, where g* is
-    the exact classifier gradient grad log p_t(y | x_t) (Luo eq. 165-167) at the point's own label y
-    and g the one under test. Chapters 4 and 5's measure of a learned classifier's gradient.
+    the exact classifier gradient grad log p_t(y | x_t) (Luo eq. 165-167) at the point's own label y,
+    taken by autograd of the exact log posterior (so it forms no score, and eq. 167 checked against
+    it is not checked against itself), and g the one under test. Chapters 4 and 5's measure of a
+    learned classifier's gradient.
 
     ``grad_for(y)`` returns the gradient under test for labels ``y`` as ``grad_fn(x_t, t)``:
     ``functools.partial(guidance.classifier_grad_fn, classifier)`` for an explicit noise-aware
@@ -458,7 +460,8 @@ def relative_grad_error(
     check_callable(grad_for, "grad_for")
     out = []
     for step, t, x_t, y in _forward_points(mixture, schedule, steps, n, seed):
-        exact = mixture.diffuse(float(schedule.alpha_bar[step])).classifier_grad(x_t, y)
+        m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
+        exact = _autograd(_log_posterior_of(m_t, y), x_t)
         probe = x_t.float()
         g = grad_for(y.to(probe.device))(probe, t.to(probe.device)).to(exact.dtype)
         out.append(((g - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).sqrt().item())
