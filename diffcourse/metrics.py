@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from . import targets
 from .checks import (
     check_callable,
+    check_finite,
     check_generator,
     check_int,
     check_labels,
@@ -41,8 +42,8 @@ def sliced_w2(
     Each random unit direction turns both sets into 1-D samples, whose W2 is the root-mean-square
     gap between their sorted values; the squared gaps are averaged over directions.
     """
-    check_tensor(x, "x", floating=True, ndim=2)
-    check_tensor(y, "y", floating=True, ndim=2)
+    check_finite(check_tensor(x, "x", floating=True, ndim=2), "x")
+    check_finite(check_tensor(y, "y", floating=True, ndim=2), "y")
     if x.shape != y.shape:
         raise ValueError(
             f"x and y must both be [N, D] of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -67,8 +68,8 @@ def sample_distance(
 
     One chunk's figure swings a lot by chance; averaging chunks steadies it.
     """
-    check_tensor(x, "x", floating=True, ndim=2)
-    check_tensor(ref, "ref", floating=True, ndim=2)
+    check_finite(check_tensor(x, "x", floating=True, ndim=2), "x")
+    check_finite(check_tensor(ref, "ref", floating=True, ndim=2), "ref")
     if x.shape != ref.shape:
         raise ValueError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have the same shape")
     repeats, seed = check_int(repeats, "repeats", low=1), check_int(seed, "seed")
@@ -175,6 +176,7 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
     check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
     if not len(x):  # a share of nothing: NaN
         raise ValueError("x must hold at least one sample")
+    check_finite(x, "x")  # argmax of a NaN row is 0: a blown-up sampler would score as class 0
     x = x.to(mixture.device, mixture.dtype)
     y = mixture._check_y(y, x.shape[0])
     return (mixture.class_log_posterior(x).argmax(1) == y).double().mean().item()
@@ -182,8 +184,8 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
 
 def spread(x: torch.Tensor, reference: torch.Tensor) -> float:
     """Diversity: trace of the samples' covariance over that of ``reference`` (exact draws from p(x|y))."""
-    check_tensor(x, "x", floating=True, ndim=2)
-    check_tensor(reference, "reference", floating=True, ndim=2)
+    check_finite(check_tensor(x, "x", floating=True, ndim=2), "x")
+    check_finite(check_tensor(reference, "reference", floating=True, ndim=2), "reference")
     if x.shape[1] != reference.shape[1] or x.shape[0] < 2 or reference.shape[0] < 2:
         raise ValueError("x and reference must be [N, D] with the same D and N >= 2")
     tr = lambda z: torch.cov(z.double().T).trace() if z.shape[1] > 1 else z.double().var()
@@ -241,6 +243,7 @@ def fidelity(
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     if not len(x):  # a share of nothing: NaN
         raise ValueError("x must hold at least one image")
+    check_finite(x, "x")  # argmax of a NaN row is 0: NaN images would read as class 0
     _check_label_range(y, classifier)
     batch_size = check_int(batch_size, "batch_size", low=1)
     pred = torch.cat([classifier(chunk).argmax(1) for chunk in x.split(batch_size)])
@@ -253,7 +256,7 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
     less means samples of a class look more alike."""
 
     def within(images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
-        check_tensor(images, name, floating=True)
+        check_finite(check_tensor(images, name, floating=True), name)
         check_tensor(labels, f"{name}'s labels", floating=False)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{name}'s labels must have shape ({images.shape[0]},)")

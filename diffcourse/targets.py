@@ -15,9 +15,27 @@ from .checks import check_alike, check_alpha_bar, check_tensor
 
 def _checked(alpha_bar, zero: bool, one: bool, **tensors: torch.Tensor):
     """The conversions' checks: floating-point tensors (an integer tensor would be truncated) of one
-    shape, on one device, and alpha_bar in [0, 1] with the ends the formula divides by excluded."""
+    shape, on one device, and alpha_bar in [0, 1] with the ends the formula divides by excluded.
+
+    alpha_bar is one level for all samples, or one per sample: shape [N] (``schedule.alpha_bar[t]``)
+    is turned into [N, 1, ...], since broadcast as it is it would run along the last (feature) axis."""
     check_alike(**tensors)  # x_t and the prediction: one shape and device, no broadcasting
-    return check_alpha_bar(alpha_bar, zero=zero, one=one)
+    alpha_bar = check_alpha_bar(alpha_bar, zero=zero, one=one)
+    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.numel() == 1:
+        return alpha_bar
+    shape = next(iter(tensors.values())).shape
+    if alpha_bar.ndim == 1 and len(shape) > 1 and alpha_bar.shape[0] == shape[0]:
+        return alpha_bar.reshape(-1, *[1] * (len(shape) - 1))
+    if (
+        alpha_bar.ndim != len(shape)
+        or alpha_bar.shape[0] not in (1, shape[0])
+        or any(n != 1 for n in alpha_bar.shape[1:])
+    ):
+        raise ValueError(
+            f"alpha_bar must be one level, one per sample (shape [{shape[0]}]) or shaped "
+            f"[{shape[0]}, 1, ...] for inputs of shape {tuple(shape)}, got {tuple(alpha_bar.shape)}"
+        )
+    return alpha_bar
 
 
 def eps_to_score(eps: torch.Tensor, alpha_bar) -> torch.Tensor:

@@ -52,6 +52,14 @@ def test_relative_score_error_is_zero_for_the_exact_predictor_and_one_for_zero()
 def test_bad_input():
     with pytest.raises(ValueError, match="x and y"):
         sliced_w2(torch.zeros(10, 2), torch.zeros(9, 2))
+    nan = torch.zeros(10, 2)
+    nan[3] = float("nan")  # a sampler that blew up: refused, not scored
+    with pytest.raises(ValueError, match="^x holds NaN"):
+        sliced_w2(nan, torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="^x holds NaN"):
+        spread(nan, torch.randn(10, 2))
+    with pytest.raises(ValueError, match="^x holds NaN"):  # argmax of NaN is class 0: 1.0 before
+        class_agreement(nan, 0, three_blobs())
     with pytest.raises(ValueError, match="ref"):
         sample_distance(torch.zeros(10, 2), torch.zeros(10, 3))
     with pytest.raises(ValueError, match="repeats"):

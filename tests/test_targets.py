@@ -120,3 +120,20 @@ def test_posterior_means_bad_input():
         posterior_means(x, torch.randn(4, 3), 0.5)
     with pytest.raises(ValueError, match="^alpha_bar"):
         posterior_means(x, torch.randn(4, 2), 1.0)
+
+
+def test_alpha_bar_one_per_sample_runs_along_the_batch():
+    """schedule.alpha_bar[t] has shape [N]: each sample gets its own level, also when N equals the
+    number of features (where broadcasting [N] as it is would run along the features instead)."""
+    x_t, eps = torch.ones(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    a = torch.tensor([0.25, 1.0], dtype=torch.float64)
+    want = torch.tensor([[2.0, 2.0], [1.0, 1.0]], dtype=torch.float64)  # x_t / sqrt(alpha_bar)
+    torch.testing.assert_close(targets.eps_to_x0(x_t, eps, a), want)
+    torch.testing.assert_close(targets.eps_to_x0(x_t, eps, a[:, None]), want)
+    x3 = torch.ones(2, 3, 4, dtype=torch.float64)  # images: one level per image
+    out = targets.x0_to_eps(x3, torch.zeros_like(x3), torch.tensor([0.75, 0.0], dtype=x3.dtype))
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([2.0, 1.0], dtype=x3.dtype))
+    with pytest.raises(ValueError, match="^alpha_bar must be one level"):
+        targets.eps_to_x0(x_t, eps, torch.full((3,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^alpha_bar must be one level"):
+        targets.eps_to_x0(x_t, eps, torch.full((2, 2), 0.5, dtype=torch.float64))
