@@ -603,6 +603,7 @@ def independent_condition_eps_fn(
     Where the prediction at y_rand equals the null one the rule *is* eq. 170; on rows where
     y_rand = y it is the conditional prediction for every gamma. Two evaluations per level.
     """
+    check_callable(model, "model")
     gamma = _check_gamma(gamma)
     num_classes = check_int(num_classes, "num_classes", low=1)
     y = check_labels(check_tensor(y, "y", ndim=1), len(y), num_classes)
@@ -659,6 +660,7 @@ def feedback_eps_fn(
     mixture it is exact (``mixture.exact_log_ratio_fn``). Where the ratio is the same for every
     sample and level the rule is eq. 170 at that one gamma. Two evaluations per level.
     """
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn, log_ratio_fn=log_ratio_fn)
     feedback_scale(torch.zeros(1), pi, max_gamma)  # check pi and max_gamma once, not per step
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -900,6 +900,7 @@ def exact_log_ratio_fn(
     log_prior = torch.log(mixture.class_weights)
 
     def ratio_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device)
         check_steps(t, x_t.shape[0], schedule.T)
         x = x_t.to(mixture.dtype)
         labels = mixture._check_y(y, x.shape[0])

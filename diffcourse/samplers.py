@@ -124,8 +124,14 @@ def ddpm_step(
 
 def _ddim_sigma(a_t: float, a_s: float, eta: float) -> float:
     """sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
-    (Song, Meng & Ermon 2021, eq. 16)."""
-    return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
+    (Song, Meng & Ermon 2021, eq. 16). Up to eta = 1 sigma^2 <= 1 - alpha_bar_s; past it the
+    direction's variance 1 - alpha_bar_s - sigma^2 can turn negative, and that eta is refused."""
+    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
+    if 1 - a_s - sigma**2 < -1e-9:
+        raise ValueError(
+            f"eta={eta} makes the step's variance exceed 1 - alpha_bar_s (at alpha_bar_s={a_s:.4g})"
+        )
+    return sigma
 
 
 def _ddim_update(
@@ -183,6 +189,7 @@ def langevin_step(
     by a signal-to-noise ratio, the norms averaged over the batch so that every row takes the same
     step. A score of zero (a mean norm below 1e-12) gives no direction and no step size: x is
     returned as it is, where the formula would take a step of ~1e22."""
+    check_tensor(noise, "noise", floating=True)  # required here: check_alike skips a None
     check_alike(x=x, score=score, noise=noise)
     alpha = check_real(alpha, "alpha", low=0, low_open=True)
     snr = check_real(snr, "snr", low=0, low_open=True)
@@ -406,6 +413,9 @@ def ddim_sample(
     levels = ddim_levels(T, T if steps is None else steps)
     eta = check_real(eta, "eta", low=0)
     x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
+    ends = [alpha_bar[s] for s in levels[1:]] + [1.0]
+    for step, a_s in zip(levels, ends):  # eta checked on every step before the run
+        _ddim_sigma(alpha_bar[step], a_s, eta)
     with sampling_run() as run:
         for i, step in enumerate(
             tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)

@@ -124,7 +124,16 @@ class StepTable:
 
     def at(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """values[t] reshaped to broadcast against ``like`` (batch first), in its dtype and device.
-        A step beyond the table (a schedule of another length) is a ValueError naming ``t``."""
+        A step beyond the table (a schedule of another length) is a ValueError naming ``t``, and so is
+        a ``t`` that is not one step per row of ``like`` (metadata only: no device read)."""
+        if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+            got = f"dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"t must be an integer tensor of 0-based steps, got {got}")
+        if like.ndim and tuple(t.shape) != (like.shape[0],):
+            raise ValueError(
+                f"t must have shape ({like.shape[0]},), one step per row of x_t, "
+                f"got {tuple(t.shape)}"
+            )
         check_step_range(t, self.values.shape[0], "t", self.built_for)
         key = (like.device, like.dtype)
         table = self._copies.get(key)
@@ -188,6 +197,8 @@ def q_sample_at(
     so each level has its own reproducible noise). Returns ``(x_t, t)``, t the steps as a
     LongTensor, ready for ``eps_fn(x_t, t)``."""
     check_tensor(x0, "x0", floating=True)
+    if x0.ndim == 0:
+        raise ValueError("x0 must have a batch dimension, got a 0-dim tensor")
     check_schedule(schedule)
     step = check_int(step, "step", low=0, high=schedule.T - 1)
     seed = step if seed is None else check_int(seed, "seed")

@@ -14,6 +14,7 @@ and resumed exactly. ``python -m diffcourse.train --help`` trains the labs' reci
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import pickle
@@ -472,10 +473,27 @@ def _restore(
         raise ValueError(
             f"resume: the checkpoint is at step {start}, outside a run of {steps} steps"
         )
-    model.load_state_dict(resume["model"])
-    opt.load_state_dict(resume["optimizer"])
-    sched.load_state_dict(resume["scheduler"])
-    generator.set_state(resume["generator"].cpu())  # a ByteTensor on the CPU, whatever map_location
+    if resume["generator"].numel() != generator.get_state().numel():
+        raise ValueError("resume: its generator state is not one of this run's generator")
+    # the optimizer's and scheduler's states are only checked by loading them: keep what the run
+    # had, so that a refused checkpoint leaves the model, optimizer and generator as they were
+    before = (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        copy.deepcopy(opt.state_dict()),
+        copy.deepcopy(sched.state_dict()),
+        generator.get_state(),
+    )
+    try:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"].cpu())  # a ByteTensor on the CPU
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        model.load_state_dict(before[0])
+        opt.load_state_dict(before[1])
+        sched.load_state_dict(before[2])
+        generator.set_state(before[3])
+        raise ValueError(f"resume: the checkpoint's state does not fit this run ({err})") from err
     return start
 
 
@@ -494,8 +512,10 @@ def _check_state(state, what: str) -> None:
     for key in ("model", "optimizer", "scheduler"):
         if not isinstance(state[key], dict):
             raise ValueError(f"{what}: its {key!r} must be a dict, got {type(state[key]).__name__}")
-    if isinstance(state["step"], bool) or not isinstance(state["step"], int):
-        raise ValueError(f"{what}: its step must be an int, got {state['step']!r}")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise ValueError(f"{what}: its step must be an int >= 0, got {state['step']!r}")
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError(f"{what}: its model weights must all be tensors")
     gen = state["generator"]
     if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8:
         raise ValueError(f"{what}: its generator state must be a uint8 tensor")

@@ -1113,3 +1113,13 @@ def test_batched_against_two_times_both_and_measures_their_gap():
     assert reused[0] == 9.0 and abs(reused[2] - 1) < 1e-5
     with pytest.raises(TypeError, match="sample"):
         batched_against_two(model, y, 3.0, None)
+
+
+def test_feedback_and_icg_check_their_callables_when_built():
+    from diffcourse.guidance import feedback_eps_fn, independent_condition_eps_fn
+
+    f = lambda x, t: x  # noqa: E731
+    with pytest.raises(TypeError, match="^log_ratio_fn"):
+        feedback_eps_fn(f, f, None, 0.5)
+    with pytest.raises(TypeError, match="^model"):
+        independent_condition_eps_fn("model", torch.tensor([0, 1]), 2.0, 2)

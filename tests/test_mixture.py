@@ -643,3 +643,13 @@ def test_exact_cfg_is_eq_170_of_the_two_exact_predictors_bit_for_bit():
         for gamma in (0.5, 3.0):
             two = classifier_free_eps_fn(exact_eps_fn(mix, s, y), exact_eps_fn(mix, s), gamma)
             assert torch.equal(exact_cfg_eps_fn(mix, s, y, gamma)(x, t), two(x, t))
+
+
+def test_exact_log_ratio_fn_checks_x_t():
+    from diffcourse.mixture import exact_log_ratio_fn
+
+    ratio = exact_log_ratio_fn(random_mixture(2, (1, 1), seed=0), cosine_schedule(20), 1)
+    with pytest.raises(ValueError, match="^x_t must have shape"):
+        ratio(torch.zeros(4, 3, dtype=torch.float64), torch.full((4,), 5))
+    with pytest.raises(TypeError, match="^x_t must be a floating-point"):
+        ratio(torch.zeros(4, 2, dtype=torch.long), torch.full((4,), 5))

@@ -779,3 +779,17 @@ def test_ddim_x0_coefficient_refuses_a_step_backwards_or_too_much_noise():
         ddim_x0_coefficient(0.9, 0.5, 0.0)
     with pytest.raises(ValueError, match="^eta=5.0 makes the step's variance exceed"):
         ddim_x0_coefficient(0.5, 0.9, 5.0)
+
+
+def test_bad_input_found_by_the_audit():
+    """eta past 1 where the direction's variance turns negative; Langevin without its noise."""
+    from diffcourse.samplers import ddim_sample, langevin_step
+
+    s = cosine_schedule(50)
+    x, eps = torch.zeros(2, 2), torch.ones(2, 2)
+    with pytest.raises(ValueError, match="^eta=3"):  # was: the direction term silently dropped
+        ddim_step(x, eps, 40, 20, s, eta=3.0, noise=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="^eta=3"):  # refused before the first step
+        ddim_sample(lambda x, t: torch.zeros_like(x), (2, 2), s, 10, eta=3.0, progress=False)
+    with pytest.raises(TypeError, match="^noise"):
+        langevin_step(x, eps, 0.5, 0.1, None)

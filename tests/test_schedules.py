@@ -154,3 +154,16 @@ def test_posterior_at_the_last_step_and_bad_input():
         posterior_mean(x_t, x0[:3], 3, s)
     with pytest.raises(TypeError, match="^step"):
         posterior_mean(x_t, x0, 2.0, s)
+
+
+def test_steps_one_per_row_and_integer():
+    from diffcourse.schedules import q_sample_at
+
+    s = cosine_schedule(20)
+    x = torch.zeros(2, 3)
+    with pytest.raises(TypeError, match="^t must be an integer tensor"):
+        s.gather("alpha_bar", torch.tensor([1.0, 2.0]), x)
+    with pytest.raises(ValueError, match=r"^t must have shape \(2,\)"):  # was: a [3, 1] result
+        s.gather("alpha_bar", torch.tensor([1, 2, 3]), x)
+    with pytest.raises(ValueError, match="^x0 must have a batch dimension"):
+        q_sample_at(torch.tensor(1.0), 3, s)

@@ -625,6 +625,19 @@ def test_a_refused_resume_leaves_the_model_as_it_was(tmp_path):
                            progress=False, resume={**state, key: bad})  # fmt: skip
     with pytest.raises(ValueError, match=r"^resume is not a diffcourse training checkpoint"):
         train_denoiser(other, three_blobs(), cosine_schedule(50), 5, progress=False, resume={})
+    # states that only loading can refuse, or that pass every type check: refused, model untouched
+    weights = {**state["model"], "inp.weight": "str"}
+    bad_states = {
+        "generator": torch.zeros(3, dtype=torch.uint8),  # the wrong length for a CPU generator
+        "optimizer": {"state": {}, "param_groups": []},  # another optimizer's layout
+        "model": weights,
+        "step": -1,
+    }
+    for key, bad in bad_states.items():
+        with pytest.raises(ValueError, match="^resume"):
+            train_denoiser(other, three_blobs(), cosine_schedule(50), 5, batch_size=32,
+                           progress=False, resume={**state, key: bad})  # fmt: skip
+        assert all(torch.equal(a, b) for a, b in zip(before, other.parameters())), key
 
 
 def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path):
