@@ -194,6 +194,23 @@ def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
     return dtype
 
 
+def check_device(device, name: str = "device") -> Optional[torch.device]:
+    """None, or a device torch knows and this machine has ("cuda" without a GPU is a ValueError)."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name} must be a device such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={str(device)!r}, but this machine has no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={str(device)!r}, but this machine has no MPS device")
+    return device
+
+
 def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
     """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError)."""
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -32,7 +32,14 @@ from torch import nn
 
 from . import data as datasets
 from . import models
-from .checks import check_archive, check_choice, check_int, check_probability, check_real
+from .checks import (
+    check_archive,
+    check_choice,
+    check_device,
+    check_int,
+    check_probability,
+    check_real,
+)
 from .device import BUDGETS, get_device
 from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
@@ -98,7 +105,7 @@ class Recipe:
 
     def make_data(self, device=None):
         """The training data on ``device``: a mixture (fresh draws every step) or (x, y) tensors."""
-        device = get_device() if device is None else torch.device(device)
+        device = get_device() if device is None else check_device(device)
         if self.data == "digits":
             split = datasets.load_digits_split(holdout=0.25, seed=0)
             return split.x_train.to(device), split.y_train.to(device)
@@ -118,7 +125,7 @@ class Recipe:
     def build(self, device=None) -> nn.Module:
         """The untrained network on ``device``, its initial weights seeded by ``init_seed``. The
         caller's global random state is left as it was."""
-        device = get_device() if device is None else torch.device(device)
+        device = get_device() if device is None else check_device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
             return _model_class(self.model)(**self.model_args).to(device)
@@ -130,7 +137,7 @@ class Recipe:
         ``checkpointing``: train's ``resume``, ``checkpoint``, ``save_every``, ``stop_after``."""
         from .train import train_classifier, train_denoiser
 
-        device = get_device() if device is None else torch.device(device)
+        device = get_device() if device is None else check_device(device)
         model = self.build(device)
         common = dict(
             steps=self.steps,
@@ -555,7 +562,7 @@ def train_or_load(
     """The recipe's trained model with its losses: from the cache where it holds this recipe's
     weights for this device, budget, torch and package code, else trained (and cached)."""
     recipe = get(name, budget, **overrides)
-    device = get_device() if device is None else torch.device(device)
+    device = get_device() if device is None else check_device(device)
     path = cache_path(recipe, device) if cache else None
     if path is not None and path.is_file():
         loaded = _load(path, recipe, device)

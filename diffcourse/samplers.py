@@ -32,6 +32,7 @@ from .checks import (
     check_alike,
     check_alpha_bar,
     check_callable,
+    check_device,
     check_generator,
     check_int,
     check_real,
@@ -443,7 +444,7 @@ def balanced_labels(num_classes: int, per_class: int, device=None) -> torch.Tens
         check_int(num_classes, "num_classes", low=1),
         check_int(per_class, "per_class", low=1),
     )
-    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    return torch.arange(num_classes, device=check_device(device)).repeat_interleave(per_class)
 
 
 def seeded_noise(
@@ -451,9 +452,13 @@ def seeded_noise(
 ) -> torch.Tensor:
     """Starting noise x_T ~ N(0, I) of ``shape`` drawn from a generator seeded with ``seed`` on
     ``device``: the same seed gives the same noise, so runs that differ only in their method pair up."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__}")
     shape = tuple(check_int(s, "shape", low=1) for s in shape)
     seed = check_int(seed, "seed")
-    device = torch.device("cpu") if device is None else torch.device(device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype}")
+    device = check_device(device) or torch.device("cpu")
     return torch.randn(
         shape,
         generator=torch.Generator(device=device).manual_seed(seed),

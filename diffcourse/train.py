@@ -75,6 +75,8 @@ def denoiser_loss(
     unconditional model. ``y`` is a label per row, or any condition with the batch first (a caption,
     an image, chapter 10); ``null_label`` is then the null condition: an int for class labels, else
     a tensor shaped like ``y`` (the model's ``null_condition(y)``)."""
+    if drop is not None:  # a float mask would fail inside torch.where
+        check_tensor(drop, "drop", dtype=torch.bool, shape=(x0.shape[0],), owner="a mask")
     if drop is not None and y is not None and null_label is None:
         raise ValueError("null_label is needed where drop is given: the condition that replaces y")
     x_t = q_sample(x0, t, schedule, eps)
@@ -360,6 +362,7 @@ def fit(
     loss of every step run. The models' range checks of t and y (and a caption model's tokens) run
     at the first step only, since each reads the device: later batches come from the same data (a
     mixture's own labels, or tensors whose labels are checked before training)."""
+    _check_data(data)
     rank, world = rank_and_world()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -444,9 +447,28 @@ def _check_model(
             )
 
 
+def _check_data(data: Data) -> None:
+    """A :class:`GaussianMixture`, a floating-point tensor of x0, or a tuple (x0, condition) of
+    tensors: anything else fails deep inside the loop (a list has no .shape, integer x0 no noise)."""
+    if isinstance(data, GaussianMixture):
+        return
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(isinstance(d, torch.Tensor) for d in data):
+            raise TypeError("data must be a GaussianMixture, a tensor of x0 or a tuple (x0, y)")
+        data = data[0]
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(
+            "data must be a GaussianMixture, a tensor of x0 or a tuple (x0, y), "
+            f"got {type(data).__name__}"
+        )
+    if not data.is_floating_point():
+        raise TypeError(f"data: x0 must be a floating-point tensor, got dtype {data.dtype}")
+
+
 def _check_data_labels(data: Data, num_classes: Optional[int], owner: str = "classifier") -> None:
     """Labelled tensor data: integer labels in 0..C-1, checked once before training (the loss would
     fail inside torch, or a label of another class, or the null label, would train silently)."""
+    _check_data(data)
     if not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[1], torch.Tensor):
         return
     y = data[1]

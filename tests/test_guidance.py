@@ -1123,3 +1123,17 @@ def test_feedback_and_icg_check_their_callables_when_built():
         feedback_eps_fn(f, f, None, 0.5)
     with pytest.raises(TypeError, match="^model"):
         independent_condition_eps_fn("model", torch.tensor([0, 1]), 2.0, 2)
+
+
+def test_networks_refuse_a_schedule_of_another_length():
+    from diffcourse.guidance import classifier_guidance_gap, model_variants
+
+    den = MLPDenoiser(dim=2, T=20, hidden=16, depth=2, num_classes=3)
+    clf = MLPClassifier(dim=2, T=20, hidden=16, depth=2, num_classes=3)
+    short = cosine_schedule(10)  # every step would read the wrong noise level, silently
+    y = torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="^schedule has T=10 but the model was built for T=20"):
+        model_variants(den, den, y, short, 5, 2.0, names=["CFG"])
+    x, t = torch.zeros(4, 2), torch.full((4,), 5)
+    with pytest.raises(ValueError, match="^schedule has T=10 but the classifier was built"):
+        classifier_guidance_gap(clf, den, x, t, y, short, 2.0)

@@ -793,3 +793,19 @@ def test_bad_input_found_by_the_audit():
         ddim_sample(lambda x, t: torch.zeros_like(x), (2, 2), s, 10, eta=3.0, progress=False)
     with pytest.raises(TypeError, match="^noise"):
         langevin_step(x, eps, 0.5, 0.1, None)
+
+
+def test_seeded_noise_and_labels_name_their_bad_arguments():
+    from diffcourse.samplers import balanced_labels, seeded_noise
+
+    with pytest.raises(TypeError, match="^shape must be a sequence of ints"):
+        seeded_noise(16, 0)
+    with pytest.raises(TypeError, match="^dtype must be a floating-point"):
+        seeded_noise((2, 2), 0, dtype=torch.long)
+    with pytest.raises(ValueError, match="^device must be a device such as"):
+        seeded_noise((2, 2), 0, device="gpu")
+    with pytest.raises(ValueError, match="^device must be a device such as"):
+        balanced_labels(2, 3, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="^device='cuda', but this machine has no CUDA"):
+            seeded_noise((2, 2), 0, device="cuda")

@@ -607,6 +607,22 @@ def test_a_denoisers_labelled_data_holds_classes_not_the_null_label():
         train_denoiser(_model(3), (x, y), cosine_schedule(50), 1, batch_size=8, progress=False)
 
 
+def test_bad_data_and_masks_are_named_before_training():
+    s = cosine_schedule(50)
+    x0, y = torch.randn(64, 2), torch.randint(0, 3, (64,))
+    with pytest.raises(TypeError, match="^data must be a GaussianMixture"):
+        train_denoiser(_model(3), [x0, y], s, 2, batch_size=16, progress=False)
+    with pytest.raises(TypeError, match="^data: x0 must be a floating-point"):
+        train_denoiser(_model(3), (x0.long(), y), s, 2, batch_size=16, progress=False)
+    with pytest.raises(TypeError, match="^data must be a GaussianMixture"):
+        train_denoiser(_model(), "x0", s, 2, batch_size=16, progress=False)
+    from diffcourse.train import denoiser_loss
+
+    t, eps = torch.full((4,), 3), torch.randn(4, 2)
+    with pytest.raises((TypeError, ValueError), match="^drop"):
+        denoiser_loss(_model(3), x0[:4], t, eps, s, y=y[:4], drop=torch.ones(4), null_label=3)
+
+
 def test_a_refused_resume_leaves_the_model_as_it_was(tmp_path):
     net, path = _model(), tmp_path / "run.pt"
     train_denoiser(net, three_blobs(), cosine_schedule(50), 4, batch_size=32, progress=False,
