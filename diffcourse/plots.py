@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .checks import check_int, check_levels, check_mixture, check_real
+from .checks import check_int, check_levels, check_mixture, check_real, check_tensor
 from .mixture import GaussianMixture
 
 
@@ -53,6 +53,10 @@ def samples_over_density(
     the black contour lines of ``grid`` (from :func:`density_grid`), on a square of half-width lim.
     ``filled=True`` shades the density instead (blue, 20 levels) under small black dots, as the
     forward-process pictures of chapter 1 do."""
+    check_tensor(x, "x", floating=True, shape=(None, 2))
+    if y is not None:
+        check_tensor(y, "y", floating=False, shape=(x.shape[0],))
+    per_class = check_int(per_class, "per_class", low=1)
     x = x.detach().cpu()
     if filled:
         ax.contourf(*grid, levels=20, cmap="Blues")
@@ -94,7 +98,9 @@ def image_grid(
 ) -> None:
     """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
     r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
-    if x.ndim != 4 or x.shape[1] != 1 or rows < 1 or x.shape[0] % rows:
+    check_tensor(x, "x", floating=True)
+    rows = check_int(rows, "rows", low=1)
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] % rows:
         raise ValueError(
             f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
         )

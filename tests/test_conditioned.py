@@ -126,6 +126,8 @@ def test_guided_sample_is_eq170_or_a_negative_prompt(caption_model):
             progress=False,
         ).clamp(-1, 1)
         assert torch.equal(guided_sample(m, cond, 2.5, x_T, schedule, 5, negative=neg), want)
+    with pytest.raises(ValueError, match="^schedule has T=40 but the model was built for T=50"):
+        guided_sample(m, cond, 2.5, x_T, linear_schedule(40), 5)
 
 
 class _Reader(torch.nn.Module):

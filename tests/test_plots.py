@@ -31,6 +31,13 @@ def test_samples_over_density_draws_one_set_per_class():
         if hasattr(c, "get_offsets") and len(c.get_offsets())
     ]
     assert sorted(sizes)[-3:] == [20, 20, 20] and ax.get_title() == "title"
+    grid = density_grid(mix, cells=20)
+    with pytest.raises(ValueError, match=r"^x must have shape \[N, 2\]"):  # was matplotlib's error
+        samples_over_density(ax, grid, torch.randn(50, 3))
+    with pytest.raises(ValueError, match=r"^y must have shape \[300\]"):
+        samples_over_density(ax, grid, x, y[:10])
+    with pytest.raises(TypeError, match="^y must be an integer"):
+        samples_over_density(ax, grid, x, y.float())
     plt.close(fig)
 
 
@@ -46,6 +53,10 @@ def test_image_grid():
     assert torch.allclose(torch.as_tensor(shown[11:19, 1:9]), x[3, 0])  # row 1, column 0 = image 3
     with pytest.raises(ValueError, match="rows"):
         image_grid(ax, x, rows=4)
+    with pytest.raises(TypeError, match="^rows must be an int"):  # was a reshape error
+        image_grid(ax, x, 2.0)
+    with pytest.raises(TypeError, match="^x must be a torch.Tensor"):  # was .detach of an array
+        image_grid(ax, x.numpy(), 2)
     plt.close(fig)
 
 
