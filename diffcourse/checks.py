@@ -211,6 +211,17 @@ def check_device(device, name: str = "device") -> Optional[torch.device]:
     return device
 
 
+def check_built_for(schedule, **models) -> None:
+    """Networks that embed t were built for one schedule length (their ``T``): a shorter schedule
+    would run every step at the wrong noise level with no error (a longer one fails at its first
+    step). A model without ``T`` is not checked."""
+    check_schedule(schedule)
+    for name, model in models.items():
+        built = getattr(model, "T", None)
+        if built is not None and built != schedule.T:
+            raise ValueError(f"schedule has T={schedule.T} but the {name} was built for T={built}")
+
+
 def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
     """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError)."""
     if generator is not None and not isinstance(generator, torch.Generator):

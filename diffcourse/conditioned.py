@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_int, check_tensor
-from .guidance import _check_built_for, negative_prompt_eps_fn
+from .checks import check_built_for, check_int, check_tensor
+from .guidance import negative_prompt_eps_fn
 from .layers import Conv2d, Linear
 from .metrics import diversity, fidelity
 from .models import UNet, _check_images
@@ -181,7 +181,7 @@ def guided_sample(
     """DDIM samples (``steps`` levels, from ``x_T``) of a conditioned network under eq. 170, its
     second branch the null condition, or the ``negative`` condition (a negative prompt), clamped
     to [-1, 1]: gamma eps(x_t, t, cond) + (1 - gamma) eps(x_t, t, negative or null)."""
-    _check_built_for(schedule, model=model)  # a shorter schedule would run at wrong noise levels
+    check_built_for(schedule, model=model)  # a shorter schedule would run at wrong noise levels
     second = model.null_condition(cond) if negative is None else negative
     eps_fn = negative_prompt_eps_fn(model.eps_fn(cond), model.eps_fn(second), gamma)
     return ddim_sample(eps_fn, x_T, schedule, steps=steps, progress=False).clamp(-1, 1)

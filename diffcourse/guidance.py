@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 import torch
 
 from .checks import (
+    check_built_for,
     check_callable,
     check_int,
     check_labels,
@@ -64,16 +65,6 @@ _check_real, _check_pair = check_real, check_same
 def _check_fns(**fns) -> None:
     for name, fn in fns.items():
         check_callable(fn, name)
-
-
-def _check_built_for(schedule: Schedule, **models: torch.nn.Module) -> None:
-    """Networks that embed t were built for one schedule length: a shorter schedule would run with
-    every step at the wrong noise level and no error (a longer one fails on its first step)."""
-    check_schedule(schedule)
-    for name, model in models.items():
-        built = getattr(model, "T", None)
-        if isinstance(built, int) and built != schedule.T:
-            raise ValueError(f"schedule has T={schedule.T} but the {name} was built for T={built}")
 
 
 def classifier_guidance(
@@ -786,7 +777,7 @@ def model_variants(
     weaker model of the same task) for autoguidance. ``options``: those of :func:`variant_eps_fns`."""
     check_module(model)
     check_module(weak, "weak")
-    _check_built_for(schedule, model=model, weak=weak)
+    check_built_for(schedule, model=model, weak=weak)
     cond_fn, uncond_fn = model.eps_fn(y), model.eps_fn(model.null_labels(len(y)))
     cfg_fn = batched_cfg_eps_fn(model, y, gamma)
     return variant_eps_fns(
@@ -831,7 +822,7 @@ def classifier_guidance_gap(
     gamma = _check_gamma(gamma)
     check_module(classifier, "classifier")
     check_module(model)
-    _check_built_for(schedule, classifier=classifier, model=model)
+    check_built_for(schedule, classifier=classifier, model=model)
     check_tensor(x_t, "x_t", floating=True)
     x = x_t.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)

@@ -52,6 +52,11 @@ def sliced_w2(
     check_generator(generator)
     if x.shape[0] < 2:
         raise ValueError("x and y need at least 2 points")
+    return _sliced_w2(x, y, projections, generator)
+
+
+def _sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int, generator) -> float:
+    """:func:`sliced_w2` of inputs already checked."""
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     dirs = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
@@ -73,13 +78,16 @@ def sample_distance(
     if x.shape != ref.shape:
         raise ValueError(f"x {tuple(x.shape)} and ref {tuple(ref.shape)} must have the same shape")
     repeats, seed = check_int(repeats, "repeats", low=1), check_int(seed, "seed")
+    projections = check_int(projections, "projections", low=1)
     if x.shape[0] < 2 * repeats:
         raise ValueError(
             f"repeats must leave at least 2 points per chunk, got {repeats} for {x.shape[0]} points"
         )
     gen = torch.Generator().manual_seed(seed)
     return (
-        sum(sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats)))
+        sum(
+            _sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats))
+        )
         / repeats
     )
 

@@ -50,6 +50,13 @@ PairEpsFn = Callable[
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
+def _check_shape(shape, name: str, what: str) -> tuple:
+    """A shape: an iterable of positive ints (a bare int or a string is a TypeError)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be {what}, got {type(shape).__name__}")
+    return tuple(check_int(s, "shape", low=1) for s in shape)
+
+
 def start_noise(
     shape_or_noise: Union[Sequence[int], torch.Tensor],
     generator: Optional[torch.Generator] = None,
@@ -66,12 +73,7 @@ def start_noise(
         if shape_or_noise.ndim < 1:
             raise ValueError("shape_or_noise: the starting noise needs a batch dimension")
         return shape_or_noise
-    if isinstance(shape_or_noise, (str, bytes)) or not hasattr(shape_or_noise, "__iter__"):
-        raise TypeError(
-            f"shape_or_noise must be a shape (a tuple of ints) or a tensor, "
-            f"got {type(shape_or_noise).__name__}"
-        )
-    shape = tuple(check_int(s, "shape", low=1) for s in shape_or_noise)
+    shape = _check_shape(shape_or_noise, "shape_or_noise", "a shape (a tuple of ints) or a tensor")
     if not shape:
         raise ValueError("shape must not be empty")
     device = generator.device if generator is not None else torch.device("cpu")
@@ -414,22 +416,20 @@ def ddim_sample(
     levels = ddim_levels(T, T if steps is None else steps)
     eta = check_real(eta, "eta", low=0)
     x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
-    ends = [alpha_bar[s] for s in levels[1:]] + [1.0]
-    for step, a_s in zip(levels, ends):  # eta checked on every step before the run
-        _ddim_sigma(alpha_bar[step], a_s, eta)
+    ends = [alpha_bar[s] for s in levels[1:]] + [1.0]  # alpha_bar_s of each step; 1 after the last
+    # every step's sigma before the run, so that an eta too large for any step stops it at once
+    sigmas = [_ddim_sigma(alpha_bar[t], a_s, eta) for t, a_s in zip(levels, ends)]
     with sampling_run() as run:
         for i, step in enumerate(
             tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)
         ):
             eps_x0, eps_dir = _predict_pair(eps_fn, x, step, run)
-            a_t = alpha_bar[step]
-            a_s = alpha_bar[levels[i + 1]] if i + 1 < len(levels) else 1.0
-            x0_hat = _x0_hat(x, eps_x0, a_t)
+            x0_hat = _x0_hat(x, eps_x0, alpha_bar[step])
             if callback is not None:
                 callback(step, x, x0_hat)
-            sigma = _ddim_sigma(a_t, a_s, eta)
+            sigma = sigmas[i]
             x = _ddim_update(
-                x0_hat, eps_dir, a_s, sigma, _randn_like(x, generator) if sigma > 0 else None
+                x0_hat, eps_dir, ends[i], sigma, _randn_like(x, generator) if sigma > 0 else None
             )
     return x
 
@@ -452,9 +452,7 @@ def seeded_noise(
 ) -> torch.Tensor:
     """Starting noise x_T ~ N(0, I) of ``shape`` drawn from a generator seeded with ``seed`` on
     ``device``: the same seed gives the same noise, so runs that differ only in their method pair up."""
-    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
-        raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__}")
-    shape = tuple(check_int(s, "shape", low=1) for s in shape)
+    shape = _check_shape(shape, "shape", "a sequence of ints")
     seed = check_int(seed, "seed")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype}")

@@ -32,12 +32,12 @@ from tqdm.auto import tqdm
 from .checks import (
     _first_line,
     check_archive,
+    check_built_for,
     check_int,
     check_labels,
     check_module,
     check_probability,
     check_real,
-    check_schedule,
     check_tensor,
     sampling_run,
 )
@@ -440,11 +440,7 @@ def _check_model(
 ) -> None:
     check_module(model, name)
     if schedule is not None:
-        check_schedule(schedule)
-        if getattr(model, "T", schedule.T) != schedule.T:
-            raise ValueError(
-                f"schedule has T={schedule.T} but the {name} was built for T={model.T}"
-            )
+        check_built_for(schedule, **{name: model})
 
 
 def _check_data(data: Data) -> None:
@@ -468,7 +464,6 @@ def _check_data(data: Data) -> None:
 def _check_data_labels(data: Data, num_classes: Optional[int], owner: str = "classifier") -> None:
     """Labelled tensor data: integer labels in 0..C-1, checked once before training (the loss would
     fail inside torch, or a label of another class, or the null label, would train silently)."""
-    _check_data(data)
     if not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[1], torch.Tensor):
         return
     y = data[1]
