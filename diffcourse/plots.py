@@ -1103,6 +1103,61 @@ def curve_panels(
     return axes
 
 
+_LEVELS_KEYS = {"mixture": ("d1", "spread1", "d3", "spread3"), "digits": ("diversity",)}
+
+
+def _check_levels_sweep(name: str, sweep) -> list:
+    """The levels of a sweep ``(levels, eta) -> metrics`` run at eta = 0 and 1 alike, ascending."""
+    if not isinstance(sweep, dict) or not sweep:
+        raise TypeError(f"{name} must be a non-empty dict (levels, eta) -> metrics")
+    for key, row in sweep.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and key[1] in (0.0, 1.0)):
+            raise ValueError(f"{name}: keys must be (levels, eta) with eta 0 or 1, got {key!r}")
+        missing = [m for m in _LEVELS_KEYS[name] if m not in row]
+        if missing:
+            raise ValueError(f"{name}[{key!r}] has no {', '.join(missing)}")
+    levels = [sorted(s for s, e in sweep if e == eta) for eta in (0.0, 1.0)]
+    if levels[0] != levels[1]:
+        raise ValueError(f"{name}: eta = 0 and eta = 1 must run at the same levels, got {levels}")
+    return levels[0]
+
+
+def levels_sweep(mixture: dict, digits: dict, ddpm: dict, ddpm_spread: float):
+    """Chapter 8's levels sweep: three panels against the number of levels DDIM visits (log
+    scale), eta = 0 solid and eta = 1 dashed.
+
+    - On the mixture, one curve per eta and gamma (1 blue, 3 red): the distance over its noise
+      floor (to p(x|y) at gamma = 1, to DDPM's samples at 3), and the spread over p(x|y)'s, read
+      from ``mixture[levels, eta]`` = {"d1", "spread1", "d3", "spread3", ...}; grey dashed lines
+      at the noise floor and at DDPM's spread at gamma = 3 (``ddpm_spread``).
+    - On the digits, the diversity over held-out digits', from ``digits[levels, eta]``, with DDPM
+      on all 1,000 levels (``ddpm``, its metrics) as a black star.
+
+    Each sweep holds eta = 0 and 1 at the same levels. Returns the axes."""
+    mix_levels = _check_levels_sweep("mixture", mixture)
+    img_levels = _check_levels_sweep("digits", digits)
+    if not isinstance(ddpm, dict) or "diversity" not in ddpm:
+        raise TypeError("ddpm must be a dict of DDPM's metrics with a 'diversity'")
+    ddpm_spread = check_real(ddpm_spread, "ddpm_spread")
+    panels = [{}, {}, {}]  # distance, spread (mixture); diversity (digits)
+    for eta, style in ((0.0, "-o"), (1.0, "--s")):
+        for gamma, color in ((1, "C0"), (3, "C3")):
+            look = {"fmt": style, "color": color}
+            for panel, metric in zip(panels, ("d", "spread")):
+                ys = [mixture[s, eta][f"{metric}{gamma}"] for s in mix_levels]
+                panel[f"eta = {eta:g}, gamma = {gamma}"] = (mix_levels, ys, look)
+        ys = [digits[s, eta]["diversity"] for s in img_levels]
+        panels[2][f"DDIM eta = {eta:g}"] = (img_levels, ys, style)
+    panels[2]["DDPM, 1,000 levels"] = ([1000], [ddpm["diversity"]], "k*")
+    refs = {0: (1.0, "noise floor"), 1: (ddpm_spread, "DDPM, gamma = 3")}
+    ylabels = (
+        "distance / floor (to p(x|y) at 1, to DDPM at 3)",
+        "mixture: spread / p(x|y)'s",
+        "digits: diversity / held-out's",
+    )
+    return curve_panels(panels, "levels visited", ylabels, refs, logx=True)
+
+
 def sweep_grid(
     grid,
     samples,

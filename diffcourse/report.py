@@ -49,6 +49,14 @@ def _cell(value: Any, fmt: Optional[str]) -> str:
     return str(value)
 
 
+def _spread(value: Any) -> list:
+    """A row's cells after its name: a list, a tuple or a 1-dim tensor spreads into cells, anything
+    else is one cell."""
+    if isinstance(value, (list, tuple)) or getattr(value, "ndim", None) == 1:
+        return list(value)
+    return [value]
+
+
 class TableText(str):
     """The Markdown :func:`table` returns. As the last expression of a cell it shows nothing more:
     :func:`table` has shown the table already."""
@@ -68,8 +76,10 @@ def table(
 
     Args:
         rows: a list of sequences (one per row, with ``header`` naming the columns), a list of
-            mappings (column name -> value; ``header`` defaults to the first row's keys), or a
-            mapping row name -> mapping (the row names become the first column).
+            mappings (column name -> value; ``header`` defaults to the first row's keys), a
+            mapping row name -> mapping (the row names become the first column), or a mapping
+            row name -> values (a list, a tuple or a 1-dim tensor: the row's other cells; anything
+            else: its one other cell), with ``header`` naming the columns.
         header: the column names.
         floatfmt: the format of real numbers, one for all columns or one per column (None: str()).
             Ints print as they are; None prints as "-"; a pair (mean, std) prints as "mean ± std",
@@ -77,7 +87,7 @@ def table(
         title: a line in bold above the table.
         show: False only returns the Markdown.
     """
-    if isinstance(rows, Mapping):
+    if isinstance(rows, Mapping) and all(isinstance(v, Mapping) for v in rows.values()):
         names = list(rows)
         if header is None:
             keys = list(rows[names[0]]) if names else []
@@ -85,6 +95,10 @@ def table(
         else:
             keys = list(header[1:])
         body = [[name, *[rows[name].get(k) for k in keys]] for name in names]
+    elif isinstance(rows, Mapping):
+        if any(isinstance(v, Mapping) for v in rows.values()):
+            raise TypeError("rows: a mapping's values must be all mappings or none")
+        body = [[name, *_spread(value)] for name, value in rows.items()]
     else:
         rows = list(rows)
         if rows and isinstance(rows[0], Mapping):

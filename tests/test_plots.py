@@ -524,6 +524,42 @@ def test_curve_panels_draws_lines_error_bars_and_references():
         curve_panels([{}], "x", ["y"])
 
 
+def test_levels_sweep_draws_each_metric_at_its_levels():
+    from diffcourse.plots import levels_sweep
+
+    def row(s, eta):  # distinct numbers per metric, level and eta
+        return {k: i + s / 100 + eta / 10 for i, k in enumerate(("d1", "spread1", "d3", "spread3"))}
+
+    mixture = {(s, e): row(s, e) for s in (20, 5, 10) for e in (0.0, 1.0)}
+    digits = {(s, e): {"diversity": s / 100 + e} for s in (10, 25) for e in (0.0, 1.0)}
+    axes = levels_sweep(mixture, digits, {"diversity": 0.9}, 0.7)
+    distance, spread, diversity = axes
+    lines = {ln.get_label(): ln for ln in distance.get_lines()}
+    # ascending levels; gamma = 3's distance is "d3" at eta = 1, dashed
+    line = lines["eta = 1, gamma = 3"]
+    assert list(line.get_xdata()) == [5, 10, 20] and line.get_linestyle() == "--"
+    assert list(line.get_ydata()) == [2 + s / 100 + 0.1 for s in (5, 10, 20)]
+    ys = {ln.get_label(): list(ln.get_ydata()) for ln in spread.get_lines()}
+    assert ys["eta = 0, gamma = 1"] == [1 + s / 100 for s in (5, 10, 20)]
+    assert ys["DDPM, gamma = 3"] == [0.7, 0.7]  # the reference line
+    ys = {ln.get_label(): list(ln.get_ydata()) for ln in diversity.get_lines()}
+    assert ys["DDIM eta = 1"] == [1.1, 1.25] and ys["DDPM, 1,000 levels"] == [0.9]
+    assert all(ax.get_xscale() == "log" and ax.get_xlabel() == "levels visited" for ax in axes)
+    plt.close(distance.figure)
+    with pytest.raises(TypeError, match="mixture"):
+        levels_sweep({}, digits, {"diversity": 0.9}, 0.7)
+    with pytest.raises(ValueError, match="same levels"):
+        levels_sweep({**mixture, (40, 0.0): row(40, 0.0)}, digits, {"diversity": 0.9}, 0.7)
+    with pytest.raises(ValueError, match="has no spread3"):
+        levels_sweep({**mixture, (5, 0.0): {"d1": 1, "spread1": 1, "d3": 1}}, digits, {}, 0.7)
+    with pytest.raises(ValueError, match="eta 0 or 1"):
+        levels_sweep(mixture, {(10, 0.5): {"diversity": 1.0}}, {"diversity": 0.9}, 0.7)
+    with pytest.raises(TypeError, match="ddpm"):
+        levels_sweep(mixture, digits, {}, 0.7)
+    with pytest.raises(TypeError, match="ddpm_spread"):
+        levels_sweep(mixture, digits, {"diversity": 0.9}, "0.7")
+
+
 # ---- sweep_grid and sampled_frames (labs 5 and 6) ----------------------------------------------------
 from diffcourse.plots import sampled_frames, sweep_grid  # noqa: E402
 

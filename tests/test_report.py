@@ -42,6 +42,24 @@ def test_table_from_mappings_and_formats(capsys):
         table([[1, 2], [3]], ["a", "b"])
 
 
+def test_table_from_a_mapping_of_rows():
+    # name -> values: a list, a tuple or a 1-dim tensor spreads into cells, a scalar is one cell
+    rows = {"a": (1.0, 2.0), "b": [3.0, 4.0], "c": torch.tensor([5.0, 6.0])}
+    md = table(rows, ["name", "x", "y"], ".1f", show=False)
+    assert "| a | 1.0 | 2.0 |" in md and "| b | 3.0 | 4.0 |" in md and "| c | 5.0 | 6.0 |" in md
+    md = table({"gap": 1e-7, "steps": 3}, ["run", "value"], ".1e", show=False)
+    assert "| gap | 1.0e-07 |" in md and "| steps | 3 |" in md
+    # a list of (mean, std) pairs: one pair per cell
+    md = table({1.0: [(0.5, 0.1), (2.0, 0.25)]}, ["g", "a", "b"], ".2f", show=False)
+    assert "| 1.00 | 0.50 ± 0.10 | 2.00 ± 0.25 |" in md
+    with pytest.raises(ValueError, match="header"):
+        table({"a": (1.0, 2.0)})
+    with pytest.raises(ValueError, match="row 0 has 3 cells"):
+        table({"a": (1.0, 2.0)}, ["name", "x", "y", "z"])
+    with pytest.raises(TypeError, match="all mappings or none"):
+        table({"a": {"x": 1.0}, "b": (2.0,)}, ["name", "x"])
+
+
 def test_table_shows_markdown_in_a_kernel(monkeypatch):
     shown = []
     monkeypatch.setattr(report, "_in_kernel", lambda: True)
