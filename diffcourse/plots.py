@@ -7,6 +7,7 @@ sample panels (:func:`samples_grid`)."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 import tempfile
@@ -17,6 +18,36 @@ import torch
 
 from .checks import check_int, check_levels, check_mixture, check_real, check_tensor
 from .mixture import GaussianMixture
+
+
+class _QuietList(list):
+    """A list of axes that shows nothing as a cell's last value (see :func:`_shown_once`)."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def _show_nothing() -> None:
+    pass
+
+
+def _shown_once(draw):
+    """Mark what the drawing function ``draw`` returns (a figure, axes, or a list of axes) to show
+    nothing as a notebook cell's last value. The inline backend shows the figure once, at the end
+    of the cell; without the mark IPython would show it again (or print the axes' repr), and a
+    closing ";" does not stop that under nbval, whose outputs the book renders. So a lab ends a
+    cell with ``plots.forward_process(...)``, no ``plt.show()``."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        out = draw(*args, **kwargs)
+        if isinstance(out, list):
+            return _QuietList(out)
+        out._ipython_display_ = _show_nothing
+        return out
+
+    wrapper.shown_once = True
+    return wrapper
 
 
 def density_grid(
@@ -453,6 +484,7 @@ def animate_images(
     return _to_html(fig, update, _pick(n, max_frames), interval)
 
 
+@_shown_once
 def line_plot(
     x,
     curves,
@@ -497,6 +529,7 @@ def line_plot(
     return ax
 
 
+@_shown_once
 def samples_grid(
     grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2
 ):
@@ -583,6 +616,7 @@ def _check_panels_dict(panels, what: str) -> None:
         )
 
 
+@_shown_once
 def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, generator=None):
     """The forward process in pictures, one panel per step of ``steps`` (0-based): the exact density
     of x_t (shaded, ``mixture.diffuse(alpha_bar_t)``, :func:`density_grid`) under n draws from
@@ -614,6 +648,7 @@ def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, ge
     return fig
 
 
+@_shown_once
 def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     """A relative score error at every step (``errors[t]``, 0-based; book steps 1..T on the axis),
     both axes logarithmic, with the first ``skip`` stiff steps shaded and the mean error past them
@@ -641,6 +676,7 @@ def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     return ax
 
 
+@_shown_once
 def point_clouds(
     panels: dict, per_panel: int = 4000, xlim: float = 2.2, ylim: float = 1.6, size=(13 / 3, 4.2)
 ):
@@ -672,6 +708,7 @@ def point_clouds(
     return fig
 
 
+@_shown_once
 def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Optional[str] = None):
     """Side by side scatter plots of labelled 2-D points, one panel per entry of ``panels`` (title ->
     (x [N, 2], y [N])), each class c in its colour of the coolwarm map (blue for class 0, red for
@@ -714,6 +751,7 @@ def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Option
     return fig
 
 
+@_shown_once
 def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax=None):
     """The two minimal noise-prediction losses against the step t (1-based), without and with the
     label, the band between them shaded (the gain of knowing y), and the loss with y plus the gain
@@ -744,6 +782,7 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
     return ax
 
 
+@_shown_once
 def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 2000, generator=None):
     """A labelled 2-D mixture in pictures (:func:`class_panels`): n draws from p(x) coloured by
     their class, then ``per_class`` draws from each p(x | y = c), all from ``generator`` in that
@@ -755,6 +794,7 @@ def mixture_classes(mixture: GaussianMixture, n: int = 4000, per_class: int = 20
     return class_panels(panels, mixture.num_classes, size=(4.0, 4.0), legend="y = {}")
 
 
+@_shown_once
 def tradeoff(
     rows,
     x: str,
@@ -813,6 +853,7 @@ def tradeoff(
     return ax
 
 
+@_shown_once
 def image_panels(
     panels,
     rows: int,
@@ -853,6 +894,7 @@ def image_panels(
 # ---- chapters 3 and 4: the classifier term of Bayes' rule for scores ----------------------------------
 
 
+@_shown_once
 def bayes_fields(
     mixture: GaussianMixture,
     schedule,
@@ -942,6 +984,7 @@ def bayes_fields(
     return fig
 
 
+@_shown_once
 def class_signal(t, grad_norm, accuracy, chance: float):
     """The class signal against the step t: the mean norm of the classifier gradient
     |grad log p_t(y | x_t)| (left axis) and the exact Bayes classifier's accuracy (right axis, with
@@ -969,6 +1012,7 @@ def class_signal(t, grad_norm, accuracy, chance: float):
     return fig
 
 
+@_shown_once
 def noisy_classifier_check(t, check, chance: float):
     """A noise-aware classifier against the exact Bayes classifier, against the step t, from
     :func:`diffcourse.metrics.noisy_classifier_check`: left, both accuracies on x_t with the chance
@@ -999,6 +1043,7 @@ def noisy_classifier_check(t, check, chance: float):
 # ---- chapters 7 and 8: image samples by class, and metrics against a setting ------------------------
 
 
+@_shown_once
 def class_grids(
     panels,
     rows: int,
@@ -1057,6 +1102,7 @@ def _curve(ax, label: str, curve) -> None:
         ax.plot(x, [float(v) for v in y], *([fmt] if fmt else []), label=label, **style)
 
 
+@_shown_once
 def curve_panels(
     panels,
     xlabel: str,
@@ -1122,6 +1168,7 @@ def _check_levels_sweep(name: str, sweep) -> list:
     return levels[0]
 
 
+@_shown_once
 def levels_sweep(mixture: dict, digits: dict, ddpm: dict, ddpm_spread: float):
     """Chapter 8's levels sweep: three panels against the number of levels DDIM visits (log
     scale), eta = 0 solid and eta = 1 dashed.
@@ -1158,6 +1205,7 @@ def levels_sweep(mixture: dict, digits: dict, ddpm: dict, ddpm_spread: float):
     return curve_panels(panels, "levels visited", ylabels, refs, logx=True)
 
 
+@_shown_once
 def sweep_grid(
     grid,
     samples,

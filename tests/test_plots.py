@@ -245,6 +245,23 @@ def test_line_plot_draws_each_curve_with_labels():
         line_plot([1, 2], [1.0, 2.0], "x", "y")
 
 
+def test_a_drawing_functions_value_shows_nothing_in_a_notebook():
+    # the inline backend shows the figure; a lab's last line plots.f(...) must not show it again
+    formatters = pytest.importorskip("IPython.core.formatters")
+    shown = formatters.DisplayFormatter().format
+    fig, plain_ax = plt.subplots()
+    assert shown(fig)[0] and shown(plain_ax)[0] and shown([plain_ax])[0]  # unmarked: shown
+    ax = line_plot([1, 2], {"a": [1.0, 2.0]}, "x", "y")
+    panels = [{"a": ([1, 2], [1.0, 2.0])}, {"b": ([1, 2], [2.0, 1.0])}]
+    axes = curve_panels(panels, "x", ["y0", "y1"])
+    clouds = point_clouds({"a": torch.zeros(5, 2)}, per_panel=5)
+    for value in (ax, axes, clouds):
+        assert shown(value) == ({}, {})
+    assert axes == list(axes) and len(axes) == 2  # still the list of axes
+    for f in (fig, ax.figure, axes[0].figure, clouds):
+        plt.close(f)
+
+
 def test_samples_grid_one_panel_per_entry():
     mix = three_blobs()
     x, y = mix.sample(90, generator=torch.Generator().manual_seed(0))
