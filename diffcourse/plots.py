@@ -2,7 +2,10 @@
 grids of images with one row per class, and both as animations a reader scrubs with a slider
 (frames collected by a sampler's ``callback``; :class:`FrameCollector`, :func:`animate_samples`,
 :func:`animate_images`); the labs' curves against t or gamma (:func:`line_plot`) and grids of
-sample panels (:func:`samples_grid`)."""
+sample panels (:func:`samples_grid`).
+
+In a notebook each drawing function shows its figure as soon as it is drawn, once (no
+``plt.show()`` needed); ``show=False`` leaves it open for the caller to add to."""
 
 from __future__ import annotations
 
@@ -31,16 +34,50 @@ def _show_nothing() -> None:
     pass
 
 
+def _inline_backend() -> bool:
+    """True in a notebook kernel drawing with matplotlib's inline backend (Jupyter, Colab, nbval,
+    the book build)."""
+    from .report import _in_kernel
+
+    if not _in_kernel():
+        return False
+    import matplotlib
+
+    return "inline" in matplotlib.get_backend()
+
+
+_drawing = [0]  # how many drawing functions are running: only the outermost one shows
+
+
 def _shown_once(draw):
-    """Mark what the drawing function ``draw`` returns (a figure, axes, or a list of axes) to show
-    nothing as a notebook cell's last value. The inline backend shows the figure once, at the end
-    of the cell; without the mark IPython would show it again (or print the axes' repr), and a
-    closing ";" does not stop that under nbval, whose outputs the book renders. So a lab ends a
-    cell with ``plots.forward_process(...)``, no ``plt.show()``."""
+    """Show, in a notebook with the inline backend, the figure that ``draw`` makes as soon as it is
+    drawn, and mark what ``draw`` returns (the figure, its axes or a list of axes) to show nothing
+    as a cell's last value, so a lab ends a cell with ``plots.forward_process(...)``: no
+    ``plt.show()``, and no second copy of the figure. (A closing ";" would not hide that copy under
+    nbval, whose outputs the book renders.) Elsewhere (a script, the tests) nothing changes. A
+    figure whose axes the caller passed in (``ax=``), or one drawn inside another drawing
+    function, is the caller's to show. A shown figure is final: to draw on it first, pass
+    ``show=False`` (every drawing function takes it) and call ``plt.show()`` after."""
 
     @functools.wraps(draw)
-    def wrapper(*args, **kwargs):
-        out = draw(*args, **kwargs)
+    def wrapper(*args, show: bool = True, **kwargs):
+        if not isinstance(show, bool):
+            raise TypeError(f"show must be True or False, got {show!r}")
+        _drawing[0] += 1
+        try:
+            out = draw(*args, **kwargs)
+        finally:
+            _drawing[0] -= 1
+        if not show or _drawing[0] or kwargs.get("ax") is not None or not _inline_backend():
+            return out
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        from matplotlib.figure import Figure
+
+        first = out[0] if isinstance(out, list) else out
+        fig = first if isinstance(first, Figure) else first.figure
+        display(fig)
+        plt.close(fig)
         if isinstance(out, list):
             return _QuietList(out)
         out._ipython_display_ = _show_nothing

@@ -245,21 +245,37 @@ def test_line_plot_draws_each_curve_with_labels():
         line_plot([1, 2], [1.0, 2.0], "x", "y")
 
 
-def test_a_drawing_functions_value_shows_nothing_in_a_notebook():
-    # the inline backend shows the figure; a lab's last line plots.f(...) must not show it again
+def test_a_drawing_function_shows_its_figure_once_in_a_notebook(monkeypatch):
+    # with the inline backend: shown when drawn, closed, and its value shows nothing as a cell's
+    # last line (else IPython shows the figure a second time); nothing changes elsewhere
+    from diffcourse import plots
+
     formatters = pytest.importorskip("IPython.core.formatters")
-    shown = formatters.DisplayFormatter().format
-    fig, plain_ax = plt.subplots()
-    assert shown(fig)[0] and shown(plain_ax)[0] and shown([plain_ax])[0]  # unmarked: shown
-    ax = line_plot([1, 2], {"a": [1.0, 2.0]}, "x", "y")
+    ipython_display = pytest.importorskip("IPython.display")
+    quiet = formatters.DisplayFormatter().format
+    shown = []
+    monkeypatch.setattr(ipython_display, "display", shown.append)
+    fig = plots.point_clouds({"a": torch.zeros(5, 2)}, per_panel=5)  # not in a kernel
+    assert not shown and plt.fignum_exists(fig.number) and quiet(fig)[0]
+    plt.close(fig)
+    monkeypatch.setattr(plots, "_inline_backend", lambda: True)
+    fig = plots.point_clouds({"a": torch.zeros(5, 2)}, per_panel=5)
+    assert shown == [fig] and not plt.fignum_exists(fig.number) and quiet(fig) == ({}, {})
     panels = [{"a": ([1, 2], [1.0, 2.0])}, {"b": ([1, 2], [2.0, 1.0])}]
-    axes = curve_panels(panels, "x", ["y0", "y1"])
-    clouds = point_clouds({"a": torch.zeros(5, 2)}, per_panel=5)
-    for value in (ax, axes, clouds):
-        assert shown(value) == ({}, {})
-    assert axes == list(axes) and len(axes) == 2  # still the list of axes
-    for f in (fig, ax.figure, axes[0].figure, clouds):
-        plt.close(f)
+    axes = plots.curve_panels(panels, "x", ["y0", "y1"])  # a list of axes
+    assert shown[-1] is axes[0].figure and quiet(axes) == ({}, {}) and len(axes) == 2
+    # drawn inside another drawing function: shown once, by the outer one
+    plots.mixture_classes(three_blobs(), n=30, per_class=10)
+    assert len(shown) == 3
+    _, ax = plt.subplots()  # the caller's axes: the caller's to show
+    assert plots.line_plot([1, 2], {"a": [1.0, 2.0]}, "x", "y", ax=ax) is ax
+    assert len(shown) == 3 and plt.fignum_exists(ax.figure.number)
+    plt.close(ax.figure)
+    fig = plots.point_clouds({"a": torch.zeros(5, 2)}, per_panel=5, show=False)  # to add to
+    assert len(shown) == 3 and plt.fignum_exists(fig.number) and quiet(fig)[0]
+    plt.close(fig)
+    with pytest.raises(TypeError, match="show"):
+        plots.point_clouds({"a": torch.zeros(5, 2)}, per_panel=5, show="no")
 
 
 def test_samples_grid_one_panel_per_entry():
