@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import io
 import re
 import tempfile
@@ -59,6 +60,9 @@ def _shown_once(draw):
     function, is the caller's to show. A shown figure is final: to draw on it first, pass
     ``show=False`` (every drawing function takes it) and call ``plt.show()`` after."""
 
+    signature = inspect.signature(draw)
+    takes_ax = "ax" in signature.parameters
+
     @functools.wraps(draw)
     def wrapper(*args, show: bool = True, **kwargs):
         if not isinstance(show, bool):
@@ -68,7 +72,8 @@ def _shown_once(draw):
             out = draw(*args, **kwargs)
         finally:
             _drawing[0] -= 1
-        if not show or _drawing[0] or kwargs.get("ax") is not None or not _inline_backend():
+        callers_ax = takes_ax and signature.bind(*args, **kwargs).arguments.get("ax") is not None
+        if not show or _drawing[0] or callers_ax or not _inline_backend():
             return out
         import matplotlib.pyplot as plt
         from IPython.display import display

@@ -269,6 +269,7 @@ def test_a_drawing_function_shows_its_figure_once_in_a_notebook(monkeypatch):
     assert len(shown) == 3
     _, ax = plt.subplots()  # the caller's axes: the caller's to show
     assert plots.line_plot([1, 2], {"a": [1.0, 2.0]}, "x", "y", ax=ax) is ax
+    assert plots.score_error_curve(torch.rand(10), 2, ax) is ax  # passed by position too
     assert len(shown) == 3 and plt.fignum_exists(ax.figure.number)
     plt.close(ax.figure)
     fig = plots.point_clouds({"a": torch.zeros(5, 2)}, per_panel=5, show=False)  # to add to
