@@ -1225,8 +1225,10 @@ def levels_sweep(mixture: dict, digits: dict, ddpm: dict, ddpm_spread: float):
     Each sweep holds eta = 0 and 1 at the same levels. Returns the axes."""
     mix_levels = _check_levels_sweep("mixture", mixture)
     img_levels = _check_levels_sweep("digits", digits)
-    if not isinstance(ddpm, dict) or "diversity" not in ddpm:
-        raise TypeError("ddpm must be a dict of DDPM's metrics with a 'diversity'")
+    if not isinstance(ddpm, dict):
+        raise TypeError(f"ddpm must be a dict of DDPM's metrics, got {type(ddpm).__name__}")
+    if "diversity" not in ddpm:
+        raise ValueError("ddpm has no diversity")
     ddpm_spread = check_real(ddpm_spread, "ddpm_spread")
     panels = [{}, {}, {}]  # distance, spread (mixture); diversity (digits)
     for eta, style in ((0.0, "-o"), (1.0, "--s")):

@@ -588,8 +588,10 @@ def test_levels_sweep_draws_each_metric_at_its_levels():
         levels_sweep({**mixture, (5, 0.0): {"d1": 1, "spread1": 1, "d3": 1}}, digits, {}, 0.7)
     with pytest.raises(ValueError, match="eta 0 or 1"):
         levels_sweep(mixture, {(10, 0.5): {"diversity": 1.0}}, {"diversity": 0.9}, 0.7)
-    with pytest.raises(TypeError, match="ddpm"):
+    with pytest.raises(ValueError, match="ddpm has no diversity"):
         levels_sweep(mixture, digits, {}, 0.7)
+    with pytest.raises(TypeError, match="ddpm"):
+        levels_sweep(mixture, digits, [0.9], 0.7)
     with pytest.raises(TypeError, match="ddpm_spread"):
         levels_sweep(mixture, digits, {"diversity": 0.9}, "0.7")
 
