@@ -573,16 +573,24 @@ def line_plot(
 
 @_shown_once
 def samples_grid(
-    grid, rows, y: Optional[torch.Tensor] = None, per_class: int = 600, size: float = 3.2
+    grid,
+    rows,
+    y: Optional[torch.Tensor] = None,
+    per_class: int = 600,
+    size: float = 3.2,
+    ring: Optional[torch.Tensor] = None,
 ):
     """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
     {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
     row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples)
     points are coloured by label and the top-right panel carries the legend; without, each row has
-    its own colour. The outer axes, and those of every panel beside an empty one, are labelled x_1
-    and x_2; all span the grid's square. Returns the figure."""
+    its own colour. ``ring``: points [K, 2] (the asked-for component's mean) circled in magenta, a
+    colour no label takes, in every panel. The outer axes, and those of every panel beside an empty
+    one, are labelled x_1 and x_2; all span the grid's square. Returns the figure."""
     import matplotlib.pyplot as plt
 
+    if ring is not None:
+        ring = check_tensor(ring, "ring", floating=True, shape=(None, 2)).detach().cpu()
     if (
         not isinstance(rows, dict)
         or not rows
@@ -616,6 +624,10 @@ def samples_grid(
                 lim=lim,
                 color=None if y is not None else f"C{i}",
             )
+            if ring is not None:
+                axes[i, j].scatter(
+                    *ring.T, s=200, facecolor="none", edgecolor="magenta", zorder=4
+                )
     # the outer axes are labelled, and so is every panel beside an empty one (shared axes hide
     # the tick labels of inner panels, which would leave those without any)
     empty = [[x is None for x in panels.values()] for panels in rows.values()]
@@ -632,20 +644,26 @@ def samples_grid(
     return fig
 
 
-def error_over_levels(ax, levels, errors: dict, title: str = "") -> None:
+@_shown_once
+def error_over_levels(levels, errors: dict, title: str = "", ax=None):
     """Relative score errors against the level t (1-based on the axis), both axes logarithmic, one
-    line per entry of ``errors`` ({label: values at ``levels``, 0-based}): chapter 1's picture of a
-    learned score held against the exact one, here for any model."""
-    for (label, values), style in zip(errors.items(), ("o-", "s--", "^:", "d-.")):
-        ax.plot([t + 1 for t in levels], [float(v) for v in values], style, label=label)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="level t",
-        ylabel="RMS(learned - exact) / RMS(exact)",
-        title=title,
+    line per entry of ``errors`` ({label: values at ``levels``, 0-based}; at most four), on ``ax``
+    or a new figure: chapter 1's picture of a learned score held against the exact one, here for
+    any model. Returns the axes."""
+    if not isinstance(errors, dict) or not 0 < len(errors) <= 4:
+        raise TypeError("errors must be a dict label -> values with one to four entries")
+    return line_plot(
+        [t + 1 for t in levels],
+        errors,
+        "level t",
+        "RMS(learned - exact) / RMS(exact)",
+        title,
+        logx=True,
+        logy=True,
+        ax=ax,
+        styles=dict(zip(errors, ("o-", "s--", "^:", "d-."))),
+        figsize=(6, 3.5),
     )
-    ax.legend()
 
 
 # ---- chapters 1 and 2: the forward process, a score error curve, point clouds, classes -----------
@@ -751,20 +769,33 @@ def point_clouds(
 
 
 @_shown_once
-def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Optional[str] = None):
+def class_panels(
+    panels: dict,
+    num_classes: int,
+    size=(4.0, 4.0),
+    legend=None,
+    colors: Optional[list] = None,
+):
     """Side by side scatter plots of labelled 2-D points, one panel per entry of ``panels`` (title ->
     (x [N, 2], y [N])), each class c in its colour of the coolwarm map (blue for class 0, red for
-    the last of ``num_classes``), the same in every panel. ``legend``: a format string for a class's
-    entry (e.g. "asked y = {}"), one legend for the figure, below the panels; None for no legend.
-    Returns the figure."""
+    the last of ``num_classes``), or ``colors[c]`` when given, the same in every panel. ``legend``:
+    a format string for a class's entry (e.g. "asked y = {}") or a list of the classes' names, one
+    legend for the figure, below the panels; None for no legend. Returns the figure."""
     import matplotlib.pyplot as plt
 
     from .checks import check_tensor
 
     _check_panels_dict(panels, "(x, y)")
     num_classes = check_int(num_classes, "num_classes", low=2)
-    if legend is not None and not isinstance(legend, str):
-        raise TypeError(f"legend must be a format string or None, got {type(legend).__name__}")
+    for name, value in (("legend", legend), ("colors", colors)):
+        if isinstance(value, (list, tuple)) and len(value) != num_classes:
+            raise ValueError(f"{name} must name {num_classes} classes, got {len(value)}")
+    if legend is not None and not isinstance(legend, (str, list, tuple)):
+        raise TypeError(
+            f"legend must be a format string, a list of names or None, got {type(legend).__name__}"
+        )
+    if colors is not None and not isinstance(colors, (list, tuple)):
+        raise TypeError(f"colors must be a list of colours or None, got {type(colors).__name__}")
     k = len(panels)
     fig, axes = plt.subplots(
         1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
@@ -777,8 +808,10 @@ def class_panels(panels: dict, num_classes: int, size=(4.0, 4.0), legend: Option
         x, y = x.detach().cpu(), y.cpu()
         for c in range(num_classes):
             if (y == c).any():
-                color = plt.cm.coolwarm(c / (num_classes - 1))
-                label = legend.format(c) if legend else None
+                color = colors[c] if colors else plt.cm.coolwarm(c / (num_classes - 1))
+                label = None
+                if legend:  # a format string, or the classes' names
+                    label = legend.format(c) if isinstance(legend, str) else legend[c]
                 ax.scatter(*x[y == c].T, s=2, color=color, label=label)
         ax.set_title(title)
         ax.set_xlabel("$x_1$")

@@ -499,6 +499,58 @@ def test_class_signal_and_noisy_classifier_check_plots():
         class_signal(t, t, t, chance=2.0)
 
 
+def test_class_panels_take_named_classes_in_given_colours():
+    x, y = torch.randn(30, 2), torch.arange(3).repeat(10)
+    names, colors = ["red", "green", "blue"], ["tab:red", "tab:green", "tab:blue"]
+    fig = class_panels({"a": (x, y)}, 3, legend=names, colors=colors)
+    dots = fig.get_axes()[0].collections
+    assert [c.get_label() for c in dots] == names
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == names
+    green = matplotlib.colors.to_rgba("tab:green")
+    assert tuple(dots[1].get_facecolor()[0]) == pytest.approx(green)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="^legend must name 3"):
+        class_panels({"a": (x, y)}, 3, legend=names[:2])
+    with pytest.raises(ValueError, match="^colors must name 3"):
+        class_panels({"a": (x, y)}, 3, colors=colors[:2])
+    with pytest.raises(TypeError, match="^colors"):
+        class_panels({"a": (x, y)}, 3, colors="tab:red")
+    with pytest.raises(TypeError, match="^legend"):
+        class_panels({"a": (x, y)}, 3, legend=3)
+
+
+def test_samples_grid_rings_the_given_points_in_every_panel():
+    from diffcourse.plots import samples_grid
+
+    mix = three_blobs()
+    x = mix.sample(40, generator=torch.Generator().manual_seed(0))[0]
+    fig = samples_grid(density_grid(mix, cells=30), {"": {"1": x, "2": x}}, ring=mix.means[:1])
+    for ax in fig.axes:  # the last scatter of each panel: one open magenta circle at the mean
+        circle = ax.collections[-1]
+        assert circle.get_offsets().tolist() == [mix.means[0].tolist()]
+        assert tuple(circle.get_edgecolor()[0]) == matplotlib.colors.to_rgba("magenta")
+        assert len(circle.get_facecolor()) == 0 or circle.get_facecolor()[0][3] == 0
+    plt.close(fig)
+    with pytest.raises(ValueError, match="^ring"):
+        samples_grid(density_grid(mix, cells=30), {"": {"1": x}}, ring=torch.zeros(3))
+
+
+def test_error_over_levels_draws_log_log_curves_at_one_based_levels():
+    from diffcourse.plots import error_over_levels
+
+    ax = error_over_levels([0, 9, 99], {"null": [2.0, 0.5, 0.1], "y": [1.0, 0.4, 0.1]}, "U-Net")
+    first, second = ax.get_lines()
+    assert first.get_xdata().tolist() == [1, 10, 100] and first.get_label() == "null"
+    assert first.get_marker() == "o" and second.get_linestyle() == "--"
+    assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_title() == "U-Net"
+    assert ax.get_xlabel() == "level t"
+    plt.close(ax.figure)
+    with pytest.raises(TypeError, match="^errors"):
+        error_over_levels([0], {str(k): [1.0] for k in range(5)})
+    with pytest.raises(ValueError, match="curves"):
+        error_over_levels([0, 1], {"a": [1.0]})
+
+
 def test_samples_grid_leaves_a_none_panel_empty():
     from diffcourse.plots import samples_grid
 
