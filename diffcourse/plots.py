@@ -625,9 +625,7 @@ def samples_grid(
                 color=None if y is not None else f"C{i}",
             )
             if ring is not None:
-                axes[i, j].scatter(
-                    *ring.T, s=200, facecolor="none", edgecolor="magenta", zorder=4
-                )
+                axes[i, j].scatter(*ring.T, s=200, facecolor="none", edgecolor="magenta", zorder=4)
     # the outer axes are labelled, and so is every panel beside an empty one (shared axes hide
     # the tick labels of inner panels, which would leave those without any)
     empty = [[x is None for x in panels.values()] for panels in rows.values()]
