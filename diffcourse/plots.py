@@ -584,9 +584,10 @@ def samples_grid(
     {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
     row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples)
     points are coloured by label and the top-right panel carries the legend; without, each row has
-    its own colour. ``ring``: points [K, 2] (the asked-for component's mean) circled in magenta, a
-    colour no label takes, in every panel. The outer axes, and those of every panel beside an empty
-    one, are labelled x_1 and x_2; all span the grid's square. Returns the figure."""
+    its own colour. ``ring``: points [K, 2] (e.g. the asked-for component's mean) circled in
+    magenta, a colour no label takes, in every panel. The outer axes, and those of every panel
+    beside an empty one, are labelled x_1 and x_2; all span the grid's square. Returns the
+    figure."""
     import matplotlib.pyplot as plt
 
     if ring is not None:
@@ -648,8 +649,10 @@ def error_over_levels(levels, errors: dict, title: str = "", ax=None):
     line per entry of ``errors`` ({label: values at ``levels``, 0-based}; at most four), on ``ax``
     or a new figure: chapter 1's picture of a learned score held against the exact one, here for
     any model. Returns the axes."""
-    if not isinstance(errors, dict) or not 0 < len(errors) <= 4:
-        raise TypeError("errors must be a dict label -> values with one to four entries")
+    if not isinstance(errors, dict):
+        raise TypeError(f"errors must be a dict label -> values, got {type(errors).__name__}")
+    if not 0 < len(errors) <= 4:  # one line style each
+        raise ValueError(f"errors must hold one to four curves, got {len(errors)}")
     return line_plot(
         [t + 1 for t in levels],
         errors,

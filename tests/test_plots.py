@@ -545,8 +545,10 @@ def test_error_over_levels_draws_log_log_curves_at_one_based_levels():
     assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_title() == "U-Net"
     assert ax.get_xlabel() == "level t"
     plt.close(ax.figure)
-    with pytest.raises(TypeError, match="^errors"):
+    with pytest.raises(ValueError, match="^errors must hold one to four"):
         error_over_levels([0], {str(k): [1.0] for k in range(5)})
+    with pytest.raises(TypeError, match="^errors must be a dict"):
+        error_over_levels([0], [[1.0]])
     with pytest.raises(ValueError, match="curves"):
         error_over_levels([0, 1], {"a": [1.0]})
 
