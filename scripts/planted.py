@@ -211,6 +211,13 @@ PLANTS: List[Plant] = [
         "classifier_free_guidance(cond, model(x_t, t, y), gamma)",
         "independent condition guidance given the asked label, not a random one",
     ),
+    Plant(
+        "12_claims_checked.ipynb",
+        "guidance.py",
+        "lambda step: gamma if t_low <= step <= t_high else 1.0",
+        "lambda step: gamma if t_low <= step <= t_high else gamma",
+        "interval guidance that keeps gamma outside its interval too (a swapped branch)",
+    ),
 ]
 
 
