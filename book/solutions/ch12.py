@@ -23,7 +23,9 @@ def tilted_by_rejection(
     while sum(len(k) for k in kept) < n:
         x, _ = mixture.sample(4 * n, proposal, generator=generator)
         keep_prob = mixture.class_log_posterior(x)[:, y].mul(power).exp()
-        u = torch.rand(4 * n, generator=generator, dtype=keep_prob.dtype)
+        u = torch.rand(
+            4 * n, generator=generator, dtype=keep_prob.dtype, device=keep_prob.device
+        )
         kept.append(x[u < keep_prob])
         proposed += 4 * n
     total = sum(len(k) for k in kept)
