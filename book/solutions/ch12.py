@@ -24,7 +24,7 @@ def tilted_by_rejection(
         x, _ = mixture.sample(4 * n, proposal, generator=generator)
         keep_prob = mixture.class_log_posterior(x)[:, y].mul(power).exp()
         u = torch.rand(
-            4 * n, generator=generator, dtype=keep_prob.dtype, device=keep_prob.device
+            4 * n, generator=generator, dtype=x.dtype, device=x.device
         )
         kept.append(x[u < keep_prob])
         proposed += 4 * n
