@@ -717,8 +717,6 @@ def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     the axes."""
     import matplotlib.pyplot as plt
 
-    from .checks import check_tensor
-
     check_tensor(errors, "errors", floating=True, ndim=1)
     skip = check_int(skip, "skip", low=0, high=len(errors) - 1)
     mean = errors[skip:].mean().item()
@@ -746,8 +744,6 @@ def point_clouds(
     ylim] with labelled axes: samples set beside exact draws to be compared by eye. Returns the
     figure."""
     import matplotlib.pyplot as plt
-
-    from .checks import check_tensor
 
     _check_panels_dict(panels, "points")
     per_panel = check_int(per_panel, "per_panel", low=1)
@@ -783,8 +779,6 @@ def class_panels(
     a format string for a class's entry (e.g. "asked y = {}") or a list of the classes' names, one
     legend for the figure, below the panels; None for no legend. Returns the figure."""
     import matplotlib.pyplot as plt
-
-    from .checks import check_tensor
 
     _check_panels_dict(panels, "(x, y)")
     num_classes = check_int(num_classes, "num_classes", low=2)
@@ -834,8 +828,6 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
     by chapter 2's formula G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line,
     which should trace the band's upper edge. Returns the axes."""
     import matplotlib.pyplot as plt
-
-    from .checks import check_tensor
 
     check_tensor(loss_u, "loss_u", floating=True, ndim=1)
     n = len(loss_u)
