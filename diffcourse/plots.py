@@ -538,10 +538,12 @@ def line_plot(
     ax=None,
     styles=None,
     figsize=(6.5, 4.0),
+    legend: Optional[dict] = None,
 ):
     """``curves`` (label -> values over ``x``) as labelled lines with a legend, on ``ax`` or on a new
     figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
-    format string, e.g. "--o") where wanted. Returns the axes. The labs' curves against t or gamma."""
+    format string, e.g. "--o" or "C1o--") where wanted; ``legend``: options for the legend (e.g.
+    ``dict(ncol=2, title="gamma")``). Returns the axes. The labs' curves against t or gamma."""
     import matplotlib.pyplot as plt
 
     if not isinstance(curves, dict) or not curves:
@@ -551,6 +553,8 @@ def line_plot(
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if legend is not None and not isinstance(legend, dict):
+        raise TypeError(f"legend must be a dict of legend options, got {type(legend).__name__}")
     x = [float(v) for v in x]
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
@@ -566,7 +570,7 @@ def line_plot(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    ax.legend(**{"fontsize": 8, **(legend or {})})
     ax.figure.tight_layout()
     return ax
 

@@ -245,6 +245,27 @@ def test_line_plot_draws_each_curve_with_labels():
         line_plot([1, 2], [1.0, 2.0], "x", "y")
 
 
+def test_line_plot_takes_colour_in_a_style_and_legend_options():
+    from matplotlib.colors import to_rgba
+
+    curves = {"teacher": [1.0, 2.0], "student": [2.0, 3.0]}
+    styles = {"teacher": "C1-", "student": "C1o--"}
+    legend = {"ncol": 2, "title": "gamma"}
+    ax = line_plot([1, 2], curves, "t", "error", styles=styles, legend=legend)
+    teacher, student = ax.get_lines()
+    assert to_rgba(teacher.get_color()) == to_rgba(student.get_color()) == to_rgba("C1")
+    assert student.get_marker() == "o" and student.get_linestyle() == "--"
+    box = ax.get_legend()
+    assert box.get_title().get_text() == "gamma"
+    ax.figure.canvas.draw()  # two columns: both entries on one row
+    first, second = (text.get_window_extent().y0 for text in box.get_texts())
+    assert first == pytest.approx(second)
+    assert box.get_texts()[0].get_fontsize() == 8  # the default size kept
+    plt.close(ax.figure)
+    with pytest.raises(TypeError, match="legend"):
+        line_plot([1, 2], curves, "t", "error", legend="upper left")
+
+
 def test_a_drawing_function_shows_its_figure_once_in_a_notebook(monkeypatch):
     # with the inline backend: shown when drawn, closed, and its value shows nothing as a cell's
     # last line (else IPython shows the figure a second time); nothing changes elsewhere
