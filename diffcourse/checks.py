@@ -26,9 +26,10 @@ import contextvars
 import math
 import numbers
 import zipfile
+from collections import abc
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -106,6 +107,28 @@ def check_callable(value, name: str):
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
     return value
+
+
+def check_reals(values, name: str, **limits) -> list:
+    """A non-empty sequence (a list, a tuple, a 1-D tensor) of real numbers, each checked by
+    :func:`check_real` with ``limits``; returned as a list of floats."""
+    if isinstance(values, torch.Tensor):
+        values = values.tolist() if values.ndim == 1 else values
+    if isinstance(values, (str, bytes)) or not isinstance(values, abc.Sequence):
+        raise TypeError(f"{name} must be a sequence of real numbers, got {type(values).__name__}")
+    if not values:
+        raise ValueError(f"{name} must hold at least one value")
+    return [check_real(v, f"{name}[{i}]", **limits) for i, v in enumerate(values)]
+
+
+def check_span(pair, name: str) -> Tuple[float, float]:
+    """An interval (low, high): two real numbers with low < high."""
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, abc.Sequence) or len(pair) != 2:
+        raise TypeError(f"{name} must be a pair (low, high) of real numbers, got {pair!r}")
+    low, high = check_reals(pair, name)
+    if not low < high:
+        raise ValueError(f"{name} must have low < high, got {tuple(pair)}")
+    return low, high
 
 
 # ---- tensors ------------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_int, check_levels, check_mixture, check_real, check_schedule, check_tensor
+from .checks import (
+    check_int,
+    check_levels,
+    check_mixture,
+    check_module,
+    check_real,
+    check_reals,
+    check_schedule,
+    check_span,
+    check_tensor,
+)
 from .data import round_mixture
 from .device import full_precision
 from .guidance import classifier_free_eps_fn, classifier_free_guidance, interval_cfg_eps_fn
@@ -72,6 +82,11 @@ def two_classes(d: int, mu: float = 0.5, dtype: torch.dtype = torch.float64) -> 
     return round_mixture(torch.stack([m, -m]), 1.0, [0, 1], dtype)
 
 
+def _class(mixture: GaussianMixture, y) -> int:
+    """``y`` as a class of ``mixture``: an int in 0..C-1."""
+    return check_int(y, "y", low=0, high=check_mixture(mixture).num_classes - 1)
+
+
 def reduction_gap(
     d: int,
     schedule: Schedule,
@@ -84,6 +99,8 @@ def reduction_gap(
     """Largest difference between a d-dimensional guided DDIM run of :func:`two_classes`, projected on
     m / |m|, and the one-dimensional run with classes at +-mu sqrt(d) from the projected noise. Orthogonal
     to m both exact scores are -x, so guidance acts along m alone: the difference is rounding."""
+    d, gamma = check_int(d, "d", low=1), check_real(gamma, "gamma", low=0)
+    check_schedule(schedule)
     z = seeded_noise((n, d), seed, device, torch.float64)
     unit = torch.full((d, 1), d**-0.5, dtype=torch.float64, device=z.device)
     run = samplers(schedule)["DDIM"]
@@ -107,11 +124,15 @@ def dimension_sweep(
     classes at +-mu sqrt(d)), with DDPM and with DDIM on every level: ``{(d, sampler): (shift, std)}``,
     shift = their mean along m beyond the class mean, std = their standard deviation along m (both
     in units of the class's standard deviation, 1)."""
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+        raise TypeError(f"dims must be a sequence of ints, got {type(dims).__name__}")
+    dims = [check_int(d, "dims", low=1) for d in dims]
+    gamma = check_real(gamma, "gamma", low=0)
     z = seeded_noise((n, 1), seed, device, torch.float64)
-    runs = samplers(schedule, levels=schedule.T)
+    runs = samplers(check_schedule(schedule), levels=schedule.T)
     out = {}
     for d in dims:
-        sep = mu * math.sqrt(check_int(d, "dims", low=1))
+        sep = mu * math.sqrt(d)
         fn = exact_cfg(two_classes(1, sep).to(z.device), schedule, 0, gamma)
         for name, run in runs.items():
             u = run(fn, z)
@@ -133,8 +154,9 @@ def confidence_and_entropy(
 ) -> Dict[Tuple[str, float], Tuple[float, float]]:
     """``{(sampler, gamma): (confidence, entropy)}`` of eq. 170's samples of class y: the mean exact
     p(y|x) over the samples, and their differential entropy (:func:`~diffcourse.metrics.knn_entropy`)."""
-    n = check_int(n, "n", low=1)
-    z = seeded_noise((n, check_mixture(mixture).dim), seed, mixture.device, mixture.dtype)
+    n, y = check_int(n, "n", low=1), _class(mixture, y)
+    gammas = check_reals(gammas, "gammas", low=0)
+    z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
     out = {}
     for name, run in samplers(schedule, levels).items():
         for g in gammas:
@@ -173,6 +195,11 @@ def edge_and_support(
     """Eq. 170 for class 0 of a 1-D mixture, with a constant ``error`` added to the exact conditional
     noise prediction: ``{(error, sampler, gamma): (share in far, share outside support)}``, the
     intervals given as (low, high)."""
+    if check_mixture(mixture).dim != 1:
+        raise ValueError(f"mixture must be one-dimensional, got dim {mixture.dim}")
+    check_schedule(schedule)
+    gammas, errors = check_reals(gammas, "gammas", low=0), check_reals(errors, "errors")
+    far, support = check_span(far, "far"), check_span(support, "support")
     z = seeded_noise((n, 1), seed, mixture.device, mixture.dtype)
     cond = exact_eps_fn(class_mixture(mixture, 0), schedule)
     out = {}
@@ -193,7 +220,10 @@ def edge_and_support(
 def noise_to_signal_levels(schedule: Schedule, low: float, high: float) -> Tuple[int, int]:
     """The first and last 0-based levels whose noise-to-signal ratio sqrt((1 - a) / a) lies in
     [low, high]."""
-    ab = schedule.alpha_bar
+    ab = check_schedule(schedule).alpha_bar
+    low, high = check_real(low, "low", low=0), check_real(high, "high", low=0)
+    if low > high:
+        raise ValueError(f"low must not exceed high, got {low} > {high}")
     inside = ((((1 - ab) / ab).sqrt() >= low) & (((1 - ab) / ab).sqrt() <= high)).nonzero()[:, 0]
     if not len(inside):
         raise ValueError(f"no level has a noise-to-signal ratio in [{low}, {high}]")
@@ -213,6 +243,15 @@ def coverage_by_span(
     """Mode coverage (:func:`~diffcourse.leaderboard.mode_coverage`) of class y's DDIM samples with
     eq. 170 at ``gamma`` on the levels of each span (t_low, t_high), the conditional prediction
     elsewhere; a span of None guides nowhere."""
+    y, gamma = _class(mixture, y), check_real(gamma, "gamma", low=0)
+    check_schedule(schedule)
+    if not isinstance(spans, dict) or not spans:
+        raise TypeError(
+            f"spans must be a non-empty dict name -> (t_low, t_high) or None, got {spans!r}"
+        )
+    for name, span in spans.items():
+        if span is not None:
+            check_levels(schedule, span, f"spans[{name!r}]")
     z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
     cond, uncond = (
         exact_eps_fn(class_mixture(mixture, y), schedule),
@@ -253,6 +292,7 @@ def additive_world(
 def ratio_of_laws_fn(top: GaussianMixture, bottom: GaussianMixture, schedule: Schedule) -> Fn:
     """``log_ratio(x_t, t) = log top_t(x_t) - log bottom_t(x_t)`` (one step per call, as samplers
     call it): the ratio feedback guidance needs, here p_t(x|y) / p_t(x) of two separate mixtures."""
+    check_mixture(top, "top"), check_mixture(bottom, "bottom"), check_schedule(schedule)
 
     def log_ratio(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = float(schedule.alpha_bar[int(t[0])])
@@ -316,7 +356,8 @@ def stand_in_error(
     stand-in for the unconditional prediction, over x_t from the forward process."""
     from .metrics import relative_score_error
 
-    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    check_mixture(mixture), check_levels(schedule, levels, "levels")
+    gen = torch.Generator(device=mixture.device).manual_seed(check_int(seed, "seed"))
     labels = torch.randint(0, mixture.num_classes, (n,), generator=gen, device=mixture.device)
     return relative_score_error(
         exact_eps_fn(mixture, schedule, labels), mixture, schedule, levels, n=n
@@ -339,6 +380,10 @@ def learned_icg(
     from .guidance import batched_cfg_eps_fn, independent_condition_eps_fn
     from .metrics import agreement_and_spread
 
+    if not all(hasattr(check_module(model), a) for a in ("channels", "size", "num_classes")):
+        raise TypeError(f"model must be an image denoiser (a UNet), got {type(model).__name__}")
+    y, gamma = _class(mixture, y), check_real(gamma, "gamma", low=0)
+    check_schedule(schedule)
     dev = mixture.device
     labels = torch.full((n,), y, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -370,8 +415,12 @@ def ddpm_against_ddim(
     samples, ``sizes`` its n per seed): the seed gaps between eq. 170's DDIM and DDPM samples
     (:func:`~diffcourse.leaderboard.seed_gaps`), and which of the two samplers the exact tilted draws
     beat on every seed on the distance to the tilted law."""
-    from .leaderboard import robust_pairs, seed_gaps
+    from .leaderboard import check_rows, robust_pairs, seed_gaps
 
+    check_rows(rows)
+    for name, value in (("kept", kept), ("sizes", sizes)):
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict by mixture name, got {type(value).__name__}")
     out = {}
     for name, samples in kept.items():
         gaps = seed_gaps(samples["eq. 170, DDIM"], samples["eq. 170, DDPM"], sizes[name])
@@ -387,7 +436,7 @@ def ddpm_against_ddim(
 
 def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool = True) -> bool:
     """Whether ``values`` rise (or fall, ``increasing=False``) from each one to the next, strictly or not."""
-    sign = 1 if increasing else -1
+    values, sign = check_reals(values, "values"), 1 if increasing else -1
     steps = [sign * (b - a) for a, b in zip(values, values[1:])]
     return all(s > 0 for s in steps) if strict else all(s >= 0 for s in steps)
 

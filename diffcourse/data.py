@@ -372,7 +372,10 @@ def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64)
     """Equal-weight round Gaussians N(means[k], std^2 I) with component k in class ``labels[k]``: the
     small mixtures chapter 12 builds for one claim each (a chain of narrow Gaussians standing for an
     interval, two modes of one class beside another class, two classes in d dimensions)."""
-    means = torch.as_tensor(means, dtype=torch.float64)
+    try:
+        means = torch.as_tensor(means, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"means must be [K, D] numbers, got {type(means).__name__}") from None
     if means.ndim != 2:
         raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
     std = check_real(std, "std", low=0, low_open=True)

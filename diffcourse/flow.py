@@ -16,6 +16,7 @@ t = 0 and take a ``v_fn(x_t, t)`` the way the diffusion samplers take an ``eps_f
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,8 +27,11 @@ from .checks import (
     check_alike,
     check_callable,
     check_int,
+    check_mixture,
     check_module,
     check_real,
+    check_reals,
+    check_schedule,
     check_tensor,
     read_values,
     sampling_run,
@@ -142,6 +146,8 @@ def matched_time(alpha_bar) -> Tuple[torch.Tensor, torch.Tensor]:
     a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar). Both paths carry the same x_0 and eps, so
     E[eps | x_t(flow)] = E[eps | x(alpha_bar)] at matched points: a noise predictor of chapter 5
     gives the velocity (eps - x_t) / (1 - t)."""
+    if not isinstance(alpha_bar, (numbers.Real, torch.Tensor)) or isinstance(alpha_bar, bool):
+        raise TypeError(f"alpha_bar must be a number or a tensor, got {type(alpha_bar).__name__}")
     a_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
     if not bool(((a_bar > 0) & (a_bar <= 1)).all()):
         raise ValueError("alpha_bar must lie in (0, 1]")
@@ -272,6 +278,7 @@ def velocity_cfg_fn(cond_fn: VelocityFn, uncond_fn: VelocityFn, gamma: float) ->
     calls per step, at every gamma; for a network with a null label,
     ``guidance.batched_cfg_eps_fn(model, y, gamma)`` makes one stacked pass (its rule is eq. 170 for
     any kind of prediction)."""
+    check_callable(cond_fn, "cond_fn"), check_callable(uncond_fn, "uncond_fn")
     gamma = _gamma(gamma)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -337,6 +344,7 @@ def cfg_zero_star_fn(
     t = 1. (With :func:`heun_sample` the last zeroed step differs: its corrector is evaluated at
     t_K and moves the point half a step.)
     """
+    check_callable(cond_fn, "cond_fn"), check_callable(uncond_fn, "uncond_fn")
     gamma = _gamma(gamma)
     t_zero = check_real(t_zero, "t_zero", low=0, high=1)
 
@@ -386,6 +394,7 @@ def guided_velocity_target(
     own gamma [N], from one stacked pass of a conditional ``teacher`` with a null label: the target
     guidance distillation trains its student on (Meng et al. 2023, stage one, in velocity form). At
     gamma = 1 the unconditional half has weight 0 and the target is the conditional velocity."""
+    check_module(teacher, "teacher"), check_tensor(x_t, "x_t", floating=True)
     n = x_t.shape[0]
     g = _col(check_gammas(gamma, n), x_t)
     null = torch.full_like(y, teacher.null_label)
@@ -435,8 +444,10 @@ def relative_velocity_error(
     mixture's data, x_t = (1 - t) x_0 + t eps, x_0 from p(x) or from p(x | y). Chapter 1's score error
     in velocity form: a ratio of root-mean-squares, so points where the velocity is near zero do not
     blow it up. Both callables are called on a batch of ``n`` rows (build them for n rows of label y)."""
-    n = check_int(n, "n", low=1)
-    gen = torch.Generator().manual_seed(seed)
+    check_callable(v_fn, "v_fn"), check_callable(reference_fn, "reference_fn")
+    check_mixture(mixture)
+    times, n = check_reals(times, "times", low=0, high=1), check_int(n, "n", low=1)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     out = []
     for t in times:
         x0 = mixture.sample(n, y, generator=gen)[0]
@@ -562,7 +573,7 @@ def velocity_gap_to_score(
     x_t (``mixture.flow_marginal(t)``, its log-density by Cholesky) turned into a velocity by
     :func:`score_to_velocity`, -(x_t + t score) / (1 - t). Nothing is shared with the closed-form
     velocity (``exact_velocity_fn``), so a small gap checks it independently (times < 1)."""
-    check_callable(v_fn, "v_fn")
+    check_callable(v_fn, "v_fn"), check_mixture(mixture)
     check_tensor(x, "x", floating=True, ndim=2)
     worst = 0.0
     for t in times:
@@ -584,7 +595,7 @@ def velocity_gap_to_eps(
     scale t, c = :func:`matched_time` of alpha_bar (x on the path is x / c on the chain) and the
     noise prediction there turned into a velocity by :func:`eps_to_velocity`. Small where the two
     are the same rule in two parametrisations (eq. 170 on exact velocities and on exact noise)."""
-    check_callable(v_fn, "v_fn")
+    check_callable(v_fn, "v_fn"), check_schedule(schedule)
     check_callable(eps_fn, "eps_fn")
     check_tensor(x, "x", floating=True, ndim=2)
     n, worst = x.shape[0], 0.0

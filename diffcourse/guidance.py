@@ -393,8 +393,14 @@ class APGEpsFn:
         r: float,
         beta: float,
     ):
-        self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, schedule
-        self.gamma, self.eta, self.r, self.beta = gamma, eta, r, beta
+        _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+        self.cond_fn, self.uncond_fn, self.schedule = cond_fn, uncond_fn, check_schedule(schedule)
+        self.gamma, self.eta, self.beta = (
+            _check_gamma(gamma),
+            check_real(eta, "eta"),
+            check_real(beta, "beta"),
+        )
+        self.r = check_real(r, "r", low=0, low_open=True, finite=False)  # math.inf: no clipping
         self.average: Optional[torch.Tensor] = None  # the running update, Delta_m of the last call
         self._run = None  # the sampling run that momentum belongs to
 
@@ -454,11 +460,6 @@ def apg_eps_fn(
     sampler run: see :class:`APGEpsFn`. Momentum counts calls, so it is meant for one call per level
     (DDPM, DDIM), not a corrector's extra calls.
     """
-    gamma = _check_gamma(gamma)
-    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
-    check_schedule(schedule)
-    eta, beta = check_real(eta, "eta"), check_real(beta, "beta")
-    r = check_real(r, "r", low=0, low_open=True, finite=False)  # math.inf: no clipping
     return APGEpsFn(cond_fn, uncond_fn, schedule, gamma, eta, r, beta)
 
 

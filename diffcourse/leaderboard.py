@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import guidance
-from .checks import check_int, check_mixture, check_schedule
+from .checks import check_callable, check_int, check_mixture, check_schedule, check_tensor
 from .flow import cfg_zero_star_fn, euler_sample, zero_init_time
 from .metrics import class_agreement, sample_distance, spread
 from .mixture import (
@@ -130,6 +130,12 @@ class Rule:
     sample: Callable[[Setting, torch.Tensor, torch.Generator], torch.Tensor]
     nfe: Callable[[Setting], float]
     applies: Callable[[Setting], bool] = field(default=lambda setting: True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        for name in ("sample", "nfe", "applies"):
+            check_callable(getattr(self, name), name)
 
 
 def package_rules(
@@ -274,7 +280,8 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     within the class: each sample counts for the component of class y with the largest
     responsibility for it. 1 when every mode of the class gets its due share; a class with one
     component always scores 1."""
-    law = class_mixture(mixture, y)
+    check_tensor(x, "x", floating=True, ndim=2)
+    law = class_mixture(check_mixture(mixture), y)
     x = x.to(law.device, law.dtype)
     nearest = law._component_log_joint(x)[0].argmax(1)
     shares = torch.bincount(nearest, minlength=law.num_components).double() / max(x.shape[0], 1)
@@ -316,6 +323,9 @@ class References:
 
 def score_samples(x: torch.Tensor, refs: References, seed: int) -> Dict[str, float]:
     """The leaderboard's metrics (less ``nfe``) of one seed's samples ``x`` [n, D]."""
+    check_tensor(x, "x", floating=True)
+    if not isinstance(refs, References):
+        raise TypeError(f"refs must be a References, got {type(refs).__name__}")
     s = refs.setting
     x = x.detach().cpu().double()
     if x.shape != (refs.n, s.mixture.dim):
@@ -387,10 +397,29 @@ def evaluate(
     return (rows, kept) if keep_samples else rows
 
 
+def check_rows(rows, metrics: Sequence[str] = ()) -> List[dict]:
+    """``rows`` as :func:`evaluate` returns them: a non-empty list of dicts, each with a mixture, a
+    rule, a seed and every metric in ``metrics``."""
+    if isinstance(rows, (str, bytes, dict)) or not isinstance(rows, Sequence):
+        raise TypeError(
+            f"rows must be a list of dicts, as evaluate returns, got {type(rows).__name__}"
+        )
+    if not rows:
+        raise ValueError("rows must hold at least one row")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")
+        missing = [k for k in ("mixture", "rule", "seed", *metrics) if k not in row]
+        if missing:
+            raise ValueError(f"rows[{i}] lacks {missing}")
+    return list(rows)
+
+
 def summarize(
     rows: Sequence[dict], metrics: Sequence[str] = METRICS
 ) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
     """(mixture, rule) -> metric -> (mean over seeds, standard deviation over seeds)."""
+    check_rows(rows, metrics)
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for row in rows:
         groups.setdefault((row["mixture"], row["rule"]), []).append(row)
@@ -412,6 +441,7 @@ def robust_pairs(
     robust part: what the data say whatever the seed."""
     if metric not in LOWER_IS_BETTER:
         raise ValueError(f"metric must be one of {sorted(LOWER_IS_BETTER)}, got {metric!r}")
+    check_rows(rows, [metric])
     if mixture is None and len({row["mixture"] for row in rows}) > 1:
         raise ValueError("rows hold several mixtures: name one with mixture=...")
     table: Dict[str, Dict[int, float]] = {}
@@ -491,6 +521,7 @@ def side_by_side(
 
 def common_robust_pairs(rows: Sequence[dict], metric: str) -> List[Tuple[str, str]]:
     """The pairs of :func:`robust_pairs` that hold on every mixture in ``rows``, sorted."""
+    check_rows(rows, [metric])
     names = list(dict.fromkeys(row["mixture"] for row in rows))
     sets = [set(robust_pairs([r for r in rows if r["mixture"] == name], metric)) for name in names]
     return sorted(set.intersection(*sets)) if sets else []
@@ -518,6 +549,9 @@ def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[
     """How far two rules' samples (stacked seed by seed, n per seed, as :func:`evaluate` keeps them)
     lie apart, against chance: for each seed i, the distance between a's and b's samples of that seed
     over the distance between b's samples of seeds i and i + 1. Near 1 when a and b sample one law."""
+    check_tensor(samples_a, "samples_a", floating=True, ndim=2)
+    check_tensor(samples_b, "samples_b", floating=True, ndim=2)
+    n = check_int(n, "n", low=1)
     a, b = samples_a.split(n), samples_b.split(n)
     if len(a) != len(b) or len(b) < 2 or a[-1].shape[0] != n:
         raise ValueError(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checks
-from .checks import check_choice, check_int, check_steps, check_tensor
+from .checks import check_choice, check_int, check_module, check_steps, check_tensor
 from .flow import check_gammas, check_times
 from .layers import Conv2d, GroupNorm, Linear
 
@@ -570,6 +570,7 @@ def flat_eps_fn(model: nn.Module, label: Optional[int] = None):
     to the model's images, asks it with one fixed ``label`` (None: the null label) under no_grad, and
     flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
     coordinates (chapter 12)."""
+    check_module(model)
     shape = (getattr(model, "channels", 1), getattr(model, "size", 8), getattr(model, "size", 8))
     if label is not None:  # an int class, not 2.7 or True read as one
         label = check_int(label, "label", low=0, high=getattr(model, "num_classes", 1) - 1)

@@ -467,7 +467,9 @@ def source_hash() -> str:
 
 def cache_key(recipe: Recipe, device: torch.device) -> Dict[str, Any]:
     """Everything the cached weights depend on."""
-    device = torch.device(device)
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a Recipe (see recipes.get), got {type(recipe).__name__}")
+    device = check_device(device)
     key = {
         "recipe": recipe.config(),
         "device": device.type,

@@ -6,7 +6,18 @@ import math
 import pytest
 import torch
 
-from diffcourse import checks, claims, metrics, mixture, plots
+from diffcourse import (
+    checks,
+    claims,
+    data,
+    flow,
+    leaderboard,
+    metrics,
+    mixture,
+    models,
+    plots,
+    recipes,
+)
 from diffcourse.checks import (
     check_choice,
     check_generator,
@@ -14,13 +25,16 @@ from diffcourse.checks import (
     check_labels,
     check_probability,
     check_real,
+    check_reals,
     check_same,
+    check_span,
     check_steps,
     check_tensor,
     same_device,
 )
 from diffcourse.data import checkerboard, load_digits_split, three_blobs, two_moons
 from diffcourse.guidance import (
+    APGEpsFn,
     apg_eps_fn,
     batched_cfg_eps_fn,
     cfgpp_eps_fn,
@@ -149,6 +163,8 @@ MIX = three_blobs()
 MLP = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
 X, T0, Y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 0])
 FN = lambda x, t: x  # noqa: E731
+LINE = claims.interval_classes(components=2)  # a 1-D mixture
+ROW = {"mixture": "m", "rule": "r", "seed": 0, "to_tilted": 1.0}  # a leaderboard row
 
 CASES = [
     # schedules
@@ -246,6 +262,57 @@ CASES = [
     (lambda: claims.samplers("schedule"), TypeError, "schedule"),
     (lambda: plots.forward_process(MIX, S, 3), TypeError, "steps"),
     (lambda: plots.mixture_classes("mixture"), TypeError, "mixture"),
+    # found by a second fuzzing pass (chapters 10 to 12): an AttributeError ("'str' object has no
+    # attribute 'T'"), a bare torch message, or no error at all where a builder took a non-callable
+    (lambda: claims.reduction_gap("8", S, 2.0), TypeError, "d"),
+    (lambda: claims.reduction_gap(8, S, -1.0), ValueError, "gamma"),
+    (lambda: claims.dimension_sweep(8, S, 2.0), TypeError, "dims"),
+    (lambda: claims.dimension_sweep([2], "schedule", 2.0), TypeError, "schedule"),
+    (lambda: claims.confidence_and_entropy(MIX, 3, [2.0], S), ValueError, "y"),
+    (lambda: claims.confidence_and_entropy(MIX, 0, 2.0, S), TypeError, "gammas"),
+    (lambda: claims.edge_and_support(MIX, S, [1.0], [0.0], (1, 2), (0, 2)), ValueError, "mixture"),
+    (lambda: claims.edge_and_support(LINE, S, [1.0], [0.0], (2, 1), (0, 2)), ValueError, "far"),
+    (lambda: claims.edge_and_support(LINE, S, [1.0], [0.0], (1, 2), 2.0), TypeError, "support"),
+    (lambda: claims.noise_to_signal_levels("schedule", 0.1, 1.0), TypeError, "schedule"),
+    (lambda: claims.noise_to_signal_levels(S, "0.1", 1.0), TypeError, "low"),
+    (lambda: claims.noise_to_signal_levels(S, 2.0, 1.0), ValueError, "low"),
+    (lambda: claims.coverage_by_span("mixture", 0, 2.0, S, {}), TypeError, "mixture"),
+    (lambda: claims.coverage_by_span(MIX, 0, 2.0, S, [(0, 5)]), TypeError, "spans"),
+    (lambda: claims.coverage_by_span(MIX, 0, 2.0, S, {"a": (0, 10)}), ValueError, "spans"),
+    (lambda: claims.ratio_of_laws_fn(MIX, "bottom", S), TypeError, "bottom"),
+    (lambda: claims.stand_in_error("mixture", S, [1]), TypeError, "mixture"),
+    (lambda: claims.stand_in_error(MIX, S, 1), TypeError, "levels"),
+    (lambda: claims.learned_icg(MLP, MIX, 0, 2.0, S), TypeError, "model"),
+    (lambda: claims.ddpm_against_ddim("rows", {}, {}), TypeError, "rows"),
+    (lambda: claims.ddpm_against_ddim([{"mixture": "m"}], {}, {}), ValueError, "rows"),
+    (lambda: claims.ddpm_against_ddim([ROW], [], {}), TypeError, "kept"),
+    (lambda: claims.is_monotone("321"), TypeError, "values"),
+    (lambda: claims.is_monotone([3, "2"]), TypeError, "values"),
+    (lambda: flow.matched_time("0.5"), TypeError, "alpha_bar"),
+    (lambda: flow.velocity_cfg_fn("cond", FN, 2.0), TypeError, "cond_fn"),
+    (lambda: flow.cfg_zero_star_fn(FN, None, 2.0), TypeError, "uncond_fn"),
+    (lambda: flow.guided_velocity_target("teacher", X, T0, Y, X[:, 0]), TypeError, "teacher"),
+    (lambda: flow.relative_velocity_error(FN, FN, "mixture", [0.5]), TypeError, "mixture"),
+    (lambda: flow.relative_velocity_error(FN, FN, MIX, [1.5]), ValueError, "times"),
+    (lambda: flow.velocity_gap_to_score(FN, "mixture", 0, X, [0.5]), TypeError, "mixture"),
+    (lambda: flow.velocity_gap_to_eps(FN, FN, "schedule", X, [1]), TypeError, "schedule"),
+    (lambda: leaderboard.mode_coverage([[0.0, 0.0]], MIX, 0), TypeError, "x"),
+    (lambda: leaderboard.mode_coverage(X, "mixture", 0), TypeError, "mixture"),
+    (lambda: leaderboard.summarize("rows"), TypeError, "rows"),
+    (lambda: leaderboard.summarize([]), ValueError, "rows"),
+    (lambda: leaderboard.show([1, 2]), TypeError, "rows"),
+    (lambda: leaderboard.robust_pairs([ROW], "to_cond"), ValueError, "rows"),
+    (lambda: leaderboard.common_robust_pairs({"a": 1}, "to_tilted"), TypeError, "rows"),
+    (lambda: leaderboard.seed_gaps("a", X, 2), TypeError, "samples_a"),
+    (lambda: leaderboard.score_samples(X, "refs", 0), TypeError, "refs"),
+    (lambda: leaderboard.Rule("name", "sample", lambda s: 1), TypeError, "sample"),
+    (lambda: leaderboard.Rule(None, FN, lambda s: 1), TypeError, "name"),
+    (lambda: APGEpsFn(FN, FN, "schedule", 2.0, 0.0, math.inf, 0.0), TypeError, "schedule"),
+    (lambda: APGEpsFn(FN, FN, S, -2.0, 0.0, math.inf, 0.0), ValueError, "gamma"),
+    (lambda: models.flat_eps_fn("model"), TypeError, "model"),
+    (lambda: recipes.cache_key("ch4-denoiser", "cpu"), TypeError, "recipe"),
+    (lambda: recipes.cache_key(recipes.get("ch4-denoiser"), "gpu"), ValueError, "device"),
+    (lambda: data.round_mixture("means", 0.1, [0]), TypeError, "means"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
@@ -273,6 +340,24 @@ def test_value_checks_go_through_one_read():
     finally:
         checks.read_values = original
     assert len(reads) == 2  # t's range, y's range
+
+
+def test_check_reals_and_check_span():
+    assert check_reals(torch.tensor([1.0, 2.0]), "gammas") == [1.0, 2.0]
+    assert check_reals((1, 2.5), "gammas", low=0) == [1.0, 2.5]
+    with pytest.raises(TypeError, match=r"^gammas\[1\] must be a real number"):
+        check_reals([1.0, "2"], "gammas")
+    with pytest.raises(ValueError, match=r"^gammas\[0\] must be"):
+        check_reals([-1.0], "gammas", low=0)
+    with pytest.raises(ValueError, match="^gammas must hold at least one value"):
+        check_reals([], "gammas")
+    with pytest.raises(TypeError, match="^gammas must be a sequence"):
+        check_reals(torch.zeros(2, 2), "gammas")
+    assert check_span([1, 2], "far") == (1.0, 2.0)
+    with pytest.raises(TypeError, match="^far must be a pair"):
+        check_span((1, 2, 3), "far")
+    with pytest.raises(ValueError, match=r"^far must have low < high, got \(2, 2\)"):
+        check_span((2, 2), "far")
 
 
 def test_meta_tensors_have_no_values_to_check():
