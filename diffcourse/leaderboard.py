@@ -280,8 +280,8 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     within the class: each sample counts for the component of class y with the largest
     responsibility for it. 1 when every mode of the class gets its due share; a class with one
     component always scores 1."""
-    check_tensor(x, "x", floating=True, ndim=2)
-    law = class_mixture(check_mixture(mixture), y)
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
+    law = class_mixture(mixture, y)
     x = x.to(law.device, law.dtype)
     nearest = law._component_log_joint(x)[0].argmax(1)
     shares = torch.bincount(nearest, minlength=law.num_components).double() / max(x.shape[0], 1)

@@ -298,6 +298,7 @@ CASES = [
     (lambda: flow.velocity_gap_to_eps(FN, FN, "schedule", X, [1]), TypeError, "schedule"),
     (lambda: leaderboard.mode_coverage([[0.0, 0.0]], MIX, 0), TypeError, "x"),
     (lambda: leaderboard.mode_coverage(X, "mixture", 0), TypeError, "mixture"),
+    (lambda: leaderboard.mode_coverage(torch.zeros(4, 3), MIX, 0), ValueError, "x"),
     (lambda: leaderboard.summarize("rows"), TypeError, "rows"),
     (lambda: leaderboard.summarize([]), ValueError, "rows"),
     (lambda: leaderboard.show([1, 2]), TypeError, "rows"),
