@@ -351,6 +351,7 @@ def autoguidance_eps_fn(good_fn: Fn, weak_fn: Fn, gamma: float) -> Fn:
     gamma eps_good(x_t, t, y) + (1 - gamma) eps_weak(x_t, t, y). It extrapolates away from the weak
     model's errors rather than away from other classes, so it sharpens quality with less loss of
     variety. Both callables take the same label; the arithmetic is :func:`classifier_free_eps_fn`'s."""
+    _check_fns(good_fn=good_fn, weak_fn=weak_fn)
     return classifier_free_eps_fn(good_fn, weak_fn, gamma)
 
 

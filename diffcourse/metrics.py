@@ -863,7 +863,7 @@ def rescale_factors(
         raise ValueError(
             f"x0 must be [N, ...] with at least 2 entries per row, got {tuple(x0.shape)}"
         )
-    gamma = check_real(gamma, "gamma", low=0)
+    gamma, levels = check_real(gamma, "gamma", low=0), check_levels(schedule, levels, "levels")
     out = {}
     for step in levels:
         c = cond_fn(*q_sample_at(x0, step, schedule))

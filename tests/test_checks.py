@@ -36,6 +36,7 @@ from diffcourse.data import checkerboard, load_digits_split, three_blobs, two_mo
 from diffcourse.guidance import (
     APGEpsFn,
     apg_eps_fn,
+    autoguidance_eps_fn,
     batched_cfg_eps_fn,
     cfgpp_eps_fn,
     classifier_free_eps_fn,
@@ -311,6 +312,8 @@ CASES = [
     (lambda: APGEpsFn(FN, FN, "schedule", 2.0, 0.0, math.inf, 0.0), TypeError, "schedule"),
     (lambda: APGEpsFn(FN, FN, S, -2.0, 0.0, math.inf, 0.0), ValueError, "gamma"),
     (lambda: models.flat_eps_fn("model"), TypeError, "model"),
+    (lambda: autoguidance_eps_fn(FN, "weak", 2.0), TypeError, "weak_fn"),
+    (lambda: metrics.rescale_factors(FN, FN, X, S, "levels", 2.0), TypeError, "levels"),
     (lambda: recipes.cache_key("ch4-denoiser", "cpu"), TypeError, "recipe"),
     (lambda: recipes.cache_key(recipes.get("ch4-denoiser"), "gpu"), ValueError, "device"),
     (lambda: data.round_mixture("means", 0.1, [0]), TypeError, "means"),
