@@ -668,7 +668,7 @@ def test_rescale_factors_closed_form():
         rescale_factors(lambda x, t: x, lambda x, t: x, x0.long(), s, [5], 3.0)
     with pytest.raises(ValueError, match="gamma"):
         rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [5], -1.0)
-    with pytest.raises(ValueError, match="^levels must be an int in \[0, 49\]"):
+    with pytest.raises(ValueError, match=r"^levels must be an int in \[0, 49\]"):
         rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [50], 3.0)
 
 
