@@ -393,3 +393,68 @@ def test_check_alike_one_shape_and_device_any_float_dtype():
         checks.check_alike(x_t=x, eps=torch.zeros(4, 1))  # would broadcast
     with pytest.raises(TypeError, match="^eps"):
         checks.check_alike(x_t=x, eps=x.long())
+
+
+# ---- every public function, with a str where its required arguments go -----------------------------
+
+# where a str is a valid first argument, or a file name that is not there says so itself
+STR_IS_VALID = {
+    "device.pick",  # any two values, one per budget
+    "report.glue",  # a name and a value
+    "report.glue_table",
+    "report.glue_key",
+    "text.tokenize",  # captions: an unknown word is a ValueError that names it
+    "text.caption_mask",
+    "text.caption_digits",
+    "data.read_idx",  # a path: FileNotFoundError names it
+    "data.load_mnist",
+}
+
+
+def _public_functions():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import diffcourse
+
+    for info in pkgutil.iter_modules(diffcourse.__path__):
+        if info.name in ("checks", "train", "bench", "__main__"):  # the checks; command lines
+            continue
+        module = importlib.import_module(f"diffcourse.{info.name}")
+        for name, fn in vars(module).items():
+            if (
+                name.startswith("_")
+                or not inspect.isfunction(fn)
+                or fn.__module__ != module.__name__
+            ):
+                continue
+            if f"{info.name}.{name}" in STR_IS_VALID:
+                continue
+            required = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.default is p.empty
+                and p.kind is not p.VAR_POSITIONAL
+                and p.kind is not p.VAR_KEYWORD
+            ]
+            if required:
+                yield f"{info.name}.{name}", fn, required
+
+
+FUNCTIONS = list(_public_functions())
+
+
+@pytest.mark.parametrize("name,fn,required", FUNCTIONS, ids=[f[0] for f in FUNCTIONS])
+def test_every_public_function_names_the_parameter_of_a_str_where_it_wants_more(name, fn, required):
+    """A new public function without argument checks fails here: given the str "bad" for every
+    required argument it must raise a TypeError or ValueError whose message begins with the name
+    of one of its parameters, not an AttributeError from deep inside or a result."""
+    import inspect
+    import re
+
+    args = {p.name: "bad" for p in required}
+    with pytest.raises((TypeError, ValueError)) as info:
+        fn(**args)
+    first = re.match(r"[A-Za-z_]\w*", str(info.value))
+    assert first and first.group() in inspect.signature(fn).parameters, str(info.value)
