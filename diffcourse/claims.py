@@ -12,7 +12,6 @@ import math
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from tqdm.auto import tqdm
 
 from .checks import (
     check_int,
@@ -38,6 +37,7 @@ from .mixture import (
     gaussian,
     tilted_log_prob,
 )
+from .report import progress_bar
 from .samplers import ddim_sample, ddpm_sample, langevin_step, pc_sample, seeded_noise
 from .schedules import Schedule, q_sample
 
@@ -723,7 +723,7 @@ def langevin_settled(
     )
     gen = torch.Generator(device=device or "cpu").manual_seed(check_int(seed, "seed"))
     x = torch.randn(n, dim, generator=gen, device=gen.device, dtype=torch.float64)
-    for _ in tqdm(range(steps), desc="Langevin", leave=False, disable=steps < 100):
+    for _ in progress_bar(range(steps), desc="Langevin", leave=False, disable=steps < 100):
         z = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float64)
         x = langevin_step(x, -x / c, alpha, snr, z)
     return x.var(0).mean().item() / c

@@ -21,7 +21,6 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checks import (
     check_alike,
@@ -37,7 +36,8 @@ from .checks import (
     sampling_run,
     values_checked_already,
 )
-from .samplers import start_noise
+from .report import progress_bar
+from .samplers import finished, start_noise
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -215,7 +215,7 @@ def _solve(
     x = start_noise(shape_or_noise, generator)
     name = "Heun" if heun else "Euler"
     with sampling_run() as run:
-        for i in tqdm(
+        for i in progress_bar(
             range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False
         ):
             t, s = grid[i], grid[i + 1]
@@ -226,7 +226,7 @@ def _solve(
             if heun:  # Heun: the trapezoid with the slope at the end
                 x_next = x + (s - t) * 0.5 * (v + _velocity(v_fn, x_next, s, run, i))
             x = x_next
-    return x
+    return finished(x, f"{name} sampling", "v_fn")
 
 
 def euler_sample(

@@ -8,7 +8,6 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import targets
 from .checks import (
@@ -25,6 +24,7 @@ from .checks import (
     check_tensor,
 )
 from .mixture import GaussianMixture, Label, exact_eps_fn, sample_tilted
+from .report import progress_bar
 from .schedules import Schedule, posterior_variance, q_sample, q_sample_at
 from .targets import eps_to_score
 
@@ -739,7 +739,7 @@ def label_gain(
     check_generator(generator)
     exact_u = exact_eps_fn(mixture, schedule)
     formula, direct, loss_u, loss_c = [], [], [], []
-    for step in tqdm(steps, desc="label gain", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="label gain", disable=not progress, leave=False):
         a = float(schedule.alpha_bar[step])
         x0, y0 = mixture.sample(n, generator=generator)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -817,8 +817,6 @@ def ddim_image_metrics(
     (name -> eps_fn): ``{name: {"fidelity", "frechet", "diversity"}}``, each averaged over ``seeds``
     starting noises shared by all the methods. An entry that is a
     :class:`~diffcourse.guidance.Variant` (eps_fn, nfe) adds its "NFE" to its row."""
-    from tqdm.auto import tqdm
-
     from .samplers import ddim_sample
 
     if not isinstance(eps_fns, Mapping) or not eps_fns:
@@ -832,7 +830,7 @@ def ddim_image_metrics(
     check_schedule(schedule)
     steps = check_int(steps, "steps", low=1, high=schedule.T)
     out = {}
-    for name, fn in tqdm(eps_fns.items(), desc="methods", leave=False):
+    for name, fn in progress_bar(eps_fns.items(), desc="methods", leave=False):
 
         def sample(z: torch.Tensor, g: torch.Generator, fn=fn) -> torch.Tensor:
             return ddim_sample(fn, z, schedule, steps, progress=False)
@@ -1003,13 +1001,11 @@ def class_signal(
     classifier gradient |grad log p_t(y | x_t)| (Luo 2022 eq. 165), accuracy of the exact Bayes
     classifier argmax_c p_t(c | x_t)), each over n draws from p_t(x | y) per class y and averaged
     over the classes. Both as float32 tensors [len(steps)]."""
-    from tqdm.auto import tqdm
-
     check_mixture(mixture)
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     norms, accuracy = [], []
-    for step in tqdm(steps, desc="class signal", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="class signal", disable=not progress, leave=False):
         m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
         n_c, a_c = [], []
         for c in range(mixture.num_classes):
@@ -1045,8 +1041,6 @@ def noisy_classifier_check(
     on n labelled x_t from the forward process: both accuracies, and the RMS norms of the exact
     classifier gradient grad log p_t(y | x_t) (Luo 2022 eq. 166's guidance term) and of the learned
     gradient's error (``guidance.classifier_grad_fn``, by autograd)."""
-    from tqdm.auto import tqdm
-
     from .guidance import classifier_grad_fn
 
     check_module(classifier, "classifier")
@@ -1054,7 +1048,7 @@ def noisy_classifier_check(
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     rows = []
-    for step in tqdm(steps, desc="classifier check", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="classifier check", disable=not progress, leave=False):
         x_t, t, y, m_t = _labelled_x_t(mixture, schedule, step, n, generator)
         acc = (classifier(x_t, t).argmax(1) == y).float().mean().item()
         bayes = (m_t.class_log_posterior(x_t).argmax(1) == y).float().mean().item()
@@ -1276,8 +1270,6 @@ def image_sweep(
     generator)``, e.g. :func:`~diffcourse.samplers.sampler_fn`), all on the same ``seeds``
     starting noises and generator seeds, so that their differences are the methods', not luck's;
     keeps each sampler's first-seed images for pictures (``result.first[key]``)."""
-    from tqdm.auto import tqdm
-
     if not isinstance(samplers, Mapping) or not samplers:
         raise TypeError(
             f"samplers must be a non-empty mapping key -> sample, got {type(samplers).__name__}"
@@ -1285,7 +1277,7 @@ def image_sweep(
     for key, sample in samplers.items():
         check_callable(sample, f"samplers[{key!r}]")
     results, first = {}, {}
-    for key, sample in tqdm(samplers.items(), desc="samplers", leave=False):
+    for key, sample in progress_bar(samplers.items(), desc="samplers", leave=False):
 
         def kept(noise: torch.Tensor, generator, sample=sample, key=key) -> torch.Tensor:
             x = sample(noise, generator)

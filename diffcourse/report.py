@@ -5,14 +5,33 @@
   returns the Markdown.
 - :func:`glue` hands a value to the chapter's text through myst-nb's ``glue`` (the page then writes
   ``{glue:text}`name:.3f```), and does nothing where myst-nb or a kernel is missing (Colab, scripts).
+- :func:`progress_bar` is the training and sampling loops' progress bar.
 """
 
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
 Row = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar over ``iterable`` (tqdm's keyword arguments as given): tqdm.auto's, a
+    widget in a notebook where ipywidgets is installed and text elsewhere, or text everywhere when
+    the environment variable DIFFCOURSE_PROGRESS is "text". nbval sets it (notebooks/conftest.py):
+    nbval reads a cell's messages only after the cell has run, and a widget's thousands of updates
+    overflow the kernel's message queue, which then drops the cell's last message too, so nbval
+    stops with "Timeout of 5 seconds exceeded waiting for output"."""
+    mode = os.environ.get("DIFFCOURSE_PROGRESS", "auto").strip() or "auto"
+    if mode == "text":
+        from tqdm.std import tqdm
+    elif mode == "auto":
+        from tqdm.auto import tqdm
+    else:
+        raise ValueError(f"DIFFCOURSE_PROGRESS must be 'auto' or 'text', got {mode!r}")
+    return tqdm(iterable, **kwargs)
 
 
 def _in_kernel() -> bool:

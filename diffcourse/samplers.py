@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from .checks import (
     SamplingRun,
@@ -38,8 +37,10 @@ from .checks import (
     check_real,
     check_schedule,
     check_tensor,
+    read_values,
     sampling_run,
 )
+from .report import progress_bar
 from .schedules import Schedule, ddim_levels
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -251,6 +252,22 @@ def _predict_pair(
     return _check_eps(out[0], x), _check_eps(out[1], x)
 
 
+def finished(x: torch.Tensor, sampler: str, fn_name: str = "eps_fn") -> torch.Tensor:
+    """A run's samples, checked once at its end (one read from the device per run): NaN or
+    infinite values mean that the predictions diverged, and are a ValueError rather than samples
+    that would show as an empty plot or a NaN metric far from their cause."""
+    check_tensor(x, "x", floating=True)
+    bad = ~torch.isfinite(x).flatten(1).all(1)
+    count = int(read_values(bad.sum())) if x.device.type != "meta" else 0
+    if count:
+        raise ValueError(
+            f"{fn_name}: {sampler} ended with NaN or infinite values in {count} of {x.shape[0]} "
+            "samples; the predictions diverged (a network that returns NaN, or a scale too large "
+            "for the dtype)"
+        )
+    return x
+
+
 def _start(
     eps_fn, shape_or_noise, schedule: Schedule, generator, callback
 ) -> Tuple[torch.Tensor, List[float]]:
@@ -326,14 +343,14 @@ def pc_sample(
     betas = schedule.betas.tolist()
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
     with sampling_run() as run:
-        for step in tqdm(
+        for step in progress_bar(
             range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False
         ):
             eps = _predict(eps_fn, x, step, run)
             if callback is not None:
                 callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
             if step == 0:
-                return _ddpm_update(x, eps, betas[0], alpha_bar[0], None, None)
+                return finished(_ddpm_update(x, eps, betas[0], alpha_bar[0], None, None), desc)
             x = _ddpm_update(
                 x, eps, betas[step], alpha_bar[step], alpha_bar[step - 1], _randn_like(x, generator)
             )
@@ -341,7 +358,7 @@ def pc_sample(
             for _ in range(corrector_steps):
                 score = -_predict(eps_fn, x, step - 1, run) / sigma
                 x = langevin_step(x, score, 1.0 - betas[step - 1], snr, _randn_like(x, generator))
-    return x
+    return finished(x, desc)
 
 
 @torch.no_grad()
@@ -371,7 +388,7 @@ def langevin_sample(
     x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
     alphas = schedule.alphas.tolist()
     with sampling_run() as run:
-        for step in tqdm(
+        for step in progress_bar(
             range(schedule.T - 1, -1, -1),
             desc="annealed Langevin",
             disable=not progress,
@@ -383,7 +400,7 @@ def langevin_sample(
                 if k == 0 and callback is not None:
                     callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
                 x = langevin_step(x, -eps / sigma, alphas[step], snr, _randn_like(x, generator))
-    return x
+    return finished(x, "annealed Langevin")
 
 
 @torch.no_grad()
@@ -421,7 +438,7 @@ def ddim_sample(
     sigmas = [_ddim_sigma(alpha_bar[t], a_s, eta) for t, a_s in zip(levels, ends)]
     with sampling_run() as run:
         for i, step in enumerate(
-            tqdm(levels, desc="DDIM sampling", disable=not progress, leave=False)
+            progress_bar(levels, desc="DDIM sampling", disable=not progress, leave=False)
         ):
             eps_x0, eps_dir = _predict_pair(eps_fn, x, step, run)
             x0_hat = _x0_hat(x, eps_x0, alpha_bar[step])
@@ -431,7 +448,7 @@ def ddim_sample(
             x = _ddim_update(
                 x0_hat, eps_dir, ends[i], sigma, _randn_like(x, generator) if sigma > 0 else None
             )
-    return x
+    return finished(x, "DDIM sampling")
 
 
 # ---- paired inputs: the same labels and starting noise for every method compared ---------------------

@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
 
 from .checks import (
     _first_line,
@@ -42,6 +41,7 @@ from .checks import (
     sampling_run,
 )
 from .mixture import GaussianMixture
+from .report import progress_bar
 from .schedules import Schedule, q_sample
 
 DEFAULT_P_UNCOND = 0.1  # condition dropout for conditional models (Ho & Salimans 2022 used 0.1-0.2)
@@ -403,7 +403,7 @@ def fit(
 
     losses: List[float] = []
     model.train()
-    bar = tqdm(
+    bar = progress_bar(
         range(start, end),
         desc=desc,
         disable=not settings.progress or rank != 0,

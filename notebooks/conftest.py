@@ -19,6 +19,12 @@ import pytest
 
 _runs: Dict[str, dict] = {}
 
+# Text progress bars in the labs' kernels, which inherit this environment: nbval reads a cell's
+# messages only once the cell has run, and where ipywidgets is installed (`make lab` adds it) the
+# widget bars of a training send thousands, more than the kernel's queue holds
+# (diffcourse.report.progress_bar).
+os.environ.setdefault("DIFFCOURSE_PROGRESS", "text")
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

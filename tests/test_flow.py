@@ -634,3 +634,12 @@ def test_relative_velocity_error_needs_points():
     v = lambda x, t: x  # noqa: E731
     with pytest.raises(ValueError, match="^n must be an int >= 1"):
         flow.relative_velocity_error(v, v, three_blobs(), [0.5], n=0)
+
+
+@pytest.mark.parametrize("sample", [flow.euler_sample, flow.heun_sample])
+def test_a_flow_run_whose_velocities_diverge_is_an_error_not_nan_samples(sample):
+    def diverging(x, t):
+        return torch.where(x[:, :1] > 0, float("inf"), 1.0) * x
+
+    with pytest.raises(ValueError, match=r"^v_fn: .* NaN or infinite values in \d+ of 64"):
+        sample(diverging, (64, 2), steps=4, generator=torch.Generator().manual_seed(0))

@@ -1,5 +1,6 @@
 """Tables and glue: real tables in a kernel, aligned text in a script, never a traceback elsewhere."""
 
+import os
 import sys
 import types
 
@@ -218,3 +219,37 @@ def test_glue_all_names_every_value(monkeypatch):
         _report.glue_all({"a": (1, 2, 3)}, "x_{}", "y_{}")
     with pytest.raises(TypeError, match="values"):
         _report.glue_all([1], "x_{}")
+
+
+def test_progress_bar_is_tqdm_auto_or_text_as_the_environment_says(monkeypatch):
+    import tqdm.auto
+    import tqdm.std
+
+    from diffcourse.report import progress_bar
+
+    monkeypatch.delenv("DIFFCOURSE_PROGRESS", raising=False)
+    bar = progress_bar(range(3), disable=True)
+    assert type(bar) is tqdm.auto.tqdm and list(bar) == [0, 1, 2]
+    monkeypatch.setenv("DIFFCOURSE_PROGRESS", "text")
+    bar = progress_bar(total=5, disable=True)
+    assert type(bar) is tqdm.std.tqdm and bar.total == 5
+    monkeypatch.setenv("DIFFCOURSE_PROGRESS", "widgets")
+    with pytest.raises(ValueError, match="^DIFFCOURSE_PROGRESS must be 'auto' or 'text'"):
+        progress_bar(range(3))
+
+
+def test_nbval_runs_the_labs_with_text_progress_bars(monkeypatch):
+    # notebooks/conftest.py, which nbval loads first, sets it for the kernels it starts (they
+    # inherit the environment); a value set before is kept
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "notebooks" / "conftest.py"
+    for before, after in ((None, "text"), ("auto", "auto")):
+        if before is None:
+            monkeypatch.delenv("DIFFCOURSE_PROGRESS", raising=False)
+        else:
+            monkeypatch.setenv("DIFFCOURSE_PROGRESS", before)
+        spec = importlib.util.spec_from_file_location("labs_conftest", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        assert os.environ["DIFFCOURSE_PROGRESS"] == after

@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 from conftest import random_mixture
@@ -809,3 +811,19 @@ def test_seeded_noise_and_labels_name_their_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="^device='cuda', but this machine has no CUDA"):
             seeded_noise((2, 2), 0, device="cuda")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "pc", "langevin", "ddim"])
+def test_a_run_whose_predictions_diverge_is_an_error_not_nan_samples(sampler):
+    # NaN where the first coordinate is positive: about half the samples end as NaN
+    def diverging(x, t):
+        return torch.where(x[:, :1] > 0, float("nan"), 0.0) * x
+
+    run = {
+        "ddpm": partial(ddpm_sample, diverging, (64, 2), cosine_schedule(10)),
+        "pc": partial(pc_sample, diverging, (64, 2), cosine_schedule(10)),
+        "langevin": partial(langevin_sample, diverging, (64, 2), cosine_schedule(10)),
+        "ddim": partial(ddim_sample, diverging, (64, 2), cosine_schedule(10), steps=5),
+    }[sampler]
+    with pytest.raises(ValueError, match=r"^eps_fn: .* NaN or infinite values in \d+ of 64"):
+        run(generator=torch.Generator().manual_seed(0), progress=False)
