@@ -257,7 +257,7 @@ def finished(x: torch.Tensor, sampler: str, fn_name: str = "eps_fn") -> torch.Te
     infinite values mean that the predictions diverged, and are a ValueError rather than samples
     that would show as an empty plot or a NaN metric far from their cause."""
     check_tensor(x, "x", floating=True)
-    bad = ~torch.isfinite(x).flatten(1).all(1)
+    bad = ~torch.isfinite(x).reshape(len(x), -1).all(1)  # per sample, of any shape [N, ...]
     count = int(read_values(bad.sum())) if x.device.type != "meta" else 0
     if count:
         raise ValueError(

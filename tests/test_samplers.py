@@ -827,3 +827,15 @@ def test_a_run_whose_predictions_diverge_is_an_error_not_nan_samples(sampler):
     }[sampler]
     with pytest.raises(ValueError, match=r"^eps_fn: .* NaN or infinite values in \d+ of 64"):
         run(generator=torch.Generator().manual_seed(0), progress=False)
+
+
+def test_the_end_of_run_check_counts_samples_of_any_shape():
+    from diffcourse.samplers import finished
+
+    assert finished(torch.zeros(8), "DDIM sampling").shape == (8,)  # one number per sample
+    images = torch.zeros(3, 1, 4, 4)
+    images[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="^v_fn: Euler sampling ended .* in 1 of 3 samples"):
+        finished(images, "Euler sampling", "v_fn")
+    with pytest.raises(TypeError, match="^x must be a floating-point"):
+        finished(torch.zeros(3, dtype=torch.long), "DDIM sampling")
