@@ -224,7 +224,8 @@ def noise_to_signal_levels(schedule: Schedule, low: float, high: float) -> Tuple
     low, high = check_real(low, "low", low=0), check_real(high, "high", low=0)
     if low > high:
         raise ValueError(f"low must not exceed high, got {low} > {high}")
-    inside = ((((1 - ab) / ab).sqrt() >= low) & (((1 - ab) / ab).sqrt() <= high)).nonzero()[:, 0]
+    ratio = ((1 - ab) / ab).sqrt()
+    inside = ((ratio >= low) & (ratio <= high)).nonzero()[:, 0]
     if not len(inside):
         raise ValueError(f"no level has a noise-to-signal ratio in [{low}, {high}]")
     return int(inside[0]), int(inside[-1])

@@ -349,8 +349,9 @@ def pc_sample(
             eps = _predict(eps_fn, x, step, run)
             if callback is not None:
                 callback(step, x, _x0_hat(x, eps, alpha_bar[step]))
-            if step == 0:
-                return finished(_ddpm_update(x, eps, betas[0], alpha_bar[0], None, None), desc)
+            if step == 0:  # the last step adds no noise
+                x = _ddpm_update(x, eps, betas[0], alpha_bar[0], None, None)
+                break
             x = _ddpm_update(
                 x, eps, betas[step], alpha_bar[step], alpha_bar[step - 1], _randn_like(x, generator)
             )
