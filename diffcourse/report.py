@@ -17,16 +17,27 @@ from typing import Any, Mapping, Optional, Sequence, Union
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
 
+# Under nbval a text bar redraws at most once per this many seconds (progress_bar)
+TEXT_BAR_SECONDS = 5.0
+
+
 def progress_bar(iterable=None, **kwargs):
     """A tqdm progress bar over ``iterable`` (tqdm's keyword arguments as given): tqdm.auto's, a
     widget in a notebook where ipywidgets is installed and text elsewhere, or text everywhere when
     the environment variable DIFFCOURSE_PROGRESS is "text". nbval sets it (notebooks/conftest.py):
     nbval reads a cell's messages only after the cell has run, and a widget's thousands of updates
     overflow the kernel's message queue, which then drops the cell's last message too, so nbval
-    stops with "Timeout of 5 seconds exceeded waiting for output"."""
+    stops with "Timeout of 5 seconds exceeded waiting for output".
+
+    Each redraw of a text bar is a message too (tqdm flushes it), up to ten a second. Measured
+    here, a cell of 8,000 messages passed under nbval and one of 10,000 timed out, so a cell of a
+    quarter of an hour would. A text bar therefore redraws at most every ``TEXT_BAR_SECONDS``
+    unless ``mininterval`` is given: 9,000 messages would take half a day."""
     mode = os.environ.get("DIFFCOURSE_PROGRESS", "auto").strip() or "auto"
     if mode == "text":
         from tqdm.std import tqdm
+
+        kwargs.setdefault("mininterval", TEXT_BAR_SECONDS)
     elif mode == "auto":
         from tqdm.auto import tqdm
     else:

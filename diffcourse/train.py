@@ -427,7 +427,9 @@ def fit(
             opt.step()
             sched.step()
             if (i - start) % 100 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
+                # drawn with the bar's next redraw, not as a message of its own (progress_bar)
+                recent = losses[-100:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)
             if settings.save_every and (i + 1) % settings.save_every == 0 and i + 1 < end:
                 save(i + 1)
     save(end)

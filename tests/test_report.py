@@ -238,6 +238,28 @@ def test_progress_bar_is_tqdm_auto_or_text_as_the_environment_says(monkeypatch):
         progress_bar(range(3))
 
 
+def test_a_text_bar_redraws_rarely_so_a_long_cell_stays_within_the_kernels_queue(monkeypatch):
+    # an hour of one-second steps on a fake clock: tqdm's own default redraws at every step, one
+    # message each under a kernel; the text bar at most every TEXT_BAR_SECONDS
+    import io
+
+    from diffcourse.report import TEXT_BAR_SECONDS, progress_bar
+
+    def redraws(mode, **kwargs):
+        monkeypatch.setenv("DIFFCOURSE_PROGRESS", mode)
+        out = io.StringIO()
+        bar = progress_bar(range(3600), file=out, **kwargs)
+        clock = iter(range(bar.start_t.__ceil__(), 10**12))
+        bar._time = lambda: next(clock)
+        assert sum(1 for _ in bar) == 3600
+        return out.getvalue().count("\r")
+
+    assert TEXT_BAR_SECONDS >= 5
+    assert redraws("auto") > 3000  # outside a notebook tqdm.auto is the text bar, redrawn often
+    assert redraws("text") < 3600 / TEXT_BAR_SECONDS + 5
+    assert redraws("text", mininterval=0.1) > 3000  # a caller's own interval is kept
+
+
 def test_nbval_runs_the_labs_with_text_progress_bars(monkeypatch):
     # notebooks/conftest.py, which nbval loads first, sets it for the kernels it starts (they
     # inherit the environment); a value set before is kept
