@@ -102,6 +102,8 @@ class CaptionUNet(_ConditionedUNet):
         text_layers: int = 2,
         heads: int = 2,
     ):
+        check_int(text_dim, "text_dim", low=1)
+        check_int(text_layers, "text_layers", low=0)
         super().__init__(channels, size, T, width, mults, context_dim=text_dim, heads=heads)
         self.text = TextEncoder(dim=text_dim, layers=text_layers, heads=heads)
         self.text_emb = Linear(text_dim, 4 * width)
@@ -141,7 +143,7 @@ class SuperResUNet(_ConditionedUNet):
         mults: Sequence[int] = (1, 2),
     ):
         factor = check_int(factor, "factor", low=1)
-        if size % factor:
+        if check_int(size, "size", low=1) % factor:
             raise ValueError(f"factor must divide size={size}, got {factor}")
         super().__init__(channels, size, T, width, mults, extra_channels=channels)
         self.factor = factor

@@ -20,14 +20,40 @@ channel, say) is split between threads. README, "Reproducibility".
 
 from __future__ import annotations
 
-from typing import Tuple
+from collections import abc
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import check_int, check_tensor
+from .checks import check_int, check_real, check_tensor
+
+
+def _sizes(value: Union[int, Sequence[int]], name: str, low: int = 1) -> None:
+    """A size argument: an int >= ``low``, or a non-empty tuple or list of them (torch's pairs)."""
+    if isinstance(value, (tuple, list)) and value:
+        for i, v in enumerate(value):
+            check_int(v, f"{name}[{i}]", low=low)
+    elif isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be an int or a non-empty tuple of ints, got {value!r}")
+    else:
+        check_int(value, name, low=low)
+
+
+def _check_input(x: torch.Tensor, layer: nn.Module, dim: int, size: int, what: str) -> None:
+    """``x`` for ``layer``: a float tensor on its weights' device and of their dtype, with ``size``
+    ``what`` in dimension ``dim``. Attributes only: nothing is read from the device."""
+    weight = layer.weight
+    check_tensor(x, "x", floating=True)
+    if weight is not None:
+        name = type(layer).__name__
+        check_tensor(x, "x", dtype=weight.dtype, device=weight.device, owner=f"{name}'s weight")
+    if x.ndim <= max(dim, -dim - 1) or x.shape[dim] != size:
+        raise ValueError(
+            f"x must have {size} {what} in dimension {dim}, got shape {tuple(x.shape)}"
+        )
 
 
 def _stable(x: torch.Tensor, module: nn.Module) -> bool:
@@ -113,8 +139,22 @@ class Conv2d(nn.Conv2d):
     """:class:`torch.nn.Conv2d` (a square kernel, zero padding given in pixels, no groups or
     dilation) whose weight gradient sums the batch in a fixed order while it trains on a CPU."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, Tuple[int, int]],
+        stride: Union[int, Tuple[int, int]] = 1,
+        padding: Union[int, Tuple[int, int]] = 0,
+        **kwargs,
+    ) -> None:
+        check_int(in_channels, "in_channels", low=1)
+        check_int(out_channels, "out_channels", low=1)
+        _sizes(kernel_size, "kernel_size")
+        _sizes(stride, "stride")
+        if not isinstance(padding, str):
+            _sizes(padding, "padding", low=0)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, **kwargs)
         if self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros":
             raise ValueError(
                 "Conv2d: groups, dilation and padding_mode must be left at their defaults"
@@ -126,6 +166,8 @@ class Conv2d(nn.Conv2d):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", ndim=4)  # images [N, C, H, W]
+        _check_input(x, self, 1, self.in_channels, "channels")
         if _stable(x, self):
             return _Conv2dFn.apply(x, self.weight, self.bias, self.stride, self.padding)
         return super().forward(x)
@@ -138,7 +180,13 @@ class Linear(nn.Linear):
     logits from 64 features, batch 128) the CPU's matrix product split the batch's sum between
     threads on an AMD EPYC, and the weights moved by ~4e-9 between 1 and 2 threads."""
 
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, **kwargs) -> None:
+        check_int(in_features, "in_features", low=1)
+        check_int(out_features, "out_features", low=1)
+        super().__init__(in_features, out_features, bias, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self, -1, self.in_features, "features")
         if _stable(x, self):
             return _LinearFn.apply(x, self.weight, self.bias)
         return super().forward(x)
@@ -192,7 +240,20 @@ class GroupNorm(nn.GroupNorm):
     recorded: classifier guidance differentiates a classifier with respect to x_t, and its samples
     should not move with the thread count either."""
 
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, **kwargs
+    ) -> None:
+        check_int(num_groups, "num_groups", low=1)
+        check_int(num_channels, "num_channels", low=1)
+        if num_channels % num_groups:
+            raise ValueError(
+                f"num_channels ({num_channels}) must be a multiple of num_groups ({num_groups})"
+            )
+        check_real(eps, "eps", low=0.0, low_open=True)
+        super().__init__(num_groups, num_channels, eps, affine, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self, 1, self.num_channels, "channels")
         if x.device.type == "cpu" and torch.is_grad_enabled() and self.affine and x.dim() == 4:
             return _GroupNormFn.apply(
                 x.contiguous(), self.weight, self.bias, self.num_groups, self.eps
@@ -204,15 +265,23 @@ class LayerNorm(nn.LayerNorm):
     """:class:`torch.nn.LayerNorm` written as means and variances over the last dimensions, on a
     CPU (forward and backward: the fused backward splits its sums for the weights by thread)."""
 
+    def __init__(
+        self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5, **kwargs
+    ) -> None:
+        _sizes(normalized_shape, "normalized_shape")
+        check_real(eps, "eps", low=0.0, low_open=True)
+        super().__init__(normalized_shape, eps, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return super().forward(x)
+        _check_input(x, self, -1, self.normalized_shape[-1], "features")
         k = len(self.normalized_shape)
         if tuple(x.shape[x.ndim - k :]) != tuple(self.normalized_shape) or x.ndim < k:
             raise ValueError(
-                f"LayerNorm: x's last dimensions must be {tuple(self.normalized_shape)}, "
-                f"got shape {tuple(x.shape)}"
+                f"x's last dimensions must be {tuple(self.normalized_shape)} (LayerNorm's "
+                f"normalized_shape), got shape {tuple(x.shape)}"
             )
+        if x.device.type != "cpu":
+            return super().forward(x)
         dims = tuple(range(-k, 0))
         centred = x - x.mean(dims, keepdim=True)
         h = centred * torch.rsqrt(centred.square().mean(dims, keepdim=True) + self.eps)

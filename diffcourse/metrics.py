@@ -1234,7 +1234,16 @@ class ImageSweep(dict):
     """What :func:`image_sweep` returns: ``{key: SeededImageMetrics}`` in the order of the samplers,
     with ``first`` (``{key: the first seed's images}``, unclamped) and the per-key views below."""
 
-    def __init__(self, results, first) -> None:
+    def __init__(self, results: Mapping, first: Mapping) -> None:
+        for name, value in (("results", results), ("first", first)):
+            if not isinstance(value, Mapping):
+                raise TypeError(
+                    f"{name} must be a mapping {{key: ...}}, got {type(value).__name__}"
+                )
+        if not all(isinstance(r, SeededImageMetrics) for r in results.values()):
+            raise TypeError("results must map each key to a SeededImageMetrics")
+        if not set(first) <= set(results):
+            raise ValueError("first must hold first-seed images of keys of results only")
         super().__init__(results)
         self.first = dict(first)
 

@@ -240,8 +240,10 @@ class JSAnimation:
     ``_repr_html_`` (a text/html output)."""
 
     def __init__(self, html: str, frames: int) -> None:
+        if not isinstance(html, str):
+            raise TypeError(f"html must be a str, got {type(html).__name__}")
         self.html = html
-        self.frames = frames
+        self.frames = check_int(frames, "frames", low=1)
 
     @property
     def nbytes(self) -> int:

@@ -39,6 +39,7 @@ from .checks import (
     check_int,
     check_probability,
     check_real,
+    check_span,
 )
 from .device import BUDGETS, get_device
 from .device import budget as current_budget
@@ -63,9 +64,24 @@ SOURCES = (
 )
 
 
+# what Recipe.make_data builds, and the trainers Recipe.train runs
+DATA = (
+    "two_moons",
+    "checkerboard",
+    "three_blobs",
+    "digits",
+    "digits-judge",
+    "digits_mixture",
+    "digit-captions",
+    "digits-low",
+)
+TRAINERS = ("denoiser", "classifier", "velocity", "student")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A fully resolved training recipe (see :func:`get`)."""
+    """A fully resolved training recipe (see :func:`get`). Its fields are checked as it is built,
+    so a recipe made by hand fails at once, naming the field, not partway through its training."""
 
     name: str
     budget: str
@@ -90,6 +106,41 @@ class Recipe:
     teacher: Optional[str] = None  # "student": the recipe whose model it distils, and starts from
     gamma_range: Optional[Tuple[float, float]] = None  # "student": the scales it is trained on
     description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for key in ("name", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise TypeError(f"{key} must be a str, got {type(getattr(self, key)).__name__}")
+        check_choice(self.budget, "budget", BUDGETS)
+        check_choice(self.data, "data", DATA)
+        if self.schedule is not None:
+            if not isinstance(self.schedule, (tuple, list)) or len(self.schedule) != 2:
+                raise TypeError(f"schedule must be None or (kind, T), got {self.schedule!r}")
+            check_choice(self.schedule[0], "schedule[0]", ("cosine", "linear"))
+            check_int(self.schedule[1], "schedule[1]", low=1)
+        if not isinstance(self.model, str):
+            raise TypeError(f"model must be a str, got {type(self.model).__name__}")
+        cls = _model_class(self.model)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"model must name a network class of diffcourse, got {self.model!r}")
+        args = self.model_args
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            raise TypeError(
+                f"model_args must be a dict of keyword arguments, got {self.model_args!r}"
+            )
+        check_choice(self.trainer, "trainer", TRAINERS)
+        check_int(self.steps, "steps", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_real(self.lr, "lr", low=0, low_open=True)
+        if self.p_uncond is not None:
+            check_probability(self.p_uncond, "p_uncond")
+        check_int(self.init_seed, "init_seed")
+        check_int(self.seed, "seed")
+        check_int(self.warmup, "warmup", low=1)
+        if self.trainer == "student":  # it starts from, and distils, its teacher over a range
+            if not isinstance(self.teacher, str):
+                raise TypeError(f"teacher must name a recipe, got {type(self.teacher).__name__}")
+            check_span(self.gamma_range, "gamma_range")
 
     def config(self) -> Dict[str, Any]:
         """The settings that decide the weights (all fields but the description), JSON-ready."""
@@ -173,10 +224,11 @@ CAPTION_COPIES = 8  # captions per training digit in "digit-captions" (chapter 1
 
 
 def _model_class(name: str):
-    """A network class of diffcourse.models, or of diffcourse.conditioned (chapter 10)."""
+    """A network class of diffcourse.models, or of diffcourse.conditioned (chapter 10); None if
+    neither has ``name``."""
     from . import conditioned
 
-    return getattr(models, name, None) or getattr(conditioned, name)
+    return getattr(models, name, None) or getattr(conditioned, name, None)
 
 
 def _condition_data(kind: str, device: torch.device):
@@ -387,21 +439,15 @@ def get(name: str, budget: Optional[str] = None, **overrides) -> Recipe:
     for key, value in overrides.items():
         if key not in _OVERRIDABLE:
             raise TypeError(f"{key} is not a setting a recipe overrides (one of {_OVERRIDABLE})")
-        if value is None and key != "p_uncond":
-            continue
-        if key in ("steps", "batch_size", "warmup"):
-            value = check_int(value, key, low=1)
-        elif key in ("init_seed", "seed"):
-            value = check_int(value, key)
-        elif key == "lr":
-            value = check_real(value, key, low=0, low_open=True)
-        elif value is not None:
-            value = check_probability(value, key)
-        spec[key] = value
+        if value is not None or key == "p_uncond":
+            spec[key] = value  # checked by Recipe
+    recipe = Recipe(name=canonical, budget=budget, **spec)
     shift = seed_shift()  # 0 unless a run checks the labs against other training seeds
-    for key in ("init_seed", "seed"):
-        spec[key] = spec.get(key, 0) + shift
-    return Recipe(name=canonical, budget=budget, **spec)
+    if shift:
+        recipe = dataclasses.replace(
+            recipe, init_seed=recipe.init_seed + shift, seed=recipe.seed + shift
+        )
+    return recipe
 
 
 def seed_shift() -> int:

@@ -118,7 +118,9 @@ class StepTable:
     device). The same numbers as indexing the values and converting them."""
 
     def __init__(self, values: torch.Tensor, built_for: str = ""):
-        self.values = values
+        self.values = check_tensor(values, "values", floating=True, ndim=1)
+        if not isinstance(built_for, str):
+            raise TypeError(f"built_for must be a str, got {type(built_for).__name__}")
         self.built_for = built_for  # what uses the table, for the message of a step beyond it
         self._copies: dict = {}
 

@@ -287,10 +287,12 @@ class TextEncoder(nn.Module):
 
     def __init__(self, dim: int = 32, layers: int = 2, heads: int = 2, max_len: int = MAX_TOKENS):
         super().__init__()
-        if dim < 1 or layers < 0 or heads < 1 or dim % heads:
-            raise ValueError(
-                f"need dim >= 1 divisible by heads >= 1 and layers >= 0, got {dim}, {heads}, {layers}"
-            )
+        check_int(dim, "dim", low=1)
+        check_int(layers, "layers", low=0)
+        check_int(heads, "heads", low=1)
+        check_int(max_len, "max_len", low=1)
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.dim, self.heads, self.max_len = dim, heads, max_len
         self.word = nn.Embedding(len(VOCAB), dim)
         self.position = nn.Embedding(max_len, dim)

@@ -11,6 +11,7 @@ from diffcourse import (
     claims,
     data,
     flow,
+    layers,
     leaderboard,
     metrics,
     mixture,
@@ -32,6 +33,7 @@ from diffcourse.checks import (
     check_tensor,
     same_device,
 )
+from diffcourse.conditioned import CaptionUNet, SuperResUNet
 from diffcourse.data import checkerboard, load_digits_split, three_blobs, two_moons
 from diffcourse.guidance import (
     APGEpsFn,
@@ -47,8 +49,10 @@ from diffcourse.guidance import (
 from diffcourse.metrics import class_agreement, frechet_distance, sample_distance, sliced_w2, spread
 from diffcourse.mixture import grid_sample, tilted_log_prob
 from diffcourse.models import ConvClassifier, MLPDenoiser, UNet
+from diffcourse.plots import JSAnimation
 from diffcourse.samplers import ddim_sample, ddpm_sample, pc_sample
-from diffcourse.schedules import cosine_schedule, ddim_levels, linear_schedule, q_sample
+from diffcourse.schedules import StepTable, cosine_schedule, ddim_levels, linear_schedule, q_sample
+from diffcourse.text import TextEncoder
 from diffcourse.train import train_denoiser
 
 
@@ -317,6 +321,30 @@ CASES = [
     (lambda: recipes.cache_key("ch4-denoiser", "cpu"), TypeError, "recipe"),
     (lambda: recipes.cache_key(recipes.get("ch4-denoiser"), "gpu"), ValueError, "device"),
     (lambda: data.round_mixture("means", 0.1, [0]), TypeError, "means"),
+    # layers, text encoder and conditioned U-Nets: sizes, then what forward is given
+    (lambda: layers.Linear(4.0, 3), TypeError, "in_features"),
+    (lambda: layers.Conv2d(1, 3, (3, 0)), ValueError, "kernel_size[1]"),
+    (lambda: layers.GroupNorm(3, 4), ValueError, "num_channels"),
+    (lambda: layers.LayerNorm(4, eps=-1.0), ValueError, "eps"),
+    (lambda: layers.Linear(4, 3)(torch.zeros(2, 5)), ValueError, "x must have 4 features"),
+    (lambda: layers.Linear(4, 3)(torch.zeros(2, 4).double()), TypeError, "x has dtype"),
+    (lambda: layers.Conv2d(1, 3, 3)(torch.zeros(2, 1, 8)), ValueError, "x must have 4 dim"),
+    (lambda: layers.Conv2d(1, 3, 3)(torch.zeros(2, 2, 8, 8)), ValueError, "x must have 1 "),
+    (lambda: layers.GroupNorm(2, 4)(torch.zeros(2, 4, 3, 3, device="meta")), ValueError, "x is"),
+    (lambda: layers.LayerNorm(4)(torch.zeros(2, 4).long()), TypeError, "x must be a floating"),
+    (lambda: TextEncoder(dim=6, heads=4), ValueError, "dim"),
+    (lambda: TextEncoder(max_len=0), ValueError, "max_len"),
+    (lambda: CaptionUNet(text_layers=-1), ValueError, "text_layers"),
+    (lambda: SuperResUNet(size=8.0), TypeError, "size"),
+    # containers the package builds, built by hand
+    (lambda: StepTable([0.1, 0.2]), TypeError, "values"),
+    (lambda: StepTable(torch.ones(2, 2)), ValueError, "values"),
+    (lambda: JSAnimation("<div/>", 0), ValueError, "frames"),
+    (lambda: metrics.ImageSweep({"a": 1}, {"a": X}), TypeError, "results"),
+    (lambda: _recipe(trainer="denoser"), ValueError, "trainer"),
+    (lambda: _recipe(model="Foo"), ValueError, "model"),
+    (lambda: _recipe(schedule=("linear", 0)), ValueError, "schedule[1]"),
+    (lambda: _recipe(lr="1e-3"), TypeError, "lr"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
@@ -324,6 +352,13 @@ CASES = [
     (lambda: train_denoiser("model", MIX, S, steps=1), TypeError, "model"),
     (lambda: train_denoiser(MLP, MIX, "schedule", steps=1), TypeError, "schedule"),
 ]
+
+
+def _recipe(**changes):
+    """Chapter 4's recipe with ``changes`` to its fields, as a reader might build one by hand."""
+    import dataclasses
+
+    return dataclasses.replace(recipes.get("ch4-denoiser"), **changes)
 
 
 @pytest.mark.parametrize("call,error,name", CASES, ids=[f"{i}-{c[2]}" for i, c in enumerate(CASES)])
@@ -458,3 +493,55 @@ def test_every_public_function_names_the_parameter_of_a_str_where_it_wants_more(
         fn(**args)
     first = re.match(r"[A-Za-z_]\w*", str(info.value))
     assert first and first.group() in inspect.signature(fn).parameters, str(info.value)
+
+
+def _public_classes():
+    """Every public class a module defines, but the NamedTuples it returns as results, with the
+    calls to try: "bad" for all required arguments, or, where none is required, for each optional
+    one alone."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import diffcourse
+
+    for info in pkgutil.iter_modules(diffcourse.__path__):
+        if info.name in ("checks", "train", "bench", "__main__"):
+            continue
+        module = importlib.import_module(f"diffcourse.{info.name}")
+        for name, cls in vars(module).items():
+            if (
+                name.startswith("_")
+                or not inspect.isclass(cls)
+                or cls.__module__ != module.__name__
+                or issubclass(cls, tuple)
+            ):
+                continue
+            try:
+                params = inspect.signature(cls).parameters.values()
+            except ValueError:  # a str or dict subclass without an __init__ of its own
+                continue
+            named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            required = [p.name for p in named if p.default is p.empty]
+            calls = [required] if required else [[p.name] for p in named]
+            if calls:
+                yield f"{info.name}.{name}", cls, calls
+
+
+CLASSES = list(_public_classes())
+
+
+@pytest.mark.parametrize("name,cls,calls", CLASSES, ids=[c[0] for c in CLASSES])
+def test_every_public_class_names_the_parameter_of_a_str_where_it_wants_more(name, cls, calls):
+    """The classes' twin of the test above: a network given a str for its width, or a recipe or
+    a container built by hand from strs, is refused by a message that begins with one of the
+    class's own parameters (not an inner layer's, as CaptionUNet(text_dim="bad") once named
+    Linear's in_features), and never built."""
+    import inspect
+    import re
+
+    for names in calls:
+        with pytest.raises((TypeError, ValueError)) as info:
+            cls(**{n: "bad" for n in names})
+        first = re.match(r"[A-Za-z_]\w*", str(info.value))
+        assert first and first.group() in inspect.signature(cls).parameters, (names, info.value)
