@@ -446,35 +446,49 @@ STR_IS_VALID = {
 }
 
 
-def _public_functions():
+def _public(kind):
+    """("module.name", obj, its named parameters) for every public function (``kind`` "function")
+    or class ("class") that a module of the package defines; classes without a signature of their
+    own (a str or dict subclass) are left out."""
     import importlib
     import inspect
     import pkgutil
 
     import diffcourse
 
+    test = inspect.isfunction if kind == "function" else inspect.isclass
     for info in pkgutil.iter_modules(diffcourse.__path__):
         if info.name in ("checks", "train", "bench", "__main__"):  # the checks; command lines
             continue
         module = importlib.import_module(f"diffcourse.{info.name}")
-        for name, fn in vars(module).items():
-            if (
-                name.startswith("_")
-                or not inspect.isfunction(fn)
-                or fn.__module__ != module.__name__
-            ):
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not test(obj) or obj.__module__ != module.__name__:
                 continue
-            if f"{info.name}.{name}" in STR_IS_VALID:
+            try:
+                params = inspect.signature(obj).parameters.values()
+            except ValueError:
                 continue
-            required = [
-                p
-                for p in inspect.signature(fn).parameters.values()
-                if p.default is p.empty
-                and p.kind is not p.VAR_POSITIONAL
-                and p.kind is not p.VAR_KEYWORD
-            ]
-            if required:
-                yield f"{info.name}.{name}", fn, required
+            named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            yield f"{info.name}.{name}", obj, named
+
+
+def _public_functions():
+    for name, fn, named in _public("function"):
+        required = [p for p in named if p.default is p.empty]
+        if name not in STR_IS_VALID and required:
+            yield name, fn, required
+
+
+def _names_a_parameter(call, **args):
+    """``call(**args)`` raises a TypeError or ValueError whose message begins with the name of
+    one of ``call``'s own parameters."""
+    import inspect
+    import re
+
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(**args)
+    first = re.match(r"[A-Za-z_]\w*", str(info.value))
+    assert first and first.group() in inspect.signature(call).parameters, (args, str(info.value))
 
 
 FUNCTIONS = list(_public_functions())
@@ -485,47 +499,17 @@ def test_every_public_function_names_the_parameter_of_a_str_where_it_wants_more(
     """A new public function without argument checks fails here: given the str "bad" for every
     required argument it must raise a TypeError or ValueError whose message begins with the name
     of one of its parameters, not an AttributeError from deep inside or a result."""
-    import inspect
-    import re
-
-    args = {p.name: "bad" for p in required}
-    with pytest.raises((TypeError, ValueError)) as info:
-        fn(**args)
-    first = re.match(r"[A-Za-z_]\w*", str(info.value))
-    assert first and first.group() in inspect.signature(fn).parameters, str(info.value)
+    _names_a_parameter(fn, **{p.name: "bad" for p in required})
 
 
 def _public_classes():
-    """Every public class a module defines, but the NamedTuples it returns as results, with the
-    calls to try: "bad" for all required arguments, or, where none is required, for each optional
-    one alone."""
-    import importlib
-    import inspect
-    import pkgutil
-
-    import diffcourse
-
-    for info in pkgutil.iter_modules(diffcourse.__path__):
-        if info.name in ("checks", "train", "bench", "__main__"):
-            continue
-        module = importlib.import_module(f"diffcourse.{info.name}")
-        for name, cls in vars(module).items():
-            if (
-                name.startswith("_")
-                or not inspect.isclass(cls)
-                or cls.__module__ != module.__name__
-                or issubclass(cls, tuple)
-            ):
-                continue
-            try:
-                params = inspect.signature(cls).parameters.values()
-            except ValueError:  # a str or dict subclass without an __init__ of its own
-                continue
-            named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-            required = [p.name for p in named if p.default is p.empty]
-            calls = [required] if required else [[p.name] for p in named]
-            if calls:
-                yield f"{info.name}.{name}", cls, calls
+    """Every public class but the NamedTuples the package returns as results, with the calls to
+    try: "bad" for all required arguments, or, where none is required, for each optional one."""
+    for name, cls, named in _public("class"):
+        required = [p.name for p in named if p.default is p.empty]
+        calls = [required] if required else [[p.name] for p in named]
+        if not issubclass(cls, tuple) and calls:
+            yield name, cls, calls
 
 
 CLASSES = list(_public_classes())
@@ -537,11 +521,5 @@ def test_every_public_class_names_the_parameter_of_a_str_where_it_wants_more(nam
     a container built by hand from strs, is refused by a message that begins with one of the
     class's own parameters (not an inner layer's, as CaptionUNet(text_dim="bad") once named
     Linear's in_features), and never built."""
-    import inspect
-    import re
-
     for names in calls:
-        with pytest.raises((TypeError, ValueError)) as info:
-            cls(**{n: "bad" for n in names})
-        first = re.match(r"[A-Za-z_]\w*", str(info.value))
-        assert first and first.group() in inspect.signature(cls).parameters, (names, info.value)
+        _names_a_parameter(cls, **{n: "bad" for n in names})
