@@ -298,6 +298,7 @@ def attribute_grid(
     spacing = check_real(spacing, "spacing", low=0, low_open=True)
     std = check_real(std, "std", low=0, low_open=True)
     check_choice(colour, "colour", ("rows", "diagonal"))
+    check_float_dtype(dtype)
     coords = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing
     i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     i, j = i.flatten(), j.flatten()

@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Optional, Tuple, TypeVar
 
 import torch
 
+from .checks import check_device
+
 R = TypeVar("R")
 
 BUDGETS = ("quick", "full")
@@ -58,7 +60,7 @@ def pick(quick, full):
 def synchronize(device: Optional[torch.device] = None) -> None:
     """Wait until ``device`` (default :func:`get_device`) has finished its queued work. GPUs run
     asynchronously: without this a timer measures how fast work is queued, not how fast it runs."""
-    device = torch.device(device) if device is not None else get_device()
+    device = check_device(device) or get_device()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -79,7 +81,7 @@ def timer(device: Optional[torch.device] = None) -> Iterator[Timer]:
         x = ddim_sample(...)
     print(clock.seconds)
     """
-    device = torch.device(device) if device is not None else get_device()
+    device = check_device(device) or get_device()
     clock = Timer()
     synchronize(device)
     start = time.perf_counter()

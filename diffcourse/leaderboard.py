@@ -29,7 +29,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import guidance
-from .checks import check_callable, check_int, check_mixture, check_schedule, check_tensor
+from .checks import (
+    check_callable,
+    check_int,
+    check_mixture,
+    check_real,
+    check_schedule,
+    check_tensor,
+)
 from .flow import cfg_zero_star_fn, euler_sample, zero_init_time
 from .metrics import class_agreement, sample_distance, spread
 from .mixture import (
@@ -158,6 +165,15 @@ def package_rules(
     and CFG-Zero* (optimised scale, the first ``zero_steps`` Euler steps zeroed, about 4% of 25 as
     Fan et al. suggest), both by Euler on ``setting.levels`` equal steps.
     """
+    # each checked now, not when its rule first runs, deep inside a leaderboard's evaluation
+    check_int(pc_steps, "pc_steps", low=0)
+    check_real(snr, "snr", low=0, low_open=True)
+    check_real(phi, "phi", low=0, high=1)
+    check_real(apg_eta, "apg_eta")
+    check_real(apg_beta, "apg_beta")
+    check_real(weak_factor, "weak_factor", low=0, low_open=True)
+    check_real(fbg_max_gamma, "fbg_max_gamma", low=1, low_open=True)
+    check_int(zero_steps, "zero_steps", low=0)
     T = lambda s: s.schedule.T
     image_like = lambda s: s.mixture.dim > 2
 

@@ -19,6 +19,7 @@ from diffcourse import (
     plots,
     recipes,
 )
+from diffcourse import device as dc_device
 from diffcourse.checks import (
     check_choice,
     check_generator,
@@ -345,6 +346,13 @@ CASES = [
     (lambda: _recipe(model="Foo"), ValueError, "model"),
     (lambda: _recipe(schedule=("linear", 0)), ValueError, "schedule[1]"),
     (lambda: _recipe(lr="1e-3"), TypeError, "lr"),
+    # optional arguments, each alone
+    (lambda: data.attribute_grid(dtype=torch.int64), TypeError, "dtype"),
+    (lambda: dc_device.synchronize("gpu0"), ValueError, "device"),
+    (lambda: dc_device.timer("gpu0").__enter__(), ValueError, "device"),
+    (lambda: leaderboard.package_rules(pc_steps=-1), ValueError, "pc_steps"),
+    (lambda: leaderboard.package_rules(phi=2.0), ValueError, "phi"),
+    (lambda: leaderboard.package_rules(fbg_max_gamma="10"), TypeError, "fbg_max_gamma"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
