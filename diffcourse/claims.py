@@ -14,6 +14,8 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from .checks import (
+    check_callable,
+    check_device,
     check_int,
     check_levels,
     check_mixture,
@@ -67,7 +69,9 @@ def exact_cfg(
 ) -> Fn:
     """Eq. 170 on the mixture's exact predictions (the conditional one from class y's components
     alone), or with ``cond`` in place of the exact conditional prediction."""
-    cond = cond if cond is not None else exact_eps_fn(class_mixture(mixture, y), schedule)
+    if cond is None:
+        cond = exact_eps_fn(class_mixture(mixture, y), schedule)
+    check_callable(cond, "cond")
     return classifier_free_eps_fn(cond, exact_eps_fn(mixture, schedule), gamma)
 
 
@@ -722,7 +726,7 @@ def langevin_settled(
         check_int(steps, "steps", low=0),
         check_int(dim, "dim", low=1),
     )
-    gen = torch.Generator(device=device or "cpu").manual_seed(check_int(seed, "seed"))
+    gen = torch.Generator(check_device(device) or "cpu").manual_seed(check_int(seed, "seed"))
     x = torch.randn(n, dim, generator=gen, device=gen.device, dtype=torch.float64)
     for _ in progress_bar(range(steps), desc="Langevin", leave=False, disable=steps < 100):
         z = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float64)
@@ -745,7 +749,7 @@ def pc_gaussian_ratio(
     ``seed`` draws them and every step's noise): the samples' variance as a multiple of var. Its
     last corrector steps run at t = 1, so chapter 6 predicts about 1 + alpha_1 snr^2."""
     n, dim = check_int(n, "n", low=2), check_int(dim, "dim", low=1)
-    gen = torch.Generator(device=device or "cpu").manual_seed(check_int(seed, "seed"))
+    gen = torch.Generator(check_device(device) or "cpu").manual_seed(check_int(seed, "seed"))
     x_T = torch.randn(n, dim, generator=gen, device=gen.device, dtype=torch.float64)
     eps_fn = exact_eps_fn(gaussian(0.0, var, dim).to(gen.device), schedule)
     x = pc_sample(eps_fn, x_T, schedule, corrector_steps, snr, gen, progress=False)

@@ -377,6 +377,7 @@ def round_mixture(means, std: float, labels, dtype: torch.dtype = torch.float64)
         means = torch.as_tensor(means, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"means must be [K, D] numbers, got {type(means).__name__}") from None
+    check_float_dtype(dtype)
     if means.ndim != 2:
         raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
     std = check_real(std, "std", low=0, low_open=True)

@@ -170,12 +170,8 @@ def _grid(steps: Optional[int], times: Optional[Sequence[float]]) -> List[float]
         return flow_times(50 if steps is None else steps)
     if steps is not None:
         raise ValueError("steps: give steps or times, not both")
-    grid = [float(t) for t in (times.tolist() if isinstance(times, torch.Tensor) else times)]
-    if (
-        len(grid) < 2
-        or not all(0 <= t <= 1 for t in grid)
-        or any(b >= a for a, b in zip(grid, grid[1:]))
-    ):
+    grid = check_reals(times, "times", low=0, high=1)
+    if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:])):
         raise ValueError(
             "times must hold at least 2 times in [0, 1], strictly decreasing (t = 1 is the noise)"
         )

@@ -650,6 +650,8 @@ def _grid_draws(
     standard deviation among them. The draws are made on the generator's device (as in
     GaussianMixture.sample), the density on the first mixture's, and returned in its dtype and on
     its device: a CPU generator serves a mixture on a GPU."""
+    check_generator(generator)
+    margin = check_real(margin, "margin", low=0, low_open=True)
     first = mixtures[0]
     reach = margin * max(
         torch.linalg.eigvalsh(m.covs.double()).max().sqrt().item() for m in mixtures
@@ -846,6 +848,7 @@ def sample_tilted_rejection(
     """
     label, power, proposal_y = _rejection_plan(mixture, y, gamma, n)
     check_real(min_acceptance, "min_acceptance", low=0, low_open=True, high=1)
+    check_generator(generator)
     dev = generator.device if generator is not None else mixture.device
     kept, total, proposed = [], 0, 0
     batch = n

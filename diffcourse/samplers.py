@@ -65,6 +65,8 @@ def start_noise(
 ) -> torch.Tensor:
     """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
     check_generator(generator)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if isinstance(shape_or_noise, torch.Tensor):
         if not shape_or_noise.is_floating_point():
             raise TypeError(

@@ -18,6 +18,7 @@ from diffcourse import (
     models,
     plots,
     recipes,
+    samplers,
 )
 from diffcourse import device as dc_device
 from diffcourse.checks import (
@@ -353,6 +354,15 @@ CASES = [
     (lambda: leaderboard.package_rules(pc_steps=-1), ValueError, "pc_steps"),
     (lambda: leaderboard.package_rules(phi=2.0), ValueError, "phi"),
     (lambda: leaderboard.package_rules(fbg_max_gamma="10"), TypeError, "fbg_max_gamma"),
+    (lambda: claims.exact_cfg(MIX, S, 0, 2.0, cond="eps"), TypeError, "cond"),
+    (lambda: claims.two_classes(4, dtype=torch.int64), TypeError, "dtype"),
+    (lambda: claims.langevin_settled(1.0, 0.9, 0.1, device="gpu0"), ValueError, "device"),
+    (lambda: flow.euler_sample(FN, (4, 2), times=[1, "0"]), TypeError, "times"),
+    (lambda: flow.heun_sample(FN, (4, 2), times=[1.0, 1.5, 0.0]), ValueError, "times"),
+    (lambda: mixture.sample_tilted(MIX, 0, 2.0, 4, generator=0), TypeError, "generator"),
+    (lambda: mixture.sample_tilted(MIX, 0, 2.0, 4, margin="6"), TypeError, "margin"),
+    (lambda: mixture.sample_tilted_rejection(MIX, 0, 2.0, 4, "gen"), TypeError, "generator"),
+    (lambda: samplers.start_noise((4, 2), dtype=torch.int64), TypeError, "dtype"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
