@@ -244,11 +244,7 @@ class GroupNorm(nn.GroupNorm):
         self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, **kwargs
     ) -> None:
         check_int(num_groups, "num_groups", low=1)
-        check_int(num_channels, "num_channels", low=1)
-        if num_channels % num_groups:
-            raise ValueError(
-                f"num_channels ({num_channels}) must be a multiple of num_groups ({num_groups})"
-            )
+        check_int(num_channels, "num_channels", low=1)  # torch checks that groups divide it
         check_real(eps, "eps", low=0.0, low_open=True)
         super().__init__(num_groups, num_channels, eps, affine, **kwargs)
 

@@ -38,12 +38,12 @@ from .checks import (
     check_device,
     check_int,
     check_probability,
-    check_real,
     check_span,
 )
 from .device import BUDGETS, get_device
 from .device import budget as current_budget
 from .schedules import Schedule, cosine_schedule, linear_schedule
+from .train import Settings
 
 CACHE_FORMAT = "diffcourse-recipe-cache-1"
 DIGITS_MIXTURE_DRAWS = 50_000  # chapter 12's training set: draws from data.digits_mixture(), seed 0
@@ -129,14 +129,11 @@ class Recipe:
                 f"model_args must be a dict of keyword arguments, got {self.model_args!r}"
             )
         check_choice(self.trainer, "trainer", TRAINERS)
-        check_int(self.steps, "steps", low=1)
-        check_int(self.batch_size, "batch_size", low=1)
-        check_real(self.lr, "lr", low=0, low_open=True)
+        # the training settings by the trainers' own rules (steps, batch_size, lr, warmup, seed)
+        Settings(self.steps, self.batch_size, self.lr, self.warmup, self.seed, progress=False)
         if self.p_uncond is not None:
             check_probability(self.p_uncond, "p_uncond")
         check_int(self.init_seed, "init_seed")
-        check_int(self.seed, "seed")
-        check_int(self.warmup, "warmup", low=1)
         if self.trainer == "student":  # it starts from, and distils, its teacher over a range
             if not isinstance(self.teacher, str):
                 raise TypeError(f"teacher must name a recipe, got {type(self.teacher).__name__}")
