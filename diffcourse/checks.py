@@ -103,6 +103,13 @@ def check_choice(value, name: str, choices: Sequence) -> object:
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """True or False, nothing else: a flag given "no" or 0 would otherwise read as on or off."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_callable(value, name: str):
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")

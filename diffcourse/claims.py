@@ -14,6 +14,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from .checks import (
+    check_bool,
     check_callable,
     check_device,
     check_int,
@@ -441,7 +442,8 @@ def ddpm_against_ddim(
 
 def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool = True) -> bool:
     """Whether ``values`` rise (or fall, ``increasing=False``) from each one to the next, strictly or not."""
-    values, sign = check_reals(values, "values"), 1 if increasing else -1
+    check_bool(strict, "strict")
+    values, sign = check_reals(values, "values"), 1 if check_bool(increasing, "increasing") else -1
     steps = [sign * (b - a) for a, b in zip(values, values[1:])]
     return all(s > 0 for s in steps) if strict else all(s >= 0 for s in steps)
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Optional, Tuple, TypeVar
 
 import torch
 
-from .checks import check_device
+from .checks import check_bool, check_device
 
 R = TypeVar("R")
 
@@ -26,8 +26,7 @@ def get_device(announce: bool = False) -> torch.device:
     ``announce=True`` also prints the device and the labs' :func:`budget`, as each lab's first cell
     does, so a reader sees at once what the run will do.
     """
-    if not isinstance(announce, bool):
-        raise TypeError(f"announce must be a bool, got {type(announce).__name__}")
+    check_bool(announce, "announce")
     device = torch.device("cpu")
     if torch.cuda.is_available():
         device = torch.device("cuda")

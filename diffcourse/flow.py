@@ -24,6 +24,7 @@ from torch import nn
 
 from .checks import (
     check_alike,
+    check_bool,
     check_callable,
     check_int,
     check_mixture,
@@ -212,7 +213,7 @@ def _solve(
     name = "Heun" if heun else "Euler"
     with sampling_run() as run:
         for i in progress_bar(
-            range(len(grid) - 1), desc=f"{name} sampling", disable=not progress, leave=False
+            range(len(grid) - 1), desc=f"{name} sampling", progress=progress, leave=False
         ):
             t, s = grid[i], grid[i + 1]
             v = _velocity(v_fn, x, t, run, i)
@@ -307,7 +308,7 @@ def cfg_zero_star(
     ``scale=False`` puts omega* = 1, which is eq. 170. The unconditional branch is first shrunk to
     its best fit of the conditional one."""
     gamma = _gamma(gamma)
-    omega = optimized_scale(cond, uncond) if scale else 1.0
+    omega = optimized_scale(cond, uncond) if check_bool(scale, "scale") else 1.0
     return gamma * cond + (1 - gamma) * omega * uncond
 
 
@@ -341,7 +342,7 @@ def cfg_zero_star_fn(
     t_K and moves the point half a step.)
     """
     check_callable(cond_fn, "cond_fn"), check_callable(uncond_fn, "uncond_fn")
-    gamma = _gamma(gamma)
+    gamma, scale = _gamma(gamma), check_bool(scale, "scale")
     t_zero = check_real(t_zero, "t_zero", low=0, high=1)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import check_int, check_real, check_tensor
+from .checks import check_bool, check_int, check_real, check_tensor
 
 
 def _sizes(value: Union[int, Sequence[int]], name: str, low: int = 1) -> None:
@@ -183,7 +183,7 @@ class Linear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, **kwargs) -> None:
         check_int(in_features, "in_features", low=1)
         check_int(out_features, "out_features", low=1)
-        super().__init__(in_features, out_features, bias, **kwargs)
+        super().__init__(in_features, out_features, check_bool(bias, "bias"), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self, -1, self.in_features, "features")
@@ -246,7 +246,7 @@ class GroupNorm(nn.GroupNorm):
         check_int(num_groups, "num_groups", low=1)
         check_int(num_channels, "num_channels", low=1)  # torch checks that groups divide it
         check_real(eps, "eps", low=0.0, low_open=True)
-        super().__init__(num_groups, num_channels, eps, affine, **kwargs)
+        super().__init__(num_groups, num_channels, eps, check_bool(affine, "affine"), **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self, 1, self.num_channels, "channels")

@@ -30,6 +30,7 @@ import torch
 
 from . import guidance
 from .checks import (
+    check_bool,
     check_callable,
     check_int,
     check_mixture,
@@ -382,6 +383,7 @@ def evaluate(
         raise TypeError("rules must be a non-empty sequence of Rule")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError("seeds must be a non-empty sequence of distinct ints")
+    check_bool(keep_samples, "keep_samples"), check_bool(progress, "progress")
     refs = refs if refs is not None else References(setting, n)
     if refs.setting is not setting or refs.n != n:
         raise ValueError("refs must belong to this setting and n")

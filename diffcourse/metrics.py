@@ -739,7 +739,7 @@ def label_gain(
     check_generator(generator)
     exact_u = exact_eps_fn(mixture, schedule)
     formula, direct, loss_u, loss_c = [], [], [], []
-    for step in progress_bar(steps, desc="label gain", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="label gain", progress=progress, leave=False):
         a = float(schedule.alpha_bar[step])
         x0, y0 = mixture.sample(n, generator=generator)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -1005,7 +1005,7 @@ def class_signal(
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     norms, accuracy = [], []
-    for step in progress_bar(steps, desc="class signal", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="class signal", progress=progress, leave=False):
         m_t = mixture.diffuse(float(schedule.alpha_bar[step]))
         n_c, a_c = [], []
         for c in range(mixture.num_classes):
@@ -1048,7 +1048,7 @@ def noisy_classifier_check(
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
     rows = []
-    for step in progress_bar(steps, desc="classifier check", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="classifier check", progress=progress, leave=False):
         x_t, t, y, m_t = _labelled_x_t(mixture, schedule, step, n, generator)
         acc = (classifier(x_t, t).argmax(1) == y).float().mean().item()
         bayes = (m_t.class_log_posterior(x_t).argmax(1) == y).float().mean().item()

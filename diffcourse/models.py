@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checks
-from .checks import check_choice, check_int, check_module, check_steps, check_tensor
+from .checks import check_bool, check_choice, check_int, check_module, check_steps, check_tensor
 from .flow import check_gammas, check_times
 from .layers import Conv2d, GroupNorm, Linear
 
@@ -484,8 +484,7 @@ class VelocityMLP(_NullLabel, nn.Module):
         emb_dim = check_int(emb_dim, "emb_dim", low=2)
         if emb_dim % 2:
             raise ValueError(f"emb_dim must be even (sine and cosine features), got {emb_dim}")
-        if not isinstance(guidance_input, bool):
-            raise TypeError(f"guidance_input must be a bool, got {type(guidance_input).__name__}")
+        check_bool(guidance_input, "guidance_input")
         self.dim, self.num_classes, self.emb_dim, self.guidance_input = (
             dim,
             num_classes,

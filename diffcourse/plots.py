@@ -20,7 +20,14 @@ from typing import Optional
 
 import torch
 
-from .checks import check_int, check_levels, check_mixture, check_real, check_tensor
+from .checks import (
+    check_bool,
+    check_int,
+    check_levels,
+    check_mixture,
+    check_real,
+    check_tensor,
+)
 from .mixture import GaussianMixture
 
 
@@ -65,8 +72,7 @@ def _shown_once(draw):
 
     @functools.wraps(draw)
     def wrapper(*args, show: bool = True, **kwargs):
-        if not isinstance(show, bool):
-            raise TypeError(f"show must be True or False, got {show!r}")
+        check_bool(show, "show")
         _drawing[0] += 1
         try:
             out = draw(*args, **kwargs)
@@ -131,7 +137,7 @@ def samples_over_density(
         check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     per_class = check_int(per_class, "per_class", low=1)
     x = x.detach().cpu()
-    if filled:
+    if check_bool(filled, "filled"):
         ax.contourf(*grid, levels=20, cmap="Blues")
     else:
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
@@ -557,6 +563,7 @@ def line_plot(
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if legend is not None and not isinstance(legend, dict):
         raise TypeError(f"legend must be a dict of legend options, got {type(legend).__name__}")
+    check_bool(logx, "logx"), check_bool(logy, "logy")
     x = [float(v) for v in x]
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
@@ -912,6 +919,7 @@ def tradeoff(
         missing = [k for k in (x, y, note) if k is not None and k not in row]
         if missing:
             raise ValueError(f"rows[{name!r}] has no column {missing[0]!r}")
+    check_bool(logx, "logx")
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     for i, (name, row) in enumerate(rows.items()):
@@ -1201,6 +1209,7 @@ def curve_panels(
         raise TypeError("panels must be a non-empty list of non-empty dicts label -> curve")
     if len(ylabels) != len(panels):
         raise ValueError(f"ylabels must give one label per panel ({len(panels)})")
+    check_bool(logx, "logx")
     hlines = {} if hlines is None else dict(hlines)
     for i in [*hlines, *logy]:
         if not isinstance(i, int) or not 0 <= i < len(panels):

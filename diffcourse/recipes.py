@@ -34,6 +34,7 @@ from . import data as datasets
 from . import models
 from .checks import (
     check_archive,
+    check_bool,
     check_choice,
     check_device,
     check_int,
@@ -418,7 +419,7 @@ _OVERRIDABLE = ("steps", "batch_size", "lr", "p_uncond", "init_seed", "seed", "w
 def names(aliases: bool = False) -> List[str]:
     """The recipes' names (with ``aliases``, the old command-line names too)."""
     out = list(_specs(lambda quick, full: quick))
-    return out + list(ALIASES) if aliases else out
+    return out + list(ALIASES) if check_bool(aliases, "aliases") else out
 
 
 def get(name: str, budget: Optional[str] = None, **overrides) -> Recipe:
@@ -608,7 +609,7 @@ def train_or_load(
     weights for this device, budget, torch and package code, else trained (and cached)."""
     recipe = get(name, budget, **overrides)
     device = get_device() if device is None else check_device(device)
-    path = cache_path(recipe, device) if cache else None
+    path = cache_path(recipe, device) if check_bool(cache, "cache") else None
     if path is not None and path.is_file():
         loaded = _load(path, recipe, device)
         if loaded is not None:

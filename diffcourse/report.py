@@ -14,6 +14,8 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from .checks import check_bool
+
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
 
@@ -21,7 +23,7 @@ Row = Union[Sequence[Any], Mapping[str, Any]]
 TEXT_BAR_SECONDS = 5.0
 
 
-def progress_bar(iterable=None, **kwargs):
+def progress_bar(iterable=None, progress: bool = True, **kwargs):
     """A tqdm progress bar over ``iterable`` (tqdm's keyword arguments as given): tqdm.auto's, a
     widget in a notebook where ipywidgets is installed and text elsewhere, or text everywhere when
     the environment variable DIFFCOURSE_PROGRESS is "text". nbval sets it (notebooks/conftest.py):
@@ -32,7 +34,11 @@ def progress_bar(iterable=None, **kwargs):
     Each redraw of a text bar is a message too (tqdm flushes it), up to ten a second. Measured
     here, a cell of 8,000 messages passed under nbval and one of 10,000 timed out, so a cell of a
     quarter of an hour would. A text bar therefore redraws at most every ``TEXT_BAR_SECONDS``
-    unless ``mininterval`` is given: 9,000 messages would take half a day."""
+    unless ``mininterval`` is given: 9,000 messages would take half a day.
+
+    ``progress``: the caller's flag of that name (False: no bar), checked here for all of them."""
+    if not check_bool(progress, "progress"):
+        kwargs["disable"] = True
     mode = os.environ.get("DIFFCOURSE_PROGRESS", "auto").strip() or "auto"
     if mode == "text":
         from tqdm.std import tqdm
@@ -117,6 +123,7 @@ def table(
         title: a line in bold above the table.
         show: False only returns the Markdown.
     """
+    check_bool(show, "show")
     if isinstance(rows, Mapping) and all(isinstance(v, Mapping) for v in rows.values()):
         names = list(rows)
         if header is None:
@@ -187,6 +194,7 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     a 0-dim tensor or NumPy scalar turned into the Python number the page formats."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
+    check_bool(display, "display")
     value = _plain(value)
     if _in_kernel():
         try:

@@ -346,7 +346,7 @@ def pc_sample(
     desc = "DDPM sampling" if corrector_steps == 0 else "PC sampling"
     with sampling_run() as run:
         for step in progress_bar(
-            range(schedule.T - 1, -1, -1), desc=desc, disable=not progress, leave=False
+            range(schedule.T - 1, -1, -1), desc=desc, progress=progress, leave=False
         ):
             eps = _predict(eps_fn, x, step, run)
             if callback is not None:
@@ -394,7 +394,7 @@ def langevin_sample(
         for step in progress_bar(
             range(schedule.T - 1, -1, -1),
             desc="annealed Langevin",
-            disable=not progress,
+            progress=progress,
             leave=False,
         ):
             sigma = (1 - alpha_bar[step]) ** 0.5
@@ -441,7 +441,7 @@ def ddim_sample(
     sigmas = [_ddim_sigma(alpha_bar[t], a_s, eta) for t, a_s in zip(levels, ends)]
     with sampling_run() as run:
         for i, step in enumerate(
-            progress_bar(levels, desc="DDIM sampling", disable=not progress, leave=False)
+            progress_bar(levels, desc="DDIM sampling", progress=progress, leave=False)
         ):
             eps_x0, eps_dir = _predict_pair(eps_fn, x, step, run)
             x0_hat = _x0_hat(x, eps_x0, alpha_bar[step])

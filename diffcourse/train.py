@@ -31,6 +31,7 @@ from torch.utils.data import DistributedSampler
 from .checks import (
     _first_line,
     check_archive,
+    check_bool,
     check_built_for,
     check_int,
     check_labels,
@@ -120,9 +121,9 @@ def dropout_rate(p_uncond: Optional[float], conditional: bool) -> float:
     """Condition dropout's rate, checked: ``p_uncond``, or where it is None ``DEFAULT_P_UNCOND``
     for a conditional model and 0 for an unconditional one (which has no null label to drop to)."""
     if p_uncond is None:
-        return DEFAULT_P_UNCOND if conditional else 0.0
+        return DEFAULT_P_UNCOND if check_bool(conditional, "conditional") else 0.0
     p_uncond = check_probability(p_uncond, "p_uncond")
-    if p_uncond > 0 and not conditional:
+    if p_uncond > 0 and not check_bool(conditional, "conditional"):
         raise ValueError("p_uncond > 0 needs a conditional model (num_classes > 0)")
     return p_uncond
 
@@ -264,6 +265,7 @@ class Settings:
         check_real(self.lr, "lr", low=0, low_open=True)
         check_int(self.warmup, "warmup", low=1)
         check_int(self.seed, "seed")
+        check_bool(self.progress, "progress")
         check_int(self.save_every, "save_every", low=0)
         if self.stop_after is not None:
             check_int(self.stop_after, "stop_after", low=0)

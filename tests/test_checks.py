@@ -22,6 +22,7 @@ from diffcourse import (
 )
 from diffcourse import device as dc_device
 from diffcourse.checks import (
+    check_bool,
     check_choice,
     check_generator,
     check_int,
@@ -52,6 +53,7 @@ from diffcourse.metrics import class_agreement, frechet_distance, sample_distanc
 from diffcourse.mixture import grid_sample, tilted_log_prob
 from diffcourse.models import ConvClassifier, MLPDenoiser, UNet
 from diffcourse.plots import JSAnimation
+from diffcourse.report import glue, table
 from diffcourse.samplers import ddim_sample, ddpm_sample, pc_sample
 from diffcourse.schedules import StepTable, cosine_schedule, ddim_levels, linear_schedule, q_sample
 from diffcourse.text import TextEncoder
@@ -75,6 +77,13 @@ def test_check_real():
     with pytest.raises(ValueError, match=r"^lam must be in \[0, 1\)"):
         check_real(1.0, "lam", low=0, high=1, high_open=True)
     assert check_probability(0.5, "p_uncond") == 0.5
+
+
+def test_check_bool_takes_true_and_false_only():
+    assert check_bool(True, "cache") is True and check_bool(False, "cache") is False
+    for bad in ("no", "False", 0, 1, None, torch.tensor(True)):  # each truthy or falsy as given
+        with pytest.raises(TypeError, match="^cache must be True or False, got"):
+            check_bool(bad, "cache")
 
 
 def test_check_int():
@@ -363,6 +372,20 @@ CASES = [
     (lambda: mixture.sample_tilted(MIX, 0, 2.0, 4, margin="6"), TypeError, "margin"),
     (lambda: mixture.sample_tilted_rejection(MIX, 0, 2.0, 4, "gen"), TypeError, "generator"),
     (lambda: samplers.start_noise((4, 2), dtype=torch.int64), TypeError, "dtype"),
+    # flags: True or False, not a truthy str or an int
+    (lambda: ddim_sample(FN, (4, 2), S, progress="no"), TypeError, "progress"),
+    (lambda: ddpm_sample(FN, (4, 2), S, progress=0), TypeError, "progress"),
+    (lambda: flow.euler_sample(FN, (4, 2), progress="no"), TypeError, "progress"),
+    (lambda: flow.cfg_zero_star_fn(FN, FN, 2.0, scale="no"), TypeError, "scale"),
+    (lambda: flow.cfg_zero_star(X, X, 2.0, scale=1), TypeError, "scale"),
+    (lambda: claims.is_monotone([1, 2], increasing="no"), TypeError, "increasing"),
+    (lambda: recipes.names(aliases=1), TypeError, "aliases"),
+    (lambda: recipes.trained("ch1-denoiser", cache="off"), TypeError, "cache"),
+    (lambda: train_denoiser(MLP, MIX, S, steps=1, progress="no"), TypeError, "progress"),
+    (lambda: plots.line_plot([1], {"a": [1]}, "x", "y", "t", logy="yes"), TypeError, "logy"),
+    (lambda: table([[1]], show="no"), TypeError, "show"),
+    (lambda: glue("a", 1, display=1), TypeError, "display"),
+    (lambda: layers.Linear(2, 2, bias="no"), TypeError, "bias"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),
