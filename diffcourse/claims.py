@@ -87,6 +87,11 @@ def two_classes(d: int, mu: float = 0.5, dtype: torch.dtype = torch.float64) -> 
     return round_mixture(torch.stack([m, -m]), 1.0, [0, 1], dtype)
 
 
+def _n_and_seed(n, seed) -> Tuple[int, int]:
+    """A run's number of samples and its seed, checked before they reach the noise's shape."""
+    return check_int(n, "n", low=1), check_int(seed, "seed")
+
+
 def _class(mixture: GaussianMixture, y) -> int:
     """``y`` as a class of ``mixture``: an int in 0..C-1."""
     return check_int(y, "y", low=0, high=check_mixture(mixture).num_classes - 1)
@@ -106,6 +111,7 @@ def reduction_gap(
     to m both exact scores are -x, so guidance acts along m alone: the difference is rounding."""
     d, gamma = check_int(d, "d", low=1), check_real(gamma, "gamma", low=0)
     check_schedule(schedule)
+    n, seed = _n_and_seed(n, seed)
     z = seeded_noise((n, d), seed, device, torch.float64)
     unit = torch.full((d, 1), d**-0.5, dtype=torch.float64, device=z.device)
     run = samplers(schedule)["DDIM"]
@@ -132,7 +138,8 @@ def dimension_sweep(
     if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
         raise TypeError(f"dims must be a sequence of ints, got {type(dims).__name__}")
     dims = [check_int(d, "dims", low=1) for d in dims]
-    gamma = check_real(gamma, "gamma", low=0)
+    gamma, mu = check_real(gamma, "gamma", low=0), check_real(mu, "mu")
+    n, seed = _n_and_seed(n, seed)
     z = seeded_noise((n, 1), seed, device, torch.float64)
     runs = samplers(check_schedule(schedule), levels=schedule.T)
     out = {}
@@ -258,6 +265,7 @@ def coverage_by_span(
     for name, span in spans.items():
         if span is not None:
             check_levels(schedule, span, f"spans[{name!r}]")
+    n, seed = _n_and_seed(n, seed)
     z = seeded_noise((n, mixture.dim), seed, mixture.device, mixture.dtype)
     cond, uncond = (
         exact_eps_fn(class_mixture(mixture, y), schedule),
@@ -327,6 +335,8 @@ def feedback_check(
     from .metrics import distance_to_exact, mixture_draw
 
     world = additive_world(sharp, unconditional, pi)
+    caps = check_reals(caps, "caps", low=1, low_open=True)  # feedback guidance's largest gamma
+    n, seed = _n_and_seed(n, seed)
     cond, uncond, target = (exact_eps_fn(m, schedule) for m in (world, unconditional, sharp))
     ratio = ratio_of_laws_fn(world, unconditional, schedule)
     runs = {f"feedback, cap {c:g}": feedback_eps_fn(cond, uncond, ratio, pi, c) for c in caps}
@@ -363,7 +373,8 @@ def stand_in_error(
     from .metrics import relative_score_error
 
     check_mixture(mixture), check_levels(schedule, levels, "levels")
-    gen = torch.Generator(device=mixture.device).manual_seed(check_int(seed, "seed"))
+    n, seed = _n_and_seed(n, seed)
+    gen = torch.Generator(device=mixture.device).manual_seed(seed)
     labels = torch.randint(0, mixture.num_classes, (n,), generator=gen, device=mixture.device)
     return relative_score_error(
         exact_eps_fn(mixture, schedule, labels), mixture, schedule, levels, n=n

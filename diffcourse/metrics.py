@@ -12,6 +12,7 @@ import torch
 from . import targets
 from .checks import (
     check_callable,
+    check_device,
     check_finite,
     check_generator,
     check_int,
@@ -367,7 +368,10 @@ def per_class_agreement_and_spread(
             )
             if missing:
                 raise ValueError(f"references has no entry for class {c}")
-            div = spread(x_c, references[c])
+            ref = references[c]
+            if not isinstance(ref, torch.Tensor):
+                raise TypeError(f"references[{c}] must be a torch.Tensor, got {type(ref).__name__}")
+            div = spread(x_c, ref)
         out[c] = (class_agreement(x_c, c, mixture), div)
     return out
 
@@ -685,7 +689,7 @@ def chunk_floors(
     check_callable(draw, "draw")
     n, seeds = check_int(n, "n", low=2), check_int(seeds, "seeds", low=1)
     seed = check_int(seed, "seed")
-    g, directions = torch.Generator(device=device or "cpu"), torch.Generator()
+    g, directions = torch.Generator(check_device(device) or "cpu"), torch.Generator()
     out = []
     for k in range(seeds):
         g.manual_seed(seed + k)

@@ -26,6 +26,7 @@ from .checks import (
     check_levels,
     check_mixture,
     check_real,
+    check_reals,
     check_tensor,
 )
 from .mixture import GaussianMixture
@@ -57,6 +58,30 @@ def _inline_backend() -> bool:
 _drawing = [0]  # how many drawing functions are running: only the outermost one shows
 
 
+def _check_layout(given: dict) -> None:
+    """What the drawing functions share, checked before anything is drawn: ``ax``, None or a
+    matplotlib Axes; ``figsize``, a pair of positive sizes in inches; ``size``, such a pair or one
+    size (a panel's); ``row_labels``, a list of str."""
+    from matplotlib.axes import Axes
+
+    ax = given.get("ax")
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    for name in ("figsize", "size"):
+        value = given.get(name)
+        if value is None:
+            continue
+        if name == "size" and not isinstance(value, (tuple, list)):
+            check_real(value, name, low=0, low_open=True)
+        elif len(check_reals(value, name, low=0, low_open=True)) != 2:
+            raise ValueError(f"{name} must be (width, height) in inches, got {value!r}")
+    labels = given.get("row_labels")
+    if labels is not None and (
+        not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels)
+    ):
+        raise TypeError(f"row_labels must be a list of str, got {labels!r}")
+
+
 def _shown_once(draw):
     """Show, in a notebook with the inline backend, the figure that ``draw`` makes as soon as it is
     drawn, and mark what ``draw`` returns (the figure, its axes or a list of axes) to show nothing
@@ -73,6 +98,7 @@ def _shown_once(draw):
     @functools.wraps(draw)
     def wrapper(*args, show: bool = True, **kwargs):
         check_bool(show, "show")
+        _check_layout(signature.bind_partial(*args, **kwargs).arguments)
         _drawing[0] += 1
         try:
             out = draw(*args, **kwargs)
@@ -564,6 +590,8 @@ def line_plot(
     if legend is not None and not isinstance(legend, dict):
         raise TypeError(f"legend must be a dict of legend options, got {type(legend).__name__}")
     check_bool(logx, "logx"), check_bool(logy, "logy")
+    if styles is not None and not isinstance(styles, dict):
+        raise TypeError(f"styles must be a dict label -> style, got {type(styles).__name__}")
     x = [float(v) for v in x]
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
@@ -920,6 +948,7 @@ def tradeoff(
         if missing:
             raise ValueError(f"rows[{name!r}] has no column {missing[0]!r}")
     check_bool(logx, "logx")
+    floor = None if floor is None else check_real(floor, "floor")
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     for i, (name, row) in enumerate(rows.items()):
@@ -1210,6 +1239,10 @@ def curve_panels(
     if len(ylabels) != len(panels):
         raise ValueError(f"ylabels must give one label per panel ({len(panels)})")
     check_bool(logx, "logx")
+    if hlines is not None and not isinstance(hlines, dict):
+        raise TypeError(f"hlines must be a dict panel -> (y, label), got {type(hlines).__name__}")
+    if isinstance(logy, (str, bytes)) or not isinstance(logy, (list, tuple, range)):
+        raise TypeError(f"logy must be a sequence of panel indices, got {logy!r}")
     hlines = {} if hlines is None else dict(hlines)
     for i in [*hlines, *logy]:
         if not isinstance(i, int) or not 0 <= i < len(panels):

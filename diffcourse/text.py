@@ -26,7 +26,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_int, check_labels, check_tensor, read_values, values_checked_already
+from .checks import (
+    check_device,
+    check_generator,
+    check_int,
+    check_labels,
+    check_tensor,
+    read_values,
+    values_checked_already,
+)
 from .layers import GroupNorm, LayerNorm, Linear
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -182,6 +190,9 @@ def random_captions(
         raise TypeError("labels must be a 1-D integer tensor of digits")
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError("labels must lie in 0..9")
+    check_generator(generator)
+    if isinstance(held_out, str) or not all(isinstance(c, str) for c in held_out):
+        raise TypeError(f"held_out must be a sequence of captions, got {held_out!r}")
     for c in held_out:
         caption_digits(c)
     options = [
@@ -213,7 +224,7 @@ def tokenize(
     """Word-level token ids [N, length]: ``<start>``, one id per word, then ``<pad>``. The null
     caption "" is ``<start>`` alone. An unknown word raises ValueError naming it and the vocabulary."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    length = check_int(length, "length", low=1)
+    length, device = check_int(length, "length", low=1), check_device(device)
     out = torch.full((len(captions), length), PAD, dtype=torch.long)
     for i, c in enumerate(captions):
         ids = [START] + [_INDEX[w] for w in _words(c)]

@@ -19,6 +19,7 @@ from diffcourse import (
     plots,
     recipes,
     samplers,
+    text,
 )
 from diffcourse import device as dc_device
 from diffcourse.checks import (
@@ -179,6 +180,7 @@ MIX = three_blobs()
 MLP = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
 X, T0, Y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 0])
 FN = lambda x, t: x  # noqa: E731
+IMG = torch.rand(4, 1, 8, 8)
 LINE = claims.interval_classes(components=2)  # a 1-D mixture
 ROW = {"mixture": "m", "rule": "r", "seed": 0, "to_tilted": 1.0}  # a leaderboard row
 
@@ -372,6 +374,30 @@ CASES = [
     (lambda: mixture.sample_tilted(MIX, 0, 2.0, 4, margin="6"), TypeError, "margin"),
     (lambda: mixture.sample_tilted_rejection(MIX, 0, 2.0, 4, "gen"), TypeError, "generator"),
     (lambda: samplers.start_noise((4, 2), dtype=torch.int64), TypeError, "dtype"),
+    (lambda: claims.reduction_gap(4, S, 2.0, n="256"), TypeError, "n"),
+    (lambda: claims.dimension_sweep([2], S, 2.0, mu="0.5"), TypeError, "mu"),
+    (lambda: claims.stand_in_error(MIX, S, [0], n=0), ValueError, "n"),
+    (lambda: claims.feedback_check(MIX, MIX, 0.3, [0.5], S), ValueError, "caps[0]"),
+    (lambda: metrics.agreement_and_spread(X, Y, MIX, {0: "x"}), TypeError, "references[0]"),
+    (
+        lambda: metrics.chunk_floors(metrics.mixture_draw(MIX), 8, device="gpu0"),
+        ValueError,
+        "device",
+    ),
+    (lambda: text.tokenize(["seven"], device="gpu0"), ValueError, "device"),
+    (lambda: text.random_captions(torch.tensor([1]), generator=1), TypeError, "generator"),
+    (lambda: text.random_captions(torch.tensor([1]), held_out="seven"), TypeError, "held_out"),
+    (lambda: plots.line_plot([1], {"a": [1]}, "x", "y", ax="ax"), TypeError, "ax"),
+    (lambda: plots.line_plot([1], {"a": [1]}, "x", "y", figsize=(6, -1)), ValueError, "figsize"),
+    (lambda: plots.line_plot([1], {"a": [1]}, "x", "y", styles="o-"), TypeError, "styles"),
+    (lambda: plots.point_clouds({"a": X}, size="big"), TypeError, "size"),
+    (lambda: plots.image_panels({"a": IMG}, 2, row_labels=[1, 2]), TypeError, "row_labels"),
+    (
+        lambda: plots.tradeoff({"a": {"d": 1, "s": 1}}, "d", "s", note=None, floor="1"),
+        TypeError,
+        "floor",
+    ),
+    (lambda: plots.curve_panels([{"a": [(1.0, 0.1)]}], "x", ["y"], logy="0"), TypeError, "logy"),
     # flags: True or False, not a truthy str or an int
     (lambda: ddim_sample(FN, (4, 2), S, progress="no"), TypeError, "progress"),
     (lambda: ddpm_sample(FN, (4, 2), S, progress=0), TypeError, "progress"),
