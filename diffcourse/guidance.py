@@ -34,6 +34,7 @@ import torch
 from .checks import (
     check_built_for,
     check_callable,
+    check_generator,
     check_int,
     check_labels,
     check_module,
@@ -610,7 +611,7 @@ def independent_condition_eps_fn(
     gamma = _check_gamma(gamma)
     num_classes = check_int(num_classes, "num_classes", low=1)
     y = check_labels(check_tensor(y, "y", ndim=1), len(y), num_classes)
-    device = generator.device if generator is not None else y.device
+    device = generator.device if check_generator(generator) is not None else y.device
     y_rand = torch.randint(0, num_classes, y.shape, generator=generator, device=device).to(y.device)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -381,8 +381,7 @@ def evaluate(
     """
     if not rules or not all(isinstance(r, Rule) for r in rules):
         raise TypeError("rules must be a non-empty sequence of Rule")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError("seeds must be a non-empty sequence of distinct ints")
+    seeds = _check_seeds(seeds)
     check_bool(keep_samples, "keep_samples"), check_bool(progress, "progress")
     refs = refs if refs is not None else References(setting, n)
     if refs.setting is not setting or refs.n != n:
@@ -415,6 +414,16 @@ def evaluate(
     return (rows, kept) if keep_samples else rows
 
 
+def _check_seeds(seeds) -> List[int]:
+    """A non-empty sequence of distinct int seeds."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise TypeError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+    seeds = [check_int(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    return seeds
+
+
 def check_rows(rows, metrics: Sequence[str] = ()) -> List[dict]:
     """``rows`` as :func:`evaluate` returns them: a non-empty list of dicts, each with a mixture, a
     rule, a seed and every metric in ``metrics``."""
@@ -437,6 +446,8 @@ def summarize(
     rows: Sequence[dict], metrics: Sequence[str] = METRICS
 ) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
     """(mixture, rule) -> metric -> (mean over seeds, standard deviation over seeds)."""
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise TypeError(f"metrics must be a sequence of metric names, got {metrics!r}")
     check_rows(rows, metrics)
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for row in rows:
@@ -460,8 +471,13 @@ def robust_pairs(
     if metric not in LOWER_IS_BETTER:
         raise ValueError(f"metric must be one of {sorted(LOWER_IS_BETTER)}, got {metric!r}")
     check_rows(rows, [metric])
-    if mixture is None and len({row["mixture"] for row in rows}) > 1:
+    held = {row["mixture"] for row in rows}
+    if mixture is None and len(held) > 1:
         raise ValueError("rows hold several mixtures: name one with mixture=...")
+    if mixture is not None and mixture not in held:
+        raise ValueError(
+            f"mixture must be one of the rows' mixtures {sorted(held)}, got {mixture!r}"
+        )
     table: Dict[str, Dict[int, float]] = {}
     for row in rows:
         if mixture is None or row["mixture"] == mixture:
@@ -552,6 +568,7 @@ def floor_calibration(
     p(x|y) against that seed's reference set, summed over the seeds and divided by the sum of the
     seeds' floors. Near 1 when the floor is what it claims to be; a floor off by a factor shows
     here as that factor."""
+    seeds = _check_seeds(seeds)
     refs = References(setting, n)
     distance = floor = 0.0
     for seed in seeds:

@@ -47,6 +47,7 @@ from diffcourse.guidance import (
     cfgpp_eps_fn,
     classifier_free_eps_fn,
     classifier_free_guidance,
+    independent_condition_eps_fn,
     interval_cfg_eps_fn,
     rescaled_cfg,
 )
@@ -181,6 +182,8 @@ MLP = MLPDenoiser(dim=2, T=10, hidden=8, depth=1, num_classes=3)
 X, T0, Y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 0])
 FN = lambda x, t: x  # noqa: E731
 IMG = torch.rand(4, 1, 8, 8)
+LFN = lambda x, t, y: x  # noqa: E731 (a network taking labels)
+SET = leaderboard.Setting(MIX, cosine_schedule(100), 0, 2.0)
 LINE = claims.interval_classes(components=2)  # a 1-D mixture
 ROW = {"mixture": "m", "rule": "r", "seed": 0, "to_tilted": 1.0}  # a leaderboard row
 
@@ -398,6 +401,11 @@ CASES = [
         "floor",
     ),
     (lambda: plots.curve_panels([{"a": [(1.0, 0.1)]}], "x", ["y"], logy="0"), TypeError, "logy"),
+    (lambda: leaderboard.summarize([ROW], metrics="to_tilted"), TypeError, "metrics"),
+    (lambda: leaderboard.robust_pairs([ROW], "to_tilted", "mm"), ValueError, "mixture"),
+    (lambda: leaderboard.floor_calibration(SET, 8, seeds="0"), TypeError, "seeds"),
+    (lambda: leaderboard.floor_calibration(SET, 8, seeds=[1, 1]), ValueError, "seeds"),
+    (lambda: independent_condition_eps_fn(LFN, Y, 2.0, 3, generator=0), TypeError, "generator"),
     # flags: True or False, not a truthy str or an int
     (lambda: ddim_sample(FN, (4, 2), S, progress="no"), TypeError, "progress"),
     (lambda: ddpm_sample(FN, (4, 2), S, progress=0), TypeError, "progress"),
