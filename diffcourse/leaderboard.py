@@ -433,6 +433,8 @@ def check_rows(rows, metrics: Sequence[str] = ()) -> List[dict]:
         )
     if not rows:
         raise ValueError("rows must hold at least one row")
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise TypeError(f"metrics must be a sequence of metric names, got {metrics!r}")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")
@@ -446,8 +448,6 @@ def summarize(
     rows: Sequence[dict], metrics: Sequence[str] = METRICS
 ) -> Dict[Tuple[str, str], Dict[str, Tuple[float, float]]]:
     """(mixture, rule) -> metric -> (mean over seeds, standard deviation over seeds)."""
-    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
-        raise TypeError(f"metrics must be a sequence of metric names, got {metrics!r}")
     check_rows(rows, metrics)
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for row in rows:
