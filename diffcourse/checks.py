@@ -116,16 +116,29 @@ def check_callable(value, name: str):
     return value
 
 
-def check_reals(values, name: str, **limits) -> list:
-    """A non-empty sequence (a list, a tuple, a 1-D tensor) of real numbers, each checked by
-    :func:`check_real` with ``limits``; returned as a list of floats."""
+def _sequence(values, name: str, what: str) -> Sequence:
+    """A non-empty sequence: a list, a tuple, a range or a 1-D tensor (as a list), not a str."""
     if isinstance(values, torch.Tensor):
         values = values.tolist() if values.ndim == 1 else values
     if isinstance(values, (str, bytes)) or not isinstance(values, abc.Sequence):
-        raise TypeError(f"{name} must be a sequence of real numbers, got {type(values).__name__}")
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
     if not values:
         raise ValueError(f"{name} must hold at least one value")
+    return values
+
+
+def check_reals(values, name: str, **limits) -> list:
+    """A non-empty sequence (a list, a tuple, a 1-D tensor) of real numbers, each checked by
+    :func:`check_real` with ``limits``; returned as a list of floats."""
+    values = _sequence(values, name, "real numbers")
     return [check_real(v, f"{name}[{i}]", **limits) for i, v in enumerate(values)]
+
+
+def check_ints(values, name: str, **limits) -> list:
+    """A non-empty sequence of ints, each checked by :func:`check_int` with ``limits``
+    (``values[i]`` named in the message); returned as a list."""
+    values = _sequence(values, name, "ints")
+    return [check_int(v, f"{name}[{i}]", **limits) for i, v in enumerate(values)]
 
 
 def check_span(pair, name: str) -> Tuple[float, float]:

@@ -18,6 +18,7 @@ from .checks import (
     check_callable,
     check_device,
     check_int,
+    check_ints,
     check_levels,
     check_mixture,
     check_module,
@@ -135,9 +136,7 @@ def dimension_sweep(
     classes at +-mu sqrt(d)), with DDPM and with DDIM on every level: ``{(d, sampler): (shift, std)}``,
     shift = their mean along m beyond the class mean, std = their standard deviation along m (both
     in units of the class's standard deviation, 1)."""
-    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
-        raise TypeError(f"dims must be a sequence of ints, got {type(dims).__name__}")
-    dims = [check_int(d, "dims", low=1) for d in dims]
+    dims = check_ints(dims, "dims", low=1)
     gamma, mu = check_real(gamma, "gamma", low=0), check_real(mu, "mu")
     n, seed = _n_and_seed(n, seed)
     z = seeded_noise((n, 1), seed, device, torch.float64)

@@ -20,7 +20,6 @@ channel, say) is split between threads. README, "Reproducibility".
 
 from __future__ import annotations
 
-from collections import abc
 from typing import Sequence, Tuple, Union
 
 import torch
@@ -28,16 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import check_bool, check_int, check_real, check_tensor
+from .checks import check_bool, check_int, check_ints, check_real, check_tensor
 
 
 def _sizes(value: Union[int, Sequence[int]], name: str, low: int = 1) -> None:
     """A size argument: an int >= ``low``, or a non-empty tuple or list of them (torch's pairs)."""
-    if isinstance(value, (tuple, list)) and value:
-        for i, v in enumerate(value):
-            check_int(v, f"{name}[{i}]", low=low)
-    elif isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
-        raise ValueError(f"{name} must be an int or a non-empty tuple of ints, got {value!r}")
+    if isinstance(value, (tuple, list)):
+        check_ints(value, name, low=low)
     else:
         check_int(value, name, low=low)
 

@@ -33,6 +33,7 @@ from .checks import (
     check_bool,
     check_callable,
     check_int,
+    check_ints,
     check_mixture,
     check_real,
     check_schedule,
@@ -416,9 +417,7 @@ def evaluate(
 
 def _check_seeds(seeds) -> List[int]:
     """A non-empty sequence of distinct int seeds."""
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
-        raise TypeError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
-    seeds = [check_int(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+    seeds = check_ints(seeds, "seeds")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     return seeds

@@ -27,6 +27,7 @@ from diffcourse.checks import (
     check_choice,
     check_generator,
     check_int,
+    check_ints,
     check_labels,
     check_probability,
     check_real,
@@ -456,7 +457,7 @@ def test_value_checks_go_through_one_read():
     assert len(reads) == 2  # t's range, y's range
 
 
-def test_check_reals_and_check_span():
+def test_check_reals_check_ints_and_check_span():
     assert check_reals(torch.tensor([1.0, 2.0]), "gammas") == [1.0, 2.0]
     assert check_reals((1, 2.5), "gammas", low=0) == [1.0, 2.5]
     with pytest.raises(TypeError, match=r"^gammas\[1\] must be a real number"):
@@ -467,6 +468,16 @@ def test_check_reals_and_check_span():
         check_reals([], "gammas")
     with pytest.raises(TypeError, match="^gammas must be a sequence"):
         check_reals(torch.zeros(2, 2), "gammas")
+    assert check_ints(torch.tensor([2, 8]), "dims", low=1) == [2, 8]
+    assert check_ints(range(3), "seeds") == [0, 1, 2]
+    with pytest.raises(TypeError, match=r"^dims\[1\] must be an int"):
+        check_ints([2, 8.0], "dims")
+    with pytest.raises(ValueError, match=r"^dims\[0\] must be an int >= 1"):
+        check_ints([0], "dims", low=1)
+    with pytest.raises(TypeError, match="^seeds must be a sequence of ints"):
+        check_ints("012", "seeds")
+    with pytest.raises(ValueError, match="^seeds must hold at least one value"):
+        check_ints([], "seeds")
     assert check_span([1, 2], "far") == (1.0, 2.0)
     with pytest.raises(TypeError, match="^far must be a pair"):
         check_span((1, 2, 3), "far")
