@@ -431,6 +431,8 @@ def test_exact_cfg_is_eq170_of_the_exact_predictors():
     assert torch.equal(
         exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), classifier_free_guidance(cond, uncond, 2.5)
     )
+    # and eq. 170 written out, so that a slip in the shared helper cannot cancel
+    torch.testing.assert_close(exact_cfg_eps_fn(mix, s, y, 2.5)(x, t), 2.5 * cond - 1.5 * uncond)
     assert torch.equal(exact_cfg_eps_fn(mix, s, 1, 1.0)(x, t), exact_eps_fn(mix, s, 1)(x, t))
     with pytest.raises(TypeError, match="^y must be an int"):
         exact_cfg_eps_fn(mix, s, None, 2.0)
