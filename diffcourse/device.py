@@ -24,8 +24,8 @@ def get_device(announce: bool = False) -> torch.device:
     """CUDA when present, else the CPU.
 
     Apple's MPS is never chosen: it has no float64, in which labs 3 and 12 check Bayes' rule and
-    guidance far below float32's rounding, and the labs have not been run on it. Tensors moved there by hand still
-    work with the package's functions, which follow their inputs.
+    guidance far below float32's rounding, and the labs have not been run on it. Tensors moved
+    there by hand still work with the package's functions, which follow their inputs.
 
     ``announce=True`` also prints the device and the labs' :func:`budget`, as each lab's first cell
     does, so a reader sees at once what the run will do.
