@@ -355,6 +355,9 @@ def digits_mixture(
     """
     components = check_int(components, "components", low=1, high=20)
     reg_covar = check_real(reg_covar, "reg_covar", low=0, low_open=True)
+    # checked here, before the cached fit, whose cache would first fail on an unhashable value
+    holdout = check_real(holdout, "holdout", low=0, high=1, low_open=True, high_open=True)
+    seed = check_int(seed, "seed")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
     means, covs, weights, labels = _fit_digits(components, reg_covar, holdout, seed)

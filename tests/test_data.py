@@ -268,6 +268,11 @@ def test_digits_mixture_bad_input():
         digits_mixture(dtype=torch.long)
     with pytest.raises(ValueError, match="holdout"):
         digits_mixture(holdout=1.5)
+    # before the cached fit, whose cache would say only "unhashable type: 'list'"
+    with pytest.raises(TypeError, match="^holdout must be a real number"):
+        digits_mixture(holdout=[0.25])
+    with pytest.raises(TypeError, match="^seed must be an int"):
+        digits_mixture(seed=[0])
     with pytest.raises(TypeError, match="^components must be an int"):  # not a ValueError
         digits_mixture(components="2")
 

@@ -18,7 +18,7 @@ from diffcourse.targets import eps_to_x0
 
 
 def test_step_mean_is_the_posterior_mean():
-    """(x_t - beta/sqrt(1-abar) eps)/sqrt(alpha) = mu_q(x_t, x0_hat) of q(x_{t-1}|x_t, x0)."""
+    """(x_t - beta/sqrt(1-alpha_bar) eps)/sqrt(alpha) = mu_q(x_t, x0_hat) of q(x_{t-1}|x_t, x0)."""
     s = cosine_schedule(50)
     x_t, eps = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
     t = 20
