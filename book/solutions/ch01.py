@@ -1,9 +1,9 @@
 """Reference solution to exercise 1.3: the exact denoiser of one round
 Gaussian.
 
-If x_0 ~ N(mu, s2 I) and x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, then x_t ~
-N(sqrt(alpha_bar) mu, c I) with c = alpha_bar s2 + 1 - alpha_bar, and everything follows from
-its score."""
+If x_0 ~ N(mu, s2 I) and x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps,
+then x_t ~ N(sqrt(alpha_bar) mu, c I) with c = alpha_bar s2 + 1 - alpha_bar,
+and everything follows from its score."""
 
 import torch
 
@@ -11,8 +11,8 @@ import torch
 def gaussian_score(
     x_t: torch.Tensor, alpha_bar: float, mu: torch.Tensor, s2: float
 ) -> torch.Tensor:
-    """grad log p_t(x_t) = -(x_t - sqrt(alpha_bar) mu) / c, with c = alpha_bar s2 + 1 -
-    alpha_bar."""
+    """grad log p_t(x_t) = -(x_t - sqrt(alpha_bar) mu) / c, with
+    c = alpha_bar s2 + 1 - alpha_bar."""
     c = alpha_bar * s2 + 1 - alpha_bar
     return -(x_t - alpha_bar**0.5 * mu) / c
 

@@ -17,8 +17,9 @@ def label_gain(
     """Monte Carlo estimate of G_t for a ``diffcourse`` GaussianMixture:
     returns (mean, standard error).
 
-    Draw (x_0, y) from the mixture, noise x_0 to x_t, and average (1 - alpha_bar)
-    |grad log p_t(y | x_t)|^2, the classifier gradient of the noisy mixture.
+    Draw (x_0, y) from the mixture, noise x_0 to x_t, and average
+    (1 - alpha_bar) |grad log p_t(y | x_t)|^2, the classifier gradient of the
+    noisy mixture.
     """
     x0, y = mixture.sample(n, generator=generator)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)

@@ -2,9 +2,10 @@
 classes that share a covariance, in closed form at every noise level.
 
 Class 0 is N(mu0, S) with weight w0, class 1 is N(mu1, S) with weight w1. At
-step t both components have mean m_k = sqrt(alpha_bar) mu_k and the same covariance
-C = alpha_bar S + (1 - alpha_bar) I, so the log-odds l(x) = log p_t(1|x) - log p_t(0|x)
-is affine in x, and p_t(1|x) = sigmoid(l(x))."""
+step t both components have mean m_k = sqrt(alpha_bar) mu_k and the same
+covariance C = alpha_bar S + (1 - alpha_bar) I, so the log-odds
+l(x) = log p_t(1|x) - log p_t(0|x) is affine in x, and
+p_t(1|x) = sigmoid(l(x))."""
 
 import torch
 
