@@ -74,6 +74,8 @@ class MLPDenoiser(_NullLabel, nn.Module):
     the noise level at every depth. With ``num_classes > 0`` the label embedding joins it there
     (``label_pathway="layers"``, the strong pathway), or only shifts the output by a vector that
     depends on (y, t) and not on x (``"output"``, a deliberately weak pathway for chapter 2).
+    With a label it predicts the noise of each step p_theta(x_{t-1} | x_t, y) of the conditional
+    chain p(x_{0:T} | y) (Luo 2022 eq. 162).
     """
 
     def __init__(
