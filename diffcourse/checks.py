@@ -116,13 +116,14 @@ def check_callable(value, name: str):
     return value
 
 
-def _sequence(values, name: str, what: str) -> Sequence:
-    """A non-empty sequence: a list, a tuple, a range or a 1-D tensor (as a list), not a str."""
+def _sequence(values, name: str, what: str, empty: bool = False) -> Sequence:
+    """A sequence, non-empty unless ``empty``: a list, a tuple, a range or a 1-D tensor (as a
+    list), not a str."""
     if isinstance(values, torch.Tensor):
         values = values.tolist() if values.ndim == 1 else values
     if isinstance(values, (str, bytes)) or not isinstance(values, abc.Sequence):
         raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
-    if not values:
+    if not values and not empty:
         raise ValueError(f"{name} must hold at least one value")
     return values
 
@@ -139,6 +140,15 @@ def check_ints(values, name: str, **limits) -> list:
     (``values[i]`` named in the message); returned as a list."""
     values = _sequence(values, name, "ints")
     return [check_int(v, f"{name}[{i}]", **limits) for i, v in enumerate(values)]
+
+
+def check_strs(values, name: str) -> list:
+    """A sequence of str, possibly empty (names, captions, row labels); returned as a list."""
+    values = _sequence(values, name, "str", empty=True)
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(v).__name__}")
+    return list(values)
 
 
 def check_span(pair, name: str) -> Tuple[float, float]:

@@ -37,6 +37,7 @@ from .checks import (
     check_mixture,
     check_real,
     check_schedule,
+    check_strs,
     check_tensor,
 )
 from .flow import cfg_zero_star_fn, euler_sample, zero_init_time
@@ -432,8 +433,7 @@ def check_rows(rows, metrics: Sequence[str] = ()) -> List[dict]:
         )
     if not rows:
         raise ValueError("rows must hold at least one row")
-    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
-        raise TypeError(f"metrics must be a sequence of metric names, got {metrics!r}")
+    metrics = check_strs(metrics, "metrics")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")

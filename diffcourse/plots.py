@@ -27,6 +27,7 @@ from .checks import (
     check_mixture,
     check_real,
     check_reals,
+    check_strs,
     check_tensor,
 )
 from .mixture import GaussianMixture
@@ -75,11 +76,8 @@ def _check_layout(given: dict) -> None:
             check_real(value, name, low=0, low_open=True)
         elif len(check_reals(value, name, low=0, low_open=True)) != 2:
             raise ValueError(f"{name} must be (width, height) in inches, got {value!r}")
-    labels = given.get("row_labels")
-    if labels is not None and (
-        not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels)
-    ):
-        raise TypeError(f"row_labels must be a list of str, got {labels!r}")
+    if given.get("row_labels") is not None:
+        check_strs(given["row_labels"], "row_labels")
 
 
 def _shown_once(draw):

@@ -31,6 +31,7 @@ from .checks import (
     check_generator,
     check_int,
     check_labels,
+    check_strs,
     check_tensor,
     read_values,
     values_checked_already,
@@ -191,9 +192,7 @@ def random_captions(
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError("labels must lie in 0..9")
     check_generator(generator)
-    if isinstance(held_out, str) or not all(isinstance(c, str) for c in held_out):
-        raise TypeError(f"held_out must be a sequence of captions, got {held_out!r}")
-    for c in held_out:
+    for c in check_strs(held_out, "held_out"):
         caption_digits(c)
     options = [
         [

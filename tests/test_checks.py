@@ -35,6 +35,7 @@ from diffcourse.checks import (
     check_same,
     check_span,
     check_steps,
+    check_strs,
     check_tensor,
     same_device,
 )
@@ -457,7 +458,7 @@ def test_value_checks_go_through_one_read():
     assert len(reads) == 2  # t's range, y's range
 
 
-def test_check_reals_check_ints_and_check_span():
+def test_check_reals_check_ints_check_strs_and_check_span():
     assert check_reals(torch.tensor([1.0, 2.0]), "gammas") == [1.0, 2.0]
     assert check_reals((1, 2.5), "gammas", low=0) == [1.0, 2.5]
     with pytest.raises(TypeError, match=r"^gammas\[1\] must be a real number"):
@@ -483,6 +484,11 @@ def test_check_reals_check_ints_and_check_span():
         check_span((1, 2, 3), "far")
     with pytest.raises(ValueError, match=r"^far must have low < high, got \(2, 2\)"):
         check_span((2, 2), "far")
+    assert check_strs(("a", "b"), "metrics") == ["a", "b"] and check_strs([], "metrics") == []
+    with pytest.raises(TypeError, match="^metrics must be a sequence of str, got str"):
+        check_strs("to_tilted", "metrics")  # not read letter by letter
+    with pytest.raises(TypeError, match=r"^row_labels\[1\] must be a str, got int"):
+        check_strs(["a", 1], "row_labels")
 
 
 def test_meta_tensors_have_no_values_to_check():
