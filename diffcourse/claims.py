@@ -492,7 +492,9 @@ def variant_formula_gaps(
 
     - eq. 170, cfg = gamma c + (1 - gamma) u (Luo eq. 170); the interval's eps_fn is cfg inside,
       c below it;
-    - rescaled: phi cfg std(c) / std(cfg) + (1 - phi) cfg, phi = 0.7, std per image (Lin et al.);
+    - rescaled: phi cfg std(c) / std(cfg) + (1 - phi) cfg, phi = 0.7, std per image (diffusers');
+    - rescaled, v: the same on V(e) = (e - sqrt(1 - alpha_bar_t) x_t) / sqrt(alpha_bar_t), the
+      v-predictions, turned back by e = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t (Lin et al.);
     - autoguidance: gamma c + (1 - gamma) w (Karras et al.);
     - APG, eta = 0, beta = -0.5: D = D(c) + (gamma - 1)(Delta - Delta_par), Delta = D(c) - D(u) and
       Delta_par its projection on D(c); on a second call the momentum halves Delta (Sadat et al.);
@@ -525,9 +527,14 @@ def variant_formula_gaps(
     def to_x0(eps: torch.Tensor) -> torch.Tensor:
         return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
+    def rescaled(c: torch.Tensor, cfg: torch.Tensor) -> torch.Tensor:  # phi = 0.7
+        return 0.7 * cfg * std(c) / std(cfg) + 0.3 * cfg
+
     c, u, w = c_fn(x_t, t), u_fn(x_t, t), weak.eps_fn(y)(x_t, t)
     cfg, auto = gamma * c + (1 - gamma) * u, gamma * c + (1 - gamma) * w  # eq. 170 twice
     x0_c, delta, x0_cfg = to_x0(c), to_x0(c) - to_x0(u), to_x0(cfg)
+    v_c, v_cfg = ((e - (1 - ab).sqrt() * x_t) / ab.sqrt() for e in (c, cfg))
+    in_v = ab.sqrt() * rescaled(v_c, v_cfg) + (1 - ab).sqrt() * x_t
     unit = x0_c / per_image(x0_c.flatten(1).norm(dim=1))
     par = per_image((delta * unit).flatten(1).sum(1)) * unit
     apg = x0_c + (gamma - 1) * (delta - par)  # eta_par = 0: no part along D(c)
@@ -538,7 +545,8 @@ def variant_formula_gaps(
     checks = [  # (variant, its eps_fn's answer, the formula)
         ("interval, inside", fn["interval"](x_t, t), cfg),
         ("interval, below", fn["interval"](x_low, t_low), c_fn(x_low, t_low)),
-        ("rescaled", fn["rescaled"](x_t, t), 0.7 * cfg * std(c) / std(cfg) + 0.3 * cfg),
+        ("rescaled", fn["rescaled"](x_t, t), rescaled(c, cfg)),
+        ("rescaled, v", fn["rescaled, v"](x_t, t), in_v),
         ("autoguidance", fn["autoguidance"](x_t, t), auto),
         ("APG, first call", to_x0(fn["APG"](x_t, t)), apg),
         ("APG, momentum", to_x0(fn["APG"](x_t, t)), apg_m),

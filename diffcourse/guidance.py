@@ -12,7 +12,8 @@ The variants of chapter 8 and how each meets eq. 170, eps = gamma eps_c + (1 - g
 - :func:`per_level_cfg_eps_fn`: eq. 170 with a scale gamma_t per level; a constant is eq. 170.
 - :func:`interval_cfg_eps_fn`: eq. 170 on an interval of t, eps_c elsewhere; all of 0..T-1 is eq. 170.
 - :func:`rescaled_cfg` (:func:`rescaled_cfg_eps_fn`): eq. 170, then each sample rescaled to eps_c's
-  spread; phi = 0 is eq. 170.
+  spread; phi = 0 is eq. 170. :func:`rescaled_cfg_v_eps_fn` does the same to v-predictions, as Lin
+  et al. do.
 - :func:`autoguidance_eps_fn`: eq. 170 with a weaker conditional model for eps_u; with the
   unconditional model as the weak one it is eq. 170.
 - :func:`apg_eps_fn`: eq. 170 in x0 space, its update clipped in norm, its part along D_c scaled by
@@ -48,7 +49,7 @@ from .checks import (
 )
 from .device import full_precision
 from .schedules import Schedule, StepTable, _gather, ddim_levels  # noqa: F401 (_gather: old import path)
-from .targets import eps_to_x0, x0_to_eps
+from .targets import eps_to_v, eps_to_x0, v_to_eps, x0_to_eps
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PairFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -214,7 +215,8 @@ def rescaled_cfg(
     """Rescaled classifier-free guidance (Lin et al. 2024, WACV; arXiv 2023, Algorithm 2): eq. 170, then each sample's
     guided prediction is rescaled to the standard deviation of its conditional prediction, and the
     two are mixed, ``phi`` rescaled + (1 - phi) plain. phi = 0 is eq. 170; gamma = 1 is ``cond`` for
-    every phi. Lin et al. apply it to v-predictions; diffusers applies it to noise predictions."""
+    every phi. Lin et al. apply it to v-predictions (:func:`rescaled_cfg_v_eps_fn`); diffusers applies
+    it to the network's output, the noise prediction of a noise predictor (:func:`rescaled_cfg_eps_fn`)."""
     phi = check_real(phi, "phi", low=0, high=1)
     guided = classifier_free_guidance(cond, uncond, gamma)
     if phi == 0:  # eq. 170 itself: no spread to compute
@@ -235,6 +237,28 @@ def rescaled_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, phi: float = 0
     gamma, phi = _check_gamma(gamma), check_real(phi, "phi", low=0, high=1)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     return lambda x_t, t: rescaled_cfg(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, phi)
+
+
+def rescaled_cfg_v_eps_fn(
+    cond_fn: Fn, uncond_fn: Fn, schedule: Schedule, gamma: float, phi: float = 0.7
+) -> Fn:
+    """:func:`rescaled_cfg` on v-predictions, the target Lin et al. (2024) rescale, as a sampler's
+    ``eps_fn``: at each call both noise predictions become v = (eps - sqrt(1 - alpha_bar_t) x_t) /
+    sqrt(alpha_bar_t) (:func:`~diffcourse.targets.eps_to_v`), eq. 170 is taken there and rescaled
+    per sample to v_c's spread, mixed with weight ``phi``, and turned back into noise. Eq. 170 is the
+    same in either target (v is affine in eps); the rescaling is not: at high noise v is close to
+    -x0_hat, so it acts on the clean estimates that guidance spreads, where the noise predictions'
+    spreads barely differ. phi = 0 is :func:`classifier_free_eps_fn` up to rounding."""
+    gamma, phi = _check_gamma(gamma), check_real(phi, "phi", low=0, high=1)
+    _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
+    schedule = check_schedule(schedule)
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = schedule.gather("alpha_bar", t, x_t)
+        v_c, v_u = (eps_to_v(x_t, f(x_t, t), a) for f in (cond_fn, uncond_fn))
+        return v_to_eps(x_t, rescaled_cfg(v_c, v_u, gamma, phi), a)
+
+    return guided
 
 
 GammaAt = Union[Callable[[int], float], Mapping[int, float], Sequence[float]]
@@ -692,6 +716,7 @@ VARIANTS = (
     "CFG",
     "interval",
     "rescaled",
+    "rescaled, v",
     "autoguidance",
     "APG",
     "CFG++",
@@ -722,7 +747,8 @@ def variant_eps_fns(
       same rule), else :func:`classifier_free_eps_fn`;
     - "interval": :func:`interval_cfg_eps_fn` on the levels whose noise-to-signal ratio lies in
       [1/3, 3] (:func:`~diffcourse.schedules.nsr_interval`): one extra evaluation per level inside;
-    - "rescaled": :func:`rescaled_cfg_eps_fn` with ``phi`` (Lin et al. 2024);
+    - "rescaled": :func:`rescaled_cfg_eps_fn` with ``phi``, on the noise predictions (diffusers');
+    - "rescaled, v": :func:`rescaled_cfg_v_eps_fn` with ``phi``, on v-predictions (Lin et al. 2024);
     - "autoguidance": :func:`autoguidance_eps_fn` with ``weak_fn`` (Karras et al. 2024);
     - "APG": :func:`apg_eps_fn` with eta = 0 and momentum ``beta`` (Sadat et al. 2025);
     - "CFG++": :func:`cfgpp_eps_fn` at the lam of :func:`lam_matching` (Chung et al. 2025);
@@ -753,6 +779,9 @@ def variant_eps_fns(
             interval_cfg_eps_fn(cond_fn, uncond_fn, gamma, lo, hi), steps + inside
         ),
         "rescaled": lambda: Variant(rescaled_cfg_eps_fn(cond_fn, uncond_fn, gamma, phi), 2 * steps),
+        "rescaled, v": lambda: Variant(
+            rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, schedule, gamma, phi), 2 * steps
+        ),
         "autoguidance": lambda: Variant(autoguidance_eps_fn(cond_fn, weak_fn, gamma), 2 * steps),
         "APG": lambda: Variant(
             apg_eps_fn(cond_fn, uncond_fn, schedule, gamma, beta=beta), 2 * steps

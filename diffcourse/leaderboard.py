@@ -202,6 +202,10 @@ def package_rules(
     def rescaled(s: Setting, noise, gen):
         return s.ddim(guidance.rescaled_cfg_eps_fn(s.cond, s.uncond, s.gamma, phi), noise)
 
+    def rescaled_v(s: Setting, noise, gen):
+        fn = guidance.rescaled_cfg_v_eps_fn(s.cond, s.uncond, s.schedule, s.gamma, phi)
+        return s.ddim(fn, noise)
+
     def interval(s: Setting, noise, gen):
         return s.ddim(guidance.interval_cfg_eps_fn(s.cond, s.uncond, s.gamma, *s.interval), noise)
 
@@ -240,6 +244,7 @@ def package_rules(
         ),
         Rule("interval", interval, lambda s: s.levels + s.interval_levels),
         Rule(f"rescaled, phi = {phi:g}", rescaled, lambda s: 2 * s.levels, image_like),
+        Rule(f"rescaled on v, phi = {phi:g}", rescaled_v, lambda s: 2 * s.levels, image_like),
         Rule(
             f"APG, eta = {apg_eta:g}, beta = {apg_beta:g}",
             lambda s, z, g: s.ddim(

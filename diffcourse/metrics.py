@@ -852,12 +852,17 @@ def rescale_factors(
     schedule: Schedule,
     levels: Sequence[int],
     gamma: float,
+    target: str = "eps",
 ) -> Dict[int, float]:
     """Rescaled CFG's factor std(eps_c) / std(eps_cfg) (Lin et al. 2024, Algorithm 2; eps_cfg is
     Luo eq. 170 at ``gamma``) at each level of ``levels``, averaged over the rows of ``x0`` noised
     to that level (:func:`~diffcourse.schedules.q_sample_at`, seeded by the level): each row's
     standard deviation over its entries. ``{level: factor}``; a factor near 1 means rescaling
-    changes little there."""
+    changes little there. ``target="v"`` takes the spreads of the v-predictions instead
+    (:func:`~diffcourse.targets.eps_to_v`), the factor of
+    :func:`~diffcourse.guidance.rescaled_cfg_v_eps_fn`."""
+    if target not in ("eps", "v"):
+        raise ValueError(f"target must be 'eps' or 'v', got {target!r}")
     check_callable(cond_fn, "cond_fn")
     check_callable(uncond_fn, "uncond_fn")
     check_tensor(x0, "x0", floating=True)
@@ -868,8 +873,11 @@ def rescale_factors(
     gamma, levels = check_real(gamma, "gamma", low=0), check_levels(schedule, levels, "levels")
     out = {}
     for step in levels:
-        c = cond_fn(*q_sample_at(x0, step, schedule))
-        u = uncond_fn(*q_sample_at(x0, step, schedule))
+        x_t, t = q_sample_at(x0, step, schedule)
+        c, u = cond_fn(x_t, t), uncond_fn(x_t, t)
+        if target == "v":
+            a = schedule.alpha_bar[step].item()
+            c, u = targets.eps_to_v(x_t, c, a), targets.eps_to_v(x_t, u, a)
         guided = gamma * c + (1 - gamma) * u
         out[step] = (c.flatten(1).std(1) / guided.flatten(1).std(1)).mean().item()
     return out
@@ -979,8 +987,9 @@ def mean_class_posterior(
 ) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
     """The mean of p_t(y | x_t) over n draws x_t ~ p_t, and its standard error, for every class:
     ``{step: (mean [C], standard error [C])}``. Averaging Bayes' rule over x_t gives
-    E[p_t(y | x_t)] = p(y) at every t (Luo 2022 eq. 164's last term: the shares do not depend on
-    x_t), so the means must sit within a few standard errors of the class shares."""
+    E[p_t(y | x_t)] = p(y) at every t (the integral over x_t of p_t(x_t) p_t(y | x_t) is p_t(y), and
+    noising never changes the class shares), so the means must sit within a few standard errors
+    of the class shares."""
     check_mixture(mixture)
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=2)
     check_generator(generator)

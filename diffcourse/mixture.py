@@ -957,7 +957,7 @@ def exact_cg_eps_fn(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Classifier guidance (Luo eq. 166) with exact scores: the exact unconditional noise predictor
     and the exact classifier gradient, eps*(x_t, t) - gamma sqrt(1 - alpha_bar_t) grad log p_t(y|x_t).
-    By eqs. 167-169 it is :func:`exact_cfg_eps_fn` at the same gamma, up to float rounding."""
+    By eqs. 167-170 it is :func:`exact_cfg_eps_fn` at the same gamma, up to float rounding."""
     from .guidance import classifier_guided_eps_fn
 
     if y is None:

@@ -78,6 +78,24 @@ def x0_to_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
 
 
+def eps_to_v(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 = (eps - sqrt(1 - alpha_bar) x_t) / sqrt(alpha_bar).
+
+    The v-prediction target (Salimans & Ho 2022, Sec. 4), which Lin et al.'s networks predict; not
+    chapter 11's flow velocity. The second form follows on substituting x0 from Luo eq. 115. It is
+    affine in eps, so eq. 170 gives the same prediction in either target; a rescaling does not."""
+    alpha_bar = _checked(alpha_bar, False, True, x_t=x_t, eps=eps)
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return (eps - (1 - a).sqrt() * x_t) / a.sqrt()
+
+
+def v_to_eps(x_t: torch.Tensor, v: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """eps = sqrt(alpha_bar) v + sqrt(1 - alpha_bar) x_t, the inverse of :func:`eps_to_v`."""
+    alpha_bar = _checked(alpha_bar, True, True, x_t=x_t, v=v)
+    a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+    return a.sqrt() * v + (1 - a).sqrt() * x_t
+
+
 def posterior_means(x_t: torch.Tensor, pool: torch.Tensor, alpha_bar) -> tuple:
     """(E[x0 | x_t], E[eps | x_t]) straight from their definitions, with no score in sight: each
     data draw x0_j of ``pool`` [M, D] is weighted by how likely it is to have produced x_t,

@@ -153,6 +153,13 @@ PLANTS: List[Plant] = [
         "rescaled CFG with its two weights swapped (phi on the plain prediction)",
     ),
     Plant(
+        "08c_variants_on_digits.ipynb",
+        "targets.py",
+        "return a.sqrt() * v + (1 - a).sqrt() * x_t",
+        "return a.sqrt() * v - (1 - a).sqrt() * x_t",
+        "v turned back into noise with the sign of its x_t term flipped",
+    ),
+    Plant(
         "10_conditions_exact.ipynb",
         "guidance.py",
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",

@@ -168,13 +168,17 @@ def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # a GPU's default
     out = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0)
     assert seen and not any(seen)
-    assert len(out.gaps) == 9 and max(out.gaps.values()) < 1e-4
+    assert len(out.gaps) == 10 and max(out.gaps.values()) < 1e-4
     # the untrained nets' D(cfg) leaves [-1, 1] (in every image here): thresholding is exercised
     assert 0 < out.clipped <= 1
     rescaled = guidance.rescaled_cfg  # a wrong factor in one rule shows in its gap only
     monkeypatch.setattr(guidance, "rescaled_cfg", lambda *a: 1.1 * rescaled(*a))
     wrong = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0).gaps
     assert wrong["rescaled"] > 1e-2 and wrong["interval, inside"] < 1e-4
+    monkeypatch.setattr(guidance, "rescaled_cfg", rescaled)  # v taken as the clean estimate:
+    monkeypatch.setattr(guidance, "eps_to_v", guidance.eps_to_x0)  # only "rescaled, v" moves
+    wrong = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0).gaps
+    assert wrong["rescaled, v"] > 1e-2 and wrong["rescaled"] < 1e-4
     with pytest.raises(TypeError, match="^y must be an integer tensor"):
         claims.variant_formula_gaps(good, weak, x0, y.float(), s, 10, 3.0)
 

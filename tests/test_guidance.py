@@ -614,6 +614,7 @@ from diffcourse.guidance import (  # noqa: E402
     lam_matching,
     per_level_cfg_eps_fn,
     rescaled_cfg_eps_fn,
+    rescaled_cfg_v_eps_fn,
 )
 from diffcourse.schedules import ddim_levels  # noqa: E402
 
@@ -684,6 +685,35 @@ def test_rescaled_cfg_eps_fn_is_the_rule_per_call():
     )
     with pytest.raises(ValueError, match="phi"):
         rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 1.5)
+
+
+def test_rescaled_cfg_v_eps_fn_rescales_the_v_predictions():
+    """Lin et al.'s rule written out: both predictions to v = (eps - sqrt(1 - a) x_t) / sqrt(a),
+    eq. 170 there, each sample scaled to v_c's std and mixed by phi, back to noise. It is not the
+    rule on eps; phi = 0 is eq. 170 and gamma = 1 the conditional prediction, up to rounding."""
+    s = cosine_schedule(50)
+    g = torch.Generator().manual_seed(3)
+    x, c, u = (torch.randn(4, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    cond_fn, uncond_fn = (lambda x, t: c), (lambda x, t: u)
+    t = torch.tensor([0, 10, 30, 49])
+    a = s.alpha_bar[t].double().reshape(-1, 1, 1, 1)
+    v_c, v_u = ((e - (1 - a).sqrt() * x) / a.sqrt() for e in (c, u))
+    v = 3 * v_c - 2 * v_u
+    std = lambda e: e.flatten(1).std(1).reshape(-1, 1, 1, 1)  # noqa: E731
+    by_hand = a.sqrt() * (0.7 * v * std(v_c) / std(v) + 0.3 * v) + (1 - a).sqrt() * x
+    got = rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, s, 3.0, 0.7)(x, t)
+    torch.testing.assert_close(got, by_hand)
+    on_eps = rescaled_cfg_eps_fn(cond_fn, uncond_fn, 3.0, 0.7)(x, t)
+    assert (got - on_eps).abs().max() > 0.1  # the target matters
+    cfg = classifier_free_eps_fn(cond_fn, uncond_fn, 3.0)(x, t)
+    torch.testing.assert_close(rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, s, 3.0, 0.0)(x, t), cfg)
+    torch.testing.assert_close(rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, s, 1.0, 0.7)(x, t), c)
+    with pytest.raises(ValueError, match="^phi"):
+        rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, s, 3.0, 1.5)
+    with pytest.raises(ValueError, match="^gamma"):
+        rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, s, -1.0)
+    with pytest.raises(TypeError, match="^schedule"):
+        rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, "cosine", 3.0)
 
 
 def test_apg_momentum_cannot_leak_from_one_run_into_the_next():
@@ -975,6 +1005,7 @@ def test_variant_eps_fns_are_the_single_rules_with_their_nfe():
         "CFG": classifier_free_eps_fn(c, u, 3.0),
         "interval": interval_cfg_eps_fn(c, u, 3.0, lo, hi),
         "rescaled": lambda x, t: rescaled_cfg(c(x, t), u(x, t), 3.0, 0.7),
+        "rescaled, v": rescaled_cfg_v_eps_fn(c, u, s, 3.0, 0.7),
         "autoguidance": classifier_free_eps_fn(c, w, 3.0),
         "APG": apg_eps_fn(c, u, s, 3.0, beta=-0.5),
         "CFG++": lambda x, t: cfgpp_eps_fn(c, u, lam)(x, t)[0],

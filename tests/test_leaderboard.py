@@ -281,3 +281,25 @@ def test_evaluate_mixtures_is_evaluate_mixture_after_mixture():
         evaluate_mixtures([shrink], [three_blobs()], s, 2.0)
     with pytest.raises(ValueError, match="mixtures"):
         evaluate_mixtures([shrink], {"blobs": three_blobs()}, s, 2.0)
+
+
+def test_image_like_rules_run_on_more_than_two_dimensions_only():
+    """Rescaling (on eps and on v) and thresholding apply where the data has more than 2 entries;
+    at phi = 0 both rescaled rules are eq. 170 with DDIM, at phi = 0.7 they differ from it and
+    from each other (the target of the rescaling matters)."""
+    from conftest import random_mixture
+
+    mixture, schedule = random_mixture(6, (2, 1), seed=2), cosine_schedule(20)
+    s6, s2 = (Setting(m, schedule, 0, 3.0, levels=5) for m in (mixture, three_blobs()))
+    z = torch.randn(40, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for phi in (0.0, 0.7):
+        rules = {r.name: r for r in package_rules(phi=phi)}
+        rescaled = [rules[f"rescaled{on}, phi = {phi:g}"] for on in ("", " on v")]
+        assert all(r.applies(s6) and not r.applies(s2) for r in rescaled)
+        eps, v = (r.sample(s6, z, torch.Generator().manual_seed(1)) for r in rescaled)
+        cfg = rules["eq. 170, DDIM"].sample(s6, z, torch.Generator().manual_seed(1))
+        if phi == 0:
+            assert torch.allclose(eps, cfg, atol=1e-10) and torch.allclose(v, cfg, atol=1e-10)
+        else:
+            assert (v - eps).abs().max() > 1e-2 and (v - cfg).abs().max() > 1e-2
+    assert "dynamic thresholding" in {r.name for r in package_rules() if r.applies(s6)}

@@ -664,6 +664,16 @@ def test_rescale_factors_closed_form():
     # is still 2 / 4 (a root-mean-square, which counts them, is not)
     shifted = rescale_factors(lambda x, t: 2 * x + 1, lambda x, t: x, x0, s, [5, 30], 3.0)
     assert all(abs(f - 0.5) < 1e-6 for f in shifted.values())
+    # on v = (eps - sqrt(1 - a) x_t) / sqrt(a): cond = 2 x_t, uncond = x_t give v_c = k x_t and
+    # v_u = j x_t, k = (2 - sqrt(1 - a)) / sqrt(a), j = (1 - sqrt(1 - a)) / sqrt(a); eq. 170 is
+    # (3k - 2j) x_t, so the factor is |k / (3k - 2j)|
+    on_v = rescale_factors(lambda x, t: 2 * x, lambda x, t: x, x0, s, [5, 30], 3.0, target="v")
+    for step, f in on_v.items():
+        r = (1 - s.alpha_bar[step].item()) ** 0.5
+        assert abs(f - abs((2 - r) / (3 * (2 - r) - 2 * (1 - r)))) < 1e-6, step
+    assert abs(on_v[30] - 0.5) > 0.01  # not the factor on eps
+    with pytest.raises(ValueError, match="^target"):
+        rescale_factors(lambda x, t: x, lambda x, t: x, x0, s, [5], 3.0, target="x0")
     with pytest.raises(TypeError, match="^x0 must be a floating-point"):
         rescale_factors(lambda x, t: x, lambda x, t: x, x0.long(), s, [5], 3.0)
     with pytest.raises(ValueError, match="gamma"):

@@ -428,6 +428,7 @@ from diffcourse.guidance import (  # noqa: E402
     dynamic_threshold_eps_fn,
     interval_cfg_eps_fn,
     rescaled_cfg_eps_fn,
+    rescaled_cfg_v_eps_fn,
 )
 from diffcourse.mixture import exact_cfg_eps_fn  # noqa: E402
 from diffcourse.models import MLPClassifier, MLPDenoiser, UNet  # noqa: E402
@@ -456,6 +457,7 @@ def _guided(kind, device="cpu"):
         ),
         "interval": lambda: interval_cfg_eps_fn(cond, uncond, 3.0, 5, 12),
         "rescaled": lambda: rescaled_cfg_eps_fn(cond, uncond, 3.0),
+        "rescaled, v": lambda: rescaled_cfg_v_eps_fn(cond, uncond, s, 3.0),
         "APG": lambda: apg_eps_fn(cond, uncond, s, 3.0, eta=0.0, beta=-0.5, r=1.0),
         "dynamic thresholding": lambda: dynamic_threshold_eps_fn(
             batched_cfg_eps_fn(cond_net, y, 5.0), s
@@ -471,6 +473,7 @@ KINDS = [
     "classifier guidance",
     "interval",
     "rescaled",
+    "rescaled, v",
     "APG",
     "dynamic thresholding",
     "CFG++",

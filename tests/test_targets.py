@@ -27,6 +27,18 @@ def test_true_noise_maps_to_true_x0():
     assert torch.allclose(targets.x0_to_eps(x_t, x0, a), eps)
 
 
+def test_v_is_its_definition_and_turns_back_into_the_noise():
+    """v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho) from the true noise and x0, and back."""
+    s = cosine_schedule(50)
+    x0, eps = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    for step in (0, 30, 49):
+        x_t, a = q_sample(x0, torch.full((4,), step), s, eps), float(s.alpha_bar[step])
+        v = targets.eps_to_v(x_t, eps, a)
+        assert torch.allclose(v, a**0.5 * eps - (1 - a) ** 0.5 * x0)
+        assert torch.allclose(targets.v_to_eps(x_t, v, a), eps)
+    assert torch.equal(targets.v_to_eps(x_t, v, 1.0), v)  # no noise: v is eps
+
+
 def test_tweedie_on_one_gaussian():
     """For x0 ~ N(mu, s^2 I), E[x0 | x_t] from Tweedie equals the Gaussian posterior mean."""
     mix = random_mixture(2, (1,), seed=1)
@@ -55,6 +67,8 @@ _CONVERSIONS = [
     ("x0_to_score", 2, (0.0, 0.5)),
     ("eps_to_x0", 2, (0.5, 1.0)),
     ("x0_to_eps", 2, (0.0, 0.5)),
+    ("eps_to_v", 2, (0.5, 1.0)),
+    ("v_to_eps", 2, (0.0, 0.5, 1.0)),
 ]
 
 
