@@ -233,7 +233,9 @@ def rescaled_cfg(
 def rescaled_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, phi: float = 0.7) -> Fn:
     """:func:`rescaled_cfg` as a sampler's ``eps_fn``: at each call, eq. 170 of the two predictions,
     rescaled per sample to the conditional prediction's spread and mixed with weight ``phi``
-    (Lin et al. 2024). phi = 0 is :func:`classifier_free_eps_fn`, bit for bit."""
+    (Lin et al. 2024's rule in diffusers' form, on the noise predictions; on v-predictions, as Lin
+    et al. apply it, see :func:`rescaled_cfg_v_eps_fn`). phi = 0 is :func:`classifier_free_eps_fn`,
+    bit for bit."""
     gamma, phi = _check_gamma(gamma), check_real(phi, "phi", low=0, high=1)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     return lambda x_t, t: rescaled_cfg(cond_fn(x_t, t), uncond_fn(x_t, t), gamma, phi)

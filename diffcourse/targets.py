@@ -1,4 +1,4 @@
-"""The three equivalent targets (x0, noise, score) and the conversions between them.
+"""The three equivalent targets (x0, noise, score) and the conversions between them, and to v.
 
 Given x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps, Tweedie's formula gives
 ``score = -eps / sqrt(1 - alpha_bar)`` (Luo eq. 151) and
