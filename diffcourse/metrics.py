@@ -642,10 +642,10 @@ def tweedie_errors(
 ) -> Dict[int, Dict[str, float]]:
     """``{step: {conversion: relative error}}``: a pool of ``pool_size`` data draws x0_j, then at
     each step n points x_t from the forward process (x_0 from the mixture, then x_t), all from
-    ``generator`` in that order; each of the six conversions among x0, noise and score of :mod:`diffcourse.targets` fed with
-    the exact score of p_t or with the brute-force averages over the pool
-    (:func:`~diffcourse.targets.posterior_means`) is held against the brute-force answer (or the
-    exact score): |u - v| / |v| over all n points. Checks Tweedie's formula (Luo eq. 133) and
+    ``generator`` in that order; each of the six conversions among x0, noise and score of
+    :mod:`diffcourse.targets` fed with the exact score of p_t or with the brute-force averages over
+    the pool (:func:`~diffcourse.targets.posterior_means`) is held against the brute-force answer
+    (or the exact score): |u - v| / |v| over all n points. Checks Tweedie's formula (Luo eq. 133) and
     eq. 151 with no network; what is left is the Monte Carlo error of the pool."""
     check_mixture(mixture)
     steps = check_levels(schedule, steps)
