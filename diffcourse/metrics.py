@@ -282,6 +282,18 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
     return (within(x, y, "x") / within(ref_x, ref_y, "ref_x")).item()
 
 
+def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float:
+    """How far the entries of ``x`` fall outside the data's range [low, high], on average over all
+    entries: mean(max(x - high, 0) + max(low - x, 0)); 0 for images inside the range. Read on
+    samples before any clamp, it stands in for what Lin et al. (2024) call over-exposure and Sadat
+    et al. (2025, APG) oversaturation: guidance pushing pixels past the values the data takes."""
+    check_tensor(x, "x", floating=True)
+    low, high = float(low), float(high)
+    if not low < high:
+        raise ValueError(f"low, high: need low < high, got {low}, {high}")
+    return ((x - high).clamp(min=0) + (low - x).clamp(min=0)).mean().item()
+
+
 @torch.no_grad()
 def image_metrics(
     classifier: torch.nn.Module,
@@ -818,8 +830,9 @@ def ddim_image_metrics(
 ) -> Dict[str, Dict[str, float]]:
     """:func:`image_metrics_over_seeds` of several samplers' images, each a DDIM run (eta = 0, Song
     et al. 2021 eq. 12) on ``steps`` levels of ``schedule`` with one ``eps_fn`` of ``eps_fns``
-    (name -> eps_fn): ``{name: {"fidelity", "frechet", "diversity"}}``, each averaged over ``seeds``
-    starting noises shared by all the methods. An entry that is a
+    (name -> eps_fn): ``{name: {"fidelity", "frechet", "diversity", "out_of_range"}}``, each
+    averaged over ``seeds`` starting noises shared by all the methods; "out_of_range" is
+    :func:`out_of_range` of the images before they are clamped to the data's range for judging. An entry that is a
     :class:`~diffcourse.guidance.Variant` (eps_fn, nfe) adds its "NFE" to its row."""
     from .samplers import ddim_sample
 
@@ -835,12 +848,16 @@ def ddim_image_metrics(
     steps = check_int(steps, "steps", low=1, high=schedule.T)
     out = {}
     for name, fn in progress_bar(eps_fns.items(), desc="methods", leave=False):
+        over = []  # each seed's out_of_range, read before image_metrics_over_seeds clamps
 
-        def sample(z: torch.Tensor, g: torch.Generator, fn=fn) -> torch.Tensor:
-            return ddim_sample(fn, z, schedule, steps, progress=False)
+        def sample(z: torch.Tensor, g: torch.Generator, fn=fn, over=over) -> torch.Tensor:
+            x = ddim_sample(fn, z, schedule, steps, progress=False)
+            over.append(out_of_range(x))
+            return x
 
         runs = image_metrics_over_seeds(classifier, sample, y, ref_x, ref_y, seeds, shape)
-        out[name] = runs.means() | ({"NFE": nfe[name]} if name in nfe else {})
+        out[name] = runs.means() | {"out_of_range": sum(over) / len(over)}
+        out[name] |= {"NFE": nfe[name]} if name in nfe else {}
     return out
 
 

@@ -160,6 +160,20 @@ PLANTS: List[Plant] = [
         "v turned back into noise with the sign of its x_t term flipped",
     ),
     Plant(
+        "08c_variants_on_digits.ipynb",
+        "metrics.py",
+        "((x - high).clamp(min=0) + (low - x).clamp(min=0))",
+        "((x - high).clamp(min=0) + (x - low).clamp(min=0))",
+        "out_of_range's distance below the data's range with its sign flipped",
+    ),
+    Plant(
+        "08c_variants_on_digits.ipynb",
+        "metrics.py",
+        "over.append(out_of_range(x))",
+        "over.append(out_of_range(x.clamp(-1, 1)))",
+        "out_of_range read after the images are clamped to the data's range",
+    ),
+    Plant(
         "10_conditions_exact.ipynb",
         "guidance.py",
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",

@@ -616,8 +616,8 @@ def test_sample_set_metrics_are_the_single_metrics():
 
 def test_ddim_image_metrics_is_image_metrics_of_ddim_samples():
     from diffcourse.guidance import Variant
-    from diffcourse.metrics import ddim_image_metrics, image_metrics_over_seeds
-    from diffcourse.samplers import ddim_sample
+    from diffcourse.metrics import ddim_image_metrics, image_metrics_over_seeds, out_of_range
+    from diffcourse.samplers import ddim_sample, seeded_noise
 
     class Judge(torch.nn.Module):  # the class is the sign of the first pixel
         def forward(self, x):
@@ -641,8 +641,14 @@ def test_ddim_image_metrics_is_image_metrics_of_ddim_samples():
         seeds=2,
         shape=(1, 2, 2),
     )
-    assert out["shrink"] == {**by_hand.means(), "NFE": 7}
-    assert "NFE" not in out["zero"] and out["zero"] != by_hand.means()
+    raw = [
+        ddim_sample(shrink, seeded_noise((20, 1, 2, 2), k), s, 5, progress=False) for k in (0, 1)
+    ]
+    over = sum(out_of_range(x) for x in raw) / 2  # measured before the clamp
+    assert raw[0].abs().max() > 1 and over > 0
+    assert out["shrink"] == {**by_hand.means(), "out_of_range": over, "NFE": 7}
+    assert "NFE" not in out["zero"]
+    assert {k: v for k, v in out["zero"].items() if k != "out_of_range"} != by_hand.means()
     with pytest.raises(TypeError, match="eps_fns"):
         ddim_image_metrics(Judge(), {}, s, 5, y, ref, y)
     with pytest.raises(ValueError, match="steps"):
@@ -1105,3 +1111,17 @@ def test_an_empty_sample_has_no_share():
     clf = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
     with pytest.raises(ValueError, match="^x must hold at least one image"):
         fidelity(clf, torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+
+
+def test_out_of_range_is_the_mean_distance_outside_the_range():
+    from diffcourse.metrics import out_of_range
+
+    x = torch.tensor([[-3.0, -1.0, 0.0, 0.5], [1.0, 1.5, 2.0, -1.25]])
+    assert out_of_range(x) == pytest.approx((2.0 + 0.5 + 1.0 + 0.25) / 8)
+    assert out_of_range(x.clamp(-1, 1)) == 0.0
+    assert out_of_range(x, low=-4, high=4) == 0.0
+    assert out_of_range(x, low=0, high=0.5) == pytest.approx((3 + 1 + 0.5 + 1 + 1.5 + 1.25) / 8)
+    with pytest.raises(TypeError, match="x"):
+        out_of_range(torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match="low, high"):
+        out_of_range(x, low=1, high=1)
