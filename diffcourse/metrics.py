@@ -286,11 +286,13 @@ def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float
     """How far the entries of ``x`` fall outside the data's range [low, high], on average over all
     entries: mean(max(x - high, 0) + max(low - x, 0)); 0 for images inside the range. Read on
     samples before any clamp, it stands in for what Lin et al. (2024) call over-exposure and Sadat
-    et al. (2025, APG) oversaturation: guidance pushing pixels past the values the data takes."""
+    et al. (2025) built APG to remove, oversaturation: guidance pushing pixels past the values the
+    data takes."""
     check_tensor(x, "x", floating=True)
-    low, high = float(low), float(high)
-    if not low < high:
-        raise ValueError(f"low, high: need low < high, got {low}, {high}")
+    if x.numel() == 0:
+        raise ValueError("x must hold at least one entry")
+    low = check_real(low, "low")
+    high = check_real(high, "high", low=low, low_open=True)
     return ((x - high).clamp(min=0) + (low - x).clamp(min=0)).mean().item()
 
 
@@ -832,8 +834,9 @@ def ddim_image_metrics(
     et al. 2021 eq. 12) on ``steps`` levels of ``schedule`` with one ``eps_fn`` of ``eps_fns``
     (name -> eps_fn): ``{name: {"fidelity", "frechet", "diversity", "out_of_range"}}``, each
     averaged over ``seeds`` starting noises shared by all the methods; "out_of_range" is
-    :func:`out_of_range` of the images before they are clamped to the data's range for judging. An entry that is a
-    :class:`~diffcourse.guidance.Variant` (eps_fn, nfe) adds its "NFE" to its row."""
+    :func:`out_of_range` of the images before they are clamped to the data's range for judging.
+    An entry that is a :class:`~diffcourse.guidance.Variant` (eps_fn, nfe) adds its "NFE" to its
+    row."""
     from .samplers import ddim_sample
 
     if not isinstance(eps_fns, Mapping) or not eps_fns:

@@ -1123,5 +1123,9 @@ def test_out_of_range_is_the_mean_distance_outside_the_range():
     assert out_of_range(x, low=0, high=0.5) == pytest.approx((3 + 1 + 0.5 + 1 + 1.5 + 1.25) / 8)
     with pytest.raises(TypeError, match="x"):
         out_of_range(torch.tensor([3, 0]))
-    with pytest.raises(ValueError, match="low, high"):
+    with pytest.raises(ValueError, match="high"):
         out_of_range(x, low=1, high=1)
+    with pytest.raises(TypeError, match="low"):
+        out_of_range(x, low=True)
+    with pytest.raises(ValueError, match="x"):
+        out_of_range(x[:0])
