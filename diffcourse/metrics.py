@@ -557,9 +557,11 @@ def relative_eps_error(
 
 
 class SeededImageMetrics(NamedTuple):
-    """What :func:`image_metrics_over_seeds` returns: one :func:`image_metrics` dict per seed."""
+    """What :func:`image_metrics_over_seeds` returns: one :func:`image_metrics` dict per seed, and
+    each seed's :func:`out_of_range` of the images before they were clamped."""
 
     runs: Tuple[Dict[str, float], ...]
+    out_of_range: Tuple[float, ...] = ()
 
     def values(self, key: str) -> torch.Tensor:
         """The metric ``key`` ("fidelity", "frechet" or "diversity") of every seed, in seed order."""
@@ -599,22 +601,23 @@ def image_metrics_over_seeds(
 
     For seed k the starting noise is ``samplers.seeded_noise((len(y), *shape), k)`` on ``y``'s
     device and the sampler's own generator is seeded with ``1000 + k``: ``sample(noise, generator)``
-    returns the images, which are clamped to [-1, 1] (the data's range) before they are judged. Two
-    methods measured with the same ``seeds`` start from the same noise, so their difference is the
-    method's, not luck's."""
+    returns the images, which are clamped to [-1, 1] (the data's range) before they are judged; how
+    far they strayed outside it is kept apart (``out_of_range``). Two methods measured with the same
+    ``seeds`` start from the same noise, so their difference is the method's, not luck's."""
     from .samplers import seeded_noise
 
     check_callable(sample, "sample")
     check_tensor(y, "y", floating=False, ndim=1)
     seeds = check_int(seeds, "seeds", low=1)
-    runs = []
+    runs, outside = [], []
     for k in range(seeds):
         noise = seeded_noise((y.shape[0], *shape), k, y.device)
         generator = torch.Generator(y.device).manual_seed(1000 + k)
         x = sample(noise, generator)
         check_tensor(x, "sample's images", floating=True, shape=(y.shape[0], *shape))
+        outside.append(out_of_range(x))
         runs.append(image_metrics(classifier, x.clamp(-1, 1), y, ref_x, ref_y))
-    return SeededImageMetrics(tuple(runs))
+    return SeededImageMetrics(tuple(runs), tuple(outside))
 
 
 def distance_to_exact_fn(
@@ -851,15 +854,13 @@ def ddim_image_metrics(
     steps = check_int(steps, "steps", low=1, high=schedule.T)
     out = {}
     for name, fn in progress_bar(eps_fns.items(), desc="methods", leave=False):
-        over = []  # each seed's out_of_range, read before image_metrics_over_seeds clamps
 
-        def sample(z: torch.Tensor, g: torch.Generator, fn=fn, over=over) -> torch.Tensor:
-            x = ddim_sample(fn, z, schedule, steps, progress=False)
-            over.append(out_of_range(x))
-            return x
+        def sample(z: torch.Tensor, g: torch.Generator, fn=fn) -> torch.Tensor:
+            return ddim_sample(fn, z, schedule, steps, progress=False)
 
         runs = image_metrics_over_seeds(classifier, sample, y, ref_x, ref_y, seeds, shape)
-        out[name] = runs.means() | {"out_of_range": sum(over) / len(over)}
+        outside = runs.out_of_range  # read before the images were clamped for judging
+        out[name] = runs.means() | {"out_of_range": sum(outside) / len(outside)}
         out[name] |= {"NFE": nfe[name]} if name in nfe else {}
     return out
 

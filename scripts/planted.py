@@ -169,8 +169,8 @@ PLANTS: List[Plant] = [
     Plant(
         "08c_variants_on_digits.ipynb",
         "metrics.py",
-        "over.append(out_of_range(x))",
-        "over.append(out_of_range(x.clamp(-1, 1)))",
+        "outside.append(out_of_range(x))",
+        "outside.append(out_of_range(x.clamp(-1, 1)))",
         "out_of_range read after the images are clamped to the data's range",
     ),
     Plant(

@@ -416,10 +416,13 @@ def test_image_metrics_over_seeds_pairs_the_noise_across_methods():
     assert torch.equal(seen[3][0], seen[0][0]) and torch.equal(
         seen[3][1], seen[0][1]
     )  # same seed, same inputs
-    from diffcourse.metrics import image_metrics
+    from diffcourse.metrics import image_metrics, out_of_range
 
     first = image_metrics(Judge(), (3 * seeded_noise((40, 1, 2, 2), 0)).clamp(-1, 1), y, ref, y)
     assert out.runs[0] == first
+    # how far the images left [-1, 1], read before the clamp: one figure per seed
+    outside = [out_of_range(3 * seeded_noise((40, 1, 2, 2), k)) for k in range(3)]
+    assert out.out_of_range == pytest.approx(tuple(outside)) and min(outside) > 0.5
     assert out.mean("frechet") == pytest.approx(out.values("frechet").mean().item())
     # the sample standard deviation, from the standard library
     stdev = statistics.stdev(run["frechet"] for run in out.runs)
