@@ -647,6 +647,52 @@ def variants_on_mixture(
     return {name: row | {"NFE": nfe[name]} for name, row in rows.items()}
 
 
+def scale_schedules(
+    mixture: GaussianMixture,
+    schedule: Schedule,
+    y: int,
+    gammas: Sequence[float],
+    noise: torch.Tensor,
+    steps: int,
+    reference: torch.Tensor,
+    seed: int = 4,
+) -> Dict[Tuple[str, float], Dict[str, float]]:
+    """Chapter 8's guidance schedules on a 2-D mixture with exact scores: for each gamma of
+    ``gammas``, eq. 170 with the constant scale gamma and with
+    :func:`~diffcourse.guidance.ramped_gamma`'s rising and falling scales of the same mean, each a
+    DDIM run (eta = 0) on ``steps`` levels from ``noise``. ``{(name, gamma): row}`` for name in
+    ("constant", "rising", "falling"), each row :func:`~diffcourse.metrics.sample_set_metrics`'
+    agreement, spread over ``reference``'s (exact draws of p(x|y)), and the distances over their
+    noise floors to the tilted law of that gamma (``"tilted"``) and to p(x|y) (``"pxy"``), with
+    ``seed`` for the exact draws and projections; and the samples' mean position along the class
+    mean's direction (``"along"``, :func:`~diffcourse.metrics.tilted_mean_along`'s measure)."""
+    from .guidance import per_level_cfg_eps_fn, ramped_gamma
+    from .metrics import mixture_draw, sample_set_metrics, tilted_draw
+
+    check_tensor(noise, "noise", floating=True, ndim=2)
+    gammas = check_reals(gammas, "gammas", low=1)
+    cond_fn, uncond_fn = exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule)
+    y = _class(mixture, y)
+    unit = mixture.means[y] / mixture.means[y].norm()
+    out = {}
+    for gamma in gammas:
+        scales = {"constant": lambda step, g=gamma: g}
+        scales["rising"] = ramped_gamma(gamma, schedule.T)
+        scales["falling"] = ramped_gamma(gamma, schedule.T, rising=False)
+        runs = {
+            name: ddim_sample(
+                per_level_cfg_eps_fn(cond_fn, uncond_fn, at), noise, schedule, steps, progress=False
+            )
+            for name, at in scales.items()
+        }
+        laws = {"tilted": tilted_draw(mixture, y, gamma), "pxy": mixture_draw(mixture, y)}
+        rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed)
+        for name, x in runs.items():  # how far out along the class's direction they land
+            rows[name]["along"] = (x @ unit.to(x)).mean().item()
+        out |= {(name, gamma): row for name, row in rows.items()}
+    return out
+
+
 # ---- chapter 6: what guidance samples, computed with exact scores -----------------------------------
 
 

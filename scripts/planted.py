@@ -146,6 +146,14 @@ PLANTS: List[Plant] = [
         quick=True,
     ),
     Plant(
+        "08b_guidance_variants.ipynb",
+        "guidance.py",
+        "share = 1 - step / (T - 1) if rising else step / (T - 1)",
+        "share = step / (T - 1) if rising else 1 - step / (T - 1)",
+        "the ramped scale's two directions swapped: rising where it should fall",
+        quick=True,
+    ),
+    Plant(
         "08c_variants_on_digits.ipynb",
         "guidance.py",
         "return phi * guided * scale + (1 - phi) * guided",

@@ -285,3 +285,35 @@ def test_pc_gaussian_ratio_near_its_excess():
     assert abs(ratio - (1 + float(s.alphas[0]) * 0.25)) < 0.02
     with pytest.raises(TypeError, match="^n must be an int"):
         claims.pc_gaussian_ratio(s, 0.25, 2, 0.1, n=1.5)
+
+
+def test_scale_schedules_rows_are_eq_170_with_each_scale():
+    from diffcourse.guidance import classifier_free_eps_fn, per_level_cfg_eps_fn, ramped_gamma
+    from diffcourse.metrics import class_agreement, distance_to_exact, spread, tilted_draw
+    from diffcourse.mixture import exact_eps_fn
+    from diffcourse.samplers import ddim_sample
+
+    m = three_blobs()
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    ref = m.sample(300, 0, generator=torch.Generator().manual_seed(7))[0]
+    out = claims.scale_schedules(m, S, 0, [1.0, 3.0], z, 10, ref)
+    assert list(out) == [(n, g) for g in (1.0, 3.0) for n in ("constant", "rising", "falling")]
+    c, u = exact_eps_fn(m, S, 0), exact_eps_fn(m, S)
+    x = ddim_sample(classifier_free_eps_fn(c, u, 3.0), z, S, 10, progress=False)
+    assert out["constant", 3.0]["agreement"] == class_agreement(x, 0, m)
+    d = distance_to_exact(x, tilted_draw(m, 0, 3.0), seed=4)["ratio"]
+    assert out["constant", 3.0]["tilted"] == pytest.approx(d)
+    ramp = per_level_cfg_eps_fn(c, u, ramped_gamma(3.0, S.T))
+    x = ddim_sample(ramp, z, S, 10, progress=False)
+    assert out["rising", 3.0]["spread"] == spread(x, ref)
+    along = (x @ (m.means[0] / m.means[0].norm())).mean().item()
+    assert out["rising", 3.0]["along"] == pytest.approx(along)
+    # at gamma = 1 every schedule is the conditional sampler
+    assert out["rising", 1.0] == out["constant", 1.0] == out["falling", 1.0]
+    assert out["rising", 3.0]["tilted"] != out["falling", 3.0]["tilted"]
+    with pytest.raises(ValueError, match="gammas"):
+        claims.scale_schedules(m, S, 0, [0.5], z, 10, ref)
+    with pytest.raises(ValueError, match="y"):
+        claims.scale_schedules(m, S, 3, [2.0], z, 10, ref)
+    with pytest.raises(TypeError, match="noise"):
+        claims.scale_schedules(m, S, 0, [2.0], z.long(), 10, ref)

@@ -1169,3 +1169,23 @@ def test_networks_refuse_a_schedule_of_another_length():
     x, t = torch.zeros(4, 2), torch.full((4,), 5)
     with pytest.raises(ValueError, match="^schedule has T=10 but the classifier was built"):
         classifier_guidance_gap(clf, den, x, t, y, short, 2.0)
+
+
+def test_ramped_gamma_rises_from_one_and_keeps_the_mean():
+    from diffcourse.guidance import ramped_gamma
+
+    rise, fall = ramped_gamma(3.0, 11), ramped_gamma(3.0, 11, rising=False)
+    up = [rise(t) for t in range(11)]
+    assert up[10] == 1.0 and up[0] == pytest.approx(5.0) and up[5] == pytest.approx(3.0)
+    assert all(a > b for a, b in zip(up, up[1:]))  # larger towards t = 0, the data's end
+    assert [fall(t) for t in range(11)] == pytest.approx(up[::-1])
+    assert sum(g - 1 for g in up) / 11 == pytest.approx(2.0)  # a constant 3's mean excess
+    assert {ramped_gamma(1.0, 5)(t) for t in range(5)} == {1.0}
+    with pytest.raises(ValueError, match="gamma"):
+        ramped_gamma(0.5, 11)
+    with pytest.raises(ValueError, match="T"):
+        ramped_gamma(3.0, 1)
+    with pytest.raises(TypeError, match="rising"):
+        ramped_gamma(3.0, 11, rising="no")
+    with pytest.raises(ValueError, match="step"):
+        rise(11)
