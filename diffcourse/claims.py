@@ -671,9 +671,11 @@ def scale_schedules(
 
     check_tensor(noise, "noise", floating=True, ndim=2)
     gammas = check_reals(gammas, "gammas", low=1)
+    seed = check_int(seed, "seed", low=0)
     cond_fn, uncond_fn = exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule)
     y = _class(mixture, y)
     unit = mixture.means[y] / mixture.means[y].norm()
+    p_y = mixture_draw(mixture, y)
     out = {}
     for gamma in gammas:
         scales = {"constant": lambda step, g=gamma: g}
@@ -685,7 +687,7 @@ def scale_schedules(
             )
             for name, at in scales.items()
         }
-        laws = {"tilted": tilted_draw(mixture, y, gamma), "pxy": mixture_draw(mixture, y)}
+        laws = {"tilted": tilted_draw(mixture, y, gamma), "pxy": p_y}
         rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed)
         for name, x in runs.items():  # how far out along the class's direction they land
             rows[name]["along"] = (x @ unit.to(x)).mean().item()

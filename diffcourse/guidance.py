@@ -322,14 +322,14 @@ def per_level_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma_at: GammaAt) -> Fn:
 
 
 def ramped_gamma(gamma: float, T: int, rising: bool = True) -> Callable[[int], float]:
-    """A scale that changes linearly over the chain's 0-based steps 0..T-1, for
-    :func:`per_level_cfg_eps_fn`: with ``rising`` (the default) gamma_t = 1 + 2 (gamma - 1)
-    (1 - t / (T - 1)), from 1 at the noisiest step T - 1 up to 2 gamma - 1 at step 0, so the scale
-    rises as sampling goes from noise to data; ``rising=False`` mirrors it, gamma_t = 1 + 2 (gamma - 1)
-    t / (T - 1). Either way gamma_t - 1 averages gamma - 1 over the T steps, so the ramp spends the
+    """A scale that changes linearly over the chain's 0-based steps s = 0..T-1, for
+    :func:`per_level_cfg_eps_fn`. With ``rising`` (the default), gamma_s = 1 + 2 (gamma - 1)
+    (1 - s / (T - 1)): 1 at the noisiest step T - 1 and 2 gamma - 1 at step 0, so the scale rises
+    as sampling goes from noise to data. ``rising=False`` mirrors it: gamma_s = 1 + 2 (gamma - 1)
+    s / (T - 1). Either way gamma_s - 1 averages gamma - 1 over the T steps: the ramp spends the
     guidance of a constant gamma, placed differently. Wang et al. (2024) report that monotonically
-    increasing schedules of this kind improve on a constant scale; the normalisation to the same mean
-    is ours. gamma = 1 gives 1 everywhere; a gamma below 1 would need negative scales at one end."""
+    increasing schedules improve on a constant scale. gamma = 1 gives 1 everywhere; a gamma below 1
+    would need negative scales at one end."""
     gamma = check_real(gamma, "gamma", low=1)
     T = check_int(T, "T", low=2)
     rising = check_bool(rising, "rising")

@@ -289,7 +289,13 @@ def test_pc_gaussian_ratio_near_its_excess():
 
 def test_scale_schedules_rows_are_eq_170_with_each_scale():
     from diffcourse.guidance import classifier_free_eps_fn, per_level_cfg_eps_fn, ramped_gamma
-    from diffcourse.metrics import class_agreement, distance_to_exact, spread, tilted_draw
+    from diffcourse.metrics import (
+        class_agreement,
+        distance_to_exact,
+        mixture_draw,
+        spread,
+        tilted_draw,
+    )
     from diffcourse.mixture import exact_eps_fn
     from diffcourse.samplers import ddim_sample
 
@@ -308,12 +314,18 @@ def test_scale_schedules_rows_are_eq_170_with_each_scale():
     assert out["rising", 3.0]["spread"] == spread(x, ref)
     along = (x @ (m.means[0] / m.means[0].norm())).mean().item()
     assert out["rising", 3.0]["along"] == pytest.approx(along)
+    fall = per_level_cfg_eps_fn(c, u, ramped_gamma(3.0, S.T, rising=False))
+    x = ddim_sample(fall, z, S, 10, progress=False)
+    assert out["falling", 3.0]["spread"] == spread(x, ref)
+    d = distance_to_exact(x, mixture_draw(m, 0), seed=4)["ratio"]
+    assert out["falling", 3.0]["pxy"] == pytest.approx(d)
     # at gamma = 1 every schedule is the conditional sampler
     assert out["rising", 1.0] == out["constant", 1.0] == out["falling", 1.0]
-    assert out["rising", 3.0]["tilted"] != out["falling", 3.0]["tilted"]
     with pytest.raises(ValueError, match="gammas"):
         claims.scale_schedules(m, S, 0, [0.5], z, 10, ref)
     with pytest.raises(ValueError, match="y"):
         claims.scale_schedules(m, S, 3, [2.0], z, 10, ref)
+    with pytest.raises(ValueError, match="seed"):
+        claims.scale_schedules(m, S, 0, [2.0], z, 10, ref, seed=-1)
     with pytest.raises(TypeError, match="noise"):
         claims.scale_schedules(m, S, 0, [2.0], z.long(), 10, ref)
