@@ -32,7 +32,7 @@ from .data import round_mixture
 from .device import full_precision
 from .guidance import classifier_free_eps_fn, classifier_free_guidance, interval_cfg_eps_fn
 from .leaderboard import mode_coverage
-from .metrics import knn_entropy
+from .metrics import knn_entropy, mean_along
 from .mixture import (
     GaussianMixture,
     class_mixture,
@@ -665,15 +665,16 @@ def scale_schedules(
     agreement, spread over ``reference``'s (exact draws of p(x|y)), and the distances over their
     noise floors to the tilted law of that gamma (``"tilted"``) and to p(x|y) (``"pxy"``), with
     ``seed`` for the exact draws and projections; and the samples' mean position along the class
-    mean's direction (``"along"``, :func:`~diffcourse.metrics.tilted_mean_along`'s measure)."""
+    mean's direction (``"along"``, :func:`~diffcourse.metrics.mean_along`; compare
+    :func:`~diffcourse.metrics.tilted_mean_along`)."""
     from .guidance import per_level_cfg_eps_fn, ramped_gamma
     from .metrics import mixture_draw, sample_set_metrics, tilted_draw
 
     check_tensor(noise, "noise", floating=True, ndim=2)
     gammas = check_reals(gammas, "gammas", low=1)
     seed = check_int(seed, "seed", low=0)
-    cond_fn, uncond_fn = exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule)
     y = _class(mixture, y)
+    cond_fn, uncond_fn = exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule)
     unit = mixture.means[y] / mixture.means[y].norm()
     p_y = mixture_draw(mixture, y)
     out = {}
@@ -690,7 +691,7 @@ def scale_schedules(
         laws = {"tilted": tilted_draw(mixture, y, gamma), "pxy": p_y}
         rows = sample_set_metrics(runs, mixture, y, reference, laws, seed=seed)
         for name, x in runs.items():  # how far out along the class's direction they land
-            rows[name]["along"] = (x @ unit.to(x)).mean().item()
+            rows[name]["along"] = mean_along(x, unit)
         out |= {(name, gamma): row for name, row in rows.items()}
     return out
 

@@ -1161,6 +1161,20 @@ def class_distance_ratios(
     }
 
 
+def mean_along(x: torch.Tensor, direction: torch.Tensor) -> float:
+    """The samples' mean position along a direction: the mean over i of <x_i, d_i>, with
+    ``direction`` one vector [D] for every sample or one per sample [N, D] (say the unit vector of
+    each sample's asked class mean). Beside :func:`tilted_mean_along` it says how far out along its
+    class guidance pushed the samples."""
+    check_tensor(x, "x", floating=True, ndim=2)
+    if len(x) == 0:
+        raise ValueError("x must hold at least one sample")
+    check_tensor(direction, "direction", floating=True)
+    shape = (x.shape[1],) if direction.ndim == 1 else tuple(x.shape)
+    check_tensor(direction, "direction", dtype=x.dtype, shape=shape, device=x.device, owner="x")
+    return (x * direction).sum(1).mean().item()
+
+
 def tilted_mean_along(
     mixture: GaussianMixture,
     y: int,

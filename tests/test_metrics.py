@@ -852,6 +852,31 @@ def test_tilted_mean_along_in_closed_form():
         tilted_mean_along(mix, 0, -1.0, unit)
 
 
+def test_mean_along_by_hand_and_against_the_tilted_law():
+    from diffcourse.metrics import exact_draws, mean_along, tilted_mean_along
+
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    assert mean_along(x, torch.tensor([1.0, 0.0])) == pytest.approx(2.0)
+    # one direction per sample: (1 * 0 + 2 * 1 + 3 * 1 + (-1) * 0) / 2
+    per = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert mean_along(x, per) == pytest.approx(2.5)
+    # exact draws of the tilted law land where its grid mean says
+    mix = three_blobs(dtype=torch.float64)
+    unit = mix.means[0] / mix.means[0].norm()
+    draws = exact_draws(mix, 0, 20000, seed=3, gamma=4.0)
+    assert abs(mean_along(draws, unit) - tilted_mean_along(mix, 0, 4.0, unit)) < 0.01
+    with pytest.raises(ValueError, match="direction"):
+        mean_along(x, torch.ones(3))
+    with pytest.raises(ValueError, match="direction"):
+        mean_along(x, torch.ones(3, 2))
+    with pytest.raises(TypeError, match="direction"):
+        mean_along(x, torch.ones(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="direction"):
+        mean_along(x, [1.0, 0.0])
+    with pytest.raises(ValueError, match="x"):
+        mean_along(torch.ones(0, 2), torch.ones(2))
+
+
 def test_marginal_spread_in_closed_form_and_against_draws():
     from diffcourse.metrics import marginal_spread, spread
     from diffcourse.mixture import GaussianMixture
