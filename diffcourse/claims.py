@@ -464,10 +464,12 @@ def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool =
 class VariantGaps(NamedTuple):
     """What :func:`variant_formula_gaps` returns: the largest gap of each variant's ``eps_fn`` to the
     formula written out, and the fraction of images that dynamic thresholding changes at that step
-    (those with an entry of x0_hat outside [-1, 1])."""
+    (those with an entry of x0_hat outside [-1, 1]) and the fraction it divides by s > 1 (the dynamic
+    part, beyond a plain clip)."""
 
     gaps: Dict[str, float]
     clipped: float
+    scaled: float
 
 
 @torch.no_grad()
@@ -487,23 +489,25 @@ def variant_formula_gaps(
     ``model`` is a conditional noise predictor with a null label, ``weak`` a weaker one of the same
     task (autoguidance); x0 (held-out images) and their labels y are noised (seeded by the level)
     to the middle step t of the interval [lo, hi] of :func:`~diffcourse.schedules.nsr_interval`,
-    and to lo // 2 below it. With c, u, w the conditional, null and weak predictions there and
+    to lo // 2 below it and half-way from hi to the last step above it. With c, u, w the conditional, null and weak predictions there and
     D(e) = (x_t - sqrt(1 - alpha_bar_t) e) / sqrt(alpha_bar_t), chapter 1's clean estimate:
 
     - eq. 170, cfg = gamma c + (1 - gamma) u (Luo eq. 170); the interval's eps_fn is cfg inside,
-      c below it;
+      c below and above it;
     - rescaled: phi cfg std(c) / std(cfg) + (1 - phi) cfg, phi = 0.7, std per image (diffusers');
     - rescaled, v: the same on V(e) = (e - sqrt(1 - alpha_bar_t) x_t) / sqrt(alpha_bar_t), the
       v-predictions, turned back by e = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t (Lin et al.);
     - autoguidance: gamma c + (1 - gamma) w (Karras et al.);
     - APG, eta = 0, beta = -0.5: D = D(c) + (gamma - 1)(Delta - Delta_par), Delta = D(c) - D(u) and
-      Delta_par its projection on D(c); on a second call the momentum halves Delta (Sadat et al.);
+      Delta_par its projection on D(c); with beta = -0.5 the running average makes Delta half of
+      itself on a second call at the same x_t and three quarters on a third (Delta + beta Delta / 2;
+      a look-back to the raw Delta would give a half again) (Sadat et al.);
     - CFG++ at lam = :func:`~diffcourse.guidance.lam_matching`: the pair (u + lam (c - u), u);
     - thresholding: D(cfg) clipped to [-s, s] and divided by s, s = max(1, the 99.5th percentile
       of |D(cfg)|) per image (Saharia et al.).
 
-    Returns each gap (largest absolute difference) by name and the fraction of images with an entry
-    of D(cfg) outside [-1, 1], which thresholding changes."""
+    Returns each gap (largest absolute difference) by name, the fraction of images with an entry
+    of D(cfg) outside [-1, 1], which thresholding changes, and the fraction with s > 1."""
     from .guidance import lam_matching, model_variants
     from .schedules import nsr_interval, q_sample_at
 
@@ -516,6 +520,9 @@ def variant_formula_gaps(
     lam = lam_matching(schedule, steps, gamma)
     x_t, t = q_sample_at(x0, (lo + hi) // 2, schedule)
     x_low, t_low = q_sample_at(x0, lo // 2, schedule)
+    if hi >= schedule.T - 1:
+        raise ValueError(f"the interval reaches the last step ({hi}): no level above it to check")
+    x_high, t_high = q_sample_at(x0, (hi + schedule.T) // 2, schedule)
     ab = schedule.alpha_bar[(lo + hi) // 2]
 
     def per_image(v: torch.Tensor) -> torch.Tensor:  # one number per image, over its pixels
@@ -539,24 +546,28 @@ def variant_formula_gaps(
     par = per_image((delta * unit).flatten(1).sum(1)) * unit
     apg = x0_c + (gamma - 1) * (delta - par)  # eta_par = 0: no part along D(c)
     apg_m = x0_c + (gamma - 1) * (delta - par) / 2  # momentum: Delta - Delta / 2
+    apg_3 = x0_c + (gamma - 1) * (delta - par) * 3 / 4  # Delta - (Delta / 2) / 2
     tau = per_image(x0_cfg.abs().flatten(1).quantile(0.995, 1).clamp(min=1))
     clip = torch.clamp(x0_cfg, -tau, tau) / tau  # at tau = 1 a clip to [-1, 1]
     pp = fn["CFG++"](x_t, t)
     checks = [  # (variant, its eps_fn's answer, the formula)
         ("interval, inside", fn["interval"](x_t, t), cfg),
         ("interval, below", fn["interval"](x_low, t_low), c_fn(x_low, t_low)),
+        ("interval, above", fn["interval"](x_high, t_high), c_fn(x_high, t_high)),
         ("rescaled", fn["rescaled"](x_t, t), rescaled(c, cfg)),
         ("rescaled, v", fn["rescaled, v"](x_t, t), in_v),
         ("autoguidance", fn["autoguidance"](x_t, t), auto),
         ("APG, first call", to_x0(fn["APG"](x_t, t)), apg),
         ("APG, momentum", to_x0(fn["APG"](x_t, t)), apg_m),
+        ("APG, third call", to_x0(fn["APG"](x_t, t)), apg_3),
         ("CFG++, x0 branch", pp[0], u + lam * (c - u)),
         ("CFG++, direction", pp[1], u),
         ("thresholding", to_x0(fn["thresholding"](x_t, t)), clip),
     ]
     gaps = {name: (a - b).abs().max().item() for name, a, b in checks}
     touched = (x0_cfg.abs() > 1).flatten(1).any(1)  # the images thresholding changes
-    return VariantGaps(gaps, touched.double().mean().item())
+    scaled = (tau > 1).double().mean().item()  # s > 1: more than a clip
+    return VariantGaps(gaps, touched.double().mean().item(), scaled)
 
 
 def variant_identities(

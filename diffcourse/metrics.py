@@ -753,8 +753,9 @@ def label_gain(
     the two exact noise predictors (:func:`~diffcourse.mixture.exact_eps_fn` without and with y);
     their means are the minimal losses ``loss_u`` and ``loss_c`` (without and with y). ``formula``:
     the gain G_t = (1 - alpha_bar_t) |grad log p_t(y | x_t)|^2 that chapter 2 derives from the
-    eps-score link (Luo eq. 151) and Bayes' rule for scores (Luo eq. 165). The two share no
-    formula, so their agreement tests the derivation."""
+    eps-score link (Luo eq. 151) and Bayes' rule for scores (Luo eq. 165). The two share only the
+    exact scores (``classifier_grad`` is built from the same responsibilities), so their agreement
+    tests the derivation's expectation steps."""
     check_mixture(mixture)
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     check_generator(generator)
@@ -1184,8 +1185,8 @@ def tilted_mean_along(
     cells: int = 601,
 ) -> float:
     """The mean of <x, direction> under the tilted law p(x) p(y|x)^gamma / Z of a 2-D mixture (the
-    law that classifier guidance with scale gamma would sample at t = 0, Luo 2022 eq. 166; the
-    density of ``mixture.tilted_log_prob``), normalised on a ``cells`` x ``cells`` grid over
+    tilted law of the clean data, which eq. 166 would sample only if tilting commuted with the
+    noise; it does not, chapter 6; the density of ``mixture.tilted_log_prob``), normalised on a ``cells`` x ``cells`` grid over
     [-lim, lim]^2, in float64. With ``direction`` the unit vector of class y's mean it says how far
     out along its class the law sits."""
     from .checks import check_real

@@ -146,12 +146,12 @@ def test_learned_icg_runs_a_network_three_ways():
 # ---- chapter 8's variants ---------------------------------------------------------------------
 
 
-def _small_unets():
+def _small_unets(T: int = 100):
     from diffcourse.models import UNet
 
     torch.manual_seed(0)
-    good = UNet(channels=1, size=8, T=100, num_classes=10, width=8).eval()
-    weak = UNet(channels=1, size=8, T=100, num_classes=10, width=8).eval()
+    good = UNet(channels=1, size=8, T=T, num_classes=10, width=8).eval()
+    weak = UNet(channels=1, size=8, T=T, num_classes=10, width=8).eval()
     return good, weak
 
 
@@ -159,18 +159,19 @@ def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
     from diffcourse import guidance
     from diffcourse.schedules import linear_schedule
 
-    good, weak = _small_unets()
+    good, weak = _small_unets(300)
     x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     y = torch.arange(6)
-    s = linear_schedule(100)
+    s = linear_schedule(300)  # its interval, (55, 260), leaves levels above it
     seen = []  # run in full float32 (no TF32 on a GPU, whose rounding depends on the batch)
     good.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # a GPU's default
     out = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0)
     assert seen and not any(seen)
-    assert len(out.gaps) == 10 and max(out.gaps.values()) < 1e-4
-    # the untrained nets' D(cfg) leaves [-1, 1] (in every image here): thresholding is exercised
-    assert 0 < out.clipped <= 1
+    assert len(out.gaps) == 12 and max(out.gaps.values()) < 1e-4
+    # the untrained nets' D(cfg) leaves [-1, 1] (in every image here): thresholding is exercised,
+    # its dynamic s > 1 too
+    assert 0 < out.clipped <= 1 and 0 < out.scaled <= out.clipped
     rescaled = guidance.rescaled_cfg  # a wrong factor in one rule shows in its gap only
     monkeypatch.setattr(guidance, "rescaled_cfg", lambda *a: 1.1 * rescaled(*a))
     wrong = claims.variant_formula_gaps(good, weak, x0, y, s, 10, 3.0).gaps
@@ -181,6 +182,10 @@ def test_variant_formula_gaps_hold_and_catch_a_wrong_rule(monkeypatch):
     assert wrong["rescaled, v"] > 1e-2 and wrong["rescaled"] < 1e-4
     with pytest.raises(TypeError, match="^y must be an integer tensor"):
         claims.variant_formula_gaps(good, weak, x0, y.float(), s, 10, 3.0)
+
+    short = _small_unets(100)  # linear_schedule(100)'s interval reaches its last step
+    with pytest.raises(ValueError, match="last step"):
+        claims.variant_formula_gaps(*short, x0, y, linear_schedule(100), 10, 3.0)
 
 
 def test_variant_identities_two_hold_one_does_not():
