@@ -160,7 +160,8 @@ def package_rules(
 ) -> List[Rule]:
     """Every guidance rule of ``diffcourse.guidance`` as a :class:`Rule`, with chapter 8's settings.
 
-    All but the first two and the predictor-corrector run DDIM (eta = 0) on ``setting.levels`` levels.
+    All but eq. 170 with DDPM, the predictor-corrector and chapter 11's two velocity rules (Euler)
+    run DDIM (eta = 0) on ``setting.levels`` levels.
     Feedback guidance takes pi = 1 / gamma, so that where x_t says nothing about the class (R = 1) its
     scale is gamma; autoguidance's weak model is the exact conditional law with every covariance
     multiplied by ``weak_factor``. ICG draws its random labels uniformly from the generator. The

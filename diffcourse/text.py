@@ -60,7 +60,8 @@ _DIGITS = frozenset(range(10))
 # Range words in the generated captions: "above two" .. "above six", "below three" .. "below seven".
 ABOVE = (2, 3, 4, 5, 6)
 BELOW = (3, 4, 5, 6, 7)
-# Combinations never shown in training; each of their parts is.
+# Combinations never shown in training; each of their parts is (and "an odd digit above six",
+# "an even digit below six" name the same digits: a new wording more than a new combination).
 HELD_OUT = ("an odd digit above five", "an even digit below five")
 KINDS = ("name", "parity", "range", "not", "parity and range")
 KIND_WEIGHTS = (0.3, 0.15, 0.2, 0.1, 0.25)
@@ -293,7 +294,8 @@ def masked_attention(
 class TextEncoder(nn.Module):
     """Token ids -> one feature vector per token: embeddings of the words and of their positions, then
     ``layers`` pre-norm transformer blocks whose self-attention skips the padding. Returns
-    (features [N, L, dim], mask [N, L]); the ``<start>`` token's features summarise the caption."""
+    (features [N, L, dim], mask [N, L]); the caption U-Net summarises a caption by the mean of its
+    features over the tokens the mask keeps."""
 
     def __init__(self, dim: int = 32, layers: int = 2, heads: int = 2, max_len: int = MAX_TOKENS):
         super().__init__()
