@@ -182,6 +182,30 @@ PLANTS: List[Plant] = [
         "out_of_range read after the images are clamped to the data's range",
     ),
     Plant(
+        "08c_variants_on_digits.ipynb",
+        "guidance.py",
+        "lambda step: gamma if t_low <= step <= t_high else 1.0",
+        "lambda step: gamma if t_low <= step else 1.0",
+        "interval guidance without its upper end: guided at every level above t_low",
+    ),
+    Plant(
+        "08c_variants_on_digits.ipynb",
+        "guidance.py",
+        """            delta = delta if self.average is None else delta + self.beta * self.average
+            self.average = delta""",
+        """            raw = delta
+            delta = delta if self.average is None else delta + self.beta * self.average
+            self.average = raw""",
+        "APG's momentum looking back to the raw update, not to its running average",
+    ),
+    Plant(
+        "08c_variants_on_digits.ipynb",
+        "guidance.py",
+        "clipped = torch.maximum(torch.minimum(x0, s), -s) / s",
+        "clipped = x0.clamp(-1, 1)",
+        "dynamic thresholding reduced to a static clip to [-1, 1] (s taken as 1)",
+    ),
+    Plant(
         "10_conditions_exact.ipynb",
         "guidance.py",
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",
