@@ -60,8 +60,9 @@ _DIGITS = frozenset(range(10))
 # Range words in the generated captions: "above two" .. "above six", "below three" .. "below seven".
 ABOVE = (2, 3, 4, 5, 6)
 BELOW = (3, 4, 5, 6, 7)
-# Combinations never shown in training; each of their parts is (and "an odd digit above six",
-# "an even digit below six" name the same digits: a new wording more than a new combination).
+# Combinations never shown in training; each of their parts is. Training leaves out every caption
+# that names the same digits too ("an odd digit above six" is 7 and 9 as well), so that a model
+# cannot pass by reading a held-out caption as a training one a number word away.
 HELD_OUT = ("an odd digit above five", "an even digit below five")
 KINDS = ("name", "parity", "range", "not", "parity and range")
 KIND_WEIGHTS = (0.3, 0.15, 0.2, 0.1, 0.25)
@@ -187,21 +188,27 @@ def random_captions(
     held_out: Sequence[str] = HELD_OUT,
 ) -> List[str]:
     """One caption per label, true of it: a kind drawn with ``KIND_WEIGHTS``, then a caption of that
-    kind that the label satisfies, uniformly, never one of ``held_out``. Seeded by ``generator``."""
+    kind that the label satisfies, uniformly, never one of ``held_out`` nor one that names the same
+    digits as one of them. Seeded by ``generator``."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
         raise TypeError("labels must be a 1-D integer tensor of digits")
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError("labels must lie in 0..9")
     check_generator(generator)
-    for c in check_strs(held_out, "held_out"):
-        caption_digits(c)
+    held = {caption_digits(c) for c in check_strs(held_out, "held_out")}  # the sets they name
     options = [
         [
-            [c for c in caption_family(k) if c not in held_out and d in caption_digits(c)]
+            [
+                c
+                for c in caption_family(k)
+                if caption_digits(c) not in held and d in caption_digits(c)
+            ]
             for d in range(10)
         ]
         for k in KINDS
     ]
+    if any(not kind_options for by_digit in options for kind_options in by_digit):
+        raise ValueError("held_out leaves some digit with no caption of some kind")
     n = labels.numel()
     kinds = torch.multinomial(
         torch.tensor(KIND_WEIGHTS, dtype=torch.float64), n, replacement=True, generator=generator

@@ -90,12 +90,18 @@ def test_random_captions_are_true_seeded_and_never_held_out():
     assert caps == random_captions(labels, torch.Generator().manual_seed(0))
     assert all(int(y) in caption_digits(c) for c, y in zip(caps, labels))
     assert not set(caps) & set(HELD_OUT)
+    # nor any caption that names the same digits as a held-out one, in other words
+    held_sets = {caption_digits(c) for c in HELD_OUT}
+    assert not {caption_digits(c) for c in caps} & held_sets
+    assert "an odd digit above six" not in caps and "an odd digit above four" in caps
     for kind in KINDS:  # every kind shows up
         assert set(caps) & set(caption_family(kind)), kind
     for held in HELD_OUT:  # ... and every word of a held-out caption
         assert all(any(w in c.split() for c in caps) for w in held.split())
     with pytest.raises(ValueError, match="0..9"):
         random_captions(torch.tensor([10]))
+    with pytest.raises(ValueError, match="held_out"):  # no parity caption would be left for 0
+        random_captions(labels, held_out=["an even digit"])
     with pytest.raises(TypeError, match="labels"):
         random_captions([1, 2])
 
