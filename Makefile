@@ -17,6 +17,7 @@ export DIFFCOURSE_CACHE ?= $(CURDIR)/_build/.model_cache
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "$(PYTHON) is older than Python 3.10, which the course needs: make PYTHON=python3.12 (or another)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
@@ -42,9 +43,8 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js (18 or newer) with npm; the book serves MathJax from node_modules/"; exit 1; }
 	npm ci --no-audit --no-fund
 
-# Debian's Chromium for the browser test. Where it can't be installed, that test skips and says why.
-setup: chromium
-
+# Debian's Chromium for the browser test (`make browser`, part of `make test`; `make book` does not
+# need it). Where it can't be installed, that test skips and says why.
 chromium:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -88,7 +88,7 @@ links: book-strict
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q tests/test_links.py
 
 # Every page in headless Chromium, offline: no console error, maths typeset, figures decoded, navigation.
-browser: book-strict
+browser: book-strict chromium
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -rs tests/test_browser.py
 
 # A PNG of each page in _build/screenshots/, 1280 and 390 pixels wide, for reviewers.

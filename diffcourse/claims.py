@@ -769,6 +769,7 @@ def cfg_score_gap(
     routes to one score (chapter 6). Per step and gamma: max |difference| / max |autograd score|."""
     n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
     steps, m64 = check_levels(schedule, steps), check_mixture(mixture).to(dtype=torch.float64)
+    gammas = check_reals(gammas, "gammas", low=0)  # none: nothing compared, a gap of 0
     a = schedule.alpha_bar.double()
     gen = torch.Generator(device=mixture.device).manual_seed(seed)
     worst = 0.0

@@ -346,8 +346,9 @@ def interval_cfg_eps_fn(cond_fn: Fn, uncond_fn: Fn, gamma: float, t_low: int, t_
     """Guidance limited to an interval of noise levels (Kynkäänniemi et al. 2024): eq. 170 at the
     0-based steps t_low <= t <= t_high, the plain conditional prediction (gamma = 1) elsewhere. Their
     finding: guidance at high noise costs diversity and at low noise does little, so the middle is
-    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`. A special case of
-    :func:`per_level_cfg_eps_fn`."""
+    where it pays. t_low = 0, t_high = T - 1 is :func:`classifier_free_eps_fn`. The steps are those
+    of the chain the sampler runs: an interval past its last step guides nowhere (the conditional
+    sampler). A special case of :func:`per_level_cfg_eps_fn`."""
     gamma = _check_gamma(gamma)
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn)
     t_low, t_high = check_int(t_low, "t_low", low=0), check_int(t_high, "t_high", low=0)
@@ -929,5 +930,9 @@ def batched_against_two(
     if batched is None:
         one = batched_cfg_eps_fn(model, y, gamma)
         batched = timed(lambda: sample(one))
+    elif not isinstance(batched, (tuple, list)) or len(batched) != 2:
+        raise TypeError("batched must be a pair (seconds, samples) of a stacked run, or None")
     s1, x1 = batched
+    check_real(s1, "batched: seconds", low=0)
+    check_tensor(x1, "batched: samples", floating=True, shape=tuple(x2.shape))
     return [s1, s2, (x1 - x2).abs().max().item()]

@@ -25,6 +25,11 @@ def test_dimension_sweep_at_gamma_one_samples_the_class():
         assert abs(shift) < 0.06 and abs(std - 1) < 0.08, (d, name)
     guided = claims.dimension_sweep([4], S, 4.0, n=4000)
     assert guided[4, "DDPM"][0] > 0.3  # guidance pushes along m, away from the other class
+    # how it uses d: with DDIM the run along m is the 1-D run of separation mu sqrt(d) (chapter 12's
+    # reduction), so d = 16 at separation 1/2 each is d = 1 at separation 2
+    at16 = claims.dimension_sweep([16], S, 4.0, n=4000, mu=0.5)[16, "DDIM"]
+    at1 = claims.dimension_sweep([1], S, 4.0, n=4000, mu=2.0)[1, "DDIM"]
+    assert at16 == pytest.approx(at1, rel=1e-6)
 
 
 def test_confidence_and_entropy_shapes_and_the_unguided_value():
@@ -36,6 +41,12 @@ def test_confidence_and_entropy_shapes_and_the_unguided_value():
     )[:, 0]
     assert abs(out["DDPM", 1.0][0] - exact_conf.exp().mean().item()) < 0.02
     assert out["DDIM", 3.0][1] < out["DDIM", 1.0][1]
+    # the asked class's own posterior: y = 1 reads column 1, not column 0
+    out1 = claims.confidence_and_entropy(m, 1, [1.0], S, n=1500, levels=20)
+    exact1 = m.class_log_posterior(
+        m.sample(20000, 1, generator=torch.Generator().manual_seed(0))[0]
+    )[:, 1]
+    assert abs(out1["DDPM", 1.0][0] - exact1.exp().mean().item()) < 0.02
 
 
 def test_interval_classes_and_the_edge():
@@ -46,6 +57,14 @@ def test_interval_classes_and_the_edge():
     )
     far, off = out[0.0, "DDPM", 1.0]
     assert abs(far - 0.1) < 0.03 and off < 0.01  # unguided: a tenth of the class in its far tenth
+    # guided at 16, exact: further out, still inside; with the error 0.1 added to the conditional
+    # prediction, off the support (claim 3); here 0.20 and 1.00 far, 0.95 and 0.88 off
+    err = claims.edge_and_support(
+        chain, S, [1.0, 16.0], [0.0, 0.1], (1.9, 2.09), (0.91, 2.09), n=4000, levels=40
+    )
+    for sampler in ("DDPM", "DDIM"):
+        assert err[0.0, sampler, 16.0][0] > err[0.0, sampler, 1.0][0] + 0.05, sampler
+        assert err[0.0, sampler, 16.0][1] < 0.01 and err[0.1, sampler, 16.0][1] > 0.5, sampler
 
 
 def test_noise_to_signal_levels_and_coverage():
@@ -232,6 +251,26 @@ def test_variants_on_mixture_rows():
     assert out["conditional"]["agreement"] == class_agreement(x, 0, m)
     assert out["autoguidance"]["spread"] == pytest.approx(out["conditional"]["spread"], rel=1e-4)
     assert out["exact tilted"]["tilted"] < out["conditional"]["tilted"]
+    # every guided row against its rule built here from guidance's own functions, at gamma = 3
+    from diffcourse import guidance
+    from diffcourse.metrics import spread
+    from diffcourse.samplers import ddpm_sample
+    from diffcourse.schedules import nsr_interval
+
+    c, u = exact_eps_fn(m, S, 0), exact_eps_fn(m, S)
+    rules = {
+        "CFG": guidance.classifier_free_eps_fn(c, u, 3.0),
+        "interval": guidance.interval_cfg_eps_fn(c, u, 3.0, *nsr_interval(S)),
+        "APG": guidance.apg_eps_fn(c, u, S, 3.0, eta=0.0, beta=-0.5),
+        "CFG++": guidance.cfgpp_eps_fn(c, u, guidance.lam_matching(S, 10, 3.0)),
+    }
+    runs = {k: ddim_sample(f, z, S, 10, progress=False) for k, f in rules.items()}
+    gen = torch.Generator().manual_seed(2)
+    runs["DDPM"] = ddpm_sample(rules["CFG"], z, S, generator=gen, progress=False)
+    for name, x in runs.items():
+        assert out[name]["agreement"] == pytest.approx(class_agreement(x, 0, m), abs=1e-12), name
+        assert out[name]["spread"] == pytest.approx(spread(x, ref), rel=1e-9), name
+    assert out["CFG"]["spread"] < out["conditional"]["spread"] - 0.1  # and guided it is
     with pytest.raises(TypeError, match="noise"):
         claims.variants_on_mixture(m, S, 0, 3.0, z.long(), 10, weak, ref)
 

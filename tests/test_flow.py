@@ -55,6 +55,12 @@ def test_flow_marginal_is_the_law_of_x_t():
     m = mixture.flow_marginal(0.3)
     mean = (m.weights[:, None] * m.means).sum(0)
     torch.testing.assert_close(x_t.mean(0), mean, atol=0.02, rtol=0)
+    # ... and the covariance, by the law of total variance over the components
+    within = (m.weights[:, None, None] * m.covs).sum(0)
+    between = (
+        m.weights[:, None, None] * torch.einsum("ki,kj->kij", m.means - mean, m.means - mean)
+    ).sum(0)
+    torch.testing.assert_close(torch.cov(x_t.T), within + between, atol=0.03, rtol=0)
     with pytest.raises(ValueError, match="^t must be in"):
         mixture.flow_marginal(1.5)
 
@@ -268,9 +274,13 @@ def test_samplers_are_reproducible_and_call_back():
         steps=5,
         generator=torch.Generator().manual_seed(13),
         progress=False,
-        callback=lambda i, x, x0: seen.append((i, x.shape, x0.shape)),
+        callback=lambda i, x, x0: seen.append((i, x.clone(), x0.clone())),
     )
-    assert [s[0] for s in seen] == list(range(5)) and all(s[1] == s[2] == (64, 2) for s in seen)
+    assert [s[0] for s in seen] == list(range(5))
+    times = flow.flow_times(5)
+    for i, x, x0 in seen:  # the clean estimate x0_hat = x_t - t v(x_t, t) at the step's own time
+        t = full(64, float(times[i]), dtype=x.dtype)
+        torch.testing.assert_close(x0, x - t[:, None] * v(x, t), rtol=0, atol=1e-6)
 
 
 def test_sampler_counts_its_evaluations():
@@ -625,6 +635,41 @@ def test_velocity_gap_to_eps_of_eq_170_in_both_forms():
     assert flow.velocity_gap_to_eps(v3, e2, s, x, [10, 25]) > 1e-2
     with pytest.raises(ValueError, match="steps"):
         flow.velocity_gap_to_eps(v3, e3, s, x, [50])
+
+
+def test_relative_velocity_error_is_zero_exact_one_for_zero_and_reads_y():
+    m = three_blobs(dtype=F64)
+    v = exact_velocity_fn(m)
+    times = [0.1, 0.5, 0.9]
+    assert (flow.relative_velocity_error(v, v, m, times, n=500) < 1e-12).all()
+    zero = flow.relative_velocity_error(lambda x, t: torch.zeros_like(x), v, m, times, n=500)
+    torch.testing.assert_close(zero, torch.ones(3, dtype=zero.dtype), rtol=0, atol=1e-9)
+    # 1.1 x the reference: RMS(0.1 v) / RMS(v) = 0.1 (a ratio of mean squares would give 0.01)
+    off = flow.relative_velocity_error(lambda x, t: 1.1 * v(x, t), v, m, times, n=500)
+    torch.testing.assert_close(off, torch.full((3,), 0.1, dtype=off.dtype), rtol=0, atol=1e-9)
+    # with y, x_t on the path of p(x | y): by hand, from the same generator
+    v_c = exact_velocity_fn(m, 0)
+    err = flow.relative_velocity_error(v, v_c, m, [0.5], n=500, y=0, seed=3)
+    g = torch.Generator().manual_seed(3)
+    x0 = m.sample(500, 0, generator=g)[0]
+    x_t = flow.interpolate(x0, torch.randn(x0.shape, generator=g, dtype=F64), full(500, 0.5))
+    ref = v_c(x_t, full(500, 0.5))
+    by_hand = ((v(x_t, full(500, 0.5)) - ref).pow(2).mean() / ref.pow(2).mean()).sqrt()
+    assert err[0].item() == pytest.approx(by_hand.item(), rel=1e-6) and err[0] > 0.05  # float32 out
+
+
+def test_gap_checks_refuse_an_empty_list():
+    """An empty list of times, steps or scales compares nothing: a gap of 0 would pass any bound."""
+    from diffcourse import claims
+
+    m, s = three_blobs(dtype=F64), cosine_schedule(50)
+    v, x = exact_velocity_fn(m), torch.zeros(4, 2, dtype=F64)
+    with pytest.raises(ValueError, match="^times must hold at least one"):
+        flow.velocity_gap_to_score(v, m, None, x, [])
+    with pytest.raises(ValueError, match="^steps must hold at least one"):
+        flow.velocity_gap_to_eps(v, exact_eps_fn(m, s), s, x, [])
+    with pytest.raises(ValueError, match="^gammas must hold at least one"):
+        claims.cfg_score_gap(m, s, 0, [], steps=[10])
 
 
 def test_relative_velocity_error_needs_points():

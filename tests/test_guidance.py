@@ -1145,6 +1145,10 @@ def test_batched_against_two_times_both_and_measures_their_gap():
     assert reused[0] == 9.0 and abs(reused[2] - 1) < 1e-5
     with pytest.raises(TypeError, match="sample"):
         batched_against_two(model, y, 3.0, None)
+    with pytest.raises(ValueError, match="^batched: samples must have shape"):  # no broadcasting
+        batched_against_two(model, y, 3.0, sample, (1.0, x_two[:, :1]))
+    with pytest.raises(TypeError, match="^batched must be a pair"):
+        batched_against_two(model, y, 3.0, sample, (1.0, x_two, 2.0))
 
 
 def test_feedback_and_icg_check_their_callables_when_built():

@@ -114,6 +114,25 @@ def test_frechet_distance():
     # a rotation of both sets changes nothing
     q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
     assert frechet_distance(a @ q, b @ q) == pytest.approx(frechet_distance(a, b), rel=1e-6)
+
+    # covariances that do not commute, exactly those of the two sets: tr (S_a S_b)^(1/2) in closed
+    # form for 2 x 2, sqrt(tr M + 2 sqrt(det M)) with M = S_a S_b; tr(S_a^(1/2) S_b^(1/2)) differs
+    def with_cov(x, cov):
+        x = x - x.mean(0)
+        return (
+            x
+            @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(x.T))).T
+            @ torch.linalg.cholesky(cov).T
+        )
+
+    s_a = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    s_b = torch.tensor([[1.0, -0.6], [-0.6, 2.0]], dtype=torch.float64)
+    x_a, x_b = with_cov(a[:, :2], s_a), with_cov(b[:, :2], s_b)
+    m = s_a @ s_b
+    cross = (m.trace() + 2 * m.det().sqrt()).sqrt()
+    assert frechet_distance(x_a, x_b) == pytest.approx(
+        (s_a.trace() + s_b.trace() - 2 * cross).item(), rel=1e-9
+    )
     with pytest.raises(ValueError, match="same number of features"):
         frechet_distance(a, b[:, :2])
     with pytest.raises(ValueError, match="^b must be a"):
@@ -152,6 +171,8 @@ def test_image_metrics_keys():
     m = image_metrics(clf, x, y, x, y)
     assert set(m) == {"fidelity", "frechet", "diversity"}
     assert m["frechet"] == pytest.approx(0.0, abs=1e-6) and m["diversity"] == pytest.approx(1.0)
+    # samples half as spread as their reference: diversity 0.5 (swapped arguments would give 2)
+    assert image_metrics(clf, 0.5 * x, y, x, y)["diversity"] == pytest.approx(0.5, rel=1e-9)
 
 
 # ---- chapter 12: entropy ------------------------------------------------------------------------------

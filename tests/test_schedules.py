@@ -17,6 +17,9 @@ def test_linear_matches_definition():
     s = linear_schedule(1000)
     assert s.betas.shape == (1000,)
     assert math.isclose(float(s.betas[0]), 1e-4) and math.isclose(float(s.betas[-1]), 0.02)
+    # evenly spaced between the two (Ho et al.'s linear schedule), not only the right ends
+    step = torch.full((999,), (0.02 - 1e-4) / 999, dtype=s.betas.dtype)
+    assert torch.allclose(s.betas.diff(), step, rtol=1e-4, atol=0)
     assert torch.allclose(s.alpha_bar, torch.cumprod(1 - s.betas, 0))
     assert float(s.alpha_bar[-1]) < 1e-4
 
