@@ -183,6 +183,14 @@ def guided_sample(
     """DDIM samples (``steps`` levels, from ``x_T``) of a conditioned network under eq. 170, its
     second branch the null condition, or the ``negative`` condition (a negative prompt), clamped
     to [-1, 1]: gamma eps(x_t, t, cond) + (1 - gamma) eps(x_t, t, negative or null)."""
+    if not isinstance(model, _ConditionedUNet):
+        raise TypeError(
+            "model must be a CaptionUNet or a SuperResUNet (a class-label UNet samples with "
+            f"guidance.batched_cfg_eps_fn), got {type(model).__name__}"
+        )
+    check_tensor(cond, "cond")  # captions as token ids (text.tokenize), or a low-resolution image
+    if negative is not None:
+        check_tensor(negative, "negative")
     check_built_for(schedule, model=model)  # a shorter schedule would run at wrong noise levels
     second = model.null_condition(cond) if negative is None else negative
     eps_fn = negative_prompt_eps_fn(model.eps_fn(cond), model.eps_fn(second), gamma)
@@ -203,11 +211,19 @@ def superres_metrics(
     **agreement**, the share the judge reads as ``labels`` (the class of each condition's source);
     **diversity**, the mean distance between samples of one condition (``group``) over that
     between reference images of one class (``ref_x``, ``ref_y``)."""
-    if check_tensor(low, "low").ndim != 4 or x.shape[0] != low.shape[0]:
+    check_tensor(x, "x", floating=True, ndim=4)
+    check_tensor(low, "low", floating=True, ndim=4, device=x.device, owner="x")
+    if low.shape[:2] != x.shape[:2]:
         raise ValueError(
-            f"low must hold one condition per sample ({x.shape[0]}), got {tuple(low.shape)}"
+            f"low must hold one condition per sample, with x's channels {tuple(x.shape[:2])}, "
+            f"got {tuple(low.shape)}"
         )
-    factor = x.shape[-1] // low.shape[-1]
+    factor = x.shape[-1] // low.shape[-1]  # the condition's size must divide the sample's, > 1
+    if factor < 2 or x.shape[-2:] != (low.shape[-2] * factor, low.shape[-1] * factor):
+        raise ValueError(
+            f"low must be x downsampled by a whole factor of 2 or more, got {tuple(low.shape[-2:])}"
+            f" for x of {tuple(x.shape[-2:])}"
+        )
     consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()
     return {
         "consistency": consistency,

@@ -8,6 +8,7 @@ import functools
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 from typing import NamedTuple, Tuple, Union
 
@@ -194,7 +195,7 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
         raise FileNotFoundError(f"IDX file {path} does not exist")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged compressed stream
         raise ValueError(f"IDX file {path} is not a readable gzip file: {err}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] < 1:
         raise ValueError(f"IDX file {path} does not start with an IDX header")

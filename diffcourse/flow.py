@@ -27,6 +27,7 @@ from .checks import (
     check_bool,
     check_callable,
     check_int,
+    check_labels,
     check_levels,
     check_mixture,
     check_module,
@@ -393,7 +394,10 @@ def guided_velocity_target(
     guidance distillation trains its student on (Meng et al. 2023, stage one, in velocity form). At
     gamma = 1 the unconditional half has weight 0 and the target is the conditional velocity."""
     check_module(teacher, "teacher"), check_tensor(x_t, "x_t", floating=True)
+    if getattr(teacher, "null_label", None) is None:
+        raise ValueError("teacher must be a conditional model with a null label (num_classes > 0)")
     n = x_t.shape[0]
+    y = check_labels(y, n, teacher.num_classes, x_t.device, name="y")
     g = _col(check_gammas(gamma, n), x_t)
     null = torch.full_like(y, teacher.null_label)
     cond, uncond = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
@@ -482,12 +486,14 @@ def train_velocity(
     loop every trainer of the course shares (``train.fit``: AdamW, warm-up and cosine decay,
     clipping, DDP, checkpoints; the settings are ``train.Settings``'s). Returns the loss of every step."""
     # imported here: train imports mixture, which imports this module
-    from .train import Settings, dropout_rate, fit
+    from .train import Settings, _check_data_labels, dropout_rate, fit
 
     settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     check_module(model)
     conditional = getattr(model, "num_classes", 0) > 0
     p_uncond = dropout_rate(p_uncond, conditional)
+    if conditional:  # a label C would train the null branch, one above it fail mid-run
+        _check_data_labels(data, model.num_classes, "model")
 
     def loss(net: nn.Module, x0: torch.Tensor, y: Optional[torch.Tensor], draws) -> torch.Tensor:
         t, eps = draws.uniform().to(x0.dtype), draws.normal(x0)  # t ~ U[0, 1], eps ~ N(0, I)
@@ -523,11 +529,12 @@ def train_student(
     with ``guidance_input=True``) by :func:`distillation_loss`, gamma uniform over ``gamma_range``,
     the frozen ``teacher`` giving both branches of the target, in ``train.fit`` (the other arguments
     are :func:`train_velocity`'s). Returns the loss of every step."""
-    from .train import Settings, fit
+    from .train import Settings, _check_data_labels, fit
 
     settings = Settings.of(locals())  # steps, batch_size, lr, ... as passed
     check_module(student, "student")
     check_module(teacher, "teacher")
+    _check_data_labels(data, getattr(teacher, "num_classes", 0), "teacher")
     if not getattr(student, "guidance_input", False):
         raise ValueError(
             "student must take gamma as an input (VelocityMLP(..., guidance_input=True))"

@@ -32,6 +32,7 @@ from . import guidance
 from .checks import (
     check_bool,
     check_callable,
+    check_finite,
     check_int,
     check_ints,
     check_mixture,
@@ -306,10 +307,13 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     responsibility for it. 1 when every mode of the class gets its due share; a class with one
     component always scores 1."""
     check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one sample")
+    check_finite(x, "x")  # a NaN row would count for the first component
     law = class_mixture(mixture, y)
     x = x.to(law.device, law.dtype)
     nearest = law._component_log_joint(x)[0].argmax(1)
-    shares = torch.bincount(nearest, minlength=law.num_components).double() / max(x.shape[0], 1)
+    shares = torch.bincount(nearest, minlength=law.num_components).double() / x.shape[0]
     return 1 - 0.5 * (shares - law.weights.double()).abs().sum().item()
 
 

@@ -449,8 +449,10 @@ def animate_samples(
         raise ValueError(f"panels: frames must be [N, 2] samples, got {tuple(runs[0][1][0].shape)}")
     times = _check_times(times, panels, n)
     _check_frames_args(max_frames, dpi, interval)
-    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (points,)):
-        raise ValueError(f"y must be a tensor of {points} labels, got {getattr(y, 'shape', y)!r}")
+    if y is not None:
+        check_tensor(y, "y", floating=False, shape=(points,))
+    per_class = check_int(per_class, "per_class", low=1)
+    lim = check_real(lim, "lim", low=0, low_open=True)
     import matplotlib.pyplot as plt
 
     labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
@@ -830,16 +832,24 @@ def class_panels(
         )
     if colors is not None and not isinstance(colors, (list, tuple)):
         raise TypeError(f"colors must be a list of colours or None, got {type(colors).__name__}")
-    k = len(panels)
-    fig, axes = plt.subplots(
-        1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
-    )
-    for ax, (title, pair) in zip(axes[0], panels.items()):
+    pairs = {}  # every panel checked before a figure is made: a refused call leaves none open
+    for title, pair in panels.items():
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"panels[{title!r}] must be a pair (x, y)")
         x = check_tensor(pair[0], f"panels[{title!r}] x", floating=True, shape=(None, 2))
         y = check_tensor(pair[1], f"panels[{title!r}] y", floating=False, shape=(x.shape[0],))
         x, y = x.detach().cpu(), y.cpu()
+        if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < num_classes:  # else not drawn
+            raise ValueError(
+                f"panels[{title!r}] y must lie in 0..{num_classes - 1}, "
+                f"got labels in {int(y.min())}..{int(y.max())}"
+            )
+        pairs[title] = x, y
+    k = len(panels)
+    fig, axes = plt.subplots(
+        1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (title, (x, y)) in zip(axes[0], pairs.items()):
         for c in range(num_classes):
             if (y == c).any():
                 color = colors[c] if colors else plt.cm.coolwarm(c / (num_classes - 1))

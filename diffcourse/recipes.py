@@ -587,7 +587,7 @@ def _save(path: Path, recipe: Recipe, device: torch.device, result: Trained) -> 
     }
     try:
         save_checkpoint(path, state)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch's writer reports a full disk as RuntimeError
         warnings.warn(
             f"diffcourse: could not write the model cache {path} ({err}); the model is trained but "
             "not cached",

@@ -27,13 +27,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import (
+    check_callable,
     check_device,
+    check_finite,
     check_generator,
     check_int,
     check_labels,
     check_strs,
     check_tensor,
     read_values,
+    same_device,
     values_checked_already,
 )
 from .layers import GroupNorm, LayerNorm, Linear
@@ -190,8 +193,7 @@ def random_captions(
     """One caption per label, true of it: a kind drawn with ``KIND_WEIGHTS``, then a caption of that
     kind that the label satisfies, uniformly, never one of ``held_out`` nor one that names the same
     digits as one of them. Seeded by ``generator``."""
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
-        raise TypeError("labels must be a 1-D integer tensor of digits")
+    check_tensor(labels, "labels", floating=False, ndim=1)  # a 1-D integer tensor of digits
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise ValueError("labels must lie in 0..9")
     check_generator(generator)
@@ -253,7 +255,7 @@ def check_tokens(
         raise ValueError(
             f"tokens must have shape [{n}, L] with 1 <= L <= {max_len}, got {tuple(tokens.shape)}"
         )
-    if tokens.device != device:
+    if not same_device(tokens.device, device):  # "cuda" and "cuda:0" are one device
         raise ValueError(f"tokens are on {tokens.device} but the model is on {device}")
     if tokens.numel() and not values_checked_already():  # an id past the vocabulary: IndexError
         unstarted = (tokens[:, 0] != START).sum()  # a row without <start>: no key to attend
@@ -267,8 +269,10 @@ def check_tokens(
 
 def detokenize(tokens: torch.Tensor) -> List[str]:
     """The captions back from token ids: the inverse of :func:`tokenize`."""
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.dtype != torch.long:
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long:
         raise TypeError("tokens must be a LongTensor [N, L]")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape [N, L], got {tuple(tokens.shape)}")
     out = []
     for row in tokens.tolist():
         if not row or row[0] != START:
@@ -378,8 +382,11 @@ class CrossAttention(nn.Module):
 # ---- measuring: does a sample satisfy its caption? ------------------------------------------------------
 
 
-def _read(judge: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The judge's digit for each image, in chunks."""
+def _read(judge: nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """The judge's digit for each image, in chunks. A NaN image would be read as 0 (the argmax of NaN
+    logits), and pass every caption that names 0: refused."""
+    check_callable(judge, "judge")  # images -> logits: a classifier, or any such function
+    check_finite(check_tensor(x, name, floating=True, ndim=4), name)
     with torch.no_grad():
         return torch.cat([judge(chunk).argmax(1) for chunk in x.split(1000)])
 
@@ -387,10 +394,11 @@ def _read(judge: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def satisfied(judge: nn.Module, x: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
     """BoolTensor [N]: whether the judge (an evaluation classifier of digits) reads sample i as a
     digit that caption i names."""
-    captions = [captions] if isinstance(captions, str) else list(captions)
-    if not isinstance(x, torch.Tensor) or x.shape[0] != len(captions):
+    captions = [captions] if isinstance(captions, str) else check_strs(captions, "captions")
+    check_tensor(x, "x", floating=True)
+    if x.shape[0] != len(captions):
         raise ValueError(
-            f"x must hold one image per caption ({len(captions)}), got {tuple(getattr(x, 'shape', ()))}"
+            f"x must hold one image per caption ({len(captions)}), got {tuple(x.shape)}"
         )
     read = _read(judge, x)
     return caption_mask(captions).to(read.device)[torch.arange(len(read), device=read.device), read]
@@ -411,11 +419,13 @@ def caption_references(
     """The references of the caption metric from real (held-out) digits ``x_real`` with labels
     ``y_real``: the **floor** (what a generator that ignores the caption scores), the **ceiling**
     (what the judge lets real digits score), and, for diversity, the digits that satisfy each caption."""
-    captions = [captions] if isinstance(captions, str) else list(captions)
+    captions = [captions] if isinstance(captions, str) else check_strs(captions, "captions")
+    if not captions:
+        raise ValueError("captions must hold at least one caption")
     check_tensor(x_real, "x_real", floating=True)
-    y_real = check_labels(y_real, x_real.shape[0], 10, name="y_real")  # digits 0..9
+    y_real = check_labels(y_real, x_real.shape[0], 10, x_real.device, name="y_real")  # digits 0..9
     true = caption_mask(captions).to(y_real.device)[:, y_real]  # [K, N]
-    read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real)]  # [K, N]
+    read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real, "x_real")]  # [K, N]
     if not true.any(1).all():
         raise ValueError("every caption needs at least one real digit that satisfies it")
     ceiling = torch.stack([read[k][true[k]].float().mean() for k in range(len(captions))])

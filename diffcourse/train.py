@@ -33,6 +33,7 @@ from .checks import (
     check_archive,
     check_bool,
     check_built_for,
+    check_device,
     check_int,
     check_labels,
     check_module,
@@ -637,6 +638,7 @@ def load_checkpoint(path: Union[str, Path], map_location=None) -> State:
     plain containers only, never arbitrary code). A missing, truncated or foreign file raises a
     ValueError naming the checkpoint."""
     path = Path(path)
+    map_location = check_device(map_location, "map_location")  # not blamed on the file below
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     check_archive(path, f"checkpoint {path}")

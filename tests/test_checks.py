@@ -9,6 +9,7 @@ import torch
 from diffcourse import (
     checks,
     claims,
+    conditioned,
     data,
     flow,
     layers,
@@ -55,7 +56,7 @@ from diffcourse.guidance import (
 )
 from diffcourse.metrics import class_agreement, frechet_distance, sample_distance, sliced_w2, spread
 from diffcourse.mixture import grid_sample, tilted_log_prob
-from diffcourse.models import ConvClassifier, MLPDenoiser, UNet
+from diffcourse.models import ConvClassifier, MLPDenoiser, UNet, VelocityMLP
 from diffcourse.plots import JSAnimation
 from diffcourse.report import glue, table
 from diffcourse.samplers import ddim_sample, ddpm_sample, pc_sample
@@ -188,6 +189,10 @@ LFN = lambda x, t, y: x  # noqa: E731 (a network taking labels)
 SET = leaderboard.Setting(MIX, cosine_schedule(100), 0, 2.0)
 LINE = claims.interval_classes(components=2)  # a 1-D mixture
 ROW = {"mixture": "m", "rule": "r", "seed": 0, "to_tilted": 1.0}  # a leaderboard row
+VEL, VEL0 = VelocityMLP(hidden=8, depth=1, num_classes=3), VelocityMLP(hidden=8, depth=1)
+STU = VelocityMLP(hidden=8, depth=1, num_classes=3, guidance_input=True)
+CNN = ConvClassifier(T=None, width=8, features=16)  # a judge of 8 x 8 digits
+UNET = UNet(channels=1, size=8, T=10, num_classes=10, width=8)  # class labels, not a condition
 
 CASES = [
     # schedules
@@ -422,6 +427,23 @@ CASES = [
     (lambda: table([[1]], show="no"), TypeError, "show"),
     (lambda: glue("a", 1, display=1), TypeError, "display"),
     (lambda: layers.Linear(2, 2, bias="no"), TypeError, "bias"),
+    # found by reading the code (2 December): each failed silently or deep inside torch before
+    (lambda: flow.train_velocity(VEL, (X, torch.tensor([0, 1, 3, 0])), 1), ValueError, "data: y"),
+    (
+        lambda: flow.train_student(STU, VEL, (X, torch.tensor([0, 1, 3, 0])), 1),
+        ValueError,
+        "data: y",
+    ),
+    (lambda: flow.guided_velocity_target(VEL0, X, X[:, 0], Y, X[:, 0]), ValueError, "teacher"),
+    (lambda: flow.guided_velocity_target(VEL, X, X[:, 0], Y.float(), X[:, 0]), TypeError, "y"),
+    (lambda: text.satisfied(CNN, IMG * float("nan"), ["seven"] * 4), ValueError, "x"),
+    (lambda: text.satisfied(CNN, IMG.tolist(), ["seven"] * 4), TypeError, "x"),
+    (lambda: text.caption_references(CNN, [], IMG, T0), ValueError, "captions"),
+    (lambda: conditioned.guided_sample(UNET, T0, 2.0, IMG, S, 2), TypeError, "model"),
+    (lambda: conditioned.superres_metrics(CNN, IMG, IMG, T0, T0, IMG, T0), ValueError, "low"),
+    (lambda: plots.class_panels({"a": (X, Y + 1)}, 3), ValueError, "panels['a'] y"),
+    (lambda: leaderboard.mode_coverage(X[:0], MIX, 0), ValueError, "x"),
+    (lambda: leaderboard.mode_coverage(X * float("nan"), MIX, 0), ValueError, "x"),
     # training
     (lambda: train_denoiser(MLP, MIX, S, steps=1.5), TypeError, "steps"),
     (lambda: train_denoiser(MLP, MIX, S, steps=0), ValueError, "steps"),

@@ -101,6 +101,11 @@ def test_bad_idx_files_are_refused(tmp_path):
     (tmp_path / "bad.gz").write_bytes(raw)  # not gzip at all
     with pytest.raises(ValueError, match="gzip"):
         read_idx(tmp_path / "bad.gz")
+    packed = bytearray(gzip.compress(bytes(range(256)) * 64))
+    packed[20:40] = bytes(20)  # a gzip header with a damaged stream behind it (zlib.error)
+    (tmp_path / "damaged.gz").write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match="damaged.gz.*gzip"):
+        read_idx(tmp_path / "damaged.gz")
     with pytest.raises(FileNotFoundError, match="missing"):
         read_idx(tmp_path / "missing")
 

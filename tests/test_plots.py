@@ -170,8 +170,12 @@ def test_animate_samples_bad_input():
         animate_samples({"a": [torch.zeros(5, 3)]}, grid)
     with pytest.raises(ValueError, match="times"):
         animate_samples({"a": keep}, grid, times=[1, 0])
-    with pytest.raises(ValueError, match="^y must be a tensor"):
+    with pytest.raises(ValueError, match="^y must have shape"):
         animate_samples({"a": keep}, grid, y=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="^y must be an integer tensor"):  # colours by class
+        animate_samples({"a": keep}, grid, y=torch.zeros(90))
+    with pytest.raises(ValueError, match="^per_class must be an int >= 1"):
+        animate_samples({"a": keep}, grid, per_class=0)
     with pytest.raises(ValueError, match="max_frames"):
         animate_samples({"a": keep}, grid, max_frames=1)
 

@@ -101,6 +101,20 @@ def test_a_recipe_is_the_labs_code():
     assert not recipe.training
 
 
+def test_a_cache_that_cannot_be_written_only_warns(cache, monkeypatch):
+    """torch's writer reports a full disk as a RuntimeError: the trained model is still returned."""
+
+    def full_disk(path, state):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0")
+
+    import diffcourse.train
+
+    monkeypatch.setattr(diffcourse.train, "save_checkpoint", full_disk)
+    with pytest.warns(RuntimeWarning, match="could not write the model cache"):
+        run = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
+    assert not run.cached and len(run.losses) == 3
+
+
 def test_the_second_call_loads_instead_of_training(cache, monkeypatch):
     first = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
     assert not first.cached and len(first.losses) == 3

@@ -149,6 +149,8 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="checkpoint .*cut.pt.* corrupt or truncated"):
         load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="^map_location must be a device"):  # not the file's fault
+        load_checkpoint(good, map_location="gpu0")
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pt")
     save_checkpoint(tmp_path / "other.pt", {"weights": torch.zeros(2)})
