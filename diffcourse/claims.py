@@ -489,8 +489,9 @@ def variant_formula_gaps(
     ``model`` is a conditional noise predictor with a null label, ``weak`` a weaker one of the same
     task (autoguidance); x0 (held-out images) and their labels y are noised (seeded by the level)
     to the middle step t of the interval [lo, hi] of :func:`~diffcourse.schedules.nsr_interval`,
-    to lo // 2 below it and half-way from hi to the last step above it. With c, u, w the conditional, null and weak predictions there and
-    D(e) = (x_t - sqrt(1 - alpha_bar_t) e) / sqrt(alpha_bar_t), chapter 1's clean estimate:
+    to lo // 2 below it and half-way from hi to the last step above it. With c, u, w the
+    conditional, null and weak predictions there and D(e) = (x_t - sqrt(1 - alpha_bar_t) e) /
+    sqrt(alpha_bar_t), chapter 1's clean estimate:
 
     - eq. 170, cfg = gamma c + (1 - gamma) u (Luo eq. 170); the interval's eps_fn is cfg inside,
       c below and above it;

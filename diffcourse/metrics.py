@@ -1186,8 +1186,8 @@ def tilted_mean_along(
 ) -> float:
     """The mean of <x, direction> under the tilted law p(x) p(y|x)^gamma / Z of a 2-D mixture (the
     tilted law of the clean data, which eq. 166 would sample only if tilting commuted with the
-    noise; it does not, chapter 6; the density of ``mixture.tilted_log_prob``), normalised on a ``cells`` x ``cells`` grid over
-    [-lim, lim]^2, in float64. With ``direction`` the unit vector of class y's mean it says how far
+    noise; it does not, chapter 6; the density of ``mixture.tilted_log_prob``), normalised on a
+    ``cells`` x ``cells`` grid over [-lim, lim]^2, in float64. With ``direction`` the unit vector of class y's mean it says how far
     out along its class the law sits."""
     from .checks import check_real
     from .mixture import tilted_log_prob
