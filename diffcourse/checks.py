@@ -142,9 +142,10 @@ def check_ints(values, name: str, **limits) -> list:
     return [check_int(v, f"{name}[{i}]", **limits) for i, v in enumerate(values)]
 
 
-def check_strs(values, name: str) -> list:
-    """A sequence of str, possibly empty (names, captions, row labels); returned as a list."""
-    values = _sequence(values, name, "str", empty=True)
+def check_strs(values, name: str, empty: bool = True) -> list:
+    """A sequence of str (names, captions, row labels), empty only if ``empty``; returned as a
+    list."""
+    values = _sequence(values, name, "str", empty=empty)
     for i, v in enumerate(values):
         if not isinstance(v, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(v).__name__}")
@@ -186,11 +187,13 @@ def check_tensor(
     ndim: Optional[int] = None,
     device: Optional[torch.device] = None,
     owner: str = "the model",
+    nonempty: bool = False,
 ) -> torch.Tensor:
     """A tensor, with the checks asked for: ``floating`` (True: a float dtype, False: an integer
     one), ``dtype`` (exactly that dtype: the owner's), ``shape`` (a sequence of sizes, ``None`` for
-    a free size), ``ndim``, ``device`` (the owner's). ``owner`` names whose dtype and device these
-    are in the messages ("the model", "the mixture"). Reads no values."""
+    a free size), ``ndim``, ``device`` (the owner's), ``nonempty`` (at least one sample along the
+    first dimension: a mean or a share of nothing is NaN). ``owner`` names whose dtype and device
+    these are in the messages ("the model", "the mixture"). Reads no values."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if floating is True and not value.is_floating_point():
@@ -208,6 +211,8 @@ def check_tensor(
             raise ValueError(
                 f"{name} must have shape {_shape_text(shape)}, got {tuple(value.shape)}"
             )
+    if nonempty and (value.ndim == 0 or len(value) == 0):
+        raise ValueError(f"{name} must hold at least one sample")
     if dtype is not None and value.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {value.dtype}, but {owner} is {dtype}; convert one of them"

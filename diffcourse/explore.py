@@ -58,7 +58,7 @@ def guided_draws(
     ``corrector_steps`` Langevin steps per level (chapter 6; 0 is plain DDPM). The seed fixes the
     starting noise and every step's noise, so two values of gamma are paired."""
     _check(mixture, y, gamma, corrector_steps, n)
-    gen = torch.Generator(device=mixture.device).manual_seed(seed)
+    gen = torch.Generator(device=mixture.device).manual_seed(check_int(seed, "seed", low=0))
     noise = torch.randn(n, 2, generator=gen, device=mixture.device, dtype=mixture.dtype)
     eps_fn = classifier_free_eps_fn(
         exact_eps_fn(mixture, schedule, y), exact_eps_fn(mixture, schedule), float(gamma)
@@ -90,6 +90,8 @@ def plot_guidance(
     sample if it commuted with noise). Returns the matplotlib Figure, not shown."""
     import matplotlib.pyplot as plt
 
+    lim = check_real(lim, "lim", low=0, low_open=True)
+    cells = check_int(cells, "cells", low=2)
     start = time.perf_counter()
     x = guided_draws(mixture, schedule, y, gamma, n, corrector_steps, seed=seed)
     reference = mixture.sample(4000, y, generator=torch.Generator().manual_seed(seed + 1))[0]
@@ -162,7 +164,7 @@ def explore_guidance(
             "gamma": widgets.FloatSlider(
                 value=gamma,
                 min=GAMMA_RANGE[0],
-                max=GAMMA_RANGE[1],
+                max=max(GAMMA_RANGE[1], gamma),  # a slider clamps what lies past its end
                 step=0.25,
                 description="gamma",
                 continuous_update=False,
@@ -173,7 +175,7 @@ def explore_guidance(
         sliders["corrector_steps"] = widgets.IntSlider(
             value=k,
             min=0,
-            max=MAX_CORRECTOR_STEPS,
+            max=max(MAX_CORRECTOR_STEPS, k),
             description="corrector K",
             continuous_update=False,
         )

@@ -86,12 +86,7 @@ class Setting:
         guidance._check_gamma(self.gamma)
         if self.levels is None:
             object.__setattr__(self, "levels", min(25, self.schedule.T))
-        if (
-            isinstance(self.levels, bool)
-            or not isinstance(self.levels, int)
-            or not 2 <= self.levels <= self.schedule.T
-        ):
-            raise ValueError(f"levels must be an int in 2..{self.schedule.T}, got {self.levels!r}")
+        check_int(self.levels, "levels", low=2, high=self.schedule.T)
 
     @cached_property
     def cond(self) -> Fn:
@@ -306,9 +301,7 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     within the class: each sample counts for the component of class y with the largest
     responsibility for it. 1 when every mode of the class gets its due share; a class with one
     component always scores 1."""
-    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
-    if x.shape[0] == 0:
-        raise ValueError("x must hold at least one sample")
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim), nonempty=True)
     check_finite(x, "x")  # a NaN row would count for the first component
     law = class_mixture(mixture, y)
     x = x.to(law.device, law.dtype)
@@ -539,12 +532,14 @@ def side_by_side(
     """``(rows, header)`` for :func:`~diffcourse.report.table`: the whole board (what :func:`show`
     returns) in one table, a row per rule with its NFE, then the means of ``metrics`` mixture by
     mixture (None where the rule did not run on that mixture)."""
-    if not isinstance(board, dict) or not board:
+    if not isinstance(board, dict):
         raise TypeError(
-            "board must be a non-empty dict (mixture, rule) -> metrics, as show returns"
+            f"board must be a dict (mixture, rule) -> metrics, as show returns, got "
+            f"{type(board).__name__}"
         )
-    if isinstance(metrics, str) or not metrics:
-        raise TypeError("metrics must be a non-empty sequence of metric names")
+    if not board:
+        raise ValueError("board must hold at least one (mixture, rule)")
+    metrics = check_strs(metrics, "metrics", empty=False)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown}; known: {list(METRICS)}")

@@ -182,9 +182,7 @@ def class_agreement(x: torch.Tensor, y: Label, mixture: GaussianMixture) -> floa
     """Share of samples ``x`` asked for label(s) ``y`` that the exact Bayes classifier
     (``argmax_c p(c|x)`` at t = 0) assigns to y. Ceiling: exact draws from p(x|y); floor:
     unconditional draws (about p(y) when y is fixed)."""
-    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
-    if not len(x):  # a share of nothing: NaN
-        raise ValueError("x must hold at least one sample")
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim), nonempty=True)
     check_finite(x, "x")  # argmax of a NaN row is 0: a blown-up sampler would score as class 0
     x = x.to(mixture.device, mixture.dtype)
     y = mixture._check_y(y, x.shape[0])
@@ -248,10 +246,8 @@ def fidelity(
     """Share of images ``x`` that the evaluation classifier assigns to the label ``y`` they were asked
     for. On held-out images with their true labels it is the classifier's accuracy."""
     check_module(classifier, "classifier")
-    check_tensor(x, "x", floating=True)
+    check_tensor(x, "x", floating=True, nonempty=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
-    if not len(x):  # a share of nothing: NaN
-        raise ValueError("x must hold at least one image")
     check_finite(x, "x")  # argmax of a NaN row is 0: NaN images would read as class 0
     _check_label_range(y, classifier)
     batch_size = check_int(batch_size, "batch_size", low=1)
@@ -1167,9 +1163,7 @@ def mean_along(x: torch.Tensor, direction: torch.Tensor) -> float:
     ``direction`` one vector [D] for every sample or one per sample [N, D] (say the unit vector of
     each sample's asked class mean). Beside :func:`tilted_mean_along` it says how far out along its
     class guidance pushed the samples."""
-    check_tensor(x, "x", floating=True, ndim=2)
-    if len(x) == 0:
-        raise ValueError("x must hold at least one sample")
+    check_tensor(x, "x", floating=True, ndim=2, nonempty=True)
     check_tensor(direction, "direction", floating=True)
     shape = (x.shape[1],) if direction.ndim == 1 else tuple(x.shape)
     check_tensor(direction, "direction", dtype=x.dtype, shape=shape, device=x.device, owner="x")

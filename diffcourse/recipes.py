@@ -641,8 +641,10 @@ def summary(runs: Dict[Any, Trained], last: int = 500) -> List[list]:
     """One row per run of :func:`train_or_load`, as the labs show their networks:
     ``[key, final loss, training seconds, cached]``, the final loss being the mean training loss
     (Luo eq. 130's objective) over the last ``last`` steps."""
-    if not isinstance(runs, dict) or not runs:
-        raise TypeError(f"runs must be a non-empty dict key -> Trained, got {type(runs).__name__}")
+    if not isinstance(runs, dict):
+        raise TypeError(f"runs must be a dict key -> Trained, got {type(runs).__name__}")
+    if not runs:
+        raise ValueError("runs must hold at least one run")
     last = check_int(last, "last", low=1)
     for key, run in runs.items():
         if not isinstance(run, Trained):

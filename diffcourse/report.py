@@ -14,7 +14,7 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .checks import check_bool
+from .checks import check_bool, check_strs
 
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -296,10 +296,13 @@ def pivot(
     per key (in first-seen order), and the columns measure by measure, kind by kind, named
     ``f"{measure} {label(kind)}"``; a (kind, key) pair without values shows as "-". The table of a
     sweep: rows are the scales gamma, columns each method's measures side by side."""
-    if not isinstance(values, Mapping) or not values:
-        raise TypeError("values must be a non-empty mapping (kind, key) -> measures")
-    if isinstance(measures, str) or not measures:
-        raise TypeError("measures must be a non-empty sequence of names")
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"values must be a mapping (kind, key) -> measures, got {type(values).__name__}"
+        )
+    if not values:
+        raise ValueError("values must hold at least one (kind, key) pair")
+    measures = check_strs(measures, "measures", empty=False)
     if not callable(label):
         raise TypeError(f"label must be callable, got {type(label).__name__}")
     for pair, got in values.items():

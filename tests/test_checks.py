@@ -129,6 +129,10 @@ def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
         check_tensor(x.double(), "x", dtype=torch.float32, owner="the mixture")
     with pytest.raises(ValueError, match="^x is on cpu, but the model is on meta"):
         check_tensor(x, "x", device=torch.device("meta"))
+    assert check_tensor(x, "x", nonempty=True) is x
+    for empty in (x[:0], torch.tensor(1.0)):  # no samples: none, or no sample axis
+        with pytest.raises(ValueError, match="^x must hold at least one sample"):
+            check_tensor(empty, "x", nonempty=True)
     with pytest.raises(ValueError, match="shape"):
         check_same(x, torch.zeros(2, 2), "cond", "uncond")
     with pytest.raises(TypeError, match="dtype"):

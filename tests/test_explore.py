@@ -96,6 +96,20 @@ def test_sliders_redraw_the_figure_in_place():
     assert "gamma = 6" in title and "K = 2" in title
 
 
+def test_a_start_past_the_sliders_end_widens_the_slider():
+    # a slider would clamp gamma = 12 to 8 and K = 7 to 5 without a word
+    pytest.importorskip("IPython")
+    with (
+        mock.patch.dict(sys.modules, {"ipywidgets": _fake_widgets()}),
+        mock.patch("IPython.display.display", lambda obj, display_id=False: None),
+        mock.patch("diffcourse.report._in_kernel", return_value=True),
+    ):
+        sliders = explore_guidance(MIX, SCHEDULE, 0, gamma=12.0, corrector_steps=7, n=20)
+        small = explore_guidance(MIX, SCHEDULE, 0, gamma=2.0, corrector_steps=1, n=20)
+    assert sliders["gamma"].kwargs["max"] == 12.0 and sliders["corrector_steps"].kwargs["max"] == 7
+    assert small["gamma"].kwargs["max"] == 8.0 and small["corrector_steps"].kwargs["max"] == 5
+
+
 def test_without_ipywidgets_the_figure_stays_and_a_note_says_how():
     pytest.importorskip("IPython")
     with (
@@ -137,6 +151,15 @@ def test_bad_input_is_named(kwargs, error, word):
     args = dict(y=0, gamma=2.0, corrector_steps=0, n=10) | kwargs
     with pytest.raises(error, match=word):
         guided_draws(MIX, SCHEDULE, **args)
+
+
+def test_plot_and_seed_bad_input_is_named():
+    with pytest.raises(ValueError, match="^lim must be"):
+        plot_guidance(MIX, SCHEDULE, 0, 2.0, n=10, lim=0.0)
+    with pytest.raises(ValueError, match="^cells must be an int"):
+        plot_guidance(MIX, SCHEDULE, 0, 2.0, n=10, cells=1)
+    with pytest.raises(TypeError, match="^seed must be an int"):
+        guided_draws(MIX, SCHEDULE, 0, 2.0, n=10, seed=1.5)
 
 
 def test_a_mixture_in_three_dimensions_is_refused():

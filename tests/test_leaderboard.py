@@ -206,8 +206,11 @@ def test_setting_bad_input():
         Setting("blobs", cosine_schedule(20), 0, 2.0)
     with pytest.raises(ValueError, match="gamma"):
         Setting(three_blobs(), cosine_schedule(20), 0, -2.0)
-    with pytest.raises(ValueError, match="levels"):
+    with pytest.raises(ValueError, match=r"^levels must be an int in \[2, 20\], got 50"):
         Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=50)
+    for wrong in (10.0, True):  # a wrong type: TypeError, as everywhere
+        with pytest.raises(TypeError, match="^levels must be an int"):
+            Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=wrong)
     with pytest.raises(ValueError, match="^y must lie in"):
         Setting(three_blobs(), cosine_schedule(20), 7, 2.0)
     with pytest.raises(ValueError, match="^n must be an int >= 10"):
@@ -255,8 +258,12 @@ def test_side_by_side_puts_every_mixture_in_one_row_per_rule():
     assert side_by_side(board, ["to_cond"])[1] == ["rule", "NFE", "m1: to_cond", "m2: to_cond"]
     with pytest.raises(ValueError, match="metrics"):
         side_by_side(board, ["distance"])
-    with pytest.raises(TypeError, match="board"):
+    with pytest.raises(TypeError, match="^board must be a dict"):
+        side_by_side([])
+    with pytest.raises(ValueError, match="^board must hold at least one"):  # empty: a value
         side_by_side({})
+    with pytest.raises(ValueError, match="^metrics must hold at least one"):
+        side_by_side(board, [])
 
 
 def test_evaluate_mixtures_is_evaluate_mixture_after_mixture():

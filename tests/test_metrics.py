@@ -1158,7 +1158,7 @@ def test_an_empty_sample_has_no_share():
     with pytest.raises(ValueError, match="^x must hold at least one sample"):
         class_agreement(torch.zeros(0, 2), 0, three_blobs())
     clf = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
-    with pytest.raises(ValueError, match="^x must hold at least one image"):
+    with pytest.raises(ValueError, match="^x must hold at least one sample"):
         fidelity(clf, torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
 
 

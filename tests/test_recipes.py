@@ -284,6 +284,10 @@ def test_summary_rows_are_the_mean_of_the_last_losses():
         recipes.summary(runs, last=4)
     with pytest.raises(TypeError, match="runs"):
         recipes.summary({0.1: "model"})
+    with pytest.raises(TypeError, match="^runs must be a dict"):
+        recipes.summary([runs[0.1]])
+    with pytest.raises(ValueError, match="^runs must hold at least one run"):  # empty: a value
+        recipes.summary({})
 
 
 def test_describe_is_two_short_lines_with_the_mean_of_the_last_losses():

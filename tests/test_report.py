@@ -189,8 +189,14 @@ def test_pivot_lays_a_sweep_out_by_gamma():
     assert short[1:3] == ["a exact", "a cfg"]
     with pytest.raises(ValueError, match="measures"):
         _report.pivot({("exact", 0.0): (1.0,)}, ("agree", "spread"), "gamma")
-    with pytest.raises(TypeError, match="values"):
+    with pytest.raises(TypeError, match="^values must be a mapping"):
         _report.pivot([], ("agree",), "gamma")
+    with pytest.raises(ValueError, match="^values must hold at least one"):  # empty: a value
+        _report.pivot({}, ("agree",), "gamma")
+    with pytest.raises(ValueError, match="^measures must hold at least one"):
+        _report.pivot(values, (), "gamma")
+    with pytest.raises(TypeError, match="^measures must be a sequence of str"):
+        _report.pivot(values, "agree", "gamma")
 
 
 def test_glue_all_names_every_value(monkeypatch):
