@@ -359,8 +359,7 @@ def digits_mixture(
     # checked here, before the cached fit, whose cache would first fail on an unhashable value
     holdout = check_real(holdout, "holdout", low=0, high=1, low_open=True, high_open=True)
     seed = check_int(seed, "seed")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    check_float_dtype(dtype)  # as every mixture maker: float16 would fail in the Cholesky factors
     means, covs, weights, labels = _fit_digits(components, reg_covar, holdout, seed)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float64)
     covs = as_tensor(covs)
