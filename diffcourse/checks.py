@@ -128,6 +128,16 @@ def _sequence(values, name: str, what: str, empty: bool = False) -> Sequence:
     return values
 
 
+def check_mapping(value, name: str, what: str, item: str, kind: type = abc.Mapping):
+    """A non-empty mapping of ``kind``: a TypeError names ``what`` it must be, a ValueError the
+    ``item`` it must hold at least one of (an empty table is a wrong value, not a wrong type)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {what}, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must hold at least one {item}")
+    return value
+
+
 def check_reals(values, name: str, **limits) -> list:
     """A non-empty sequence (a list, a tuple, a 1-D tensor) of real numbers, each checked by
     :func:`check_real` with ``limits``; returned as a list of floats."""

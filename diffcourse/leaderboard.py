@@ -35,6 +35,7 @@ from .checks import (
     check_finite,
     check_int,
     check_ints,
+    check_mapping,
     check_mixture,
     check_real,
     check_schedule,
@@ -532,13 +533,8 @@ def side_by_side(
     """``(rows, header)`` for :func:`~diffcourse.report.table`: the whole board (what :func:`show`
     returns) in one table, a row per rule with its NFE, then the means of ``metrics`` mixture by
     mixture (None where the rule did not run on that mixture)."""
-    if not isinstance(board, dict):
-        raise TypeError(
-            f"board must be a dict (mixture, rule) -> metrics, as show returns, got "
-            f"{type(board).__name__}"
-        )
-    if not board:
-        raise ValueError("board must hold at least one (mixture, rule)")
+    what = "dict (mixture, rule) -> metrics, as show returns"
+    check_mapping(board, "board", what, "(mixture, rule)", kind=dict)
     metrics = check_strs(metrics, "metrics", empty=False)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:

@@ -38,6 +38,7 @@ from .checks import (
     check_choice,
     check_device,
     check_int,
+    check_mapping,
     check_probability,
     check_span,
 )
@@ -641,10 +642,7 @@ def summary(runs: Dict[Any, Trained], last: int = 500) -> List[list]:
     """One row per run of :func:`train_or_load`, as the labs show their networks:
     ``[key, final loss, training seconds, cached]``, the final loss being the mean training loss
     (Luo eq. 130's objective) over the last ``last`` steps."""
-    if not isinstance(runs, dict):
-        raise TypeError(f"runs must be a dict key -> Trained, got {type(runs).__name__}")
-    if not runs:
-        raise ValueError("runs must hold at least one run")
+    check_mapping(runs, "runs", "dict key -> Trained", "run", kind=dict)
     last = check_int(last, "last", low=1)
     for key, run in runs.items():
         if not isinstance(run, Trained):

@@ -14,7 +14,7 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .checks import check_bool, check_strs
+from .checks import check_bool, check_mapping, check_strs
 
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -296,12 +296,7 @@ def pivot(
     per key (in first-seen order), and the columns measure by measure, kind by kind, named
     ``f"{measure} {label(kind)}"``; a (kind, key) pair without values shows as "-". The table of a
     sweep: rows are the scales gamma, columns each method's measures side by side."""
-    if not isinstance(values, Mapping):
-        raise TypeError(
-            f"values must be a mapping (kind, key) -> measures, got {type(values).__name__}"
-        )
-    if not values:
-        raise ValueError("values must hold at least one (kind, key) pair")
+    check_mapping(values, "values", "mapping (kind, key) -> measures", "(kind, key) pair")
     measures = check_strs(measures, "measures", empty=False)
     if not callable(label):
         raise TypeError(f"label must be callable, got {type(label).__name__}")

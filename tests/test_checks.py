@@ -30,6 +30,7 @@ from diffcourse.checks import (
     check_int,
     check_ints,
     check_labels,
+    check_mapping,
     check_probability,
     check_real,
     check_reals,
@@ -130,6 +131,12 @@ def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
     with pytest.raises(ValueError, match="^x is on cpu, but the model is on meta"):
         check_tensor(x, "x", device=torch.device("meta"))
     assert check_tensor(x, "x", nonempty=True) is x
+    table = {"a": 1}
+    assert check_mapping(table, "runs", "dict", "run", kind=dict) is table
+    with pytest.raises(TypeError, match="^runs must be a dict, got list"):
+        check_mapping([1], "runs", "dict", "run", kind=dict)
+    with pytest.raises(ValueError, match="^runs must hold at least one run"):
+        check_mapping({}, "runs", "dict", "run", kind=dict)
     for empty in (x[:0], torch.tensor(1.0)):  # no samples: none, or no sample axis
         with pytest.raises(ValueError, match="^x must hold at least one sample"):
             check_tensor(empty, "x", nonempty=True)
