@@ -424,8 +424,8 @@ def caption_references(
         raise ValueError("captions must hold at least one caption")
     check_tensor(x_real, "x_real", floating=True)
     y_real = check_labels(y_real, x_real.shape[0], 10, x_real.device, name="y_real")  # digits 0..9
-    true = caption_mask(captions).to(y_real.device)[:, y_real]  # [K, N]
-    read = caption_mask(captions).to(y_real.device)[:, _read(judge, x_real, "x_real")]  # [K, N]
+    mask = caption_mask(captions).to(y_real.device)  # [K, 10]
+    true, read = mask[:, y_real], mask[:, _read(judge, x_real, "x_real")]  # [K, N] each
     if not true.any(1).all():
         raise ValueError("every caption needs at least one real digit that satisfies it")
     ceiling = torch.stack([read[k][true[k]].float().mean() for k in range(len(captions))])
