@@ -20,6 +20,7 @@ from .checks import (
     check_int,
     check_ints,
     check_levels,
+    check_mapping,
     check_mixture,
     check_module,
     check_real,
@@ -257,10 +258,7 @@ def coverage_by_span(
     elsewhere; a span of None guides nowhere."""
     y, gamma = _class(mixture, y), check_real(gamma, "gamma", low=0)
     check_schedule(schedule)
-    if not isinstance(spans, dict) or not spans:
-        raise TypeError(
-            f"spans must be a non-empty dict name -> (t_low, t_high) or None, got {spans!r}"
-        )
+    check_mapping(spans, "spans", "dict name -> (t_low, t_high) or None", "span", kind=dict)
     for name, span in spans.items():
         if span is not None:
             check_levels(schedule, span, f"spans[{name!r}]")

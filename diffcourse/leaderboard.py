@@ -610,10 +610,7 @@ def evaluate_mixtures(
     maps a name to (mixture, asked class y, n samples per seed), each run as
     ``Setting(mixture, schedule, y, gamma, name=name)`` (on ``device`` where given). Returns all the
     rows, mixture after mixture, and ``{name: {rule: samples}}``."""
-    if not isinstance(mixtures, dict) or not mixtures:
-        raise TypeError(
-            f"mixtures must be a non-empty dict name -> (mixture, y, n), got {type(mixtures).__name__}"
-        )
+    check_mapping(mixtures, "mixtures", "dict name -> (mixture, y, n)", "mixture", kind=dict)
     rows, kept = [], {}
     for name, entry in mixtures.items():
         if not isinstance(entry, tuple) or len(entry) != 3:

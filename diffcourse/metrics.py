@@ -18,6 +18,7 @@ from .checks import (
     check_int,
     check_labels,
     check_levels,
+    check_mapping,
     check_mixture,
     check_module,
     check_real,
@@ -504,10 +505,7 @@ def distances_to_exact(
     draws: ``{name: {"distance", "floor", "ratio"}}``, each entry equal to
     ``distance_to_exact(samples[name], draw, repeats, projections, seed)``, with the exact draws and
     the floor computed once instead of once per set (several samplers against one target law)."""
-    if not isinstance(samples, Mapping) or not samples:
-        raise TypeError(
-            f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}"
-        )
+    check_mapping(samples, "samples", "mapping name -> tensor", "sample set")
     for name, x in samples.items():
         check_tensor(x, f"samples[{name!r}]", floating=True, ndim=2)
     check_callable(draw, "draw")
@@ -792,10 +790,7 @@ def sample_set_metrics(
     :func:`distance_to_exact`'s, the sample distance to exact draws over its noise floor. The
     numbers are those functions' own (``distance_to_exact(x, draw, seed=seed)["ratio"]``); sets of
     one shape and dtype share the exact draws (:func:`distances_to_exact`)."""
-    if not isinstance(samples, Mapping) or not samples:
-        raise TypeError(
-            f"samples must be a non-empty mapping name -> tensor, got {type(samples).__name__}"
-        )
+    check_mapping(samples, "samples", "mapping name -> tensor", "sample set")
     if not isinstance(laws, Mapping):
         raise TypeError(f"laws must be a mapping name -> draw, got {type(laws).__name__}")
     for name, x in samples.items():
@@ -839,10 +834,7 @@ def ddim_image_metrics(
     row."""
     from .samplers import ddim_sample
 
-    if not isinstance(eps_fns, Mapping) or not eps_fns:
-        raise TypeError(
-            f"eps_fns must be a non-empty mapping name -> eps_fn, got {type(eps_fns).__name__}"
-        )
+    check_mapping(eps_fns, "eps_fns", "mapping name -> eps_fn", "eps_fn")
     nfe = {name: fn.nfe for name, fn in eps_fns.items() if hasattr(fn, "nfe")}
     eps_fns = {name: getattr(fn, "eps_fn", fn) for name, fn in eps_fns.items()}
     for name, fn in eps_fns.items():
@@ -1322,10 +1314,7 @@ def image_sweep(
     generator)``, e.g. :func:`~diffcourse.samplers.sampler_fn`), all on the same ``seeds``
     starting noises and generator seeds, so that their differences are the methods', not luck's;
     keeps each sampler's first-seed images for pictures (``result.first[key]``)."""
-    if not isinstance(samplers, Mapping) or not samplers:
-        raise TypeError(
-            f"samplers must be a non-empty mapping key -> sample, got {type(samplers).__name__}"
-        )
+    check_mapping(samplers, "samplers", "mapping key -> sample", "sampler")
     for key, sample in samplers.items():
         check_callable(sample, f"samplers[{key!r}]")
     results, first = {}, {}
@@ -1358,8 +1347,7 @@ def branch_errors(
     against that of p_t(x_t), all on the same points (same ``seed``)."""
     from .mixture import exact_eps_fn
 
-    if not isinstance(models, Mapping) or not models:
-        raise TypeError("models must be a non-empty mapping key -> conditional model")
+    check_mapping(models, "models", "mapping key -> conditional model", "model")
     exact = lambda y=None: exact_eps_fn(mixture, schedule, y)  # noqa: E731
     args = (mixture, schedule, steps, n, seed)
     out = {}
@@ -1378,8 +1366,7 @@ def window_means(
     over the steps t summarised over early, middle and late stretches of the chain."""
     check_tensor(values, "values", ndim=1)
     check_tensor(t, "t", shape=tuple(values.shape))
-    if not isinstance(windows, Mapping) or not windows:
-        raise TypeError("windows must be a non-empty mapping name -> (lo, hi)")
+    check_mapping(windows, "windows", "mapping name -> (lo, hi)", "window")
     out = {}
     for name, (lo, hi) in windows.items():
         inside = (t >= lo) & (t <= hi)
@@ -1413,8 +1400,7 @@ def guidance_sweep(
     (:func:`diffcourse.samplers.seeded_sample`), so the kinds differ only by their rule."""
     from .device import timed
 
-    if not isinstance(builders, Mapping) or not builders:
-        raise TypeError("builders must be a non-empty mapping kind -> (gamma -> eps_fn)")
+    check_mapping(builders, "builders", "mapping kind -> (gamma -> eps_fn)", "builder")
     check_callable(sample, "sample")
     if isinstance(gammas, Mapping):
         missing = [k for k in builders if k not in gammas]
@@ -1447,8 +1433,7 @@ def guided_eps_errors(
     from .guidance import batched_cfg_eps_fn
     from .mixture import exact_cfg_eps_fn
 
-    if not isinstance(models, Mapping) or not models:
-        raise TypeError("models must be a non-empty mapping key -> conditional model")
+    check_mapping(models, "models", "mapping key -> conditional model", "model")
     out = {}
     for key, model in models.items():
         check_module(model, f"models[{key!r}]")
@@ -1503,8 +1488,7 @@ def relative_grad_errors(
 ) -> Dict[str, torch.Tensor]:
     """:func:`relative_grad_error` of several classifiers' gradients on the same points:
     ``{name: errors at steps}`` for each ``name, grad_for`` of ``grad_fors`` (Luo eq. 165-167)."""
-    if not isinstance(grad_fors, Mapping) or not grad_fors:
-        raise TypeError("grad_fors must be a non-empty mapping name -> grad_for")
+    check_mapping(grad_fors, "grad_fors", "mapping name -> grad_for", "grad_for")
     return {
         name: relative_grad_error(f, mixture, schedule, steps, n, seed)
         for name, f in grad_fors.items()

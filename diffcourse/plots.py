@@ -24,6 +24,7 @@ from .checks import (
     check_bool,
     check_int,
     check_levels,
+    check_mapping,
     check_mixture,
     check_real,
     check_reals,
@@ -347,10 +348,7 @@ def _pick(n: int, max_frames: int) -> list:
 
 def _check_panels(panels, ndim: int, what: str) -> list:
     """The panels as (title, list of frames): a non-empty mapping, equal frame counts and shapes."""
-    if not isinstance(panels, dict) or not panels:
-        raise TypeError(
-            f"panels must be a non-empty dict title -> frames, got {type(panels).__name__}"
-        )
+    check_mapping(panels, "panels", "dict title -> frames", "panel", kind=dict)
     out = []
     for title, frames in panels.items():
         if isinstance(frames, FrameCollector):
@@ -580,10 +578,7 @@ def line_plot(
     ``dict(ncol=2, title="gamma")``). Returns the axes. The labs' curves against t or gamma."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(curves, dict) or not curves:
-        raise TypeError(
-            f"curves must be a non-empty dict label -> values, got {type(curves).__name__}"
-        )
+    check_mapping(curves, "curves", "dict label -> values", "curve", kind=dict)
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
@@ -712,10 +707,7 @@ def error_over_levels(levels, errors: dict, title: str = "", ax=None):
 
 
 def _check_panels_dict(panels, what: str) -> None:
-    if not isinstance(panels, dict) or not panels:
-        raise TypeError(
-            f"panels must be a non-empty dict title -> {what}, got {type(panels).__name__}"
-        )
+    check_mapping(panels, "panels", f"dict title -> {what}", "panel", kind=dict)
 
 
 @_shown_once
@@ -989,10 +981,7 @@ def image_panels(
     scales from the same noise."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(panels, dict) or not panels:
-        raise TypeError(
-            f"panels must be a non-empty dict title -> images, got {type(panels).__name__}"
-        )
+    check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows = check_int(rows, "rows", low=1)
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
         if not isinstance(value, str):
@@ -1179,8 +1168,7 @@ def class_grids(
     the first; ``size`` is one panel's. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    if not isinstance(panels, dict) or not panels:
-        raise TypeError(f"panels must be a non-empty dict title -> images, got {panels!r:.60}")
+    check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows, per_row = check_int(rows, "rows", low=1), check_int(per_row, "per_row", low=1)
     for key, x in panels.items():
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] % rows:
@@ -1278,8 +1266,7 @@ _LEVELS_KEYS = {"mixture": ("d1", "spread1", "d3", "spread3"), "digits": ("diver
 
 def _check_levels_sweep(name: str, sweep) -> list:
     """The levels of a sweep ``(levels, eta) -> metrics`` run at eta = 0 and 1 alike, ascending."""
-    if not isinstance(sweep, dict) or not sweep:
-        raise TypeError(f"{name} must be a non-empty dict (levels, eta) -> metrics")
+    check_mapping(sweep, name, "dict (levels, eta) -> metrics", "(levels, eta) row", kind=dict)
     for key, row in sweep.items():
         if not (isinstance(key, tuple) and len(key) == 2 and key[1] in (0.0, 1.0)):
             raise ValueError(f"{name}: keys must be (levels, eta) with eta 0 or 1, got {key!r}")
@@ -1348,8 +1335,9 @@ def sweep_grid(
     shown); ``gammas`` picks the columns (default: every gamma of ``values``, ascending),
     ``measures`` names the two numbers. A kind that did not run at a gamma leaves its panel empty.
     Returns the figure."""
-    if not isinstance(values, dict) or not values:
-        raise TypeError("values must be a non-empty dict (kind, gamma) -> measures")
+    check_mapping(
+        values, "values", "dict (kind, gamma) -> measures", "(kind, gamma) pair", kind=dict
+    )
     if isinstance(measures, str) or len(measures) != 2:
         raise ValueError(f"measures must name the two numbers of each panel, got {measures!r}")
     kinds = list(dict.fromkeys(kind for kind, _ in values))
@@ -1374,8 +1362,7 @@ def sampled_frames(sample, eps_fns, every: int = 5) -> dict:
     and the finished samples as the last frame: the runs :func:`animate_samples` plays."""
     if not callable(sample):
         raise TypeError(f"sample must be callable, got {type(sample).__name__}")
-    if not isinstance(eps_fns, dict) or not eps_fns:
-        raise TypeError("eps_fns must be a non-empty dict name -> eps_fn")
+    check_mapping(eps_fns, "eps_fns", "dict name -> eps_fn", "eps_fn", kind=dict)
     out = {}
     for name, eps_fn in eps_fns.items():
         keep = FrameCollector(every)

@@ -34,6 +34,7 @@ from .checks import (
     check_device,
     check_generator,
     check_int,
+    check_mapping,
     check_real,
     check_schedule,
     check_tensor,
@@ -511,14 +512,7 @@ def ddpm_sample_each(
     every step (a generator on noise's device seeded with ``seed`` for each run): paired runs, so
     their samples differ by the predictors alone (a learned one against the exact one, a weak
     model against a strong one)."""
-    from collections.abc import Mapping
-
-    from .checks import check_tensor
-
-    if not isinstance(eps_fns, Mapping) or not eps_fns:
-        raise TypeError(
-            f"eps_fns must be a non-empty mapping name -> eps_fn, got {type(eps_fns).__name__}"
-        )
+    check_mapping(eps_fns, "eps_fns", "mapping name -> eps_fn", "eps_fn")
     for name, fn in eps_fns.items():
         check_callable(fn, f"eps_fns[{name!r}]")
     check_tensor(noise, "noise", floating=True)

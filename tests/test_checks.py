@@ -19,6 +19,7 @@ from diffcourse import (
     models,
     plots,
     recipes,
+    report,
     samplers,
     text,
 )
@@ -477,6 +478,45 @@ def test_every_module_follows_the_rule(call, error, name):
         call()
     assert type(info.value) is error
     assert str(info.value).startswith(name), str(info.value)
+
+
+# every argument that is a table (name -> thing): a list is a wrong type, an empty table a
+# wrong value, whichever function is called (checks.check_mapping)
+MAPPINGS = [
+    ("spans", lambda m: claims.coverage_by_span(MIX, 0, 2.0, S, m)),
+    ("mixtures", lambda m: leaderboard.evaluate_mixtures(leaderboard.package_rules(), m, S, 2.0)),
+    ("board", lambda m: leaderboard.side_by_side(m)),
+    ("samples", lambda m: metrics.distances_to_exact(m, metrics.mixture_draw(MIX))),
+    ("samples", lambda m: metrics.sample_set_metrics(m, MIX, 0, X, {})),
+    ("eps_fns", lambda m: metrics.ddim_image_metrics(CNN, m, S, 5, Y, IMG, Y)),
+    ("samplers", lambda m: metrics.image_sweep(CNN, m, Y, IMG, Y)),
+    ("models", lambda m: metrics.branch_errors(m, MIX, S, [1])),
+    ("windows", lambda m: metrics.window_means(torch.zeros(3), torch.zeros(3), m)),
+    ("builders", lambda m: metrics.guidance_sweep(m, [1.0], FN, Y, MIX)),
+    ("models", lambda m: metrics.guided_eps_errors(m, MIX, S, [1.0], [1])),
+    ("grad_fors", lambda m: metrics.relative_grad_errors(m, MIX, S, [1])),
+    ("eps_fns", lambda m: samplers.ddpm_sample_each(m, X, S)),
+    ("panels", lambda m: plots.animate_samples(m, plots.density_grid(MIX, cells=4))),
+    ("panels", lambda m: plots.animate_images(m, 2)),
+    ("curves", lambda m: plots.line_plot([1], m, "x", "y")),
+    ("panels", lambda m: plots.point_clouds(m)),
+    ("panels", lambda m: plots.class_panels(m, 3)),
+    ("panels", lambda m: plots.image_panels(m, 2)),
+    ("panels", lambda m: plots.class_grids(m, 2)),
+    ("mixture", lambda m: plots.levels_sweep(m, {}, {}, 0.7)),
+    ("values", lambda m: plots.sweep_grid(plots.density_grid(MIX, cells=4), {}, m, ("a", "b"))),
+    ("eps_fns", lambda m: plots.sampled_frames(FN, m)),
+    ("runs", lambda m: recipes.summary(m)),
+    ("values", lambda m: report.pivot(m, ["a"], "gamma")),
+]
+
+
+@pytest.mark.parametrize("name,call", MAPPINGS, ids=[f"{i}-{c[0]}" for i, c in enumerate(MAPPINGS)])
+def test_every_table_argument_is_typed_then_non_empty(name, call):
+    with pytest.raises(TypeError, match=f"^{name} must be a "):
+        call([("a", 1)])
+    with pytest.raises(ValueError, match=f"^{name} must hold at least one "):
+        call({})
 
 
 def test_value_checks_go_through_one_read():

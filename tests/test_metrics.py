@@ -342,7 +342,7 @@ def test_distances_to_exact_equal_distance_to_exact_one_by_one():
 
 def test_distances_to_exact_bad_input():
     draw = mixture_draw(three_blobs(), 0)
-    with pytest.raises(TypeError, match="samples"):
+    with pytest.raises(ValueError, match="samples must hold at least one"):
         distances_to_exact({}, draw)
     with pytest.raises(ValueError, match="samples"):
         distances_to_exact({"a": torch.zeros(10, 2), "b": torch.zeros(12, 2)}, draw)
@@ -673,7 +673,7 @@ def test_ddim_image_metrics_is_image_metrics_of_ddim_samples():
     assert out["shrink"] == {**by_hand.means(), "out_of_range": over, "NFE": 7}
     assert "NFE" not in out["zero"]
     assert {k: v for k, v in out["zero"].items() if k != "out_of_range"} != by_hand.means()
-    with pytest.raises(TypeError, match="eps_fns"):
+    with pytest.raises(ValueError, match="eps_fns must hold at least one"):
         ddim_image_metrics(Judge(), {}, s, 5, y, ref, y)
     with pytest.raises(ValueError, match="steps"):
         ddim_image_metrics(Judge(), fns, s, 50, y, ref, y)
@@ -994,8 +994,10 @@ def test_image_sweep_is_image_metrics_over_seeds_for_each_sampler():
     assert len(out[1.0].mean_std()) == 3
     with pytest.raises(ValueError, match="keys"):
         out[1.0].mean_std(["fid"])
-    with pytest.raises(TypeError, match="samplers"):
+    with pytest.raises(ValueError, match="samplers must hold at least one"):
         image_sweep(_PixelJudge(), {}, y, ref, y)
+    with pytest.raises(TypeError, match="samplers must be a mapping"):
+        image_sweep(_PixelJudge(), [], y, ref, y)
     with pytest.raises(TypeError, match="samplers"):
         image_sweep(_PixelJudge(), {1.0: "ddim"}, y, ref, y)
 
@@ -1120,8 +1122,10 @@ def test_relative_grad_errors_is_one_call_per_classifier():
     grad_for = {"exact": implicit_grad_for(partial(exact_eps_fn, mix, s), s)}
     out = metrics.relative_grad_errors(grad_for, mix, s, [2, 10], n=300)
     assert out["exact"].max() < 1e-5
-    with pytest.raises(TypeError, match="grad_fors"):
+    with pytest.raises(ValueError, match="grad_fors must hold at least one"):
         metrics.relative_grad_errors({}, mix, s, [2])
+    with pytest.raises(TypeError, match="grad_fors must be a mapping"):
+        metrics.relative_grad_errors([], mix, s, [2])
 
 
 def test_a_wrong_shaped_eps_fn_or_a_label_the_classifier_lacks_is_refused():

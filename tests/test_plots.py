@@ -160,7 +160,7 @@ def test_the_animations_name_their_colours_and_rows(monkeypatch):
 def test_animate_samples_bad_input():
     keep = fake_run(FrameCollector(every=5))[0]
     grid = density_grid(three_blobs(), cells=30)
-    with pytest.raises(TypeError, match="panels"):
+    with pytest.raises(ValueError, match="panels must hold at least one"):
         animate_samples({}, grid)
     with pytest.raises(TypeError, match="panels"):
         animate_samples([keep], grid)
@@ -659,7 +659,7 @@ def test_levels_sweep_draws_each_metric_at_its_levels():
     assert ys["DDIM eta = 1"] == [1.1, 1.25] and ys["DDPM, 1,000 levels"] == [0.9]
     assert all(ax.get_xscale() == "log" and ax.get_xlabel() == "levels visited" for ax in axes)
     plt.close(distance.figure)
-    with pytest.raises(TypeError, match="mixture"):
+    with pytest.raises(ValueError, match="mixture must hold at least one"):
         levels_sweep({}, digits, {"diversity": 0.9}, 0.7)
     with pytest.raises(ValueError, match="same levels"):
         levels_sweep({**mixture, (40, 0.0): row(40, 0.0)}, digits, {"diversity": 0.9}, 0.7)
@@ -703,8 +703,10 @@ def test_sweep_grid_has_a_row_per_kind_and_titles_with_both_measures():
     plt.close(fig)
     with pytest.raises(ValueError, match="measures"):
         sweep_grid(grid, samples, values, ("agreement",))
-    with pytest.raises(TypeError, match="values"):
+    with pytest.raises(ValueError, match="values must hold at least one"):
         sweep_grid(grid, samples, {}, ("a", "b"))
+    with pytest.raises(TypeError, match="values must be a dict"):
+        sweep_grid(grid, samples, [], ("a", "b"))
 
 
 def test_sampled_frames_keeps_every_fifth_step_and_the_end():

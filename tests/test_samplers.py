@@ -656,8 +656,10 @@ def test_ddpm_sample_each_is_seeded_ddpm_per_predictor():
     expected = ddpm_sample(fns["class 0"], noise, s, torch.Generator().manual_seed(5), False)
     assert torch.equal(got["class 0"], expected)
     assert torch.equal(got["all"], got["again"]) and not torch.equal(got["all"], got["class 0"])
-    with pytest.raises(TypeError, match="^eps_fns"):
+    with pytest.raises(ValueError, match="^eps_fns must hold at least one"):
         ddpm_sample_each({}, noise, s)
+    with pytest.raises(TypeError, match="^eps_fns must be a mapping"):
+        ddpm_sample_each([], noise, s)
     with pytest.raises(TypeError, match="eps_fns\\['x'\\]"):
         ddpm_sample_each({"x": 1.0}, noise, s)
 
