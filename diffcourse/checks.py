@@ -138,6 +138,16 @@ def check_mapping(value, name: str, what: str, item: str, kind: type = abc.Mappi
     return value
 
 
+def check_name(value, name: str) -> str:
+    """A non-empty str (a name, a key, a prefix): a TypeError for another type, a ValueError for
+    the empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
 def check_reals(values, name: str, **limits) -> list:
     """A non-empty sequence (a list, a tuple, a 1-D tensor) of real numbers, each checked by
     :func:`check_real` with ``limits``; returned as a list of floats."""

@@ -37,6 +37,7 @@ from .checks import (
     check_ints,
     check_mapping,
     check_mixture,
+    check_name,
     check_real,
     check_schedule,
     check_strs,
@@ -139,8 +140,7 @@ class Rule:
     applies: Callable[[Setting], bool] = field(default=lambda setting: True)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        check_name(self.name, "name")
         for name in ("sample", "nfe", "applies"):
             check_callable(getattr(self, name), name)
 
@@ -385,8 +385,14 @@ def evaluate(
     ``{"mixture", "rule", "seed", <metric>: value}``, and with ``keep_samples`` also a dict
     rule name -> samples [len(seeds) * n, D] (seed-major).
     """
-    if not rules or not all(isinstance(r, Rule) for r in rules):
-        raise TypeError("rules must be a non-empty sequence of Rule")
+    if (
+        isinstance(rules, (str, bytes))
+        or not isinstance(rules, Sequence)
+        or not all(isinstance(r, Rule) for r in rules)
+    ):
+        raise TypeError(f"rules must be a sequence of Rule, got {type(rules).__name__}")
+    if not rules:
+        raise ValueError("rules must hold at least one Rule")
     seeds = _check_seeds(seeds)
     check_bool(keep_samples, "keep_samples"), check_bool(progress, "progress")
     refs = refs if refs is not None else References(setting, n)

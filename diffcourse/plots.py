@@ -353,11 +353,13 @@ def _check_panels(panels, ndim: int, what: str) -> list:
     for title, frames in panels.items():
         if isinstance(frames, FrameCollector):
             frames = frames.x_t
+        if not isinstance(frames, (list, tuple)) or not all(
+            isinstance(f, torch.Tensor) for f in frames
+        ):
+            raise TypeError(f"panels[{title!r}] must be a FrameCollector or a list of tensors")
         frames = list(frames)
-        if not frames or not all(isinstance(f, torch.Tensor) for f in frames):
-            raise TypeError(
-                f"panels[{title!r}] must be a FrameCollector or a non-empty list of tensors"
-            )
+        if not frames:
+            raise ValueError(f"panels[{title!r}] must hold at least one frame")
         if frames[0].ndim != ndim or any(f.shape != frames[0].shape for f in frames):
             raise ValueError(
                 f"panels[{title!r}]: every frame must be {what} of one shape, "
@@ -628,12 +630,9 @@ def samples_grid(
 
     if ring is not None:
         ring = check_tensor(ring, "ring", floating=True, shape=(None, 2)).detach().cpu()
-    if (
-        not isinstance(rows, dict)
-        or not rows
-        or not all(isinstance(r, dict) and r for r in rows.values())
-    ):
-        raise TypeError("rows must be a non-empty dict row name -> non-empty dict title -> samples")
+    check_mapping(rows, "rows", "dict row name -> dict title -> samples", "row", kind=dict)
+    for name, row in rows.items():
+        check_mapping(row, f"rows[{name!r}]", "dict title -> samples", "panel", kind=dict)
     cols = {len(r) for r in rows.values()}
     if len(cols) != 1:
         raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
@@ -928,12 +927,10 @@ def tradeoff(
     import matplotlib.pyplot as plt
 
     xlabel, ylabel = x if xlabel is None else xlabel, y if ylabel is None else ylabel
-    if (
-        not isinstance(rows, dict)
-        or not rows
-        or not all(isinstance(r, dict) for r in rows.values())
-    ):
-        raise TypeError("rows must be a non-empty dict name -> dict column -> value")
+    check_mapping(rows, "rows", "dict name -> dict column -> value", "row", kind=dict)
+    for name, row in rows.items():
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{name!r}] must be a dict column -> value, got {row!r:.60}")
     for name, value in (
         ("x", x),
         ("y", y),
@@ -1230,8 +1227,10 @@ def curve_panels(
     import matplotlib.pyplot as plt
 
     panels, ylabels = list(panels), list(ylabels)
-    if not panels or not all(isinstance(p, dict) and p for p in panels):
-        raise TypeError("panels must be a non-empty list of non-empty dicts label -> curve")
+    if not panels:
+        raise ValueError("panels must hold at least one panel")
+    for i, curves in enumerate(panels):
+        check_mapping(curves, f"panels[{i}]", "dict label -> curve", "curve", kind=dict)
     if len(ylabels) != len(panels):
         raise ValueError(f"ylabels must give one label per panel ({len(panels)})")
     check_bool(logx, "logx")

@@ -14,7 +14,7 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .checks import check_bool, check_mapping, check_strs
+from .checks import check_bool, check_mapping, check_name, check_strs
 
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -192,8 +192,7 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     """``myst_nb.glue(name, value, display=display)`` where a lab runs in a kernel with myst-nb (the
     book build, nbval); elsewhere (Colab without myst-nb, a script) nothing. Returns ``value``, with
     a 0-dim tensor or NumPy scalar turned into the Python number the page formats."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    check_name(name, "name")
     check_bool(display, "display")
     value = _plain(value)
     if _in_kernel():
@@ -210,8 +209,7 @@ def glue_table(name: str, markdown: str) -> str:
     pastes it from the lab with the ``{glue}`` directive and its ``:doc:`` option (myst-nb pastes
     HTML, not Markdown, from another document). Where no kernel with myst-nb runs the lab, nothing
     is glued. Returns ``markdown``."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    check_name(name, "name")
     if not isinstance(markdown, str):
         raise TypeError(f"markdown must be a str, got {type(markdown).__name__}")
     if _in_kernel():
@@ -232,8 +230,7 @@ def glue_key(name: str) -> str:
     """A row's name as part of a glue key, in the letters, digits and underscores a page's
     ``{glue:text}`` role reads: lower case, ", " and " " to "_", "." and "+" to "p"
     ("CFG 1.5" -> "cfg_1p5", "CFG++" -> "cfgpp", "blue, corrector" -> "blue_corrector")."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    check_name(name, "name")
     key = name.lower().replace(", ", "_").replace(" ", "_").replace(".", "p").replace("+", "p")
     if not key.replace("_", "").isalnum():
         raise ValueError(
@@ -248,8 +245,7 @@ def glue_rows(
     """:func:`glue` each ``rows[name][key]`` of a comparison table (name -> {column: value}) under
     ``f"{prefix}_{key}_{glue_key(name)}"`` ("mix_spread_cfgpp"), row by row, for the chapter's text
     to quote. Returns ``rows``."""
-    if not isinstance(prefix, str) or not prefix:
-        raise TypeError(f"prefix must be a non-empty str, got {prefix!r}")
+    check_name(prefix, "prefix")
     if not isinstance(rows, Mapping):
         raise TypeError(f"rows must be a mapping name -> row, got {type(rows).__name__}")
     if isinstance(keys, str):
@@ -323,8 +319,8 @@ def glue_all(values: Mapping[Any, Any], *patterns: str) -> Mapping[Any, Any]:
     ``values``."""
     if not isinstance(values, Mapping):
         raise TypeError(f"values must be a mapping, got {type(values).__name__}")
-    if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise TypeError("patterns must be one or more non-empty str")
+    for i, pattern in enumerate(check_strs(patterns, "patterns", empty=False)):
+        check_name(pattern, f"patterns[{i}]")
 
     def flat(mapping: Mapping, prefix: tuple):
         for key, value in mapping.items():

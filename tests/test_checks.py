@@ -32,6 +32,7 @@ from diffcourse.checks import (
     check_ints,
     check_labels,
     check_mapping,
+    check_name,
     check_probability,
     check_real,
     check_reals,
@@ -138,6 +139,11 @@ def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
         check_mapping([1], "runs", "dict", "run", kind=dict)
     with pytest.raises(ValueError, match="^runs must hold at least one run"):
         check_mapping({}, "runs", "dict", "run", kind=dict)
+    assert check_name("cfg", "name") == "cfg"
+    with pytest.raises(TypeError, match="^name must be a str, got int"):
+        check_name(3, "name")
+    with pytest.raises(ValueError, match="^name must not be empty"):
+        check_name("", "name")
     for empty in (x[:0], torch.tensor(1.0)):  # no samples: none, or no sample axis
         with pytest.raises(ValueError, match="^x must hold at least one sample"):
             check_tensor(empty, "x", nonempty=True)
@@ -205,6 +211,8 @@ VEL, VEL0 = VelocityMLP(hidden=8, depth=1, num_classes=3), VelocityMLP(hidden=8,
 STU = VelocityMLP(hidden=8, depth=1, num_classes=3, guidance_input=True)
 CNN = ConvClassifier(T=None, width=8, features=16)  # a judge of 8 x 8 digits
 UNET = UNet(channels=1, size=8, T=10, num_classes=10, width=8)  # class labels, not a condition
+
+GRID = plots.density_grid(MIX, cells=4)  # a 2-D mixture's density on a grid
 
 CASES = [
     # schedules
@@ -380,6 +388,19 @@ CASES = [
     (lambda: _recipe(model="Foo"), ValueError, "model"),
     (lambda: _recipe(schedule=("linear", 0)), ValueError, "schedule[1]"),
     (lambda: _recipe(lr="1e-3"), TypeError, "lr"),
+    # empty where one or more are due: a wrong value; another type: a wrong type
+    (lambda: report.glue_all({"a": 1}), ValueError, "patterns"),
+    (lambda: report.glue_all({"a": 1}, "x_{}", ""), ValueError, "patterns[1]"),
+    (lambda: report.glue_all({"a": 1}, 3), TypeError, "patterns[0]"),
+    (lambda: report.glue_key(""), ValueError, "name"),
+    (lambda: leaderboard.Rule("", FN, lambda s: 1), ValueError, "name"),
+    (lambda: plots.animate_samples({"a": []}, GRID), ValueError, "panels['a']"),
+    (lambda: plots.animate_samples({"a": 3}, GRID), TypeError, "panels['a']"),
+    (lambda: plots.samples_grid(GRID, {}), ValueError, "rows"),
+    (lambda: plots.samples_grid(GRID, {"r": {}}), ValueError, "rows['r']"),
+    (lambda: plots.samples_grid(GRID, {"r": [X]}), TypeError, "rows['r']"),
+    (lambda: plots.tradeoff({}, "d", "s"), ValueError, "rows"),
+    (lambda: plots.tradeoff({"a": 1}, "d", "s"), TypeError, "rows['a']"),
     # optional arguments, each alone
     (lambda: data.attribute_grid(dtype=torch.int64), TypeError, "dtype"),
     (lambda: dc_device.synchronize("gpu0"), ValueError, "device"),

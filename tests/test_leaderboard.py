@@ -138,8 +138,10 @@ def test_evaluate_runs_a_list_of_rules_over_seeds():
     assert 0.6 < by[("blobs", "exact draws")]["to_cond"][0] < 1.6
     assert by[("blobs", "shrunk")]["to_cond"][0] > 3
     assert ("exact draws", "shrunk") in robust_pairs(rows, "to_cond")
-    with pytest.raises(TypeError, match="rules"):
+    with pytest.raises(ValueError, match="rules must hold at least one Rule"):
         evaluate([], setting, 400)
+    with pytest.raises(TypeError, match="rules must be a sequence of Rule"):
+        evaluate(exact, setting, 400)
     with pytest.raises(ValueError, match="seeds"):
         evaluate([exact], setting, 400, seeds=(1, 1))
 

@@ -633,8 +633,12 @@ def test_curve_panels_draws_lines_error_bars_and_references():
         curve_panels(panels, "x", ["y0", "y1"], {2: (1.0, "r")})
     with pytest.raises(ValueError, match="curve 'a'"):
         curve_panels([{"a": ([1, 2], [1.0])}], "x", ["y"])
-    with pytest.raises(TypeError, match="panels"):
+    with pytest.raises(ValueError, match="panels\\[0\\] must hold at least one curve"):
         curve_panels([{}], "x", ["y"])
+    with pytest.raises(TypeError, match="panels\\[0\\] must be a dict"):
+        curve_panels([[1.0]], "x", ["y"])
+    with pytest.raises(ValueError, match="panels must hold at least one"):
+        curve_panels([], "x", [])
 
 
 def test_levels_sweep_draws_each_metric_at_its_levels():

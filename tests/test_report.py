@@ -84,8 +84,10 @@ def test_glue(monkeypatch):
     assert glued == [("ratio", 1.5, False)] and type(glued[0][1]) is float
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: myst-nb missing
     assert glue("y", 3) == 3
-    with pytest.raises(TypeError, match="name"):
+    with pytest.raises(ValueError, match="name must not be empty"):
         glue("", 1.0)
+    with pytest.raises(TypeError, match="name must be a str"):
+        glue(3, 1.0)
 
 
 def test_glue_table_glues_html_for_another_page(monkeypatch):
@@ -107,7 +109,7 @@ def test_glue_table_glues_html_for_another_page(monkeypatch):
     assert "<table>" in html and "<td>2.500</td>" in html.replace(' style="text-align:right"', "")
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: myst-nb missing
     assert glue_table("t", md) == md and len(glued) == 1
-    with pytest.raises(TypeError, match="name"):
+    with pytest.raises(ValueError, match="name must not be empty"):
         glue_table("", md)
     with pytest.raises(TypeError, match="markdown"):
         glue_table("t", 3)
@@ -147,7 +149,7 @@ def test_glue_rows_glues_each_cell_under_its_key(monkeypatch):
         report.glue_rows("mix", rows, ("tilted",))
     with pytest.raises(TypeError, match="keys"):
         report.glue_rows("mix", rows, "spread")
-    with pytest.raises(TypeError, match="prefix"):
+    with pytest.raises(ValueError, match="prefix must not be empty"):
         report.glue_rows("", rows, ("spread",))
 
 
