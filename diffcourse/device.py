@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Optional, Tuple, TypeVar
 
 import torch
 
-from .checks import check_bool, check_device
+from .checks import check_bool, check_callable, check_device
 
 R = TypeVar("R")
 
@@ -108,8 +108,7 @@ def full_precision() -> Iterator[None]:
 
 def timed(fn: Callable[[], R], device: Optional[torch.device] = None) -> Tuple[float, R]:
     """(seconds, result) of one call of ``fn``, device-synchronised (see :func:`timer`)."""
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_callable(fn, "fn")
     with timer(device) as clock:
         result = fn()
     return clock.seconds, result

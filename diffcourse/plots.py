@@ -22,6 +22,7 @@ import torch
 
 from .checks import (
     check_bool,
+    check_callable,
     check_int,
     check_levels,
     check_mapping,
@@ -1359,8 +1360,7 @@ def sampled_frames(sample, eps_fns, every: int = 5) -> dict:
     """``{name: FrameCollector}``: each ``eps_fn`` of ``eps_fns`` run through
     ``sample(eps_fn, callback=keep)`` with a :class:`FrameCollector` keeping every ``every``-th step,
     and the finished samples as the last frame: the runs :func:`animate_samples` plays."""
-    if not callable(sample):
-        raise TypeError(f"sample must be callable, got {type(sample).__name__}")
+    check_callable(sample, "sample")
     check_mapping(eps_fns, "eps_fns", "dict name -> eps_fn", "eps_fn", kind=dict)
     out = {}
     for name, eps_fn in eps_fns.items():

@@ -14,7 +14,7 @@ import numbers
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .checks import check_bool, check_mapping, check_name, check_strs
+from .checks import check_bool, check_callable, check_mapping, check_name, check_strs
 
 Row = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -294,8 +294,7 @@ def pivot(
     sweep: rows are the scales gamma, columns each method's measures side by side."""
     check_mapping(values, "values", "mapping (kind, key) -> measures", "(kind, key) pair")
     measures = check_strs(measures, "measures", empty=False)
-    if not callable(label):
-        raise TypeError(f"label must be callable, got {type(label).__name__}")
+    check_callable(label, "label")
     for pair, got in values.items():
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise ValueError(f"values: keys must be (kind, key) pairs, got {pair!r}")

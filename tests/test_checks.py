@@ -401,6 +401,8 @@ CASES = [
     (lambda: plots.samples_grid(GRID, {"r": [X]}), TypeError, "rows['r']"),
     (lambda: plots.tradeoff({}, "d", "s"), ValueError, "rows"),
     (lambda: plots.tradeoff({"a": 1}, "d", "s"), TypeError, "rows['a']"),
+    (lambda: plots.sampled_frames("sample", {"a": FN}), TypeError, "sample"),
+    (lambda: report.pivot({("a", 1): (1.0,)}, ["m"], "gamma", label="a"), TypeError, "label"),
     # optional arguments, each alone
     (lambda: data.attribute_grid(dtype=torch.int64), TypeError, "dtype"),
     (lambda: dc_device.synchronize("gpu0"), ValueError, "device"),
