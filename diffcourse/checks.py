@@ -128,6 +128,12 @@ def _sequence(values, name: str, what: str, empty: bool = False) -> Sequence:
     return values
 
 
+def check_sequence(values, name: str, what: str, empty: bool = False) -> list:
+    """A sequence of ``what`` (a list, a tuple, a range or a 1-D tensor), not a str, non-empty
+    unless ``empty``; returned as a list."""
+    return list(_sequence(values, name, what, empty=empty))
+
+
 def check_mapping(value, name: str, what: str, item: str, kind: type = abc.Mapping):
     """A non-empty mapping of ``kind``: a TypeError names ``what`` it must be, a ValueError the
     ``item`` it must hold at least one of (an empty table is a wrong value, not a wrong type)."""

@@ -29,6 +29,7 @@ from .checks import (
     check_mixture,
     check_real,
     check_reals,
+    check_sequence,
     check_strs,
     check_tensor,
 )
@@ -378,7 +379,7 @@ def _check_times(times, panels, n: int) -> Optional[list]:
     if times is None:
         first = next(iter(panels.values()))
         return list(first.times) if isinstance(first, FrameCollector) else None
-    times = list(times)
+    times = check_sequence(times, "times", "the frames' t", empty=True)
     if len(times) != n:
         raise ValueError(f"times must have one entry per frame ({n}), got {len(times)}")
     return times
@@ -1227,9 +1228,8 @@ def curve_panels(
     legend. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
     import matplotlib.pyplot as plt
 
-    panels, ylabels = list(panels), list(ylabels)
-    if not panels:
-        raise ValueError("panels must hold at least one panel")
+    panels = check_sequence(panels, "panels", "dicts label -> curve")
+    ylabels = check_strs(ylabels, "ylabels")
     for i, curves in enumerate(panels):
         check_mapping(curves, f"panels[{i}]", "dict label -> curve", "curve", kind=dict)
     if len(ylabels) != len(panels):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections import abc
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from .checks import check_bool, check_callable, check_mapping, check_name, check_strs
@@ -137,6 +138,10 @@ def table(
             raise TypeError("rows: a mapping's values must be all mappings or none")
         body = [[name, *_spread(value)] for name, value in rows.items()]
     else:
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, abc.Iterable):
+            raise TypeError(
+                f"rows must be a sequence of rows or a mapping, got {type(rows).__name__}"
+            )
         rows = list(rows)
         if rows and isinstance(rows[0], Mapping):
             keys = list(header) if header is not None else list(rows[0])

@@ -37,6 +37,7 @@ from diffcourse.checks import (
     check_real,
     check_reals,
     check_same,
+    check_sequence,
     check_span,
     check_steps,
     check_strs,
@@ -139,6 +140,12 @@ def test_check_tensor_rule_dtype_is_a_type_device_is_a_value():
         check_mapping([1], "runs", "dict", "run", kind=dict)
     with pytest.raises(ValueError, match="^runs must hold at least one run"):
         check_mapping({}, "runs", "dict", "run", kind=dict)
+    assert check_sequence(torch.tensor([3, 1]), "times", "ints") == [3, 1]
+    assert check_sequence((), "times", "ints", empty=True) == []
+    with pytest.raises(TypeError, match="^times must be a sequence of ints, got int"):
+        check_sequence(5, "times", "ints")
+    with pytest.raises(ValueError, match="^times must hold at least one value"):
+        check_sequence([], "times", "ints")
     assert check_name("cfg", "name") == "cfg"
     with pytest.raises(TypeError, match="^name must be a str, got int"):
         check_name(3, "name")
@@ -402,6 +409,10 @@ CASES = [
     (lambda: plots.tradeoff({}, "d", "s"), ValueError, "rows"),
     (lambda: plots.tradeoff({"a": 1}, "d", "s"), TypeError, "rows['a']"),
     (lambda: plots.sampled_frames("sample", {"a": FN}), TypeError, "sample"),
+    (lambda: plots.curve_panels(5, "x", ["y"]), TypeError, "panels"),
+    (lambda: plots.curve_panels([{"a": ([1], [1.0])}], "x", 5), TypeError, "ylabels"),
+    (lambda: plots.animate_images({"a": [IMG]}, 2, times=5), TypeError, "times"),
+    (lambda: report.table(5), TypeError, "rows"),
     (lambda: report.pivot({("a", 1): (1.0,)}, ["m"], "gamma", label="a"), TypeError, "label"),
     # optional arguments, each alone
     (lambda: data.attribute_grid(dtype=torch.int64), TypeError, "dtype"),
