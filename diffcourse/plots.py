@@ -885,7 +885,7 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
         steps, loss_c + gain, color="k", lw=0.8, ls="--", label="loss with y + gain by the formula"
     )
     ax.set_xlabel("step t")
-    ax.set_ylabel("expected noise-prediction loss")
+    ax.set_ylabel("expected loss, summed over coordinates")
     ax.set_title("What knowing y is worth to the loss, at each noise level")
     ax.legend()
     ax.figure.tight_layout()
