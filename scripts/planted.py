@@ -222,6 +222,14 @@ PLANTS: List[Plant] = [
         quick=True,
     ),
     Plant(
+        "10_conditions_exact.ipynb",
+        "guidance.py",
+        "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",
+        "return composed_eps_fn(negative_fn, [(cond_fn, 2.0)])",
+        "a negative prompt that ignores its gamma (always 2, the lab's main scale)",
+        quick=True,
+    ),
+    Plant(
         "10_conditions_learned.ipynb",
         "guidance.py",
         "return composed_eps_fn(negative_fn, [(cond_fn, gamma)])",
@@ -241,6 +249,13 @@ PLANTS: List[Plant] = [
         "g = _col(check_gammas(gamma, n), x_t)",
         "g = 0.9 * _col(check_gammas(gamma, n), x_t)",
         "guidance distillation's target at 0.9 times the student's gamma",
+    ),
+    Plant(
+        "11_flow_matching.ipynb",
+        "flow.py",
+        "norm2 = (u * u).sum(1)",
+        "norm2 = (c * c).sum(1)",
+        "CFG-Zero*'s omega* divided by |v_c|^2, not |v_u|^2",
     ),
     Plant(
         "12_claims_checked.ipynb",
