@@ -1,6 +1,8 @@
 """The measurements behind chapter 12's claims, each a loop over scales, dimensions or samplers
 with exact scores on a Gaussian mixture. The lab calls them, shows their tables and asserts what the
 chapter states; the claims themselves, and what counts as holding, live in the chapter and its lab.
+Labs 6, 8b and 8c use the loops too, and :func:`is_monotone` is the test of an order (a rise or a
+fall, step by step, by more than a margin) that the labs' asserts share.
 
 Every function draws its starting noise from :func:`~diffcourse.samplers.seeded_noise` and its
 sampler noise from a generator seeded alike, so the same arguments give the same numbers.
@@ -448,12 +450,17 @@ def ddpm_against_ddim(
     return out
 
 
-def is_monotone(values: Sequence[float], increasing: bool = True, strict: bool = True) -> bool:
-    """Whether ``values`` rise (or fall, ``increasing=False``) from each one to the next, strictly or not."""
+def is_monotone(
+    values: Sequence[float], increasing: bool = True, strict: bool = True, margin: float = 0.0
+) -> bool:
+    """Whether ``values`` rise (or fall, ``increasing=False``) from each one to the next, strictly or
+    not, by more than ``margin`` (at least ``margin`` where not strict). A positive margin asks each
+    step to clear the measurement's noise; a negative one tolerates a step back of that size."""
     check_bool(strict, "strict")
+    margin = check_real(margin, "margin")
     values, sign = check_reals(values, "values"), 1 if check_bool(increasing, "increasing") else -1
     steps = [sign * (b - a) for a, b in zip(values, values[1:])]
-    return all(s > 0 for s in steps) if strict else all(s >= 0 for s in steps)
+    return all(s > margin for s in steps) if strict else all(s >= margin for s in steps)
 
 
 # ---- chapter 8: each guidance variant against its formula, at one step -------------------------

@@ -466,6 +466,8 @@ CASES = [
     (lambda: flow.cfg_zero_star_fn(FN, FN, 2.0, scale="no"), TypeError, "scale"),
     (lambda: flow.cfg_zero_star(X, X, 2.0, scale=1), TypeError, "scale"),
     (lambda: claims.is_monotone([1, 2], increasing="no"), TypeError, "increasing"),
+    (lambda: claims.is_monotone([1, 2], margin="0.1"), TypeError, "margin"),
+    (lambda: claims.is_monotone([1, 2], margin=math.nan), ValueError, "margin"),
     (lambda: recipes.names(aliases=1), TypeError, "aliases"),
     (lambda: recipes.trained("ch1-denoiser", cache="off"), TypeError, "cache"),
     (lambda: train_denoiser(MLP, MIX, S, steps=1, progress="no"), TypeError, "progress"),

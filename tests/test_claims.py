@@ -116,6 +116,18 @@ def test_is_monotone():
     )
 
 
+def test_is_monotone_margin():
+    # each step must clear the margin: 0.5 then 0.02 fails a margin of 0.05
+    assert claims.is_monotone([1, 1.5, 1.6], margin=0.05)
+    assert not claims.is_monotone([1, 1.5, 1.52], margin=0.05)
+    assert claims.is_monotone([3, 2, 1], increasing=False, margin=0.9)
+    assert not claims.is_monotone([3, 2, 1], increasing=False, margin=1.0)
+    assert claims.is_monotone([3, 2, 1], increasing=False, strict=False, margin=1.0)
+    # a negative margin tolerates a small step back, not a large one
+    assert claims.is_monotone([0.5, 0.495, 0.9], strict=False, margin=-0.01)
+    assert not claims.is_monotone([0.5, 0.48, 0.9], strict=False, margin=-0.01)
+
+
 def test_ddpm_against_ddim_reads_the_board():
     from diffcourse.leaderboard import Setting, evaluate, package_rules, reference_rules
 
