@@ -306,10 +306,18 @@ def check_built_for(schedule, **models) -> None:
             raise ValueError(f"schedule has T={schedule.T} but the {name} was built for T={built}")
 
 
-def check_generator(generator, name: str = "generator") -> Optional[torch.Generator]:
-    """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError)."""
+def check_generator(
+    generator, name: str = "generator", device: Optional[torch.device] = None
+) -> Optional[torch.Generator]:
+    """None or a ``torch.Generator`` (a NumPy generator or a seed is a TypeError); with ``device``,
+    one that draws there (torch cannot draw a tensor on one device from a generator on another)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and device is not None and not same_device(generator.device, device):
+        raise ValueError(
+            f"{name} is on {generator.device}, but it draws noise for tensors on {device}; make it "
+            f"with torch.Generator(device=...) on their device"
+        )
     return generator
 
 

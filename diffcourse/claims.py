@@ -289,6 +289,9 @@ def additive_world(
 ) -> GaussianMixture:
     """The conditional law feedback guidance assumes, p(x|y) = pi q(x|y) + (1 - pi) p(x), as one
     mixture (every component labelled 0) from q = ``sharp`` and p = ``unconditional``."""
+    check_mixture(sharp, "sharp"), check_mixture(unconditional, "unconditional")
+    if (sharp.dim, sharp.device) != (unconditional.dim, unconditional.device):
+        raise ValueError("sharp and unconditional must share one dimension and one device")
     pi = check_real(pi, "pi", low=0, high=1, low_open=True)
     return GaussianMixture(
         torch.cat([sharp.means, unconditional.means]),

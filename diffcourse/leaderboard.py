@@ -311,6 +311,12 @@ def mode_coverage(x: torch.Tensor, mixture: GaussianMixture, y: int) -> float:
     return 1 - 0.5 * (shares - law.weights.double()).abs().sum().item()
 
 
+def _check_setting(setting) -> Setting:
+    if not isinstance(setting, Setting):
+        raise TypeError(f"setting must be a leaderboard.Setting, got {type(setting).__name__}")
+    return setting
+
+
 class References:
     """Exact draws per seed, and the noise floors, for one setting: drawn once, shared by every rule.
 
@@ -320,6 +326,7 @@ class References:
     sampler reaches by chance."""
 
     def __init__(self, setting: Setting, n: int, repeats: int = 5, projections: int = 256):
+        _check_setting(setting)
         repeats = check_int(repeats, "repeats", low=1)
         n = check_int(n, "n", low=2 * repeats)  # each of the repeats chunks needs two points
         self.setting, self.n, self.repeats, self.projections = setting, n, repeats, projections
@@ -393,6 +400,7 @@ def evaluate(
         raise TypeError(f"rules must be a sequence of Rule, got {type(rules).__name__}")
     if not rules:
         raise ValueError("rules must hold at least one Rule")
+    _check_setting(setting)
     seeds = _check_seeds(seeds)
     check_bool(keep_samples, "keep_samples"), check_bool(progress, "progress")
     refs = refs if refs is not None else References(setting, n)

@@ -22,6 +22,7 @@ from .checks import (
     check_mixture,
     check_module,
     check_real,
+    check_reals,
     check_schedule,
     check_tensor,
 )
@@ -1256,10 +1257,8 @@ def noisy_accuracy(
     check_tensor(x, "x", floating=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     _check_label_range(y, classifier)
-    check_schedule(schedule)
     out = {}
-    for step in steps:
-        step = check_int(step, "steps", low=0, high=schedule.T - 1)
+    for step in check_levels(schedule, steps):
         noisy, t = q_sample_at(x, step, schedule)  # the noise seeded with the step
         out[step] = (classifier(noisy, t).argmax(1) == y).double().mean().item()
     return out
@@ -1406,10 +1405,13 @@ def guidance_sweep(
         missing = [k for k in builders if k not in gammas]
         if missing:
             raise ValueError(f"gammas has no entry for {missing}")
+        gammas = {k: check_reals(gammas[k], f"gammas[{k!r}]", low=0) for k in builders}
+    else:
+        gammas = dict.fromkeys(builders, check_reals(gammas, "gammas", low=0))
     samples, values, seconds = {}, {}, {}
     for kind, build in builders.items():
         check_callable(build, f"builders[{kind!r}]")
-        for g in gammas[kind] if isinstance(gammas, Mapping) else gammas:
+        for g in gammas[kind]:
             eps_fn = build(g)
             seconds[kind, g], samples[kind, g] = timed(partial(sample, eps_fn))
             values[kind, g] = agreement_and_spread(samples[kind, g], y, mixture, references)
@@ -1434,6 +1436,7 @@ def guided_eps_errors(
     from .mixture import exact_cfg_eps_fn
 
     check_mapping(models, "models", "mapping key -> conditional model", "model")
+    gammas = check_reals(gammas, "gammas", low=0)
     out = {}
     for key, model in models.items():
         check_module(model, f"models[{key!r}]")

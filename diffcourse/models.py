@@ -26,6 +26,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     if check_int(dim, "dim", low=2) % 2:
         raise ValueError(f"dim must be even (a sine and a cosine per frequency), got {dim}")
     check_int(T, "T", low=1)
+    check_tensor(t, "t", ndim=1)  # one step per row; [N, 1] would give [N, 2, dim / 2] features
     half = dim // 2
     freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
     angles = (t.float() / T * 1000.0)[:, None] * freqs[None]
@@ -566,21 +567,22 @@ class VelocityMLP(_NullLabel, nn.Module):
         return lambda x_t, t: self(x_t, t, y)
 
 
-def flat_eps_fn(model: nn.Module, label: Optional[int] = None):
+def flat_eps_fn(model: nn.Module, y: Optional[int] = None):
     """An image denoiser as a noise predictor on flat vectors: ``eps_fn(x_t [N, C*H*W], t)`` reshapes
-    to the model's images, asks it with one fixed ``label`` (None: the null label) under no_grad, and
-    flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
+    to the model's images, asks it with one fixed class ``y`` (None: the null label) under no_grad,
+    and flattens back. So a U-Net is held against a mixture's exact ``eps`` in the mixture's own
     coordinates (chapter 12)."""
     check_module(model)
     shape = (getattr(model, "channels", 1), getattr(model, "size", 8), getattr(model, "size", 8))
-    if label is not None:  # an int class, not 2.7 or True read as one
-        label = check_int(label, "label", low=0, high=getattr(model, "num_classes", 1) - 1)
+    if y is not None:  # an int class, not 2.7 or True read as one
+        y = check_int(y, "y", low=0, high=getattr(model, "num_classes", 1) - 1)
 
     def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor(x_t, "x_t", shape=(None, math.prod(shape)))  # else reshape makes more images
         labels = (
             model.null_labels(len(x_t), x_t.device)
-            if label is None
-            else torch.full((len(x_t),), int(label), dtype=torch.long, device=x_t.device)
+            if y is None
+            else torch.full((len(x_t),), int(y), dtype=torch.long, device=x_t.device)
         )
         with torch.no_grad():
             return model(x_t.reshape(-1, *shape), t, labels).reshape(x_t.shape)

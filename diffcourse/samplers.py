@@ -129,27 +129,27 @@ def ddpm_step(
     return _ddpm_update(x_t, eps, float(betas[step]), float(alpha_bar[step]), a_prev, noise)
 
 
-def _ddim_sigma(a_t: float, a_s: float, eta: float) -> float:
-    """sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
-    (Song, Meng & Ermon 2021, eq. 16). Up to eta = 1 sigma^2 <= 1 - alpha_bar_s; past it the
-    direction's variance 1 - alpha_bar_s - sigma^2 can turn negative, and that eta is refused."""
-    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
-    if 1 - a_s - sigma**2 < -1e-9:
+def _ddim_xi(a_t: float, a_s: float, eta: float) -> float:
+    """xi = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    (Song, Meng & Ermon 2021, eq. 16). Up to eta = 1 xi^2 <= 1 - alpha_bar_s; past it the
+    direction's variance 1 - alpha_bar_s - xi^2 can turn negative, and that eta is refused."""
+    xi = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
+    if 1 - a_s - xi**2 < -1e-9:
         raise ValueError(
             f"eta={eta} makes the step's variance exceed 1 - alpha_bar_s (at alpha_bar_s={a_s:.4g})"
         )
-    return sigma
+    return xi
 
 
 def _ddim_update(
     x0_hat: torch.Tensor,
     eps_direction: torch.Tensor,
     a_s: float,
-    sigma: float,
+    xi: float,
     noise: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    x_s = a_s**0.5 * x0_hat + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps_direction
-    return x_s if noise is None else x_s + sigma * noise
+    x_s = a_s**0.5 * x0_hat + max(1 - a_s - xi**2, 0.0) ** 0.5 * eps_direction
+    return x_s if noise is None else x_s + xi * noise
 
 
 def ddim_step(
@@ -167,9 +167,10 @@ def ddim_step(
     clean data, alpha_bar_s = 1) (Song, Meng & Ermon 2021, eq. 12):
 
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
-    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
-    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
-    (their eq. 16).
+    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - xi^2) eps + xi z, with
+    xi = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    (their eq. 16; their sigma_t, called xi here and in chapter 8, where sigma_t is x_t's noise
+    level).
 
     eta = 0 is deterministic; eta = 1 between neighbouring levels is :func:`ddpm_step`. ``noise``
     is z (None: the step without its noise term); ``eps_direction`` replaces eps in the direction
@@ -183,9 +184,9 @@ def ddim_step(
     check_alike(x_t=x_t, eps=eps, noise=noise, eps_direction=eps_direction)
     alpha_bar = schedule.alpha_bar
     a_t, a_s = float(alpha_bar[step]), 1.0 if prev_step is None else float(alpha_bar[prev_step])
-    sigma = _ddim_sigma(a_t, a_s, eta)
+    xi = _ddim_xi(a_t, a_s, eta)
     direction = eps if eps_direction is None else eps_direction
-    return _ddim_update(_x0_hat(x_t, eps, a_t), direction, a_s, sigma, noise if sigma > 0 else None)
+    return _ddim_update(_x0_hat(x_t, eps, a_t), direction, a_s, xi, noise if xi > 0 else None)
 
 
 def langevin_step(
@@ -272,15 +273,19 @@ def finished(x: torch.Tensor, sampler: str, fn_name: str = "eps_fn") -> torch.Te
 
 
 def _start(
-    eps_fn, shape_or_noise, schedule: Schedule, generator, callback
+    eps_fn, shape_or_noise, schedule: Schedule, generator, callback, noisy: bool = True
 ) -> Tuple[torch.Tensor, List[float]]:
     """The checks every sampler makes once, before its first step; returns x_T and alpha_bar as
-    Python floats (read once, not at every step)."""
+    Python floats (read once, not at every step). ``noisy``: the steps draw noise from
+    ``generator``, which must then be on x_T's device."""
     check_callable(eps_fn, "eps_fn")
     check_schedule(schedule)
     if callback is not None:
         check_callable(callback, "callback")
-    return start_noise(shape_or_noise, generator), schedule.alpha_bar.tolist()
+    x = start_noise(shape_or_noise, generator)
+    if noisy:
+        check_generator(generator, device=x.device)
+    return x, schedule.alpha_bar.tolist()
 
 
 def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -423,23 +428,23 @@ def ddim_sample(
 
     From level t to the previous kept level s (the clean data after the last):
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t),
-    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z, with
-    sigma = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
+    x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - xi^2) eps + xi z, with
+    xi = eta sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_s)
     (their eq. 16).
     eta = 0 is deterministic given x_T; eta = 1 on all T levels is ancestral DDPM, step for step.
     Network evaluations: ``steps`` (default T).
 
     ``eps_fn`` may return a pair ``(eps_for_x0, eps_for_direction)``: the first goes into x0_hat,
-    the second into the direction term sqrt(1 - alpha_bar_s - sigma^2) eps. That is the split CFG++
+    the second into the direction term sqrt(1 - alpha_bar_s - xi^2) eps. That is the split CFG++
     makes (Chung et al. 2025, arXiv:2406.08070); a single tensor is used for both, as in plain DDIM.
     """
     T = check_schedule(schedule).T
     levels = ddim_levels(T, T if steps is None else steps)
     eta = check_real(eta, "eta", low=0)
-    x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback)
+    x, alpha_bar = _start(eps_fn, shape_or_noise, schedule, generator, callback, eta > 0)
     ends = [alpha_bar[s] for s in levels[1:]] + [1.0]  # alpha_bar_s of each step; 1 after the last
-    # every step's sigma before the run, so that an eta too large for any step stops it at once
-    sigmas = [_ddim_sigma(alpha_bar[t], a_s, eta) for t, a_s in zip(levels, ends)]
+    # every step's xi before the run, so that an eta too large for any step stops it at once
+    xis = [_ddim_xi(alpha_bar[t], a_s, eta) for t, a_s in zip(levels, ends)]
     with sampling_run() as run:
         for i, step in enumerate(
             progress_bar(levels, desc="DDIM sampling", progress=progress, leave=False)
@@ -448,9 +453,9 @@ def ddim_sample(
             x0_hat = _x0_hat(x, eps_x0, alpha_bar[step])
             if callback is not None:
                 callback(step, x, x0_hat)
-            sigma = sigmas[i]
+            xi = xis[i]
             x = _ddim_update(
-                x0_hat, eps_dir, ends[i], sigma, _randn_like(x, generator) if sigma > 0 else None
+                x0_hat, eps_dir, ends[i], xi, _randn_like(x, generator) if xi > 0 else None
             )
     return finished(x, "DDIM sampling")
 

@@ -172,14 +172,18 @@ def q_sample(
     eps: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Luo eq. 70)."""
+    """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Luo eq. 70) as
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 69), eps given or drawn."""
     check_tensor(x0, "x0", floating=True)
     if x0.ndim < 1:
         raise ValueError("x0 must have a batch dimension")
     check_steps(t, x0.shape[0], check_schedule(schedule).T)
     if eps is None:
         eps = torch.randn(
-            x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype
+            x0.shape,
+            generator=check_generator(generator, device=x0.device),
+            device=x0.device,
+            dtype=x0.dtype,
         )
     else:
         check_tensor(eps, "eps", floating=True)

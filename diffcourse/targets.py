@@ -102,14 +102,17 @@ def posterior_means(x_t: torch.Tensor, pool: torch.Tensor, alpha_bar) -> tuple:
     q(x_t | x0_j) = N(sqrt(alpha_bar) x0_j, (1 - alpha_bar) I) (Luo eq. 70), normalised over the
     pool, and the averages are of x0_j and of the noise eps_j = (x_t - sqrt(alpha_bar) x0_j) /
     sqrt(1 - alpha_bar) that takes x0_j to x_t. The brute-force answer that Tweedie's formula
-    (Luo eq. 133) and eq. 151 are held against; exact as the pool grows. Memory: [N, M, D]."""
+    (Luo eq. 133) and eq. 151 are held against; exact as the pool grows. Memory: [N, M, D].
+    ``alpha_bar`` is one level for all x_t or one per row of x_t, as in the conversions."""
     a = _checked(alpha_bar, True, False, x_t=x_t)
-    check_tensor(pool, "pool", floating=True)
+    check_tensor(pool, "pool", floating=True, device=x_t.device, owner="x_t")
     if x_t.ndim != 2 or pool.ndim != 2 or x_t.shape[1] != pool.shape[1]:
         raise ValueError(
             f"x_t and pool must be [N, D] and [M, D] with one D, got {tuple(x_t.shape)} and "
             f"{tuple(pool.shape)}"
         )
+    if isinstance(a, torch.Tensor) and a.ndim == 2:  # one level per row: [N, 1] -> [N, 1, 1]
+        a = a[..., None]
     eps_j = (x_t[:, None] - a**0.5 * pool[None]) / (1 - a) ** 0.5
     w = torch.softmax(-eps_j.pow(2).sum(-1) / 2, dim=1)  # q(x_t | x0_j), normalised
     return w @ pool, (w[..., None] * eps_j).sum(1)

@@ -294,7 +294,12 @@ def masked_attention(
     q [N, Lq, D], k and v [N, Lk, D], mask [N, Lk]; masked keys get weight exactly zero."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:  # a float mask is a bias
         raise TypeError("mask must be a bool tensor [N, Lk]: True where a key may be attended")
+    check_tensor(q, "q", ndim=3)
     n, lq, d = q.shape
+    if d % check_int(heads, "heads", low=1):
+        raise ValueError(f"heads ({heads}) must divide the features' width D = {d}")
+    check_tensor(k, "k", shape=(n, None, d)), check_tensor(v, "v", shape=k.shape)
+    check_tensor(mask, "mask", shape=k.shape[:2], device=k.device)
     split = lambda z: z.reshape(n, z.shape[1], heads, d // heads).transpose(1, 2)
     out = F.scaled_dot_product_attention(
         split(q), split(k), split(v), attn_mask=mask[:, None, None, :]
@@ -366,7 +371,7 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.norm = GroupNorm(min(8, channels), channels)
         self.q = Linear(channels, channels)
-        self.kv = Linear(context_dim, 2 * channels)
+        self.kv = Linear(check_int(context_dim, "context_dim", low=1), 2 * channels)
         self.out = Linear(channels, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

@@ -33,7 +33,10 @@ from .checks import (
     check_archive,
     check_bool,
     check_built_for,
+    check_callable,
+    check_choice,
     check_device,
+    check_generator,
     check_int,
     check_labels,
     check_module,
@@ -110,9 +113,10 @@ def classifier_loss(
         check_labels(y, x0.shape[0], num_classes, x0.device)
     else:
         check_tensor(y, "y", floating=False, shape=(x0.shape[0],))
-    if schedule is None:
-        return nn.functional.cross_entropy(model(x0), y)
-    return nn.functional.cross_entropy(model(q_sample(x0, t, schedule, eps), t), y)
+    logits = model(x0) if schedule is None else model(q_sample(x0, t, schedule, eps), t)
+    if not num_classes:  # a classifier that does not say its C: its logits do
+        check_labels(y, x0.shape[0], logits.shape[-1], x0.device)
+    return nn.functional.cross_entropy(logits, y)
 
 
 # ---- the two trainers: what each step draws ---------------------------------------------------------
@@ -311,13 +315,10 @@ class Draws:
         rank: int = 0,
         world: int = 1,
     ):
-        self.generator, self.batch_size, self.device, self.rank, self.world = (
-            generator,
-            batch_size,
-            device,
-            rank,
-            world,
-        )
+        world = check_int(world, "world", low=1)
+        self.generator = check_generator(generator, device=check_device(device))
+        self.batch_size, self.device = check_int(batch_size, "batch_size", low=1), device
+        self.rank, self.world = check_int(rank, "rank", low=0, high=world - 1), world
 
     def steps(self, T: int) -> torch.Tensor:
         """t uniform on 0..T-1, one per row."""
@@ -337,7 +338,8 @@ class Draws:
         """A global batch of ``kind`` ("int": uniform on 0..high-1, "normal", "uniform"), each row of
         ``shape``; this rank's rows."""
         full = (self.batch_size, *shape)
-        if kind == "int":
+        if check_choice(kind, "kind", ("int", "normal", "uniform")) == "int":
+            high = check_int(high, "high", low=1)
             out = torch.randint(0, high, full, generator=self.generator, device=self.device)
         elif kind == "normal":
             out = torch.randn(full, generator=self.generator, device=self.device, dtype=dtype)
@@ -366,6 +368,9 @@ def fit(
     at the first step only, since each reads the device: later batches come from the same data (a
     mixture's own labels, or tensors whose labels are checked before training)."""
     _check_data(data)
+    check_callable(loss, "loss")
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a train.Settings, got {type(settings).__name__}")
     rank, world = rank_and_world()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)

@@ -124,9 +124,9 @@ PLANTS: List[Plant] = [
     Plant(
         "08_fewer_steps.ipynb",
         "samplers.py",
-        "sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
-        "sigma = 0.9 * eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
-        "DDIM's step noise sigma 10% short at every eta > 0 (eta = 1 no longer DDPM)",
+        "xi = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
+        "xi = 0.9 * eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5",
+        "DDIM's step noise xi 10% short at every eta > 0 (eta = 1 no longer DDPM)",
         quick=True,
     ),
     Plant(

@@ -21,7 +21,9 @@ from diffcourse import (
     recipes,
     report,
     samplers,
+    targets,
     text,
+    train,
 )
 from diffcourse import device as dc_device
 from diffcourse.checks import (
@@ -54,6 +56,7 @@ from diffcourse.guidance import (
     cfgpp_eps_fn,
     classifier_free_eps_fn,
     classifier_free_guidance,
+    feedback_eps_fn,
     independent_condition_eps_fn,
     interval_cfg_eps_fn,
     rescaled_cfg,
@@ -220,6 +223,11 @@ CNN = ConvClassifier(T=None, width=8, features=16)  # a judge of 8 x 8 digits
 UNET = UNet(channels=1, size=8, T=10, num_classes=10, width=8)  # class labels, not a condition
 
 GRID = plots.density_grid(MIX, cells=4)  # a 2-D mixture's density on a grid
+META = torch.zeros(4, 2, device="meta")  # a tensor on another device than a CPU generator's
+LIN = torch.nn.Linear(2, 3)  # a classifier that does not say its C (no num_classes)
+LFN_2 = lambda x, t: x[:, :1]  # noqa: E731 (a branch of the wrong shape)
+GUIDE = ConvClassifier(T=10, width=8, features=16)  # a noise-aware classifier of 8 x 8 digits
+Q, MASK = torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)  # attention: N 2, L 3, D 4
 
 CASES = [
     # schedules
@@ -498,6 +506,54 @@ CASES = [
     (lambda: train_denoiser(MLP, MIX, S, steps=1, p_uncond=2.0), ValueError, "p_uncond"),
     (lambda: train_denoiser("model", MIX, S, steps=1), TypeError, "model"),
     (lambda: train_denoiser(MLP, MIX, "schedule", steps=1), TypeError, "schedule"),
+    # found by review: each of these failed inside torch, or not at all
+    (lambda: check_generator(torch.Generator(), device="meta"), ValueError, "generator"),
+    (lambda: ddpm_sample(FN, META, S, torch.Generator(), progress=False), ValueError, "generator"),
+    (
+        lambda: pc_sample(FN, META, S, generator=torch.Generator(), progress=False),
+        ValueError,
+        "generator",
+    ),
+    (
+        lambda: ddim_sample(FN, META, S, eta=1.0, generator=torch.Generator(), progress=False),
+        ValueError,
+        "generator",
+    ),
+    (
+        lambda: q_sample(META, T0.to("meta"), S, generator=torch.Generator()),
+        ValueError,
+        "generator",
+    ),
+    (lambda: targets.posterior_means(X, META, 0.5), ValueError, "pool"),
+    (lambda: train.Draws(torch.Generator(), 4, "cpu").draw((), "gauss"), ValueError, "kind"),
+    (lambda: train.Draws(torch.Generator(), 4, "cpu").draw((), "int"), ValueError, "high"),
+    (lambda: train.Draws(torch.Generator(), 0, "cpu"), ValueError, "batch_size"),
+    (lambda: train.Draws(torch.Generator(), 4, "cpu", rank=1), ValueError, "rank"),
+    (lambda: train.Draws(torch.Generator(), 4, "meta"), ValueError, "generator"),
+    (lambda: train.classifier_loss(LIN, X, Y + 1), ValueError, "y"),
+    (lambda: train.classifier_loss(LIN, X, Y - 100), ValueError, "y"),
+    (lambda: train.fit(MLP, MIX, "loss", None), TypeError, "loss"),
+    (lambda: train.fit(MLP, MIX, LFN, {"seed": 0}), TypeError, "settings"),
+    (lambda: feedback_eps_fn(FN, FN, lambda x, t: torch.zeros(1), 0.5)(X, T0), ValueError, "log_"),
+    (lambda: feedback_eps_fn(FN, LFN_2, lambda x, t: T0.float(), 0.5)(X, T0), ValueError, "cond"),
+    (lambda: metrics.noisy_accuracy(GUIDE, IMG, T0, S, 3), TypeError, "steps"),
+    (lambda: metrics.noisy_accuracy(GUIDE, IMG, T0, S, []), ValueError, "steps"),
+    (lambda: metrics.guidance_sweep({"a": FN}, 2.0, FN, Y, MIX), TypeError, "gammas"),
+    (lambda: metrics.guidance_sweep({"a": FN}, [-1.0], FN, Y, MIX), ValueError, "gammas[0]"),
+    (lambda: metrics.guidance_sweep({"a": FN}, {"a": []}, FN, Y, MIX), ValueError, "gammas['a']"),
+    (lambda: metrics.guided_eps_errors({"m": MLP}, MIX, S, [], [1]), ValueError, "gammas"),
+    (lambda: models.timestep_embedding(torch.zeros(4, 1), 4, 10), ValueError, "t"),
+    (lambda: models.flat_eps_fn(UNET)(torch.zeros(2, 65), T0[:2]), ValueError, "x_t"),
+    (lambda: claims.additive_world(MIX, "p", 0.5), TypeError, "unconditional"),
+    (lambda: claims.additive_world(MIX, LINE, 0.5), ValueError, "sharp and unconditional"),
+    (lambda: text.masked_attention(Q, Q, Q, MASK, 0), ValueError, "heads"),
+    (lambda: text.masked_attention(Q, Q, Q, MASK, 3), ValueError, "heads"),
+    (lambda: text.masked_attention(Q, Q, Q, MASK[:, :2], 2), ValueError, "mask"),
+    (lambda: text.masked_attention(Q[0], Q, Q, MASK, 2), ValueError, "q"),
+    (lambda: text.CrossAttention(8, 0), ValueError, "context_dim"),
+    (lambda: text.CrossAttention(8, 2.0), TypeError, "context_dim"),
+    (lambda: leaderboard.evaluate(leaderboard.package_rules(), MIX, 10), TypeError, "setting"),
+    (lambda: leaderboard.References(MIX, 10), TypeError, "setting"),
 ]
 
 

@@ -210,7 +210,7 @@ def test_the_time_embedding_and_a_flat_eps_fns_label_are_checked():
     with pytest.raises(ValueError, match="^dim must be even"):
         timestep_embedding(t, 3, 10)
     unet = UNet(channels=1, size=8, T=10, num_classes=3, width=8)
-    for label, error in ((2.7, TypeError), (True, TypeError), (3, ValueError), (-1, ValueError)):
-        with pytest.raises(error, match="^label"):
-            flat_eps_fn(unet, label)
+    for y, error in ((2.7, TypeError), (True, TypeError), (3, ValueError), (-1, ValueError)):
+        with pytest.raises(error, match="^y "):
+            flat_eps_fn(unet, y)
     assert flat_eps_fn(unet, 2)(torch.randn(2, 64), torch.tensor([3, 3])).shape == (2, 64)

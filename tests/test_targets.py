@@ -113,6 +113,20 @@ def test_posterior_means_of_two_points_by_hand():
     assert torch.allclose(eps_mean, (x_t - a**0.5 * (w @ pool)) / (1 - a) ** 0.5)
 
 
+def test_posterior_means_take_one_level_per_row():
+    """A level per row of x_t, as schedule.alpha_bar[t]: each row's answer is its own level's, also
+    where the pool has as many points as x_t has rows (found by review: the levels ran along the
+    pool's axis)."""
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randn(3, 2, dtype=torch.float64, generator=gen)
+    x_t = torch.randn(3, 2, dtype=torch.float64, generator=gen)
+    levels = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    x0_mean, eps_mean = posterior_means(x_t, pool, levels)
+    for i, a in enumerate(levels.tolist()):
+        x0_i, eps_i = posterior_means(x_t[i : i + 1], pool, a)
+        assert torch.allclose(x0_mean[i], x0_i[0]) and torch.allclose(eps_mean[i], eps_i[0])
+
+
 def test_posterior_means_match_tweedie_on_one_gaussian():
     """A large pool from N(mu, s^2 I): the averages approach Tweedie's answer from the exact score."""
     mix = random_mixture(2, (1,), seed=3)
