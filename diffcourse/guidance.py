@@ -717,9 +717,8 @@ def feedback_eps_fn(
     feedback_scale(torch.zeros(1), pi, max_gamma)  # check pi and max_gamma once, not per step
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ratio = log_ratio_fn(
-            x_t, t
-        )  # one per row: a mean over the batch would guide every row alike
+        # one ratio per row: a mean over the batch would guide every row alike
+        ratio = log_ratio_fn(x_t, t)
         check_tensor(ratio, "log_ratio_fn's output", shape=(x_t.shape[0],), device=x_t.device)
         gamma = feedback_scale(ratio.to(x_t.dtype), pi, max_gamma)
         gamma = gamma.reshape(-1, *[1] * (x_t.ndim - 1))

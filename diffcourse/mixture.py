@@ -15,6 +15,7 @@ import torch
 
 from .checks import (
     check_callable,
+    check_device,
     check_float_dtype,
     check_generator,
     check_int,
@@ -144,6 +145,9 @@ class GaussianMixture:
         return (self._member * self.weights).sum(1)
 
     def to(self, device=None, dtype=None) -> "GaussianMixture":
+        """This mixture on ``device`` and/or in the floating-point ``dtype`` (its labels stay long)."""
+        device = check_device(device)
+        dtype = None if dtype is None else check_float_dtype(dtype)
         return GaussianMixture(
             self.means.to(device=device, dtype=dtype),
             self.covs.to(device=device, dtype=dtype),

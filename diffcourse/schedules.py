@@ -14,6 +14,8 @@ import torch
 
 from .checks import (
     check_alike,
+    check_device,
+    check_float_dtype,
     check_generator,
     check_int,
     check_real,
@@ -73,6 +75,9 @@ class Schedule:
         return torch.cumprod(self.alphas, dim=0)
 
     def to(self, device=None, dtype=None) -> "Schedule":
+        """This schedule on ``device`` and/or in the floating-point ``dtype``."""
+        device = check_device(device)
+        dtype = None if dtype is None else check_float_dtype(dtype)
         return Schedule(self.betas.to(device=device, dtype=dtype))
 
 

@@ -227,6 +227,7 @@ META = torch.zeros(4, 2, device="meta")  # a tensor on another device than a CPU
 LIN = torch.nn.Linear(2, 3)  # a classifier that does not say its C (no num_classes)
 LFN_2 = lambda x, t: x[:, :1]  # noqa: E731 (a branch of the wrong shape)
 GUIDE = ConvClassifier(T=10, width=8, features=16)  # a noise-aware classifier of 8 x 8 digits
+RULES = leaderboard.package_rules()
 Q, MASK = torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)  # attention: N 2, L 3, D 4
 
 CASES = [
@@ -554,6 +555,20 @@ CASES = [
     (lambda: text.CrossAttention(8, 2.0), TypeError, "context_dim"),
     (lambda: leaderboard.evaluate(leaderboard.package_rules(), MIX, 10), TypeError, "setting"),
     (lambda: leaderboard.References(MIX, 10), TypeError, "setting"),
+    # checks no test reached before
+    (
+        lambda: leaderboard.evaluate(RULES, SET, 10, refs=leaderboard.References(SET, 12)),
+        ValueError,
+        "refs",
+    ),
+    (lambda: leaderboard.References(SET, 10).get("tilt", 0), ValueError, "target"),
+    (lambda: sample_distance(X, X, repeats=3), ValueError, "repeats"),
+    (lambda: metrics.ImageSweep({"a": 1.0}, {}), TypeError, "results"),
+    (lambda: metrics.ImageSweep({}, {"a": IMG}), ValueError, "first"),
+    (lambda: S.to("gpu"), ValueError, "device"),
+    (lambda: S.to(dtype=torch.long), TypeError, "dtype"),
+    (lambda: MIX.to("gpu"), ValueError, "device"),
+    (lambda: MIX.to(dtype=torch.int32), TypeError, "dtype"),
 ]
 
 

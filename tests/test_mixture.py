@@ -541,7 +541,7 @@ def test_a_mixture_of_nan_or_inf_means_or_half_precision_is_refused():
             three_blobs(dtype=dtype)
         with pytest.raises(TypeError, match="^dtype must be"):
             two_moons(dtype=dtype)
-        with pytest.raises(TypeError, match="^means: its dtype must be torch.float32"):
+        with pytest.raises(TypeError, match="^dtype must be torch.float32"):  # .to's own dtype
             base.to(dtype=dtype)
 
 
