@@ -30,6 +30,7 @@ from .checks import (
     check_schedule,
     check_span,
     check_tensor,
+    same_device,
 )
 from .data import round_mixture
 from .device import full_precision
@@ -290,7 +291,7 @@ def additive_world(
     """The conditional law feedback guidance assumes, p(x|y) = pi q(x|y) + (1 - pi) p(x), as one
     mixture (every component labelled 0) from q = ``sharp`` and p = ``unconditional``."""
     check_mixture(sharp, "sharp"), check_mixture(unconditional, "unconditional")
-    if (sharp.dim, sharp.device) != (unconditional.dim, unconditional.device):
+    if sharp.dim != unconditional.dim or not same_device(sharp.device, unconditional.device):
         raise ValueError("sharp and unconditional must share one dimension and one device")
     pi = check_real(pi, "pi", low=0, high=1, low_open=True)
     return GaussianMixture(
