@@ -215,6 +215,7 @@ def edge_and_support(
     check_schedule(schedule)
     gammas, errors = check_reals(gammas, "gammas", low=0), check_reals(errors, "errors")
     far, support = check_span(far, "far"), check_span(support, "support")
+    n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
     z = seeded_noise((n, 1), seed, mixture.device, mixture.dtype)
     cond = exact_eps_fn(class_mixture(mixture, 0), schedule)
     out = {}
@@ -403,7 +404,8 @@ def learned_icg(
     if not all(hasattr(check_module(model), a) for a in ("channels", "size", "num_classes")):
         raise TypeError(f"model must be an image denoiser (a UNet), got {type(model).__name__}")
     y, gamma = _class(mixture, y), check_real(gamma, "gamma", low=0)
-    check_schedule(schedule)
+    n, seed = check_int(n, "n", low=1), check_int(seed, "seed")
+    levels = check_int(levels, "levels", low=1, high=check_schedule(schedule).T)
     dev = mixture.device
     labels = torch.full((n,), y, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)

@@ -16,6 +16,7 @@ from .checks import (
     check_finite,
     check_generator,
     check_int,
+    check_ints,
     check_labels,
     check_levels,
     check_mapping,
@@ -295,6 +296,18 @@ def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float
 
 
 @torch.no_grad()
+def _check_judge_and_refs(classifier, ref_x: torch.Tensor, ref_y: torch.Tensor) -> None:
+    """An evaluation classifier with a ``features`` method, and held-out images with their labels:
+    checked before any sampling or scoring, so a wrong one is named, not met deep inside."""
+    if not callable(getattr(check_module(classifier, "classifier"), "features", None)):
+        raise TypeError(
+            f"classifier must have a features method (a metrics classifier), got "
+            f"{type(classifier).__name__}"
+        )
+    check_tensor(ref_x, "ref_x", floating=True, nonempty=True)
+    check_tensor(ref_y, "ref_y", floating=False, shape=(ref_x.shape[0],))
+
+
 def image_metrics(
     classifier: torch.nn.Module,
     x: torch.Tensor,
@@ -304,6 +317,7 @@ def image_metrics(
 ) -> Dict[str, float]:
     """Fidelity, Fréchet distance (in the evaluation classifier's features, against ``ref_x``) and
     diversity of samples ``x`` that were asked for labels ``y``; ``ref_x``/``ref_y`` are held-out images."""
+    _check_judge_and_refs(classifier, ref_x, ref_y)
     feats = lambda z: torch.cat([classifier.features(chunk) for chunk in z.split(1000)])
     return {
         "fidelity": fidelity(classifier, x, y),
@@ -603,7 +617,9 @@ def image_metrics_over_seeds(
 
     check_callable(sample, "sample")
     check_tensor(y, "y", floating=False, ndim=1)
+    _check_judge_and_refs(classifier, ref_x, ref_y)
     seeds = check_int(seeds, "seeds", low=1)
+    shape = check_ints(shape, "shape", low=1)
     runs, outside = [], []
     for k in range(seeds):
         noise = seeded_noise((y.shape[0], *shape), k, y.device)

@@ -62,7 +62,7 @@ from diffcourse.guidance import (
     rescaled_cfg,
 )
 from diffcourse.metrics import class_agreement, frechet_distance, sample_distance, sliced_w2, spread
-from diffcourse.mixture import grid_sample, tilted_log_prob
+from diffcourse.mixture import GaussianMixture, grid_sample, tilted_log_prob
 from diffcourse.models import ConvClassifier, MLPDenoiser, UNet, VelocityMLP
 from diffcourse.plots import JSAnimation
 from diffcourse.report import glue, table
@@ -228,6 +228,10 @@ LIN = torch.nn.Linear(2, 3)  # a classifier that does not say its C (no num_clas
 LFN_2 = lambda x, t: x[:, :1]  # noqa: E731 (a branch of the wrong shape)
 GUIDE = ConvClassifier(T=10, width=8, features=16)  # a noise-aware classifier of 8 x 8 digits
 RULES = leaderboard.package_rules()
+# a 64-D mixture of ten classes, as chapter 12's digits mixture (8 x 8 images, flattened)
+DIGITS = GaussianMixture(
+    torch.zeros(10, 64), torch.eye(64).repeat(10, 1, 1), [0.1] * 10, list(range(10))
+)
 Q, MASK = torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)  # attention: N 2, L 3, D 4
 
 CASES = [
@@ -569,7 +573,26 @@ CASES = [
     (lambda: S.to(dtype=torch.long), TypeError, "dtype"),
     (lambda: MIX.to("gpu"), ValueError, "device"),
     (lambda: MIX.to(dtype=torch.int32), TypeError, "dtype"),
+    # named by their helpers before ("shape", "steps", or an AttributeError on a str's split):
+    # each refused under its own name, before any sampling or scoring
+    (lambda: claims.edge_and_support(LINE, S, [1.0], [0.0], (1, 2), (0, 2), n=0), ValueError, "n"),
+    (lambda: claims.learned_icg(UNET, DIGITS, 0, 2.0, S, n=0), ValueError, "n"),
+    (lambda: claims.learned_icg(UNET, DIGITS, 0, 2.0, S, levels=11), ValueError, "levels"),
+    (lambda: metrics.image_metrics(CNN, IMG, T0, "ref", T0), TypeError, "ref_x"),
+    (lambda: metrics.image_metrics(CNN, IMG, T0, IMG, T0[:2]), ValueError, "ref_y"),
+    (lambda: metrics.image_metrics(LIN, IMG, T0, IMG, T0), TypeError, "classifier"),
+    (lambda: metrics.image_metrics_over_seeds(CNN, FN, T0, "ref", T0), TypeError, "ref_x"),
+    (lambda: metrics.image_metrics_over_seeds(LIN, _never, T0, IMG, T0), TypeError, "classifier"),
+    (
+        lambda: metrics.image_metrics_over_seeds(CNN, FN, T0, IMG, T0, shape=(1, 0)),
+        ValueError,
+        "shape",
+    ),
 ]
+
+
+def _never(noise, generator):
+    raise AssertionError("sampled before its arguments were checked")
 
 
 def _recipe(**changes):
