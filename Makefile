@@ -92,7 +92,7 @@ browser: book-strict chromium
 	DIFFCOURSE_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -rs tests/test_browser.py
 
 # A PNG of each page in _build/screenshots/, 1280 and 390 pixels wide, for reviewers.
-screenshots: book
+screenshots: book chromium
 	$(BIN)/python tests/browser.py _build/screenshots
 
 # The repository address is set once, as repository.url in _config.yml; this copies it into each

@@ -117,7 +117,8 @@ def ddpm_step(
     """One ancestral step x_t -> x_{t-1} (Ho et al. 2020, Algorithm 2; the mean is Luo eq. 125, the
     variance eq. 85):
 
-    mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t), which is
+    mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) (with eps = -sqrt(1 -
+    alpha_bar_t) times a score, the score form of the mean, Luo eq. 142), which is
     ``schedules.posterior_mean`` at the clean estimate of ``eps``; variance = the posterior's
     beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); no noise on the last step
     (``step`` = 0) or where ``noise`` is None.

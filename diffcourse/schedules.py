@@ -239,8 +239,9 @@ def posterior_mean(
 ) -> torch.Tensor:
     """mu_q(x_t, x_0) = (sqrt(alpha_t) (1 - alpha_bar_{t-1}) x_t + sqrt(alpha_bar_{t-1}) (1 - alpha_t)
     x_0) / (1 - alpha_bar_t), the mean of the true denoising step q(x_{t-1} | x_t, x_0) (Luo eq. 93;
-    the step is eq. 84), at the 0-based ``step``. At step 0 it is x_0. With x_0 estimated from the
-    noise prediction, it is the sampler's mean, Luo eq. 125 (``samplers.ddpm_step``)."""
+    the step is eq. 84), at the 0-based ``step``. At step 0 it is x_0. Given a network's estimate of
+    x_0 it is mu_theta, Luo eq. 94; with x_0 estimated from the noise prediction, it is the
+    sampler's mean, Luo eq. 125 (``samplers.ddpm_step``)."""
     a_t, ab_t, ab_prev = _posterior_levels(step, schedule)
     check_alike(x_t=x_t, x0=x0)
     return (a_t**0.5 * (1 - ab_prev) * x_t + ab_prev**0.5 * (1 - a_t) * x0) / (1 - ab_t)

@@ -45,7 +45,8 @@ def eps_to_score(eps: torch.Tensor, alpha_bar) -> torch.Tensor:
 
 
 def score_to_eps(score: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """eps = -sqrt(1 - alpha_bar) score, the inverse of :func:`eps_to_score`."""
+    """eps = -sqrt(1 - alpha_bar) score, the inverse of :func:`eps_to_score` (Luo eq. 151 solved
+    for eps)."""
     alpha_bar = _checked(alpha_bar, True, True, score=score)
     return -score * torch.as_tensor(1 - alpha_bar, dtype=score.dtype, device=score.device).sqrt()
 
@@ -58,7 +59,8 @@ def score_to_x0(x_t: torch.Tensor, score: torch.Tensor, alpha_bar) -> torch.Tens
 
 
 def x0_to_score(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """score = -(x_t - sqrt(alpha_bar) x0) / (1 - alpha_bar), the inverse of :func:`score_to_x0`."""
+    """score = -(x_t - sqrt(alpha_bar) x0) / (1 - alpha_bar), the inverse of :func:`score_to_x0`
+    (Luo eq. 133 solved for the score)."""
     alpha_bar = _checked(alpha_bar, True, False, x_t=x_t, x0=x0)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return -(x_t - a.sqrt() * x0) / (1 - a)
@@ -72,7 +74,8 @@ def eps_to_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
 
 
 def x0_to_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."""
+    """eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar), the inverse of :func:`eps_to_x0`
+    (Luo eq. 115 solved for eps)."""
     alpha_bar = _checked(alpha_bar, True, False, x_t=x_t, x0=x0)
     a = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()

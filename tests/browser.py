@@ -205,7 +205,7 @@ def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
 
 
 def find_chromium() -> str | None:
-    """Debian's Chromium (what `make setup` installs), or the one $CHROMIUM names."""
+    """Debian's Chromium (what `make chromium` installs), or the one $CHROMIUM names."""
     return (
         os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     )
@@ -294,7 +294,7 @@ if __name__ == "__main__":
         sys.exit(f"no built book at {HTML}: run `make book` first")
     if not find_chromium():
         sys.exit(
-            "no chromium found: `make setup` installs Debian's chromium (as root, with apt-get)"
+            "no chromium found: `make chromium` installs Debian's chromium (as root, with apt-get)"
         )
     for path in screenshots(
         Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "_build" / "screenshots"

@@ -39,7 +39,7 @@ if not HTML.is_dir():
     pytest.skip("the book is not built (make book)", allow_module_level=True)
 if not find_chromium():
     pytest.skip(
-        "no Chromium installed: `make setup` installs Debian's chromium where it runs as root "
+        "no Chromium installed: `make chromium` installs Debian's chromium where it runs as root "
         "with apt-get (or set CHROMIUM to a Chromium binary)",
         allow_module_level=True,
     )
