@@ -296,14 +296,21 @@ def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float
 
 
 @torch.no_grad()
-def _check_judge_and_refs(classifier, ref_x: torch.Tensor, ref_y: torch.Tensor) -> None:
-    """An evaluation classifier with a ``features`` method, and held-out images with their labels:
-    checked before any sampling or scoring, so a wrong one is named, not met deep inside."""
-    if not callable(getattr(check_module(classifier, "classifier"), "features", None)):
+def _check_judge(judge, name: str = "judge") -> torch.nn.Module:
+    """An evaluation classifier: a module with a ``features`` method (its penultimate layer, in
+    which Fréchet distances and feature traces are measured)."""
+    if not callable(getattr(check_module(judge, name), "features", None)):
         raise TypeError(
-            f"classifier must have a features method (a metrics classifier), got "
-            f"{type(classifier).__name__}"
+            f"{name} must have a features method (an evaluation classifier), got "
+            f"{type(judge).__name__}"
         )
+    return judge
+
+
+def _check_judge_and_refs(classifier, ref_x: torch.Tensor, ref_y: torch.Tensor) -> None:
+    """An evaluation classifier and held-out images with their labels: checked before any sampling
+    or scoring, so a wrong one is named, not met deep inside."""
+    _check_judge(classifier, "classifier")
     check_tensor(ref_x, "ref_x", floating=True, nonempty=True)
     check_tensor(ref_y, "ref_y", floating=False, shape=(ref_x.shape[0],))
 
@@ -449,7 +456,7 @@ def frechet_floor(
     images the judge never saw: it maps its own training images more tightly than new ones."""
     from .data import balanced_rows
 
-    check_module(judge, "judge")
+    _check_judge(judge)
     check_tensor(x_pool, "x_pool", floating=True)
     check_tensor(x_ref, "x_ref", floating=True)
     n = check_int(n, "n", low=2, high=x_pool.shape[0])
@@ -1247,7 +1254,7 @@ def feature_traces(
     (0-dim tensors). 1 - within / total is the share of the variance that lies between classes,
     to which the Fréchet distance in these features responds first (chapter 7). ``x`` and ``y``
     move to the judge's device."""
-    check_module(judge, "judge")
+    _check_judge(judge)
     check_tensor(x, "x", floating=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     device = next(judge.parameters(), x).device  # the judge's (x's for one without weights)

@@ -581,6 +581,8 @@ CASES = [
     (lambda: metrics.image_metrics(CNN, IMG, T0, "ref", T0), TypeError, "ref_x"),
     (lambda: metrics.image_metrics(CNN, IMG, T0, IMG, T0[:2]), ValueError, "ref_y"),
     (lambda: metrics.image_metrics(LIN, IMG, T0, IMG, T0), TypeError, "classifier"),
+    (lambda: metrics.frechet_floor(LIN, IMG, IMG, 2), TypeError, "judge"),
+    (lambda: metrics.feature_traces(LIN, IMG, T0), TypeError, "judge"),
     (lambda: metrics.image_metrics_over_seeds(CNN, FN, T0, "ref", T0), TypeError, "ref_x"),
     (lambda: metrics.image_metrics_over_seeds(LIN, _never, T0, IMG, T0), TypeError, "classifier"),
     (
