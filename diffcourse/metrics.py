@@ -295,7 +295,6 @@ def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float
     return ((x - high).clamp(min=0) + (low - x).clamp(min=0)).mean().item()
 
 
-@torch.no_grad()
 def _check_judge(judge, name: str = "judge") -> torch.nn.Module:
     """An evaluation classifier: a module with a ``features`` method (its penultimate layer, in
     which Fréchet distances and feature traces are measured)."""
@@ -315,6 +314,7 @@ def _check_judge_and_refs(classifier, ref_x: torch.Tensor, ref_y: torch.Tensor) 
     check_tensor(ref_y, "ref_y", floating=False, shape=(ref_x.shape[0],))
 
 
+@torch.no_grad()
 def image_metrics(
     classifier: torch.nn.Module,
     x: torch.Tensor,
