@@ -56,6 +56,22 @@ def test_every_lab_page_has_download_and_launch_buttons(lab):
     assert (HTML / "_sources" / "notebooks" / f"{lab}.ipynb").is_file()
 
 
+# A Markdown table's separator row (report.table writes ":---" and "---:"; CommonMark's typography
+# turns the dashes into an em dash) left on the page as text.
+RAW_TABLE = re.compile(r"\|:?(?:-{3,}|\u2014):?\|")
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_table_is_rendered_as_a_table(lab):
+    """A lab's report.table shows a Markdown output; the page shows it as an HTML table (myst-nb
+    reads Markdown outputs with MyST's parser, nb_render_markdown_format in _config.yml), not as a
+    paragraph of pipes (CommonMark, myst-nb's default, has no tables)."""
+    page = (HTML / "notebooks" / f"{lab}.html").read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", page)
+    assert not RAW_TABLE.search(text), f"{lab}.html shows a Markdown table as text"
+    assert "<table" in page, f"{lab}.html shows no table"
+
+
 # TeX a reader should never see as text: control words (\nabla), \( \[ and $$.
 RAW_TEX = re.compile(r"\\[a-zA-Z]+|\\[\[(]|\$\$")
 
