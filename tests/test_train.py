@@ -743,3 +743,18 @@ def test_range_checks_read_the_device_at_the_first_step_only(monkeypatch):
             run(steps)
             counts.append(len(calls))
         assert counts[0] == counts[1] > 0, (name, counts)
+
+
+def test_foreach_adamw_gives_the_loops_weights(monkeypatch):
+    """fit asks AdamW for its foreach update, for speed (PyTorch picks it only on GPUs): the same
+    weights bit for bit as the loop over tensors."""
+    s, weights = cosine_schedule(50), []
+    adamw = torch.optim.AdamW
+    for foreach in (True, False):
+        monkeypatch.setattr(
+            torch.optim, "AdamW", lambda params, **kw: adamw(params, **{**kw, "foreach": foreach})
+        )
+        model = _model(num_classes=3)
+        train_denoiser(model, three_blobs(), s, steps=100, batch_size=64, progress=False)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(*weights)
