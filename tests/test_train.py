@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 from conftest import flip_a_byte_of, torch_threads
@@ -751,10 +753,13 @@ def test_foreach_adamw_gives_the_loops_weights(monkeypatch):
     s, weights = cosine_schedule(50), []
     adamw = torch.optim.AdamW
     for foreach in (True, False):
-        monkeypatch.setattr(
-            torch.optim, "AdamW", lambda params, **kw: adamw(params, **{**kw, "foreach": foreach})
-        )
+        monkeypatch.setattr(torch.optim, "AdamW", functools.partial(_adamw, adamw, foreach))
         model = _model(num_classes=3)
         train_denoiser(model, three_blobs(), s, steps=100, batch_size=64, progress=False)
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(*weights)
+
+
+def _adamw(adamw, use_foreach, params, **kw):
+    """AdamW with ``foreach=use_foreach`` in place of the caller's."""
+    return adamw(params, **{**kw, "foreach": use_foreach})
