@@ -157,7 +157,7 @@ def explore_guidance(
     try:
         import ipywidgets as widgets
     except ImportError:
-        print("To move gamma yourself, open this lab in JupyterLab with `make lab`.")
+        print("To move gamma yourself, open this lab in JupyterLab: make lab (README).")
         return Sliders()
     sliders = Sliders(
         {

@@ -209,6 +209,10 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     return value
 
 
+# pydata-sphinx-theme's box around a table, which scrolls it sideways where the page is narrower
+SCROLL_BOX = "pst-scrollable-table-container"
+
+
 def glue_table(name: str, markdown: str) -> str:
     """Glue a Markdown table (what :func:`table` returns) under ``name`` as HTML, so that a book page
     pastes it from the lab with the ``{glue}`` directive and its ``:doc:`` option (myst-nb pastes
@@ -225,9 +229,10 @@ def glue_table(name: str, markdown: str) -> str:
             return markdown
         from IPython.display import HTML
 
-        myst_glue(
-            name, HTML(MarkdownIt("commonmark").enable("table").render(markdown)), display=False
-        )
+        html = MarkdownIt("commonmark").enable("table").render(markdown)
+        # the theme's table look and scrolling box, which Sphinx gives its own tables, not pasted HTML
+        html = html.replace("<table>", f'<div class="{SCROLL_BOX}"><table class="table">')
+        myst_glue(name, HTML(html.replace("</table>", "</table></div>")), display=False)
     return markdown
 
 

@@ -13,6 +13,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 LABS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+# pydata-sphinx-theme's box around a table (report.SCROLL_BOX), scrolling it sideways if need be
+SCROLL_BOX = "pst-scrollable-table-container"
 
 if not HTML.is_dir():
     if os.environ.get("DIFFCOURSE_REQUIRE_BOOK") == "1":
@@ -70,6 +72,19 @@ def test_every_lab_table_is_rendered_as_a_table(lab):
     text = re.sub(r"<[^>]+>", "", page)
     assert not RAW_TABLE.search(text), f"{lab}.html shows a Markdown table as text"
     assert "<table" in page, f"{lab}.html shows no table"
+
+
+def test_every_table_has_the_themes_look_and_scrolling_box():
+    """Tables pasted from a lab (report.glue_table: HTML) get the class and the box the theme gives
+    a page's own tables; without them a table has no rules and runs off a phone's screen."""
+    bare = []
+    for page in sorted(HTML.glob("*/*.html")):
+        text = page.read_text(encoding="utf-8")
+        for m in re.finditer(r"<table[^>]*>", text):
+            before = text[max(0, m.start() - 60) : m.start()]
+            if not re.search(r'class="[^"]*\btable\b', m.group()) or SCROLL_BOX not in before:
+                bare.append(f"{page.relative_to(HTML)}: {m.group()}")
+    assert bare == []
 
 
 # TeX a reader should never see as text: control words (\nabla), \( \[ and $$.

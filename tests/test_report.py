@@ -106,7 +106,10 @@ def test_glue_table_glues_html_for_another_page(monkeypatch):
     ((name, value, display),) = glued
     html = value._repr_html_() if hasattr(value, "_repr_html_") else value.data
     assert name == "t" and display is False
-    assert "<table>" in html and "<td>2.500</td>" in html.replace(' style="text-align:right"', "")
+    assert "<td>2.500</td>" in html.replace(' style="text-align:right"', "")
+    # the theme's look and scrolling box, as a table of the page's own gets
+    box = f'<div class="{report.SCROLL_BOX}"><table class="table">'
+    assert html.count(box) == 1 and html.rstrip().endswith("</table></div>")
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: myst-nb missing
     assert glue_table("t", md) == md and len(glued) == 1
     with pytest.raises(ValueError, match="name must not be empty"):

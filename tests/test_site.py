@@ -102,3 +102,12 @@ def test_search_index_titles_become_plain_text(tmp_path):
     assert out["titles"] == ["From p(x) to plain", "Plain"]
     assert out["alltitles"] == {"Why ∇ log p(y) = 0": [[0, "why"], [1, "x"]], "Plain": [[1, None]]}
     assert out["docnames"] == ["a", "b"]
+
+
+
+def test_arxiv_ids_are_eprints_which_the_bibliography_links():
+    """sphinxcontrib-bibtex links an entry's eprint to arxiv.org; the same id in a note is text."""
+    bib = (ROOT / "references.bib").read_text(encoding="utf-8")
+    entries = dict(re.findall(r"@\w+\{([\w:-]+),(.*?)\n\}", bib, re.S))
+    assert len(entries) > 20
+    assert [key for key, body in entries.items() if re.search(r"note\s*=\s*\{arXiv", body)] == []
