@@ -104,7 +104,6 @@ def test_search_index_titles_become_plain_text(tmp_path):
     assert out["docnames"] == ["a", "b"]
 
 
-
 def test_arxiv_ids_are_eprints_which_the_bibliography_links():
     """sphinxcontrib-bibtex links an entry's eprint to arxiv.org; the same id in a note is text."""
     bib = (ROOT / "references.bib").read_text(encoding="utf-8")
