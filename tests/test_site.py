@@ -104,9 +104,11 @@ def test_search_index_titles_become_plain_text(tmp_path):
     assert out["docnames"] == ["a", "b"]
 
 
-def test_arxiv_ids_are_eprints_which_the_bibliography_links():
+def test_references_link_their_arxiv_ids_and_spell_names_in_unicode():
     """sphinxcontrib-bibtex links an entry's eprint to arxiv.org; the same id in a note is text."""
     bib = (ROOT / "references.bib").read_text(encoding="utf-8")
     entries = dict(re.findall(r"@\w+\{([\w:-]+),(.*?)\n\}", bib, re.S))
     assert len(entries) > 20
     assert [key for key, body in entries.items() if re.search(r"note\s*=\s*\{arXiv", body)] == []
+    # names in Unicode: pybtex's labels take a LaTeX accent's group whole ("KAKynkaanniemi+24")
+    assert [key for key, body in entries.items() if re.search(r"\{\\", body)] == []
