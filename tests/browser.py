@@ -141,6 +141,26 @@ LAYOUT_JS = r"""() => {
       out.scrolling_equations += 1;
     if (why) out.bad_equations.push(`${tex}: ${why}`);
   }
+  // Inline maths: MathJax 3 does not break a formula across lines, so one longer than the column's
+  // width runs past its edge. It is cut if a clipping ancestor hides part of it, and no ancestor
+  // between them scrolls.
+  out.inline_cut = [];
+  for (const box of article.querySelectorAll("mjx-container:not([display='true'])")) {
+    const r = box.getBoundingClientRect();
+    if (r.width === 0) continue;  // in a closed dropdown
+    for (let p = box.parentElement; p && p !== document.body; p = p.parentElement) {
+      const overflow = getComputedStyle(p).overflowX;
+      if (overflow === "visible") continue;
+      if (["auto", "scroll"].includes(overflow)) break;  // a box of its own that scrolls
+      const c = p.getBoundingClientRect();
+      if (r.left < c.left - 1 || r.right > c.right + 1) {
+        const found = items ? items.getMathItemsWithin(box) : [];
+        const tex = oneLine(found.length ? found[0].math : box.textContent);
+        out.inline_cut.push(`${tex}: x = ${Math.round(r.left)} to ${Math.round(r.right)}, cut at ${Math.round(c.left)} to ${Math.round(c.right)}`);
+        break;
+      }
+    }
+  }
   const blocks = article.querySelectorAll("pre, div.cell_output > div.output:not(:has(pre))");
   out.blocks = blocks.length;
   for (const block of blocks) {

@@ -147,6 +147,7 @@ def book(request: pytest.FixtureRequest) -> dict:
     scrolling = {
         w: sum(p["layout"][w]["scrolling_equations"] for p in pages.values()) for w in WIDTHS
     }
+    inline_cut = {w: sum(len(p["layout"][w]["inline_cut"]) for p in pages.values()) for w in WIDTHS}
     blocks = sum(p["layout"][VIEWPORT["width"]]["blocks"] for p in pages.values())
     wide_blocks = [
         (n, b) for n, p in pages.items() for b in p["layout"][VIEWPORT["width"]]["wide_blocks"]
@@ -158,7 +159,7 @@ def book(request: pytest.FixtureRequest) -> dict:
         f"  maths: {displays} display and {inline} inline equations typeset; no TeX as text; titles plain",
         *(
             f"  at {w} px: {wide[w]} pages scroll sideways; {bad_eq[w]} display equations cut off, "
-            f"{scrolling[w]} scroll inside their own box"
+            f"{scrolling[w]} scroll inside their own box; {inline_cut[w]} inline formulas cut off"
             for w in WIDTHS
         ),
         f"  at {VIEWPORT['width']} px: {blocks} code and output blocks measured, {len(wide_blocks)} scroll sideways"
@@ -229,6 +230,15 @@ def test_page_never_scrolls_sideways(book, name, width):
 def test_display_equations_fit_or_scroll_in_their_box(book, name, width):
     bad = book["pages"][name]["layout"][width]["bad_equations"]
     assert bad == [], "\n".join(bad)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", PAGES)
+def test_inline_formulas_are_never_cut_off(book, name, width):
+    """An inline formula wider than the column scrolls in its own box (_static/diffcourse.css): MathJax
+    3 does not break one across lines."""
+    cut = book["pages"][name]["layout"][width]["inline_cut"]
+    assert cut == [], "\n".join(cut)
 
 
 @pytest.mark.parametrize(
