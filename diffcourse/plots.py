@@ -212,9 +212,10 @@ def image_grid(
         )
     h = x.shape[2]
     ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_yticks(
-        [(h + 2) * (r + 0.5) for r in range(rows)], row_labels or list(range(rows)), fontsize=7
-    )
+    labels = row_labels or list(range(rows))
+    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], labels, fontsize=7)
+    if not any(str(label) for label in labels):  # rows left unlabelled: no tick marks either
+        ax.tick_params(axis="y", length=0)
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
 
@@ -985,8 +986,16 @@ def image_panels(
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    for title, x in panels.items():
+        check_tensor(x, f"panels[{title!r}]", ndim=4)
+    # each panel as wide as its columns, so that every image has one size and the panels one height
+    columns = [max(1, len(x) // rows) for x in panels.values()]
     fig, axes = plt.subplots(
-        1, len(panels), figsize=figsize or (4.2 * len(panels), 4.5), squeeze=False
+        1,
+        len(panels),
+        figsize=figsize or (4.2 * len(panels), 4.5),
+        squeeze=False,
+        gridspec_kw={"width_ratios": columns},
     )
     for ax, (title, x) in zip(axes[0], panels.items()):
         image_grid(ax, x, rows, title=title, row_labels=row_labels)

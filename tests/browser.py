@@ -137,8 +137,8 @@ LAYOUT_JS = r"""() => {
       why = `it starts ${Math.round(b.left - m.left)} px left of its box, where no scrolling reaches`;
     else if (m.right > b.right + 1 && !(scrolls && box.scrollWidth >= m.right - b.left - 1))
       why = `it is ${Math.round(m.right - b.right)} px wider than its box, which does not scroll`;
-    else if (m.right > b.right + 1)
-      out.scrolling_equations += 1;
+    else if (m.right > b.right + 1 || box.scrollWidth > box.clientWidth + 1)  // a \tag'ed one's
+      out.scrolling_equations += 1;  // mjx-math is as wide as its box: its overflow is the box's
     if (why) out.bad_equations.push(`${tex}: ${why}`);
   }
   // Inline maths: MathJax 3 does not break a formula across lines, so one longer than the column's

@@ -464,6 +464,24 @@ def test_image_panels_draws_one_grid_per_panel():
         image_panels({"a": a}, 4)
 
 
+def test_image_panels_of_different_widths_share_one_image_size():
+    """A panel of 2 columns beside one of 8 (lab 10's condition | source pairs beside samples): each
+    panel as wide as its columns, so that the panels have one height; unlabelled rows, no ticks."""
+    from diffcourse.plots import image_panels
+
+    a = torch.zeros(12, 1, 8, 8)
+    fig = image_panels({"pairs": a, "samples": torch.zeros(48, 1, 8, 8)}, 6, row_labels=[""] * 6)
+    fig.canvas.draw()
+    (h0, h1), (w0, w1) = (
+        [getattr(ax.get_position(), k) for ax in fig.axes] for k in ("height", "width")
+    )
+    assert abs(h0 / h1 - 1) < 0.02 and abs(w1 / w0 - 4) < 0.1, (h0, h1, w0, w1)
+    assert fig.axes[0].yaxis.get_major_ticks()[0].tick1line.get_markersize() == 0
+    plt.close("all")
+    with pytest.raises(TypeError, match="panels\\['a'\\]"):
+        image_panels({"a": [1, 2]}, 1)
+
+
 # ---- chapters 3 and 4 ------------------------------------------------------------------------------
 
 
