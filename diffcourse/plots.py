@@ -199,17 +199,23 @@ def _tiles(x: torch.Tensor, rows: int):
     )
 
 
+def _grid_columns(x: torch.Tensor, rows: int, name: str = "x") -> int:
+    """The columns of a grid of ``rows`` rows of images ``x`` [N, 1, H, W] (N a multiple of rows)."""
+    check_tensor(x, name, floating=True)
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] % rows:
+        raise ValueError(
+            f"{name} must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
+        )
+    return x.shape[0] // rows
+
+
 def image_grid(
     ax, x: torch.Tensor, rows: int, title: str = "", row_labels: Optional[list] = None
 ) -> None:
     """Show images ``x`` [N, 1, H, W] in [-1, 1] as a grid of ``rows`` rows, in order (row r holds the
     r-th block of N / rows images: one row per class when x is sorted by label), dark ink on white."""
-    check_tensor(x, "x", floating=True)
     rows = check_int(rows, "rows", low=1)
-    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] % rows:
-        raise ValueError(
-            f"x must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
-        )
+    _grid_columns(x, rows)
     h = x.shape[2]
     ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
     labels = row_labels or list(range(rows))
@@ -986,10 +992,8 @@ def image_panels(
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    for title, x in panels.items():
-        check_tensor(x, f"panels[{title!r}]", ndim=4)
     # each panel as wide as its columns, so that every image has one size and the panels one height
-    columns = [max(1, len(x) // rows) for x in panels.values()]
+    columns = [_grid_columns(x, rows, f"panels[{title!r}]") for title, x in panels.items()]
     fig, axes = plt.subplots(
         1,
         len(panels),
