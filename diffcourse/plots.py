@@ -62,6 +62,23 @@ def _inline_backend() -> bool:
 _drawing = [0]  # how many drawing functions are running: only the outermost one shows
 
 
+# The book's column is 688 pixels wide in a 1280-pixel window, and matplotlib draws at 100 dpi: a
+# wider figure is shrunk onto the page, its text with it (a 16-inch figure's 9-point titles showed 5
+# pixels high). Drawn at most WIDTH inches wide, a figure is shrunk to no less than 0.72 of its
+# size, so the course's text, 8 points or more, shows at least 8 pixels high.
+WIDTH = 9.5
+
+
+def _subplots(rows: int = 1, cols: int = 1, *, figsize, **kwargs):
+    """``plt.subplots`` with ``figsize`` scaled down, its shape kept, to at most :data:`WIDTH`
+    inches wide."""
+    import matplotlib.pyplot as plt
+
+    width, height = figsize
+    k = min(1.0, WIDTH / width)
+    return plt.subplots(rows, cols, figsize=(width * k, height * k), **kwargs)
+
+
 def _check_layout(given: dict) -> None:
     """What the drawing functions share, checked before anything is drawn: ``ax``, None or a
     matplotlib Axes; ``figsize``, a pair of positive sizes in inches; ``size``, such a pair or one
@@ -184,6 +201,7 @@ def samples_over_density(
     ax.set_title(title, fontsize=9)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
 
 
 def _tiles(x: torch.Tensor, rows: int):
@@ -219,7 +237,7 @@ def image_grid(
     h = x.shape[2]
     ax.imshow(_tiles(x, rows), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
     labels = row_labels or list(range(rows))
-    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], labels, fontsize=7)
+    ax.set_yticks([(h + 2) * (r + 0.5) for r in range(rows)], labels, fontsize=8)
     if not any(str(label) for label in labels):  # rows left unlabelled: no tick marks either
         ax.tick_params(axis="y", length=0)
     ax.set_xticks([])
@@ -462,13 +480,12 @@ def animate_samples(
         check_tensor(y, "y", floating=False, shape=(points,))
     per_class = check_int(per_class, "per_class", low=1)
     lim = check_real(lim, "lim", low=0, low_open=True)
-    import matplotlib.pyplot as plt
 
     labels = torch.zeros(points, dtype=torch.long) if y is None else y.detach().cpu()
     keep = [
         (c, (labels == c).nonzero().flatten()[:per_class]) for c in torch.unique(labels).tolist()
     ]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1,
         len(runs),
         figsize=(2.2 * len(runs) + 0.3, 2.6),
@@ -483,7 +500,7 @@ def animate_samples(
         ax.contour(*grid, levels=6, colors="black", linewidths=0.6, alpha=0.7, zorder=3)
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$x_1$")
         ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         ax.set_aspect("equal")
         dots.append(
             [
@@ -499,7 +516,7 @@ def animate_samples(
         )
     axes[0][0].set_ylabel("$x_2$")
     if y is not None:  # which colour is which label
-        axes[0][-1].legend(fontsize=6, markerscale=2, loc="lower right", framealpha=0.9)
+        axes[0][-1].legend(fontsize=8, markerscale=2, loc="lower right", framealpha=0.9)
     caption = fig.suptitle("", fontsize=10)
 
     def update(i: int):
@@ -541,11 +558,10 @@ def animate_images(
         raise ValueError(f"rows={rows} must divide N, frames [N, 1, H, W], got {tuple(shape)}")
     times = _check_times(times, panels, n)
     _check_frames_args(max_frames, dpi, interval)
-    import matplotlib.pyplot as plt
 
     cols = shape[0] // rows
     width = max(2.0, 0.28 * cols + 0.6)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1,
         len(runs),
         figsize=(width * len(runs), 0.28 * rows + 0.9),
@@ -587,7 +603,6 @@ def line_plot(
     figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
     format string, e.g. "--o" or "C1o--") where wanted; ``legend``: options for the legend (e.g.
     ``dict(ncol=2, title="gamma")``). Returns the axes. The labs' curves against t or gamma."""
-    import matplotlib.pyplot as plt
 
     check_mapping(curves, "curves", "dict label -> values", "curve", kind=dict)
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
@@ -600,7 +615,7 @@ def line_plot(
         raise TypeError(f"styles must be a dict label -> style, got {type(styles).__name__}")
     x = [float(v) for v in x]
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
+        _, ax = _subplots(figsize=figsize)
     for label, values in curves.items():
         values = [float(v) for v in values]
         if len(values) != len(x):
@@ -630,12 +645,11 @@ def samples_grid(
     """A grid of :func:`samples_over_density` panels, one row per entry of ``rows`` (row name ->
     {panel title: samples [N, 2], or None for an empty panel}, the same number of panels in every
     row), over ``grid``'s contour lines. With ``y`` (the asked labels of every panel's samples)
-    points are coloured by label and the top-right panel carries the legend; without, each row has
+    points are coloured by label, with a legend above the grid; without, each row has
     its own colour. ``ring``: points [K, 2] (e.g. the asked-for component's mean) circled in
-    magenta, a colour no label takes, in every panel. The outer axes, and those of every panel
-    beside an empty one, are labelled x_1 and x_2; all span the grid's square. Returns the
+    magenta, a colour no label takes, in every panel. The outer axes are labelled x_1 and x_2, and
+    so is the x axis of every panel above an empty one; all span the grid's square. Returns the
     figure."""
-    import matplotlib.pyplot as plt
 
     if ring is not None:
         ring = check_tensor(ring, "ring", floating=True, shape=(None, 2)).detach().cpu()
@@ -646,10 +660,14 @@ def samples_grid(
     if len(cols) != 1:
         raise ValueError(f"rows must have the same number of panels, got {sorted(cols)}")
     cols, lim = cols.pop(), float(grid[0].max())  # the half-width density_grid was given
-    fig, axes = plt.subplots(
+    # square panels, narrower where the row would be wider than WIDTH, each row with room for its
+    # titles' lines and the x axis below
+    size = min(size, WIDTH / cols)
+    lines = max(str(title).count("\n") + 1 for row in rows.values() for title in row)
+    fig, axes = _subplots(
         len(rows),
         cols,
-        figsize=(size * cols, size * len(rows) + 0.4),
+        figsize=(size * cols, (size + 0.17 * lines + 0.3) * len(rows) + 0.3),
         sharex=True,
         sharey=True,
         squeeze=False,
@@ -671,19 +689,25 @@ def samples_grid(
             )
             if ring is not None:
                 axes[i, j].scatter(*ring.T, s=200, facecolor="none", edgecolor="magenta", zorder=4)
-    # the outer axes are labelled, and so is every panel beside an empty one (shared axes hide
-    # the tick labels of inner panels, which would leave those without any)
+    # the outer axes are labelled, and so is every panel above an empty one (shared axes hide
+    # the tick labels of inner panels, which would leave a column without any); a panel right of
+    # an empty one is not: its y axis is the first column's, and the width is better spent on
+    # the panels than on gaps wide enough for more labels
     empty = [[x is None for x in panels.values()] for panels in rows.values()]
     for i, j in ((i, j) for i in range(len(rows)) for j in range(cols) if not empty[i][j]):
         if i == len(rows) - 1 or empty[i + 1][j]:
             axes[i, j].set_xlabel("$x_1$")
             axes[i, j].tick_params(labelbottom=True)
-        if j == 0 or empty[i][j - 1]:
+        if j == 0:
             axes[i, j].set_ylabel("$x_2$")
-            axes[i, j].tick_params(labelleft=True)
-    if y is not None:
-        axes[0, -1].legend(markerscale=5, fontsize=7, loc="lower right")
-    fig.tight_layout()
+    top = 1.0
+    if y is not None:  # which colour is which label, above the grid: over a panel it hid points
+        drawn = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.legend(
+            list(drawn.values()), list(drawn), markerscale=5, fontsize=8, loc="upper center", ncol=9
+        )
+        top = 1 - 0.25 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, top))
     return fig
 
 
@@ -725,14 +749,19 @@ def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, ge
     q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Luo eq. 70) of the same n data
     points x_0. The data points, then each panel's noise, come from ``generator`` in that order.
     Returns the figure."""
-    import matplotlib.pyplot as plt
 
     from .schedules import q_sample
 
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
     x_data, _ = check_mixture(mixture).sample(n, generator=generator)
-    fig, axes = plt.subplots(
-        1, len(steps), figsize=(3.5 * len(steps), 3.6), sharex=True, sharey=True, squeeze=False
+    side = min(3.5, WIDTH / len(steps))  # square panels, the row at most WIDTH wide
+    fig, axes = _subplots(
+        1,
+        len(steps),
+        figsize=(side * len(steps), side + 1.1),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
     )
     for ax, step in zip(axes[0], steps):
         a = float(schedule.alpha_bar[step])
@@ -756,13 +785,12 @@ def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     both axes logarithmic, with the first ``skip`` stiff steps shaded and the mean error past them
     drawn as a dashed line: chapter 1's picture of a learned score against the exact one. Returns
     the axes."""
-    import matplotlib.pyplot as plt
 
     check_tensor(errors, "errors", floating=True, ndim=1)
     skip = check_int(skip, "skip", low=0, high=len(errors) - 1)
     mean = errors[skip:].mean().item()
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 3.8))
+        _, ax = _subplots(figsize=(6.5, 3.8))
     ax.plot(range(1, len(errors) + 1), errors.numpy(), marker=".", lw=1)
     ax.axvspan(0.8, skip + 0.5, color="0.85", label=f"first {skip} steps")
     ax.axhline(mean, color="C3", ls="--", label=f"mean past them: {mean:.1%}")
@@ -784,14 +812,13 @@ def point_clouds(
     points [N, 2]), the first ``per_panel`` points of each, on one box [-xlim, xlim] x [-ylim,
     ylim] with labelled axes: samples set beside exact draws to be compared by eye. Returns the
     figure."""
-    import matplotlib.pyplot as plt
 
     _check_panels_dict(panels, "points")
     per_panel = check_int(per_panel, "per_panel", low=1)
     xlim = check_real(xlim, "xlim", low=0, low_open=True)
     ylim = check_real(ylim, "ylim", low=0, low_open=True)
     k = len(panels)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
     )
     for ax, (title, pts) in zip(axes[0], panels.items()):
@@ -846,7 +873,7 @@ def class_panels(
             )
         pairs[title] = x, y
     k = len(panels)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, k, figsize=(size[0] * k, size[1]), sharex=True, sharey=True, squeeze=False
     )
     for ax, (title, (x, y)) in zip(axes[0], pairs.items()):
@@ -876,14 +903,13 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
     label, the band between them shaded (the gain of knowing y), and the loss with y plus the gain
     by chapter 2's formula G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line,
     which should trace the band's upper edge. Returns the axes."""
-    import matplotlib.pyplot as plt
 
     check_tensor(loss_u, "loss_u", floating=True, ndim=1)
     n = len(loss_u)
     check_tensor(loss_c, "loss_c", floating=True, shape=(n,))
     check_tensor(gain, "gain", floating=True, shape=(n,))
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.8))
+        _, ax = _subplots(figsize=(7, 3.8))
     steps = range(1, n + 1)
     ax.plot(steps, loss_u, label="minimal loss without y")
     ax.plot(steps, loss_c, label="minimal loss with y")
@@ -933,7 +959,6 @@ def tradeoff(
     ``xlabel`` and ``ylabel``, by default the columns' names. Colours follow
     matplotlib's cycle of ten, the marker changes with each further ten. Returns the axes: chapter
     8's picture of guidance variants on their trade-off."""
-    import matplotlib.pyplot as plt
 
     xlabel, ylabel = x if xlabel is None else xlabel, y if ylabel is None else ylabel
     check_mapping(rows, "rows", "dict name -> dict column -> value", "row", kind=dict)
@@ -956,7 +981,7 @@ def tradeoff(
     check_bool(logx, "logx")
     floor = None if floor is None else check_real(floor, "floor")
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
+        _, ax = _subplots(figsize=figsize)
     for i, (name, row) in enumerate(rows.items()):
         label = name if note is None else f"{name}, {row[note]} {note}"
         ax.scatter(row[x], row[y], marker="os^D"[i // 10 % 4], label=label)
@@ -965,7 +990,7 @@ def tradeoff(
     if logx:
         ax.set(xscale="log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax
 
@@ -982,10 +1007,9 @@ def image_panels(
 ):
     """A row of :func:`image_grid` panels, one per entry of ``panels`` (title -> images
     [N, 1, H, W] in [-1, 1], N a multiple of ``rows``), each with ``rows`` rows labelled
-    ``row_labels`` (default: their numbers) and the x label ``xlabel``; the first panel's y axis
-    labelled ``ylabel``. Returns the figure: real digits beside samples, or samples at several
+    ``row_labels`` (default: their numbers) on the first panel, and the x label ``xlabel``; the
+    first panel's y axis labelled ``ylabel``. Returns the figure: real digits beside samples, or samples at several
     scales from the same noise."""
-    import matplotlib.pyplot as plt
 
     check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows = check_int(rows, "rows", low=1)
@@ -994,15 +1018,16 @@ def image_panels(
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     # each panel as wide as its columns, so that every image has one size and the panels one height
     columns = [_grid_columns(x, rows, f"panels[{title!r}]") for title, x in panels.items()]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1,
         len(panels),
         figsize=figsize or (4.2 * len(panels), 4.5),
         squeeze=False,
         gridspec_kw={"width_ratios": columns},
     )
-    for ax, (title, x) in zip(axes[0], panels.items()):
-        image_grid(ax, x, rows, title=title, row_labels=row_labels)
+    for i, (ax, (title, x)) in enumerate(zip(axes[0], panels.items())):
+        # the rows are the same in every panel: labelled once, on the first
+        image_grid(ax, x, rows, title=title, row_labels=[""] * rows if i else row_labels)
         if xlabel:
             ax.set_xlabel(xlabel)
     if ylabel:
@@ -1029,7 +1054,6 @@ def bayes_fields(
     (left + middle = right) as unit arrows on an ``arrows`` x ``arrows`` grid over [-lim, lim]^2,
     coloured by the log10 of their length, over the shading of p_t(x), p_t(y|x) and p_t(x|y) on a
     ``cells`` x ``cells`` grid. Returns the figure."""
-    import matplotlib.pyplot as plt
 
     if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D for bayes_fields, got dim={mixture.dim}")
@@ -1045,11 +1069,11 @@ def bayes_fields(
 
     (gx, gy, pts), (fx, fy, fine_pts) = square(arrows), square(cells)
     titles = [
-        "unconditional score  $\\nabla \\log p_t(x)$",
-        "classifier gradient  $\\nabla \\log p_t(y|x)$",
-        "conditional score  $\\nabla \\log p_t(x|y)$",
+        "unconditional score\n$\\nabla \\log p_t(x)$",
+        "classifier gradient\n$\\nabla \\log p_t(y|x)$",
+        "conditional score\n$\\nabla \\log p_t(x|y)$",
     ]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(steps), 3, figsize=(12, 4 * len(steps)), sharex=True, sharey=True, squeeze=False
     )
     for row, step in enumerate(steps):
@@ -1110,7 +1134,6 @@ def class_signal(t, grad_norm, accuracy, chance: float):
     |grad log p_t(y | x_t)| (left axis) and the exact Bayes classifier's accuracy (right axis, with
     the chance level ``chance`` dotted), as :func:`diffcourse.metrics.class_signal` measures them.
     Returns the figure."""
-    import matplotlib.pyplot as plt
 
     chance = check_real(chance, "chance", low=0, high=1)
     if not len(t) == len(grad_norm) == len(accuracy):
@@ -1118,7 +1141,7 @@ def class_signal(t, grad_norm, accuracy, chance: float):
             f"t, grad_norm and accuracy must have one value per step, got {len(t)}, "
             f"{len(grad_norm)} and {len(accuracy)}"
         )
-    fig, ax1 = plt.subplots(figsize=(7, 4))
+    fig, ax1 = _subplots(figsize=(7, 4))
     ax1.plot(t, grad_norm, color="C0", label="mean norm of the classifier gradient")
     ax1.set_xlabel("step t")
     ax1.set_ylabel("mean $|\\nabla \\log p_t(y|x_t)|$", color="C0")
@@ -1138,14 +1161,13 @@ def noisy_classifier_check(t, check, chance: float):
     :func:`diffcourse.metrics.noisy_classifier_check`: left, both accuracies on x_t with the chance
     level ``chance``; right, the RMS norms of the exact classifier gradient and of the learned
     one's error (log scale). Returns the figure."""
-    import matplotlib.pyplot as plt
 
     chance = check_real(chance, "chance", low=0, high=1)
     if not hasattr(check, "_fields") or "bayes_accuracy" not in check._fields:
         raise TypeError(f"check must be a metrics.NoisyClassifierCheck, got {type(check).__name__}")
     if any(len(v) != len(t) for v in check):
         raise ValueError(f"check must have one value per step of t ({len(t)})")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = _subplots(1, 2, figsize=(11, 4))
     left.plot(t, check.bayes_accuracy, label="exact Bayes classifier")
     left.plot(t, check.accuracy, ls="--", label="learned $p_\\phi(y|x_t, t)$")
     left.axhline(chance, color="gray", lw=0.8, ls=":", label="chance")
@@ -1178,7 +1200,6 @@ def class_grids(
     them), side by side, each showing the first ``per_row`` images of every block, one row per
     class, titled ``title.format(key)``. ``xlabel`` goes under every panel, ``ylabel`` left of
     the first; ``size`` is one panel's. Returns the figure."""
-    import matplotlib.pyplot as plt
 
     check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows, per_row = check_int(rows, "rows", low=1), check_int(per_row, "per_row", low=1)
@@ -1189,9 +1210,7 @@ def class_grids(
             )
         if x.shape[0] // rows < per_row:
             raise ValueError(f"per_row: panels[{key!r}] has {x.shape[0] // rows} per row")
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(size[0] * len(panels), size[1]), squeeze=False
-    )
+    fig, axes = _subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]), squeeze=False)
     if not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
     for ax, (key, x) in zip(axes[0], panels.items()):
@@ -1239,7 +1258,6 @@ def curve_panels(
     index -> (y, label) or (y, label, style dict)) adds labelled horizontal reference lines
     (grey, dashed by default); ``logy`` lists the panels with a log y axis. Every panel has a
     legend. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
-    import matplotlib.pyplot as plt
 
     panels = check_sequence(panels, "panels", "dicts label -> curve")
     ylabels = check_strs(ylabels, "ylabels")
@@ -1256,7 +1274,7 @@ def curve_panels(
     for i in [*hlines, *logy]:
         if not isinstance(i, int) or not 0 <= i < len(panels):
             raise ValueError(f"hlines/logy: panel index {i!r} out of 0..{len(panels) - 1}")
-    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]))
+    fig, axes = _subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]))
     axes = [axes] if len(panels) == 1 else list(axes)
     for i, (ax, curves, ylabel) in enumerate(zip(axes, panels, ylabels)):
         for label, curve in curves.items():
@@ -1269,7 +1287,7 @@ def curve_panels(
             ax.set_xscale("log")
         if i in logy:
             ax.set_yscale("log")
-        ax.legend(title=legend_title, fontsize=7)
+        ax.legend(title=legend_title, fontsize=8)
     fig.tight_layout()
     return axes
 
@@ -1324,7 +1342,7 @@ def levels_sweep(mixture: dict, digits: dict, ddpm: dict, ddpm_spread: float):
     panels[2]["DDPM, 1,000 levels"] = ([1000], [ddpm["diversity"]], "k*")
     refs = {0: (1.0, "noise floor"), 1: (ddpm_spread, "DDPM, gamma = 3")}
     ylabels = (
-        "distance / floor (to p(x|y) at 1, to DDPM at 3)",
+        "distance / floor\n(to p(x|y) at 1, to DDPM at 3)",
         "mixture: spread / p(x|y)'s",
         "digits: diversity / held-out's",
     )
@@ -1342,7 +1360,8 @@ def sweep_grid(
     per_class: int = 600,
 ):
     """:func:`samples_grid` of a sweep: one row per kind, one column per gamma, each panel titled
-    with the kind, gamma and its two measures, e.g. "CFG, gamma = 4 / agreement 0.99, spread 0.62".
+    with the kind, gamma and its two measures, a line each: "CFG, gamma = 4 / agreement 0.99 /
+    spread 0.62".
     ``samples`` and ``values`` are keyed by (kind, gamma) (``values`` holds the measures' numbers,
     as :func:`diffcourse.metrics.guidance_sweep` returns them; only the first two of each are
     shown); ``gammas`` picks the columns (default: every gamma of ``values``, ascending),
@@ -1363,7 +1382,7 @@ def sweep_grid(
                 rows[kind][f"{kind}, {g}"] = None
                 continue
             a, b = values[kind, g][:2]
-            title = f"{kind}, $\\gamma$ = {g:g}\n{measures[0]} {a:.2f}, {measures[1]} {b:.2f}"
+            title = f"{kind}, $\\gamma$ = {g:g}\n{measures[0]} {a:.2f}\n{measures[1]} {b:.2f}"
             rows[kind][title] = samples[kind, g]
     rows = {k: r for k, r in rows.items() if any(x is not None for x in r.values())}
     return samples_grid(grid, rows, y, per_class)

@@ -24,12 +24,17 @@ if not HTML.is_dir():
 
 @pytest.mark.parametrize("lab", LABS)
 def test_every_lab_page_shows_its_figures(lab):
-    """A lab's plots reach its page as images (an Agg backend in the kernel would drop them)."""
+    """A lab's plots reach its page as images (an Agg backend in the kernel would drop them), none
+    so wide that the page shrinks its text out of reading."""
     page = (HTML / "notebooks" / f"{lab}.html").read_text(encoding="utf-8")
     figures = re.findall(r'<img[^>]+src="\.\./_images/[^"]+\.png"', page)
     assert figures, f"{lab}.html has no figure"
     for src in re.findall(r'src="\.\./(_images/[^"]+\.png)"', page):
         assert (HTML / src).stat().st_size > 1000, src
+        # at most plots.WIDTH (9.5 inches) at 100 dpi, and the tight box's margins: shrunk into
+        # the 688-px column of a 1280-px window, its 8-point text still shows 8 px high
+        width = int.from_bytes((HTML / src).read_bytes()[16:20], "big")  # the PNG header's
+        assert width <= 970, f"{lab}.html: {src} is {width} px wide"
 
 
 def test_every_chapter_is_built_and_linked_from_the_start_page():

@@ -321,15 +321,15 @@ def test_samples_grid_one_panel_per_entry():
     with pytest.raises(ValueError, match="rows"):
         samples_grid(density_grid(mix, cells=30), {"a": {"1": x}, "b": {"3": x, "4": x}})
     # a row with empty panels (lab 4's learned pair at two of five gammas): the panels above an
-    # empty one keep their x axis, those right of an empty one their y axis
+    # empty one keep their x axis; only the first column labels the y axis
     fig = samples_grid(
         density_grid(mix, cells=30),
         {"a": {"1": x, "2": x, "3": x}, "b": {"4": None, "5": x, "6": None}},
     )
     a1, a2, a3, b5 = fig.get_axes()[:3] + [fig.get_axes()[4]]
     assert a1.get_xlabel() == a3.get_xlabel() == b5.get_xlabel() == "$x_1$" and not a2.get_xlabel()
-    assert b5.get_ylabel() == "$x_2$" and not a3.get_ylabel()
-    assert a1.xaxis.get_tick_params()["labelbottom"] and b5.yaxis.get_tick_params()["labelleft"]
+    assert a1.get_ylabel() == "$x_2$" and not a3.get_ylabel() and not b5.get_ylabel()
+    assert a1.xaxis.get_tick_params()["labelbottom"] and not b5.yaxis.get_tick_params()["labelleft"]
     plt.close(fig)
 
 
@@ -453,7 +453,8 @@ def test_image_panels_draws_one_grid_per_panel():
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["a", "b"]
     assert axes[0].get_ylabel() == "rows" and axes[1].get_ylabel() == ""
-    assert [t.get_text() for t in axes[1].get_yticklabels()] == ["x", "y", "z"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["x", "y", "z"]
+    assert {t.get_text() for t in axes[1].get_yticklabels()} == {""}  # the rows labelled once
     img = axes[0].images[0].get_array()
     assert img.shape == (3 * 6, 2 * 6)  # 3 rows of 2 images, each 4 + 2 gutter pixels
     assert img[1, 1] == a[0, 0, 0, 0].item()
@@ -713,7 +714,7 @@ def test_sweep_grid_has_a_row_per_kind_and_titles_with_both_measures():
     fig = sweep_grid(grid, samples, values, ("agreement", "spread"), y, gammas=[1.0, 4.0])
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 4
-    assert titles[1] == "exact, $\\gamma$ = 4\nagreement 0.90, spread 0.60"
+    assert titles[1] == "exact, $\\gamma$ = 4\nagreement 0.90\nspread 0.60"
     assert titles[2].startswith("CFG, $\\gamma$ = 1\n")
     plt.close(fig)
     # a kind run at fewer gammas: its row keeps the columns, with an empty panel where it did not run
@@ -721,7 +722,7 @@ def test_sweep_grid_has_a_row_per_kind_and_titles_with_both_measures():
     fig = sweep_grid(grid, samples, values, ("agreement", "spread"), y)
     assert fig.axes[0].get_title().startswith("exact, $\\gamma$ = 0\n")
     assert [ax.axison for ax in fig.axes] == [True] * 3 + [False, True, False]
-    assert fig.axes[4].get_title() == "CFG, $\\gamma$ = 1\nagreement 0.60, spread 0.90"
+    assert fig.axes[4].get_title() == "CFG, $\\gamma$ = 1\nagreement 0.60\nspread 0.90"
     plt.close(fig)
     with pytest.raises(ValueError, match="measures"):
         sweep_grid(grid, samples, values, ("agreement",))
@@ -744,3 +745,38 @@ def test_sampled_frames_keeps_every_fifth_step_and_the_end():
     assert torch.equal(frames["b"].x_t[-1], torch.full((4, 2), 2.0))
     with pytest.raises(TypeError, match="eps_fns"):
         sampled_frames(sample, [])
+
+
+def test_figures_fit_the_books_column_with_readable_text():
+    """The page shows a figure at most 688 px wide (a 1280-px window): drawn at most WIDTH inches
+    wide at 100 dpi and with no text under 8 points, its text shows at least 8 px high. Before,
+    lab 4's sweep (five columns of 3.2 inches) showed its titles 5 px high."""
+    from matplotlib.text import Text
+
+    from diffcourse import plots, schedules
+
+    mix = three_blobs()
+    grid = density_grid(mix, cells=30)
+    x, y = mix.sample(60, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(40, 1, 8, 8) * 2 - 1
+    sweep = {("exact", float(g)): (1.0, 1.0) for g in range(6)}
+    panel = {"a": ([1, 2], [1.0, 2.0])}
+    figures = {
+        "forward_process": plots.forward_process(
+            mix, schedules.cosine_schedule(20), list(range(8)), n=20, show=False
+        ),
+        "sweep_grid": plots.sweep_grid(
+            grid, {k: x for k in sweep}, sweep, ("agreement", "spread"), y, show=False
+        ),
+        "class_grids": plots.class_grids({i: images for i in range(5)}, 10, 4, show=False),
+        "curve_panels": plots.curve_panels([panel] * 4, "gamma", ["a"] * 4, show=False)[0].figure,
+        "class_panels": plots.class_panels(
+            {i: (x, y) for i in range(5)}, 3, legend="{}", show=False
+        ),
+    }
+    for name, fig in figures.items():
+        assert fig.get_figwidth() <= plots.WIDTH + 1e-9, name
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+        assert min(sizes) >= 8, (name, min(sizes))
+        plt.close(fig)
