@@ -161,6 +161,13 @@ LAYOUT_JS = r"""() => {
       }
     }
   }
+  // Table cells holding inline code, which breaks anywhere: squeezed narrower than 8 em (128 px)
+  // beside wider columns, an identifier reads a few letters a line.
+  out.squeezed_code = [];
+  for (const cell of article.querySelectorAll("table td:has(code.literal)")) {
+    const w = cell.getBoundingClientRect().width;
+    if (w > 0 && w < 128) out.squeezed_code.push(`${Math.round(w)} px: ${oneLine(cell.textContent)}`);
+  }
   const blocks = article.querySelectorAll("pre, div.cell_output > div.output:not(:has(pre))");
   out.blocks = blocks.length;
   for (const block of blocks) {

@@ -241,6 +241,16 @@ def test_inline_formulas_are_never_cut_off(book, name, width):
     assert cut == [], "\n".join(cut)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", PAGES)
+def test_table_cells_of_code_keep_room_for_an_identifier(book, name, width):
+    """On a phone the welcome page's notation table squeezed its code column to 70 px, three
+    letters a line, beside its formulas; a cell holding code is at least 8 em wide at either width,
+    the table scrolling in its box if it must (_static/diffcourse.css)."""
+    squeezed = book["pages"][name]["layout"][width]["squeezed_code"]
+    assert squeezed == [], "\n".join(squeezed)
+
+
 @pytest.mark.parametrize(
     "name",
     [
