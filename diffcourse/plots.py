@@ -109,7 +109,6 @@ def _shown_once(draw):
     figure whose axes the caller passed in (``ax=``), or one drawn inside another drawing
     function, is the caller's to show. A shown figure is final: to draw on it first, pass
     ``show=False`` (every drawing function takes it) and call ``plt.show()`` after."""
-
     signature = inspect.signature(draw)
     takes_ax = "ax" in signature.parameters
 
@@ -603,7 +602,6 @@ def line_plot(
     figure; axis labels and title as given, log axes on request; ``styles`` (label -> matplotlib
     format string, e.g. "--o" or "C1o--") where wanted; ``legend``: options for the legend (e.g.
     ``dict(ncol=2, title="gamma")``). Returns the axes. The labs' curves against t or gamma."""
-
     check_mapping(curves, "curves", "dict label -> values", "curve", kind=dict)
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
         if not isinstance(value, str):
@@ -650,7 +648,6 @@ def samples_grid(
     magenta, a colour no label takes, in every panel. The outer axes are labelled x_1 and x_2, and
     so is the x axis of every panel above an empty one; all span the grid's square. Returns the
     figure."""
-
     if ring is not None:
         ring = check_tensor(ring, "ring", floating=True, shape=(None, 2)).detach().cpu()
     check_mapping(rows, "rows", "dict row name -> dict title -> samples", "row", kind=dict)
@@ -749,7 +746,6 @@ def forward_process(mixture: GaussianMixture, schedule, steps, n: int = 2000, ge
     q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Luo eq. 70) of the same n data
     points x_0. The data points, then each panel's noise, come from ``generator`` in that order.
     Returns the figure."""
-
     from .schedules import q_sample
 
     steps, n = check_levels(schedule, steps), check_int(n, "n", low=1)
@@ -785,7 +781,6 @@ def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     both axes logarithmic, with the first ``skip`` stiff steps shaded and the mean error past them
     drawn as a dashed line: chapter 1's picture of a learned score against the exact one. Returns
     the axes."""
-
     check_tensor(errors, "errors", floating=True, ndim=1)
     skip = check_int(skip, "skip", low=0, high=len(errors) - 1)
     mean = errors[skip:].mean().item()
@@ -812,7 +807,6 @@ def point_clouds(
     points [N, 2]), the first ``per_panel`` points of each, on one box [-xlim, xlim] x [-ylim,
     ylim] with labelled axes: samples set beside exact draws to be compared by eye. Returns the
     figure."""
-
     _check_panels_dict(panels, "points")
     per_panel = check_int(per_panel, "per_panel", low=1)
     xlim = check_real(xlim, "xlim", low=0, low_open=True)
@@ -903,7 +897,6 @@ def gain_band(loss_u: torch.Tensor, loss_c: torch.Tensor, gain: torch.Tensor, ax
     label, the band between them shaded (the gain of knowing y), and the loss with y plus the gain
     by chapter 2's formula G_t = (1 - alpha_bar_t) E|grad log p_t(y | x_t)|^2 as a dashed line,
     which should trace the band's upper edge. Returns the axes."""
-
     check_tensor(loss_u, "loss_u", floating=True, ndim=1)
     n = len(loss_u)
     check_tensor(loss_c, "loss_c", floating=True, shape=(n,))
@@ -959,7 +952,6 @@ def tradeoff(
     ``xlabel`` and ``ylabel``, by default the columns' names. Colours follow
     matplotlib's cycle of ten, the marker changes with each further ten. Returns the axes: chapter
     8's picture of guidance variants on their trade-off."""
-
     xlabel, ylabel = x if xlabel is None else xlabel, y if ylabel is None else ylabel
     check_mapping(rows, "rows", "dict name -> dict column -> value", "row", kind=dict)
     for name, row in rows.items():
@@ -1008,9 +1000,8 @@ def image_panels(
     """A row of :func:`image_grid` panels, one per entry of ``panels`` (title -> images
     [N, 1, H, W] in [-1, 1], N a multiple of ``rows``), each with ``rows`` rows labelled
     ``row_labels`` (default: their numbers) on the first panel, and the x label ``xlabel``; the
-    first panel's y axis labelled ``ylabel``. Returns the figure: real digits beside samples, or samples at several
-    scales from the same noise."""
-
+    first panel's y axis labelled ``ylabel``. Returns the figure: real digits beside samples, or
+    samples at several scales from the same noise."""
     check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows = check_int(rows, "rows", low=1)
     for name, value in (("xlabel", xlabel), ("ylabel", ylabel)):
@@ -1054,7 +1045,6 @@ def bayes_fields(
     (left + middle = right) as unit arrows on an ``arrows`` x ``arrows`` grid over [-lim, lim]^2,
     coloured by the log10 of their length, over the shading of p_t(x), p_t(y|x) and p_t(x|y) on a
     ``cells`` x ``cells`` grid. Returns the figure."""
-
     if check_mixture(mixture).dim != 2:
         raise ValueError(f"mixture must be 2-D for bayes_fields, got dim={mixture.dim}")
     steps = check_levels(schedule, steps)
@@ -1134,7 +1124,6 @@ def class_signal(t, grad_norm, accuracy, chance: float):
     |grad log p_t(y | x_t)| (left axis) and the exact Bayes classifier's accuracy (right axis, with
     the chance level ``chance`` dotted), as :func:`diffcourse.metrics.class_signal` measures them.
     Returns the figure."""
-
     chance = check_real(chance, "chance", low=0, high=1)
     if not len(t) == len(grad_norm) == len(accuracy):
         raise ValueError(
@@ -1161,7 +1150,6 @@ def noisy_classifier_check(t, check, chance: float):
     :func:`diffcourse.metrics.noisy_classifier_check`: left, both accuracies on x_t with the chance
     level ``chance``; right, the RMS norms of the exact classifier gradient and of the learned
     one's error (log scale). Returns the figure."""
-
     chance = check_real(chance, "chance", low=0, high=1)
     if not hasattr(check, "_fields") or "bayes_accuracy" not in check._fields:
         raise TypeError(f"check must be a metrics.NoisyClassifierCheck, got {type(check).__name__}")
@@ -1200,7 +1188,6 @@ def class_grids(
     them), side by side, each showing the first ``per_row`` images of every block, one row per
     class, titled ``title.format(key)``. ``xlabel`` goes under every panel, ``ylabel`` left of
     the first; ``size`` is one panel's. Returns the figure."""
-
     check_mapping(panels, "panels", "dict title -> images", "panel", kind=dict)
     rows, per_row = check_int(rows, "rows", low=1), check_int(per_row, "per_row", low=1)
     for key, x in panels.items():
@@ -1258,7 +1245,6 @@ def curve_panels(
     index -> (y, label) or (y, label, style dict)) adds labelled horizontal reference lines
     (grey, dashed by default); ``logy`` lists the panels with a log y axis. Every panel has a
     legend. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
-
     panels = check_sequence(panels, "panels", "dicts label -> curve")
     ylabels = check_strs(ylabels, "ylabels")
     for i, curves in enumerate(panels):
