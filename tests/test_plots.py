@@ -314,6 +314,12 @@ def test_samples_grid_one_panel_per_entry():
     assert [ax.get_title() for ax in axes] == ["1", "2", "3", "4"]
     assert axes[2].get_xlabel() == "$x_1$" and axes[0].get_ylabel() == "$x_2$"
     assert axes[0].get_xlim() == pytest.approx((-3.5, 3.5))  # density_grid's default square
+    assert all(ax.get_aspect() == 1 for ax in axes)  # a square box drawn square
+    # one legend for the colours, above the grid, not over a panel's points
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        f"asked y = {c}" for c in range(3)
+    ]
+    assert all(ax.get_legend() is None for ax in axes)
     plt.close(fig)
     wide = samples_grid(density_grid(mix, lim=6.5, cells=30), {"": {"1": x}})
     assert wide.get_axes()[0].get_ylim() == pytest.approx((-6.5, 6.5))  # the grid's square
