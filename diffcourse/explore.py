@@ -19,6 +19,7 @@ from .checks import check_int, check_mixture, check_real
 from .guidance import classifier_free_eps_fn
 from .metrics import spread
 from .mixture import GaussianMixture, exact_eps_fn, tilted_log_prob
+from .plots import _subplots
 from .samplers import pc_sample
 from .schedules import Schedule
 
@@ -88,8 +89,6 @@ def plot_guidance(
     """A figure of two panels: the guided samples over the contour lines of p(x|y) (what gamma = 1
     samples) and over those of the tilted law p(x|y)^gamma p(x)^(1-gamma) (what guidance would
     sample if it commuted with noise). Returns the matplotlib Figure, not shown."""
-    import matplotlib.pyplot as plt
-
     lim = check_real(lim, "lim", low=0, low_open=True)
     cells = check_int(cells, "cells", low=2)
     start = time.perf_counter()
@@ -103,7 +102,7 @@ def plot_guidance(
         (f"tilted law, gamma = {gamma:g}", tilted_log_prob(mixture, pts, y, float(gamma))),
     ]
     seconds = time.perf_counter() - start
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.1), sharex=True, sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(8.4, 4.1), sharex=True, sharey=True)
     pts_cpu = x.detach().cpu()
     for ax, (name, logp) in zip(axes, laws):
         density = (logp - logp.max()).exp().reshape(cells, cells).cpu()

@@ -759,7 +759,7 @@ def test_figures_fit_the_books_column_with_readable_text():
     lab 4's sweep (five columns of 3.2 inches) showed its titles 5 px high."""
     from matplotlib.text import Text
 
-    from diffcourse import plots, schedules
+    from diffcourse import explore, plots, schedules
 
     mix = three_blobs()
     grid = density_grid(mix, cells=30)
@@ -778,6 +778,9 @@ def test_figures_fit_the_books_column_with_readable_text():
         "curve_panels": plots.curve_panels([panel] * 4, "gamma", ["a"] * 4, show=False)[0].figure,
         "class_panels": plots.class_panels(
             {i: (x, y) for i in range(5)}, 3, legend="{}", show=False
+        ),
+        "plot_guidance": explore.plot_guidance(
+            mix, schedules.cosine_schedule(20), 0, 4.0, n=20, cells=20
         ),
     }
     for name, fig in figures.items():
