@@ -109,7 +109,7 @@ LAYOUT_JS = r"""() => {
     return [left, right];
   };
   const out = {width: vw, page_width: document.documentElement.scrollWidth, sticking_out: [],
-               equations: 0, scrolling_equations: 0, bad_equations: [], wide_blocks: []};
+               equations: 0, scrolling_equations: [], bad_equations: [], wide_blocks: []};
   if (out.page_width > vw) {  // say what widens the page: the outermost elements past its edge
     for (const el of document.body.querySelectorAll("*")) {
       const r = el.getBoundingClientRect();
@@ -137,8 +137,11 @@ LAYOUT_JS = r"""() => {
       why = `it starts ${Math.round(b.left - m.left)} px left of its box, where no scrolling reaches`;
     else if (m.right > b.right + 1 && !(scrolls && box.scrollWidth >= m.right - b.left - 1))
       why = `it is ${Math.round(m.right - b.right)} px wider than its box, which does not scroll`;
-    else if (m.right > b.right + 1 || box.scrollWidth > box.clientWidth + 1)  // a \tag'ed one's
-      out.scrolling_equations += 1;  // mjx-math is as wide as its box: its overflow is the box's
+    else if (m.right > b.right + 1 || box.scrollWidth > box.clientWidth + 1) {  // a \tag'ed
+      // one's mjx-math is as wide as its box: its overflow is the box's
+      const over = Math.max(m.right - b.right, box.scrollWidth - box.clientWidth);
+      out.scrolling_equations.push(`${tex}: ${Math.round(over)} px wider than its box`);
+    }
     if (why) out.bad_equations.push(`${tex}: ${why}`);
   }
   // Inline maths: MathJax 3 does not break a formula across lines, so one longer than the column's
