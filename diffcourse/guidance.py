@@ -329,7 +329,7 @@ def ramped_gamma(gamma: float, T: int, rising: bool = True) -> Callable[[int], f
     s / (T - 1). Either way gamma_s - 1 averages gamma - 1 over the T steps: the ramp spends the
     guidance of a constant gamma, placed differently. Wang et al. (2024) report that monotonically
     increasing schedules improve on a constant scale. gamma = 1 gives 1 everywhere; a gamma below 1
-    would need negative scales at one end."""
+    is refused: its ramp would run the other way (below 1/2, to negative scales at one end)."""
     gamma = check_real(gamma, "gamma", low=1)
     T = check_int(T, "T", low=2)
     rising = check_bool(rising, "rising")
@@ -846,7 +846,7 @@ def model_variants(
     )
 
 
-# ---- the builders held against their equations written out (labs 7, 8) ---------------------------
+# ---- the builders held against their equations written out (lab 7) ------------------------------
 
 
 def cfg_gap(
