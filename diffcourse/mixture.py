@@ -885,7 +885,8 @@ def tilted_acceptance(
     """The share of proposals :func:`sample_tilted_rejection` keeps, averaged over ``n`` proposals:
     E[p(y|x)^(gamma - 1)] over x ~ p(x|y) for gamma >= 1, E[p(y|x)^gamma] over x ~ p(x) below 1
     (chapter 12's exercise 12.1 shows it equals p(y)^(gamma - 1) Z_gamma, resp. p(y)^gamma Z_gamma).
-    Close to 1 where the classes barely overlap; 1 exactly at gamma = 1."""
+    For gamma >= 1 it is close to 1 where the classes barely overlap (for 0 < gamma < 1, close to
+    p(y) there); 1 exactly at gamma = 1."""
     label, power, proposal_y = _rejection_plan(mixture, y, gamma, n)
     x, _ = mixture.sample(n, proposal_y, generator=generator)
     return (power * mixture.class_log_posterior(x)[:, label].double()).exp().mean().item()
