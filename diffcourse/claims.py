@@ -4,8 +4,9 @@ chapter states; the claims themselves, and what counts as holding, live in the c
 Labs 6, 8b and 8c use the loops too, and :func:`is_monotone` is the test of an order (a rise or a
 fall, step by step, by more than a margin) that the labs' asserts share.
 
-Every function draws its starting noise from :func:`~diffcourse.samplers.seeded_noise` and its
-sampler noise from a generator seeded alike, so the same arguments give the same numbers.
+Every function draws its starting noise from :func:`~diffcourse.samplers.seeded_noise` (chapter 6's
+:func:`langevin_settled` and :func:`pc_gaussian_ratio`: from one generator seeded with ``seed``) and
+its sampler noise from a generator seeded alike, so the same arguments give the same numbers.
 """
 
 from __future__ import annotations
@@ -234,8 +235,8 @@ def edge_and_support(
 
 
 def noise_to_signal_levels(schedule: Schedule, low: float, high: float) -> Tuple[int, int]:
-    """The first and last 0-based levels whose noise-to-signal ratio sqrt((1 - a) / a) lies in
-    [low, high]."""
+    """The first and last 0-based levels whose noise-to-signal ratio
+    sqrt((1 - alpha_bar_t) / alpha_bar_t) lies in [low, high]."""
     ab = check_schedule(schedule).alpha_bar
     low, high = check_real(low, "low", low=0), check_real(high, "high", low=0)
     if low > high:
@@ -332,9 +333,10 @@ def feedback_check(
     """Feedback guidance in the world it assumes (:func:`additive_world`), with the exact ratio.
 
     Returns ``"score error"``: the largest relative difference between feedback guidance's noise
-    prediction (the largest cap) and q's exact one, on draws from q diffused to level 31 (where q has
-    its mass); and, for each cap and for eq. 170 at the constant scale 1 / pi, the distance of DDIM
-    samples (``levels`` levels) to exact draws from q over its noise floor."""
+    prediction (the largest cap) and q's exact one, on draws from q diffused to the 0-based level 30
+    (the book's t = 31; where q has its mass); and, for each cap and for eq. 170 at the constant
+    scale 1 / pi, the distance of DDIM samples (``levels`` levels) to exact draws from q over its
+    noise floor."""
     from .guidance import feedback_eps_fn
     from .metrics import distance_to_exact, mixture_draw
 
@@ -395,9 +397,10 @@ def learned_icg(
     seed: int = 16,
     levels: int = 25,
 ) -> Dict[str, Tuple[float, float]]:
-    """A trained conditional image denoiser with a null label (``model``) on a 64-D mixture's draws:
-    its DDIM samples of class y unguided, with eq. 170 and with ICG at ``gamma``, from one starting
-    noise: ``{name: (class agreement, spread)}`` against the mixture's exact classifier and draws."""
+    """A trained conditional image denoiser with a null label (``model``; chapter 12 passes lab 7's
+    U-Net, trained on the real digits) judged by a 64-D mixture: its DDIM samples of class y
+    unguided, with eq. 170 and with ICG at ``gamma``, from one starting noise:
+    ``{name: (class agreement, spread)}`` against the mixture's exact classifier and draws."""
     from .guidance import batched_cfg_eps_fn, independent_condition_eps_fn
     from .metrics import agreement_and_spread
 

@@ -418,7 +418,7 @@ def agreement_and_spread(
     """Class agreement and spread of samples ``x`` asked for labels ``y``, each averaged over the
     classes asked for (every class weighs the same, whatever its number of samples). The spread is
     None without ``references`` (``{c: exact draws from p(x|c)}``, :func:`class_references`).
-    Compare gammas with the same starting noise (COURSE.md, Metrics)."""
+    Compare gammas with the same starting noise (as chapter 4's lab does)."""
     rows = per_class_agreement_and_spread(x, y, mixture, references)
     agree = sum(a for a, _ in rows.values()) / len(rows)
     div = None if references is None else sum(d for _, d in rows.values()) / len(rows)
