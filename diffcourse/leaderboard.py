@@ -92,7 +92,8 @@ class Setting:
 
     @cached_property
     def cond(self) -> Fn:
-        """eps(x_t, t, y), exact: the score of class y's components alone (same numbers, less work)."""
+        """eps(x_t, t, y), exact: the noise prediction of class y's components alone (same numbers,
+        less work)."""
         return exact_eps_fn(class_mixture(self.mixture, self.y), self.schedule)
 
     @cached_property
@@ -159,12 +160,12 @@ def package_rules(
 
     All but eq. 170 with DDPM, the predictor-corrector and chapter 11's two velocity rules (Euler)
     run DDIM (eta = 0) on ``setting.levels`` levels.
-    Feedback guidance takes pi = 1 / gamma, so that where x_t says nothing about the class (R = 1) its
-    scale is gamma; autoguidance's weak model is the exact conditional law with every covariance
-    multiplied by ``weak_factor``. ICG draws its random labels uniformly from the generator. The
-    two velocity rules of chapter 11 treat the mixture as a flow model: eq. 170 on exact velocities
-    and CFG-Zero* (optimised scale, the first ``zero_steps`` Euler steps zeroed, about 4% of 25 as
-    Fan et al. suggest), both by Euler on ``setting.levels`` equal steps.
+    Feedback guidance takes pi = 1 / max(gamma, 1), so that where x_t says nothing about the class
+    (R = 1) its scale is gamma (1 for gamma < 1); autoguidance's weak model is the exact conditional
+    law with every covariance multiplied by ``weak_factor``. ICG draws its random labels uniformly
+    from the generator. The two velocity rules of chapter 11 treat the mixture as a flow model:
+    eq. 170 on exact velocities and CFG-Zero* (optimised scale, the first ``zero_steps`` Euler steps
+    zeroed, about 4% of 25 as Fan et al. suggest), both by Euler on ``setting.levels`` equal steps.
     """
     # each checked now, not when its rule first runs, deep inside a leaderboard's evaluation
     check_int(pc_steps, "pc_steps", low=0)
@@ -597,7 +598,8 @@ def floor_calibration(
 def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[float]:
     """How far two rules' samples (stacked seed by seed, n per seed, as :func:`evaluate` keeps them)
     lie apart, against chance: for each seed i, the distance between a's and b's samples of that seed
-    over the distance between b's samples of seeds i and i + 1. Near 1 when a and b sample one law."""
+    over the distance between b's samples of seeds i and i + 1 (the last seed against the first).
+    Near 1 when a and b sample one law."""
     check_tensor(samples_a, "samples_a", floating=True, ndim=2)
     check_tensor(samples_b, "samples_b", floating=True, ndim=2)
     n = check_int(n, "n", low=1)

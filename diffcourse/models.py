@@ -287,8 +287,9 @@ class UNet(_NullLabel, nn.Module):
     2015, as Ho et al. 2020 use it). One :class:`ResBlock` per level on the way down, halving the size
     after each but the last, one in the middle, one per level on the way up on the concatenated skip.
 
-    ``width`` sets the channels of the first level and ``mults`` those of the others (the labs pick
-    them by budget); with ``num_classes = C`` the label embedding has a row C for the null label.
+    Level i has ``width * mults[i]`` channels (the input convolution gives ``width``; the labs pick
+    ``width`` by budget); with ``num_classes = C`` the label embedding has a row C for the null
+    label.
     """
 
     def __init__(
@@ -465,9 +466,9 @@ class VelocityMLP(_NullLabel, nn.Module):
     The sinusoidal features of 1000 t feed a small MLP, as a step's features do in MLPDenoiser; a
     label embedding (row C the null label) is added to it when ``num_classes > 0``. With
     ``guidance_input=True`` the guidance scale ``gamma`` [N] is one more input, embedded the same
-    way and added too (its last layer starts at zero, so the gamma input starts with no effect):
-    the student of guidance distillation (Meng et al. 2023), which is what FLUX-dev's "guidance"
-    input is.
+    way (the features of gamma itself, not of 1000 gamma, through an MLP of its own) and added too
+    (its last layer starts at zero, so the gamma input starts with no effect): the student of
+    guidance distillation (Meng et al. 2023), which is what FLUX-dev's "guidance" input is.
     """
 
     def __init__(

@@ -92,8 +92,8 @@ class Recipe:
     # | "digit-captions" (each training digit with CAPTION_COPIES captions) | "digits-low" (with
     # its 4x4 view, chapter 10) | "digits_mixture" (draws from the 64-D mixture, chapter 12)
     data: str
-    schedule: Optional[Tuple[str, int]]  # ("cosine", T) or ("linear", T); None: a clean-data judge
-    model: str  # a class of diffcourse.models
+    schedule: Optional[Tuple[str, int]]  # ("cosine", T), ("linear", T); None: judge, flow model
+    model: str  # a class of diffcourse.models or diffcourse.conditioned
     model_args: Dict[str, Any]
     trainer: str  # "denoiser" | "classifier" | "velocity" | "student" (chapter 11's flow matching)
     steps: int
@@ -480,7 +480,8 @@ class Trained(NamedTuple):
 
     def describe(self, last: int = 500) -> str:
         """Two short lines for a lab: the network's size, the recipe's steps and where the weights
-        came from; the mean training loss (Luo eq. 130's objective) over the last ``last`` steps."""
+        came from; the mean training loss (for a denoiser Luo eq. 130's objective without its
+        weight) over the last ``last`` steps."""
         last = check_int(last, "last", low=1)
         if len(self.losses) < last:
             raise ValueError(f"last: the run has {len(self.losses)} losses, fewer than {last}")
@@ -634,14 +635,14 @@ def trained(
 ) -> nn.Module:
     """The trained model of recipe ``name``, on ``device`` (default :func:`get_device`) in eval
     mode: one call, trained once and then loaded from the cache (see :func:`train_or_load`).
-    ``budget="quick"`` gets the quick recipe at every budget (as lab 8 reuses lab 7's)."""
+    ``budget="quick"`` gets the quick recipe at every budget."""
     return train_or_load(name, budget, device, cache=cache, progress=progress, **overrides).model
 
 
 def summary(runs: Dict[Any, Trained], last: int = 500) -> List[list]:
     """One row per run of :func:`train_or_load`, as the labs show their networks:
     ``[key, final loss, training seconds, cached]``, the final loss being the mean training loss
-    (Luo eq. 130's objective) over the last ``last`` steps."""
+    (for a denoiser Luo eq. 130's objective without its weight) over the last ``last`` steps."""
     check_mapping(runs, "runs", "dict key -> Trained", "run", kind=dict)
     last = check_int(last, "last", low=1)
     for key, run in runs.items():

@@ -56,7 +56,7 @@ VOCAB = (
     "not",
     "and",
 ) + NUMBERS
-MAX_TOKENS = 12  # <start> and up to 11 words: the longest generated caption has 6
+MAX_TOKENS = 12  # <start> and up to 11 words: the longest generated caption has 5
 _INDEX = {w: i for i, w in enumerate(VOCAB)}
 _DIGITS = frozenset(range(10))
 
@@ -290,8 +290,9 @@ def detokenize(tokens: torch.Tensor) -> List[str]:
 def masked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over the keys where ``mask`` is True, per head (Vaswani et al. 2017):
-    q [N, Lq, D], k and v [N, Lk, D], mask [N, Lk]; masked keys get weight exactly zero."""
+    """softmax(q k^T / sqrt(D / heads)) v over the keys where ``mask`` is True, per head (Vaswani et
+    al. 2017): q [N, Lq, D], k and v [N, Lk, D], mask [N, Lk]; masked keys get weight exactly
+    zero."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:  # a float mask is a bias
         raise TypeError("mask must be a bool tensor [N, Lk]: True where a key may be attended")
     check_tensor(q, "q", ndim=3)

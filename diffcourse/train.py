@@ -293,8 +293,9 @@ class Settings:
 
 
 def lr_factor(step: int, settings: Settings) -> float:
-    """The learning rate's factor at ``step``: linear warm-up, then half a cosine down to 0 (a cheap
-    stand-in for the weight averaging of large models that keeps the last steps quiet)."""
+    """The learning rate's factor at ``step``: a linear warm-up over the first ``warmup`` steps
+    times half a cosine from 1 at step 0 down to 0 at ``steps`` (a cheap stand-in for the weight
+    averaging of large models that keeps the last steps quiet)."""
     return (
         min(1.0, (step + 1) / settings.warmup)
         * 0.5
