@@ -604,7 +604,7 @@ def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[
     check_tensor(samples_b, "samples_b", floating=True, ndim=2)
     n = check_int(n, "n", low=1)
     a, b = samples_a.split(n), samples_b.split(n)
-    if len(a) != len(b) or len(b) < 2 or a[-1].shape[0] != n:
+    if len(a) != len(b) or len(b) < 2 or {a[-1].shape[0], b[-1].shape[0]} != {n}:
         raise ValueError(
             "samples_a and samples_b must hold the same number (>= 2) of seeds of n samples"
         )

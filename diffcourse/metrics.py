@@ -73,7 +73,8 @@ def _sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int, generator) ->
 def sample_distance(
     x: torch.Tensor, ref: torch.Tensor, repeats: int = 5, projections: int = 256, seed: int = 0
 ) -> float:
-    """Sliced W2 averaged over ``repeats`` disjoint equal chunks of ``x`` against those of ``ref``.
+    """Sliced W2 averaged over ``repeats`` disjoint chunks of ``x`` (equal, or one point apart)
+    against those of ``ref``.
 
     One chunk's figure swings a lot by chance; averaging chunks steadies it.
     """
@@ -88,12 +89,9 @@ def sample_distance(
             f"repeats must leave at least 2 points per chunk, got {repeats} for {x.shape[0]} points"
         )
     gen = torch.Generator().manual_seed(seed)
-    return (
-        sum(
-            _sliced_w2(a, b, projections, gen) for a, b in zip(x.chunk(repeats), ref.chunk(repeats))
-        )
-        / repeats
-    )
+    # tensor_split makes exactly `repeats` chunks, sizes within one; chunk() may make fewer
+    pairs = zip(x.tensor_split(repeats), ref.tensor_split(repeats))
+    return sum(_sliced_w2(a, b, projections, gen) for a, b in pairs) / repeats
 
 
 def distance_to_exact(

@@ -230,6 +230,8 @@ def test_seed_gaps_floor_calibration_and_common_pairs():
     assert min(seed_gaps(same_a + 1.0, same_b, 1000)) > 5  # shifted by one: far
     with pytest.raises(ValueError, match="samples"):
         seed_gaps(same_a[:1500], same_b[:1000], 1000)
+    with pytest.raises(ValueError, match="seeds of n samples"):  # b's last seed one point short
+        seed_gaps(same_a[:2000], same_b[:1999], 1000)
     setting = Setting(mix, cosine_schedule(20), 0, 2.0)
     assert abs(floor_calibration(setting, 2000, seeds=range(30)) - 1) < 0.06
     rows = [

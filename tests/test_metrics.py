@@ -66,6 +66,19 @@ def test_bad_input():
         sample_distance(torch.zeros(10, 2), torch.zeros(10, 2), repeats=0)
 
 
+def test_sample_distance_averages_exactly_repeats_chunks():
+    """11 points in 5 chunks: torch.chunk made 4 (3, 3, 3, 2) and the sum was still divided by 5;
+    tensor_split makes 5 (3, 2, 2, 2, 2), and their mean is the distance."""
+    from diffcourse.metrics import _sliced_w2
+
+    gen = torch.Generator().manual_seed(0)
+    x, ref = torch.randn(11, 2, generator=gen), torch.randn(11, 2, generator=gen) + 1
+    g = torch.Generator().manual_seed(3)
+    chunks = zip(x.tensor_split(5), ref.tensor_split(5))
+    by_hand = sum(_sliced_w2(a, b, 16, g) for a, b in chunks) / 5
+    assert sample_distance(x, ref, repeats=5, projections=16, seed=3) == pytest.approx(by_hand)
+
+
 def test_class_agreement_ceiling_and_floor():
     from diffcourse.metrics import class_agreement
     from diffcourse.mixture import GaussianMixture
