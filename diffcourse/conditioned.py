@@ -218,7 +218,8 @@ def superres_metrics(
             f"low must hold one condition per sample, with x's channels {tuple(x.shape[:2])}, "
             f"got {tuple(low.shape)}"
         )
-    factor = x.shape[-1] // low.shape[-1]  # the condition's size must divide the sample's, > 1
+    # the condition's size must divide the sample's, > 1 (a zero width fails the check below)
+    factor = x.shape[-1] // max(low.shape[-1], 1)
     if factor < 2 or x.shape[-2:] != (low.shape[-2] * factor, low.shape[-1] * factor):
         raise ValueError(
             f"low must be x downsampled by a whole factor of 2 or more, got {tuple(low.shape[-2:])}"

@@ -259,11 +259,22 @@ def check_tokens(
         raise ValueError(f"tokens are on {tokens.device} but the model is on {device}")
     if tokens.numel() and not values_checked_already():  # an id past the vocabulary: IndexError
         unstarted = (tokens[:, 0] != START).sum()  # a row without <start>: no key to attend
-        lo, hi, unstarted = read_values(torch.stack([tokens.min(), tokens.max(), unstarted]))
+        # a second <start>, or a word after padding: the attention's mask would drop that padding
+        # from inside the caption, and the caption read would not be the one written
+        stray = (tokens[:, 1:] == START).sum() + (
+            (tokens[:, 1:-1] == PAD) & (tokens[:, 2:] != PAD)
+        ).sum()
+        lo, hi, unstarted, stray = read_values(
+            torch.stack([tokens.min(), tokens.max(), unstarted, stray])
+        )
         if lo < 0 or hi >= len(VOCAB):
             raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got {lo}..{hi}")
         if unstarted:
             raise ValueError("every row of tokens must start with <start> (see tokenize)")
+        if stray:
+            raise ValueError(
+                "every row of tokens must be <start>, then words, then padding only (see tokenize)"
+            )
     return tokens
 
 

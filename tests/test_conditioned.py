@@ -149,6 +149,9 @@ def test_superres_metrics_on_the_sources_themselves():
     assert abs(noisy["consistency"] - 0.1) < 1e-6
     with pytest.raises(ValueError, match="low"):
         superres_metrics(_Reader(), x, low_resolution(x)[:3], labels, group, x, labels)
+    # a condition of width 0 divided by zero before the check could name it
+    with pytest.raises(ValueError, match="^low must be x downsampled by a whole factor"):
+        superres_metrics(_Reader(), x, torch.zeros(6, 1, 4, 0), labels, group, x, labels)
     with pytest.raises(TypeError, match="^low must be a torch.Tensor"):
         superres_metrics(_Reader(), x, low_resolution(x).tolist(), labels, group, x, labels)
 

@@ -9,6 +9,7 @@ from diffcourse.text import (
     MAX_TOKENS,
     NUMBERS,
     PAD,
+    START,
     VOCAB,
     CrossAttention,
     TextEncoder,
@@ -214,5 +215,11 @@ def test_a_caption_must_start_with_its_start_token_and_heads_be_positive():
     tokens[0, 0] = PAD
     with pytest.raises(ValueError, match="^every row of tokens must start with <start>"):
         enc(tokens)
+    # a word after padding, or a second <start>: the mask would drop padding from inside a caption
+    for row, col, value in ((0, 1, PAD), (1, 2, START)):
+        tokens = tokenize(["an even digit", "two"])
+        tokens[row, col] = value
+        with pytest.raises(ValueError, match="then words, then padding only"):
+            enc(tokens)
     with pytest.raises(ValueError, match="^heads must be an int >= 1"):
         CrossAttention(8, 8, heads=0)
