@@ -257,25 +257,32 @@ def check_tokens(
         )
     if not same_device(tokens.device, device):  # "cuda" and "cuda:0" are one device
         raise ValueError(f"tokens are on {tokens.device} but the model is on {device}")
-    if tokens.numel() and not values_checked_already():  # an id past the vocabulary: IndexError
-        unstarted = (tokens[:, 0] != START).sum()  # a row without <start>: no key to attend
-        # a second <start>, or a word after padding: the attention's mask would drop that padding
-        # from inside the caption, and the caption read would not be the one written
-        stray = (tokens[:, 1:] == START).sum() + (
-            (tokens[:, 1:-1] == PAD) & (tokens[:, 2:] != PAD)
-        ).sum()
-        lo, hi, unstarted, stray = read_values(
-            torch.stack([tokens.min(), tokens.max(), unstarted, stray])
-        )
-        if lo < 0 or hi >= len(VOCAB):
-            raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got {lo}..{hi}")
-        if unstarted:
-            raise ValueError("every row of tokens must start with <start> (see tokenize)")
-        if stray:
-            raise ValueError(
-                "every row of tokens must be <start>, then words, then padding only (see tokenize)"
-            )
+    if tokens.numel() and not values_checked_already():
+        _check_token_values(tokens)
     return tokens
+
+
+def _check_token_values(tokens: torch.Tensor) -> None:
+    """The values of a non-empty [N, L] LongTensor of ids, read from the device once: ids in the
+    vocabulary, each row ``<start>`` then words then padding only."""
+    # an id past the vocabulary would be an IndexError in the embedding
+    unstarted = (tokens[:, 0] != START).sum()  # a row without <start>: no key to attend
+    # a second <start>, or a word after padding: the attention's mask would drop that padding
+    # from inside the caption, and the caption read would not be the one written
+    stray = (tokens[:, 1:] == START).sum() + (
+        (tokens[:, 1:-1] == PAD) & (tokens[:, 2:] != PAD)
+    ).sum()
+    lo, hi, unstarted, stray = read_values(
+        torch.stack([tokens.min(), tokens.max(), unstarted, stray])
+    )
+    if lo < 0 or hi >= len(VOCAB):
+        raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got {lo}..{hi}")
+    if unstarted:
+        raise ValueError("every row of tokens must start with <start> (see tokenize)")
+    if stray:
+        raise ValueError(
+            "every row of tokens must be <start>, then words, then padding only (see tokenize)"
+        )
 
 
 def detokenize(tokens: torch.Tensor) -> List[str]:
@@ -284,15 +291,11 @@ def detokenize(tokens: torch.Tensor) -> List[str]:
         raise TypeError("tokens must be a LongTensor [N, L]")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [N, L], got {tuple(tokens.shape)}")
-    out = []
-    for row in tokens.tolist():
-        if not row or row[0] != START:
-            raise ValueError("every row of tokens must start with <start>")
-        if not all(0 <= i < len(VOCAB) for i in row):
-            raise ValueError(f"tokens must be ids in 0..{len(VOCAB) - 1}, got the row {row}")
-        words = [VOCAB[i] for i in row[1:] if i != PAD]
-        out.append(" ".join(words))
-    return out
+    if tokens.shape[0] and not tokens.shape[1]:
+        raise ValueError("every row of tokens must start with <start>")
+    if tokens.numel():
+        _check_token_values(tokens)
+    return [" ".join(VOCAB[i] for i in row[1:] if i != PAD) for row in tokens.tolist()]
 
 
 # ---- networks ---------------------------------------------------------------------------------------

@@ -221,5 +221,7 @@ def test_a_caption_must_start_with_its_start_token_and_heads_be_positive():
         tokens[row, col] = value
         with pytest.raises(ValueError, match="then words, then padding only"):
             enc(tokens)
+        with pytest.raises(ValueError, match="then words, then padding only"):
+            detokenize(tokens)  # the same check: it read such a row as another caption
     with pytest.raises(ValueError, match="^heads must be an int >= 1"):
         CrossAttention(8, 8, heads=0)
