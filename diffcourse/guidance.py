@@ -783,7 +783,10 @@ def variant_eps_fns(
     - "CFG++": :func:`cfgpp_eps_fn` at the lam of :func:`lam_matching` (Chung et al. 2025);
     - "thresholding": :func:`dynamic_threshold_eps_fn` around "CFG" (Saharia et al. 2022).
 
-    Every guided row but the interval costs two evaluations per level."""
+    A guided row costs two evaluations per level (the interval: two inside it, one outside), less
+    where its rule skips a branch of weight 0: CFG, the interval, autoguidance, APG and thresholding
+    make one at gamma = 1, CFG and its kin also at gamma = 0, CFG++ at lam = 0. ``nfe`` counts the
+    evaluations the rule makes, so a row at gamma = 1 reports what the conditional row does."""
     from .schedules import nsr_interval
 
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn, weak_fn=weak_fn)
@@ -793,31 +796,36 @@ def variant_eps_fns(
         raise ValueError(f"names must be a sequence of names from {VARIANTS}, got {names!r}")
     cfg = classifier_free_eps_fn(cond_fn, uncond_fn, gamma) if cfg_fn is None else cfg_fn
     check_callable(cfg, "cfg_fn")
-    lo, hi = nsr_interval(schedule)
-    inside = sum(lo <= s <= hi for s in ddim_levels(schedule.T, steps))
-    lam = lam_matching(schedule, steps, gamma)
-    if "CFG++" in names and lam > 1:  # the caller gave gamma, not lam: name what they gave
+    lam = lam_matching(schedule, steps, gamma) if "CFG++" in names else None
+    if lam is not None and lam > 1:  # the caller gave gamma, not lam: name what they gave
         raise ValueError(
             f"gamma = {gamma:g} on {steps} levels matches CFG++'s lam = {lam:.3g}, past its range"
             " [0, 1]: ask for a smaller gamma, or leave 'CFG++' out of names"
         )
+    # evaluations per run: eq. 170's form skips its branch of weight 0 at gamma = 0 or 1
+    cfg_nfe = steps if gamma in (0, 1) else 2 * steps
+    apg_nfe = steps if gamma == 1 else 2 * steps
+
+    def interval() -> Variant:  # built only when asked: its levels may not exist on a schedule
+        lo, hi = nsr_interval(schedule)
+        inside = 0 if gamma == 1 else sum(lo <= s <= hi for s in ddim_levels(schedule.T, steps))
+        return Variant(interval_cfg_eps_fn(cond_fn, uncond_fn, gamma, lo, hi), steps + inside)
+
     build = {
         "conditional": lambda: Variant(cond_fn, steps),
-        "CFG": lambda: Variant(cfg, 2 * steps),
-        "interval": lambda: Variant(
-            interval_cfg_eps_fn(cond_fn, uncond_fn, gamma, lo, hi), steps + inside
-        ),
+        "CFG": lambda: Variant(cfg, cfg_nfe),
+        "interval": interval,
         "rescaled": lambda: Variant(rescaled_cfg_eps_fn(cond_fn, uncond_fn, gamma, phi), 2 * steps),
         "rescaled, v": lambda: Variant(
             rescaled_cfg_v_eps_fn(cond_fn, uncond_fn, schedule, gamma, phi), 2 * steps
         ),
-        "autoguidance": lambda: Variant(autoguidance_eps_fn(cond_fn, weak_fn, gamma), 2 * steps),
-        "APG": lambda: Variant(
-            apg_eps_fn(cond_fn, uncond_fn, schedule, gamma, beta=beta), 2 * steps
+        "autoguidance": lambda: Variant(autoguidance_eps_fn(cond_fn, weak_fn, gamma), cfg_nfe),
+        "APG": lambda: Variant(apg_eps_fn(cond_fn, uncond_fn, schedule, gamma, beta=beta), apg_nfe),
+        "CFG++": lambda: Variant(
+            cfgpp_eps_fn(cond_fn, uncond_fn, lam), steps if lam == 0 else 2 * steps
         ),
-        "CFG++": lambda: Variant(cfgpp_eps_fn(cond_fn, uncond_fn, lam), 2 * steps),
         "thresholding": lambda: Variant(
-            dynamic_threshold_eps_fn(cfg, schedule, percentile), 2 * steps
+            dynamic_threshold_eps_fn(cfg, schedule, percentile), cfg_nfe
         ),
     }
     return {name: build[name]() for name in names}

@@ -373,7 +373,7 @@ def fit(
     if not isinstance(settings, Settings):
         raise TypeError(f"settings must be a train.Settings, got {type(settings).__name__}")
     rank, world = rank_and_world()
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     # foreach: one kernel per update for all tensors (PyTorch's default only on GPUs): the same
     # weights bit for bit as the loop over tensors, in a shorter optimizer step
@@ -391,6 +391,7 @@ def fit(
         settings.batch_size,
         generator,
         device,
+        dtype,
         rank=rank,
         world=world,
         seed=settings.seed,
@@ -574,6 +575,7 @@ def _batches(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
+    dtype: torch.dtype,
     *,
     rank: int = 0,
     world: int = 1,
@@ -583,7 +585,7 @@ def _batches(
     """Endless (x0, y) batches, this process's share of each global batch of ``batch_size`` rows.
 
     A mixture: fresh draws of the whole global batch from the shared ``generator`` (the same on
-    every rank), of which this rank keeps rows rank, rank + W, ... A tensor data set: epochs of a
+    every rank), of which this rank keeps rows rank, rank + W, ..., in the model's ``dtype``. A tensor data set: epochs of a
     :class:`~torch.utils.data.DistributedSampler` (shuffled, seeded by ``seed`` and the epoch); its
     shards interleave the same way, so a global batch is the same for every W when the data set's
     size is a multiple of the batch. ``start_step`` skips the batches already used (resuming).
@@ -591,7 +593,7 @@ def _batches(
     if isinstance(data, GaussianMixture):
         while True:
             x, y = data.sample(batch_size, generator=generator)
-            yield x[rank::world].to(device, torch.float32), y[rank::world].to(device)
+            yield x[rank::world].to(device, dtype), y[rank::world].to(device)
     x_all, y_all = data if isinstance(data, tuple) else (data, None)
     if y_all is not None and y_all.shape[0] != x_all.shape[0]:
         raise ValueError("data's x and y must have the same number of rows")

@@ -1030,6 +1030,37 @@ def test_variant_eps_fns_are_the_single_rules_with_their_nfe():
     assert tuple(variant_eps_fns(c, u, s, 10, 100.0, weak_fn=w, names=("CFG",))) == ("CFG",)
 
 
+def test_variant_nfe_counts_the_evaluations_a_ddim_run_makes():
+    """Each row's nfe against a count of the predictor calls a DDIM run makes, at the scales where
+    eq. 170's form skips a branch (gamma = 0 and 1) and one where it does not. Before, every guided
+    row claimed two evaluations per level at gamma = 1, where CFG, APG and thresholding make one."""
+    from diffcourse.guidance import variant_eps_fns
+
+    mix = random_mixture(2, (2, 1), seed=4)
+    s = cosine_schedule(100)
+    calls = []
+
+    def counted(fn):
+        return lambda x_t, t: calls.append(1) or fn(x_t, t)
+
+    wider = GaussianMixture(mix.means, 2 * mix.covs, mix.weights, mix.labels)
+    c, u = counted(exact_eps_fn(mix, s, 0)), counted(exact_eps_fn(mix, s))
+    w = counted(exact_eps_fn(wider, s, 0))
+    noise = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for gamma in (0.0, 1.0, 3.0):
+        for name, variant in variant_eps_fns(c, u, s, 10, gamma, weak_fn=w).items():
+            calls.clear()
+            ddim_sample(variant.eps_fn, noise, s, 10, progress=False)
+            assert variant.nfe == len(calls), (name, gamma)
+    # the interval's levels are found only when the interval is asked for: on a schedule with no
+    # level in [1/3, 3] the other rows are built, and the interval names what it lacks
+    one = cosine_schedule(1)
+    c1, u1 = exact_eps_fn(mix, one, 0), exact_eps_fn(mix, one)
+    assert tuple(variant_eps_fns(c1, u1, one, 1, 3.0, weak_fn=c1, names=("CFG",))) == ("CFG",)
+    with pytest.raises(ValueError, match="noise-to-signal"):
+        variant_eps_fns(c1, u1, one, 1, 3.0, weak_fn=c1, names=("interval",))
+
+
 def test_model_variants_use_the_networks_predictions():
     from diffcourse.guidance import model_variants
 

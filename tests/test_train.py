@@ -323,14 +323,16 @@ def test_tensor_data_shards_interleave_into_the_global_batch():
 
     x = torch.arange(48, dtype=torch.float32)[:, None]
     gen = torch.Generator()
-    one = _batches(x, 8, gen, torch.device("cpu"))
-    two = [_batches(x, 8, gen, torch.device("cpu"), rank=r, world=2) for r in range(2)]
+    one = _batches(x, 8, gen, torch.device("cpu"), torch.float32)
+    two = [
+        _batches(x, 8, gen, torch.device("cpu"), torch.float32, rank=r, world=2) for r in range(2)
+    ]
     for _ in range(9):  # past an epoch boundary (6 batches per epoch)
         whole = next(one)[0][:, 0]
         halves = [next(b)[0][:, 0] for b in two]
         assert torch.equal(torch.stack(halves, 1).flatten(), whole)
-    resumed = _batches(x, 8, gen, torch.device("cpu"), start_step=9)
-    fresh = _batches(x, 8, gen, torch.device("cpu"))
+    resumed = _batches(x, 8, gen, torch.device("cpu"), torch.float32, start_step=9)
+    fresh = _batches(x, 8, gen, torch.device("cpu"), torch.float32)
     for _ in range(9):
         next(fresh)
     assert torch.equal(next(resumed)[0], next(fresh)[0])
@@ -763,3 +765,20 @@ def test_foreach_adamw_gives_the_loops_weights(monkeypatch):
 def _adamw(adamw, use_foreach, params, **kw):
     """AdamW with ``foreach=use_foreach`` in place of the caller's."""
     return adamw(params, **{**kw, "foreach": use_foreach})
+
+
+def test_a_float64_model_trains_on_a_mixture():
+    """A mixture's draws reach the model in its own dtype. Before, they were cast to float32 whatever
+    the model, so a float64 model could not train on a mixture at all (the model refused x_t)."""
+    from diffcourse.models import MLPClassifier
+
+    mix = three_blobs().to(dtype=torch.float64)
+    den = MLPDenoiser(dim=2, T=20, hidden=8, depth=1, num_classes=3).double()
+    losses = train_denoiser(
+        den, mix, cosine_schedule(20), 3, batch_size=16, warmup=1, progress=False
+    )
+    clf = MLPClassifier(dim=2, num_classes=3, T=20, hidden=8, depth=1).double()
+    losses += train_classifier(
+        clf, mix, cosine_schedule(20), 3, batch_size=16, warmup=1, progress=False
+    )
+    assert len(losses) == 6 and torch.tensor(losses).isfinite().all()
