@@ -375,7 +375,9 @@ def stand_in_error(
 ) -> torch.Tensor:
     """At each level: the relative error (:func:`~diffcourse.metrics.relative_score_error`) of the
     exact prediction at a random label (uniform, one per point, independent of x_t), taken as a
-    stand-in for the unconditional prediction, over x_t from the forward process."""
+    stand-in for the unconditional prediction, over x_t from the forward process. ``seed`` draws
+    the labels, ``seed + 1`` the points x_t (each level's own, as
+    :func:`~diffcourse.metrics.relative_score_error` draws them)."""
     from .metrics import relative_score_error
 
     check_mixture(mixture), check_levels(schedule, levels, "levels")
@@ -383,7 +385,7 @@ def stand_in_error(
     gen = torch.Generator(device=mixture.device).manual_seed(seed)
     labels = torch.randint(0, mixture.num_classes, (n,), generator=gen, device=mixture.device)
     return relative_score_error(
-        exact_eps_fn(mixture, schedule, labels), mixture, schedule, levels, n=n
+        exact_eps_fn(mixture, schedule, labels), mixture, schedule, levels, n=n, seed=seed + 1
     )
 
 

@@ -108,6 +108,19 @@ def test_stand_in_error_is_small_at_high_noise_and_large_at_low():
     assert err[0] > 1 and err[1] < 0.1
 
 
+def test_stand_in_error_seed_draws_the_points_too():
+    """``seed`` draws the labels and, offset by one, the points x_t; before, the points came from
+    relative_score_error's default seed whatever the seed asked."""
+    from diffcourse.metrics import relative_score_error
+    from diffcourse.mixture import exact_eps_fn
+
+    mix = three_blobs(dtype=torch.float64)
+    got = claims.stand_in_error(mix, S, [5, 20], n=300, seed=4)
+    labels = torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(4))
+    want = relative_score_error(exact_eps_fn(mix, S, labels), mix, S, [5, 20], n=300, seed=5)
+    assert torch.equal(got, want)
+
+
 def test_is_monotone():
     assert claims.is_monotone([1, 2, 3]) and not claims.is_monotone([1, 2, 2])
     assert claims.is_monotone([1, 2, 2], strict=False)
