@@ -110,8 +110,9 @@ def cosine_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> Schedu
 
 def ddim_levels(T: int, steps: int) -> List[int]:
     """The 0-based levels a DDIM run of ``steps`` network evaluations visits on a chain of T steps:
-    ``steps`` evenly spaced values from T - 1 down to 0, rounded (Song, Meng & Ermon 2021, Sec. 4.2,
-    their "linear" choice of sub-sequence). ``steps = T`` visits every level."""
+    ``steps`` evenly spaced values from T - 1 down to 0, rounded: the sub-sequence tau of Song,
+    Meng & Ermon (2021, Sec. 4.2), spaced evenly like the "linear" choice of their Appendix D.2
+    (tau_i = floor(c i), which need not reach T - 1). ``steps = T`` visits every level."""
     T = check_int(T, "T", low=1)
     steps = check_int(steps, "steps", low=1, high=T)
     return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
