@@ -444,8 +444,9 @@ class GaussianMixture:
         return x, self.labels[k]
 
 
-def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, need_y: bool = False):
-    """``fn(x_t, t)`` = ``value(diffused mixture, alpha_bar_t, x, labels)`` at each step of t.
+def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, need_y: str = ""):
+    """``fn(x_t, t)`` = ``value(diffused mixture, alpha_bar_t, x, labels)`` at each step of t;
+    ``need_y`` names what needs a class, where y may not be None.
 
     Checks the mixture, schedule and labels once, here. Inside a sampling run the step comes from
     the sampler (:func:`~diffcourse.checks.known_step`) and nothing is read back from the device;
@@ -453,9 +454,7 @@ def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, nee
     check_mixture(mixture)
     check_schedule(schedule)
     if y is None and need_y:
-        raise TypeError(
-            "y must be an int or an integer tensor of labels: the classifier gradient needs a class"
-        )
+        raise TypeError(f"y must be an int or an integer tensor of labels: {need_y} needs a class")
     if isinstance(y, torch.Tensor) and y.ndim == 0:
         y = check_labels(
             y, 1, mixture.num_classes, mixture.device, allow_int=True
@@ -494,11 +493,13 @@ def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, nee
         if len(steps) == 1:  # a sampler's call: one step for the whole batch
             a = alpha_bar[steps[0]]
             return value(mixture.diffuse(a), a, x, labels).to(x_t.dtype)
-        out = torch.empty_like(x)
+        out = None  # its shape is value's: [N, dim] for a noise prediction, [N] for a ratio
         for step in steps:
             idx = (t == step).nonzero()[:, 0]
             a = alpha_bar[step]
-            out[idx] = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
+            v = value(mixture.diffuse(a), a, x[idx], None if labels is None else labels[idx])
+            out = x.new_empty((n, *v.shape[1:])) if out is None else out
+            out[idx] = v
         return out.to(x_t.dtype)
 
     return fn
@@ -525,7 +526,11 @@ def exact_classifier_grad_fn(
     """The exact classifier gradient grad log p_t(y | x_t) as a callable ``grad_fn(x_t, t)``: the
     counterpart of a learned noise-aware classifier's gradient (Luo eq. 165-166)."""
     return _exact_fn(
-        mixture, schedule, y, lambda m, a, x, lab: m._classifier_grad(x, lab), need_y=True
+        mixture,
+        schedule,
+        y,
+        lambda m, a, x, lab: m._classifier_grad(x, lab),
+        "the classifier gradient",
     )
 
 
@@ -550,7 +555,7 @@ def exact_cfg_eps_fn(
         cond, uncond = m._scores_with_and_without(x, labels)
         return classifier_free_guidance(score_to_eps(cond, a), score_to_eps(uncond, a), gamma)
 
-    return _exact_fn(mixture, schedule, y, value, need_y=True)
+    return _exact_fn(mixture, schedule, y, value, "guidance")
 
 
 # ---- the tilted law of guidance (chapter 6) --------------------------------------------------------------
@@ -901,25 +906,12 @@ def exact_log_ratio_fn(
     returning [N]: how much more likely the class has become at x_t than it was a priori. Feedback
     guidance (``guidance.feedback_eps_fn``) sets its scale from it."""
     check_mixture(mixture)
-    check_schedule(schedule)
-    if y is None:
-        raise TypeError("y must be an int or an integer tensor of labels, got NoneType")
-    mixture._check_label(y)
     log_prior = torch.log(mixture.class_weights)
 
-    def ratio_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        check_tensor(x_t, "x_t", floating=True, shape=(None, mixture.dim), device=mixture.device)
-        check_steps(t, x_t.shape[0], schedule.T)
-        x = x_t.to(mixture.dtype)
-        labels = mixture._check_y(y, x.shape[0])
-        out = torch.empty(x.shape[0], dtype=mixture.dtype, device=x.device)
-        for step in torch.unique(t).tolist():
-            idx = (t == step).nonzero()[:, 0]
-            post = mixture.diffuse(float(schedule.alpha_bar[step])).class_log_posterior(x[idx])
-            out[idx] = post.gather(1, labels[idx, None])[:, 0] - log_prior[labels[idx]]
-        return out
+    def ratio(m: GaussianMixture, a: float, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return m.class_log_posterior(x).gather(1, labels[:, None])[:, 0] - log_prior[labels]
 
-    return ratio_fn
+    return _exact_fn(mixture, schedule, y, ratio, "the log-ratio")
 
 
 def class_mixture(mixture: GaussianMixture, y: int) -> GaussianMixture:

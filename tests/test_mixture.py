@@ -647,6 +647,21 @@ def test_exact_cfg_is_eq_170_of_the_two_exact_predictors_bit_for_bit():
             assert torch.equal(exact_cfg_eps_fn(mix, s, y, gamma)(x, t), two(x, t))
 
 
+def test_exact_log_ratio_fn_answers_in_x_t_dtype():
+    """Like every exact predictor (one body, ``_exact_fn``), the ratio comes back in x_t's dtype,
+    at one step or many; before, it came back in the mixture's whatever x_t was."""
+    from diffcourse.mixture import exact_log_ratio_fn
+
+    mix, s = random_mixture(2, (2, 1), seed=3), cosine_schedule(30)
+    ratio = exact_log_ratio_fn(mix, s, 1)
+    x = torch.randn(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for t in (torch.full((12,), 7), torch.arange(12) % 4 * 9):
+        want = ratio(x, t)
+        got = ratio(x.float(), t)
+        assert want.dtype == torch.float64 and got.dtype == torch.float32 and got.shape == (12,)
+        assert torch.allclose(got.double(), want, atol=1e-5)
+
+
 def test_exact_log_ratio_fn_checks_x_t():
     from diffcourse.mixture import exact_log_ratio_fn
 
