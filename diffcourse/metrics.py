@@ -262,7 +262,7 @@ def diversity(x: torch.Tensor, y: torch.Tensor, ref_x: torch.Tensor, ref_y: torc
     less means samples of a class look more alike."""
 
     def within(images: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
-        check_finite(check_tensor(images, name, floating=True), name)
+        check_finite(check_tensor(images, name, floating=True, nonempty=True), name)
         check_tensor(labels, f"{name}'s labels", floating=False)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{name}'s labels must have shape ({images.shape[0]},)")
@@ -339,6 +339,8 @@ def knn_entropy(x: torch.Tensor, k: int = 5) -> float:
     two dimensions a few thousand points give it to a few hundredths of a nat. Diversity as
     Wu et al. (2024) measure it: guidance lowers it."""
     check_tensor(x, "x", ndim=2)  # [N, D]
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold at least two points, got {x.shape[0]}")
     k = check_int(k, "k", low=1, high=x.shape[0] - 1)  # the k-th neighbour of each of N points
     x = x.detach().double().cpu()
     if not torch.isfinite(x).all():
@@ -382,7 +384,7 @@ def per_class_agreement_and_spread(
     """For each class c asked for in ``y``: (class agreement of the samples asked for c, their
     spread against ``references[c]``; None without references). See :func:`class_agreement` and
     :func:`spread`."""
-    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim))
+    check_tensor(x, "x", floating=True, shape=(None, check_mixture(mixture).dim), nonempty=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     y_host = y.cpu()
     out = {}
@@ -1169,7 +1171,7 @@ def class_distance_ratios(
     draws from p(x|c), over its noise floor (:func:`distance_to_exact` with seed c): near 1 for a
     sampler of p(x|c), chapter 1's bar for a learned model is 2."""
     check_mixture(mixture)
-    check_tensor(x, "x", floating=True, shape=(None, mixture.dim))
+    check_tensor(x, "x", floating=True, shape=(None, mixture.dim), nonempty=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     return {
         c: distance_to_exact(x[y == c], mixture_draw(mixture, c), seed=c)["ratio"]
@@ -1253,7 +1255,7 @@ def feature_traces(
     to which the Fréchet distance in these features responds first (chapter 7). ``x`` and ``y``
     move to the judge's device."""
     _check_judge(judge)
-    check_tensor(x, "x", floating=True)
+    check_tensor(x, "x", floating=True, nonempty=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     device = next(judge.parameters(), x).device  # the judge's (x's for one without weights)
     f, y = judge.features(x.to(device)).double(), y.to(device)
@@ -1280,7 +1282,7 @@ def noisy_accuracy(
     process (Luo eq. 70), the noise of each step from a generator on x's device seeded with the
     step itself. How much a guide for classifier guidance (Luo eq. 166) knows at each level."""
     check_module(classifier, "classifier")
-    check_tensor(x, "x", floating=True)
+    check_tensor(x, "x", floating=True, nonempty=True)
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     _check_label_range(y, classifier)
     out = {}

@@ -1211,3 +1211,33 @@ def test_out_of_range_is_the_mean_distance_outside_the_range():
         out_of_range(x, low=True)
     with pytest.raises(ValueError, match="x"):
         out_of_range(x[:0])
+
+
+def _empty_sample_calls():
+    from diffcourse import metrics
+    from diffcourse.schedules import linear_schedule
+
+    mix, e2, e1 = three_blobs(), torch.empty(0, 2), torch.empty(0, dtype=torch.long)
+    img, no_img, yi = torch.rand(20, 1, 8, 8), torch.empty(0, 1, 8, 8), torch.arange(20) % 10
+    judge = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    noisy = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=10)
+    return {
+        "diversity": lambda: metrics.diversity(no_img, e1, img, yi),
+        "knn_entropy": lambda: metrics.knn_entropy(e2),
+        "per_class_agreement": lambda: metrics.per_class_agreement(e2, e1, mix),
+        "agreement_and_spread": lambda: metrics.agreement_and_spread(e2, e1, mix),
+        "class_distance_ratios": lambda: metrics.class_distance_ratios(e2, e1, mix),
+        "feature_traces": lambda: metrics.feature_traces(judge, no_img, e1),
+        "noisy_accuracy": lambda: metrics.noisy_accuracy(
+            noisy, no_img, e1, linear_schedule(10), [0]
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_empty_sample_calls()))
+def test_an_empty_sample_set_is_refused_by_name(name):
+    """Found by calling each sample-taking metric with no samples: some returned {} or NaN
+    silently (per_class_agreement, class_distance_ratios, noisy_accuracy), others failed inside
+    torch or Python (diversity, feature_traces, agreement_and_spread) or named k (knn_entropy)."""
+    with pytest.raises(ValueError, match="^x must hold at least"):
+        _empty_sample_calls()[name]()
