@@ -92,6 +92,7 @@ def flow_matching_loss(
     coordinates. Its minimiser is v*(x_t, t) = E[eps - x_0 | x_t (, y)], for the same reason the
     noise loss of chapter 1 is minimised by E[eps | x_t]: a mean squared error is least at the
     conditional mean. ``y`` may hold the null label (condition dropout is the caller's choice)."""
+    check_tensor(x0, "x0", floating=True, nonempty=True)  # a mean over no rows is NaN
     x_t = interpolate(x0, eps, t)
     v = model(x_t, t) if y is None else model(x_t, t, y)
     return torch.mean((v - (eps - x0)) ** 2)
@@ -417,6 +418,7 @@ def distillation_loss(
     takes gamma as an input learns the teacher's guided velocity in one pass,
     E || v_student(x_t, t, y, gamma) - [gamma v_c + (1 - gamma) v_u]_teacher ||^2, with x_t on the
     path of the data, and gamma drawn by the caller over the range the student should serve."""
+    check_tensor(x0, "x0", floating=True, nonempty=True)  # a mean over no rows is NaN
     x_t = interpolate(x0, eps, t)
     target = guided_velocity_target(teacher, x_t, t, y, gamma)
     return torch.mean((student(x_t, t, y, gamma) - target) ** 2)

@@ -866,7 +866,7 @@ def cfg_gap(
     is right; test at a gamma other than 0 and 1, where the stacked pass runs."""
     gamma = _check_gamma(gamma)
     check_module(model)
-    check_tensor(x_t, "x_t", floating=True)
+    check_tensor(x_t, "x_t", floating=True, nonempty=True)
     with torch.no_grad(), full_precision():  # no TF32: its rounding depends on the batch
         cond = model(x_t, t, y)
         uncond = model(x_t, t, model.null_labels(x_t.shape[0]))
@@ -892,7 +892,7 @@ def classifier_guidance_gap(
     check_module(classifier, "classifier")
     check_module(model)
     check_built_for(schedule, classifier=classifier, model=model)
-    check_tensor(x_t, "x_t", floating=True)
+    check_tensor(x_t, "x_t", floating=True, nonempty=True)
     x = x_t.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
     ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)

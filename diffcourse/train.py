@@ -80,6 +80,7 @@ def denoiser_loss(
     unconditional model. ``y`` is a label per row, or any condition with the batch first (a caption,
     an image, chapter 10); ``null_label`` is then the null condition: an int for class labels, else
     a tensor shaped like ``y`` (the model's ``null_condition(y)``)."""
+    check_tensor(x0, "x0", floating=True, nonempty=True)  # a mean over no rows is NaN
     if drop is not None:  # a float mask would fail inside torch.where
         check_tensor(drop, "drop", dtype=torch.bool, shape=(x0.shape[0],), owner="a mask")
     if drop is not None and y is not None and null_label is None:
@@ -108,6 +109,7 @@ def classifier_loss(
     clean x0 (the evaluation classifier of the image metrics, which takes no t). ``y`` holds one
     class in 0..C-1 per row (cross-entropy would read -100 as "ignore this row", and a float y as
     soft labels)."""
+    check_tensor(x0, "x0", floating=True, nonempty=True)  # a mean over no rows is NaN
     num_classes = getattr(model, "num_classes", None)
     if num_classes:
         check_labels(y, x0.shape[0], num_classes, x0.device)

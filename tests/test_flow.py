@@ -688,3 +688,14 @@ def test_a_flow_run_whose_velocities_diverge_is_an_error_not_nan_samples(sample)
 
     with pytest.raises(ValueError, match=r"^v_fn: .* NaN or infinite values in \d+ of 64"):
         sample(diverging, (64, 2), steps=4, generator=torch.Generator().manual_seed(0))
+
+
+def test_the_flow_losses_refuse_an_empty_batch():
+    """flow_matching_loss returned NaN for an empty batch (a mean over no rows), silently."""
+    model = VelocityMLP(dim=2, hidden=8, depth=1, num_classes=3)
+    student = VelocityMLP(dim=2, hidden=8, depth=1, num_classes=3, guidance_input=True)
+    x0, t, y = torch.empty(0, 2), torch.empty(0), torch.empty(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
+        flow.flow_matching_loss(model, x0, x0, t, y)
+    with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
+        flow.distillation_loss(student, model, x0, x0, t, y, t)

@@ -1224,3 +1224,16 @@ def test_ramped_gamma_rises_from_one_and_keeps_the_mean():
         ramped_gamma(3.0, 11, rising="no")
     with pytest.raises(ValueError, match="step"):
         rise(11)
+
+
+def test_the_gap_checks_refuse_an_empty_batch():
+    """cfg_gap and classifier_guidance_gap failed inside torch's max() for an empty x_t."""
+    from diffcourse.guidance import cfg_gap, classifier_guidance_gap
+
+    den = MLPDenoiser(dim=2, T=20, hidden=8, depth=1, num_classes=3)
+    clf = MLPClassifier(dim=2, num_classes=3, T=20, hidden=8, depth=1)
+    x, t = torch.empty(0, 2), torch.empty(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="^x_t must hold at least one sample"):
+        cfg_gap(den, x, t, t, 2.0)
+    with pytest.raises(ValueError, match="^x_t must hold at least one sample"):
+        classifier_guidance_gap(clf, den, x, t, t, cosine_schedule(20), 2.0)

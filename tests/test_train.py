@@ -782,3 +782,17 @@ def test_a_float64_model_trains_on_a_mixture():
         clf, mix, cosine_schedule(20), 3, batch_size=16, warmup=1, progress=False
     )
     assert len(losses) == 6 and torch.tensor(losses).isfinite().all()
+
+
+def test_the_losses_refuse_an_empty_batch():
+    """A mean over no rows is NaN: both losses returned it silently for an empty batch."""
+    from diffcourse.models import MLPClassifier
+    from diffcourse.train import classifier_loss, denoiser_loss
+
+    s, x0, t = cosine_schedule(20), torch.empty(0, 2), torch.empty(0, dtype=torch.long)
+    den = MLPDenoiser(dim=2, T=20, hidden=8, depth=1, num_classes=3)
+    clf = MLPClassifier(dim=2, num_classes=3, T=20, hidden=8, depth=1)
+    with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
+        denoiser_loss(den, x0, t, x0, s, y=t)
+    with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
+        classifier_loss(clf, x0, t, t=t, eps=x0, schedule=s)
