@@ -490,8 +490,8 @@ def _exact_fn(mixture: GaussianMixture, schedule: Schedule, y: Label, value, nee
         x = x_t.to(mixture.dtype)
         step = known_step(t)
         steps = [step] if step is not None else read_values(torch.unique(t))
-        if len(steps) == 1:  # a sampler's call: one step for the whole batch
-            a = alpha_bar[steps[0]]
+        if len(steps) <= 1:  # a sampler's call: one step for the whole batch (or no rows)
+            a = alpha_bar[steps[0] if steps else 0]
             return value(mixture.diffuse(a), a, x, labels).to(x_t.dtype)
         out = None  # its shape is value's: [N, dim] for a noise prediction, [N] for a ratio
         for step in steps:

@@ -76,6 +76,11 @@ def start_noise(
             )
         if shape_or_noise.ndim < 1:
             raise ValueError("shape_or_noise: the starting noise needs a batch dimension")
+        if shape_or_noise.numel() == 0:  # as a shape with a 0 in it is refused
+            raise ValueError(
+                "shape_or_noise: the starting noise holds no values, "
+                f"got shape {tuple(shape_or_noise.shape)}"
+            )
         return shape_or_noise
     shape = _check_shape(shape_or_noise, "shape_or_noise", "a shape (a tuple of ints) or a tensor")
     if not shape:

@@ -851,3 +851,14 @@ def test_the_end_of_run_check_counts_samples_of_any_shape():
         finished(images, "Euler sampling", "v_fn")
     with pytest.raises(TypeError, match="^x must be a floating-point"):
         finished(torch.zeros(3, dtype=torch.long), "DDIM sampling")
+
+
+def test_empty_starting_noise_is_refused_and_exact_predictors_answer_no_rows():
+    """Noise with a dimension of size 0 reached a reshape inside the first step (a shape with a 0
+    was already refused); an exact predictor given no rows answers with no rows."""
+    mix, s = random_mixture(2, (1, 1), seed=0), cosine_schedule(10)
+    eps_fn = exact_eps_fn(mix, s, 0)
+    with pytest.raises(ValueError, match="^shape_or_noise: the starting noise holds no values"):
+        ddpm_sample(eps_fn, torch.empty(0, 2, dtype=torch.float64), s, progress=False)
+    none = eps_fn(torch.empty(0, 2, dtype=torch.float64), torch.empty(0, dtype=torch.long))
+    assert none.shape == (0, 2) and none.dtype == torch.float64
