@@ -285,7 +285,7 @@ def out_of_range(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> float
     samples before any clamp, it stands in for what Lin et al. (2024) call over-exposure and Sadat
     et al. (2025) built APG to remove, oversaturation: guidance pushing pixels past the values the
     data takes."""
-    check_tensor(x, "x", floating=True)
+    check_finite(check_tensor(x, "x", floating=True), "x")
     if x.numel() == 0:
         raise ValueError("x must hold at least one entry")
     low = check_real(low, "low")
@@ -1184,7 +1184,7 @@ def mean_along(x: torch.Tensor, direction: torch.Tensor) -> float:
     ``direction`` one vector [D] for every sample or one per sample [N, D] (say the unit vector of
     each sample's asked class mean). Beside :func:`tilted_mean_along` it says how far out along its
     class guidance pushed the samples."""
-    check_tensor(x, "x", floating=True, ndim=2, nonempty=True)
+    check_finite(check_tensor(x, "x", floating=True, ndim=2, nonempty=True), "x")
     check_tensor(direction, "direction", floating=True)
     shape = (x.shape[1],) if direction.ndim == 1 else tuple(x.shape)
     check_tensor(direction, "direction", dtype=x.dtype, shape=shape, device=x.device, owner="x")
@@ -1255,7 +1255,7 @@ def feature_traces(
     to which the Fréchet distance in these features responds first (chapter 7). ``x`` and ``y``
     move to the judge's device."""
     _check_judge(judge)
-    check_tensor(x, "x", floating=True, nonempty=True)
+    check_finite(check_tensor(x, "x", floating=True, nonempty=True), "x")
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     device = next(judge.parameters(), x).device  # the judge's (x's for one without weights)
     f, y = judge.features(x.to(device)).double(), y.to(device)
@@ -1282,7 +1282,7 @@ def noisy_accuracy(
     process (Luo eq. 70), the noise of each step from a generator on x's device seeded with the
     step itself. How much a guide for classifier guidance (Luo eq. 166) knows at each level."""
     check_module(classifier, "classifier")
-    check_tensor(x, "x", floating=True, nonempty=True)
+    check_finite(check_tensor(x, "x", floating=True, nonempty=True), "x")
     check_tensor(y, "y", floating=False, shape=(x.shape[0],))
     _check_label_range(y, classifier)
     out = {}
@@ -1391,7 +1391,7 @@ def window_means(
 ) -> Dict[str, float]:
     """``{name: mean of values where lo <= t <= hi}`` for each window ``name: (lo, hi)``: a curve
     over the steps t summarised over early, middle and late stretches of the chain."""
-    check_tensor(values, "values", ndim=1)
+    check_finite(check_tensor(values, "values", ndim=1), "values")
     check_tensor(t, "t", shape=tuple(values.shape))
     check_mapping(windows, "windows", "mapping name -> (lo, hi)", "window")
     out = {}

@@ -1241,3 +1241,34 @@ def test_an_empty_sample_set_is_refused_by_name(name):
     torch or Python (diversity, feature_traces, agreement_and_spread) or named k (knn_entropy)."""
     with pytest.raises(ValueError, match="^x must hold at least"):
         _empty_sample_calls()[name]()
+
+
+def test_a_nan_sample_is_refused_by_name():
+    """Found by calling each metric with one NaN entry: these returned NaN, or a number computed
+    around it (noisy_accuracy), silently; the other metrics already refused it."""
+    from diffcourse import metrics
+    from diffcourse.schedules import linear_schedule
+
+    x = torch.randn(30, 2)
+    x[3, 0] = float("nan")
+    img, yi = torch.rand(20, 1, 8, 8), torch.arange(20) % 10
+    img[2, 0, 0, 0] = float("nan")
+    judge = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    noisy = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=10)
+    calls = {
+        "x": [
+            lambda: metrics.mean_along(x, torch.tensor([1.0, 0.0])),
+            lambda: metrics.feature_traces(judge, img, yi),
+            lambda: metrics.noisy_accuracy(noisy, img, yi, linear_schedule(10), [0]),
+            lambda: metrics.out_of_range(img),
+        ],
+        "values": [
+            lambda: metrics.window_means(
+                torch.tensor([1.0, float("nan"), 2.0]), torch.arange(1, 4), {"w": (1, 3)}
+            )
+        ],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(ValueError, match=f"^{name} holds NaN or infinite values"):
+                fn()
