@@ -587,10 +587,11 @@ def _batches(
     """Endless (x0, y) batches, this process's share of each global batch of ``batch_size`` rows.
 
     A mixture: fresh draws of the whole global batch from the shared ``generator`` (the same on
-    every rank), of which this rank keeps rows rank, rank + W, ..., in the model's ``dtype``. A tensor data set: epochs of a
-    :class:`~torch.utils.data.DistributedSampler` (shuffled, seeded by ``seed`` and the epoch); its
-    shards interleave the same way, so a global batch is the same for every W when the data set's
-    size is a multiple of the batch. ``start_step`` skips the batches already used (resuming).
+    every rank), of which this rank keeps rows rank, rank + W, ..., in the model's ``dtype``. A
+    tensor data set: epochs of a :class:`~torch.utils.data.DistributedSampler` (shuffled, seeded by
+    ``seed`` and the epoch); its shards interleave the same way, so a global batch is the same for
+    every W when the data set's size is a multiple of the batch. ``start_step`` skips the batches
+    already used (resuming).
     """
     if isinstance(data, GaussianMixture):
         while True:
