@@ -20,6 +20,7 @@ from .checks import (
     check_bool,
     check_callable,
     check_device,
+    check_finite,
     check_int,
     check_ints,
     check_levels,
@@ -448,6 +449,13 @@ def ddpm_against_ddim(
     for name, value in (("kept", kept), ("sizes", sizes)):
         if not isinstance(value, dict):
             raise TypeError(f"{name} must be a dict by mixture name, got {type(value).__name__}")
+    check_mapping(kept, "kept", "dict by mixture name", "mixture's samples", kind=dict)
+    for name, samples in kept.items():  # each checked before any gap is measured
+        rules = ("eq. 170, DDIM", "eq. 170, DDPM")
+        if not isinstance(samples, dict) or not all(r in samples for r in rules):
+            raise ValueError(f"kept[{name!r}] must hold the samples of {rules}, as evaluate keeps")
+        if name not in sizes:
+            raise ValueError(f"sizes must give n for every mixture of kept, lacks {name!r}")
     out = {}
     for name, samples in kept.items():
         gaps = seed_gaps(samples["eq. 170, DDIM"], samples["eq. 170, DDPM"], sizes[name])
@@ -528,7 +536,8 @@ def variant_formula_gaps(
     from .guidance import lam_matching, model_variants
     from .schedules import nsr_interval, q_sample_at
 
-    check_tensor(x0, "x0", floating=True, ndim=4)
+    # no image: torch's quantile fails; a NaN pixel: every gap NaN, which no bound catches
+    check_finite(check_tensor(x0, "x0", floating=True, ndim=4, nonempty=True), "x0")
     y = check_tensor(y, "y", floating=False, shape=(x0.shape[0],))
     gamma = check_real(gamma, "gamma", low=0)
     fn = {k: v.eps_fn for k, v in model_variants(model, weak, y, schedule, steps, gamma).items()}
@@ -744,6 +753,7 @@ def tilt_and_noise_variances(
     whose score is eq. 170 of the two noised laws (what guided sampling follows). They differ: noise
     and tilting do not commute."""
     gamma = check_real(gamma, "gamma", low=0)
+    check_reals(alpha_bars, "alpha_bars")  # at least one level: the largest gap of none fails
     cls, data = gaussian(mean, cls_var), gaussian(0.0, data_var)
     tilted = _slope_variance(cls, data, gamma)  # the clean tilted law's variance
 

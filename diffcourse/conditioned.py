@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_built_for, check_int, check_tensor
+from .checks import check_built_for, check_finite, check_int, check_tensor
 from .guidance import negative_prompt_eps_fn
 from .layers import Conv2d, Linear
 from .metrics import diversity, fidelity
@@ -225,6 +225,7 @@ def superres_metrics(
             f"low must be x downsampled by a whole factor of 2 or more, got {tuple(low.shape[-2:])}"
             f" for x of {tuple(x.shape[-2:])}"
         )
+    check_finite(low, "low")  # a NaN condition made the consistency NaN
     consistency = (low_resolution(x, factor) - low).pow(2).mean().sqrt().item()
     return {
         "consistency": consistency,

@@ -26,6 +26,7 @@ from .checks import (
     check_alike,
     check_bool,
     check_callable,
+    check_finite,
     check_int,
     check_labels,
     check_levels,
@@ -581,7 +582,8 @@ def velocity_gap_to_score(
     :func:`score_to_velocity`, -(x_t + t score) / (1 - t). Nothing is shared with the closed-form
     velocity (``exact_velocity_fn``), so a small gap checks it independently (times < 1)."""
     check_callable(v_fn, "v_fn"), check_mixture(mixture)
-    check_tensor(x, "x", floating=True, ndim=2)
+    # no point: nothing to compare; a NaN one: max(0.0, nan) is 0.0, a gap of 0 that passes any bound
+    check_finite(check_tensor(x, "x", floating=True, ndim=2, nonempty=True), "x")
     worst = 0.0  # no time: nothing checked, so refused (a gap of 0 would pass any bound)
     for t in check_reals(times, "times", low=0, high=1, high_open=True):
         probe = x.detach().clone().requires_grad_(True)
@@ -603,7 +605,7 @@ def velocity_gap_to_eps(
     are the same rule in two parametrisations (eq. 170 on exact velocities and on exact noise)."""
     check_callable(v_fn, "v_fn"), check_schedule(schedule)
     check_callable(eps_fn, "eps_fn")
-    check_tensor(x, "x", floating=True, ndim=2)
+    check_finite(check_tensor(x, "x", floating=True, ndim=2, nonempty=True), "x")  # as above
     n, worst = x.shape[0], 0.0
     for step in check_levels(schedule, steps):  # at least one step: an empty list checks nothing
         t, c = matched_time(schedule.alpha_bar[step])

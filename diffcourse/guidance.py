@@ -36,6 +36,7 @@ from .checks import (
     check_bool,
     check_built_for,
     check_callable,
+    check_finite,
     check_generator,
     check_int,
     check_labels,
@@ -531,6 +532,8 @@ def dynamic_threshold_eps_fn(eps_fn: Fn, schedule: Schedule, percentile: float =
 
     def thresholded(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_fn(x_t, t)
+        if not eps.numel():  # no sample: nothing to threshold (torch's quantile fails on none)
+            return eps
         a = schedule.gather("alpha_bar", t, x_t)
         x0 = eps_to_x0(x_t, eps, a)
         s = (
@@ -792,8 +795,10 @@ def variant_eps_fns(
     _check_fns(cond_fn=cond_fn, uncond_fn=uncond_fn, weak_fn=weak_fn)
     steps, gamma = check_int(steps, "steps", low=1), _check_gamma(gamma)
     names = VARIANTS if names is None else names
-    if isinstance(names, str) or not all(name in VARIANTS for name in names):
-        raise ValueError(f"names must be a sequence of names from {VARIANTS}, got {names!r}")
+    if isinstance(names, str) or not names or not all(name in VARIANTS for name in names):
+        raise ValueError(  # none asked: an empty table, in which a caller finds no row missing
+            f"names must be a non-empty sequence of names from {VARIANTS}, got {names!r}"
+        )
     cfg = classifier_free_eps_fn(cond_fn, uncond_fn, gamma) if cfg_fn is None else cfg_fn
     check_callable(cfg, "cfg_fn")
     lam = lam_matching(schedule, steps, gamma) if "CFG++" in names else None
@@ -867,6 +872,7 @@ def cfg_gap(
     gamma = _check_gamma(gamma)
     check_module(model)
     check_tensor(x_t, "x_t", floating=True, nonempty=True)
+    check_finite(x_t, "x_t")  # a NaN row made the largest gap NaN, which no bound catches
     with torch.no_grad(), full_precision():  # no TF32: its rounding depends on the batch
         cond = model(x_t, t, y)
         uncond = model(x_t, t, model.null_labels(x_t.shape[0]))
@@ -892,7 +898,7 @@ def classifier_guidance_gap(
     check_module(classifier, "classifier")
     check_module(model)
     check_built_for(schedule, classifier=classifier, model=model)
-    check_tensor(x_t, "x_t", floating=True, nonempty=True)
+    check_finite(check_tensor(x_t, "x_t", floating=True, nonempty=True), "x_t")  # as cfg_gap
     x = x_t.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(classifier.log_prob(x, t, y).sum(), x)
     ab = schedule.alpha_bar.to(x_t.device)[t].to(x_t.dtype)
@@ -939,6 +945,7 @@ def batched_against_two(
     check_callable(sample, "sample")
     two = classifier_free_eps_fn(model.eps_fn(y), model.eps_fn(), gamma)
     s2, x2 = timed(lambda: sample(two))
+    name = "sample's samples" if batched is None else "batched: samples"
     if batched is None:
         one = batched_cfg_eps_fn(model, y, gamma)
         batched = timed(lambda: sample(one))
@@ -946,5 +953,9 @@ def batched_against_two(
         raise TypeError("batched must be a pair (seconds, samples) of a stacked run, or None")
     s1, x1 = batched
     check_real(s1, "batched: seconds", low=0)
-    check_tensor(x1, "batched: samples", floating=True, shape=tuple(x2.shape))
+    # no sample: the largest gap fails inside torch; a NaN one: the gap is NaN
+    check_finite(
+        check_tensor(x2, "sample's samples", floating=True, nonempty=True), "sample's samples"
+    )
+    check_finite(check_tensor(x1, name, floating=True, shape=tuple(x2.shape)), name)
     return [s1, s2, (x1 - x2).abs().max().item()]

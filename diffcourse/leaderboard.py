@@ -361,8 +361,7 @@ def score_samples(x: torch.Tensor, refs: References, seed: int) -> Dict[str, flo
     x = x.detach().cpu().double()
     if x.shape != (refs.n, s.mixture.dim):
         raise ValueError(f"x must have shape ({refs.n}, {s.mixture.dim}), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("the samples hold NaN or infinite values")
+    check_finite(x, "x")
     out = {}
     for target in ("cond", "tilted"):
         draws, floor = refs.get(target, seed)
@@ -459,6 +458,8 @@ def check_rows(rows, metrics: Sequence[str] = ()) -> List[dict]:
         missing = [k for k in ("mixture", "rule", "seed", *metrics) if k not in row]
         if missing:
             raise ValueError(f"rows[{i}] lacks {missing}")
+        for m in metrics:  # a NaN made a mean NaN, and a rule neither beat nor beaten by any
+            check_real(row[m], f"rows[{i}][{m!r}]")
     return list(rows)
 
 
@@ -600,8 +601,9 @@ def seed_gaps(samples_a: torch.Tensor, samples_b: torch.Tensor, n: int) -> List[
     lie apart, against chance: for each seed i, the distance between a's and b's samples of that seed
     over the distance between b's samples of seeds i and i + 1 (the last seed against the first).
     Near 1 when a and b sample one law."""
-    check_tensor(samples_a, "samples_a", floating=True, ndim=2)
-    check_tensor(samples_b, "samples_b", floating=True, ndim=2)
+    # by name here: sample_distance would name its own x and ref
+    check_finite(check_tensor(samples_a, "samples_a", floating=True, ndim=2), "samples_a")
+    check_finite(check_tensor(samples_b, "samples_b", floating=True, ndim=2), "samples_b")
     n = check_int(n, "n", low=1)
     a, b = samples_a.split(n), samples_b.split(n)
     if len(a) != len(b) or len(b) < 2 or {a[-1].shape[0], b[-1].shape[0]} != {n}:

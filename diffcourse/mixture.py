@@ -611,8 +611,10 @@ def grid_sample(
         raise ValueError(
             f"log_density must return one value per point, got shape {tuple(logp.shape)}"
         )
+    if logp.isnan().any() or (logp == math.inf).any():  # softmax of them fails in multinomial
+        raise ValueError("log_density must be finite or -inf on the grid, got NaN or +inf")
     if not torch.isfinite(logp).any():
-        raise ValueError("log_density is -inf or nan everywhere on the grid")
+        raise ValueError("log_density is -inf everywhere on the grid")
     # the mass left on the border row tells whether the square was big enough
     probs = torch.softmax(logp, 0)
     border = probs.reshape(cells, cells)

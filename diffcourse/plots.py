@@ -24,6 +24,7 @@ from .checks import (
     check_bool,
     check_callable,
     check_int,
+    check_ints,
     check_levels,
     check_mapping,
     check_mixture,
@@ -218,7 +219,7 @@ def _tiles(x: torch.Tensor, rows: int):
 
 def _grid_columns(x: torch.Tensor, rows: int, name: str = "x") -> int:
     """The columns of a grid of ``rows`` rows of images ``x`` [N, 1, H, W] (N a multiple of rows)."""
-    check_tensor(x, name, floating=True)
+    check_tensor(x, name, floating=True, nonempty=True)  # a grid of no column has no width
     if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] % rows:
         raise ValueError(
             f"{name} must be [N, 1, H, W] with N a multiple of rows={rows}, got {tuple(x.shape)}"
@@ -553,6 +554,8 @@ def animate_images(
     runs = _check_panels(panels, 4, "[N, 1, H, W]")
     n, shape = len(runs[0][1]), runs[0][1][0].shape
     rows = check_int(rows, "rows", low=1)
+    if not shape[0]:  # checked before a figure is made, as image_grid would refuse it
+        raise ValueError(f"panels: every frame must hold at least one image, got {tuple(shape)}")
     if shape[1] != 1 or shape[0] % rows:
         raise ValueError(f"rows={rows} must divide N, frames [N, 1, H, W], got {tuple(shape)}")
     times = _check_times(times, panels, n)
@@ -718,6 +721,7 @@ def error_over_levels(levels, errors: dict, title: str = "", ax=None):
         raise TypeError(f"errors must be a dict label -> values, got {type(errors).__name__}")
     if not 0 < len(errors) <= 4:  # one line style each
         raise ValueError(f"errors must hold one to four curves, got {len(errors)}")
+    levels = check_ints(levels, "levels", low=0)  # none failed in matplotlib's log scale
     return line_plot(
         [t + 1 for t in levels],
         errors,
@@ -781,7 +785,7 @@ def score_error_curve(errors: torch.Tensor, skip: int, ax=None):
     both axes logarithmic, with the first ``skip`` stiff steps shaded and the mean error past them
     drawn as a dashed line: chapter 1's picture of a learned score against the exact one. Returns
     the axes."""
-    check_tensor(errors, "errors", floating=True, ndim=1)
+    check_tensor(errors, "errors", floating=True, ndim=1, nonempty=True)  # else skip was blamed
     skip = check_int(skip, "skip", low=0, high=len(errors) - 1)
     mean = errors[skip:].mean().item()
     if ax is None:

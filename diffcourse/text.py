@@ -212,6 +212,8 @@ def random_captions(
     if any(not kind_options for by_digit in options for kind_options in by_digit):
         raise ValueError("held_out leaves some digit with no caption of some kind")
     n = labels.numel()
+    if not n:  # no label, no caption (torch's multinomial refuses to draw none)
+        return []
     kinds = torch.multinomial(
         torch.tensor(KIND_WEIGHTS, dtype=torch.float64), n, replacement=True, generator=generator
     ).tolist()
@@ -442,7 +444,7 @@ def caption_references(
     captions = [captions] if isinstance(captions, str) else check_strs(captions, "captions")
     if not captions:
         raise ValueError("captions must hold at least one caption")
-    check_tensor(x_real, "x_real", floating=True)
+    check_tensor(x_real, "x_real", floating=True, nonempty=True)
     y_real = check_labels(y_real, x_real.shape[0], 10, x_real.device, name="y_real")  # digits 0..9
     mask = caption_mask(captions).to(y_real.device)  # [K, 10]
     true, read = mask[:, y_real], mask[:, _read(judge, x_real, "x_real")]  # [K, N] each

@@ -398,3 +398,38 @@ def test_scale_schedules_rows_are_eq_170_with_each_scale():
         claims.scale_schedules(m, S, 0, [2.0], z, 10, ref, seed=-1)
     with pytest.raises(TypeError, match="noise"):
         claims.scale_schedules(m, S, 0, [2.0], z.long(), 10, ref)
+
+
+def test_claims_refuse_no_values_and_nan_images():
+    """tilt_and_noise_formula_error with no alpha_bar failed inside torch's max();
+    variant_formula_gaps failed inside torch's quantile() for no image and returned NaN gaps for a
+    NaN pixel, silently."""
+    with pytest.raises(ValueError, match="^alpha_bars must hold at least one value"):
+        claims.tilt_and_noise_formula_error(0.25, 1.0, 2.0, 1.0, [])
+    from diffcourse.schedules import linear_schedule
+
+    good, weak = _small_unets(300)
+    x0, y = torch.zeros(2, 1, 8, 8), torch.arange(2)
+    with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
+        claims.variant_formula_gaps(good, weak, x0[:0], y[:0], linear_schedule(300), 10, 3.0)
+    x0[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="^x0 holds NaN"):
+        claims.variant_formula_gaps(good, weak, x0, y, linear_schedule(300), 10, 3.0)
+
+
+def test_ddpm_against_ddim_refuses_no_samples_and_a_missing_entry():
+    """kept = {} returned {}, silently; a mixture without one of the two samplers' samples, or
+    without its n in sizes, failed with a bare KeyError."""
+    rows = [
+        {"mixture": "m", "rule": r, "seed": s, "to_tilted": 1.0}
+        for r in ("eq. 170, DDIM", "eq. 170, DDPM")
+        for s in (0, 1)
+    ]
+    x = torch.zeros(40, 2)
+    both = {"eq. 170, DDIM": x, "eq. 170, DDPM": x}
+    with pytest.raises(ValueError, match="^kept must hold at least one"):
+        claims.ddpm_against_ddim(rows, {}, {})
+    with pytest.raises(ValueError, match=r"^kept\['m'\] must hold the samples"):
+        claims.ddpm_against_ddim(rows, {"m": {"eq. 170, DDIM": x}}, {"m": 20})
+    with pytest.raises(ValueError, match="^sizes must give n .* lacks 'm'"):
+        claims.ddpm_against_ddim(rows, {"m": both}, {})

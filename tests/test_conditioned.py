@@ -161,3 +161,16 @@ def test_low_resolution_factor_is_an_int():
         low_resolution(torch.randn(2, 1, 8, 8), 2.0)
     with pytest.raises(ValueError, match="^factor must be an int >= 1"):
         low_resolution(torch.randn(2, 1, 8, 8), 0)
+
+
+def test_superres_metrics_refuse_a_nan_condition():
+    """A NaN entry of low made the consistency NaN, silently."""
+    from diffcourse.conditioned import superres_metrics
+    from diffcourse.models import ConvClassifier
+
+    judge = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y, low = torch.arange(4), low_resolution(x, 2)
+    low[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^low holds NaN"):
+        superres_metrics(judge, x, low, y, y % 2, x, y % 2)

@@ -699,3 +699,17 @@ def test_the_flow_losses_refuse_an_empty_batch():
         flow.flow_matching_loss(model, x0, x0, t, y)
     with pytest.raises(ValueError, match="^x0 must hold at least one sample"):
         flow.distillation_loss(student, model, x0, x0, t, y, t)
+
+
+def test_the_velocity_gaps_refuse_no_points_and_a_nan_point():
+    """No point failed inside torch's max(); a NaN point gave a gap of 0.0 (max(0.0, nan) is 0.0),
+    which passes any bound."""
+    m, s = three_blobs(dtype=F64), cosine_schedule(50)
+    v, e = exact_velocity_fn(m, 0), exact_eps_fn(m, s, 0)
+    x = torch.zeros(4, 2, dtype=F64)
+    x[1, 0] = float("nan")
+    for bad, message in ((x[:0], "^x must hold at least one sample"), (x, "^x holds NaN")):
+        with pytest.raises(ValueError, match=message):
+            flow.velocity_gap_to_score(v, m, 0, bad, [0.5])
+        with pytest.raises(ValueError, match=message):
+            flow.velocity_gap_to_eps(v, e, s, bad, [10])

@@ -1237,3 +1237,46 @@ def test_the_gap_checks_refuse_an_empty_batch():
         cfg_gap(den, x, t, t, 2.0)
     with pytest.raises(ValueError, match="^x_t must hold at least one sample"):
         classifier_guidance_gap(clf, den, x, t, t, cosine_schedule(20), 2.0)
+
+
+def test_the_gap_checks_refuse_a_nan_point():
+    """cfg_gap and classifier_guidance_gap returned NaN for an x_t with a NaN entry, silently."""
+    from diffcourse.guidance import cfg_gap, classifier_guidance_gap
+
+    den = MLPDenoiser(dim=2, T=20, hidden=8, depth=1, num_classes=3)
+    clf = MLPClassifier(dim=2, num_classes=3, T=20, hidden=8, depth=1)
+    x, t, y = torch.zeros(3, 2), torch.full((3,), 5), torch.arange(3)
+    x[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="^x_t holds NaN or infinite values"):
+        cfg_gap(den, x, t, y, 2.0)
+    with pytest.raises(ValueError, match="^x_t holds NaN or infinite values"):
+        classifier_guidance_gap(clf, den, x, t, y, cosine_schedule(20), 2.0)
+
+
+def test_batched_against_two_refuses_no_samples_and_nan_samples():
+    """A batched run with a NaN sample gave a NaN gap, silently; no samples failed in torch's max()."""
+    den = MLPDenoiser(dim=2, T=20, hidden=8, depth=1, num_classes=3)
+    y, x = torch.arange(3), torch.zeros(3, 2)
+    nan = x.clone()
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^batched: samples holds NaN"):
+        batched_against_two(den, y, 2.0, lambda fn: x, (0.1, nan))
+    with pytest.raises(ValueError, match="^sample's samples must hold at least one sample"):
+        batched_against_two(den, y[:0], 2.0, lambda fn: x[:0])
+
+
+def test_dynamic_thresholding_of_no_sample_is_no_sample():
+    """An empty batch failed inside torch's quantile(); the other rules return an empty batch."""
+    s = cosine_schedule(20)
+    rule = dynamic_threshold_eps_fn(lambda x, t: 3 * x, s)
+    out = rule(torch.empty(0, 2), torch.empty(0, dtype=torch.long))
+    assert out.shape == (0, 2)
+
+
+def test_variant_eps_fns_refuse_an_empty_list_of_names():
+    """names=[] returned an empty table, silently."""
+    from diffcourse.guidance import variant_eps_fns
+
+    fn = lambda x, t: x  # noqa: E731
+    with pytest.raises(ValueError, match="^names must be a non-empty sequence"):
+        variant_eps_fns(fn, fn, cosine_schedule(20), 5, 2.0, weak_fn=fn, names=[])

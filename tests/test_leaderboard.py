@@ -314,3 +314,31 @@ def test_image_like_rules_run_on_more_than_two_dimensions_only():
         else:
             assert (v - eps).abs().max() > 1e-2 and (v - cfg).abs().max() > 1e-2
     assert "dynamic thresholding" in {r.name for r in package_rules() if r.applies(s6)}
+
+
+def test_nan_samples_and_nan_rows_are_refused_by_name():
+    """seed_gaps named sample_distance's x and ref for a NaN sample, score_samples no parameter;
+    summarize returned a NaN mean and robust_pairs dropped every pair of a rule with a NaN row,
+    silently."""
+    a = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="^samples_a holds NaN"):
+        seed_gaps(b, a, 20)
+    with pytest.raises(ValueError, match="^samples_b holds NaN"):
+        seed_gaps(a, b, 20)
+    setting = Setting(three_blobs(), cosine_schedule(20), 0, 2.0, levels=5)
+    with pytest.raises(ValueError, match="^x holds NaN"):
+        score_samples(b, References(setting, 40), 0)
+    rows = [
+        {"mixture": "m", "rule": r, "seed": s, "to_cond": v}
+        for r, values in (("a", (1.0, float("nan"))), ("b", (2.0, 3.0)))
+        for s, v in enumerate(values)
+    ]
+    for call in (
+        lambda: summarize(rows, ["to_cond"]),
+        lambda: robust_pairs(rows, "to_cond"),
+        lambda: common_robust_pairs(rows, "to_cond"),
+    ):
+        with pytest.raises(ValueError, match=r"^rows\[1\]\['to_cond'\] must not be NaN"):
+            call()

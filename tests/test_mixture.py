@@ -670,3 +670,24 @@ def test_exact_log_ratio_fn_checks_x_t():
         ratio(torch.zeros(4, 3, dtype=torch.float64), torch.full((4,), 5))
     with pytest.raises(TypeError, match="^x_t must be a floating-point"):
         ratio(torch.zeros(4, 2, dtype=torch.long), torch.full((4,), 5))
+
+
+def test_grid_sample_refuses_a_nan_or_infinite_log_density_at_some_point():
+    """A NaN or +inf log-density at one point of the grid failed inside torch's multinomial() as
+    "probability entry < 0"; -inf (no mass) is a density's own value, and taken."""
+    for bad in (float("nan"), math.inf):
+
+        def log_density(z, bad=bad):
+            out = -z.pow(2).sum(1)
+            out[5] = bad
+            return out
+
+        with pytest.raises(ValueError, match="^log_density must be finite or -inf"):
+            grid_sample(log_density, 10, -6.0, 6.0, cells=50)
+
+    def no_mass_there(z):
+        out = -z.pow(2).sum(1)
+        out[5] = -math.inf
+        return out
+
+    assert grid_sample(no_mass_there, 10, -6.0, 6.0, cells=50).shape == (10, 2)

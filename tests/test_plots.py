@@ -789,3 +789,22 @@ def test_figures_fit_the_books_column_with_readable_text():
         sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
         assert min(sizes) >= 8, (name, min(sizes))
         plt.close(fig)
+
+
+def test_plots_refuse_no_images_no_levels_and_no_errors_by_name():
+    """image_panels failed with a ZeroDivisionError for a panel of no images, animate_images drew
+    empty grids, error_over_levels failed in matplotlib's log scale for no level, and
+    score_error_curve blamed skip for no error."""
+    from diffcourse.plots import error_over_levels, image_panels, score_error_curve
+
+    plt.close("all")
+    none = torch.empty(0, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"^panels\['a'\] must hold at least one sample"):
+        image_panels({"a": none}, 1)
+    with pytest.raises(ValueError, match="^panels: every frame must hold at least one image"):
+        animate_images({"a": [none, none]}, 1)
+    with pytest.raises(ValueError, match="^levels must hold at least one value"):
+        error_over_levels([], {"a": []})
+    with pytest.raises(ValueError, match="^errors must hold at least one sample"):
+        score_error_curve(torch.empty(0), 0)
+    assert not plt.get_fignums()  # each refused before a figure was made

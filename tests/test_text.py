@@ -225,3 +225,16 @@ def test_a_caption_must_start_with_its_start_token_and_heads_be_positive():
             detokenize(tokens)  # the same check: it read such a row as another caption
     with pytest.raises(ValueError, match="^heads must be an int >= 1"):
         CrossAttention(8, 8, heads=0)
+
+
+def test_no_labels_have_no_captions_and_no_real_digits_are_named():
+    """random_captions of no label failed inside torch's multinomial(); caption_references of no
+    real digit blamed the captions, not x_real."""
+    from diffcourse.models import ConvClassifier
+    from diffcourse.text import caption_references
+
+    assert random_captions(torch.empty(0, dtype=torch.long)) == []
+    judge = ConvClassifier(channels=1, size=8, num_classes=10, width=8, T=None)
+    none, labels = torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="^x_real must hold at least one sample"):
+        caption_references(judge, ["an even digit"], none, labels)
