@@ -32,6 +32,7 @@ from .checks import (
     check_alpha_bar,
     check_callable,
     check_device,
+    check_finite,
     check_generator,
     check_int,
     check_mapping,
@@ -64,7 +65,8 @@ def start_noise(
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """x_T ~ N(0, I): a given tensor is returned as is; a shape is drawn on the generator's device."""
+    """x_T ~ N(0, I): a given tensor is returned as is (once checked finite); a shape is drawn on the
+    generator's device."""
     check_generator(generator)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
@@ -81,7 +83,8 @@ def start_noise(
                 "shape_or_noise: the starting noise holds no values, "
                 f"got shape {tuple(shape_or_noise.shape)}"
             )
-        return shape_or_noise
+        # once per run: a NaN here would surface at the end as eps_fn's divergence
+        return check_finite(shape_or_noise, "shape_or_noise: the starting noise")
     shape = _check_shape(shape_or_noise, "shape_or_noise", "a shape (a tuple of ints) or a tensor")
     if not shape:
         raise ValueError("shape must not be empty")

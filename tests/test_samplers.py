@@ -556,7 +556,9 @@ def test_value_checks_run_once_per_run_not_per_step():
         finally:
             checks.read_values = original
         counts.append(len(calls))
-    assert counts == [2, 2]  # t's range and y's range, at the first call only
+    # the starting noise's finiteness before the first step, t's range and y's range at the
+    # first call: three reads whatever the number of steps
+    assert counts == [3, 3]
     with pytest.raises(
         ValueError, match="t must lie in 0..19"
     ):  # a model built for a shorter chain
@@ -862,3 +864,14 @@ def test_empty_starting_noise_is_refused_and_exact_predictors_answer_no_rows():
         ddpm_sample(eps_fn, torch.empty(0, 2, dtype=torch.float64), s, progress=False)
     none = eps_fn(torch.empty(0, 2, dtype=torch.float64), torch.empty(0, dtype=torch.long))
     assert none.shape == (0, 2) and none.dtype == torch.float64
+
+
+def test_starting_noise_with_a_nan_is_refused_by_name():
+    """A NaN in the starting noise came out at the end of the run as eps_fn's divergence ("the
+    predictions diverged"), blaming the predictor; it is refused once, before the first step."""
+    mix, s = random_mixture(2, (1, 1), seed=0), cosine_schedule(10)
+    noise = torch.randn(4, 2, dtype=torch.float64)
+    noise[1, 0] = float("nan")
+    for sample in (ddpm_sample, ddim_sample):
+        with pytest.raises(ValueError, match="^shape_or_noise: the starting noise holds NaN"):
+            sample(exact_eps_fn(mix, s, 0), noise, s, progress=False)
