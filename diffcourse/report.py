@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from collections import abc
@@ -197,13 +196,10 @@ def table(
 def glue(name: str, value: Any, display: bool = False) -> Any:
     """``myst_nb.glue(name, value, display=display)`` where a lab runs in a kernel with myst-nb (the
     book build, nbval); elsewhere (Colab without myst-nb, a script) nothing. Returns ``value``, with
-    a 0-dim tensor or NumPy scalar turned into the Python number the page formats. A NaN or an
-    infinity is refused: the page would quote "nan" as a measured figure."""
+    a 0-dim tensor or NumPy scalar turned into the Python number the page formats."""
     check_name(name, "name")
     check_bool(display, "display")
     value = _plain(value)
-    if isinstance(value, numbers.Real) and not math.isfinite(value):
-        raise ValueError(f"value: {name} is {value}, not a figure a page can quote")
     if _in_kernel():
         try:
             from myst_nb import glue as myst_glue
