@@ -446,12 +446,11 @@ def ddpm_against_ddim(
     from .leaderboard import check_rows, robust_pairs, seed_gaps
 
     check_rows(rows)
-    for name, value in (("kept", kept), ("sizes", sizes)):
-        if not isinstance(value, dict):
-            raise TypeError(f"{name} must be a dict by mixture name, got {type(value).__name__}")
     check_mapping(kept, "kept", "dict by mixture name", "mixture's samples", kind=dict)
+    if not isinstance(sizes, dict):
+        raise TypeError(f"sizes must be a dict by mixture name, got {type(sizes).__name__}")
+    rules = ("eq. 170, DDIM", "eq. 170, DDPM")
     for name, samples in kept.items():  # each checked before any gap is measured
-        rules = ("eq. 170, DDIM", "eq. 170, DDPM")
         if not isinstance(samples, dict) or not all(r in samples for r in rules):
             raise ValueError(f"kept[{name!r}] must hold the samples of {rules}, as evaluate keeps")
         if name not in sizes:
