@@ -149,6 +149,8 @@ def table(
             body = [[row.get(k) for k in keys] for row in rows]
         else:
             body = [list(row) for row in rows]
+    if not body:
+        raise ValueError("rows is empty: a table needs at least one row")
     if header is None:
         raise ValueError("header must name the columns of rows given as sequences")
     header = [str(h) for h in header]
@@ -164,7 +166,6 @@ def table(
     cells = [[_cell(v, f) for v, f in zip(row, fmts)] for row in body]
     numeric = [
         all(isinstance(_plain(row[j]), numbers.Number) or row[j] is None for row in body)
-        and bool(body)
         for j in range(width)
     ]
 

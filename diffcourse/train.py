@@ -600,6 +600,8 @@ def _batches(
     x_all, y_all = data if isinstance(data, tuple) else (data, None)
     if y_all is not None and y_all.shape[0] != x_all.shape[0]:
         raise ValueError("data's x and y must have the same number of rows")
+    if x_all.shape[0] == 0:
+        raise ValueError("data is empty (0 rows)")
     local = batch_size // world
     sampler = DistributedSampler(
         range(x_all.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed

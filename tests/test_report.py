@@ -59,6 +59,9 @@ def test_table_from_a_mapping_of_rows():
         table({"a": (1.0, 2.0)}, ["name", "x", "y", "z"])
     with pytest.raises(TypeError, match="all mappings or none"):
         table({"a": {"x": 1.0}, "b": (2.0,)}, ["name", "x"])
+    for empty in ({}, [], iter([])):  # nothing to show is a caller's slip, not an empty table
+        with pytest.raises(ValueError, match="^rows is empty"):
+            table(empty, ["name", "x"], show=False)
 
 
 def test_table_shows_markdown_in_a_kernel(monkeypatch):

@@ -49,6 +49,8 @@ def test_bad_input():
         train_denoiser(_model(), three_blobs(), s, steps=1, batch_size=0)
     with pytest.raises(ValueError, match="batch_size 32 is larger than the data set"):
         train_denoiser(_model(), torch.randn(10, 2), s, steps=1, batch_size=32, progress=False)
+    with pytest.raises(ValueError, match="^data is empty"):
+        train_denoiser(_model(), torch.empty(0, 2), s, steps=1, progress=False)
 
 
 def test_classifier_learns_separated_blobs():
