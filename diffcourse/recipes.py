@@ -17,6 +17,7 @@ with a warning and trained again, never used. ``DIFFCOURSE_CACHE=off`` turns the
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -503,12 +504,30 @@ def cache_dir() -> Optional[Path]:
 
 
 def source_hash() -> str:
-    """SHA-256 of the package sources that training runs (:data:`SOURCES`)."""
+    """SHA-256 of the code that training runs (:data:`SOURCES`): of each file's syntax tree, so that
+    an edit to a comment, a docstring or the layout keeps the cached weights, and any other edit
+    retrains them."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
     for name in SOURCES:
-        h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+        h.update(name.encode() + b"\0" + _code_only(root / name).encode() + b"\0")
     return h.hexdigest()
+
+
+def _code_only(path: Path) -> str:
+    """The file's syntax tree without docstrings, as text (the tree holds no comments or layout)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def cache_key(recipe: Recipe, device: torch.device) -> Dict[str, Any]:

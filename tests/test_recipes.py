@@ -155,6 +155,20 @@ def test_the_key_holds_device_torch_and_sources():
     assert key["recipe"]["steps"] == 3000 and "threads" in key
 
 
+def test_the_sources_hash_reads_code_not_comments_docstrings_or_layout(tmp_path):
+    def code(text: str) -> str:
+        (tmp_path / "m.py").write_text(text)
+        return recipes._code_only(tmp_path / "m.py")
+
+    base = code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x * 2  # twice\n')
+    assert code('"""Other."""\ndef f(x):\n    """New doc."""\n    return x*2\n') == base
+    assert code("def f(x):\n    return x * 2\n") == base  # no docstrings at all
+    assert code('def f(x):\n    """Doc."""\n    return x * 3\n') != base  # a factor
+    assert code('def f(x):\n    """Doc."""\n    return "x"\n') != base
+    # a function that is only a docstring keeps a body, unlike one without the function
+    assert code('def g():\n    """Doc."""\n') != code("")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "other-key", "flipped bit"])
 def test_a_damaged_or_foreign_cache_file_is_trained_again_with_a_warning(cache, damage):
     first = recipes.train_or_load("ch4-denoiser", "quick", CPU, progress=False, **SMALL)
