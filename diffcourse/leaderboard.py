@@ -1,4 +1,4 @@
-"""Every guidance rule of the course scored against the exact answer on Gaussian mixtures (chapter 12).
+"""The course's guidance rules scored against the exact answer on Gaussian mixtures (chapter 12).
 
 A :class:`Rule` is one entry of a list: a name, a function that draws samples for a
 :class:`Setting` (a mixture, a schedule, the asked class y, the scale gamma, the DDIM levels), and
@@ -156,7 +156,10 @@ def package_rules(
     fbg_max_gamma: float = 10.0,
     zero_steps: int = 1,
 ) -> List[Rule]:
-    """Every guidance rule of ``diffcourse.guidance`` as a :class:`Rule`, with chapter 8's settings.
+    """The guidance rules of ``diffcourse.guidance``, a :class:`Rule` each, with chapter 8's settings.
+    Left out, as chapter 12 says: classifier guidance, the composed rule and negative prompts (with
+    an exact classifier, one term or the null label, each is eq. 170) and chapter 8's ramped scales
+    (compared with the constant scale in lab 8b).
 
     All but eq. 170 with DDPM, the predictor-corrector and chapter 11's two velocity rules (Euler)
     run DDIM (eta = 0) on ``setting.levels`` levels.

@@ -5,6 +5,7 @@ import torch
 
 from diffcourse.text import (
     HELD_OUT,
+    KIND_WEIGHTS,
     KINDS,
     MAX_TOKENS,
     NUMBERS,
@@ -105,6 +106,25 @@ def test_random_captions_are_true_seeded_and_never_held_out():
         random_captions(labels, held_out=["an even digit"])
     with pytest.raises(TypeError, match="labels"):
         random_captions([1, 2])
+
+
+def test_a_caption_names_its_digits_unevenly_where_held_out_captions_are_missing():
+    """Exercise 10.3's solution: "an even digit" and "a digit above three" are drawn equally often
+    for each digit they name (one parity caption per digit; five range captions per digit), while
+    "an even digit above three" is drawn for 4 as one of three parity-and-range captions and for 6
+    and 8 as one of five (the held-out captions take two of 4's)."""
+    n = 20000
+    share = {}
+    for d in (4, 6, 8):
+        caps = random_captions(torch.full((n,), d), torch.Generator().manual_seed(d))
+        share[d] = {c: caps.count(c) / n for c in set(caps)}
+    se = (0.1 / n) ** 0.5  # a standard error for shares of 0.1 or less
+    kinds = dict(zip(KINDS, KIND_WEIGHTS))
+    for d in (4, 6, 8):
+        assert abs(share[d]["an even digit"] - kinds["parity"]) < 5 * se
+        assert abs(share[d]["a digit above three"] - kinds["range"] / 5) < 5 * se
+        per = 3 if d == 4 else 5
+        assert abs(share[d]["an even digit above three"] - kinds["parity and range"] / per) < 5 * se
 
 
 def test_vocabulary_holds_every_number_word():
