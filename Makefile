@@ -119,7 +119,7 @@ lab-check: setup
 
 # For a Jupyter front end installed elsewhere: register this venv's Python as the kernel
 # "Python (diffcourse)" for your user, then pick it in that front end's kernel menu.
-kernel: setup
+kernel: $(VENV)/.installed
 	$(BIN)/python -m ipykernel install --user --name diffcourse --display-name "Python (diffcourse)"
 
 test: lint unit nbval book-strict built links browser lab-check
