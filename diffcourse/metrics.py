@@ -974,13 +974,13 @@ def bayes_log_form_errors(
         log_py = m_t.class_weights.log()[y]
         lhs = m_t.log_prob(x_t, y)
         post = m_t.class_log_posterior(x_t).gather(1, y[:, None])[:, 0]
-        eq163 = _max_rel(m_t.log_prob(x_t) + post - log_py, lhs, lhs)
+        log_form = _max_rel(m_t.log_prob(x_t) + post - log_py, lhs, lhs)
         g_cond = _autograd(partial(m_t.log_prob, y=y), x_t)
         g_uncond = _autograd(m_t.log_prob, x_t)
         g_post = _autograd(_log_posterior_of(m_t, y), x_t)
         eq164 = _max_rel(g_uncond + g_post, g_cond, g_cond)
         same_py = (m_t.class_weights == mixture.class_weights).all().item()
-        out[step] = (eq163, eq164, same_py)
+        out[step] = (log_form, eq164, same_py)
     return out
 
 
