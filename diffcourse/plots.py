@@ -1248,7 +1248,7 @@ def curve_panels(
     an optional "fmt"); y holding (mean, std) pairs is drawn with error bars. ``hlines`` (panel
     index -> (y, label) or (y, label, style dict)) adds labelled horizontal reference lines
     (grey, dashed by default); ``logy`` lists the panels with a log y axis. Every panel has a
-    legend. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
+    legend, under its x label, so that it covers no curve. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
     panels = check_sequence(panels, "panels", "dicts label -> curve")
     ylabels = check_strs(ylabels, "ylabels")
     for i, curves in enumerate(panels):
@@ -1277,9 +1277,29 @@ def curve_panels(
             ax.set_xscale("log")
         if i in logy:
             ax.set_yscale("log")
-        ax.legend(title=legend_title, fontsize=8)
     fig.tight_layout()
+    _legends_below(axes, legend_title)
     return axes
+
+
+def _legends_below(axes, title: Optional[str] = None) -> None:
+    """Each panel's legend under its x label, where it covers no curve (matplotlib's "best" spot
+    inside a panel still can): two columns of short labels, one of long ones. The notebooks save
+    a figure with bbox_inches="tight", which takes the legends in."""
+    renderer = axes[0].figure.canvas.get_renderer()
+    for ax in axes:
+        below = ax.xaxis.get_tightbbox(renderer).y0  # the tick labels' and x label's bottom
+        y = ax.transAxes.inverted().transform((0, below))[1]
+        labels = ax.get_legend_handles_labels()[1]
+        ncol = 2 if max(map(len, labels)) <= 16 else 1
+        ax.legend(
+            title=title,
+            fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, y - 0.02),
+            ncol=ncol,
+            frameon=False,
+        )
 
 
 _LEVELS_KEYS = {"mixture": ("d1", "spread1", "d3", "spread3"), "digits": ("diversity",)}

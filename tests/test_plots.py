@@ -651,6 +651,12 @@ def test_curve_panels_draws_lines_error_bars_and_references():
     assert list(bars.lines[0].get_ydata()) == [1.0, 2.0]
     assert axes[1].get_yscale() == "log" and axes[0].get_xscale() == "log"
     assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["c", "ref"]
+    # each legend under its panel's x label, covering none of its curves
+    renderer = axes[0].figure.canvas.get_renderer()
+    for ax in axes:
+        legend, label = ax.get_legend().get_window_extent(renderer), ax.xaxis.label
+        assert legend.y1 <= label.get_window_extent(renderer).y0
+        assert legend.y1 < ax.get_window_extent(renderer).y0
     plt.close(axes[0].figure)
     with pytest.raises(ValueError, match="ylabels"):
         curve_panels(panels, "x", ["y0"])
