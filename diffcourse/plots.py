@@ -1248,7 +1248,8 @@ def curve_panels(
     an optional "fmt"); y holding (mean, std) pairs is drawn with error bars. ``hlines`` (panel
     index -> (y, label) or (y, label, style dict)) adds labelled horizontal reference lines
     (grey, dashed by default); ``logy`` lists the panels with a log y axis. Every panel has a
-    legend, under its x label, so that it covers no curve. Returns the axes. The metric-against-a-setting figures of chapters 7 and 8."""
+    legend, under its x label, so that it covers no curve. Returns the axes. The
+    metric-against-a-setting figures of chapters 7 and 8."""
     panels = check_sequence(panels, "panels", "dicts label -> curve")
     ylabels = check_strs(ylabels, "ylabels")
     for i, curves in enumerate(panels):

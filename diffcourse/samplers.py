@@ -314,7 +314,8 @@ def ddpm_sample(
     callback: Optional[Callback] = None,
 ) -> torch.Tensor:
     """Ancestral DDPM sampling from x_T ~ N(0, I) down to x_0 (Ho et al. 2020, Algorithm 2): the
-    chain of Luo eq. 32, or with a label eq. 162, one ``ddpm_step`` (eq. 125, variance eq. 85) a level.
+    chain of Luo eq. 32, or with a label eq. 162, one ``ddpm_step`` (eq. 125, variance eq. 85) a
+    level.
 
     Args:
         eps_fn: the noise predictor, learned or exact.
